@@ -1,0 +1,146 @@
+"""Log what the dynamic modules of a model actually computed.
+
+Training: after every iteration, the batch means of the per-image records of the forward
+(:func:`mmdyn.models.utils.records.summarize_dynamic_records`) go to the message hub as
+``train/dyn_<key>``: every ratio the modules report (``kept_ratio``, ``fine_ratio``,
+``exit_ratio``, ...), ``flops_ratio`` (realised / static FLOPs of each image when the modules can
+say their static FLOPs for the input shape, else what they report as ``flops_ratio``) and
+``gflops`` (realised GFLOPs per image, 1 GFLOP = 1e9 multiply-adds). ``LoggerHook`` prints them
+(their latest value, as for the learning rate) and passes them to the visual backends.
+
+Validation and test: the hook installs :func:`attach_dynamic_records` (so the data samples carry
+``dynamic_flops`` / ``dynamic_stats``, which :class:`mmdyn.evaluation.ComplexityMetric` reads),
+accumulates the per-image values of the epoch over all ranks and writes their means as
+``val/dyn_<key>`` / ``test/dyn_<key>`` to the message hub at the end of the epoch. ``LoggerHook``
+prints both and sends the validation ones to the visual backends; the hook sends the test ones
+itself with ``runner.visualizer.add_scalars`` (``LoggerHook`` does not do that for tests).
+"""
+from typing import Dict, Optional
+
+from mmengine.dist import all_gather_object
+from mmengine.hooks import Hook
+
+from mmdyn.models.utils.records import (attach_dynamic_records, samples_records,
+                                        summarize_dynamic_records)
+from mmdyn.registry import HOOKS
+
+
+def _summary_means(summary) -> Dict[str, float]:
+    out = {'gflops': float(summary['flops'].mean()) / 1e9}
+    for k, v in summary['stats'].items():
+        out[k] = float(v.mean())
+    return out
+
+
+@HOOKS.register_module()
+class DynamicStatsHook(Hook):
+    """Log kept / fine / exit ratios and the realised FLOPs ratio of dynamic models.
+
+    Args:
+        interval (int): log training statistics every ``interval`` iterations (the values of
+            that iteration's batch). Defaults to 1.
+        prefix (str): name prefix of the logged keys. Defaults to ``'dyn_'``.
+        log_eval (bool): accumulate and log validation / test averages. Defaults to True.
+    """
+
+    priority = 'NORMAL'  # must run before LoggerHook (BELOW_NORMAL) at the end of an epoch
+
+    def __init__(self, interval: int = 1, prefix: str = 'dyn_', log_eval: bool = True) -> None:
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f'DynamicStatsHook: interval must be a positive int, got {interval!r}')
+        self.interval = interval
+        self.prefix = prefix
+        self.log_eval = log_eval
+        self._sums: Dict[str, float] = {}
+        self._counts: Dict[str, int] = {}
+
+    # -- installation -------------------------------------------------------------------------
+    def before_run(self, runner) -> None:
+        attach_dynamic_records(runner.model)
+
+    def before_val(self, runner) -> None:
+        attach_dynamic_records(runner.model)
+
+    def before_test(self, runner) -> None:
+        attach_dynamic_records(runner.model)
+
+    # -- training -----------------------------------------------------------------------------
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.every_n_train_iters(runner, self.interval):
+            return
+        summary = summarize_dynamic_records(runner.model)
+        if summary is None:
+            return
+        for k, v in _summary_means(summary).items():
+            runner.message_hub.update_scalar(f'train/{self.prefix}{k}', v)
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._sums, self._counts = {}, {}
+
+    def _add(self, key: str, value: float) -> None:
+        self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _accumulate(self, runner, outputs) -> None:
+        records = samples_records(outputs) if isinstance(outputs, (list, tuple)) else []
+        records = [r for r in records if r is not None]
+        if records:
+            for r in records:
+                self._add('gflops', r['flops'] / 1e9)
+                for k, v in r['stats'].items():
+                    self._add(k, v)
+            return
+        # The model's outputs carry no records: read them from the model directly.
+        summary = summarize_dynamic_records(runner.model)
+        if summary is None:
+            return
+        self._add_summary(summary)
+
+    def _add_summary(self, summary) -> None:
+        for f in summary['flops'].tolist():
+            self._add('gflops', f / 1e9)
+        for k, v in summary['stats'].items():
+            for x in v.tolist():
+                self._add(k, x)
+
+    def _means(self) -> Optional[Dict[str, float]]:
+        gathered = all_gather_object((self._sums, self._counts))
+        sums: Dict[str, float] = {}
+        counts: Dict[str, int] = {}
+        for s, c in gathered:
+            for k in s:
+                sums[k] = sums.get(k, 0.0) + s[k]
+                counts[k] = counts.get(k, 0) + c[k]
+        self._reset()
+        return {k: sums[k] / counts[k] for k in sorted(sums) if counts[k]}
+
+    def before_val_epoch(self, runner) -> None:
+        self._reset()
+
+    def before_test_epoch(self, runner) -> None:
+        self._reset()
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.log_eval:
+            self._accumulate(runner, outputs)
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.log_eval:
+            self._accumulate(runner, outputs)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if not self.log_eval:
+            return
+        for k, v in self._means().items():
+            runner.message_hub.update_scalar(f'val/{self.prefix}{k}', v)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        if not self.log_eval:
+            return
+        means = self._means()
+        for k, v in means.items():
+            runner.message_hub.update_scalar(f'test/{self.prefix}{k}', v)
+        if means:
+            runner.visualizer.add_scalars({f'test/{self.prefix}{k}': v for k, v in means.items()},
+                                          step=runner.iter)

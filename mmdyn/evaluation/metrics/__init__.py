@@ -1,0 +1,3 @@
+from .complexity_metric import ComplexityMetric
+
+__all__ = ['ComplexityMetric']

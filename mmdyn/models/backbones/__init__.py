@@ -1,0 +1,2 @@
+from .pvt import PVT, PVTStage, PVTv2  # noqa: F401
+from .vit import ViT  # noqa: F401

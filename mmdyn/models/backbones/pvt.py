@@ -1,0 +1,344 @@
+"""Static PVT v1 and PVTv2 backbones (the hosts the dynamic methods build on).
+
+Both return a list of NCHW maps, one per stage in ``out_indices`` (strides 4, 8, 16, 32), like
+mmdet's ``PyramidVisionTransformer(V2)``. They load the official whai362 checkpoints, mmdet's
+state dicts and their own through :mod:`mmdyn.models.utils.ckpt_convert`.
+"""
+import copy
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_norm_layer
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+
+from mmdyn.registry import MODELS
+from ..layers.attention import nlc_to_nchw
+from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
+from ..layers.transformer_blocks import PVTBlock
+from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn
+
+__all__ = ['PVT', 'PVTv2', 'PVTStage']
+
+_STAGE_KEYS = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios')
+
+
+class PVTStage(BaseModule):
+    """One PVT stage: patch embedding, (v1) absolute position embedding, blocks, optional norm.
+
+    ``forward(x[B, C_in, H, W]) -> (tokens[B, h*w, C], (h, w))``. The dynamic methods can call
+    :meth:`embed` and run ``blocks`` themselves.
+    """
+
+    def __init__(self, patch_embed: PatchEmbed, blocks: Sequence[nn.Module],
+                 pos_shape: Optional[Tuple[int, int]] = None, drop_rate: float = 0.,
+                 norm: Optional[nn.Module] = None):
+        super().__init__()
+        self.patch_embed = patch_embed
+        self.embed_dims = patch_embed.embed_dims
+        self.pos_shape = pos_shape
+        if pos_shape is not None:
+            self.pos_embed = nn.Parameter(
+                torch.zeros(1, pos_shape[0] * pos_shape[1], self.embed_dims))
+        else:
+            self.pos_embed = None
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.blocks = ModuleList(blocks)
+        self.norm = norm if norm is not None else nn.Identity()
+
+    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patch embedding plus (resized, bilinear) position embedding."""
+        x, hw = self.patch_embed(x)
+        if self.pos_embed is not None:
+            pos = resize_pos_embed(self.pos_embed, self.pos_shape, hw, mode='bilinear')
+            x = x + pos
+        return self.pos_drop(x), tuple(hw)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        x, hw = self.embed(x)
+        for blk in self.blocks:
+            x = blk(x, hw)
+        return self.norm(x), hw
+
+    def flops_breakdown(self, in_hw: Sequence[int], prefix: str = '') -> Dict[str, int]:
+        out_hw = self.patch_embed.out_shape(in_hw)
+        n = out_hw[0] * out_hw[1]
+        res = {f'{prefix}patch_embed': self.patch_embed.flops(in_hw)}
+        for j, blk in enumerate(self.blocks):
+            res[f'{prefix}blocks.{j}'] = int(blk.flops(n, out_hw))
+        return res
+
+
+
+def _linspace(stop: float, n: int) -> list:
+    """Stochastic-depth rates ``0 .. stop`` (plain Python: works on the meta device too)."""
+    return [stop * i / (n - 1) if n > 1 else 0. for i in range(n)]
+
+
+@MODELS.register_module()
+class PVT(BaseModule):
+    """PVT v1 (`Pyramid Vision Transformer <https://arxiv.org/abs/2102.12122>`_).
+
+    Args:
+        arch (str | dict): ``'tiny' | 'small' | 'medium' | 'large'`` or a dict with
+            ``embed_dims``, ``depths``, ``num_heads``, ``mlp_ratios``, ``sr_ratios`` (lists of one
+            entry per stage).
+        in_channels (int): Input channels. Default 3.
+        pretrain_img_size (int | tuple): Image size the position embeddings are laid out for
+            (resized bilinearly to other inputs). Default 224.
+        patch_sizes (Sequence[int]): Patch size (= stride) of each stage's embedding.
+        out_indices (Sequence[int]): Stages to output. Default (0, 1, 2, 3).
+        qkv_bias (bool): Default True.
+        drop_rate, attn_drop_rate (float): Dropout rates. Default 0.
+        drop_path_rate (float): Max stochastic depth, linear over blocks. Default 0.1.
+        norm_after_stage (bool): A norm after every stage. Default False (mmdet's PVT v1).
+        norm_cfg (dict): Default ``dict(type='LN', eps=1e-6)`` (mmdet's; the official patch
+            embedding and key/value norms use eps 1e-5, a negligible difference).
+        act_cfg (dict): FFN activation. Default GELU.
+        frozen_stages (int): Stages ``0..frozen_stages`` are frozen (eval mode, no grad).
+        pretrained (str, optional): Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``
+            (mmseg's segmentors push it in).
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=None)``
+            loads whai362, mmdet or mmdyn checkpoints (layout detected from the keys).
+    """
+    arch_zoo = {
+        **{k: dict(embed_dims=[64, 128, 320, 512], depths=d, num_heads=[1, 2, 5, 8],
+                   mlp_ratios=[8, 8, 4, 4], sr_ratios=[8, 4, 2, 1])
+           for k, d in (('tiny', [2, 2, 2, 2]), ('small', [3, 4, 6, 3]),
+                        ('medium', [3, 4, 18, 3]), ('large', [3, 8, 27, 3]))}
+    }
+    # PVT v1 ingredients (overridden by PVTv2)
+    _use_abs_pos_embed = True
+    _use_conv_ffn = False
+    _overlap = False
+    _default_norm_after_stage = False
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'small',
+                 in_channels: int = 3,
+                 pretrain_img_size: Union[int, Sequence[int]] = 224,
+                 patch_sizes: Sequence[int] = (4, 2, 2, 2),
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 norm_after_stage: Optional[bool] = None,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 act_cfg: dict = dict(type='GELU'),
+                 frozen_stages: int = -1,
+                 pretrained: Optional[str] = None,
+                 init_cfg=None):
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            if not isinstance(pretrained, str):
+                raise TypeError(f'pretrained must be a str or None, got {type(pretrained)}')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+
+        self.arch_settings = self._parse_arch(arch)
+        s = self.arch_settings
+        self.linear = bool(s.get('linear', False))
+        self.num_stages = len(s['embed_dims'])
+        self.embed_dims = list(s['embed_dims'])
+        self.depths = list(s['depths'])
+        if in_channels < 1:
+            raise ValueError(f'in_channels must be positive, got {in_channels}')
+        self.in_channels = in_channels
+        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        for i in out_indices:
+            if not -self.num_stages <= i < self.num_stages:
+                raise ValueError(f'out_indices {out_indices} out of range for '
+                                 f'{self.num_stages} stages')
+        self.out_indices = tuple(sorted(i % self.num_stages for i in out_indices))
+        self.frozen_stages = frozen_stages
+        if norm_after_stage is None:
+            norm_after_stage = self._default_norm_after_stage
+        self.norm_after_stage = norm_after_stage
+        if isinstance(pretrain_img_size, int):
+            pretrain_img_size = (pretrain_img_size, pretrain_img_size)
+        self.pretrain_img_size = tuple(pretrain_img_size)
+        if len(patch_sizes) != self.num_stages:
+            raise ValueError(f'patch_sizes {patch_sizes} must have {self.num_stages} entries')
+        self.patch_sizes = list(patch_sizes)
+
+        dpr = _linspace(drop_path_rate, sum(self.depths))
+        cur = 0
+        self.stages = ModuleList()
+        c_in = in_channels
+        stride = 1
+        for i in range(self.num_stages):
+            c = self.embed_dims[i]
+            if self._overlap:
+                st_i = 4 if i == 0 else 2
+                pe = overlap_patch_embed(c_in, c, kernel_size=self.patch_sizes[i], stride=st_i,
+                                         norm_cfg=norm_cfg)
+                stride *= st_i
+            else:
+                pe = PatchEmbed(in_channels=c_in, embed_dims=c, kernel_size=self.patch_sizes[i],
+                                stride=self.patch_sizes[i], padding=0, norm_cfg=norm_cfg)
+                stride *= self.patch_sizes[i]
+            blocks = [
+                PVTBlock(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
+                         sr_ratio=s['sr_ratios'][i], linear=self.linear,
+                         use_conv_ffn=self._use_conv_ffn, qkv_bias=qkv_bias, drop=drop_rate,
+                         attn_drop=attn_drop_rate, drop_path=dpr[cur + j], norm_cfg=norm_cfg,
+                         act_cfg=act_cfg) for j in range(self.depths[i])
+            ]
+            pos_shape = None
+            if self._use_abs_pos_embed:
+                pos_shape = (self.pretrain_img_size[0] // stride,
+                             self.pretrain_img_size[1] // stride)
+            norm = build_norm_layer(norm_cfg, c)[1] if norm_after_stage else None
+            self.stages.append(PVTStage(pe, blocks, pos_shape, drop_rate, norm))
+            cur += self.depths[i]
+            c_in = c
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def _parse_arch(cls, arch) -> dict:
+        if isinstance(arch, str):
+            if arch.lower() not in cls.arch_zoo:
+                raise KeyError(f'{cls.__name__}: unknown arch {arch!r}; choose one of '
+                               f'{sorted(cls.arch_zoo)} or give a dict')
+            return copy.deepcopy(cls.arch_zoo[arch.lower()])
+        if not isinstance(arch, dict):
+            raise TypeError(f'{cls.__name__}: arch must be a str or a dict, got {type(arch)}')
+        missing = [k for k in _STAGE_KEYS if k not in arch]
+        if missing:
+            raise KeyError(f'{cls.__name__}: arch dict misses {missing} (needs {_STAGE_KEYS})')
+        unknown = set(arch) - set(_STAGE_KEYS) - {'linear'}
+        if unknown:
+            raise KeyError(f'{cls.__name__}: unknown arch keys {sorted(unknown)}')
+        lens = {k: len(arch[k]) for k in _STAGE_KEYS}
+        if len(set(lens.values())) != 1:
+            raise ValueError(f'{cls.__name__}: arch lists differ in length: {lens}')
+        return copy.deepcopy(dict(arch))
+
+    # ------------------------------------------------------------------ init / loading
+    def init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for st in self.stages:
+            if st.pos_embed is not None:
+                trunc_normal_(st.pos_embed, std=.02)
+        pre = find_pretrained_cfg(self.init_cfg)
+        if pre is None and self.init_cfg is not None:
+            super().init_weights()  # other init_cfg types, applied by mmengine
+        if pre is not None:
+            load_converted(self, pre['checkpoint'], pvt_to_mmdyn, adapt=self._adapt_state_dict,
+                           prefix=pre.get('prefix'))
+        self._is_init = True
+
+    def _adapt_state_dict(self, sd: dict) -> dict:
+        """Resize position embeddings of other grids (bilinear) to this model's."""
+        for i, st in enumerate(self.stages):
+            k = f'stages.{i}.pos_embed'
+            if st.pos_embed is None or k not in sd:
+                continue
+            v = sd[k]
+            if v.shape != st.pos_embed.shape:
+                n = v.shape[1]
+                side = int(round(math.sqrt(n)))
+                if side * side != n:
+                    raise ValueError(f'{k}: {n} positions do not form a square grid')
+                sd[k] = resize_pos_embed(v, (side, side), st.pos_shape, mode='bilinear')
+        return sd
+
+    def _freeze_stages(self):
+        for i in range(min(self.frozen_stages + 1, self.num_stages)):
+            st = self.stages[i]
+            st.eval()
+            for p in st.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
+                             f'images, got {tuple(x.shape)}')
+        outs = []
+        for i, st in enumerate(self.stages):
+            tokens, hw = st(x)
+            x = nlc_to_nchw(tokens, hw)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
+
+    # ------------------------------------------------------------------ FLOPs
+    def stage_shapes(self, img_shape: Sequence[int]) -> List[Tuple[int, int]]:
+        """Token grid of every stage for an ``(H, W)`` image."""
+        shapes, hw = [], tuple(img_shape)
+        for st in self.stages:
+            hw = st.patch_embed.out_shape(hw)
+            shapes.append(hw)
+        return shapes
+
+    def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
+        """MACs per patch embedding and block, keyed by module name
+        (``'stages.0.patch_embed'``, ``'stages.0.blocks.0'``...)."""
+        res, hw = {}, tuple(img_shape)
+        for i, st in enumerate(self.stages):
+            res.update(st.flops_breakdown(hw, prefix=f'stages.{i}.'))
+            hw = st.patch_embed.out_shape(hw)
+        return res
+
+    def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
+        """MACs of the whole backbone for an ``(H, W)`` image (see :mod:`mmdyn.analysis.flops`)."""
+        return int(sum(self.flops_breakdown(img_shape).values()))
+
+
+@MODELS.register_module()
+class PVTv2(PVT):
+    """PVTv2 (`PVT v2: Improved Baselines <https://arxiv.org/abs/2106.13797>`_).
+
+    Overlapping patch embeddings (7x7/4, 3x3/2), no position embedding, MixFFN, a norm after
+    every stage. ``arch``: ``'b0' .. 'b5'``, ``'b2-li'`` (linear SR) or a dict as for
+    :class:`PVT` (optionally with ``linear=True``); ``linear`` (bool, optional) overrides the
+    arch's. Other args as :class:`PVT`; ``patch_sizes=(7, 3, 3, 3)`` are the kernel sizes
+    (strides 4, 2, 2, 2, padding ``k // 2``).
+    """
+    _b = dict(embed_dims=[64, 128, 320, 512], num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4],
+              sr_ratios=[8, 4, 2, 1])
+    arch_zoo = {
+        'b0': dict(_b, embed_dims=[32, 64, 160, 256], depths=[2, 2, 2, 2]),
+        'b1': dict(_b, depths=[2, 2, 2, 2]),
+        'b2': dict(_b, depths=[3, 4, 6, 3]),
+        'b2-li': dict(_b, depths=[3, 4, 6, 3], linear=True),
+        'b3': dict(_b, depths=[3, 4, 18, 3]),
+        'b4': dict(_b, depths=[3, 8, 27, 3]),
+        'b5': dict(_b, depths=[3, 6, 40, 3], mlp_ratios=[4, 4, 4, 4]),
+    }
+    del _b
+    _use_abs_pos_embed = False
+    _use_conv_ffn = True
+    _overlap = True
+    _default_norm_after_stage = True
+
+    def __init__(self, arch: Union[str, dict] = 'b2', patch_sizes: Sequence[int] = (7, 3, 3, 3),
+                 linear: Optional[bool] = None, **kwargs):
+        arch = self._parse_arch(arch)
+        if linear is not None:
+            arch['linear'] = bool(linear)
+        super().__init__(arch=arch, patch_sizes=patch_sizes, **kwargs)
+

@@ -1,0 +1,149 @@
+"""Pre-norm transformer blocks of the static hosts (and of the dynamic methods built on them).
+
+``x = x + drop_path(attn(norm1(x)))``; ``x = x + drop_path(ffn(norm2(x)))``.
+
+:class:`PVTBlock` (spatial-reduction attention; plain MLP for PVT v1, MixFFN for PVTv2) and
+:class:`ViTBlock` (plain attention and MLP) share one implementation, which also runs on a
+subset of the tokens: ``query`` are the tokens to update (gathered by the caller, e.g. into a
+padded batch), keys and values come from the full map ``x``. The block returns the updated
+query tokens; the caller scatters them back.
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.drop import DropPath
+from mmengine.model import BaseModule
+
+from .attention import SRAttention
+from .ffn import MLP, MixFFN
+
+__all__ = ['TransformerBlock', 'PVTBlock', 'ViTBlock']
+
+
+class TransformerBlock(BaseModule):
+    """Pre-norm block: LN, :class:`SRAttention`, drop-path, LN, FFN, drop-path.
+
+    Args:
+        embed_dims (int): Token width.
+        num_heads (int): Attention heads.
+        mlp_ratio (float): FFN hidden width / ``embed_dims``.
+        sr_ratio (int): Spatial reduction of keys/values (1: none).
+        linear (bool): PVTv2-Li linear SR (and the ReLU of its MixFFN).
+        use_conv_ffn (bool): MixFFN (PVTv2) instead of the plain MLP.
+        qkv_bias (bool): Bias of the q/kv projections.
+        drop (float): Dropout after the attention projection and in the FFN.
+        attn_drop (float): Dropout of the attention weights.
+        drop_path (float): Stochastic-depth rate of both residual branches.
+        norm_cfg (dict): Norms of the block (and of the reduced keys/values).
+        act_cfg (dict): FFN activation.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 mlp_ratio: float = 4.,
+                 sr_ratio: int = 1,
+                 linear: bool = False,
+                 use_conv_ffn: bool = False,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 drop: float = 0.,
+                 attn_drop: float = 0.,
+                 drop_path: float = 0.,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 act_cfg: dict = dict(type='GELU'),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.embed_dims = embed_dims
+        hidden = int(embed_dims * mlp_ratio)
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.attn = SRAttention(embed_dims, num_heads, sr_ratio=sr_ratio, linear=linear,
+                                qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
+                                proj_drop=drop, norm_cfg=norm_cfg)
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        if use_conv_ffn:
+            self.ffn = MixFFN(embed_dims, hidden, linear=linear, act_cfg=act_cfg, drop=drop)
+        else:
+            self.ffn = MLP(embed_dims, hidden, act_cfg=act_cfg, drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def attn_residual(self, x: torch.Tensor, hw_shape: Optional[Sequence[int]] = None,
+                      query: Optional[torch.Tensor] = None,
+                      key_padding_mask: Optional[torch.Tensor] = None,
+                      attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``q + drop_path(attn(norm1(q), keys/values from norm1(x)))`` with ``q = query or x``."""
+        xn = self.norm1(x)
+        qn = None if query is None else self.norm1(query)
+        base = x if query is None else query
+        out = self.attn(xn, hw_shape, query=qn, key_padding_mask=key_padding_mask,
+                        attn_bias=attn_bias)
+        return base + self.drop_path(out)
+
+    def ffn_residual(self, x: torch.Tensor, hw_shape: Optional[Sequence[int]] = None,
+                     index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x + drop_path(ffn(norm2(x)))``; ``index`` places a token subset on the map for
+        MixFFN (see :mod:`mmdyn.models.layers.ffn`)."""
+        return x + self.drop_path(self.ffn(self.norm2(x), hw_shape, index))
+
+    def forward(self,
+                x: torch.Tensor,
+                hw_shape: Optional[Sequence[int]] = None,
+                query: Optional[torch.Tensor] = None,
+                query_index: Optional[torch.Tensor] = None,
+                key_padding_mask: Optional[torch.Tensor] = None,
+                attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Update ``query`` (default: all of ``x``).
+
+        Args:
+            x (Tensor): ``[B, N, C]`` tokens keys/values come from; the full ``hw_shape`` map
+                when the attention reduces keys/values or the FFN is a MixFFN.
+            hw_shape (tuple): ``(H, W)`` of ``x``.
+            query (Tensor, optional): ``[B, Nq, C]`` tokens to update.
+            query_index (LongTensor, optional): ``[B, Nq]`` positions of ``query`` in the
+                ``H*W`` grid, ``-1`` for padding slots; needed by MixFFN with ``query``.
+            key_padding_mask (BoolTensor, optional): ``[B, Nk]``, True for padding keys (keys
+                after any reduction).
+            attn_bias (Tensor, optional): additive attention bias ``[B, heads, Nq, Nk]``.
+
+        Returns:
+            Tensor ``[B, Nq, C]``.
+        """
+        if query is not None and query_index is None and isinstance(self.ffn, MixFFN):
+            raise ValueError('a MixFFN block updating a token subset needs query_index')
+        y = self.attn_residual(x, hw_shape, query, key_padding_mask, attn_bias)
+        return self.ffn_residual(y, hw_shape, query_index)
+
+    def flops(self, num_queries, hw_shape: Optional[Sequence[int]] = None, num_keys=None,
+              num_dw_tokens=None):
+        """MACs of one forward.
+
+        Args:
+            num_queries: Tokens updated (int or per-image tensor).
+            hw_shape: Grid of the full map keys/values come from (needed with a reduction).
+            num_keys: Keys after reduction; default from ``hw_shape``, else ``num_queries``.
+            num_dw_tokens: Positions the MixFFN depth-wise conv is counted at (default
+                ``num_queries``).
+        """
+        return (self.attn.flops(num_queries, hw_shape, num_keys)
+                + self.ffn.flops(num_queries, num_dw_tokens))
+
+
+class PVTBlock(TransformerBlock):
+    """PVT (v1: ``use_conv_ffn=False``) / PVTv2 (``use_conv_ffn=True``) block."""
+
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4., sr_ratio: int = 1,
+                 linear: bool = False, use_conv_ffn: bool = True, **kwargs):
+        super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, sr_ratio=sr_ratio,
+                         linear=linear, use_conv_ffn=use_conv_ffn, **kwargs)
+
+
+class ViTBlock(TransformerBlock):
+    """ViT / DeiT block (no reduction, plain MLP)."""
+
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4., **kwargs):
+        for k in ('sr_ratio', 'linear', 'use_conv_ffn'):
+            if kwargs.pop(k, None):
+                raise ValueError(f'ViTBlock does not take {k}')
+        super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, **kwargs)

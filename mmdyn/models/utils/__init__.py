@@ -1,0 +1,4 @@
+from .dynamic import (DynamicModuleMixin, collect_dynamic_records, find_dynamic_modules,
+                      full_compute)
+
+__all__ = ['DynamicModuleMixin', 'collect_dynamic_records', 'find_dynamic_modules', 'full_compute']

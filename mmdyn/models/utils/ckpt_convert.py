@@ -1,0 +1,360 @@
+"""Checkpoint key conversion into mmdyn's layouts, with the source layout detected from the keys.
+
+mmdyn layouts
+-------------
+PVT / PVTv2 (:class:`mmdyn.models.backbones.PVT`, ``PVTv2``)::
+
+    stages.{i}.patch_embed.projection.{weight,bias}   stages.{i}.patch_embed.norm.*
+    stages.{i}.pos_embed                              (PVT v1 only, [1, h*w, C])
+    stages.{i}.blocks.{j}.norm1.* / norm2.*
+    stages.{i}.blocks.{j}.attn.{q,kv,proj}.*          attn.sr.*  attn.norm.*
+    stages.{i}.blocks.{j}.ffn.{fc1,dwconv,fc2}.*      (dwconv: PVTv2 only)
+    stages.{i}.norm.*                                 (per-stage norm, when the model has one)
+
+ViT / DeiT (:class:`mmdyn.models.backbones.ViT`)::
+
+    cls_token  pos_embed  patch_embed.projection.*  pre_norm.*
+    blocks.{j}.norm1.* / norm2.*  blocks.{j}.attn.{q,kv,proj}.*  blocks.{j}.ffn.{fc1,fc2}.*
+    norm.*  (final norm)
+
+Recognised sources
+------------------
+* PVT: the official whai362/PVT v1 and v2 checkpoints (``patch_embed1.proj``,
+  ``block1.0.attn.q``, ``attn.kv``, ``mlp.dwconv.dwconv``, ``norm1``..``norm4``, ``pos_embed1``,
+  ``cls_token``, ``head``), mmdet's ``PyramidVisionTransformer(V2)`` (``layers.{i}.0.projection``,
+  ``layers.{i}.1.{k}.attn.attn.in_proj_weight``, ``ffn.layers.{0,1,3,4}`` 1x1 convs,
+  ``layers.{i}.1.0.pos_embed``, ``layers.{i}.2``), and mmdyn's own.
+* ViT: timm / DeiT (``blocks.0.attn.qkv``, ``mlp.fc1``, ``norm``, ``head``, ``dist_token``),
+  mmseg's ``VisionTransformer`` (``layers.0.ln1``, ``attn.attn.in_proj_weight``,
+  ``ffn.layers.0.0``, ``ln1``/``ln0``), mmpretrain's (``layers.0.attn.qkv``, ``ln1``,
+  ``pre_norm``), and mmdyn's own.
+
+Checkpoints wrapped in ``state_dict`` / ``model`` / ``module`` and keys prefixed ``module.`` or
+``backbone.`` (a whole detector, segmentor or classifier) are unwrapped first.
+Classification heads, the PVT v1 cls token and DeiT's distillation token are dropped.
+"""
+import re
+from collections import OrderedDict
+from typing import Dict, Tuple
+
+import torch
+
+__all__ = [
+    'unwrap_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
+    'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted'
+]
+
+StateDict = Dict[str, torch.Tensor]
+
+
+def load_checkpoint_file(filename: str, logger=None):
+    """Load a checkpoint: local files with ``torch.load`` (``weights_only`` first; a file that
+    holds other pickled objects, such as mmengine's meta, is then read in full, since the user
+    named it as trusted weights), anything else (URLs, ``open-mmlab://``...) through mmengine's
+    ``CheckpointLoader``."""
+    import os
+    if os.path.isfile(filename):
+        try:
+            return torch.load(filename, map_location='cpu', weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling refusal
+            msg = (f'{filename}: weights-only loading failed ({type(e).__name__}); loading '
+                   'the whole pickle of this file named as pretrained weights')
+            if logger is not None:
+                logger.warning(msg)
+            return torch.load(filename, map_location='cpu', weights_only=False)
+    from mmengine.runner.checkpoint import CheckpointLoader
+    return CheckpointLoader.load_checkpoint(filename, map_location='cpu', logger=logger)
+
+
+def unwrap_state_dict(ckpt) -> StateDict:
+    """The tensor dict inside a checkpoint, without ``module.``/``backbone.`` prefixes."""
+    sd = ckpt
+    for key in ('state_dict', 'model', 'module'):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict):
+        raise TypeError(f'no state dict found in checkpoint of type {type(ckpt).__name__}')
+    sd = OrderedDict((k, v) for k, v in sd.items() if isinstance(v, torch.Tensor))
+    if sd and all(k.startswith('module.') for k in sd):
+        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
+    if any(k.startswith('backbone.') for k in sd):
+        sd = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items()
+                         if k.startswith('backbone.'))
+    return sd
+
+
+# --------------------------------------------------------------------------------------- PVT
+def detect_pvt_layout(sd: StateDict) -> str:
+    """``'mmdyn'``, ``'official'`` (whai362) or ``'mmdet'``."""
+    keys = list(sd)
+    if any(k.startswith('stages.') for k in keys):
+        return 'mmdyn'
+    if any(re.match(r'(patch_embed|block)\d+\.', k) for k in keys):
+        return 'official'
+    if any(re.match(r'layers\.\d+\.0\.projection\.', k) for k in keys):
+        return 'mmdet'
+    raise ValueError('unrecognised PVT checkpoint layout (expected whai362 keys like '
+                     '"patch_embed1.proj.weight", mmdet keys like "layers.0.0.projection.weight" '
+                     f'or mmdyn keys like "stages.0..."); first keys: {keys[:5]}')
+
+
+def _split_in_proj(prefix: str, w: torch.Tensor, b: torch.Tensor, out: StateDict) -> None:
+    c = w.shape[0] // 3
+    out[f'{prefix}q.weight'] = w[:c]
+    out[f'{prefix}kv.weight'] = w[c:]
+    if b is not None:
+        out[f'{prefix}q.bias'] = b[:c]
+        out[f'{prefix}kv.bias'] = b[c:]
+
+
+def _pvt_official(sd: StateDict) -> StateDict:
+    out = OrderedDict()
+    stages = sorted({int(m.group(1)) for k in sd for m in [re.match(r'patch_embed(\d+)\.', k)]
+                     if m})
+    last = stages[-1] if stages else 4
+    has_cls = 'cls_token' in sd
+    for k, v in sd.items():
+        if k.startswith('head') or k in ('cls_token', 'dist_token'):
+            continue
+        m = re.match(r'patch_embed(\d+)\.(proj|norm)\.(.*)', k)
+        if m:
+            name = 'projection' if m.group(2) == 'proj' else 'norm'
+            out[f'stages.{int(m.group(1)) - 1}.patch_embed.{name}.{m.group(3)}'] = v
+            continue
+        m = re.match(r'pos_embed(\d+)$', k)
+        if m:
+            s = int(m.group(1))
+            if s == last and has_cls:
+                v = v[:, 1:]  # the cls position of PVT v1's last stage
+            out[f'stages.{s - 1}.pos_embed'] = v
+            continue
+        m = re.match(r'block(\d+)\.(\d+)\.(.*)', k)
+        if m:
+            rest = m.group(3)
+            rest = rest.replace('mlp.dwconv.dwconv.', 'ffn.dwconv.').replace('mlp.', 'ffn.')
+            out[f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.{rest}'] = v
+            continue
+        m = re.match(r'norm(\d+)\.(.*)', k)
+        if m:
+            out[f'stages.{int(m.group(1)) - 1}.norm.{m.group(2)}'] = v
+            continue
+        m = re.match(r'norm\.(.*)', k)
+        if m:  # PVT v1's final norm (after the last stage)
+            out[f'stages.{last - 1}.norm.{m.group(1)}'] = v
+            continue
+        out[k] = v
+    return out
+
+
+def _pvt_mmdet(sd: StateDict) -> StateDict:
+    out = OrderedDict()
+    # stage i has abs pos embed as module 0 of layers.i.1 in mmdet's PVT v1
+    abs_pos = {int(m.group(1)) for k in sd for m in [re.match(r'layers\.(\d+)\.1\.0\.pos_embed$',
+                                                               k)] if m}
+    conv_ffn = any(re.search(r'\.ffn\.layers\.4\.', k) for k in sd)
+    fc2 = '4' if conv_ffn else '3'
+    for k, v in sd.items():
+        m = re.match(r'layers\.(\d+)\.0\.(projection|norm)\.(.*)', k)
+        if m:
+            out[f'stages.{m.group(1)}.patch_embed.{m.group(2)}.{m.group(3)}'] = v
+            continue
+        m = re.match(r'layers\.(\d+)\.1\.0\.pos_embed$', k)
+        if m:
+            out[f'stages.{m.group(1)}.pos_embed'] = v
+            continue
+        m = re.match(r'layers\.(\d+)\.1\.(\d+)\.(.*)', k)
+        if m:
+            s, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+            j -= 1 if s in abs_pos else 0
+            pre = f'stages.{s}.blocks.{j}.'
+            if rest.startswith('attn.attn.in_proj_'):
+                if rest.endswith('weight'):
+                    _split_in_proj(pre + 'attn.', v,
+                                   sd.get(k.replace('in_proj_weight', 'in_proj_bias')), out)
+                continue
+            if rest.startswith('attn.attn.out_proj.'):
+                out[pre + 'attn.proj.' + rest[len('attn.attn.out_proj.'):]] = v
+                continue
+            mf = re.match(r'ffn\.layers\.(\d+)\.(.*)', rest)
+            if mf:
+                idx, p = mf.group(1), mf.group(2)
+                if idx == '0':
+                    name = 'fc1'
+                elif idx == fc2:
+                    name = 'fc2'
+                elif idx == '1' and conv_ffn:
+                    name = 'dwconv'
+                else:
+                    raise ValueError(f'unexpected mmdet PVT FFN key {k}')
+                if name in ('fc1', 'fc2') and p == 'weight' and v.dim() == 4:
+                    v = v.flatten(1)
+                out[f'{pre}ffn.{name}.{p}'] = v
+                continue
+            out[pre + rest] = v
+            continue
+        m = re.match(r'layers\.(\d+)\.2\.(.*)', k)
+        if m:
+            out[f'stages.{m.group(1)}.norm.{m.group(2)}'] = v
+            continue
+        out[k] = v
+    return out
+
+
+def pvt_to_mmdyn(ckpt) -> StateDict:
+    """Convert a PVT / PVTv2 checkpoint (any recognised layout) to mmdyn's layout."""
+    sd = unwrap_state_dict(ckpt)
+    layout = detect_pvt_layout(sd)
+    if layout == 'official':
+        return _pvt_official(sd)
+    if layout == 'mmdet':
+        return _pvt_mmdet(sd)
+    return sd
+
+
+# --------------------------------------------------------------------------------------- ViT
+def detect_vit_layout(sd: StateDict) -> str:
+    """``'mmdyn'``, ``'timm'`` (timm / DeiT / official ViT in timm names), ``'mmseg'`` or
+    ``'mmpretrain'``."""
+    keys = list(sd)
+    if any(re.match(r'blocks\.\d+\.attn\.q\.weight$', k) for k in keys):
+        return 'mmdyn'
+    if any(re.match(r'blocks\.\d+\.attn\.qkv\.weight$', k) for k in keys):
+        return 'timm'
+    if any(re.match(r'layers\.\d+\.attn\.attn\.in_proj_weight$', k) for k in keys):
+        return 'mmseg'
+    if any(re.match(r'layers\.\d+\.attn\.qkv\.weight$', k) for k in keys):
+        return 'mmpretrain'
+    raise ValueError('unrecognised ViT checkpoint layout (expected timm keys like '
+                     '"blocks.0.attn.qkv.weight", mmseg "layers.0.attn.attn.in_proj_weight", '
+                     'mmpretrain "layers.0.attn.qkv.weight" or mmdyn "blocks.0.attn.q.weight"); '
+                     f'first keys: {keys[:5]}')
+
+
+def _split_qkv(prefix: str, sd: StateDict, wkey: str, bkey: str, out: StateDict) -> None:
+    _split_in_proj(prefix, sd[wkey], sd.get(bkey), out)
+
+
+def _vit_timm(sd: StateDict) -> StateDict:
+    out = OrderedDict()
+    has_dist = 'dist_token' in sd
+    for k, v in sd.items():
+        if k.startswith(('head', 'fc_norm')) or k == 'dist_token':
+            continue
+        if k == 'pos_embed' and has_dist:
+            v = torch.cat([v[:, :1], v[:, 2:]], dim=1)  # drop the distillation position
+        m = re.match(r'blocks\.(\d+)\.(.*)', k)
+        if m:
+            pre, rest = f'blocks.{m.group(1)}.', m.group(2)
+            if rest == 'attn.qkv.weight':
+                _split_qkv(pre + 'attn.', sd, k, k[:-len('weight')] + 'bias', out)
+                continue
+            if rest == 'attn.qkv.bias':
+                continue
+            out[pre + rest.replace('mlp.', 'ffn.')] = v
+            continue
+        if k.startswith('patch_embed.proj.'):
+            out['patch_embed.projection.' + k[len('patch_embed.proj.'):]] = v
+            continue
+        if k.startswith('norm_pre.'):
+            out['pre_norm.' + k[len('norm_pre.'):]] = v
+            continue
+        out[k] = v
+    return out
+
+
+def _vit_mm(sd: StateDict, layout: str) -> StateDict:
+    out = OrderedDict()
+    for k, v in sd.items():
+        if k.startswith(('head', 'neck')):
+            continue
+        m = re.match(r'layers\.(\d+)\.(.*)', k)
+        if m:
+            pre, rest = f'blocks.{m.group(1)}.', m.group(2)
+            if rest in ('attn.attn.in_proj_weight', 'attn.qkv.weight'):
+                bias = k.replace('in_proj_weight', 'in_proj_bias') if layout == 'mmseg' \
+                    else k[:-len('weight')] + 'bias'
+                _split_qkv(pre + 'attn.', sd, k, bias, out)
+                continue
+            if rest in ('attn.attn.in_proj_bias', 'attn.qkv.bias'):
+                continue
+            if rest.startswith(('attn.gamma', 'ffn.gamma')):
+                raise ValueError(f'layer-scale checkpoints are not supported ({k})')
+            rest = rest.replace('attn.attn.out_proj.', 'attn.proj.')
+            rest = rest.replace('ln1.', 'norm1.').replace('ln2.', 'norm2.')
+            rest = rest.replace('ffn.layers.0.0.', 'ffn.fc1.').replace('ffn.layers.1.', 'ffn.fc2.')
+            out[pre + rest] = v
+            continue
+        if k.startswith('ln1.'):
+            out['norm.' + k[4:]] = v
+            continue
+        if k.startswith('ln0.'):
+            out['pre_norm.' + k[4:]] = v
+            continue
+        out[k] = v
+    return out
+
+
+def vit_to_mmdyn(ckpt) -> StateDict:
+    """Convert a ViT / DeiT checkpoint (any recognised layout) to mmdyn's layout."""
+    sd = unwrap_state_dict(ckpt)
+    layout = detect_vit_layout(sd)
+    if layout == 'timm':
+        return _vit_timm(sd)
+    if layout in ('mmseg', 'mmpretrain'):
+        return _vit_mm(sd, layout)
+    return sd
+
+
+def find_pretrained_cfg(init_cfg):
+    """The ``type='Pretrained'`` entry of an ``init_cfg`` (a dict or a list), or None."""
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    for c in cfgs:
+        if isinstance(c, dict) and c.get('type') == 'Pretrained':
+            if 'checkpoint' not in c:
+                raise ValueError('init_cfg type="Pretrained" needs a "checkpoint"')
+            return c
+    return None
+
+
+def load_converted(model: torch.nn.Module, filename: str, convert, adapt=None, prefix=None,
+                   logger=None) -> Tuple[list, list]:
+    """Load ``filename`` into ``model`` through ``convert`` (a ``*_to_mmdyn`` function).
+
+    ``prefix`` keeps only keys under it (mmengine's ``Pretrained`` meaning, e.g.
+    ``'backbone.'``). ``adapt(state_dict) -> state_dict`` lets the model fix shapes (resize
+    position embeddings). Tensors whose shapes still differ from the model's are skipped with a
+    warning. Returns ``(missing_keys, unexpected_keys)``, also logged.
+    """
+    from mmengine.logging import MMLogger, print_log
+    logger = logger or MMLogger.get_current_instance()
+    ckpt = load_checkpoint_file(filename, logger=logger)
+    if prefix:
+        raw = ckpt
+        for key in ('state_dict', 'model'):
+            if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+                raw = raw[key]
+                break
+        p = prefix if prefix.endswith('.') else prefix + '.'
+        ckpt = OrderedDict((k[len(p):], v) for k, v in raw.items() if k.startswith(p))
+        if not ckpt:
+            raise ValueError(f'no key of {filename} starts with prefix {prefix!r}')
+    sd = convert(ckpt)
+    if adapt is not None:
+        sd = adapt(sd)
+    own = model.state_dict()
+    skipped = []
+    for k in list(sd):
+        if k in own and own[k].shape != sd[k].shape:
+            skipped.append(f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}')
+            del sd[k]
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    name = type(model).__name__
+    print_log(f'{name}: loaded {len(sd) - len(unexpected)} tensors from {filename}', logger)
+    if skipped:
+        print_log(f'{name}: skipped for shape mismatch: {skipped}', logger, level=30)
+    if missing:
+        print_log(f'{name}: missing keys: {list(missing)}', logger, level=30)
+    if unexpected:
+        print_log(f'{name}: unexpected keys: {list(unexpected)}', logger, level=30)
+    return list(missing), list(unexpected)

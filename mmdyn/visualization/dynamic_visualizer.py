@@ -1,0 +1,123 @@
+"""Draw the token decisions of dynamic modules over the image.
+
+Each decision point (a key of a dynamic module's ``last_maps``: a stage, a gate) becomes one
+panel: the image with the point's token map upsampled (nearest) to the network input and cropped
+to the image. A 0/1 map (kept / fine tokens) tints the tokens that are 1 with ``mask_color``
+and leaves the others as they are; a map of small integers (a scale, an exit stage) tints each
+value with its own colour of ``palette``. The panels are laid out in a grid, ``ncols`` per row.
+"""
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.visualization import Visualizer
+
+from mmdyn.registry import VISUALIZERS
+
+# Distinct colours (RGB) for integer choices 0, 1, 2, ...
+DEFAULT_PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+                   (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+                   (188, 189, 34), (23, 190, 207))
+
+
+def map_to_image(token_map, input_shape: Tuple[int, int],
+                 img_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Upsample a ``[h, w]`` token map (nearest) to the network input ``input_shape`` (padded
+    ``H, W``) and crop it to ``img_shape`` (the image inside the padding, top-left)."""
+    m = torch.as_tensor(token_map).detach().float().cpu()
+    if m.dim() != 2:
+        raise ValueError(f'a token map must be 2-D [h, w], got shape {tuple(m.shape)}')
+    m = F.interpolate(m[None, None], size=tuple(int(s) for s in input_shape), mode='nearest')[0, 0]
+    if img_shape is not None:
+        m = m[:int(img_shape[0]), :int(img_shape[1])]
+    return m.round().long().numpy()
+
+
+@VISUALIZERS.register_module()
+class DynamicVisualizer(Visualizer):
+    """Visualizer of token decisions (``last_maps`` of dynamic modules).
+
+    Args:
+        mask_color (tuple): RGB tint of the 1s of a 0/1 map. Defaults to crimson.
+        palette (sequence of tuples): RGB tints of the values of an integer map.
+        alpha (float): tint opacity. Defaults to 0.5.
+        ncols (int): panels per row. Defaults to 4.
+        draw_titles (bool): write each decision point's name on its panel. Defaults to True.
+        Other arguments go to :class:`mmengine.visualization.Visualizer`.
+    """
+
+    def __init__(self, name: str = 'dynamic_visualizer', image: Optional[np.ndarray] = None,
+                 vis_backends=None, save_dir: Optional[str] = None,
+                 mask_color: Tuple[int, int, int] = (220, 20, 60),
+                 palette: Sequence[Tuple[int, int, int]] = DEFAULT_PALETTE,
+                 alpha: float = 0.5, ncols: int = 4, draw_titles: bool = True,
+                 **kwargs) -> None:
+        super().__init__(name=name, image=image, vis_backends=vis_backends, save_dir=save_dir,
+                         **kwargs)
+        self.mask_color = tuple(int(c) for c in mask_color)
+        self.palette = [tuple(int(c) for c in p) for p in palette]
+        self.alpha = float(alpha)
+        self.ncols = int(ncols)
+        self.draw_titles = draw_titles
+
+    def draw_decision_map(self, image: np.ndarray, dmap: np.ndarray,
+                          title: Optional[str] = None) -> np.ndarray:
+        """One panel: ``image`` (RGB, ``H x W x 3``) tinted by ``dmap`` (``H x W`` integers)."""
+        if dmap.shape != image.shape[:2]:
+            raise ValueError(f'map shape {dmap.shape} differs from image shape {image.shape[:2]}')
+        self.set_image(image)
+        values = np.unique(dmap)
+        if set(values.tolist()) <= {0, 1}:
+            masks, colors = [dmap == 1], [self.mask_color]
+        else:
+            masks = [dmap == v for v in values]
+            colors = [self.palette[int(v) % len(self.palette)] for v in values]
+        masks_colors = [(m, c) for m, c in zip(masks, colors) if m.any()]
+        if masks_colors:
+            self.draw_binary_masks(np.stack([m for m, _ in masks_colors]),
+                                   colors=[c for _, c in masks_colors], alphas=self.alpha)
+        if self.draw_titles and title:
+            size = max(6, min(12, image.shape[0] // 12))
+            self.draw_texts(title, np.array([2, 2]), colors='white', font_sizes=size,
+                            vertical_alignments='top',
+                            bboxes=dict(facecolor='black', alpha=0.6, pad=0.5,
+                                        edgecolor='none'))
+        return self.get_image()
+
+    def draw_decision_maps(self, image: np.ndarray, maps: Dict[str, np.ndarray]) -> np.ndarray:
+        """All panels of one image in a grid (``ncols`` per row, black where no panel)."""
+        if not maps:
+            raise ValueError('no decision maps to draw (did the model run a dynamic module?)')
+        panels = [self.draw_decision_map(image, m, k) for k, m in maps.items()]
+        h, w = panels[0].shape[:2]
+        ncols = max(1, min(self.ncols, len(panels)))
+        nrows = math.ceil(len(panels) / ncols)
+        grid = np.zeros((nrows * h, ncols * w, 3), dtype=np.uint8)
+        for i, p in enumerate(panels):
+            r, c = divmod(i, ncols)
+            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = p
+        return grid
+
+    def add_datasample(self, name: str, image: np.ndarray, data_sample=None,
+                       draw_gt: bool = False, draw_pred: bool = True, show: bool = False,
+                       wait_time: float = 0, out_file: Optional[str] = None, step: int = 0,
+                       maps: Optional[Dict[str, np.ndarray]] = None) -> np.ndarray:
+        """Draw the decision maps of one image (``H x W`` integer arrays, see
+        :func:`map_to_image`); show it, write it to ``out_file``, or else pass it to the visual
+        backends. ``maps`` may also come from ``data_sample.dynamic_maps``; ``draw_gt`` and
+        ``draw_pred`` are accepted for the signature of :class:`Visualizer` and not used."""
+        if maps is None and data_sample is not None:
+            maps = getattr(data_sample, 'dynamic_maps', None)
+        if not maps:
+            raise ValueError('DynamicVisualizer.add_datasample needs decision maps (maps=...)')
+        drawn = self.draw_decision_maps(image, maps)
+        if show:
+            self.show(drawn, win_name=name, wait_time=wait_time)
+        if out_file is not None:
+            import mmcv
+            mmcv.imwrite(drawn[..., ::-1], out_file)
+        else:
+            self.add_image(name, drawn, step)
+        return drawn

@@ -1,0 +1,94 @@
+"""tools/analysis_tools/benchmark.py: latency statistics, one config and two side by side."""
+import importlib.util
+import json
+import os.path as osp
+import textwrap
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+BASELINES = osp.join(REPO, 'configs', 'baselines')
+
+spec = importlib.util.spec_from_file_location(
+    '_mmdyn_tool_benchmark', osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'))
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+ROW_KEYS = ('config', 'timed', 'device', 'batch', 'shape', 'input_shape', 'repeats', 'warmup',
+            'latency_ms_median', 'latency_ms_iqr', 'latency_ms_std', 'latency_ms_mean',
+            'latency_ms_min', 'latency_ms_max', 'throughput_img_s')
+
+
+def tiny_seg_config(tmp_path, name, depths):
+    cfg = tmp_path / name
+    cfg.write_text(textwrap.dedent(f"""
+        _base_ = '{osp.join(BASELINES, 'fpn_pvtv2-b1_4xb8-40k_ade20k-512x512.py')}'
+        model = dict(
+            backbone=dict(arch=dict(_delete_=True, embed_dims=[8, 16, 16, 32], depths={depths},
+                                    num_heads=[1, 1, 2, 2], mlp_ratios=[2, 2, 2, 2],
+                                    sr_ratios=[8, 4, 2, 1])),
+            neck=dict(in_channels=[8, 16, 16, 32], out_channels=16),
+            decode_head=dict(in_channels=[16, 16, 16, 16], channels=8))
+    """))
+    return str(cfg)
+
+
+def test_latency_stats():
+    s = bench.latency_stats([0.004, 0.001, 0.003, 0.002, 0.005], batch=2)
+    assert s['latency_ms_median'] == pytest.approx(3.0)
+    assert s['latency_ms_q1'] == pytest.approx(2.0) and s['latency_ms_q3'] == pytest.approx(4.0)
+    assert s['latency_ms_iqr'] == pytest.approx(2.0)
+    assert s['latency_ms_std'] == pytest.approx(1.5811, rel=1e-3)
+    assert s['latency_ms_min'] == pytest.approx(1.0) and s['latency_ms_max'] == pytest.approx(5)
+    assert s['throughput_img_s'] == pytest.approx(2 / 0.003)
+    one = bench.latency_stats([0.01], batch=1)
+    assert one['latency_ms_iqr'] == 0 and one['latency_ms_std'] == 0
+
+
+def test_time_calls_counts_calls():
+    calls = []
+    times = bench.time_calls(lambda: calls.append(1), repeats=4, warmup=2)
+    assert len(calls) == 6 and len(times) == 4 and all(t >= 0 for t in times)
+
+
+def test_one_config(tmp_path, capsys):
+    cfg = tiny_seg_config(tmp_path, 'a.py', [1, 1, 1, 1])
+    args = bench.parse_args([cfg, '--shape', '64', '--repeats', '3', '--warmup', '1',
+                             '--batch', '2', '--json'])
+    assert bench.main([cfg, '--shape', '64', '--repeats', '3', '--warmup', '1', '--batch', '2',
+                       '--json']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['device'] == 'cpu' and len(out['rows']) == 1 and 'speedup' not in out
+    row = out['rows'][0]
+    for k in ROW_KEYS:
+        assert k in row
+    assert row['timed'] == 'tensor' and row['batch'] == 2 and row['input_shape'] == [64, 64]
+    assert row['latency_ms_median'] > 0 and row['latency_ms_iqr'] >= 0
+    assert row['throughput_img_s'] == pytest.approx(2 / (row['latency_ms_median'] / 1e3))
+    assert row['latency_ms_min'] <= row['latency_ms_median'] <= row['latency_ms_max']
+    assert args.repeats == 3
+
+
+def test_compare_two_rows(tmp_path, capsys):
+    small = tiny_seg_config(tmp_path, 'small.py', [1, 1, 1, 1])
+    big = tiny_seg_config(tmp_path, 'big.py', [2, 2, 2, 2])
+    out = bench.run(bench.parse_args([small, '--compare', big, '--shape', '64', '--repeats', '2',
+                                      '--warmup', '1', '--backbone-only']))
+    assert [r['config'] for r in out['rows']] == [small, big]
+    assert all(r['timed'] == 'backbone' for r in out['rows'])
+    assert out['speedup'] == pytest.approx(
+        out['rows'][0]['latency_ms_median'] / out['rows'][1]['latency_ms_median'])
+    text = bench.format_text(out)
+    assert text.count('small.py') == 1 and text.count('big.py') == 1 and 'speedup' in text
+    assert bench.main([small, '--compare', big, '--shape', '64', '--repeats', '1', '--warmup',
+                       '0', '--mode', 'predict']) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert sum('predict' in ln for ln in lines) == 2
+
+
+def test_errors(tmp_path, capsys):
+    assert bench.main([str(tmp_path / 'missing.py')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0 and 'config file not found' in err
+    with pytest.raises(SystemExit):
+        bench.parse_args(['x.py', '--batch', '0'])

@@ -1,0 +1,155 @@
+"""tools/model_converters/{pvt2mmdyn,vit2mmdyn}.py: convert checkpoints in the official, mmdet,
+mmseg, mmpretrain and timm key layouts; the results load strictly and compute the same."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+from mmdyn.models.backbones import PVT, PVTv2, ViT
+from mmdyn.models.utils.ckpt_convert import (detect_pvt_layout, detect_vit_layout, pvt_to_mmdyn,
+                                             unwrap_state_dict, vit_to_mmdyn)
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PVT_TINY = dict(embed_dims=[4, 8, 20, 32], depths=[1, 1, 1, 1], num_heads=[1, 2, 5, 8],
+                mlp_ratios=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1])
+VIT_TINY = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2)
+
+
+def tool(name):
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(REPO, 'tools', 'model_converters', f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def randomize(model, seed=0, std=0.2):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    model.eval()  # some OpenMMLab train() overrides return None
+    return model
+
+
+def _to_official_v2(sd):
+    """mmdyn PVTv2 keys -> whai362 keys (test-side inverse, written independently)."""
+    out = {}
+    for k, v in sd.items():
+        parts = k.split('.')
+        s = int(parts[1]) + 1
+        if parts[2] == 'patch_embed':
+            out[f'patch_embed{s}.' + ('proj' if parts[3] == 'projection' else 'norm') + '.' +
+                parts[4]] = v
+        elif parts[2] == 'norm':
+            out[f'norm{s}.{parts[3]}'] = v
+        else:
+            rest = '.'.join(parts[4:]).replace('ffn.dwconv.', 'mlp.dwconv.dwconv.').replace(
+                'ffn.', 'mlp.')
+            out[f'block{s}.{parts[3]}.{rest}'] = v
+    out['head.weight'] = torch.randn(10, 32)
+    out['head.bias'] = torch.randn(10)
+    return out
+
+
+def test_pvt2mmdyn_cli_on_official_checkpoint(run_tool, tmp_path):
+    src_model = randomize(PVTv2(arch=dict(PVT_TINY)))
+    official = _to_official_v2(src_model.state_dict())
+    assert detect_pvt_layout(official) == 'official'
+    src, dst = tmp_path / 'pvt_v2_official.pth', tmp_path / 'out' / 'pvt_v2_mmdyn.pth'
+    torch.save(official, src)
+    res = run_tool('model_converters/pvt2mmdyn.py', src, dst, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert 'official layout' in res.stdout
+    ckpt = torch.load(dst, map_location='cpu', weights_only=True)
+    assert ckpt['meta']['converted_from'] == 'official'
+    model = PVTv2(arch=dict(PVT_TINY)).eval()
+    model.load_state_dict(ckpt['state_dict'], strict=True)
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        for a, b in zip(src_model(x), model(x)):
+            assert torch.equal(a, b)
+
+
+def test_pvt2mmdyn_on_mmdet_detector_checkpoint(tmp_path, capsys):
+    from mmdet.models.backbones.pvt import PyramidVisionTransformer
+    ref = randomize(PyramidVisionTransformer(embed_dims=4, num_layers=[1, 1, 1, 1],
+                                             mlp_ratios=[2, 2, 2, 2]))
+    # a whole detector checkpoint as mmengine writes it: prefixed keys, neck, meta
+    sd = {'backbone.' + k: v for k, v in ref.state_dict().items()}
+    sd['neck.lateral_convs.0.conv.weight'] = torch.randn(8, 4, 1, 1)
+    src, dst = str(tmp_path / 'retinanet_pvt.pth'), str(tmp_path / 'pvt.pth')
+    torch.save({'state_dict': sd, 'meta': {'epoch': 12, 'mmdet_version': '3.3.0'}}, src)
+    tool('pvt2mmdyn').main([src, dst])
+    assert 'mmdet layout' in capsys.readouterr().out
+    model = PVT(arch=dict(PVT_TINY)).eval()
+    model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(ref(x), model(x)):
+            assert torch.allclose(a, b, atol=1e-5)
+    # converting an mmdyn checkpoint again changes nothing
+    again = pvt_to_mmdyn(torch.load(dst, weights_only=True))
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+
+
+def _timm(sd):
+    """mmdyn ViT keys -> timm keys (test-side inverse)."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith('attn.q.weight') or k.endswith('attn.q.bias'):
+            kv = sd[k.replace('attn.q.', 'attn.kv.')]
+            out[k.replace('attn.q.', 'attn.qkv.')] = torch.cat([v, kv], 0)
+        elif '.attn.kv.' in k:
+            continue
+        else:
+            out[k.replace('patch_embed.projection.', 'patch_embed.proj.').replace(
+                '.ffn.', '.mlp.')] = v
+    out['head.weight'], out['head.bias'] = torch.randn(5, 16), torch.randn(5)
+    return out
+
+
+def test_vit2mmdyn_cli_on_timm_checkpoint(run_tool, tmp_path):
+    src_model = randomize(ViT(arch=dict(VIT_TINY), img_size=32, patch_size=8, out_type='raw'))
+    timm_sd = _timm(src_model.state_dict())
+    assert detect_vit_layout(timm_sd) == 'timm'
+    src, dst = tmp_path / 'deit_tiny.pth', tmp_path / 'deit_tiny_mmdyn.pth'
+    torch.save({'model': timm_sd}, src)
+    res = run_tool('model_converters/vit2mmdyn.py', src, dst, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert 'timm layout' in res.stdout
+    model = ViT(arch=dict(VIT_TINY), img_size=32, patch_size=8, out_type='raw').eval()
+    model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(src_model(x)[0], model(x)[0])
+
+
+def test_vit2mmdyn_on_mmseg_segmentor_checkpoint(tmp_path, capsys):
+    from mmseg.models.backbones import VisionTransformer
+    ref = randomize(VisionTransformer(img_size=32, patch_size=8, embed_dims=16, num_layers=2,
+                                      num_heads=2, mlp_ratio=2, final_norm=True,
+                                      patch_bias=True, norm_cfg=dict(type='LN', eps=1e-6)))
+    sd = {'backbone.' + k: v for k, v in ref.state_dict().items()}
+    sd['decode_head.conv_seg.weight'] = torch.randn(3, 16, 1, 1)
+    src, dst = str(tmp_path / 'segmenter.pth'), str(tmp_path / 'vit.pth')
+    torch.save({'state_dict': sd, 'meta': {}}, src)
+    tool('vit2mmdyn').main([src, dst])
+    assert 'mmseg layout' in capsys.readouterr().out
+    model = ViT(arch=dict(VIT_TINY), img_size=32, patch_size=8).eval()
+    model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ref(x)[0], model(x)[0], atol=1e-5)
+
+
+def test_unknown_layouts_fail_clearly(tmp_path):
+    path = str(tmp_path / 'resnet.pth')
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match='unrecognised PVT checkpoint layout'):
+        tool('pvt2mmdyn').main([path, str(tmp_path / 'x.pth')])
+    with pytest.raises(ValueError, match='unrecognised ViT checkpoint layout'):
+        vit_to_mmdyn(torch.load(path, weights_only=True))
+    with pytest.raises(TypeError, match='no state dict'):
+        unwrap_state_dict([1, 2])

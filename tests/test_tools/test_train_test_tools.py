@@ -1,0 +1,153 @@
+"""tools/train.py, tools/test.py, dist_train.sh, resume and the one-line errors."""
+import os.path as osp
+
+import pytest
+import torch
+
+QUICKSTART = 'configs/_quickstart_/fpn_tiny_1xb8-300iter_toy-ade20k-128x128.py'
+
+
+def tiny_config(tmp_path, repo_root, data_root, name='tiny.py', extra=''):
+    """A config that inherits the quickstart config and shrinks it for a CPU test."""
+    text = f'''
+_base_ = [{osp.join(repo_root, QUICKSTART)!r}]
+data_root = {data_root!r}
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)
+param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=1e-5, by_epoch=False, begin=0, end=4)]
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(by_epoch=False, interval=4, max_keep_ckpts=1))
+{extra}
+'''
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+EPOCH_EXTRA = '''
+train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=2, val_interval=10)
+param_scheduler = [dict(type='MultiStepLR', by_epoch=True, milestones=[2], gamma=0.1)]
+default_hooks = dict(logger=dict(interval=1, log_metric_by_epoch=True),
+                     checkpoint=dict(by_epoch=True, interval=1, max_keep_ckpts=3))
+log_processor = dict(by_epoch=True)
+'''
+
+
+def test_train_then_test(tmp_path, repo_root, toy_ade20k, run_tool):
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    wd = tmp_path / 'wd'
+    r = run_tool('train.py', cfg, '--work-dir', wd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = wd / 'iter_4.pth'
+    assert ckpt.is_file()
+    assert 'mIoU' in r.stdout + r.stderr  # validated with the real metric
+    out = tmp_path / 'preds.pkl'
+    r = run_tool('test.py', cfg, ckpt, '--work-dir', wd, '--out', out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'mIoU' in r.stdout + r.stderr
+    import pickle
+    with open(out, 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 2 and 'pred_sem_seg' in preds[0]
+
+
+def test_resume_continues_epoch_iteration_optimizer_and_scheduler(tmp_path, repo_root,
+                                                                   toy_ade20k, run_tool):
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k, extra=EPOCH_EXTRA)
+    wd = tmp_path / 'resume'
+    r = run_tool('train.py', cfg, '--work-dir', wd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ep2 = torch.load(wd / 'epoch_2.pth', map_location='cpu')  # weights_only=True (the default)
+    iters_per_epoch = ep2['meta']['iter'] // 2
+    assert ep2['meta']['epoch'] == 2 and iters_per_epoch == 2
+    r = run_tool('train.py', cfg, '--work-dir', wd, '--resume',
+                 '--cfg-options', 'train_cfg.max_epochs=3')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'resumed epoch: 2' in (r.stdout + r.stderr).lower().replace(', iter:', ' iter')
+    ep3 = torch.load(wd / 'epoch_3.pth', map_location='cpu')
+    assert ep3['meta']['epoch'] == 3 and ep3['meta']['iter'] == 3 * iters_per_epoch
+    # the optimizer state continued: AdamW counted every step of the three epochs
+    steps = {int(s['step']) for s in ep3['optimizer']['state'].values()}
+    assert steps == {3 * iters_per_epoch}
+    # the scheduler continued: the milestone at epoch 2 already divided the lr by 10
+    lr0 = ep2['optimizer']['param_groups'][0]['initial_lr']
+    assert ep3['optimizer']['param_groups'][0]['lr'] == pytest.approx(lr0 * 0.1)
+    assert ep3['param_schedulers'][0]['last_step'] == 3
+
+
+def test_weights_only_load_needs_the_allow_list(tmp_path, run_cmd, repo_root, toy_ade20k,
+                                                run_tool):
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    wd = tmp_path / 'wo'
+    assert run_tool('train.py', cfg, '--work-dir', wd).returncode == 0
+    ckpt = str(wd / 'iter_4.pth')
+    import sys
+    bare = run_cmd([sys.executable, '-c', f'import torch; torch.load({ckpt!r})'])
+    assert bare.returncode != 0 and 'weights_only' in bare.stderr.replace(' ', '_').lower() \
+        or 'Unsupported global' in bare.stderr
+    ok = run_cmd([sys.executable, '-c',
+                  f'import mmdyn, torch; c = torch.load({ckpt!r}); print(sorted(c))'])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert 'message_hub' in ok.stdout and 'optimizer' in ok.stdout
+
+
+def test_dist_train_two_processes_on_cpu(tmp_path, repo_root, toy_ade20k, run_cmd):
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    wd = tmp_path / 'dist'
+    r = run_cmd(['bash', osp.join(repo_root, 'tools', 'dist_train.sh'), cfg, '2',
+                 '--work-dir', str(wd)], env={'PORT': '29533'})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    log = r.stdout + r.stderr
+    assert 'world_size: 2' in log.lower().replace('world size', 'world_size')
+    assert 'gloo' in log
+    assert (wd / 'iter_4.pth').is_file()
+
+
+# --------------------------------------------------------------------- one-line errors
+def _one_line_error(r, *needles):
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert 'Traceback' not in r.stderr
+    assert any(all(n in ln for n in needles) for ln in lines), r.stderr
+
+
+def test_error_missing_data_root(tmp_path, repo_root, run_tool):
+    cfg = tiny_config(tmp_path, repo_root, str(tmp_path / 'nope'))
+    _one_line_error(run_tool('train.py', cfg), 'data root', 'does not exist')
+
+
+def test_error_unknown_type(tmp_path, repo_root, toy_ade20k, run_tool):
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k,
+                      extra="model = dict(backbone=dict(_delete_=True, type='mmdyn.NoSuchNet'))")
+    _one_line_error(run_tool('train.py', cfg, '--work-dir', tmp_path / 'w'), 'unknown type',
+                    'NoSuchNet')
+
+
+def test_error_unreadable_checkpoint(tmp_path, repo_root, toy_ade20k, run_tool):
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'not a checkpoint')
+    _one_line_error(run_tool('test.py', cfg, bad), 'checkpoint', 'not readable')
+    _one_line_error(run_tool('test.py', cfg, tmp_path / 'missing.pth'), 'checkpoint',
+                    'does not exist')
+
+
+def test_error_missing_config(run_tool):
+    _one_line_error(run_tool('train.py', 'configs/nope.py'), 'config file', 'does not exist')
+
+
+def test_error_codebase_not_installed(tmp_path, monkeypatch):
+    from mmdyn.utils import cli
+    cfg = tmp_path / 'det.py'
+    cfg.write_text("_base_ = ['mmdet::_base_/default_runtime.py']\n")
+    real = cli._module_installed
+    monkeypatch.setattr(cli, '_module_installed', lambda n: n != 'mmdet' and real(n))
+    with pytest.raises(cli.ToolError, match=r'needs mmdet \(mmdet\), which is not installed'):
+        cli.load_config(str(cfg))
+    err = ModuleNotFoundError("No module named 'mmpretrain'", name='mmpretrain')
+    assert 'needs mmpretrain (mmpretrain)' in cli.one_line(err)
+    assert cli.one_line(RuntimeError('a real bug')) is None

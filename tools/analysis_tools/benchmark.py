@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Inference latency and throughput of the model of one config, or of two side by side.
+
+    python tools/analysis_tools/benchmark.py CONFIG [--compare CONFIG2] [--shape H [W]]
+        [--batch B] [--repeats R] [--warmup W] [--backbone-only] [--mode tensor|predict]
+        [--device cpu|cuda] [--threads N] [--checkpoint CKPT] [--json]
+        [--cfg-options KEY=VALUE ...]
+
+Each model is built in eval mode (random weights unless ``--checkpoint``) and fed one batch of
+``B`` generated images of ``--shape`` (through its data preprocessor, which is not timed). A
+timed call is the backbone (``--backbone-only``), the tensor-mode forward (``--mode tensor``,
+default: backbone, neck and heads; RPN proposals for two-stage detectors, no post-processing)
+or the whole prediction (``--mode predict``: post-processing and rescaling included), under
+``torch.no_grad()``, with ``torch.cuda.synchronize()`` around it on CUDA. ``W`` untimed warm-up
+calls come first. Reported: median latency per batch and its spread (inter-quartile range and
+standard deviation over the ``R`` timed calls, in ms), mean and min, and the throughput
+``B / median`` in images per second.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(description='Latency and throughput of one or two configs')
+    p.add_argument('config', help='config file')
+    p.add_argument('--compare', default=None, help='a second config to time side by side')
+    p.add_argument('--shape', type=int, nargs='+', default=None,
+                   help='input size H [W] (default: the task\'s usual test size)')
+    p.add_argument('--batch', type=int, default=1, help='images per call (default 1)')
+    p.add_argument('--repeats', type=int, default=20, help='timed calls (default 20)')
+    p.add_argument('--warmup', type=int, default=5, help='untimed calls first (default 5)')
+    p.add_argument('--backbone-only', action='store_true', help='time the backbone only')
+    p.add_argument('--mode', choices=['tensor', 'predict'], default='tensor',
+                   help='whole-model call: tensor-mode forward (default) or full prediction')
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--checkpoint', default=None, help='weights for CONFIG')
+    p.add_argument('--compare-checkpoint', default=None, help='weights for --compare')
+    p.add_argument('--json', action='store_true', help='print one JSON object')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override settings of both configs, key=value')
+    args = p.parse_args(argv)
+    if args.shape is not None:
+        if len(args.shape) == 1:
+            args.shape = [args.shape[0]] * 2
+        if len(args.shape) != 2 or min(args.shape) <= 0:
+            p.error('--shape takes H or H W (positive)')
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error('--batch and --repeats must be >= 1, --warmup >= 0')
+    return args
+
+
+def latency_stats(times_s, batch):
+    """Summary of per-call times (seconds) in ms, plus images/s at the median."""
+    ms = sorted(t * 1e3 for t in times_s)
+    n = len(ms)
+    med = statistics.median(ms)
+    if n >= 2:
+        q = statistics.quantiles(ms, n=4, method='inclusive')
+        q1, q3 = q[0], q[2]
+        std = statistics.stdev(ms)
+    else:
+        q1 = q3 = ms[0]
+        std = 0.
+    return dict(latency_ms_median=med, latency_ms_iqr=q3 - q1, latency_ms_q1=q1,
+                latency_ms_q3=q3, latency_ms_std=std, latency_ms_mean=statistics.fmean(ms),
+                latency_ms_min=ms[0], latency_ms_max=ms[-1],
+                throughput_img_s=batch / (med / 1e3) if med > 0 else float('inf'))
+
+
+def time_calls(fn, repeats, warmup, sync=lambda: None):
+    """Per-call wall times (s) of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def benchmark_config(config, args, checkpoint=None):
+    import torch
+
+    from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
+                                           generated_batch, load_config)
+    cfg = load_config(config, args.cfg_options)
+    model = build_model_from_cfg(cfg, device=args.device, checkpoint=checkpoint)
+    shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)
+    inputs, samples = generated_batch(model, shape, args.batch)
+    backbone = getattr(model, 'backbone', model)
+    if args.backbone_only or backbone is model:
+        def call():
+            return backbone(inputs)
+        what = 'backbone'
+    elif args.mode == 'predict':
+        def call():
+            return model(inputs, samples, mode='predict')
+        what = 'predict'
+    else:
+        def call():
+            return model(inputs, samples, mode='tensor')
+        what = 'tensor'
+    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+    with torch.no_grad():
+        times = time_calls(call, args.repeats, args.warmup, sync)
+    row = dict(config=config, model=type(model).__name__, backbone=type(backbone).__name__,
+               timed=what, device=args.device, batch=args.batch, shape=list(shape),
+               input_shape=[int(s) for s in inputs.shape[-2:]], repeats=args.repeats,
+               warmup=args.warmup)
+    row.update(latency_stats(times, args.batch))
+    return row
+
+
+def run(args) -> dict:
+    import torch
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        from mmdyn.analysis.complexity import ConfigError
+        raise ConfigError('--device cuda: CUDA is not available')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [benchmark_config(args.config, args, args.checkpoint)]
+    if args.compare:
+        rows.append(benchmark_config(args.compare, args, args.compare_checkpoint))
+    out = dict(unit='ms per batch; throughput in images/s', device=args.device,
+               threads=torch.get_num_threads() if args.device == 'cpu' else None, rows=rows)
+    if len(rows) == 2:
+        out['speedup'] = rows[0]['latency_ms_median'] / rows[1]['latency_ms_median']
+    return out
+
+
+def format_text(out: dict) -> str:
+    head = (f'{"config":<48}{"timed":>9}{"batch":>6}{"shape":>11}{"median ms":>11}'
+            f'{"IQR ms":>9}{"std ms":>9}{"img/s":>9}')
+    lines = [f'device {out["device"]}' + (f', {out["threads"]} threads' if out['threads'] else ''),
+             head, '-' * len(head)]
+    for r in out['rows']:
+        name = r['config'] if len(r['config']) <= 47 else '...' + r['config'][-44:]
+        shape = 'x'.join(str(s) for s in r['input_shape'])
+        lines.append(f'{name:<48}{r["timed"]:>9}{r["batch"]:>6}{shape:>11}'
+                     f'{r["latency_ms_median"]:>11.2f}{r["latency_ms_iqr"]:>9.2f}'
+                     f'{r["latency_ms_std"]:>9.2f}{r["throughput_img_s"]:>9.2f}')
+    if 'speedup' in out:
+        lines.append(f'speedup of the second over the first (median latency ratio): '
+                     f'{out["speedup"]:.3f}x')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmdyn.analysis.complexity import ConfigError
+    try:
+        out = run(args)
+    except ConfigError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(json.dumps(out) if args.json else format_text(out))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Draw the token decisions of a dynamic model over images.
+
+Usage::
+
+    python tools/analysis_tools/visualize_dynamic.py CONFIG [CHECKPOINT] IMAGE [IMAGE ...] \\
+        --out DIR [--device cpu] [--cfg-options key=value ...]
+
+The model is built from CONFIG (its ``custom_imports`` are honoured and its ``default_scope`` is
+used), loaded from CHECKPOINT when one is given (a path ending in .pth / .pt / .ckpt, or passed
+as ``--checkpoint``) and run in eval mode on each image, after the config's test pipeline
+(``test_dataloader.dataset.pipeline``, or ``test_pipeline``; annotation loading is dropped).
+Without a pipeline in the config the image is only loaded (and resized with ``--img-scale``).
+Sliding-window inference is switched to whole-image inference so that each decision map covers
+the whole image. For every image ``DIR/<name>.png`` holds one panel per decision point: the
+``last_maps`` of every dynamic module, named ``<module>/<key>``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+CKPT_EXTS = ('.pth', '.pt', '.ckpt', '.bin', '.safetensors')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Draw the token decisions of a dynamic model over images')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('inputs', nargs='+', metavar='[CHECKPOINT] IMAGE',
+                        help='optional checkpoint (.pth/.pt/.ckpt), then one or more images')
+    parser.add_argument('--out', required=True, help='directory for the PNGs')
+    parser.add_argument('--checkpoint', default=None, help='checkpoint (alternative form)')
+    parser.add_argument('--device', default=None, help='cpu, cuda, cuda:0 (default: cuda if '
+                        'available, else cpu)')
+    parser.add_argument('--img-scale', type=int, nargs=2, default=None, metavar=('W', 'H'),
+                        help='resize to this size when the config has no test pipeline')
+    parser.add_argument('--alpha', type=float, default=0.5, help='tint opacity')
+    parser.add_argument('--ncols', type=int, default=4, help='panels per row')
+    parser.add_argument('--no-titles', action='store_true', help='do not write panel names')
+    parser.add_argument('--channel-order', choices=['bgr', 'rgb'], default='bgr',
+                        help='channel order of the pipeline output image (mmcv loads BGR)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config settings, as in tools/train.py')
+    args = parser.parse_args(argv)
+    inputs = list(args.inputs)
+    if args.checkpoint is None and inputs and inputs[0].lower().endswith(CKPT_EXTS):
+        args.checkpoint = inputs.pop(0)
+    if not inputs:
+        parser.error('no image given')
+    args.images = inputs
+    return args
+
+
+def test_pipeline_cfg(cfg) -> Optional[List[dict]]:
+    """The config's test pipeline without annotation loading, or None."""
+    pipeline = None
+    for loader in ('test_dataloader', 'val_dataloader'):
+        ds = cfg.get(loader, None)
+        ds = ds.get('dataset', None) if ds else None
+        while ds is not None and 'pipeline' not in ds and 'dataset' in ds:  # wrappers
+            ds = ds['dataset']
+        if ds is not None and ds.get('pipeline'):
+            pipeline = ds['pipeline']
+            break
+    if pipeline is None:
+        pipeline = cfg.get('test_pipeline', None)
+    if not pipeline:
+        return None
+    return [t for t in pipeline if 'LoadAnnotations' not in str(t.get('type', ''))]
+
+
+def build_model(cfg, checkpoint: Optional[str], device: str):
+    from mmengine.registry import MODELS
+    from mmengine.runner import load_checkpoint
+    model_cfg = cfg.model
+    test_cfg = model_cfg.get('test_cfg', None)
+    if isinstance(test_cfg, dict) and test_cfg.get('mode') == 'slide':
+        print('visualize_dynamic: slide inference switched to whole-image inference',
+              file=sys.stderr)
+        test_cfg['mode'] = 'whole'
+    if 'pretrained' in model_cfg:
+        model_cfg.pretrained = None
+    model = MODELS.build(model_cfg)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.to(device).eval()
+
+
+def dynamic_maps(model) -> Dict[str, torch.Tensor]:
+    """``<module name>/<key>`` -> ``Tensor[B, h, w]`` of every dynamic module's last maps."""
+    from mmdyn.models.utils.dynamic import find_dynamic_modules
+    dyn = {id(m) for m in find_dynamic_modules(model)}
+    out = {}
+    for name, m in model.named_modules():
+        if id(m) in dyn:
+            for k, v in (getattr(m, 'last_maps', None) or {}).items():
+                out[f'{name}/{k}' if name else k] = v
+    return out
+
+
+def prepare(path: str, pipeline, img_scale=None, channel_order='bgr'):
+    """``(data, image_rgb)``: the model's input dict for one image and the image to draw on."""
+    import mmcv
+    from mmengine.structures import BaseDataElement
+    if pipeline is not None:
+        data = pipeline(dict(img_path=path))
+        inputs = data['inputs']
+        samples = data.get('data_samples', None)
+    else:
+        img = mmcv.imread(path)  # BGR, as mmcv's LoadImageFromFile
+        ori_shape = img.shape[:2]
+        if img_scale is not None:
+            img = mmcv.imresize(img, tuple(img_scale))
+        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        samples = BaseDataElement(metainfo=dict(img_path=path, ori_shape=ori_shape,
+                                                img_shape=img.shape[:2]))
+    image = inputs.detach().cpu().numpy().transpose(1, 2, 0)
+    if image.shape[2] == 3 and channel_order == 'bgr':
+        image = image[..., ::-1]
+    elif image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    data = dict(inputs=[inputs], data_samples=[samples] if samples is not None else None)
+    return data, np.ascontiguousarray(image)
+
+
+def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, visualizer=None,
+              img_scale=None, channel_order='bgr') -> List[str]:
+    """Run ``model`` on each image and save its decision maps; returns the PNG paths."""
+    from mmdyn.visualization import DynamicVisualizer
+    from mmdyn.visualization.dynamic_visualizer import map_to_image
+    visualizer = visualizer or DynamicVisualizer(name=f'visualize_dynamic_{id(model)}')
+    os.makedirs(out_dir, exist_ok=True)
+    written, used = [], set()
+    model.eval()
+    for path in image_paths:
+        data, image = prepare(path, pipeline, img_scale, channel_order)
+        with torch.no_grad():
+            data = model.data_preprocessor(data, False)
+            if isinstance(data, dict):
+                model(**data, mode='predict')
+            else:
+                model(*data, mode='predict')
+        input_shape = tuple(data['inputs'].shape[-2:])
+        maps = {k: map_to_image(v[0], input_shape, image.shape[:2])
+                for k, v in dynamic_maps(model).items()}
+        if not maps:
+            raise RuntimeError('the model recorded no decision maps (last_maps is empty for '
+                               'every dynamic module, or it has none)')
+        stem = osp.splitext(osp.basename(path))[0]
+        name, i = stem, 1
+        while name in used:
+            name, i = f'{stem}_{i}', i + 1
+        used.add(name)
+        out_file = osp.join(out_dir, f'{name}.png')
+        visualizer.add_datasample(name, image, maps=maps, out_file=out_file)
+        written.append(out_file)
+    return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[str]:
+    args = parse_args(argv)
+    from mmengine.config import Config
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+
+    import mmdyn  # noqa: F401  (registries, checkpoint loading fixes)
+    from mmdyn.visualization import DynamicVisualizer
+
+    cfg = Config.fromfile(args.config)  # runs custom_imports
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdyn'))
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    model = build_model(cfg, args.checkpoint, device)
+    pipeline_cfg = test_pipeline_cfg(cfg)
+    pipeline = None
+    if pipeline_cfg:
+        import mmcv.transforms  # noqa: F401  (LoadImageFromFile, Resize, ... in the root)
+        pipeline = Compose(pipeline_cfg)
+    vis = DynamicVisualizer(name=f'visualize_dynamic_{os.getpid()}', alpha=args.alpha,
+                            ncols=args.ncols, draw_titles=not args.no_titles)
+    written = visualize(model, args.images, args.out, pipeline, vis, args.img_scale,
+                        args.channel_order)
+    for f in written:
+        print(f)
+    return written
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,40 @@
+"""Convert a ViT / DeiT checkpoint to mmdyn's key layout.
+
+    python tools/model_converters/vit2mmdyn.py SRC DST
+
+SRC may be a timm / DeiT / official ViT checkpoint in timm names (``blocks.0.attn.qkv``...), an
+mmseg or mmpretrain ``VisionTransformer`` state dict (a whole segmentor's or classifier's too: its
+``backbone.`` keys are taken) or an mmdyn one; the layout is detected from the keys. DST holds
+``{'state_dict': ...}`` loadable by ``mmdyn.ViT`` (``init_cfg=dict(type='Pretrained',
+checkpoint=DST)``, which would also accept SRC directly). Classification heads and DeiT's
+distillation token are dropped.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
+
+from mmdyn.models.utils.ckpt_convert import (  # noqa: E402
+    detect_vit_layout, load_checkpoint_file, vit_to_mmdyn, unwrap_state_dict)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src', help='source checkpoint')
+    parser.add_argument('dst', help='output checkpoint')
+    args = parser.parse_args(argv)
+    ckpt = load_checkpoint_file(args.src)
+    layout = detect_vit_layout(unwrap_state_dict(ckpt))
+    sd = vit_to_mmdyn(ckpt)
+    if osp.dirname(args.dst):
+        os.makedirs(osp.dirname(args.dst), exist_ok=True)
+    torch.save({'state_dict': sd, 'meta': {'converted_from': layout}}, args.dst)
+    print(f'{args.src} ({layout} layout, {len(sd)} tensors) -> {args.dst}')
+
+
+if __name__ == '__main__':
+    main()

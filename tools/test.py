@@ -1,0 +1,84 @@
+"""Test (evaluate) a checkpoint with an mmdet, mmseg, mmpretrain or mmdyn config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR]
+        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root
+
+from mmengine.config import DictAction  # noqa: E402
+
+PROG = 'test.py'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Test (and evaluate) a model')
+    p.add_argument('config', help='test config file path')
+    p.add_argument('checkpoint', help='checkpoint file')
+    p.add_argument('--work-dir', help='the dir to save the evaluation metrics')
+    p.add_argument('--out', help='dump the predictions to this pickle file')
+    p.add_argument('--show-dir', help='draw the predictions into this directory')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config settings, KEY=VALUE')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_drawing(cfg, show_dir):
+    """Turn on the codebase's visualization hook and point it at ``show_dir``."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise SystemExit(f'{PROG}: error: --show-dir needs a "visualization" entry in '
+                         'default_hooks')
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        hook.update(draw=True, test_out_dir=show_dir)
+    elif scope == 'mmpretrain':
+        hook.update(enable=True, out_dir=show_dir)
+    else:  # mmseg and others draw into the visualizer's save_dir
+        hook.update(draw=True)
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmdyn.utils.cli import (check_checkpoint, check_data_roots, friendly_errors,
+                                 load_config)
+    with friendly_errors(PROG):
+        cfg = load_config(args.config, args.cfg_options)
+        cfg.launcher = args.launcher
+        if args.work_dir is not None:
+            cfg.work_dir = args.work_dir
+        elif cfg.get('work_dir', None) is None:
+            cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+        check_checkpoint(args.checkpoint)
+        cfg.load_from = args.checkpoint
+        check_data_roots(cfg, ('test', ))
+        if args.show_dir:
+            enable_drawing(cfg, args.show_dir)
+        if args.out:
+            if not args.out.endswith(('.pkl', '.pickle')):
+                raise SystemExit(f'{PROG}: error: --out must be a .pkl or .pickle file')
+            dump = dict(type='DumpResults', out_file_path=args.out)
+            ev = cfg.test_evaluator
+            cfg.test_evaluator = (list(ev) if isinstance(ev, (list, tuple)) else [ev]) + [dump]
+
+        from mmdyn.utils.dist import setup_cpu_distributed
+        setup_cpu_distributed(cfg, args.launcher)
+
+        from mmengine.registry import RUNNERS
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.test()
+
+
+if __name__ == '__main__':
+    main()

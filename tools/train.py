@@ -1,0 +1,88 @@
+"""Train a model from an mmdet, mmseg, mmpretrain or mmdyn config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+The config's ``default_scope`` decides which codebase's registries build it. With the pytorch
+launcher (``tools/dist_train.sh``) and no GPU, processes talk over gloo on the CPU.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root
+
+from mmengine.config import DictAction  # noqa: E402
+
+PROG = 'train.py'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Train a model')
+    p.add_argument('config', help='train config file path')
+    p.add_argument('--work-dir', help='the dir to save logs and models')
+    p.add_argument('--resume', nargs='?', type=str, const='auto',
+                   help='resume from CKPT, or from the latest checkpoint in the work dir '
+                   'when CKPT is not given')
+    p.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    p.add_argument('--auto-scale-lr', action='store_true',
+                   help='scale the learning rate with the total batch size')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config settings, KEY=VALUE')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = p.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmdyn.utils.cli import (check_checkpoint, check_data_roots, friendly_errors,
+                                 load_config)
+    with friendly_errors(PROG):
+        cfg = load_config(args.config, args.cfg_options)
+        cfg.launcher = args.launcher
+        if args.work_dir is not None:
+            cfg.work_dir = args.work_dir
+        elif cfg.get('work_dir', None) is None:
+            cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+        if args.amp:
+            optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+            if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
+                raise SystemExit(f'{PROG}: error: --amp needs OptimWrapper, not {optim_wrapper}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+        if args.auto_scale_lr:
+            if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+                raise SystemExit(f'{PROG}: error: --auto-scale-lr needs auto_scale_lr.'
+                                 'base_batch_size in the config')
+            cfg.auto_scale_lr.enable = True
+
+        if args.resume == 'auto':
+            cfg.resume = True
+            cfg.load_from = None
+        elif args.resume is not None:
+            check_checkpoint(args.resume)
+            cfg.resume = True
+            cfg.load_from = args.resume
+        elif cfg.get('load_from'):
+            check_checkpoint(cfg.load_from)
+
+        check_data_roots(cfg, ('train', 'val'))
+
+        from mmdyn.utils.dist import setup_cpu_distributed
+        setup_cpu_distributed(cfg, args.launcher)
+
+        from mmengine.registry import RUNNERS
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
+
+
+if __name__ == '__main__':
+    main()
