@@ -16,10 +16,10 @@ model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
     backbone=dict(
-        _delete_=True, type='MixVisionTransformer', in_channels=3, embed_dims=16,
-        num_stages=4, num_layers=[1, 1, 1, 1], num_heads=[1, 1, 2, 4],
-        patch_sizes=[7, 3, 3, 3], sr_ratios=[8, 4, 2, 1], out_indices=(0, 1, 2, 3),
-        mlp_ratio=4, drop_path_rate=0.0),
+        _delete_=True, type='mmdyn.PVTv2',
+        arch=dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 4],
+                  mlp_ratios=[4, 4, 4, 4], sr_ratios=[8, 4, 2, 1]),
+        drop_path_rate=0.0),
     neck=dict(in_channels=[16, 32, 64, 128], out_channels=32, num_outs=4),
     decode_head=dict(in_channels=[32, 32, 32, 32], channels=32, num_classes=150,
                      norm_cfg=norm_cfg, dropout_ratio=0.0))
@@ -49,7 +49,7 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
-    _delete_=True, type='OptimWrapper',
+    type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),

@@ -16,5 +16,6 @@ model = dict(
         with_cls_token=True,
         final_norm=True,
         out_type='cls_token',
-        drop_path_rate=0.1),
+        # mmpretrain's small-arch recipe trains without stochastic depth
+        drop_path_rate=0.0),
     head=dict(in_channels=384))

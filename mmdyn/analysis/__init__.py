@@ -9,3 +9,5 @@ __all__ = [
     'dwconv_flops', 'linear_flops', 'mixffn_flops', 'mlp_flops', 'patch_embed_flops',
     'sr_flops', 'sr_num_keys', 'sr_out_shape', 'to_int'
 ]
+from .complexity import model_complexity  # noqa: E402  (whole-model counting)
+__all__ += ['model_complexity']

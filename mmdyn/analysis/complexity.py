@@ -45,7 +45,7 @@ __all__ = [
     'model_complexity', 'get_backbone', 'count_params', 'backbone_static_flops',
     'default_data_samples', 'traced_flops', 'group_breakdown', 'UNIT', 'ConfigError',
     'load_config', 'build_model_from_cfg', 'default_img_shape', 'generated_images',
-    'generated_batch', 'dataset_root', 'dataset_batches'
+    'generated_batch', 'dataset_root', 'dataset_batches', 'stdout_to_stderr'
 ]
 
 UNIT = 'GFLOPs (1 FLOP = 1 multiply-add)'
@@ -435,6 +435,9 @@ def model_complexity(model: nn.Module,
     feats = None
     b_dyn = None
     if inputs is not None and (dyn_mods or not backbone_only):
+        for m in dyn_mods:  # so that a module that records nothing cannot pass stale records
+            if callable(getattr(m, 'reset_dynamic_records', None)):
+                m.reset_dynamic_records()
         with torch.no_grad():
             feats = backbone(inputs)
         if dyn_mods:
@@ -677,3 +680,37 @@ def dataset_batches(cfg, model: nn.Module, num: int):
         with torch.no_grad():
             data = model.data_preprocessor(data, False)
         yield data['inputs'], data.get('data_samples', None)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send everything printed or logged to stdout (mmengine's logger included) to stderr, so a
+    tool can print a single JSON object on stdout."""
+    import logging
+    import sys
+    real = sys.stdout
+    moved = []
+
+    def retarget():
+        from mmengine.logging import MMLogger
+        loggers = [logging.getLogger()]
+        if MMLogger.check_instance_created('mmengine'):
+            loggers.append(MMLogger.get_instance('mmengine'))
+        try:
+            loggers.append(MMLogger.get_current_instance())
+        except Exception:  # noqa: BLE001
+            pass
+        for lg in loggers:
+            for h in lg.handlers:
+                if isinstance(h, logging.StreamHandler) and h.stream is real:
+                    h.setStream(sys.stderr)
+                    moved.append(h)
+
+    retarget()
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            yield retarget
+        finally:
+            retarget()
+            for h in moved:
+                h.setStream(real)

@@ -129,6 +129,15 @@ def test_semantic_fpn_full_size_build(name):
     assert [c.conv.in_channels for c in model.neck.lateral_convs] == [64, 128, 320, 512]
 
 
+@pytest.mark.parametrize('name,mparams', [(DET[0], 35.1), (DET[1], 45.0)])
+def test_coco_full_size_params(name, mparams):
+    """The real detectors have the sizes the PVTv2 paper gives (Table 3: RetinaNet 35.1 M,
+    Mask R-CNN 45.0 M with PVTv2-B2)."""
+    with torch.device('meta'):
+        model = build(load(name))
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(mparams, abs=0.05)
+
+
 @pytest.mark.parametrize('name', CLS)
 def test_imagenet_forward(name):
     cfg = load(name)

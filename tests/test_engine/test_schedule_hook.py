@@ -173,15 +173,7 @@ def test_paths():
         hook.check_paths(m)
 
 
-@pytest.fixture
-def unsafe_load(monkeypatch):
-    # TEMPORARY: mmengine 0.10.7 resumes with torch.load's default weights_only=True, which
-    # cannot read its own checkpoints yet (mmdyn/utils/checkpoint.py, owned elsewhere, does not
-    # allow-list everything numpy 2 pickles). Remove once that lands.
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-
-
-def test_runner_resume_continues_exactly(tmp_path, unsafe_load):
+def test_runner_resume_continues_exactly(tmp_path):
     # uninterrupted: 7 iterations
     full = make_runner(tmp_path / 'full', max_iters=7)
     full.train()
@@ -211,7 +203,7 @@ def test_runner_resume_continues_exactly(tmp_path, unsafe_load):
     assert torch.allclose(resumed.model.lin.weight, full.model.lin.weight)
 
 
-def test_load_restores_values_for_testing(tmp_path, unsafe_load):
+def test_load_restores_values_for_testing(tmp_path):
     part = make_runner(tmp_path / 'run', max_iters=3)
     part.train()
     model = ToyModel()

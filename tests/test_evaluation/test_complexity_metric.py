@@ -69,43 +69,28 @@ def test_samples_without_records():
         metric.evaluate(2)
 
 
-# The spawned processes import the worker from a file (pytest imports this test module in
-# importlib mode, under a name the children cannot import).
-WORKER = """
-import json
-import os
-
-import torch.distributed as dist
-from mmengine.structures import BaseDataElement
-
-from mmdyn.evaluation import ComplexityMetric
-
-
-def work(rank, world, init_file, out_dir, samples):
-    dist.init_process_group('gloo', init_method='file://' + init_file, rank=rank,
+def _dist_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
                             world_size=world)
     try:
         metric = ComplexityMetric()
         # the distributed sampler's interleaving, padded with a duplicate of sample 0
         idx = [0, 2, 4] if rank == 0 else [1, 3, 0]
-        metric.process(None, [BaseDataElement(metainfo=dict(
-            dynamic_flops=samples[i]['flops'], dynamic_static_flops=samples[i]['static'],
-            dynamic_stats=samples[i]['stats'])).to_dict() for i in idx])
+        metric.process(None, [as_sample(SAMPLES[i]).to_dict() for i in idx])
         res = metric.evaluate(5)
-        with open(os.path.join(out_dir, str(rank) + '.json'), 'w') as f:
+        with open(f'{out_dir}/{rank}.json', 'w') as f:
             json.dump(res, f)
     finally:
         dist.destroy_process_group()
-"""
 
 
-def test_distributed_evaluation(tmp_path, monkeypatch):
-    (tmp_path / 'complexity_dist_worker.py').write_text(WORKER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import complexity_dist_worker
-    torch.multiprocessing.spawn(
-        complexity_dist_worker.work,
-        args=(2, str(tmp_path / 'pg'), str(tmp_path), SAMPLES), nprocs=2, join=True)
+def test_distributed_evaluation(tmp_path):
+    # forked workers inherit the imported modules (pytest's importlib mode gives this module a
+    # name that spawned workers could not import)
+    torch.multiprocessing.start_processes(
+        _dist_worker, args=(2, str(tmp_path / 'pg'), str(tmp_path)), nprocs=2, join=True,
+        start_method='fork')
     for rank in range(2):
         res = json.load(open(tmp_path / f'{rank}.json'))
         assert set(res) == set(EXPECTED)

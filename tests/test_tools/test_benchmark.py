@@ -80,7 +80,7 @@ def test_compare_two_rows(tmp_path, capsys):
         out['rows'][0]['latency_ms_median'] / out['rows'][1]['latency_ms_median'])
     text = bench.format_text(out)
     assert text.count('small.py') == 1 and text.count('big.py') == 1 and 'speedup' in text
-    assert bench.main([small, '--compare', big, '--shape', '64', '--repeats', '1', '--warmup',
+    assert bench.main([small, '--compare', big, '--shape', '32', '--repeats', '1', '--warmup',
                        '0', '--mode', 'predict']) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert sum('predict' in ln for ln in lines) == 2
@@ -92,3 +92,18 @@ def test_errors(tmp_path, capsys):
     assert err.count('\n') == 0 and 'config file not found' in err
     with pytest.raises(SystemExit):
         bench.parse_args(['x.py', '--batch', '0'])
+
+
+def test_cuda_device(tmp_path, capsys):
+    """--device cuda runs where CUDA is, and says clearly that it is missing elsewhere."""
+    import torch
+    cfg = tiny_seg_config(tmp_path, 'a.py', [1, 1, 1, 1])
+    rc = bench.main([cfg, '--device', 'cuda', '--shape', '32', '--repeats', '2', '--warmup', '1',
+                     '--json'])
+    out, err = capsys.readouterr()
+    if torch.cuda.is_available():
+        assert rc == 0
+        row = json.loads(out)['rows'][0]
+        assert row['device'] == 'cuda' and row['latency_ms_median'] > 0
+    else:
+        assert rc == 1 and err.strip() == 'error: --device cuda: CUDA is not available'

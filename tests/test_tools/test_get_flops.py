@@ -78,7 +78,7 @@ def test_cli_json_subprocess(run_tool):
     proc = run_tool('analysis_tools/get_flops.py',
                     osp.join(BASELINES, 'fpn_pvtv2-b2_4xb8-40k_ade20k-512x512.py'), '--json')
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout)  # stdout is the JSON object and nothing else
     for key in ('params', 'flops', 'flops_dynamic_mean', 'flops_dynamic_min',
                 'flops_dynamic_max', 'unit', 'shape', 'breakdown'):
         assert key in out
@@ -93,12 +93,54 @@ def test_cli_text_and_backbone_only(capsys):
     assert get_flops_tool.main([cfg, '--backbone-only', '--shape', '224']) == 0
     text = capsys.readouterr().out
     assert 'params' in text and 'FLOPs (static)' in text and 'blocks.11' in text
+    # --json: one JSON object on stdout (mmpretrain's INFO log lines go to stderr)
+    assert get_flops_tool.main([cfg, '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['flops'] == pytest.approx(4.6, rel=0.01)
     out = run_get_flops(cfg, '--backbone-only', '--json')
     # backbone only: patch embedding + 12 blocks, no classifier (384 x 1000 MACs)
     assert out['rest_flops'] == 0 and out['flops'] == out['backbone_flops']
     full = run_get_flops(cfg)
     assert (full['flops'] - out['flops']) * 1e9 == pytest.approx(384 * 1000)
     assert out['params'] < full['params']
+
+
+def _mmpretrain_metafile(name):
+    """The FLOPs and params mmpretrain publishes for one of its models (installed metafile)."""
+    import mmpretrain
+    import yaml
+    path = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs', 'deit', 'metafile.yml')
+    with open(path) as f:
+        models = yaml.safe_load(f)['Models']
+    (meta, ) = [m['Metadata'] for m in models if m['Name'] == name]
+    return meta
+
+
+def test_traced_deit_small_matches_mmpretrain_metafile():
+    """Traced (mmengine's FlopAnalyzer + our SDPA handle, norms at 5 per element as mmengine
+    counts them), mmdyn's DeiT-S gives mmpretrain's published count exactly; the analytic count
+    (no norms) is 0.2 % lower; params are the same to the unit."""
+    from mmdyn.analysis.complexity import build_model_from_cfg, load_config
+    meta = _mmpretrain_metafile('deit-small_4xb256_in1k')
+    model = build_model_from_cfg(load_config(osp.join(BASELINES, 'deit-small_4xb256_in1k.py')))
+    traced, _, _ = traced_flops(model.backbone, (torch.randn(1, 3, 224, 224), ))
+    assert traced == meta['FLOPs']
+    analytic = model.backbone.static_flops((224, 224))
+    assert analytic < traced and traced / analytic - 1 < 0.003
+    assert sum(p.numel() for p in model.parameters()) == meta['Parameters']
+
+
+def test_traced_pvtv2_agrees_with_analytic():
+    """The analytic PVTv2-B1 count (spatial-reduction attention included) against what the
+    tracer sees run (plus norms, which the analytic count leaves out) at 224x224."""
+    from mmdyn.models.backbones import PVTv2
+    bb = PVTv2(arch='b1').eval()
+    traced, by_mod, _ = traced_flops(bb, (torch.randn(1, 3, 224, 224), ))
+    analytic = bb.static_flops((224, 224))
+    assert analytic == pytest.approx(2.1e9, rel=0.01)  # published: 2.1 G (PVTv2 paper)
+    assert analytic < traced and traced / analytic - 1 < 0.015
+    assert by_mod['stages.3'] == pytest.approx(
+        sum(v for k, v in bb.flops_breakdown((224, 224)).items() if k.startswith('stages.3')),
+        rel=0.015)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -212,6 +254,17 @@ def test_dynamic_dataset_images(tmp_path, toy_ade20k, capsys):
     assert out['images'] == 'dataset' and out['num_images'] == 2
     assert 'generated' not in capsys.readouterr().err
     assert out['flops_dynamic_mean'] is not None and out['flops_dynamic_mean'] > 0
+
+
+def test_cfg_options(tmp_path):
+    """--cfg-options reach the model: 19 instead of 150 classes removes exactly the classifier's
+    131 x 8 channels at stride 4."""
+    cfg = _toy_seg_config(tmp_path)
+    a = run_get_flops(cfg, '--shape', 64, '--num-images', 1)
+    b = run_get_flops(cfg, '--shape', 64, '--num-images', 1, '--cfg-options',
+                      'model.decode_head.num_classes=19')
+    assert round((a['flops'] - b['flops']) * 1e9) == 131 * 8 * 16 * 16
+    assert round((a['params'] - b['params']) * 1e6) == 131 * (8 + 1)
 
 
 def test_model_complexity_realised_per_image():

@@ -18,6 +18,7 @@ standard deviation over the ``R`` timed calls, in ms), mean and min, and the thr
 """
 import argparse
 import json
+import os.path as osp
 import statistics
 import sys
 import time
@@ -143,7 +144,8 @@ def format_text(out: dict) -> str:
     lines = [f'device {out["device"]}' + (f', {out["threads"]} threads' if out['threads'] else ''),
              head, '-' * len(head)]
     for r in out['rows']:
-        name = r['config'] if len(r['config']) <= 47 else '...' + r['config'][-44:]
+        name = osp.basename(r['config'])
+        name = name if len(name) <= 47 else name[:44] + '...'
         shape = 'x'.join(str(s) for s in r['input_shape'])
         lines.append(f'{name:<48}{r["timed"]:>9}{r["batch"]:>6}{shape:>11}'
                      f'{r["latency_ms_median"]:>11.2f}{r["latency_ms_iqr"]:>9.2f}'
@@ -156,9 +158,13 @@ def format_text(out: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdyn.analysis.complexity import ConfigError
+    import contextlib
+
+    from mmdyn.analysis.complexity import ConfigError, stdout_to_stderr
     try:
-        out = run(args)
+        # with --json, stdout carries the JSON object only (logs go to stderr)
+        with stdout_to_stderr() if args.json else contextlib.nullcontext():
+            out = run(args)
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

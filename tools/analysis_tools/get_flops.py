@@ -189,9 +189,13 @@ def format_text(out: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdyn.analysis.complexity import ConfigError
+    import contextlib
+
+    from mmdyn.analysis.complexity import ConfigError, stdout_to_stderr
     try:
-        out = get_flops(args)
+        # with --json, stdout carries the JSON object only (logs go to stderr)
+        with stdout_to_stderr() if args.json else contextlib.nullcontext():
+            out = get_flops(args)
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

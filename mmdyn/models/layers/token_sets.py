@@ -1,10 +1,10 @@
 """Per-image variable-length token subsets as padded batches.
 
-A boolean ``keep: [B, N]`` selects a different number of tokens in every image. :func:`make_token_set`
-turns it into a :class:`TokenSet`: for each image the original positions of its kept tokens in
-their original (stable) order, padded to the longest set of the batch, with a validity mask and
-per-image lengths. :func:`gather_tokens` builds the padded ``[B, L, ...]`` batch,
-:func:`scatter_tokens` writes results back to ``[B, N, ...]`` in the original order, and
+A boolean ``keep: [B, N]`` selects a different number of tokens in every image.
+:func:`make_token_set` turns it into a :class:`TokenSet`: for each image the original positions
+of its kept tokens in their original (stable) order, padded to the longest set of the batch, with
+a validity mask and per-image lengths. :func:`gather_tokens` builds the padded ``[B, L, ...]``
+batch, :func:`scatter_tokens` writes results back to ``[B, N, ...]`` in the original order, and
 :func:`padded_attention` runs :func:`torch.nn.functional.scaled_dot_product_attention` over padded
 sets with a key padding mask.
 

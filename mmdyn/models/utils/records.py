@@ -38,7 +38,7 @@ import torch.nn as nn
 from .dynamic import find_dynamic_modules
 
 __all__ = ['attach_dynamic_records', 'detach_dynamic_records', 'get_record_collector',
-           'summarize_dynamic_records', 'DynamicRecordCollector']
+           'summarize_dynamic_records', 'samples_records', 'DynamicRecordCollector']
 
 _COLLECTOR_ATTR = '_mmdyn_record_collector'
 # A forward of the top-level model rarely has more calls than this (sliding windows); the cap
