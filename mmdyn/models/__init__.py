@@ -1,3 +1,4 @@
 from . import backbones, layers, losses  # noqa: F401  (registers modules)
 from .backbones import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
+from . import segmentors  # noqa: F401

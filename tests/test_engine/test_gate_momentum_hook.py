@@ -35,7 +35,7 @@ def test_hook_updates_ema_every_interval():
     torch.manual_seed(0)
     net = _Net()
     runner = _FakeRunner(nn.DataParallel(net))
-    hook = HOOKS.build(dict(type='GateMomentumHook', interval=2))
+    hook = HOOKS.build(dict(type='mmdyn.GateMomentumHook', interval=2))
     assert isinstance(hook, GateMomentumHook)
     hook.before_train(runner)
     ema = None

@@ -22,12 +22,17 @@ without knowing the method:
     ``dict[str, Tensor[B, h, w]]``: the token decisions of the last forward, one map per decision
     point (a stage, a gate), on that point's token grid: 0/1 masks (kept, fine) or small integer
     choices (a scale, an exit stage). Tools draw them over the image.
+``aux_losses``
+    ``dict[str, Tensor]`` set in a training forward with :meth:`set_aux_losses`: losses the
+    method adds to the model's loss (budget, gate losses). ``attach_dynamic_records`` (installed
+    by ``mmdyn.DynamicStatsHook``) adds them to the top-level model's loss dict and empties it.
 ``force_full``
     ``bool`` attribute. When True every gate is on and the module computes exactly what the static
     model with the same weights computes (the "eval, full" mode). :func:`full_compute` sets it
     on every dynamic module of a model for a ``with`` block.
 """
 import contextlib
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -45,6 +50,7 @@ class DynamicModuleMixin:
         self.last_stats: Dict[str, torch.Tensor] = {}
         self.expected_cost: Optional[torch.Tensor] = None
         self.last_maps: Dict[str, torch.Tensor] = {}
+        self.aux_losses: Dict[str, torch.Tensor] = {}
 
     def record_dynamic(self, flops: torch.Tensor, stats: Optional[Dict[str, torch.Tensor]] = None,
                        expected_cost: Optional[torch.Tensor] = None,
@@ -53,6 +59,24 @@ class DynamicModuleMixin:
         self.last_stats = {k: v.detach().float() for k, v in (stats or {}).items()}
         self.expected_cost = expected_cost
         self.last_maps = {k: v.detach() for k, v in (maps or {}).items()}
+
+    def set_aux_losses(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Hand losses to the model's loss dict (see ``aux_losses`` above).
+
+        Warns once if the losses of the previous training forward were never consumed, which
+        means no ``attach_dynamic_records`` hook is installed and the losses are not trained.
+        """
+        if getattr(self, 'aux_losses', None) and not getattr(self, '_aux_warned', False):
+            self._aux_warned = True
+            warnings.warn(
+                f'{type(self).__name__}: the auxiliary losses {sorted(self.aux_losses)} of the '
+                'previous training forward were not added to the loss. Add '
+                "custom_hooks=[dict(type='mmdyn.DynamicStatsHook')] to the config (or call "
+                'mmdyn.models.utils.records.attach_dynamic_records(model)).')
+        bad = [k for k in losses if not k.startswith('loss')]
+        if bad:
+            raise ValueError(f'auxiliary loss names must start with "loss": {bad}')
+        self.aux_losses = dict(losses)
 
     def static_flops(self, img_shape: Tuple[int, int]) -> float:  # pragma: no cover - interface
         raise NotImplementedError

@@ -23,7 +23,16 @@ mmseg and mmpretrain call) writes into the metainfo of each sample (``set_metain
     dict of floats: each ``last_stats`` key averaged over the modules and calls that report it;
     ``flops_ratio`` is ``dynamic_flops / dynamic_static_flops`` when the latter is known.
 
-Metrics (:class:`mmdyn.evaluation.ComplexityMetric`) and hooks read them from there. Calls whose
+Metrics (:class:`mmdyn.evaluation.ComplexityMetric`) and hooks read them from there.
+
+The auxiliary-losses protocol
+-----------------------------
+In a training forward a dynamic module may set ``aux_losses`` (a dict of scalar tensors whose
+names start with ``loss``: budget, gate and similar losses that the codebase's own model knows
+nothing about) through :meth:`DynamicModuleMixin.set_aux_losses`. After a forward of the
+top-level model whose output is a loss dict (``mode='loss'``), the collector adds them to that
+dict (summed over the calls of the forward), so ``parse_losses`` and the optimizer see them with
+any mmdet, mmseg or mmpretrain model, unchanged. Calls whose
 batch size differs from the number of samples cannot be split per image; the forward then writes
 nothing and warns once.
 """
@@ -78,12 +87,23 @@ class DynamicRecordCollector:
         self._last_seen = {}
         self._static_cache = {}
         self._warned = set()
+        self.aux_losses: Dict[str, torch.Tensor] = {}
 
     # -- hooks ----------------------------------------------------------------------------
     def reset(self, *_args, **_kwargs) -> None:
         self.calls.clear()
+        self.aux_losses = {}
+
+    def _take_aux_losses(self, module) -> None:
+        losses = getattr(module, 'aux_losses', None)
+        if not losses:
+            return
+        for k, v in losses.items():
+            self.aux_losses[k] = self.aux_losses[k] + v if k in self.aux_losses else v
+        module.aux_losses = {}  # consumed
 
     def _module_hook(self, name, module, args, kwargs, output) -> None:
+        self._take_aux_losses(module)
         flops = getattr(module, 'last_flops', None)
         if flops is None:
             return
@@ -109,9 +129,15 @@ class DynamicRecordCollector:
             self._static_cache[key] = value
         return self._static_cache[key]
 
-    def _top_hook(self, module, args, kwargs, output) -> None:
+    def _top_hook(self, module, args, kwargs, output):
+        if isinstance(output, dict) and self.aux_losses:
+            output = dict(output)
+            for k, v in self.aux_losses.items():
+                output[k] = output[k] + v if k in output else v
+            self.aux_losses = {}
+            return output
         if not _is_sample_list(output):
-            return
+            return None
         summary = self.summary(batch_size=len(output))
         if summary is None:
             return
@@ -121,6 +147,7 @@ class DynamicRecordCollector:
             if summary['static_flops'] is not None:
                 meta['dynamic_static_flops'] = float(summary['static_flops'][i])
             sample.set_metainfo(meta)
+        return None
 
     # -- reading --------------------------------------------------------------------------
     def _warn_once(self, msg: str) -> None:

@@ -1,0 +1,554 @@
+"""DGE: the Dynamic Grained Encoder (Song et al., NeurIPS 2021) on PVT v1 and DeiT hosts.
+
+How one encoder layer runs
+--------------------------
+A :class:`DynamicGrainedEncoder` wraps the host's own transformer block (the "vanilla encoder")
+of one layer. For a ``[B, E + H*W, C]`` input (``E`` extra tokens such as a cls token, then the
+``H x W`` patch tokens):
+
+1. **Regions.** The patch map is split into ``S x S`` regions, ``S = max(Phi)`` (or
+   ``region_size``), padded at the bottom/right when ``H`` or ``W`` is not a multiple of ``S``
+   (border regions average over their real tokens only). ``layer_wise=True`` makes the whole
+   map one region (layer-wise routing, Table 1 of the paper).
+2. **Gate.** Each region is average-pooled from the block *input* and projected by a linear
+   ``C -> K`` (``K = len(Phi)``). Training: hard Gumbel-Softmax, ``tau = 1``, straight-through;
+   eval: ``argmax`` of the logits, no noise.
+3. **Sparse queries.** A region at granularity ``phi`` gives ``ceil(rows / phi) *
+   ceil(cols / phi)`` queries, each the average of a ``phi x phi`` patch (``phi = 0``: no query,
+   the region is passed through unchanged). Extra tokens are always their own queries (the
+   vanilla path).
+4. **Vanilla encoder.** The host block updates the queries; its keys and values come from the
+   full map through the host's own path (PVT: the spatial-reduction convolution; DeiT: all
+   tokens). Nothing else of the host changes, so host checkpoints load as they are.
+5. **Un-pool + residual.** ``out = x + unpool(q_out - q)``: every token of a patch receives its
+   query's update.
+
+Training and eval paths
+-----------------------
+* ``train_path='dense'`` (default, what the authors did): in training every granularity's
+  queries are computed for every region (``(1 + 1/4 + 1/16) N`` queries for ``{1, 2, 4}``) and the
+  updates are combined with the hard one-hot gate (straight-through). Training then costs more
+  than the static host; only inference is cheaper.
+* ``train_path='sparse'``: training gathers only the chosen queries (token sets), as in eval,
+  and multiplies their updates by the straight-through gate value (1 in the forward).
+* **eval** (always sparse): per image, only the chosen queries are gathered into a padded token
+  set and run through the block; padding queries are discarded, so every image computes exactly
+  what it computes alone.
+
+Because queries do not interact (keys/values are the full map, the FFN is token-wise), all three
+paths give the same output for the same gate decisions; the tests check it.
+
+Budget
+------
+``beta`` (Eq. 7) = ``sum_l C_l psi_l / sum_l C_l (E_l + H_l W_l)`` per image, where ``C_l`` is the
+cost of one query in layer ``l`` (``block.flops(1) - block.flops(0)``) and ``psi_l`` the number of
+queries the gate chose (``E_l`` + the sum over regions of the one-hot decision times each
+granularity's query count; straight-through in training). The extra tokens are counted on both
+sides (the paper leaves them out, the official code counts them). In training the backbone sets
+``aux_losses = {'loss_budget': lambda * (mean_b beta - gamma) ** 2}`` and ``expected_cost = beta``.
+
+Complexity records (the dynamic-module interface): ``last_flops`` per image are the patch
+embeddings, the gates (``regions * C * K``) and every block at the number of queries it ran
+(eval) or that the gate chose (training; the dense training path computes more).
+``static_flops`` is the host's. ``force_full`` runs the host blocks directly, every token a
+query, no gate: exactly the static host.
+"""
+import copy
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import ModuleList
+
+from mmdyn.registry import MODELS
+from ..layers.attention import nlc_to_nchw
+from ..layers.gates import GumbelSoftmaxGate, straight_through
+from ..layers.region_pool import region_pool, region_pool_tokens, region_unpool_tokens
+from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
+from ..losses.budget_loss import BudgetLoss
+from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
+from ..utils.dynamic import DynamicModuleMixin
+from .pvt import PVT
+from .vit import ViT
+
+__all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'check_dge_args']
+
+TRAIN_PATHS = ('dense', 'sparse')
+
+
+def check_dge_args(granularities, region_size=None, layer_wise=False, budget=0.5,
+                   train_path='dense', init_prob=0.95) -> Tuple[Tuple[int, ...], Optional[int]]:
+    """Validate DGE arguments; returns the granularities in gate order and the region size.
+
+    Gate order: non-zero granularities ascending (finest first), then ``0`` (skip) if present.
+
+    Raises:
+        ValueError: empty or duplicated ``Phi``, a negative or non-int granularity, ``Phi`` with
+            only ``0``, a granularity that does not divide the region size ``S``, ``budget``
+            (gamma) outside ``[0, 1]``, an unknown ``train_path``, ``init_prob`` outside (0, 1).
+    """
+    if granularities is None or len(granularities) == 0:
+        raise ValueError('DGE: the candidate granularity set Phi must not be empty')
+    phis = []
+    for p in granularities:
+        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+            raise ValueError(f'DGE: granularities must be ints >= 0, got {list(granularities)}')
+        phis.append(int(p))
+    if len(set(phis)) != len(phis):
+        raise ValueError(f'DGE: granularities must be distinct, got {phis}')
+    if len(phis) < 2:
+        raise ValueError(f'DGE: Phi needs at least two candidates for the gate, got {phis}')
+    nonzero = sorted(p for p in phis if p > 0)
+    if not nonzero:
+        raise ValueError(f'DGE: Phi needs a granularity > 0, got {phis}')
+    order = tuple(nonzero + ([0] if 0 in phis else []))
+    if layer_wise:
+        if region_size is not None:
+            raise ValueError('DGE: give either layer_wise=True or a region_size, not both')
+        size = None
+    else:
+        size = max(nonzero) if region_size is None else region_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f'DGE: region_size must be an int >= 1, got {region_size!r}')
+        bad = [p for p in nonzero if size % p]
+        if bad:
+            raise ValueError(f'DGE: granularities {bad} do not divide the region size S={size} '
+                             f'(Phi={phis})')
+    if not (isinstance(budget, (int, float)) and 0.0 <= float(budget) <= 1.0):
+        raise ValueError(f'DGE: the budget gamma must be in [0, 1], got {budget!r}')
+    if train_path not in TRAIN_PATHS:
+        raise ValueError(f'DGE: train_path must be one of {TRAIN_PATHS}, got {train_path!r}')
+    if not 0.0 < float(init_prob) < 1.0:
+        raise ValueError(f'DGE: init_prob must be in (0, 1), got {init_prob}')
+    return order, size
+
+
+class DynamicGrainedEncoder(nn.Module):
+    """The router of one DGE layer; the host block it drives is passed to :meth:`forward`.
+
+    Args:
+        embed_dims (int): Token width ``C``.
+        granularities (Sequence[int]): Candidate patch sides ``Phi`` (``0`` = no query).
+        region_size (int, optional): Region side ``S``; default ``max(Phi)``.
+        layer_wise (bool): One region covering the whole map (layer-wise routing).
+        tau (float): Gumbel-Softmax temperature. Default 1.
+        init_prob (float): Initial probability of the finest granularity (the rest share the
+            remainder); the official code starts at 0.95.
+        train_path (str): ``'dense'`` or ``'sparse'`` (see the module docstring).
+
+    Attributes:
+        forced_choice: ``None`` (the gate decides), an ``int`` index into :attr:`granularities`
+            for every region, or a callable ``logits[B, gh, gw, K] -> LongTensor[B, gh, gw]``.
+            For tests and benchmarks (a gate forced to a budget).
+    """
+
+    def __init__(self, embed_dims: int, granularities: Sequence[int] = (1, 2, 4),
+                 region_size: Optional[int] = None, layer_wise: bool = False, tau: float = 1.0,
+                 init_prob: float = 0.95, train_path: str = 'dense'):
+        super().__init__()
+        self.granularities, self.region_size = check_dge_args(
+            granularities, region_size, layer_wise, 0.5, train_path, init_prob)
+        self.layer_wise = bool(layer_wise)
+        self.train_path = train_path
+        self.embed_dims = embed_dims
+        k = len(self.granularities)
+        probs = [init_prob] + [(1.0 - init_prob) / (k - 1)] * (k - 1)
+        self.gate = GumbelSoftmaxGate(embed_dims, k, tau=tau, init_probs=probs)
+        self.forced_choice: Union[None, int, Callable] = None
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.granularities)
+
+    # ------------------------------------------------------------------ geometry
+    def region_grid(self, hw: Sequence[int]) -> Tuple[int, int]:
+        if self.layer_wise:
+            return 1, 1
+        s = self.region_size
+        return -(-hw[0] // s), -(-hw[1] // s)
+
+    def _region_extent(self, hw, device):
+        """Real rows / columns of every region row / column."""
+        h, w = hw
+        if self.layer_wise:
+            return (torch.tensor([h], device=device), torch.tensor([w], device=device))
+        s = self.region_size
+        gh, gw = self.region_grid(hw)
+        rows = (h - torch.arange(gh, device=device) * s).clamp(max=s)
+        cols = (w - torch.arange(gw, device=device) * s).clamp(max=s)
+        return rows, cols
+
+    def query_counts(self, hw, device=None) -> torch.Tensor:
+        """``[gh, gw, K]`` number of queries each region gives at each granularity."""
+        rows, cols = self._region_extent(hw, device)
+        out = []
+        for p in self.granularities:
+            if p == 0:
+                out.append(torch.zeros(rows.numel(), cols.numel(), device=device))
+            else:
+                out.append(((-(-rows // p))[:, None] * (-(-cols // p))[None, :]).float())
+        return torch.stack(out, -1).to(torch.float64)
+
+    def _patch_regions(self, hw, p, device) -> torch.Tensor:
+        """Region index (row-major) of every ``p x p`` patch of the map, ``Long[n_p]``."""
+        h, w = hw
+        ph, pw = -(-h // p), -(-w // p)
+        if self.layer_wise:
+            return torch.zeros(ph * pw, dtype=torch.long, device=device)
+        s = self.region_size
+        gh, gw = self.region_grid(hw)
+        r = torch.arange(ph, device=device) * p // s
+        c = torch.arange(pw, device=device) * p // s
+        return (r[:, None] * gw + c[None, :]).reshape(-1)
+
+    # ------------------------------------------------------------------ gate
+    def route(self, x_sp: torch.Tensor, hw: Sequence[int]):
+        """Decisions of every region: ``(decision[B, gh, gw, K], hard[B, gh, gw] long)``.
+
+        ``decision`` is one-hot (straight-through in training)."""
+        m = nlc_to_nchw(x_sp, hw)
+        if self.layer_wise:
+            pooled = m.mean(dim=(2, 3), keepdim=True)
+        else:
+            pooled = region_pool(m, self.region_size)
+        feats = pooled.permute(0, 2, 3, 1)  # [B, gh, gw, C]
+        out = self.gate(feats)
+        decision = out.decision
+        if self.forced_choice is not None:
+            fc = self.forced_choice
+            if callable(fc):
+                idx = fc(out.logits.detach()).long()
+            else:
+                idx = torch.full(decision.shape[:-1], int(fc), dtype=torch.long,
+                                 device=decision.device)
+            if idx.shape != decision.shape[:-1] or int(idx.min()) < 0 or \
+                    int(idx.max()) >= self.num_choices:
+                raise ValueError(f'forced choice must be indices in [0, {self.num_choices}) '
+                                 f'of shape {tuple(decision.shape[:-1])}')
+            hard = F.one_hot(idx, self.num_choices).to(decision.dtype)
+            decision = straight_through(out.soft, hard) if self.training else hard
+        return decision, decision.detach().argmax(-1), out
+
+    def gate_flops(self, hw) -> int:
+        gh, gw = self.region_grid(hw)
+        return gh * gw * self.embed_dims * self.num_choices
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, block: nn.Module, x: torch.Tensor, hw: Sequence[int],
+                num_extra: int = 0) -> Tuple[torch.Tensor, Dict]:
+        """Run ``block`` as a dynamic grained encoder.
+
+        Args:
+            block: The host's transformer block: ``block(x, hw, query=q) -> q_out``.
+            x (Tensor): ``[B, E + H*W, C]`` tokens, extra tokens first.
+            hw (tuple): ``(H, W)``.
+            num_extra (int): ``E``.
+
+        Returns:
+            tuple: output tokens ``[B, E + H*W, C]`` and a dict with ``decision`` (one-hot
+            ``[B, gh, gw, K]``, straight-through in training), ``choice`` (``Long[B, gh, gw]``),
+            ``num_queries`` (``[B]`` float64, queries the gate chose, extras included),
+            ``ran_queries`` (``[B]``, queries the block computed, padding excluded).
+        """
+        hw = (int(hw[0]), int(hw[1]))
+        b, n, c = x.shape
+        if n != num_extra + hw[0] * hw[1]:
+            raise ValueError(f'DGE: {n} tokens are not {num_extra} extra + {hw[0]}x{hw[1]}')
+        x_ex, x_sp = x[:, :num_extra], x[:, num_extra:]
+        decision, choice, gate_out = self.route(x_sp, hw)
+        gh, gw = decision.shape[1:3]
+        dec_flat = decision.reshape(b, gh * gw, -1)
+        hard_flat = choice.reshape(b, gh * gw)
+
+        queries, keeps, weights, grans = [x_ex], [], [], []
+        ones = x.new_ones(b, num_extra)
+        keeps.append(ones.bool())
+        weights.append(ones)
+        for k, p in enumerate(self.granularities):
+            if p == 0:
+                continue
+            q, _ = region_pool_tokens(x_sp, hw, p)
+            rid = self._patch_regions(hw, p, x.device)
+            queries.append(q)
+            keeps.append(hard_flat[:, rid] == k)
+            weights.append(dec_flat[:, rid, k])
+            grans.append((p, q.shape[1]))
+        q_all = torch.cat(queries, 1)
+        keep_all = torch.cat(keeps, 1)
+        w_all = torch.cat(weights, 1)
+        num_chosen = keep_all.sum(1).to(torch.float64)
+
+        dense = self.training and self.train_path == 'dense'
+        if dense:
+            y = block(x, hw, query=q_all)
+            delta = (y - q_all) * w_all[..., None]
+            ran = torch.full((b, ), float(q_all.shape[1]), dtype=torch.float64, device=x.device)
+        else:
+            ts = make_token_set(keep_all)
+            qs = gather_tokens(q_all, ts)
+            ys = block(x, hw, query=qs)
+            delta = scatter_tokens(ys - qs, ts, torch.zeros_like(q_all))
+            if self.training:
+                delta = delta * w_all[..., None]  # 1 in the forward; the gate's gradient
+            ran = ts.lengths.to(torch.float64)
+
+        out_ex = x_ex + delta[:, :num_extra]
+        upd = torch.zeros_like(x_sp)
+        start = num_extra
+        for p, cnt in grans:
+            upd = upd + region_unpool_tokens(delta[:, start:start + cnt], p, hw)
+            start += cnt
+        out = torch.cat([out_ex, x_sp + upd], 1)
+        info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
+                    grid=(gh, gw), soft=gate_out.soft)
+        return out, info
+
+
+def _block_flops(block, nq, hw, num_extra):
+    """MACs of a host block updating ``nq`` queries with keys from the full map."""
+    if block.attn.has_reduction:
+        if num_extra:
+            raise ValueError('extra tokens with a spatially reduced attention are not supported')
+        return block.flops(nq, hw)
+    return block.flops(nq, hw, num_keys=hw[0] * hw[1] + num_extra)
+
+
+class _DGEHostMixin(DynamicModuleMixin):
+    """Shared bookkeeping of the DGE hosts (records, budget loss, forced choices)."""
+
+    def _init_dge(self, dge, granularities, region_size, layer_wise, budget, budget_weight, tau,
+                  init_prob, train_path, dims_per_layer):
+        self.dge_enabled = bool(dge)
+        self.granularities, self.region_size = check_dge_args(
+            granularities, region_size, layer_wise, budget, train_path, init_prob)
+        self.layer_wise = bool(layer_wise)
+        self.train_path = train_path
+        self.budget_loss = BudgetLoss(target=float(budget), loss_weight=float(budget_weight))
+        self.reset_dynamic_records()
+        self.aux_losses = {}
+        if not self.dge_enabled:
+            return None
+        return [[DynamicGrainedEncoder(c, granularities, region_size, layer_wise, tau, init_prob,
+                                       train_path) for c in stage] for stage in dims_per_layer]
+
+    @property
+    def budget(self) -> float:
+        return self.budget_loss.target
+
+    def dge_layers(self) -> List[DynamicGrainedEncoder]:
+        if not self.dge_enabled:
+            return []
+        return [m for m in self.modules() if isinstance(m, DynamicGrainedEncoder)]
+
+    def force_choice(self, choice) -> None:
+        """Set :attr:`DynamicGrainedEncoder.forced_choice` on every layer (``None`` frees the
+        gates). An int granularity value ``phi in Phi`` can be given as ``('phi', value)``."""
+        if isinstance(choice, tuple) and len(choice) == 2 and choice[0] == 'phi':
+            if choice[1] not in self.granularities:
+                raise ValueError(f'granularity {choice[1]} not in {self.granularities}')
+            choice = self.granularities.index(choice[1])
+        for m in self.dge_layers():
+            m.forced_choice = choice
+
+    def _reinit_gates(self):
+        for m in self.dge_layers():
+            m.gate.init_weights()
+
+    def _run_layer(self, idx, enc, block, x, hw, num_extra, acc):
+        """Run one layer; accumulate FLOPs and budget terms into ``acc``."""
+        b = x.shape[0]
+        full_q = hw[0] * hw[1] + num_extra
+        f0 = _block_flops(block, 0, hw, num_extra)
+        cq = _block_flops(block, 1, hw, num_extra) - f0  # cost of one query
+        acc['den'] += cq * full_q
+        if enc is None or self.force_full:
+            y = block(x, hw)
+            flops = torch.full((b, ), float(f0 + cq * full_q), dtype=torch.float64,
+                               device=x.device)
+            acc['flops'] = acc['flops'] + flops
+            acc['num'] = acc['num'] + cq * torch.full((b, ), float(full_q), dtype=torch.float64,
+                                                      device=x.device)
+            acc['queries'] += float(full_q)
+            acc['tokens'] += full_q
+            return y
+        y, info = enc(block, x, hw, num_extra)
+        counts = enc.query_counts(hw, x.device)  # [gh, gw, K]
+        psi = num_extra + (info['decision'].to(torch.float64) * counts).sum((1, 2, 3))
+        acc['num'] = acc['num'] + cq * psi
+        ran = info['ran_queries'] if not self.training else info['num_queries']
+        acc['flops'] = acc['flops'] + (f0 + cq * ran) + enc.gate_flops(hw)
+        acc['queries'] = acc['queries'] + info['num_queries']
+        acc['tokens'] += full_q
+        # area at the finest granularity (extra tokens not counted)
+        finest = (info['choice'] == 0).to(torch.float64)
+        rows, cols = enc._region_extent(hw, x.device)
+        area = (rows[:, None] * cols[None, :]).to(torch.float64)
+        acc['fine'].append((finest * area).sum((1, 2)) / area.sum())
+        acc['maps'][idx] = torch.tensor(enc.granularities, device=x.device)[info['choice']]
+        return y
+
+    def _new_acc(self, x):
+        b = x.shape[0]
+        z = torch.zeros(b, dtype=torch.float64, device=x.device)
+        return dict(flops=z.clone(), num=z.clone(), den=0.0, queries=z.clone(), tokens=0,
+                    fine=[], maps={})
+
+    def _finish(self, acc, img_shape):
+        beta = acc['num'] / acc['den']
+        static = float(self.static_flops(img_shape))
+        stats = dict(kept_ratio=acc['queries'] / acc['tokens'],
+                     flops_ratio=acc['flops'] / static, budget_ratio=beta.detach())
+        if acc['fine']:
+            stats['fine_ratio'] = sum(acc['fine']) / len(acc['fine'])
+        use_gates = self.dge_enabled and not self.force_full
+        self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
+                            maps=acc['maps'])
+        if self.training and use_gates:
+            self.aux_losses = {'loss_budget': self.budget_loss(beta.float().mean())}
+        else:
+            self.aux_losses = {}
+
+
+
+@MODELS.register_module()
+class DGEPVT(_DGEHostMixin, PVT):
+    """PVT v1 with a dynamic grained encoder in every block (``dge=False``: the static PVT).
+
+    Args:
+        arch, and every other argument of :class:`mmdyn.models.backbones.PVT`.
+        dge (bool): DGE on. Default True.
+        granularities (Sequence[int]): ``Phi``. Default ``(1, 2, 4)``.
+        region_size (int, optional): ``S``; default ``max(Phi)``.
+        layer_wise (bool): Layer-wise routing (one region per map). Default False.
+        budget (float): ``gamma`` in [0, 1]. Default 0.5.
+        budget_weight (float): ``lambda``. Default 1.
+        tau (float): Gumbel-Softmax temperature. Default 1.
+        init_prob (float): Initial probability of the finest granularity. Default 0.95.
+        train_path (str): ``'dense'`` (default) or ``'sparse'``.
+        dge_stages (Sequence[int]): Stages with DGE. Default all.
+
+    The gates are parameters ``dge.{stage}.{block}.gate.proj.*``; every other key is the static
+    PVT's, so PVT checkpoints (official whai362 v1, mmdet, mmdyn) load through ``init_cfg``.
+    """
+
+    def __init__(self, arch='small', dge: bool = True, granularities=(1, 2, 4),
+                 region_size=None, layer_wise: bool = False, budget: float = 0.5,
+                 budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
+                 train_path: str = 'dense', dge_stages: Optional[Sequence[int]] = None,
+                 **kwargs):
+        super().__init__(arch=arch, **kwargs)
+        dge_stages = list(range(self.num_stages)) if dge_stages is None else list(dge_stages)
+        if any(not 0 <= s < self.num_stages for s in dge_stages):
+            raise ValueError(f'dge_stages {dge_stages} out of range')
+        self.dge_stages = dge_stages
+        dims = [[self.embed_dims[i]] * self.depths[i] for i in range(self.num_stages)]
+        layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
+                                budget_weight, tau, init_prob, train_path, dims)
+        if layers is not None:
+            self.dge = ModuleList([
+                ModuleList(layers[i] if i in dge_stages else []) for i in range(self.num_stages)
+            ])
+
+    def init_weights(self):
+        pre = find_pretrained_cfg(self.init_cfg)
+        saved = self.init_cfg
+        self.init_cfg = None
+        try:
+            PVT.init_weights(self)  # generic init only
+        finally:
+            self.init_cfg = saved
+        self._reinit_gates()
+        if pre is not None:
+            load_converted(self, pre['checkpoint'], pvt_to_mmdyn, adapt=self._adapt_state_dict,
+                           prefix=pre.get('prefix'))
+        self._is_init = True
+
+    def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
+        """MACs of the static PVT host (every token a query, no gate)."""
+        return PVT.static_flops(self, img_shape)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
+                             f'images, got {tuple(x.shape)}')
+        img_shape = tuple(x.shape[-2:])
+        acc = self._new_acc(x)
+        outs = []
+        for i, st in enumerate(self.stages):
+            acc['flops'] = acc['flops'] + st.patch_embed.flops(tuple(x.shape[-2:]))
+            tokens, hw = st.embed(x)
+            for j, blk in enumerate(st.blocks):
+                enc = None
+                if self.dge_enabled and i in self.dge_stages:
+                    enc = self.dge[i][j]
+                tokens = self._run_layer(f'stage{i}.block{j}', enc, blk, tokens, hw, 0, acc)
+            tokens = st.norm(tokens)
+            x = nlc_to_nchw(tokens, hw)
+            if i in self.out_indices:
+                outs.append(x)
+        self._finish(acc, img_shape)
+        return outs
+
+
+@MODELS.register_module()
+class DGEViT(_DGEHostMixin, ViT):
+    """ViT / DeiT with a dynamic grained encoder in every block (``dge=False``: the static ViT).
+
+    Args:
+        arch (str | dict): ``'deit-t' | 'deit-s' | 'deit-b'`` (and every ViT arch). Default
+            ``'deit-s'``.
+        img_size (int): Default 256 (the paper's input; 16 x 16 tokens, divisible by S = 4).
+        dge, granularities, region_size, layer_wise, budget, budget_weight, tau, init_prob,
+        train_path: as :class:`DGEPVT`.
+        Every other argument: :class:`mmdyn.models.backbones.ViT`.
+
+    The cls token is always its own query (the vanilla path). The gates are parameters
+    ``dge.{block}.gate.proj.*``; timm/DeiT, mmseg, mmpretrain and mmdyn ViT checkpoints load.
+    """
+
+    def __init__(self, arch='deit-s', img_size=256, dge: bool = True, granularities=(1, 2, 4),
+                 region_size=None, layer_wise: bool = False, budget: float = 0.5,
+                 budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
+                 train_path: str = 'dense', **kwargs):
+        super().__init__(arch=arch, img_size=img_size, **kwargs)
+        layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
+                                budget_weight, tau, init_prob, train_path,
+                                [[self.embed_dims] * self.depth])
+        if layers is not None:
+            self.dge = ModuleList(layers[0])
+
+    def init_weights(self):
+        pre = find_pretrained_cfg(self.init_cfg)
+        saved = self.init_cfg
+        self.init_cfg = None
+        try:
+            ViT.init_weights(self)
+        finally:
+            self.init_cfg = saved
+        self._reinit_gates()
+        if pre is not None:
+            load_converted(self, pre['checkpoint'], vit_to_mmdyn, adapt=self._adapt_state_dict,
+                           prefix=pre.get('prefix'))
+        self._is_init = True
+
+    def static_flops(self, img_shape: Sequence[int] = (256, 256)) -> int:
+        """MACs of the static ViT host (every token a query, no gate)."""
+        return ViT.static_flops(self, img_shape)
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        img_shape = tuple(x.shape[-2:])
+        x, hw = self.embed(x)
+        acc = self._new_acc(x)
+        acc['flops'] = acc['flops'] + self.patch_embed.flops(img_shape)
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            enc = self.dge[i] if self.dge_enabled else None
+            x = self._run_layer(f'block{i}', enc, blk, x, hw, self.num_extra_tokens, acc)
+            if i == self.depth - 1:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(self.format_output(x, hw))
+        self._finish(acc, img_shape)
+        return tuple(outs)

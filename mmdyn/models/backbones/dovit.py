@@ -1,0 +1,246 @@
+"""DoViT: dynamic token-pass Vision Transformer for semantic segmentation.
+
+A ViT/DeiT host with light auxiliary heads after a few *decision blocks*. After decision block
+``l`` the head (one 1x1 convolution to ``num_classes``) predicts a class distribution for every
+patch token of the reconstructed map; a token whose confidence (max softmax) exceeds the
+threshold ``xi`` *stops* (Eq. 4), cumulatively (Eq. 5): it is never updated again and carries
+its last features to the later auxiliary heads and the decode head. The class token is always
+kept.
+
+Separate self-attention: in every later block only the kept tokens of an image form queries,
+keys and values; stopped tokens do no computation. Each image keeps its own set: the kept tokens
+of a batch are gathered into a padded batch (:mod:`mmdyn.models.layers.token_sets`) with a key
+padding mask, so an image computes exactly what it would alone. Token reconstruction writes the
+updated tokens back to their original positions before every auxiliary head, every returned
+feature map and the end. Token merging (Eq. 8) folds the mean of the stopped tokens into the
+class token at every decision point where an image has stopped tokens.
+
+The decision is hard and detached (no straight-through, no budget loss): the same path runs in
+training and inference. The auxiliary heads are trained with ground truth (Eq. 10) by
+:class:`mmdyn.models.segmentors.DoViTEncoderDecoder`, which reads :attr:`DoViT.aux_logits`.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from mmdyn.registry import MODELS
+from ..layers.attention import nlc_to_nchw
+from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
+from ..utils.dynamic import DynamicModuleMixin
+from .vit import ViT
+
+__all__ = ['DoViT']
+
+Threshold = Union[float, Sequence[float]]
+
+
+def _check_threshold(value, num: int, name: str = 'threshold') -> None:
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, (list, tuple)) and len(vals) != num:
+        raise ValueError(f'DoViT: {name} has {len(vals)} entries, one per decision layer '
+                         f'({num}) is needed')
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f'DoViT: {name} must be a float or a list of floats, got {value!r}')
+        if not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f'DoViT: {name} (xi) must be in [0, 1], got {v}')
+
+
+@MODELS.register_module()
+class DoViT(DynamicModuleMixin, ViT):
+    """Dynamic token-pass ViT (DoViT).
+
+    Args:
+        arch (str | dict): ViT host arch (``'vit-s'``, ``'vit-b'``, ``'vit-l'``, ``'deit-s'``,
+            ``'deit-b'``, ... or a dict), see :class:`ViT`.
+        num_classes (int): Classes of the auxiliary heads. Default 150.
+        decision_layers (Sequence[int], optional): 1-based blocks followed by an auxiliary
+            head and a token-pass decision, strictly increasing, each in ``[1, depth - 1]``.
+            Default ``(3, 6, 9)`` for 12 blocks, ``(6, 12, 18)`` for 24 blocks, else the
+            blocks at a quarter, half and three quarters of the depth.
+        threshold (float | Sequence[float]): Confidence threshold ``xi`` in [0, 1] (one value,
+            or one per decision layer). A token stops when its confidence ``> xi``; ``1.0``
+            stops nothing. Default 0.985. Schedulable (``backbone.threshold``).
+        train_threshold (float | Sequence[float], optional): Threshold used in training mode
+            (e.g. moved from 1.0 to ``xi`` by :class:`mmdyn.DynamicScheduleHook` at
+            ``backbone.train_threshold``). None: ``threshold``.
+        merge_tokens (bool): Token merging (Eq. 8). Default True.
+        aux_head_bias (bool): Bias of the auxiliary 1x1 convolutions. Default True.
+        **kwargs: Passed to :class:`ViT` (``img_size``, ``out_indices``, ``final_norm``, ...).
+    """
+    arch_zoo = dict(ViT.arch_zoo)
+    arch_zoo.update({
+        'vit-l': dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
+        'deit-l': dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
+    })
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'vit-b',
+                 num_classes: int = 150,
+                 decision_layers: Optional[Sequence[int]] = None,
+                 threshold: Threshold = 0.985,
+                 train_threshold: Optional[Threshold] = None,
+                 merge_tokens: bool = True,
+                 aux_head_bias: bool = True,
+                 **kwargs):
+        settings = self._parse_arch(arch)
+        if settings['embed_dims'] % settings['num_heads']:
+            raise ValueError(f"DoViT: num_heads {settings['num_heads']} does not divide the "
+                             f"width {settings['embed_dims']}")
+        if kwargs.get('with_cls_token', True) is False:
+            raise ValueError('DoViT needs the class token (with_cls_token=True)')
+        if kwargs.get('out_type', 'featmap') != 'featmap':
+            raise ValueError("DoViT returns feature maps (out_type='featmap')")
+        depth = settings['depth']
+        if decision_layers is None:
+            decision_layers = {12: (3, 6, 9), 24: (6, 12, 18)}.get(
+                depth, tuple(sorted({max(1, depth * k // 4) for k in (1, 2, 3)})))
+        decision_layers = tuple(int(d) for d in decision_layers)
+        if not decision_layers:
+            raise ValueError('DoViT: at least one decision layer is needed')
+        for d in decision_layers:
+            if not 1 <= d <= depth - 1:
+                raise ValueError(f'DoViT: decision layer {d} out of range: 1-based block '
+                                 f'indices in [1, {depth - 1}] are allowed for {depth} blocks')
+        if any(b <= a for a, b in zip(decision_layers, decision_layers[1:])):
+            raise ValueError(f'DoViT: decision_layers must be strictly increasing, got '
+                             f'{decision_layers}')
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'DoViT: num_classes must be a positive int, got {num_classes}')
+        _check_threshold(threshold, len(decision_layers))
+        if train_threshold is not None:
+            _check_threshold(train_threshold, len(decision_layers), 'train_threshold')
+        super().__init__(arch=arch, **kwargs)
+        self.num_classes = num_classes
+        self.decision_layers = decision_layers
+        self.threshold = threshold
+        self.train_threshold = train_threshold
+        self.merge_tokens = merge_tokens
+        self.aux_heads = nn.ModuleList([
+            nn.Conv2d(self.embed_dims, num_classes, kernel_size=1, bias=aux_head_bias)
+            for _ in decision_layers
+        ])
+        self.aux_logits: List[torch.Tensor] = []
+        self.last_block_tokens: Optional[torch.Tensor] = None
+        self.reset_dynamic_records()
+
+    # ------------------------------------------------------------------ helpers
+    def thresholds(self) -> List[float]:
+        """Thresholds in use now, one per decision layer (checked at every forward, since a
+        schedule hook may have changed them)."""
+        value = self.threshold
+        if self.training and self.train_threshold is not None:
+            value = self.train_threshold
+        value = value.tolist() if isinstance(value, torch.Tensor) else value
+        _check_threshold(value, len(self.decision_layers))
+        if isinstance(value, (list, tuple)):
+            return [float(v) for v in value]
+        return [float(value)] * len(self.decision_layers)
+
+    def aux_head_flops(self, num_patches: int) -> int:
+        """MACs of one auxiliary head on ``num_patches`` tokens (1x1 conv)."""
+        return int(num_patches * self.embed_dims * self.num_classes)
+
+    def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
+        """Static MACs: patch embedding, blocks (all tokens) and auxiliary heads."""
+        res = super().flops_breakdown(img_shape)
+        h, w = self.patch_embed.out_shape(img_shape)
+        for k in range(len(self.aux_heads)):
+            res[f'aux_heads.{k}'] = self.aux_head_flops(h * w)
+        return res
+
+    def host_static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
+        """MACs of the static host ViT (no auxiliary heads)."""
+        return int(ViT.static_flops(self, img_shape))
+
+    def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
+        """MACs with every token kept (auxiliary heads included: they run in both modes)."""
+        return int(sum(self.flops_breakdown(img_shape).values()))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> tuple:
+        img_hw = tuple(x.shape[-2:])
+        x, hw = self.embed(x)
+        b, n_all, _ = x.shape
+        n_patch = n_all - 1
+        thr = self.thresholds()
+        decision_at = {d - 1: k for k, d in enumerate(self.decision_layers)}  # 0-based block
+        keep = torch.ones(b, n_all, dtype=torch.bool, device=x.device)
+        token_set = None  # None: every token of every image is kept (dense blocks)
+        compact = None  # the kept tokens, gathered, when token_set is not None
+        block_tokens, outs = [], []
+        aux_logits, maps = [], {}
+        kept_after = []
+
+        def reconstruct():
+            nonlocal x, compact
+            if compact is not None:
+                x = scatter_tokens(compact, token_set, x)
+                compact = None
+            return x
+
+        for i, blk in enumerate(self.blocks):
+            if token_set is None:
+                x = blk(x, hw)
+                block_tokens.append(torch.full((b, ), n_all, device=x.device))
+            else:
+                if compact is None:
+                    compact = gather_tokens(x, token_set)
+                compact = blk(compact, None, key_padding_mask=~token_set.mask)
+                block_tokens.append(token_set.lengths)
+            last = i == self.depth - 1
+            if last or i in self.out_indices or i in decision_at:
+                x = reconstruct()
+            if last:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(self.format_output(x, hw))
+            if i in decision_at:
+                k = decision_at[i]
+                logits = self.aux_heads[k](nlc_to_nchw(x[:, 1:], hw))
+                aux_logits.append(logits)
+                with torch.no_grad():
+                    conf = logits.detach().softmax(1).amax(1)  # [B, h, w]
+                    maps[f'conf_{k}'] = conf
+                    if not self.force_full:
+                        stop = conf.flatten(1) > thr[k]  # Eq. 4: 1 - M~
+                        keep[:, 1:] &= ~stop  # Eq. 5 (cls token always kept)
+                    maps[f'keep_{k}'] = keep[:, 1:].reshape(b, *hw).float()
+                    kept_after.append(keep[:, 1:].float().mean(1))
+                stopped = ~keep[:, 1:]
+                if bool(stopped.any()):
+                    if self.merge_tokens:
+                        x = self._merge(x, stopped)
+                    token_set = make_token_set(keep)
+                else:
+                    token_set = None
+
+        # ---- records
+        counts = torch.stack(block_tokens, 1).to(torch.float64)  # [B, depth], cls included
+        self.last_block_tokens = counts
+        flops = torch.full((b, ), float(self.patch_embed.flops(img_hw)), dtype=torch.float64,
+                           device=x.device)
+        for i, blk in enumerate(self.blocks):
+            flops = flops + blk.flops(counts[:, i])
+        flops = flops + len(self.aux_heads) * self.aux_head_flops(n_patch)
+        static = float(self.static_flops(img_hw))
+        stats = {
+            'kept_ratio': (counts - 1).mean(1) / n_patch,
+            'flops_ratio': flops / static,
+        }
+        for k, v in enumerate(kept_after):
+            stats[f'kept_ratio_d{k}'] = v
+        self.aux_logits = aux_logits
+        self.record_dynamic(flops, stats, None, maps)
+        return tuple(outs)
+
+    @staticmethod
+    def _merge(x: torch.Tensor, stopped: torch.Tensor) -> torch.Tensor:
+        """Eq. 8: ``cls <- (cls + mean(stopped tokens)) / 2`` for images with stopped tokens."""
+        w = stopped.to(x.dtype).unsqueeze(-1)  # [B, N, 1]
+        cnt = w.sum(1)  # [B, 1]
+        mean = (x[:, 1:] * w).sum(1) / cnt.clamp_min(1)
+        cls = x[:, 0]
+        new_cls = torch.where(cnt > 0, (cls + mean) / 2, cls)
+        return torch.cat([new_cls.unsqueeze(1), x[:, 1:]], dim=1)

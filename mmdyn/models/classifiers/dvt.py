@@ -1,0 +1,492 @@
+"""DVT: a cascade of transformers with growing token counts and real early exit.
+
+"Not All Images are Worth 16x16 Words" (Wang et al., NeurIPS 2021), as an mmpretrain classifier.
+
+The model is ``K`` independent transformers ("exits"), each with its own weights and its own
+classification head, run in sequence on the same image with more tokens each time (default
+7x7, 10x10 and 14x14 at 224). The host here is the core's :class:`mmdyn.models.backbones.ViT`
+(DeiT-S by default). An exit's token grid comes from its tokenizer: the input is resized to
+``grid * patch_size`` pixels so that the host's patch embedding gives a ``grid x grid`` map (no
+resize when the input already has that size, e.g. ``patch_size=32`` for 7x7 at 224).
+
+Reuse between consecutive exits (each switchable):
+
+* **feature reuse** (Eq. 4-5): the previous exit's final image tokens (before its final norm)
+  go, in every block ``l`` of the downstream exit, through ``LN -> Linear(C, 128) -> GELU ->
+  Linear(128, 48)`` (a separate module per block), are resized to the new grid (nearest to twice
+  the old grid, then adaptive average pooling, as the public code does for 7->10 and 10->14) and
+  concatenated to the block's FFN input; the class token gets zeros. The block's second norm and
+  first FFN linear take ``C + 48`` channels, the residual stays ``C`` wide.
+* **relationship reuse** (Eq. 8-9): the previous exit's pre-softmax attention logits of all its
+  ``L`` layers, ``[B, heads * L, n, n]``, go through a per-position MLP
+  ``heads*L -> 3*heads*L -> heads*L`` (GELU), then the 2-D aware up-sampling of Fig. 5 (the
+  spatial part of the key axis, then of the query axis, is resized on the token grid; the class
+  token's row and column are carried unchanged), are split into ``L`` chunks of ``heads`` and
+  chunk ``l`` is added to layer ``l``'s logits (the core attention's ``attn_bias``). Needs the
+  same depth and heads in both exits.
+
+Modes:
+
+* ``loss``: every exit runs on the whole batch; loss = sum of the exits' cross-entropies
+  (Eq. 1), reported as ``loss_exit{k}``.
+* ``predict`` (eval): real early exit. An image whose top softmax probability at exit ``k``
+  reaches ``thresholds[k]`` stops there; only the remaining images are gathered and run through
+  the next transformer (with their reuse inputs). The last exit takes everything left. Each
+  sample's ``pred_score``/``pred_label`` come from its exit; ``metainfo['exit_index']`` is the
+  0-based exit. Per image realised FLOPs (the cumulative FLOPs of the exits it ran) are recorded
+  with :meth:`record_dynamic` (``exit_ratio`` = exited before the last exit, ``exit{k}_ratio``
+  one-hot per exit) so ``mmdyn.ComplexityMetric`` reports them.
+* ``force_full`` (:func:`mmdyn.models.utils.dynamic.full_compute`): every image runs every
+  exit, the prediction is the last exit's, and ``metainfo['exit_scores']`` holds the softmax of
+  every exit (what the threshold tool needs).
+* ``tensor``: the logits of every exit on the whole batch (a tuple).
+
+FLOPs are MACs (one multiply-add), as everywhere in mmdyn; per exit: patch embedding + blocks
+(the core's analytic counts) + head + the reuse modules (reuse MLPs and the wider FFN input;
+the nearest/average-pool resizes and norms are not counted).
+"""
+import json
+import os.path as osp
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+from mmpretrain.models.classifiers import BaseClassifier
+from mmpretrain.models.heads import LinearClsHead
+from mmpretrain.structures import DataSample
+
+from mmdyn.registry import MODELS
+from ..backbones.vit import ViT
+from ..utils.dynamic import DynamicModuleMixin
+
+__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'upsample_relation']
+
+FEATURE_REUSE_HIDDEN = 128
+FEATURE_REUSE_DIMS = 48
+
+
+def resize_grid(x: torch.Tensor, new_hw: Sequence[int]) -> torch.Tensor:
+    """Resize a ``[B, C, h, w]`` map to ``new_hw``: nearest up-sampling to twice the old grid,
+    then adaptive average pooling (the public code's 7->14->10 and 10->20->14)."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(new_hw):
+        return x
+    x = F.interpolate(x, size=(2 * h, 2 * w), mode='nearest')
+    return F.adaptive_avg_pool2d(x, tuple(new_hw))
+
+
+def upsample_relation(rel: torch.Tensor, old_hw: Sequence[int],
+                      new_hw: Sequence[int]) -> torch.Tensor:
+    """2-D aware up-sampling (Fig. 5) of attention logits ``[B, M, 1 + h*w, 1 + h*w]`` (class
+    token first) to ``[B, M, 1 + H*W, 1 + H*W]``: the spatial keys of every query row are
+    resized on the grid, then the spatial queries of every key column; the class token's row and
+    column are carried over (resized along the other axis only)."""
+    b, m, n, n2 = rel.shape
+    h, w = old_hw
+    if n != n2 or n != 1 + h * w:
+        raise ValueError(f'relation of shape {tuple(rel.shape)} is not over 1 + {h}x{w} tokens')
+    H, W = new_hw
+
+    def keys(t):  # resize the last axis
+        rows = t.shape[2]
+        sp = t[..., 1:].reshape(b, m * rows, h, w)
+        sp = resize_grid(sp, (H, W)).reshape(b, m, rows, H * W)
+        return torch.cat([t[..., :1], sp], dim=-1)
+
+    rel = keys(rel)  # [B, M, n, 1+HW]
+    rel = keys(rel.transpose(2, 3)).transpose(2, 3)  # [B, M, 1+HW, 1+HW]
+    return rel
+
+
+class FeatureReuse(BaseModule):
+    """``LN -> Linear(C, 128) -> GELU -> Linear(128, 48)`` of one downstream block."""
+
+    def __init__(self, in_dims: int, hidden: int = FEATURE_REUSE_HIDDEN,
+                 out_dims: int = FEATURE_REUSE_DIMS, eps: float = 1e-6):
+        super().__init__()
+        self.in_dims, self.hidden, self.out_dims = in_dims, hidden, out_dims
+        self.norm = nn.LayerNorm(in_dims, eps=eps)
+        self.fc1 = nn.Linear(in_dims, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out_dims)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+    def flops(self, num_tokens: int) -> int:
+        return num_tokens * (self.in_dims * self.hidden + self.hidden * self.out_dims)
+
+
+class RelationReuse(BaseModule):
+    """Per-position MLP over the ``heads * L`` relation channels (1x1 convs in the paper)."""
+
+    def __init__(self, channels: int, ratio: int = 3):
+        super().__init__()
+        self.channels = channels
+        self.fc1 = nn.Linear(channels, ratio * channels)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(ratio * channels, channels)
+
+    def forward(self, rel):  # [B, M, n, n]
+        x = rel.permute(0, 2, 3, 1)
+        x = self.fc2(self.act(self.fc1(x)))
+        return x.permute(0, 3, 1, 2)
+
+    def flops(self, num_positions: int) -> int:
+        return num_positions * 2 * self.channels * self.fc1.out_features
+
+
+class DVTExit(BaseModule):
+    """One transformer of the cascade: a core :class:`ViT` at ``grid x grid`` tokens, its head,
+    and the modules that reuse the previous exit.
+
+    Args:
+        arch (str | dict): ViT arch of this exit.
+        grid (int): Token grid side.
+        patch_size (int): Patch size of the tokenizer; the input is resized to
+            ``grid * patch_size``.
+        num_classes (int): Classes of the head.
+        prev (DVTExit, optional): The previous exit (for reuse).
+        feature_reuse, relation_reuse (bool): Reuse the previous exit.
+        backbone_cfg (dict): Further :class:`ViT` arguments (drop_path_rate, qkv_bias, ...).
+    """
+
+    def __init__(self, arch, grid: int, patch_size: int, num_classes: int,
+                 prev: Optional['DVTExit'] = None, feature_reuse: bool = False,
+                 relation_reuse: bool = False, backbone_cfg: Optional[dict] = None,
+                 head_init_cfg: Optional[dict] = None):
+        super().__init__()
+        self.grid = int(grid)
+        self.patch_size = int(patch_size)
+        self.input_size = self.grid * self.patch_size
+        cfg = dict(backbone_cfg or {})
+        cfg.update(arch=arch, img_size=self.input_size, patch_size=self.patch_size,
+                   out_type='cls_token', with_cls_token=True, final_norm=True)
+        self.backbone = ViT(**cfg)
+        self.embed_dims = self.backbone.embed_dims
+        self.depth = self.backbone.depth
+        self.num_heads = self.backbone.arch_settings['num_heads']
+        head_kw = {} if head_init_cfg is None else dict(init_cfg=head_init_cfg)
+        self.head = LinearClsHead(num_classes=num_classes, in_channels=self.embed_dims,
+                                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0), **head_kw)
+        self.feature_reuse = bool(feature_reuse)
+        self.relation_reuse = bool(relation_reuse)
+        self.export_relations = False  # set by the cascade when the next exit reuses them
+        if (feature_reuse or relation_reuse) and prev is None:
+            raise ValueError('the first exit has no previous exit to reuse')
+        self.prev_grid = prev.grid if prev is not None else None
+        if self.feature_reuse:
+            eps = self.backbone.blocks[0].norm2.eps
+            self.feature_modules = ModuleList(
+                [FeatureReuse(prev.embed_dims, eps=eps) for _ in range(self.depth)])
+            for blk in self.backbone.blocks:
+                # the FFN of each block reads [tokens, reused features]
+                hidden = blk.ffn.hidden_dims
+                blk.norm2 = nn.LayerNorm(self.embed_dims + FEATURE_REUSE_DIMS, eps=eps)
+                blk.ffn.fc1 = nn.Linear(self.embed_dims + FEATURE_REUSE_DIMS, hidden)
+        if self.relation_reuse:
+            if prev.depth != self.depth or prev.num_heads != self.num_heads:
+                raise ValueError(
+                    'relationship reuse needs the same depth and heads in consecutive exits; '
+                    f'got depth {prev.depth} / heads {prev.num_heads} (exit at {prev.grid}x'
+                    f'{prev.grid}) and depth {self.depth} / heads {self.num_heads} (exit at '
+                    f'{self.grid}x{self.grid})')
+            prev.export_relations = True
+            self.relation_module = RelationReuse(self.num_heads * self.depth)
+
+    def init_weights(self):
+        super().init_weights()
+        for name in ('feature_modules', 'relation_module'):
+            mod = getattr(self, name, None)
+            if mod is None:
+                continue
+            for m in mod.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_(m.weight, std=.02)
+                    nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ forward
+    def prepare_input(self, img: torch.Tensor) -> torch.Tensor:
+        if tuple(img.shape[-2:]) == (self.input_size, self.input_size):
+            return img
+        return F.interpolate(img, size=(self.input_size, self.input_size), mode='bilinear',
+                             align_corners=False, antialias=True)
+
+    def forward(self, img: torch.Tensor, prev_state: Optional[dict] = None
+                ) -> Tuple[torch.Tensor, dict]:
+        """Logits ``[B, classes]`` and the state the next exit reuses."""
+        bb = self.backbone
+        x, hw = bb.embed(self.prepare_input(img))
+        b = x.shape[0]
+        feats = bias = None
+        if self.feature_reuse or self.relation_reuse:
+            if prev_state is None:
+                raise ValueError('this exit reuses the previous one; give its state')
+            ph = (self.prev_grid, self.prev_grid)
+        if self.feature_reuse:
+            prev_tok = prev_state['tokens']  # [B, P, C'] image tokens before the final norm
+            feats = []
+            for mod in self.feature_modules:
+                f = mod(prev_tok).transpose(1, 2).reshape(b, -1, *ph)
+                f = resize_grid(f, hw).flatten(2).transpose(1, 2)
+                feats.append(torch.cat([f.new_zeros(b, 1, f.shape[-1]), f], dim=1))
+        if self.relation_reuse:
+            rel = self.relation_module(prev_state['relations'])
+            bias = upsample_relation(rel, ph, hw).split(self.num_heads, dim=1)
+        need_logits = self.export_relations
+        relations = []
+        for i, blk in enumerate(bb.blocks):
+            b_i = None if bias is None else bias[i]
+            if need_logits:
+                out, logits = blk.attn(blk.norm1(x), hw, attn_bias=b_i, return_logits=True)
+                x = x + blk.drop_path(out)
+                relations.append(logits)
+            else:
+                x = blk.attn_residual(x, hw, attn_bias=b_i)
+            if feats is None:
+                x = blk.ffn_residual(x, hw)
+            else:
+                y = blk.norm2(torch.cat([x, feats[i]], dim=-1))
+                x = x + blk.drop_path(blk.ffn(y, hw))
+        state = dict(tokens=x[:, 1:])
+        if need_logits:
+            state['relations'] = torch.cat(relations, dim=1)
+        x = bb.norm(x)
+        logits = self.head((x[:, 0], ))
+        return logits, state
+
+    # ------------------------------------------------------------------ FLOPs
+    def num_tokens(self) -> int:
+        return self.grid * self.grid + 1
+
+    def flops(self) -> int:
+        """MACs of this exit for one image (whatever the input size: it is resized)."""
+        n = self.num_tokens()
+        bb = self.backbone
+        total = bb.patch_embed.flops((self.input_size, self.input_size))
+        for blk in bb.blocks:
+            total += int(blk.attn.flops(n)) + n * blk.ffn.fc1.in_features * blk.ffn.hidden_dims \
+                + n * blk.ffn.hidden_dims * self.embed_dims
+        total += self.embed_dims * self.head.num_classes
+        if self.feature_reuse:
+            p = self.prev_grid * self.prev_grid
+            total += sum(m.flops(p) for m in self.feature_modules)
+        if self.relation_reuse:
+            np_ = self.prev_grid * self.prev_grid + 1
+            total += self.relation_module.flops(np_ * np_)
+        return int(total)
+
+
+def _load_thresholds(path: str) -> List[float]:
+    with open(path) as f:
+        data = json.load(f)
+    if isinstance(data, dict):
+        data = data['thresholds']
+    return [float(t) for t in data]
+
+
+@MODELS.register_module()
+class DVTClassifier(DynamicModuleMixin, BaseClassifier):
+    """Dynamic Vision Transformer: a cascade of transformers with early exit.
+
+    Args:
+        arch (str | dict): Host ViT arch of every exit (``'deit-s'``), or a list, one per exit.
+        exits (Sequence[int | dict]): Token grid side per exit, or dicts with ``grid`` and
+            optionally ``patch_size`` / ``arch``. Default ``(7, 10, 14)``.
+        patch_size (int): Tokenizer patch size (default for every exit). Default 16.
+        num_classes (int): Default 1000.
+        feature_reuse, relation_reuse (bool): Reuse between consecutive exits (the first exit
+            never reuses). Default True (the released models).
+        thresholds (Sequence[float], optional): Confidence thresholds ``eta_1..eta_{K-1}`` in
+            [0, 1] (the last exit takes everything). Default: 1.0 each (nobody stops early
+            unless its confidence is exactly 1).
+        thresholds_file (str, optional): JSON written by ``tools/analysis_tools/
+            dvt_thresholds.py``; when the file exists its thresholds replace ``thresholds``.
+        backbone_cfg (dict, optional): Further :class:`ViT` arguments for every exit.
+        train_cfg (dict, optional): mmpretrain's ``dict(augments=[...])`` batch augments.
+        data_preprocessor (dict, optional): Default ``ClsDataPreprocessor``.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict, Sequence] = 'deit-s',
+                 exits: Sequence = (7, 10, 14),
+                 patch_size: int = 16,
+                 num_classes: int = 1000,
+                 feature_reuse: bool = True,
+                 relation_reuse: bool = True,
+                 thresholds: Optional[Sequence[float]] = None,
+                 thresholds_file: Optional[str] = None,
+                 backbone_cfg: Optional[dict] = None,
+                 head_init_cfg: Optional[dict] = None,
+                 train_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = {}
+        if isinstance(data_preprocessor, dict):
+            from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+            data_preprocessor = dict(data_preprocessor)
+            data_preprocessor.setdefault('type', 'ClsDataPreprocessor')
+            data_preprocessor.setdefault('batch_augments', train_cfg)
+            data_preprocessor = PRETRAIN_MODELS.build(data_preprocessor)
+        super().__init__(init_cfg=init_cfg, data_preprocessor=data_preprocessor)
+        self.reset_dynamic_records()
+        exits = list(exits)
+        if len(exits) < 2:
+            raise ValueError(f'DVT needs at least 2 exits, got {len(exits)}')
+        specs = [e if isinstance(e, dict) else dict(grid=e) for e in exits]
+        archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(specs)
+        if len(archs) != len(specs):
+            raise ValueError(f'{len(archs)} archs for {len(specs)} exits')
+        grids = []
+        for s in specs:
+            g = s.get('grid')
+            if not isinstance(g, int) or g < 1:
+                raise ValueError(f'each exit needs a positive integer grid, got {s}')
+            grids.append(g)
+        for a, b in zip(grids, grids[1:]):
+            if b <= a:
+                raise ValueError(f'token grids of the exits must grow, got {grids}')
+        self.num_exits = len(specs)
+        self.grids = grids
+        self.feature_reuse = bool(feature_reuse)
+        self.relation_reuse = bool(relation_reuse)
+        self.exits = ModuleList()
+        for k, s in enumerate(specs):
+            prev = self.exits[k - 1] if k > 0 else None
+            self.exits.append(DVTExit(
+                s.get('arch', archs[k]), s['grid'], s.get('patch_size', patch_size),
+                num_classes, prev=prev, feature_reuse=feature_reuse and k > 0,
+                relation_reuse=relation_reuse and k > 0, backbone_cfg=backbone_cfg,
+                head_init_cfg=head_init_cfg))
+        self.num_classes = num_classes
+        self.thresholds_file = thresholds_file
+        if thresholds_file is not None and osp.isfile(thresholds_file):
+            thresholds = _load_thresholds(thresholds_file)
+        elif thresholds_file is not None:
+            warnings.warn(f'DVT: thresholds file {thresholds_file} does not exist (yet); using '
+                          f'thresholds={thresholds}. Write it with '
+                          'tools/analysis_tools/dvt_thresholds.py')
+        if thresholds is None:
+            thresholds = [1.0] * (self.num_exits - 1)
+        self.set_thresholds(thresholds)
+
+    # ------------------------------------------------------------------ thresholds
+    def set_thresholds(self, thresholds: Sequence[float]) -> None:
+        """Set ``eta_1..eta_{K-1}`` (each in [0, 1]); the last exit always takes the rest."""
+        thresholds = [float(t) for t in thresholds]
+        if len(thresholds) != self.num_exits - 1:
+            raise ValueError(f'{self.num_exits} exits need {self.num_exits - 1} thresholds '
+                             f'(the last exit takes everything), got {len(thresholds)}')
+        for t in thresholds:
+            if not 0. <= t <= 1.:
+                raise ValueError(f'DVT thresholds must lie in [0, 1], got {thresholds}')
+        self.thresholds = thresholds
+
+    # ------------------------------------------------------------------ FLOPs
+    def exit_flops(self) -> List[int]:
+        """MACs of each exit alone (its transformer, head and reuse modules), per image."""
+        return [e.flops() for e in self.exits]
+
+    def cumulative_flops(self) -> List[int]:
+        """MACs per image of stopping at exit ``k`` (exits ``0..k`` all ran)."""
+        out, acc = [], 0
+        for f in self.exit_flops():
+            acc += f
+            out.append(acc)
+        return out
+
+    def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
+        """Every exit run (the cascade with no early exit)."""
+        return int(sum(self.exit_flops()))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, inputs: torch.Tensor, data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor'):
+        if mode == 'tensor':
+            return tuple(self.run_all(inputs))
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}".')
+
+    def extract_feat(self, inputs: torch.Tensor):
+        return tuple(self.run_all(inputs))
+
+    def run_all(self, inputs: torch.Tensor) -> List[torch.Tensor]:
+        """Logits of every exit on the whole batch."""
+        outs, state = [], None
+        for e in self.exits:
+            logits, state = e(inputs, state)
+            outs.append(logits)
+        b = inputs.shape[0]
+        flops = torch.full((b, ), float(self.static_flops()), dtype=torch.float64)
+        self.record_dynamic(flops, stats=dict(exit_ratio=torch.zeros(b)))
+        return outs
+
+    def loss(self, inputs: torch.Tensor, data_samples: List[DataSample]) -> Dict:
+        """Sum of the exits' cross-entropies (Eq. 1), one entry per exit."""
+        losses, state = {}, None
+        for k, e in enumerate(self.exits):
+            logits, state = e(inputs, state)
+            losses[f'loss_exit{k}'] = e.head._get_loss(logits, data_samples)['loss']
+        b = inputs.shape[0]
+        self.record_dynamic(torch.full((b, ), float(self.static_flops()), dtype=torch.float64),
+                            stats=dict(exit_ratio=torch.zeros(b)))
+        return losses
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, data_samples: Optional[List[DataSample]] = None
+                ) -> List[DataSample]:
+        """Early-exit inference (all exits under ``force_full``)."""
+        b = inputs.shape[0]
+        dev = inputs.device
+        k_last = self.num_exits - 1
+        scores = inputs.new_zeros(b, self.num_classes)
+        exit_idx = torch.full((b, ), k_last, dtype=torch.long, device=dev)
+        flops = torch.zeros(b, dtype=torch.float64, device=dev)
+        all_scores = [] if self.force_full else None
+        remaining = torch.arange(b, device=dev)
+        state = None
+        for k, e in enumerate(self.exits):
+            logits, state = e(inputs.index_select(0, remaining), state)
+            probs = logits.float().softmax(dim=-1).to(scores.dtype)
+            flops[remaining] += float(e.flops())
+            if self.force_full:
+                all_scores.append(probs)
+                if k == k_last:
+                    scores = probs
+                    exit_idx[:] = k_last
+                continue
+            if k == k_last:
+                done = torch.ones(len(remaining), dtype=torch.bool, device=dev)
+            else:
+                done = probs.max(dim=-1).values >= self.thresholds[k]
+            idx = remaining[done]
+            scores[idx] = probs[done]
+            exit_idx[idx] = k
+            keep = ~done
+            remaining = remaining[keep]
+            if remaining.numel() == 0:
+                break
+            state = {n: t[keep] for n, t in state.items()}
+        stats = dict(exit_ratio=(exit_idx < k_last).float())
+        for k in range(self.num_exits):
+            stats[f'exit{k}_ratio'] = (exit_idx == k).float()
+        self.record_dynamic(flops, stats=stats,
+                            maps=dict(exit=exit_idx.view(b, 1, 1).float()))
+        labels = scores.argmax(dim=1, keepdim=True)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(b)]
+        for i, s in enumerate(data_samples):
+            s.set_pred_score(scores[i]).set_pred_label(labels[i])
+            meta = dict(exit_index=int(exit_idx[i]))
+            if all_scores is not None:
+                meta['exit_scores'] = torch.stack([p[i] for p in all_scores]).cpu()
+            s.set_metainfo(meta)
+        return data_samples

@@ -1,0 +1,1 @@
+from .dovit_segmentor import DoViTEncoderDecoder  # noqa: F401
