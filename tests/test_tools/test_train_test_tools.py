@@ -154,3 +154,98 @@ def test_error_codebase_not_installed(tmp_path, monkeypatch):
     err = ModuleNotFoundError("No module named 'mmpretrain'", name='mmpretrain')
     assert 'needs mmpretrain (mmpretrain)' in cli.one_line(err)
     assert cli.one_line(RuntimeError('a real bug')) is None
+
+
+def test_dist_test_two_processes_on_cpu(tmp_path, repo_root, toy_ade20k, run_tool, run_cmd):
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    wd = tmp_path / 'wd'
+    assert run_tool('train.py', cfg, '--work-dir', wd).returncode == 0
+    r = run_cmd(['bash', osp.join(repo_root, 'tools', 'dist_test.sh'), cfg,
+                 str(wd / 'iter_4.pth'), '2', '--work-dir', str(wd)], env={'PORT': '29534'})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert 'mIoU' in r.stdout + r.stderr and 'GPU number: 2' in r.stdout + r.stderr
+
+
+def test_slurm_scripts_call_the_tools_with_the_slurm_launcher(tmp_path, repo_root, run_cmd):
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    (fake / 'srun').write_text('#!/usr/bin/env bash\necho "SRUN $*"\n')
+    (fake / 'srun').chmod(0o755)
+    import os
+    env = {'PATH': f'{fake}:{os.environ["PATH"]}', 'GPUS': '4', 'GPUS_PER_NODE': '4'}
+    r = run_cmd(['bash', osp.join(repo_root, 'tools', 'slurm_train.sh'), 'part', 'job',
+                 'configs/x.py', 'wd', '--amp'], env=env)
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith('SRUN')][0]
+    assert '-p part' in line and '--job-name=job' in line and '--ntasks=4' in line
+    assert 'tools/train.py configs/x.py --work-dir=wd --launcher=slurm --amp' in line
+    r = run_cmd(['bash', osp.join(repo_root, 'tools', 'slurm_test.sh'), 'part', 'job',
+                 'configs/x.py', 'c.pth'], env=env)
+    assert 'tools/test.py configs/x.py c.pth --launcher=slurm' in r.stdout
+
+
+MMDET_TINY = '''
+_base_ = [{base!r}]
+data_root = {root!r}
+model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1],
+                                     num_heads=[1, 1, 2, 4], mlp_ratios=[2, 2, 2, 2],
+                                     sr_ratios=[8, 4, 2, 1]), init_cfg=None),
+             neck=dict(in_channels=[8, 16, 32, 64], out_channels=16),
+             bbox_head=dict(in_channels=16, feat_channels=16, stacked_convs=1),
+             test_cfg=dict(score_thr=0.0))  # an untrained detector must still predict boxes
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+                  dict(type='Resize', scale=(128, 96), keep_ratio=True),
+                  dict(type='PackDetInputs')]
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 96), keep_ratio=True),
+                 dict(type='LoadAnnotations', with_bbox=True),
+                 dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
+                                                       'img_shape', 'scale_factor'))]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + '/annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1, val_interval=1)
+default_hooks = dict(logger=dict(interval=1))
+'''
+
+MMPRETRAIN_TINY = '''
+_base_ = [{base!r}]
+data_root = {root!r}
+model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, depth=1, num_heads=2,
+                                     mlp_ratio=2), img_size=32, patch_size=8),
+             head=dict(in_channels=32), train_cfg=None)
+param_scheduler = []
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+test_pipeline = train_pipeline
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, split='train', pipeline=train_pipeline))
+val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, split='val', pipeline=test_pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=1, val_interval=1)
+default_hooks = dict(logger=dict(interval=1))
+'''
+
+
+@pytest.mark.parametrize('kind', ['mmdet', 'mmpretrain'])
+def test_train_and_test_mmdet_and_mmpretrain_configs(kind, tmp_path, repo_root, toy_coco,
+                                                      toy_imagenet, run_tool):
+    if kind == 'mmdet':
+        base = osp.join(repo_root, 'configs/baselines/retinanet_pvtv2-b2_fpn_1x_coco.py')
+        text, root, metric = MMDET_TINY.format(base=base, root=toy_coco), toy_coco, 'bbox_mAP'
+    else:
+        base = osp.join(repo_root, 'configs/baselines/deit-small_4xb256_in1k.py')
+        text = MMPRETRAIN_TINY.format(base=base, root=toy_imagenet)
+        metric = 'accuracy/top1'
+    cfg = tmp_path / f'{kind}.py'
+    cfg.write_text(text)
+    wd = tmp_path / 'wd'
+    r = run_tool('train.py', cfg, '--work-dir', wd)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert metric in r.stdout + r.stderr
+    r = run_tool('test.py', cfg, wd / 'epoch_1.pth', '--work-dir', wd)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert metric in r.stdout + r.stderr

@@ -45,7 +45,8 @@ cost of one query in layer ``l`` (``block.flops(1) - block.flops(0)``) and ``psi
 queries the gate chose (``E_l`` + the sum over regions of the one-hot decision times each
 granularity's query count; straight-through in training). The extra tokens are counted on both
 sides (the paper leaves them out, the official code counts them). In training the backbone sets
-``aux_losses = {'loss_budget': lambda * (mean_b beta - gamma) ** 2}`` and ``expected_cost = beta``.
+``aux_losses = {'loss_budget': lambda * (mean_b beta - gamma) ** 2}`` (the auxiliary-losses
+protocol: ``mmdyn.DynamicStatsHook`` adds it to the model's loss dict) and ``expected_cost = beta``.
 
 Complexity records (the dynamic-module interface): ``last_flops`` per image are the patch
 embeddings, the gates (``regions * C * K``) and every block at the number of queries it ran
@@ -406,7 +407,8 @@ class _DGEHostMixin(DynamicModuleMixin):
         self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
                             maps=acc['maps'])
         if self.training and use_gates:
-            self.aux_losses = {'loss_budget': self.budget_loss(beta.float().mean())}
+            self.set_aux_losses(
+                {self.budget_loss.loss_name: self.budget_loss(beta.float().mean())})
         else:
             self.aux_losses = {}
 
@@ -431,6 +433,7 @@ class DGEPVT(_DGEHostMixin, PVT):
 
     The gates are parameters ``dge.{stage}.{block}.gate.proj.*``; every other key is the static
     PVT's, so PVT checkpoints (official whai362 v1, mmdet, mmdyn) load through ``init_cfg``.
+    With ``dge=False`` it has exactly the static PVT's parameters and outputs (as a tuple).
     """
 
     def __init__(self, arch='small', dge: bool = True, granularities=(1, 2, 4),
@@ -469,7 +472,9 @@ class DGEPVT(_DGEHostMixin, PVT):
         """MACs of the static PVT host (every token a query, no gate)."""
         return PVT.static_flops(self, img_shape)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """NCHW maps of the stages in ``out_indices`` (a tuple, which mmpretrain's necks need;
+        mmdet and mmseg take it as PVT's list)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
                              f'images, got {tuple(x.shape)}')
@@ -489,7 +494,7 @@ class DGEPVT(_DGEHostMixin, PVT):
             if i in self.out_indices:
                 outs.append(x)
         self._finish(acc, img_shape)
-        return outs
+        return tuple(outs)
 
 
 @MODELS.register_module()

@@ -152,7 +152,7 @@ class DoViT(DynamicModuleMixin, ViT):
 
     def host_static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the static host ViT (no auxiliary heads)."""
-        return int(ViT.static_flops(self, img_shape))
+        return int(sum(ViT.flops_breakdown(self, img_shape).values()))
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs with every token kept (auxiliary heads included: they run in both modes)."""

@@ -60,6 +60,7 @@ from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.structures import DataSample
 
 from mmdyn.registry import MODELS
+from ..backbones.t2t_vit import T2TViT
 from ..backbones.vit import ViT
 from ..utils.dynamic import DynamicModuleMixin
 
@@ -67,6 +68,9 @@ __all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'upsample_relation']
 
 FEATURE_REUSE_HIDDEN = 128
 FEATURE_REUSE_DIMS = 48
+HOSTS = ('vit', 't2t')
+#: first soft split of the T2T tokenizer per token grid at 224 (the public DVT code's)
+T2T_SOFT_SPLITS = {7: (14, 8, 3), 10: (11, 6, 5), 14: (7, 4, 2)}
 
 
 def resize_grid(x: torch.Tensor, new_hw: Sequence[int]) -> torch.Tensor:
@@ -152,27 +156,52 @@ class DVTExit(BaseModule):
         num_classes (int): Classes of the head.
         prev (DVTExit, optional): The previous exit (for reuse).
         feature_reuse, relation_reuse (bool): Reuse the previous exit.
-        backbone_cfg (dict): Further :class:`ViT` arguments (drop_path_rate, qkv_bias, ...).
+        backbone_cfg (dict): Further host arguments (drop_path_rate, qkv_bias, ...).
+        host (str): ``'vit'`` (core ViT/DeiT; the input is resized to ``grid * patch_size``) or
+            ``'t2t'`` (:class:`T2TViT`; the input is resized to ``img_size`` and the first
+            soft split ``soft_split`` sets the grid).
+        img_size (int): T2T input side. Default 224.
+        soft_split (tuple, optional): T2T first soft split; default from the grid
+            (:data:`T2T_SOFT_SPLITS`).
     """
 
     def __init__(self, arch, grid: int, patch_size: int, num_classes: int,
                  prev: Optional['DVTExit'] = None, feature_reuse: bool = False,
                  relation_reuse: bool = False, backbone_cfg: Optional[dict] = None,
-                 head_init_cfg: Optional[dict] = None):
+                 head_init_cfg: Optional[dict] = None, loss: Optional[dict] = None,
+                 host: str = 'vit', img_size: int = 224, soft_split=None):
         super().__init__()
+        if host not in HOSTS:
+            raise ValueError(f'host must be one of {HOSTS}, got {host!r}')
+        self.host = host
         self.grid = int(grid)
         self.patch_size = int(patch_size)
-        self.input_size = self.grid * self.patch_size
         cfg = dict(backbone_cfg or {})
-        cfg.update(arch=arch, img_size=self.input_size, patch_size=self.patch_size,
-                   out_type='cls_token', with_cls_token=True, final_norm=True)
-        self.backbone = ViT(**cfg)
+        if host == 'vit':
+            self.input_size = self.grid * self.patch_size
+            cfg.update(arch=arch, img_size=self.input_size, patch_size=self.patch_size,
+                       out_type='cls_token', with_cls_token=True, final_norm=True)
+            self.backbone = ViT(**cfg)
+        else:
+            self.input_size = int(img_size)
+            if soft_split is None:
+                if self.grid not in T2T_SOFT_SPLITS or self.input_size != 224:
+                    raise ValueError(f'give soft_split for a T2T exit of grid {self.grid} at '
+                                     f'{self.input_size} px')
+                soft_split = T2T_SOFT_SPLITS[self.grid]
+            cfg.update(arch=arch, img_size=self.input_size, soft_split=soft_split)
+            self.backbone = T2TViT(**cfg)
+            if self.backbone.grids[2] != self.grid:
+                raise ValueError(f'T2T soft split {tuple(soft_split)} gives a '
+                                 f'{self.backbone.grids[2]}x{self.backbone.grids[2]} grid at '
+                                 f'{self.input_size} px, not {self.grid}x{self.grid}')
         self.embed_dims = self.backbone.embed_dims
         self.depth = self.backbone.depth
         self.num_heads = self.backbone.arch_settings['num_heads']
         head_kw = {} if head_init_cfg is None else dict(init_cfg=head_init_cfg)
+        loss = dict(loss or dict(type='CrossEntropyLoss', loss_weight=1.0))
         self.head = LinearClsHead(num_classes=num_classes, in_channels=self.embed_dims,
-                                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0), **head_kw)
+                                  loss=loss, **head_kw)
         self.feature_reuse = bool(feature_reuse)
         self.relation_reuse = bool(relation_reuse)
         self.export_relations = False  # set by the cascade when the next exit reuses them
@@ -267,7 +296,10 @@ class DVTExit(BaseModule):
         """MACs of this exit for one image (whatever the input size: it is resized)."""
         n = self.num_tokens()
         bb = self.backbone
-        total = bb.patch_embed.flops((self.input_size, self.input_size))
+        if self.host == 'vit':
+            total = bb.patch_embed.flops((self.input_size, self.input_size))
+        else:
+            total = bb.tokenizer_flops()
         for blk in bb.blocks:
             total += int(blk.attn.flops(n)) + n * blk.ffn.fc1.in_features * blk.ffn.hidden_dims \
                 + n * blk.ffn.hidden_dims * self.embed_dims
@@ -307,8 +339,15 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         thresholds_file (str, optional): JSON written by ``tools/analysis_tools/
             dvt_thresholds.py``; when the file exists its thresholds replace ``thresholds``.
         backbone_cfg (dict, optional): Further :class:`ViT` arguments for every exit.
+        head_init_cfg (dict, optional): ``init_cfg`` of every exit's ``LinearClsHead``.
+        loss (dict, optional): mmpretrain loss of every exit (default ``CrossEntropyLoss``;
+            the recipes use ``LabelSmoothLoss``). Soft (Mixup/CutMix) targets are handled by
+            mmpretrain's head.
         train_cfg (dict, optional): mmpretrain's ``dict(augments=[...])`` batch augments.
         data_preprocessor (dict, optional): Default ``ClsDataPreprocessor``.
+        host (str): ``'vit'`` (core ViT / DeiT, default) or ``'t2t'`` (:class:`T2TViT`, arch
+            ``'t2t-vit-12'`` / ``'t2t-vit-14'``; exits may give ``soft_split``).
+        img_size (int): Input side of the T2T host. Default 224.
     """
 
     def __init__(self,
@@ -322,9 +361,12 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                  thresholds_file: Optional[str] = None,
                  backbone_cfg: Optional[dict] = None,
                  head_init_cfg: Optional[dict] = None,
+                 loss: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 host: str = 'vit',
+                 img_size: int = 224):
         if data_preprocessor is None:
             data_preprocessor = {}
         if isinstance(data_preprocessor, dict):
@@ -362,7 +404,8 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                 s.get('arch', archs[k]), s['grid'], s.get('patch_size', patch_size),
                 num_classes, prev=prev, feature_reuse=feature_reuse and k > 0,
                 relation_reuse=relation_reuse and k > 0, backbone_cfg=backbone_cfg,
-                head_init_cfg=head_init_cfg))
+                head_init_cfg=head_init_cfg, loss=loss, host=s.get('host', host),
+                img_size=img_size, soft_split=s.get('soft_split')))
         self.num_classes = num_classes
         self.thresholds_file = thresholds_file
         if thresholds_file is not None and osp.isfile(thresholds_file):

@@ -1,0 +1,48 @@
+# DVT on DeiT-S, 3 exits (7x7, 10x10, 14x14 tokens at 224), feature + relationship reuse.
+# Recipe: the DeiT-S baseline of configs/baselines (mmpretrain's DeiT-S: AdamW, lr 1e-3 for a
+# total batch of 1024, weight decay 0.05, 300 epochs, cosine to 1e-5 after 20 linear warm-up
+# epochs, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, RandAugment m9, random erasing 0.25)
+# with the public DVT code's additions: drop-path 0.1, model EMA 0.99996, loss = sum of the
+# exits' cross-entropies. 8 GPUs x 128 = 1024 images per step (the public DeiT recipe's batch).
+_base_ = '../baselines/deit-small_4xb256_in1k.py'
+custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='mmdyn.DVTClassifier',
+    arch='deit-s',
+    exits=[7, 10, 14],
+    patch_size=16,
+    num_classes=1000,
+    feature_reuse=True,
+    relation_reuse=True,
+    # eta_1, eta_2 until tools/analysis_tools/dvt_thresholds.py has written thresholds_file
+    # (1.0: no early exit)
+    thresholds=[1.0, 1.0],
+    thresholds_file='work_dirs/dvt_deit-s_8xb128_in1k/thresholds.json',
+    backbone_cfg=dict(drop_path_rate=0.1, qkv_bias=True),
+    loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+    data_preprocessor=dict(
+        num_classes=1000,
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True),
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
+    init_cfg=[
+        dict(type='TruncNormal', layer='Linear', std=0.02),
+        dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)
+    ])
+
+train_dataloader = dict(batch_size=128)
+val_dataloader = dict(batch_size=128)
+test_dataloader = val_dataloader
+auto_scale_lr = dict(base_batch_size=1024)
+
+val_evaluator = [dict(type='Accuracy', topk=(1, 5)), dict(type='mmdyn.ComplexityMetric')]
+test_evaluator = val_evaluator
+
+custom_hooks = [
+    dict(type='mmdyn.DynamicStatsHook'),
+    dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL'),
+]
+find_unused_parameters = True

@@ -1,0 +1,679 @@
+"""DiT: dynamic token routing over a grid of scales and depths (PVTv2-based reconstruction).
+
+No official code exists; this is a reconstruction of Sec. 3 of "DiT: Efficient Vision
+Transformers with Dynamic Token Routing". Every choice the paper leaves open is listed in
+``configs/dit/README.md``.
+
+Routing space (Fig. 2, Eq. 4), ``S = 4`` scales (strides 4, 8, 16, 32) x ``M`` stages:
+
+* node ``F[i][j]`` (scale ``i``, column ``j = 0..M``); ``F[0][0]`` is the stem (7x7/4
+  overlapping patch embedding) of the image;
+* ``B[i][j]``: ``F[i][j] -> F[i][j+1]`` (``j < M``), a PVTv2 stage of scale ``i`` (the PVTv2
+  depth, width, heads, SR ratio and MLP ratio of that scale) applied to the tokens its row gate
+  keeps; the others take the identity path;
+* ``P[i][j]``: ``F[i][j] -> F[i+1][j]`` (``i < 3``, ``j = 0..M``), LayerNorm + PVTv2 overlapping
+  patch embedding (3x3/2), taken when its column gate is on;
+* ``F[i][j] = G*B(F[i][j-1]) + (1-G)*F[i][j-1] + g_col * P(F[i-1][j])`` (Eq. 4); a node no
+  path reaches is absent and nothing downstream of it runs ("early stopping").
+
+The "PVTv2 path" is the staircase ``F[0][0] -B-> F[0][1] -P-> F[1][1] -B-> F[1][2] -P-> ...
+-> F[3][4]`` (``M = 4``): with every row gate on and only the column gates of that path on, the
+network computes PVTv2 of the same size exactly. The dense outputs (``out_nodes='pvt'``,
+default) are read where PVTv2 reads its stages: scale ``i`` at column ``min(i + 1, M)`` (scale 3
+at column ``M``); ``out_nodes='last'`` reads every scale at the last column ``M``.
+"""
+import copy
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import trunc_normal_
+
+from mmdyn.registry import MODELS
+from ..layers.attention import nlc_to_nchw
+from ..layers.embed import overlap_patch_embed
+from ..layers.gates import GumbelSoftmaxGate, categorical_eval, gumbel_softmax_st
+from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
+from ..layers.transformer_blocks import PVTBlock
+from ..losses.budget_loss import BudgetLoss
+from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn
+from ..utils.dynamic import DynamicModuleMixin
+from .pvt import PVTv2
+
+__all__ = ['DiT']
+
+NUM_SCALES = 4
+# routing ablations (Tables 6-8): (row rule, column rule)
+ROUTINGS = {
+    'dynamic': ('dynamic', 'dynamic'),   # the method
+    'fully': ('on', 'on'),               # every gate 1 (Table 6 "Fully")
+    'static': ('static', 'static'),      # learned masks fixed per position (Table 6 "Static")
+    'random': ('random', 'random'),      # random masks at a given keep ratio (Table 7)
+    'scale_only': ('on', 'dynamic'),     # dynamic scale, full depth (Table 8)
+    'depth_only': ('dynamic', 'pvt'),    # PVTv2 path, dynamic depth (Table 8)
+    'pvt': ('on', 'pvt'),                # PVTv2 itself (exactness reference)
+}
+# budget mu = DiT GFLOPs / PVTv2 GFLOPs of Table 1
+DEFAULT_MU = {'b1': 2.0 / 2.1, 'b2': 3.8 / 4.0, 'b3': 6.8 / 6.9, 'b4': 9.9 / 10.1,
+              'b5': 10.3 / 11.8}
+
+
+class DownPath(BaseModule):
+    """``P[i][j]``: LayerNorm of scale ``i`` then an overlapping 3x3/2 patch embedding."""
+
+    def __init__(self, in_dims: int, out_dims: int, kernel_size: int, norm_cfg: dict):
+        super().__init__()
+        self.norm = build_norm_layer(norm_cfg, in_dims)[1]
+        self.embed = overlap_patch_embed(in_dims, out_dims, kernel_size, 2, norm_cfg=norm_cfg)
+
+    def forward(self, x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+        return self.embed(nlc_to_nchw(self.norm(x), hw))[0]
+
+    def flops(self, in_hw: Sequence[int]) -> int:
+        return self.embed.flops(in_hw)
+
+
+class StaticRowMask(nn.Module):
+    """Learned per-position logits ``[2, h, w]`` (resized to the map), no input dependence."""
+
+    def __init__(self, hw: Tuple[int, int], init_on: float):
+        super().__init__()
+        p = torch.tensor([1 - init_on, init_on]).log()
+        self.logits = nn.Parameter(p.view(2, 1, 1).repeat(1, *hw).clone())
+        self.tau = 1.0
+
+    def forward(self, batch: int, hw: Sequence[int]) -> torch.Tensor:
+        lg = F.interpolate(self.logits[None], size=tuple(hw), mode='nearest')[0]
+        lg = lg.flatten(1).t()[None].expand(batch, -1, -1)
+        if self.training:
+            return gumbel_softmax_st(lg, self.tau).decision[..., 1]
+        return categorical_eval(lg).decision[..., 1]
+
+
+class StaticColMask(nn.Module):
+    """A learned on/off logit pair for one column path."""
+
+    def __init__(self, init_on: float):
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([1 - init_on, init_on]).log())
+        self.tau = 1.0
+
+    def forward(self, batch: int) -> torch.Tensor:
+        lg = self.logits[None].expand(batch, -1)
+        if self.training:
+            return gumbel_softmax_st(lg, self.tau).decision[..., 1]
+        return categorical_eval(lg).decision[..., 1]
+
+
+@MODELS.register_module()
+class DiT(DynamicModuleMixin, BaseModule):
+    """DiT backbone (dynamic token routing over scales x stages, PVTv2 blocks).
+
+    Args:
+        arch (str | dict): ``'b1' .. 'b5'`` (PVTv2-B1..B5 per-scale settings) or a dict with
+            ``embed_dims, depths, num_heads, mlp_ratios, sr_ratios`` (4 entries each).
+        num_stages (int): ``M``, routing stages (columns) per scale. Default 4.
+        routing (str): One of :data:`ROUTINGS` (``'dynamic'`` is the method; the others are
+            the ablations of Tables 6-8). Default ``'dynamic'``.
+        out_nodes (str): ``'pvt'`` (scale ``i`` read at column ``min(i+1, M)``, scale 3 at
+            ``M``; equals PVTv2 on the PVTv2 path) or ``'last'`` (column ``M``).
+        out_indices (Sequence[int]): Scales to output. Default (0, 1, 2, 3).
+        budget (float, optional): ``mu`` in (0, 1] of Eq. 6 (cost / PVTv2 cost). Default: the
+            Table 1 ratio of the size (e.g. 0.95 for B2).
+        budget_weight (float): ``lambda_C`` of Eq. 7. Default 0.8.
+        tau (float): Gumbel-Softmax temperature of every gate. Default 1.0.
+        gate_momentum (float, optional): EMA momentum of the gate weights used in eval
+            (Eq. 3; updated by :class:`mmdyn.GateMomentumHook`). Default 0.999.
+        row_init_on (float): Initial probability that a row gate computes a token. 0.98.
+        col_init_on (Sequence[float]): Initial "on" probability of the column gates on / off
+            the PVTv2 path. Default (0.98, 0.5).
+        random_keep (Sequence[float]): Row / column keep probabilities of ``routing='random'``.
+        static_size (int): Image size the ``'static'`` masks are laid out for. Default 224.
+        drop_path_rate (float): Stochastic depth, linear over the PVTv2 path's blocks; block
+            ``k`` of scale ``i`` gets the same rate in every column. Default 0.1.
+        in_channels, qkv_bias, drop_rate, attn_drop_rate, norm_cfg, act_cfg: as PVTv2.
+        init_cfg (dict, optional): ``Pretrained`` with a DiT checkpoint, or a PVTv2 checkpoint
+            (any layout :func:`pvt_to_mmdyn` reads), whose stage ``i`` is copied into every
+            ``B[i][j]`` and whose patch embedding ``i+1`` into every ``P[i][j]``
+            (``tile_pretrained=True``) or only into the PVTv2 path (False).
+    """
+
+    arch_zoo = PVTv2.arch_zoo
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'b2',
+                 num_stages: int = 4,
+                 routing: str = 'dynamic',
+                 out_nodes: str = 'pvt',
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 budget: Optional[float] = None,
+                 budget_weight: float = 0.8,
+                 tau: float = 1.0,
+                 gate_momentum: Optional[float] = 0.999,
+                 row_init_on: float = 0.98,
+                 col_init_on: Sequence[float] = (0.98, 0.5),
+                 random_keep: Sequence[float] = (0.5, 0.5),
+                 static_size: int = 224,
+                 tile_pretrained: bool = True,
+                 in_channels: int = 3,
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 act_cfg: dict = dict(type='GELU'),
+                 pretrained: Optional[str] = None,
+                 init_cfg=None):
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained or init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        # ------------------------------------------------------------ validation
+        if isinstance(arch, str):
+            if arch.lower() not in ('b1', 'b2', 'b3', 'b4', 'b5'):
+                raise ValueError(f'DiT: unknown size {arch!r}; choose b1, b2, b3, b4 or b5 '
+                                 'or give a dict')
+            self.arch_name = arch.lower()
+            settings = copy.deepcopy(PVTv2.arch_zoo[self.arch_name])
+        elif isinstance(arch, dict):
+            self.arch_name = None
+            settings = PVTv2._parse_arch(arch)
+        else:
+            raise TypeError(f'DiT: arch must be a str or a dict, got {type(arch)}')
+        if len(settings['embed_dims']) != NUM_SCALES:
+            raise ValueError(f'DiT needs {NUM_SCALES} scales, got {len(settings["embed_dims"])}')
+        if not isinstance(num_stages, int) or num_stages < 1:
+            raise ValueError(f'DiT: num_stages (M) must be an int >= 1, got {num_stages}')
+        if routing not in ROUTINGS:
+            raise ValueError(f'DiT: routing must be one of {sorted(ROUTINGS)}, got {routing!r}')
+        if out_nodes not in ('pvt', 'last'):
+            raise ValueError(f"DiT: out_nodes must be 'pvt' or 'last', got {out_nodes!r}")
+        if budget is None:
+            budget = DEFAULT_MU.get(self.arch_name, 1.0)
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f'DiT: budget mu must be in (0, 1], got {budget}')
+        if routing in ('pvt', 'depth_only') and num_stages < NUM_SCALES:
+            raise ValueError(f'DiT: routing {routing!r} needs num_stages >= {NUM_SCALES}')
+        for p in (row_init_on, *col_init_on, *random_keep):
+            if not 0.0 < p < 1.0:
+                raise ValueError(f'DiT: probabilities must be in (0, 1), got {p}')
+        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        if not out_indices or any(not 0 <= i < NUM_SCALES for i in out_indices):
+            raise ValueError(f'DiT: out_indices must be in 0..3, got {out_indices}')
+
+        self.settings = settings
+        self.embed_dims = list(settings['embed_dims'])
+        self.depths = list(settings['depths'])
+        self.num_stages = num_stages
+        self.routing = routing
+        self.row_mode, self.col_mode = ROUTINGS[routing]
+        self.out_nodes = out_nodes
+        self.out_indices = tuple(sorted(set(out_indices)))
+        self.in_channels = in_channels
+        self.random_keep = tuple(float(p) for p in random_keep)
+        self.tile_pretrained = tile_pretrained
+        self.budget_loss = BudgetLoss(target=budget, loss_weight=budget_weight)
+        M, S = num_stages, NUM_SCALES
+        linear = bool(settings.get('linear', False))
+
+        # ------------------------------------------------------------ modules
+        self.stem = overlap_patch_embed(in_channels, self.embed_dims[0], 7, 4, norm_cfg=norm_cfg)
+        total = sum(self.depths)
+        dpr = [drop_path_rate * k / (total - 1) if total > 1 else 0. for k in range(total)]
+        self.stages = ModuleList()   # stages[i][j]: ModuleList of depths[i] PVT blocks
+        self.downs = ModuleList()    # downs[i][j]: P[i][j], i < 3, j = 0..M
+        self.row_gates = ModuleList()
+        self.col_gates = ModuleList()
+        cur = 0
+        for i in range(S):
+            c = self.embed_dims[i]
+            self.stages.append(ModuleList([
+                ModuleList([
+                    PVTBlock(c, settings['num_heads'][i], mlp_ratio=settings['mlp_ratios'][i],
+                             sr_ratio=settings['sr_ratios'][i], linear=linear,
+                             use_conv_ffn=True, qkv_bias=qkv_bias, drop=drop_rate,
+                             attn_drop=attn_drop_rate, drop_path=dpr[cur + k],
+                             norm_cfg=norm_cfg, act_cfg=act_cfg)
+                    for k in range(self.depths[i])]) for _ in range(M)]))
+            cur += self.depths[i]
+            stride = 4 * 2 ** i
+            shw = (math.ceil(static_size / stride), ) * 2
+            if self.row_mode == 'static':
+                self.row_gates.append(ModuleList(
+                    [StaticRowMask(shw, row_init_on) for _ in range(M)]))
+            else:
+                self.row_gates.append(ModuleList([
+                    GumbelSoftmaxGate(c, 2, tau=tau, momentum=gate_momentum,
+                                      init_probs=(1 - row_init_on, row_init_on))
+                    for _ in range(M)]))
+            if i < S - 1:
+                self.downs.append(ModuleList([
+                    DownPath(c, self.embed_dims[i + 1], 3, norm_cfg) for _ in range(M + 1)]))
+                gates = ModuleList()
+                for j in range(M + 1):
+                    on = col_init_on[0] if self._on_pvt_path(i, j) else col_init_on[1]
+                    if self.col_mode == 'static':
+                        gates.append(StaticColMask(on))
+                    else:
+                        gates.append(GumbelSoftmaxGate(c, 2, tau=tau, momentum=gate_momentum,
+                                                       init_probs=(1 - on, on)))
+                self.col_gates.append(gates)
+        self.out_norms = ModuleList(
+            [build_norm_layer(norm_cfg, self.embed_dims[i])[1] for i in range(S)])
+        # C_base: the PVTv2 of the same settings (built on the meta device: no memory)
+        with torch.device('meta'):
+            self._base = [PVTv2(arch=copy.deepcopy(settings))]  # list: not a submodule
+        self._cost_cache: Dict[Tuple[int, int], dict] = {}
+        self.reset_dynamic_records()
+        self.aux_losses: Dict[str, torch.Tensor] = {}
+        self.last_valid_params: Optional[torch.Tensor] = None
+        # {('row', i, j): [B, N] 0/1, ('col', i, j): [B] 0/1}: decisions imposed instead of the
+        # gates' (tests, analysis); None: the routing rule decides.
+        self.fixed_decisions: Optional[Dict[tuple, torch.Tensor]] = None
+
+    def set_routing(self, routing: str) -> None:
+        """Switch the routing rule at run time (not to or from ``'static'``, whose masks are
+        separate modules)."""
+        if routing not in ROUTINGS:
+            raise ValueError(f'DiT: routing must be one of {sorted(ROUTINGS)}, got {routing!r}')
+        if (routing == 'static') != (self.routing == 'static'):
+            raise ValueError("DiT: cannot switch to or from 'static' routing after building")
+        if routing in ('pvt', 'depth_only') and self.num_stages < NUM_SCALES:
+            raise ValueError(f'DiT: routing {routing!r} needs num_stages >= {NUM_SCALES}')
+        self.routing = routing
+        self.row_mode, self.col_mode = ROUTINGS[routing]
+
+    def _row_gate_runs(self) -> bool:
+        return self.row_mode == 'dynamic' and not self.force_full and \
+            self.fixed_decisions is None
+
+    def _col_gate_runs(self) -> bool:
+        return self.col_mode == 'dynamic' and not self.force_full and \
+            self.fixed_decisions is None
+
+    # ------------------------------------------------------------------ topology
+    def out_column(self, i: int) -> int:
+        """Column of the node scale ``i`` is read at."""
+        if self.out_nodes == 'last' or i == NUM_SCALES - 1:
+            return self.num_stages
+        return min(i + 1, self.num_stages)
+
+    def _on_pvt_path(self, i: int, j: int) -> bool:
+        """Whether column path ``P[i][j]`` is on the PVTv2 staircase."""
+        return j == i + 1
+
+    @property
+    def num_gates(self) -> int:
+        return NUM_SCALES * self.num_stages + (NUM_SCALES - 1) * (self.num_stages + 1)
+
+    # ------------------------------------------------------------------ init / loading
+    def init_weights(self):
+        for name, m in self.named_modules():
+            if 'gates' in name:
+                continue
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        pre = find_pretrained_cfg(self.init_cfg)
+        if pre is None and self.init_cfg is not None:
+            super().init_weights()
+        if pre is not None:
+            load_converted(self, pre['checkpoint'], self._convert_checkpoint,
+                           prefix=pre.get('prefix'))
+        self._is_init = True
+
+    def _convert_checkpoint(self, ckpt) -> dict:
+        from ..utils.ckpt_convert import unwrap_state_dict
+        sd = unwrap_state_dict(ckpt)
+        if any(k.startswith('row_gates.') or k.startswith('downs.') for k in sd):
+            return sd  # a DiT checkpoint
+        return self.pvtv2_to_dit(pvt_to_mmdyn(ckpt), tile=self.tile_pretrained)
+
+    def pvtv2_to_dit(self, sd: Dict[str, torch.Tensor], tile: bool = True) -> dict:
+        """Map a PVTv2 state dict (mmdyn layout) onto this DiT.
+
+        Stage ``i``'s blocks go to ``B[i][i]`` (all ``B[i][j]`` with ``tile``), its norm to the
+        output norm of scale ``i`` and to the pre-norm of ``P[i][i+1]`` (all ``P[i][j]``), the
+        patch embedding of stage ``i+1`` to ``P[i][i+1]`` (all ``P[i][j]``), stage 0's to the
+        stem.
+        """
+        out = {}
+        M = self.num_stages
+        for k, v in sd.items():
+            parts = k.split('.')
+            if parts[0] != 'stages':
+                continue
+            i, rest = int(parts[1]), parts[2:]
+            if rest[0] == 'patch_embed':
+                tail = '.'.join(rest[1:])
+                if i == 0:
+                    out[f'stem.{tail}'] = v
+                else:
+                    cols = range(M + 1) if tile else [i]
+                    for j in cols:
+                        out[f'downs.{i - 1}.{j}.embed.{tail}'] = v
+            elif rest[0] == 'blocks':
+                tail = '.'.join(rest[1:])
+                cols = range(M) if tile else [min(i, M - 1)]
+                for j in cols:
+                    out[f'stages.{i}.{j}.{tail}'] = v
+            elif rest[0] == 'norm':
+                tail = '.'.join(rest[1:])
+                out[f'out_norms.{i}.{tail}'] = v
+                if i < NUM_SCALES - 1:
+                    cols = range(M + 1) if tile else [i + 1]
+                    for j in cols:
+                        out[f'downs.{i}.{j}.norm.{tail}'] = v
+        return out
+
+    def load_pvtv2(self, pvt: nn.Module, tile: bool = True) -> None:
+        """Copy the weights of a :class:`PVTv2` of the same settings (see :meth:`pvtv2_to_dit`)."""
+        missing, unexpected = self.load_state_dict(
+            self.pvtv2_to_dit(pvt.state_dict(), tile=tile), strict=False)
+        if unexpected:
+            raise ValueError(f'unexpected keys {unexpected}')
+
+    # ------------------------------------------------------------------ shapes / costs
+    def scale_shapes(self, img_shape: Sequence[int]) -> List[Tuple[int, int]]:
+        hw = self.stem.out_shape(tuple(img_shape))
+        shapes = [tuple(hw)]
+        for i in range(NUM_SCALES - 1):
+            hw = self.downs[i][0].embed.out_shape(hw)
+            shapes.append(tuple(hw))
+        return shapes
+
+    def _costs(self, img_shape: Sequence[int]) -> dict:
+        """Full costs (MACs) of every edge for an ``img_shape`` input (cached)."""
+        key = tuple(int(s) for s in img_shape)
+        if key in self._cost_cache:
+            return self._cost_cache[key]
+        shapes = self.scale_shapes(key)
+        M = self.num_stages
+        row = [[sum(int(b.flops(hw[0] * hw[1], hw)) for b in self.stages[i][j])
+                for j in range(M)] for i, hw in enumerate(shapes)]
+        col = [[self.downs[i][j].flops(shapes[i]) for j in range(M + 1)]
+               for i in range(NUM_SCALES - 1)]
+        row_gate = [2 * shapes[i][0] * shapes[i][1] * self.embed_dims[i]
+                    for i in range(NUM_SCALES)]
+        col_gate = [2 * self.embed_dims[i] for i in range(NUM_SCALES)]
+        res = dict(shapes=shapes, stem=self.stem.flops(key), row=row, col=col,
+                   row_gate=row_gate, col_gate=col_gate,
+                   base=self._base[0].static_flops(key))
+        self._cost_cache[key] = res
+        return res
+
+    def _gated(self) -> bool:
+        return self.row_mode in ('dynamic', 'static') or self.col_mode in ('dynamic', 'static')
+
+    def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
+        """MACs of the static fully connected network (every gate on, Table 6 "Fully"):
+        stem, every stage and every column path; no gate runs in that mode."""
+        return self.fully_flops(img_shape, with_gates=False)
+
+    def fully_flops(self, img_shape: Sequence[int] = (224, 224), with_gates: bool = True) -> int:
+        c = self._costs(img_shape)
+        M = self.num_stages
+        gates = sum(c['row_gate'][i] * M for i in range(NUM_SCALES)) + sum(
+            c['col_gate'][i] * (M + 1) for i in range(NUM_SCALES - 1))
+        return int(c['stem'] + sum(map(sum, c['row'])) + sum(map(sum, c['col']))
+                   + (gates if with_gates else 0))
+
+    def base_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
+        """``C_base``: MACs of the PVTv2 of the same size (``PVTv2.static_flops``)."""
+        return int(self._costs(img_shape)['base'])
+
+    def param_groups(self) -> dict:
+        """Parameter counts of the routing space's parts (cached)."""
+        if getattr(self, '_param_cache', None) is not None:
+            return self._param_cache
+        def n(m):
+            return sum(p.numel() for p in m.parameters())
+        res = dict(stem=n(self.stem),
+                    stages=[[n(self.stages[i][j]) for j in range(self.num_stages)]
+                            for i in range(NUM_SCALES)],
+                    downs=[[n(d) for d in self.downs[i]] for i in range(NUM_SCALES - 1)],
+                    row_gates=[[n(g) for g in self.row_gates[i]] for i in range(NUM_SCALES)],
+                    col_gates=[[n(g) for g in self.col_gates[i]] for i in range(NUM_SCALES - 1)],
+                    out_norms=[n(m) for m in self.out_norms],
+                    total=n(self))
+        self._param_cache = res
+        return res
+
+    # ------------------------------------------------------------------ decisions
+    def _row_decision(self, i: int, j: int, x: torch.Tensor, hw) -> torch.Tensor:
+        """``[B, N]`` 0/1 (straight-through in training) decisions of ``B[i][j]``."""
+        mode = 'on' if self.force_full else self.row_mode
+        b, n = x.shape[:2]
+        if self.fixed_decisions is not None and not self.force_full:
+            return self.fixed_decisions[('row', i, j)].to(x.device, x.dtype)
+        if mode == 'on':
+            return x.new_ones(b, n)
+        if mode == 'random':
+            return (torch.rand(b, n, device=x.device) < self.random_keep[0]).to(x.dtype)
+        if mode == 'static':
+            return self.row_gates[i][j](b, hw).to(x.dtype)
+        return self.row_gates[i][j](x).decision[..., 1]
+
+    def _col_decision(self, i: int, j: int, x: torch.Tensor) -> torch.Tensor:
+        """``[B]`` 0/1 decisions of ``P[i][j]``."""
+        mode = 'on' if self.force_full else self.col_mode
+        b = x.shape[0]
+        if self.fixed_decisions is not None and not self.force_full:
+            return self.fixed_decisions[('col', i, j)].to(x.device, x.dtype)
+        if mode == 'on':
+            return x.new_ones(b)
+        if mode == 'pvt':
+            return x.new_full((b, ), float(self._on_pvt_path(i, j)))
+        if mode == 'random':
+            return (torch.rand(b, device=x.device) < self.random_keep[1]).to(x.dtype)
+        if mode == 'static':
+            return self.col_gates[i][j](b).to(x.dtype)
+        return self.col_gates[i][j](x.mean(1)).decision[..., 1]
+
+    def _needed(self) -> List[List[bool]]:
+        """Nodes whose value can reach an output (static column rules only prune)."""
+        M = self.num_stages
+        need = [[False] * (M + 1) for _ in range(NUM_SCALES)]
+        static_cols = self.col_mode == 'pvt' and not self.force_full
+        outs = {(i, self.out_column(i)) for i in self.out_indices}
+        for j in range(M, -1, -1):
+            for i in range(NUM_SCALES - 1, -1, -1):
+                if (i, j) in outs:
+                    need[i][j] = True
+                    continue
+                if not static_cols:
+                    # gates decided from the data: every node may feed the outputs
+                    need[i][j] = True
+                    continue
+                nxt = j < M and need[i][j + 1]
+                down = i < NUM_SCALES - 1 and self._on_pvt_path(i, j) and need[i + 1][j]
+                need[i][j] = nxt or down
+        return need
+
+    # ------------------------------------------------------------------ stage runs
+    def _run_stage_dense(self, i, j, x, hw, g):
+        """Training: every token computed, kept ones (``g``) written (straight-through)."""
+        n = x.shape[1]
+        pos = torch.arange(n, device=x.device).expand(x.shape[0], n)
+        index = torch.where(g > 0, pos, torch.full_like(pos, -1))
+        gm = g[..., None]
+        for blk in self.stages[i][j]:
+            y = blk.attn_residual(x, hw)
+            z = blk.ffn_residual(y, hw, index)
+            x = x + gm * (z - x)
+        return x
+
+    def _run_stage_sparse(self, i, j, x, hw, keep):
+        """Eval: only the kept tokens run (gathered per image, keys from the whole map)."""
+        counts = keep.sum(1)
+        sel = counts > 0
+        if not bool(sel.any()):
+            return x
+        all_sel = bool(sel.all())
+        xs = x if all_sel else x[sel]
+        ks = keep if all_sel else keep[sel]
+        ts = make_token_set(ks)
+        qidx = torch.where(ts.mask, ts.index, torch.full_like(ts.index, -1))
+        for blk in self.stages[i][j]:
+            q = gather_tokens(xs, ts)
+            q = blk(xs, hw, query=q, query_index=qidx)
+            xs = scatter_tokens(q, ts, xs)
+        if all_sel:
+            return xs
+        out = x.clone()
+        out[sel] = xs
+        return out
+
+    def _run_down(self, i, j, x, hw, c):
+        """``c * P(x)``; in eval only the images whose column gate is on run."""
+        if self.training:
+            return c[:, None, None] * self.downs[i][j](x, hw)
+        sel = c > 0
+        out_hw = self.downs[i][j].embed.out_shape(hw)
+        out = x.new_zeros(x.shape[0], out_hw[0] * out_hw[1], self.embed_dims[i + 1])
+        if bool(sel.all()):
+            return self.downs[i][j](x, hw)
+        if bool(sel.any()):
+            out[sel] = self.downs[i][j](x[sel], hw)
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Images ``[B, C, H, W]`` -> a tuple of NCHW maps, one per ``out_indices`` scale."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'DiT expects [B, {self.in_channels}, H, W] images, '
+                             f'got {tuple(x.shape)}')
+        img_shape = tuple(x.shape[-2:])
+        costs = self._costs(img_shape)
+        shapes = costs['shapes']
+        M, S = self.num_stages, NUM_SCALES
+        b = x.shape[0]
+        dev = x.device
+        train = self.training
+        need = self._needed()
+        gated = self._gated() and not self.force_full and self.fixed_decisions is None
+
+        tokens, _ = self.stem(x)
+        feats = [[None] * (M + 1) for _ in range(S)]   # node maps [B, N, C]
+        alive = [[None] * (M + 1) for _ in range(S)]   # [B] 0/1 (with ST grad in training)
+        row_out = [[None] * (M + 1) for _ in range(S)]
+        col_out = [[None] * (M + 1) for _ in range(S)]
+        row_alive = [[None] * (M + 1) for _ in range(S)]
+        col_alive = [[None] * (M + 1) for _ in range(S)]
+        flops = torch.full((b, ), float(costs['stem']), dtype=torch.float64, device=dev)
+        exp_cost = tokens.new_full((b, ), float(costs['stem']))
+        kept_tok = torch.zeros(b, dtype=torch.float64, device=dev)
+        all_tok = 0
+        params = self.param_groups() if not train else None
+        vparams = torch.full((b, ), float(params['stem'] + sum(params['out_norms'])),
+                             dtype=torch.float64, device=dev) if params else None
+        maps, stats = {}, {}
+
+        for j in range(M + 1):
+            for i in range(S):
+                hw = shapes[i]
+                n_tok = hw[0] * hw[1]
+                if j < M:
+                    all_tok += n_tok
+                # ---- node value (Eq. 4)
+                if i == 0 and j == 0:
+                    f, a = tokens, tokens.new_ones(b)
+                else:
+                    f, a = None, None
+                    if j > 0 and row_out[i][j - 1] is not None:
+                        f, a = row_out[i][j - 1], row_alive[i][j - 1]
+                    if i > 0 and col_out[i - 1][j] is not None:
+                        cf, ca = col_out[i - 1][j], col_alive[i - 1][j]
+                        f = cf if f is None else f + cf
+                        a = ca if a is None else 1 - (1 - a) * (1 - ca)
+                if f is None or not need[i][j] or not bool((a > 0).any()):
+                    if j < M:
+                        maps[f'row_{i}_{j}'] = torch.zeros(b, *hw, device=dev)
+                    if i < S - 1:
+                        maps[f'col_{i}_{j}'] = torch.zeros(b, 1, 1, device=dev)
+                    continue
+                feats[i][j], alive[i][j] = f, a
+                a_hard = (a > 0).to(torch.float64).detach()
+                # ---- row path B[i][j]
+                if j < M and (need[i][j + 1]):
+                    g = self._row_decision(i, j, f, hw) * a[:, None]
+                    if train:
+                        row_out[i][j] = self._run_stage_dense(i, j, f, hw, g)
+                    else:
+                        row_out[i][j] = self._run_stage_sparse(i, j, f, hw, g > 0)
+                    row_alive[i][j] = a
+                    kept = (g > 0).sum(1)
+                    kept_tok += kept.double()
+                    blk_f = sum(blk.flops(kept.double(), hw) for blk in self.stages[i][j])
+                    blk_f = torch.where(kept > 0, blk_f, torch.zeros_like(blk_f))
+                    gate_f = costs['row_gate'][i] if self._row_gate_runs() else 0
+                    flops += blk_f + gate_f * a_hard
+                    exp_cost = exp_cost + a * (g.mean(1) * costs['row'][i][j] + gate_f)
+                    maps[f'row_{i}_{j}'] = g.detach().reshape(b, *hw)
+                    if vparams is not None:
+                        vparams += (kept > 0).double() * params['stages'][i][j]
+                        if self._row_gate_runs() or (self.row_mode == 'static'
+                                                     and not self.force_full):
+                            vparams += a_hard * params['row_gates'][i][j]
+                elif j < M:
+                    maps[f'row_{i}_{j}'] = torch.zeros(b, *hw, device=dev)
+                # ---- column path P[i][j]
+                if i < S - 1 and need[i + 1][j]:
+                    c = self._col_decision(i, j, f) * a
+                    if bool((c > 0).any()):
+                        col_out[i][j] = self._run_down(i, j, f, hw, c)
+                        col_alive[i][j] = c
+                    gate_f = costs['col_gate'][i] if self._col_gate_runs() else 0
+                    c_hard = (c > 0).double().detach()
+                    flops += c_hard * costs['col'][i][j] + gate_f * a_hard
+                    exp_cost = exp_cost + c * costs['col'][i][j] + a * gate_f
+                    maps[f'col_{i}_{j}'] = c.detach().reshape(b, 1, 1)
+                    if vparams is not None:
+                        vparams += c_hard * params['downs'][i][j]
+                        if self._col_gate_runs() or (self.col_mode == 'static'
+                                                     and not self.force_full):
+                            vparams += a_hard * params['col_gates'][i][j]
+                elif i < S - 1:
+                    maps[f'col_{i}_{j}'] = torch.zeros(b, 1, 1, device=dev)
+
+        outs = []
+        for i in self.out_indices:
+            j = self.out_column(i)
+            f = feats[i][j]
+            if f is None:  # nothing reached this output: zeros
+                hw = shapes[i]
+                outs.append(tokens.new_zeros(b, self.embed_dims[i], *hw)
+                            + 0 * tokens.sum())
+                continue
+            outs.append(nlc_to_nchw(self.out_norms[i](f), shapes[i]))
+
+        ratio = exp_cost / costs['base']
+        stats = dict(kept_ratio=kept_tok / max(all_tok, 1),
+                     flops_ratio=flops / self.static_flops(img_shape),
+                     pvt_ratio=flops / costs['base'])
+        if vparams is not None:
+            self.last_valid_params = vparams
+            stats['param_ratio'] = vparams / params['total']
+        self.record_dynamic(flops, stats, expected_cost=ratio if train else None, maps=maps)
+        if train and gated:
+            self.set_aux_losses({self.budget_loss.loss_name: self.budget_loss(ratio)})
+        return tuple(outs)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._base[0].train(mode)
+        return self

@@ -1,0 +1,2 @@
+
+from .dvt import DVTClassifier  # noqa: F401

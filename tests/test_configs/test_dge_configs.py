@@ -1,0 +1,191 @@
+"""configs/dge: every config loads with the paper's recipe, builds (tiny widths) and runs a
+forward and a training step; the DGE ones add the budget loss to the loss dict."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.model.utils import revert_sync_batchnorm
+from mmengine.registry import MODELS, init_default_scope
+
+from mmdyn.analysis.complexity import default_data_samples, generated_batch
+from mmdyn.models.utils.records import attach_dynamic_records
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DGE_DIR = osp.join(REPO, 'configs', 'dge')
+
+TINY_PVT = dict(embed_dims=[16, 16, 32, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
+                mlp_ratios=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1])
+
+
+def all_configs():
+    return sorted(osp.basename(p) for p in glob.glob(osp.join(DGE_DIR, '*.py')))
+
+
+def load(name):
+    return Config.fromfile(osp.join(DGE_DIR, name))
+
+
+def build(cfg, tiny=True):
+    if tiny:
+        bb = cfg.model.backbone
+        bb.arch = dict(TINY_PVT)
+        bb.init_cfg = None
+        if 'neck' in cfg.model and cfg.model.neck and 'in_channels' in cfg.model.neck:
+            cfg.model.neck.in_channels = [16, 16, 32, 32]
+        if cfg.model.head is not None if 'head' in cfg.model else False:
+            cfg.model.head.in_channels = 32
+    init_default_scope(cfg.default_scope)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    if tiny:
+        model.init_weights()
+    return model
+
+
+def test_every_config_listed_in_readme():
+    readme = open(osp.join(DGE_DIR, 'README.md')).read()
+    names = all_configs()
+    assert len(names) >= 6
+    for n in names:
+        assert n in readme, n
+
+
+@pytest.mark.parametrize('name', all_configs())
+def test_common_settings(name):
+    cfg = load(name)
+    assert cfg.custom_imports == dict(imports=['mmdyn'], allow_failed_imports=False)
+    bb = cfg.model.backbone
+    if 'dge' in name:
+        assert bb.type == 'mmdyn.DGEPVT' and bb.get('dge', True)
+        assert tuple(bb.granularities) == (1, 2, 4) and bb.budget_weight == 1.0
+        assert bb.budget == (float(name.split('gamma')[1].split('_')[0]) if 'gamma' in name
+                             else 0.5)
+        assert dict(type='mmdyn.DynamicStatsHook') in cfg.custom_hooks
+        ev = cfg.val_evaluator
+        assert any(e['type'] == 'mmdyn.ComplexityMetric' for e in ev)
+        assert cfg.find_unused_parameters is True
+    else:  # the static host (DGEPVT with dge=False has exactly PVT's parameters)
+        assert bb.type == 'mmdyn.PVT' or (bb.type == 'mmdyn.DGEPVT' and bb.dge is False)
+    assert bb.arch == 'small'
+
+
+def test_ade20k_recipe():
+    cfg = load('fpn_dge-pvt-s_4xb8-80k_ade20k-512x512.py')
+    assert cfg.default_scope == 'mmseg'
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr) == ('AdamW', 1e-4)
+    (sched, ) = cfg.param_scheduler
+    assert (sched.type, sched.power, sched.eta_min, sched.end) == ('PolyLR', 0.9, 0.0, 80000)
+    assert cfg.train_cfg.max_iters == 80000 and cfg.train_dataloader.batch_size * 4 == 32
+    assert cfg.crop_size == (512, 512)
+    resize = [t for t in cfg.train_pipeline if t.type == 'RandomResize'][0]
+    assert resize.ratio_range == (0.5, 2.0)
+
+
+def test_coco_recipe():
+    cfg = load('mask-rcnn_dge-pvt-s_fpn_1x_coco.py')
+    assert cfg.default_scope == 'mmdet'
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr) == ('AdamW', 1e-4)
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 90000
+    step = [s for s in cfg.param_scheduler if s.type == 'MultiStepLR'][0]
+    assert step.milestones == [60000, 80000] and step.gamma == 0.1
+    assert cfg.train_dataloader.batch_size == 2
+    resize = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'Resize'][0]
+    assert min(resize.scale) == 768
+
+
+def test_imagenet_recipe():
+    cfg = load('dge-pvt-s_4xb256_in1k-256px.py')
+    assert cfg.default_scope == 'mmpretrain'
+    crop = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomResizedCrop']
+    assert crop[0].scale == 256
+    assert [t for t in cfg.test_dataloader.dataset.pipeline
+            if t.type == 'CenterCrop'][0].crop_size == 256
+    opt = cfg.optim_wrapper.optimizer
+    assert opt.type == 'AdamW' and opt.lr == pytest.approx(1e-3) and opt.weight_decay == 0.05
+    assert cfg.train_cfg.max_epochs == 300
+
+
+def _train_step_losses(model, inputs, samples):
+    model.train()
+    attach_dynamic_records(model)
+    return model(inputs, samples, mode='loss')
+
+
+@pytest.mark.parametrize('name', [n for n in all_configs() if 'ade20k' in n])
+def test_semantic_fpn_forward_and_step(name):
+    cfg = load(name)
+    model = build(cfg).eval()
+    inputs, samples = generated_batch(model, (64, 96), batch_size=2)
+    with torch.no_grad():
+        preds = model(inputs, samples, mode='predict')
+    assert preds[0].pred_sem_seg.data.shape == (1, 64, 96)
+    if 'dge' not in name:
+        return  # the static host trains as configs/baselines' do
+    for s in samples:
+        from mmengine.structures import PixelData
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 64, 96)))
+    losses = _train_step_losses(model, inputs, samples)
+    assert torch.isfinite(losses['decode.loss_ce'])
+    if 'dge' in name:
+        assert 'loss_budget' in losses and losses['loss_budget'].requires_grad
+        total = sum(v for k, v in losses.items() if k.startswith('loss') or 'loss' in k)
+        total.backward()
+        gate = model.backbone.dge[0][0].gate.proj.weight
+        assert gate.grad is not None and gate.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('name', [n for n in all_configs() if 'coco' in n])
+def test_mask_rcnn_forward_and_step(name):
+    cfg = load(name)
+    model = build(cfg).eval()
+    inputs, samples = generated_batch(model, (64, 64), batch_size=1)
+    with torch.no_grad():
+        preds = model(inputs, samples, mode='predict')
+    assert preds[0].pred_instances.bboxes.shape[-1] == 4
+    if 'dge' not in name:
+        return
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    samples = default_data_samples(model, 1, (64, 64))
+    gt = InstanceData()
+    gt.bboxes = torch.tensor([[8., 8., 40., 48.]])
+    gt.labels = torch.tensor([3])
+    m = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    m[0, 8:48, 8:40] = 1
+    gt.masks = BitmapMasks(m.numpy(), 64, 64)
+    samples[0].gt_instances = gt
+    losses = _train_step_losses(model, inputs, samples)
+    assert torch.isfinite(losses['loss_mask'])
+    assert 'loss_budget' in losses
+
+
+@pytest.mark.parametrize('name', [n for n in all_configs() if 'in1k' in n])
+def test_imagenet_forward_and_step(name):
+    cfg = load(name)
+    model = build(cfg).eval()
+    inputs, samples = generated_batch(model, (64, 64), batch_size=2)
+    with torch.no_grad():
+        preds = model(inputs, samples, mode='predict')
+    assert preds[0].pred_score.shape == (1000, )
+    for s in samples:
+        s.set_gt_label(3)
+    cfg_aug = model.data_preprocessor  # batch augments run in the preprocessor in training
+    data = cfg_aug(dict(inputs=list((inputs * 0 + 100).to(torch.uint8)), data_samples=samples),
+                   training=True)
+    losses = _train_step_losses(model, data['inputs'], data['data_samples'])
+    assert torch.isfinite(losses['loss'])
+    assert ('loss_budget' in losses) == ('dge' in name)
+
+
+def test_full_size_pvt_s_build():
+    """The real PVT-S + DGE builds (meta device) with 16 gates of width C -> 3."""
+    cfg = load('fpn_dge-pvt-s_4xb8-80k_ade20k-512x512.py')
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = build(cfg, tiny=False)
+    bb = model.backbone
+    assert bb.depths == [3, 4, 6, 3] and len(bb.dge_layers()) == 16
+    assert bb.static_flops((512, 2048)) / 1e9 == pytest.approx(138.8, abs=0.1)

@@ -1,0 +1,59 @@
+"""What the README's first command installs, and that CI runs exactly the README's commands."""
+import importlib.metadata as md
+import os.path as osp
+import re
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _readme_commands():
+    text = open(osp.join(REPO, 'README.md')).read()
+    block = re.search(r'## Install and test\s+```bash\n(.*?)```', text, re.S)
+    assert block, 'README has no "Install and test" bash block'
+    return [ln.strip() for ln in block.group(1).splitlines() if ln.strip()]
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    first, second = _readme_commands()
+    ci = [ln.strip() for ln in open(osp.join(REPO, '.ci', 'run')).read().splitlines()
+          if ln.strip() and not ln.startswith('#') and not ln.startswith(('set ', 'cd '))]
+    assert ci == [first, second]
+
+
+@pytest.mark.parametrize('dist,version', [
+    ('torch', '2.13.0'), ('torchvision', '0.28.0'), ('mmengine', '0.10.7'), ('mmcv', '2.1.0'),
+    ('mmdet', '3.3.0'), ('mmsegmentation', '1.2.2'), ('mmpretrain', '1.2.0')])
+def test_pinned_versions(dist, version):
+    assert md.version(dist).split('+')[0] == version
+
+
+def test_numpy_below_2_and_setuptools_with_pkg_resources():
+    import numpy
+    assert int(numpy.__version__.split('.')[0]) < 2
+    assert int(md.version('setuptools').split('.')[0]) < 82
+    import pkg_resources  # noqa: F401  (mmengine's `mmdet::` bases and mmcv's build need it)
+
+
+def test_compiled_ops_and_codebases_import():
+    import torch
+    from mmcv.ops import nms, RoIAlign  # compiled ops
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
+    _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
+    assert keep.tolist() == [0, 2]
+    from torchvision.ops import nms as tv_nms
+    assert tv_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist() == [0, 2]
+    roi = RoIAlign((2, 2), 1.0, 0)(torch.ones(1, 1, 8, 8), torch.tensor([[0., 0., 0., 4., 4.]]))
+    assert torch.allclose(roi, torch.ones(1, 1, 2, 2))
+    import ftfy  # noqa: F401
+    import mmdet.models  # noqa: F401
+    import mmpretrain.models  # noqa: F401
+    import mmseg.models  # noqa: F401
+    import regex  # noqa: F401
+
+
+def test_mmdyn_is_installed_editable_from_this_checkout():
+    import mmdyn
+    assert osp.dirname(osp.abspath(mmdyn.__file__)) == osp.join(REPO, 'mmdyn')
+    assert md.version('mmdyn') == mmdyn.__version__

@@ -1,0 +1,397 @@
+"""DGE (dynamic grained encoder): the encoder, the PVT / DeiT hosts, budget, FLOPs, loading."""
+import math
+
+import pytest
+import torch
+
+from mmdyn.models.backbones import PVT, ViT
+from mmdyn.models.backbones.dge import DGEPVT, DGEViT, DynamicGrainedEncoder
+from mmdyn.models.layers.region_pool import region_pool_tokens
+from mmdyn.models.layers.transformer_blocks import PVTBlock, ViTBlock
+from mmdyn.registry import MODELS
+
+TINY_PVT = dict(embed_dims=[16, 16, 32, 32], depths=[1, 2, 1, 1], num_heads=[1, 1, 2, 2],
+                mlp_ratios=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1])
+TINY_VIT = dict(embed_dims=32, depth=3, num_heads=2, mlp_ratio=2)
+
+
+def randomize_gates(model, seed=0, std=1.0):
+    """Gates with random weights and no bias: the argmax varies over regions and images."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.dge_layers():
+            w = m.gate.proj.weight
+            w.copy_(torch.randn(w.shape, generator=g) * std)
+            m.gate.proj.bias.zero_()
+    return model
+
+
+def random_choice(seed=0):
+    """A forced choice mixing every granularity: region ``r`` gets ``(r + seed) mod K``."""
+
+    def fn(logits):
+        n = logits[..., 0].numel()
+        return ((torch.arange(n) + seed) % logits.shape[-1]).reshape(logits.shape[:-1])
+
+    return fn
+
+
+def pvt_pair(**kw):
+    torch.manual_seed(0)
+    dyn = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0., **kw)
+    dyn.init_weights()
+    static = PVT(arch=dict(TINY_PVT), drop_path_rate=0.)
+    missing, unexpected = static.load_state_dict(dyn.state_dict(), strict=False)
+    assert not missing and all('.gate.' in k for k in unexpected)
+    return dyn.eval(), static.eval()
+
+
+def vit_pair(**kw):
+    torch.manual_seed(0)
+    dyn = DGEViT(arch=dict(TINY_VIT), img_size=64, **kw)
+    dyn.init_weights()
+    static = ViT(arch=dict(TINY_VIT), img_size=64)
+    missing, unexpected = static.load_state_dict(dyn.state_dict(), strict=False)
+    assert not missing and all('.gate.' in k for k in unexpected)
+    return dyn.eval(), static.eval()
+
+
+# ----------------------------------------------------------------------------- static equality
+@pytest.mark.parametrize('shape', [(64, 64), (100, 76)])
+def test_pvt_granularity_one_equals_static(shape):
+    dyn, static = pvt_pair()
+    x = torch.randn(2, 3, *shape)
+    with torch.no_grad():
+        ref = static(x)
+        dyn.force_choice(('phi', 1))  # every region at granularity 1, routed through DGE
+        out = dyn(x)
+        dyn.force_choice(None)
+        dyn.force_full = True
+        full = dyn(x)
+        dyn.force_full = False
+    for r, o, f in zip(ref, out, full):
+        assert o.shape == r.shape
+        assert (o - r).abs().max() <= 1e-5
+        assert torch.equal(f, r)
+    assert torch.allclose(dyn.last_stats['kept_ratio'], torch.ones(2, dtype=torch.float32))
+    assert torch.equal(dyn.last_flops, torch.full((2, ), float(static.static_flops(shape)),
+                                                  dtype=torch.float64))
+
+
+def test_vit_granularity_one_equals_static():
+    dyn, static = vit_pair()
+    x = torch.randn(2, 3, 80, 64)  # 5 x 4 tokens: the region grid is padded at the bottom
+    with torch.no_grad():
+        ref = static(x)[0]
+        dyn.force_choice(0)
+        out = dyn(x)[0]
+    assert out.shape == ref.shape == (2, 32, 5, 4)
+    assert (out - ref).abs().max() <= 1e-5
+
+
+def test_dge_off_is_static():
+    dyn = DGEPVT(arch=dict(TINY_PVT), dge=False, drop_path_rate=0.)
+    static = PVT(arch=dict(TINY_PVT), drop_path_rate=0.)
+    assert set(dyn.state_dict()) == set(static.state_dict())
+    static.load_state_dict(dyn.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(dyn.eval()(x), static.eval()(x)))
+    assert dyn.expected_cost is None and dyn.dge_layers() == []
+
+
+# ----------------------------------------------------------------------------- encoder semantics
+def test_encoder_pools_queries_and_unpools_updates():
+    """A 6x10 map, S=4 (padded to 8x12), every region at granularity 2: each 2x2 patch gets the
+    block's update of its average, broadcast over its tokens."""
+    torch.manual_seed(0)
+    blk = PVTBlock(8, 2, mlp_ratio=2, sr_ratio=2, use_conv_ffn=False).eval()
+    enc = DynamicGrainedEncoder(8, (1, 2, 4)).eval()
+    enc.forced_choice = 1
+    hw = (6, 10)
+    x = torch.randn(2, 60, 8)
+    with torch.no_grad():
+        out, info = enc(blk, x, hw)
+        q, grid = region_pool_tokens(x, hw, 2)
+        assert grid == (3, 5)
+        delta = blk(x, hw, query=q) - q
+        ref = x + delta.reshape(2, 3, 5, 8).repeat_interleave(2, 1).repeat_interleave(
+            2, 2).reshape(2, 60, 8)
+    assert (out - ref).abs().max() <= 1e-5
+    assert info['grid'] == (2, 3)
+    assert info['num_queries'].tolist() == [15., 15.]
+    # query counts of border regions: 4x4 real tokens -> 4, 2x2 -> 1 (rows 4..5, cols 8..9)
+    counts = enc.query_counts(hw)
+    assert counts[..., 1].tolist() == [[4, 4, 2], [2, 2, 1]]
+    assert counts[..., 0].sum() == 60 and counts[..., 2].sum() == 6
+
+
+def test_skip_granularity_zero_passes_tokens_through():
+    torch.manual_seed(0)
+    blk = ViTBlock(8, 2, mlp_ratio=2).eval()
+    enc = DynamicGrainedEncoder(8, (0, 1)).eval()
+    assert enc.granularities == (1, 0) and enc.region_size == 1
+    enc.forced_choice = 1  # phi = 0 everywhere
+    x = torch.randn(1, 1 + 12, 8)
+    with torch.no_grad():
+        out, info = enc(blk, x, (3, 4), num_extra=1)
+        ref_cls = blk(x, (3, 4), query=x[:, :1])
+    assert torch.equal(out[:, 1:], x[:, 1:])  # no query: the patch tokens are unchanged
+    assert (out[:, :1] - ref_cls).abs().max() <= 1e-6  # the cls token still runs
+    assert info['num_queries'].tolist() == [1.]
+
+
+def test_layer_wise_routing():
+    dyn, static = pvt_pair(layer_wise=True)
+    dyn = randomize_gates(dyn)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        dyn(x)
+        for name, m in dyn.last_maps.items():
+            assert m.shape == (2, 1, 1)  # one decision per layer and image
+        dyn.force_choice(0)
+        out = dyn(x)
+        ref = static(x)
+    assert all((a - b).abs().max() <= 1e-5 for a, b in zip(out, ref))
+
+
+# ----------------------------------------------------------------------------- modes agree
+@pytest.mark.parametrize('path', ['dense', 'sparse'])
+@pytest.mark.parametrize('host', ['pvt', 'vit'])
+def test_train_and_eval_agree_with_fixed_gate(path, host):
+    dyn, _ = pvt_pair(train_path=path) if host == 'pvt' else vit_pair(train_path=path)
+    dyn.force_choice(random_choice(3))
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        ev = dyn.eval()(x)
+        ev_flops = dyn.last_flops.clone()
+        tr = dyn.train()(x)
+        tr_flops = dyn.last_flops.clone()
+    assert 0.3 < float(dyn.last_stats['kept_ratio'].mean()) < 0.9  # really mixed
+    for a, b in zip(ev, tr):
+        assert (a - b).abs().max() <= 1e-5
+    # training records the cost of the chosen queries (what eval runs)
+    assert torch.equal(ev_flops, tr_flops)
+
+
+def test_image_alone_equals_image_in_batch():
+    dyn, _ = pvt_pair()
+    dyn = randomize_gates(dyn)
+    x = torch.randn(3, 3, 96, 64)
+    with torch.no_grad():
+        batch = dyn(x)
+        bflops = dyn.last_flops.clone()
+        maps = {k: v.clone() for k, v in dyn.last_maps.items()}
+        for i in range(3):
+            alone = dyn(x[i:i + 1])
+            for a, b in zip(alone, batch):
+                assert (a[0] - b[i]).abs().max() <= 1e-5
+            assert dyn.last_flops[0] == bflops[i]
+            for k in maps:
+                assert torch.equal(dyn.last_maps[k][0], maps[k][i])
+    assert len(set(bflops.tolist())) > 1  # the images cost different amounts
+
+
+def test_dense_training_gradients_reach_gate_and_budget():
+    dyn, _ = pvt_pair()
+    dyn.train()
+    x = torch.randn(2, 3, 64, 64)
+    out = dyn(x)
+    assert set(dyn.aux_losses) == {'loss_budget'}
+    beta = dyn.expected_cost
+    assert beta.shape == (2, ) and beta.requires_grad
+    assert torch.allclose(dyn.aux_losses['loss_budget'],
+                          (beta.float().mean() - 0.5) ** 2)
+    task = sum(o.pow(2).mean() for o in out)
+    g_task = torch.autograd.grad(task, dyn.dge[1][0].gate.proj.weight, retain_graph=True)[0]
+    g_budget = torch.autograd.grad(dyn.aux_losses['loss_budget'],
+                                   dyn.dge[1][0].gate.proj.weight)[0]
+    assert g_task.abs().sum() > 0 and g_budget.abs().sum() > 0
+    dyn.eval()
+    with torch.no_grad():
+        dyn(x)
+    assert dyn.aux_losses == {}
+
+
+# ----------------------------------------------------------------------------- budget and FLOPs
+def test_beta_matches_eq7():
+    """DeiT: every layer costs the same per query, so beta is the query ratio."""
+    dyn, _ = vit_pair(budget=0.25)
+    x = torch.randn(2, 3, 64, 64)  # 4 x 4 tokens + cls, one 4x4 region
+    dyn.train()
+    dyn.force_choice(('phi', 4))
+    dyn(x)
+    assert torch.allclose(dyn.expected_cost, torch.full((2, ), 2 / 17, dtype=torch.float64))
+    assert dyn.aux_losses['loss_budget'].item() == pytest.approx((2 / 17 - 0.25) ** 2, rel=1e-5)
+    dyn.force_choice(('phi', 2))
+    dyn(x)
+    assert torch.allclose(dyn.expected_cost, torch.full((2, ), 5 / 17, dtype=torch.float64))
+
+
+def test_realised_flops_independent_count():
+    dyn, static = pvt_pair()
+    dyn = randomize_gates(dyn, seed=1)
+    shape = (96, 64)
+    x = torch.randn(2, 3, *shape)
+    with torch.no_grad():
+        dyn(x)
+    flops = dyn.last_flops
+    # independent count from the decision maps: queries per region from the real extent
+    expected = torch.zeros(2, dtype=torch.float64)
+    hw = shape
+    for i, st in enumerate(dyn.stages):
+        expected += st.patch_embed.flops(hw)
+        hw = st.patch_embed.out_shape(hw)
+        for j, blk in enumerate(st.blocks):
+            phi = dyn.last_maps[f'stage{i}.block{j}']  # [B, gh, gw]
+            nq = torch.zeros(2, dtype=torch.float64)
+            for r in range(phi.shape[1]):
+                for c in range(phi.shape[2]):
+                    rows, cols = min(4, hw[0] - 4 * r), min(4, hw[1] - 4 * c)
+                    for b in range(2):
+                        p = int(phi[b, r, c])
+                        nq[b] += math.ceil(rows / p) * math.ceil(cols / p)
+            gates = phi.shape[1] * phi.shape[2] * blk.embed_dims * 3
+            expected += torch.tensor([float(blk.flops(int(n), hw)) for n in nq]) + gates
+    assert torch.equal(flops, expected)
+    assert (flops < static.static_flops(shape)).all()
+    # coarser choices cost less, and the ratio is recorded
+    with torch.no_grad():
+        costs = []
+        for k in range(3):
+            dyn.force_choice(k)
+            dyn(x)
+            costs.append(float(dyn.last_flops[0]))
+    assert costs[0] > costs[1] > costs[2]
+    assert dyn.last_stats['flops_ratio'][0].item() == pytest.approx(
+        costs[2] / static.static_flops(shape), rel=1e-6)
+
+
+def test_pvt_small_dge_adds_12k_params():
+    """Table 1: PVT-S + DGE adds about 8.1K / 12.1K / 16.1K parameters for |Phi| = 2 / 3 / 4.
+    Ours: one linear C -> K per block, sum_l (C_l + 1) K = 4176 K (8.4K / 12.5K / 16.7K)."""
+    with torch.device('meta'):
+        base = sum(p.numel() for p in DGEPVT('small', dge=False).parameters())
+        for phi, paper in (((0, 1), 8.1e3), ((1, 2), 8.1e3), ((1, 2, 4), 12.1e3),
+                           ((1, 2, 4, 8), 16.1e3)):
+            extra = sum(p.numel() for p in DGEPVT('small', granularities=phi).parameters()) - base
+            assert extra == 4176 * len(phi)
+            assert abs(extra - paper) / paper < 0.04
+        assert base == sum(p.numel() for p in PVT('small').parameters())
+
+
+# ----------------------------------------------------------------------------- build and errors
+def test_registry_and_archs():
+    for arch in ('tiny', 'small', 'medium', 'large'):
+        with torch.device('meta'):
+            m = MODELS.build(dict(type='mmdyn.DGEPVT', arch=arch))
+        assert len(m.dge_layers()) == sum(m.depths)
+    for arch, c in (('deit-t', 192), ('deit-s', 384), ('deit-b', 768)):
+        with torch.device('meta'):
+            m = MODELS.build(dict(type='mmdyn.DGEViT', arch=arch))
+        assert m.embed_dims == c and len(m.dge_layers()) == 12
+        assert m.dge[0].gate.proj.weight.shape == (3, c)
+
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(granularities=(1, 3, 4)), 'do not divide'),
+    (dict(granularities=(1, 2), region_size=3), 'do not divide'),
+    (dict(granularities=()), 'must not be empty'),
+    (dict(granularities=(1, )), 'at least two'),
+    (dict(granularities=(1, 1, 2)), 'distinct'),
+    (dict(budget=-0.1), r'\[0, 1\]'),
+    (dict(budget=1.5), r'\[0, 1\]'),
+    (dict(train_path='fast'), 'train_path'),
+    (dict(layer_wise=True, region_size=4), 'not both'),
+])
+def test_bad_input(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        DGEPVT(arch=dict(TINY_PVT), **kw)
+    with pytest.raises(ValueError, match=msg):
+        MODELS.build(dict(type='mmdyn.DGEViT', arch=dict(TINY_VIT), **kw))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _pvt_to_official_v1(sd):
+    """mmdyn PVT v1 keys -> whai362 PVT v1 keys (test-side inverse, with a stage-4 cls slot)."""
+    out = {}
+    for k, v in sd.items():
+        if '.gate.' in k:
+            continue
+        parts = k.split('.')
+        s = int(parts[1]) + 1
+        if parts[2] == 'patch_embed':
+            out[f'patch_embed{s}.' + ('proj' if parts[3] == 'projection' else 'norm') + '.' +
+                parts[4]] = v
+        elif parts[2] == 'pos_embed':
+            out[f'pos_embed{s}'] = torch.cat([torch.randn(1, 1, v.shape[-1]), v], 1) \
+                if s == 4 else v
+        else:
+            out[f'block{s}.{parts[3]}.' + '.'.join(parts[4:]).replace('ffn.', 'mlp.')] = v
+    out['cls_token'] = torch.randn(1, 1, 32)
+    out['head.weight'] = torch.randn(10, 32)
+    return out
+
+
+def _vit_to_timm(sd):
+    out = {}
+    for k, v in sd.items():
+        if '.gate.' in k:
+            continue
+        k2 = k.replace('patch_embed.projection', 'patch_embed.proj').replace('.ffn.', '.mlp.')
+        if '.attn.q.' in k:
+            kv = sd[k.replace('.attn.q.', '.attn.kv.')]
+            out[k2.replace('.attn.q.', '.attn.qkv.')] = torch.cat([v, kv], 0)
+        elif '.attn.kv.' in k:
+            continue
+        else:
+            out[k2] = v
+    return out
+
+
+def test_loads_official_pvt_v1_checkpoint(tmp_path):
+    _, static = pvt_pair()
+    with torch.no_grad():
+        for p in static.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    f = tmp_path / 'pvt_small.pth'
+    torch.save(_pvt_to_official_v1(static.state_dict()), f)
+    dyn = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0.,
+                 init_cfg=dict(type='Pretrained', checkpoint=str(f)))
+    dyn.init_weights()
+    gate = dyn.dge[0][0].gate.proj
+    assert gate.bias[0] > gate.bias[1]  # the gate kept its own init (finest first)
+    x = torch.randn(1, 3, 64, 64)
+    dyn.eval().force_choice(0)
+    with torch.no_grad():
+        assert all((a - b).abs().max() <= 1e-5 for a, b in zip(dyn(x), static(x)))
+
+
+def test_loads_deit_checkpoint(tmp_path):
+    _, static = vit_pair()
+    with torch.no_grad():
+        for p in static.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    f = tmp_path / 'deit.pth'
+    torch.save({'model': _vit_to_timm(static.state_dict())}, f)
+    dyn = DGEViT(arch=dict(TINY_VIT), img_size=64,
+                 init_cfg=dict(type='Pretrained', checkpoint=str(f)))
+    dyn.init_weights()
+    x = torch.randn(1, 3, 64, 64)
+    dyn.eval().force_choice(0)
+    with torch.no_grad():
+        assert (dyn(x)[0] - static(x)[0]).abs().max() <= 1e-5
+
+
+def test_dge_classifier_backbone_loads_into_dense_model(tmp_path):
+    """A trained DGE classifier's checkpoint (keys under ``backbone.``) loads through init_cfg
+    with ``prefix='backbone.'``, gates included."""
+    src, _ = pvt_pair()
+    src = randomize_gates(src, seed=5)
+    f = tmp_path / 'cls.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in src.state_dict().items()}}, f)
+    dst = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0.,
+                 init_cfg=dict(type='Pretrained', checkpoint=str(f), prefix='backbone.'))
+    dst.init_weights()
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k

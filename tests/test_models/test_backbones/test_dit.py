@@ -1,0 +1,345 @@
+"""DiT: routing space, gates, exactness against PVTv2, token skipping, FLOPs and budget."""
+import copy
+
+import pytest
+import torch
+
+from mmdyn.models.backbones.dit import DEFAULT_MU, DiT
+from mmdyn.models.backbones.pvt import PVTv2
+from mmdyn.models.utils.dynamic import full_compute
+from mmdyn.registry import MODELS
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny maps: one thread is faster than contended intra-op parallelism."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 1, 2],
+            mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 2, 1])
+
+
+def tiny(**kw):
+    kw.setdefault('drop_path_rate', 0.)
+    m = DiT(arch=copy.deepcopy(TINY), **kw)
+    m.init_weights()
+    return m
+
+
+def shake_gates(m, std=2.0, seed=0):
+    """Random gate weights so that decisions differ per token and per image."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for gates in list(m.row_gates) + list(m.col_gates):
+            for gate in gates:
+                gate.proj.weight.copy_(torch.randn(gate.proj.weight.shape, generator=g) * std)
+                gate.proj.bias.copy_(torch.tensor([0., 0.5]))
+
+
+def random_fixed(m, b, img_shape, p_row=0.6, p_col=0.6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = m.scale_shapes(img_shape)
+    fixed = {}
+    for i, hw in enumerate(shapes):
+        for j in range(m.num_stages):
+            fixed[('row', i, j)] = (torch.rand(b, hw[0] * hw[1], generator=g) < p_row).float()
+        if i < 3:
+            for j in range(m.num_stages + 1):
+                fixed[('col', i, j)] = (torch.rand(b, generator=g) < p_col).float()
+    return fixed
+
+
+def test_pvtv2_path_equals_pvtv2():
+    """Row gates all on + only the PVTv2 staircase's column gates on == PVTv2 (same weights),
+    in eval and in training (no stochastic depth)."""
+    torch.manual_seed(0)
+    pvt = PVTv2(arch=copy.deepcopy(TINY), drop_path_rate=0.)
+    pvt.init_weights()
+    dit = tiny()
+    dit.load_pvtv2(pvt, tile=False)
+    dit.set_routing('pvt')
+    x = torch.randn(2, 3, 61, 75)
+    for mode in (False, True):
+        pvt.train(mode)
+        dit.train(mode)
+        ref = pvt(x)
+        out = dit(x)
+        assert len(out) == 4
+        for a, b in zip(ref, out):
+            assert a.shape == b.shape
+            assert (a - b).abs().max() <= 1e-5
+    # realised cost of the path is exactly PVTv2's
+    dit.eval()
+    dit(x)
+    assert torch.allclose(dit.last_flops, torch.full((2, ), float(pvt.static_flops((61, 75))),
+                                                     dtype=torch.float64))
+    assert dit.base_flops((61, 75)) == pvt.static_flops((61, 75))
+
+
+def test_tiled_pvtv2_weights_fill_every_stage():
+    pvt = PVTv2(arch=copy.deepcopy(TINY), drop_path_rate=0.)
+    pvt.init_weights()
+    dit = tiny()
+    dit.load_pvtv2(pvt, tile=True)
+    for j in range(dit.num_stages):
+        assert torch.equal(dit.stages[2][j][0].ffn.fc1.weight,
+                           pvt.stages[2].blocks[0].ffn.fc1.weight)
+    for j in range(dit.num_stages + 1):
+        assert torch.equal(dit.downs[1][j].embed.projection.weight,
+                           pvt.stages[2].patch_embed.projection.weight)
+        assert torch.equal(dit.downs[1][j].norm.weight, pvt.stages[1].norm.weight)
+
+
+def test_alone_equals_batch_eval():
+    torch.manual_seed(1)
+    m = tiny()
+    shake_gates(m)
+    m.eval()
+    x = torch.randn(3, 3, 64, 64)
+    outs = m(x)
+    flops = m.last_flops.clone()
+    maps = {k: v.clone() for k, v in m.last_maps.items()}
+    # the images took different routes
+    assert not torch.equal(maps['row_0_0'][0], maps['row_0_0'][1])
+    assert flops.unique().numel() > 1
+    for b in range(3):
+        single = m(x[b:b + 1])
+        for o, s in zip(outs, single):
+            assert (o[b:b + 1] - s).abs().max() <= 1e-5
+        assert m.last_flops[0] == flops[b]
+        for k in maps:
+            assert torch.equal(m.last_maps[k][0], maps[k][b])
+
+
+def test_train_equals_eval_with_fixed_gates():
+    """Dense training computation (straight-through) == sparse eval with the same decisions."""
+    torch.manual_seed(2)
+    m = tiny()
+    x = torch.randn(2, 3, 64, 80)
+    m.fixed_decisions = random_fixed(m, 2, (64, 80))
+    m.train()
+    tr = m(x)
+    tr_flops = m.last_flops.clone()
+    m.eval()
+    ev = m(x)
+    for a, b in zip(tr, ev):
+        assert (a - b).abs().max() <= 1e-5
+    assert torch.equal(tr_flops, m.last_flops)
+
+
+def test_gate_gradients_and_budget_loss():
+    torch.manual_seed(3)
+    m = tiny(budget=0.5, budget_weight=2.0)
+    m.train()
+    x = torch.randn(2, 3, 64, 64)
+    out = m(x)
+    ratio = m.expected_cost
+    assert ratio.shape == (2, ) and ratio.requires_grad
+    loss = m.aux_losses['loss_budget']
+    assert torch.allclose(loss, 2.0 * ((ratio - 0.5) ** 2).mean())
+    (loss + sum(o.mean() for o in out)).backward()
+    assert m.row_gates[0][0].proj.weight.grad.abs().sum() > 0
+    assert m.row_gates[1][2].proj.weight.grad.abs().sum() > 0
+    assert m.col_gates[0][1].proj.weight.grad.abs().sum() > 0
+    assert m.stages[3][3][0].ffn.fc2.weight.grad.abs().sum() > 0
+    # the expected cost with hard decisions equals the realised cost with the stages'
+    # full cost scaled by the kept fraction (Eq. 5): bounded by the fully connected net
+    assert (ratio.detach() * m.base_flops((64, 64)) <= m.fully_flops((64, 64)) + 1).all()
+
+
+def test_realised_flops_match_block_count():
+    torch.manual_seed(4)
+    m = tiny()
+    m.eval()
+    x = torch.randn(2, 3, 64, 64)
+    shapes = m.scale_shapes((64, 64))
+
+    def count(fixed):
+        # independent count: every column on here, so every node is reached
+        tot = torch.full((2, ), float(m.stem.flops((64, 64))), dtype=torch.float64)
+        for i, hw in enumerate(shapes):
+            for j in range(m.num_stages):
+                k = fixed[('row', i, j)].sum(1)
+                for b in range(2):
+                    if k[b] > 0:
+                        tot[b] += sum(float(blk.flops(int(k[b]), hw)) for blk in m.stages[i][j])
+            if i < 3:
+                for j in range(m.num_stages + 1):
+                    tot += fixed[('col', i, j)].double() * m.downs[i][j].flops(hw)
+        return tot
+
+    dense = {k: torch.ones_like(v) for k, v in random_fixed(m, 2, (64, 64)).items()}
+    m.fixed_decisions = dense
+    m(x)
+    full = m.last_flops.clone()
+    assert torch.allclose(full, count(dense))
+    assert torch.allclose(full, torch.full((2, ), float(m.static_flops((64, 64))),
+                                           dtype=torch.float64))
+    sparse = random_fixed(m, 2, (64, 64), p_row=0.4, p_col=1.0 - 1e-7, seed=5)
+    sparse = {k: (v if k[0] == 'row' else torch.ones_like(v)) for k, v in sparse.items()}
+    m.fixed_decisions = sparse
+    m(x)
+    assert torch.allclose(m.last_flops, count(sparse))
+    assert (m.last_flops < full).all()
+    kept = sum(v.sum(1) for k, v in sparse.items() if k[0] == 'row')
+    total = sum(v.shape[1] for k, v in sparse.items() if k[0] == 'row')
+    assert torch.allclose(m.last_stats['kept_ratio'], (kept / total).float())
+
+
+def test_unreached_nodes_are_skipped():
+    """With every column gate off only scale 0 runs; the coarser outputs are zeros and cost
+    nothing."""
+    m = tiny(out_nodes='last')
+    m.eval()
+    x = torch.randn(1, 3, 64, 64)
+    fixed = random_fixed(m, 1, (64, 64), p_row=0.999999)
+    fixed = {k: (torch.ones_like(v) if k[0] == 'row' else torch.zeros_like(v))
+             for k, v in fixed.items()}
+    m.fixed_decisions = fixed
+    outs = m(x)
+    hw = m.scale_shapes((64, 64))[0]
+    expect = m.stem.flops((64, 64)) + sum(
+        float(blk.flops(hw[0] * hw[1], hw)) for j in range(4) for blk in m.stages[0][j])
+    assert m.last_flops.item() == pytest.approx(expect)
+    assert all(o.abs().max() == 0 for o in outs[1:])
+    assert m.last_maps['row_2_1'].sum() == 0
+
+
+def test_dynamic_flops_include_gates_and_fall():
+    torch.manual_seed(6)
+    m = tiny()
+    shake_gates(m)
+    m.eval()
+    x = torch.randn(2, 3, 64, 64)
+    m(x)
+    dyn = m.last_flops.clone()
+    with full_compute(m):
+        outs_full = m(x)
+        assert torch.allclose(m.last_flops, torch.full((2, ), float(m.static_flops((64, 64))),
+                                                       dtype=torch.float64))
+    assert (dyn < m.static_flops((64, 64))).all()
+    # "fully" routing is the force_full network
+    m.set_routing('fully')
+    for a, b in zip(m(x), outs_full):
+        assert torch.equal(a, b)
+
+
+def test_momentum_gate_weights_used_in_eval():
+    torch.manual_seed(7)
+    m = tiny()
+    shake_gates(m)
+    for gates in list(m.row_gates) + list(m.col_gates):
+        for g in gates:
+            g.momentum_update()
+    m.eval()
+    x = torch.randn(1, 3, 64, 64)
+    ref = m(x)
+    maps = {k: v.clone() for k, v in m.last_maps.items()}
+    with torch.no_grad():  # change the live weights only: eval still uses the EMA copy
+        for gates in m.row_gates:
+            for g in gates:
+                g.proj.weight.zero_()
+                g.proj.bias.copy_(torch.tensor([10., -10.]))
+    out = m(x)
+    for a, b in zip(ref, out):
+        assert torch.equal(a, b)
+    assert all(torch.equal(maps[k], m.last_maps[k]) for k in maps)
+    m.train()
+    m(x)  # training uses the live weights: every row gate now skips
+    assert all(m.last_maps[f'row_{i}_{j}'].sum() == 0 for i in range(4) for j in range(4))
+
+
+@pytest.mark.parametrize('out_nodes', ['pvt', 'last'])
+@pytest.mark.parametrize('size', [(64, 64), (57, 83)])
+def test_dense_outputs(out_nodes, size):
+    m = tiny(out_nodes=out_nodes)
+    shake_gates(m)
+    m.eval()
+    outs = m(torch.randn(1, 3, *size))
+    h, w = size
+    for i, o in enumerate(outs):
+        s = 4 * 2 ** i
+        assert o.shape == (1, TINY['embed_dims'][i], -(-h // s), -(-w // s))
+    cols = [m.out_column(i) for i in range(4)]
+    assert cols == ([1, 2, 3, 4] if out_nodes == 'pvt' else [4, 4, 4, 4])
+
+
+def test_ablation_routings():
+    torch.manual_seed(8)
+    x = torch.randn(2, 3, 64, 64)
+    m = tiny(routing='scale_only')
+    shake_gates(m)
+    m.eval()
+    m(x)
+    assert all(m.last_maps[f'row_0_{j}'].min() == 1 for j in range(4))
+    m.set_routing('depth_only')
+    m(x)
+    for i in range(3):
+        for j in range(5):
+            c = m.last_maps[f'col_{i}_{j}']
+            assert (c == float(j == i + 1)).all() or (j != i + 1 and c.sum() == 0)
+    m.set_routing('random')
+    m.random_keep = (0.5, 0.5)
+    m(x)
+    assert 0 < m.last_stats['kept_ratio'].mean() < 1
+    s = tiny(routing='static')
+    s.train()
+    out = s(x)
+    (sum(o.mean() for o in out) + s.aux_losses['loss_budget']).backward()
+    assert s.row_gates[0][0].logits.grad is not None
+    s.eval()
+    s(x)
+    # static masks: the same decisions for every image
+    assert torch.equal(s.last_maps['row_0_0'][0], s.last_maps['row_0_0'][1])
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match='unknown size'):
+        DiT(arch='b9')
+    for mu in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match='budget'):
+            DiT(arch=copy.deepcopy(TINY), budget=mu)
+    for m in (0, -1):
+        with pytest.raises(ValueError, match='num_stages'):
+            DiT(arch=copy.deepcopy(TINY), num_stages=m)
+    with pytest.raises(ValueError, match='routing'):
+        DiT(arch=copy.deepcopy(TINY), routing='nope')
+    with pytest.raises(ValueError, match='num_stages >= 4'):
+        DiT(arch=copy.deepcopy(TINY), num_stages=2, routing='pvt')
+    with pytest.raises(ValueError, match='expects'):
+        tiny()(torch.randn(1, 1, 32, 32))
+
+
+def test_other_num_stages():
+    for M in (1, 2, 6):
+        m = tiny(num_stages=M)
+        shake_gates(m)
+        m.eval()
+        outs = m(torch.randn(1, 3, 64, 64))
+        assert len(outs) == 4 and outs[3].shape == (1, 32, 2, 2)
+        assert len(m.stages[0]) == M and len(m.downs[0]) == M + 1
+
+
+def test_registry_and_sizes():
+    """Registered; B1..B5 have PVTv2's per-scale settings; the paper's mu per size; B2's
+    fully connected cost and parameter counts (meta device)."""
+    with torch.device('meta'):
+        m = MODELS.build(dict(type='mmdyn.DiT', arch='b2'))
+    assert isinstance(m, DiT)
+    assert m.depths == [3, 4, 6, 3] and m.embed_dims == [64, 128, 320, 512]
+    assert m.budget_loss.target == pytest.approx(0.95)
+    assert DEFAULT_MU['b5'] == pytest.approx(10.3 / 11.8)
+    fully = m.static_flops((224, 224)) / 1e9
+    assert fully == pytest.approx(16.22, abs=0.01)   # paper (Table 6): 15.6
+    assert abs(fully - 15.6) / 15.6 < 0.05
+    assert m.base_flops((224, 224)) / 1e9 == pytest.approx(4.03, abs=0.01)
+    pg = m.param_groups()
+    # every stage of scale i holds the PVTv2 stage's blocks
+    with torch.device('meta'):
+        pvt = PVTv2(arch='b2')
+    n3 = sum(p.numel() for p in pvt.stages[3].blocks.parameters())
+    assert all(n == n3 for n in pg['stages'][3])
+    assert pg['total'] / 1e6 == pytest.approx(101.3, abs=0.1)

@@ -1,0 +1,304 @@
+"""DoViT backbone: exactness against the static ViT, separate self-attention against a per-image
+reference, batch independence, realised FLOPs, records, errors."""
+import pytest
+import torch
+
+from mmdyn.models.backbones import DoViT, ViT
+from mmdyn.models.layers.attention import nlc_to_nchw
+from mmdyn.models.utils.dynamic import full_compute
+
+ARCH = dict(embed_dims=32, depth=6, num_heads=2, mlp_ratio=2)
+IMG = 64  # 4 x 4 = 16 patch tokens
+
+
+def _build(threshold=1.0, merge=True, out_indices=(1, 3, 5), decision_layers=(2, 4), seed=0,
+           num_classes=5, **kw):
+    torch.manual_seed(seed)
+    m = DoViT(arch=ARCH, num_classes=num_classes, decision_layers=decision_layers,
+              threshold=threshold, merge_tokens=merge, img_size=IMG, out_indices=out_indices,
+              **kw)
+    m.init_weights()
+    with torch.no_grad():  # spread the auxiliary confidences so that thresholds bite
+        for h in m.aux_heads:
+            h.weight.mul_(40.)
+    return m.eval()
+
+
+def _static_twin(m, out_indices=(1, 3, 5)):
+    v = ViT(arch=ARCH, img_size=IMG, out_indices=out_indices).eval()
+    missing, unexpected = v.load_state_dict(m.state_dict(), strict=False)
+    assert not missing and all(k.startswith('aux_heads.') for k in unexpected)
+    return v
+
+
+def _reference(m, img, thresholds):
+    """Independent per-image DoViT: a plain loop that runs every block on the kept tokens only
+    (no padding, no mask), Eq. 4/5 cumulative stops, Eq. 8 merging at decision points."""
+    x, hw = m.embed(img)
+    x = x[0]
+    n = x.shape[0]
+    keep = torch.ones(n, dtype=torch.bool)
+    outs, counts = [], []
+    dec = {d - 1: k for k, d in enumerate(m.decision_layers)}
+    for i, blk in enumerate(m.blocks):
+        idx = keep.nonzero()[:, 0]
+        counts.append(len(idx))
+        x = x.clone()
+        x[idx] = blk(x[idx][None])[0]
+        if i == m.depth - 1:
+            x = m.norm(x)
+        if i in m.out_indices:
+            outs.append(nlc_to_nchw(x[None, 1:], hw))
+        if i in dec:
+            k = dec[i]
+            conf = m.aux_heads[k](nlc_to_nchw(x[None, 1:], hw)).softmax(1).amax(1).flatten()
+            keep[1:] &= ~(conf > thresholds[k])
+            stopped = ~keep[1:]
+            if m.merge_tokens and stopped.any():
+                x = x.clone()
+                x[0] = (x[0] + x[1:][stopped].mean(0)) / 2
+    return outs, counts
+
+
+def _median_threshold(m, x):
+    """A threshold at the median confidence of the first decision point (images differ)."""
+    old = m.threshold
+    m.threshold = 1.0
+    with torch.no_grad():
+        m(x)
+    m.threshold = old
+    return safe_threshold(m.last_maps['conf_0'])
+
+
+def safe_threshold(conf):
+    """Midpoint of the widest gap between sorted confidences in their middle half: no token
+    sits near the threshold, so rounding cannot flip a decision between batch layouts."""
+    c = conf.flatten().sort().values.double()
+    n = len(c)
+    lo, hi = n // 4, 3 * n // 4
+    gaps = c[lo + 1:hi + 1] - c[lo:hi]
+    j = lo + int(gaps.argmax())
+    return float((c[j] + c[j + 1]) / 2)
+
+
+@pytest.mark.parametrize('merge', [True, False])
+def test_xi_one_equals_static_vit(merge):
+    m = _build(threshold=1.0, merge=merge)
+    v = _static_twin(m)
+    x = torch.randn(3, 3, IMG, IMG)
+    with torch.no_grad():
+        outs, ref = m(x), v(x)
+    assert len(outs) == 3
+    for a, b in zip(outs, ref):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(m.last_stats['kept_ratio'], torch.ones(3))
+    assert torch.allclose(m.last_stats['flops_ratio'], torch.ones(3))
+    assert len(m.aux_logits) == 2 and m.aux_logits[0].shape == (3, 5, 4, 4)
+
+
+def test_force_full_equals_static_vit_at_any_threshold():
+    m = _build(threshold=0.0)
+    v = _static_twin(m)
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad(), full_compute(m):
+        outs = m(x)
+        ref = v(x)
+    for a, b in zip(outs, ref):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(m.last_block_tokens, torch.full((2, 6), 17., dtype=torch.float64))
+    with torch.no_grad():  # outside the block the gates act again
+        m(x)
+    assert m.last_block_tokens[0, -1] == 1
+
+
+def test_everything_stopped_at_first_decision():
+    m = _build(threshold=0.0, out_indices=(5, ))
+    v = _static_twin(m, out_indices=(1, ))
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        out, = m(x)
+        # every patch token stops after block 2: it carries its block-2 features, final-normed
+        feats, hw = v.embed(x)
+        for blk in v.blocks[:2]:
+            feats = blk(feats, hw)
+        expect = nlc_to_nchw(v.norm(feats)[:, 1:], hw)
+    assert torch.allclose(out, expect, atol=1e-5)
+    assert m.last_block_tokens.tolist() == [[17, 17, 1, 1, 1, 1]] * 2
+    assert torch.equal(m.last_maps['keep_0'], torch.zeros(2, 4, 4))
+    assert torch.equal(m.last_stats['kept_ratio_d0'], torch.zeros(2))
+    assert torch.allclose(m.last_stats['kept_ratio'], torch.full((2, ), 2 / 6))
+    # only the class token runs on: cheaper than two dense blocks + the rest
+    n = 17
+    expect_flops = m.patch_embed.flops((IMG, IMG)) + sum(
+        m.blocks[i].flops(n if i < 2 else 1) for i in range(6)) + 2 * 16 * 32 * 5
+    assert torch.equal(m.last_flops, torch.full((2, ), float(expect_flops),
+                                                dtype=torch.float64))
+
+
+@pytest.mark.parametrize('merge', [True, False])
+def test_matches_per_image_reference(merge):
+    m = _build(merge=merge)
+    x = torch.randn(4, 3, IMG, IMG)
+    thr = _median_threshold(m, x)
+    m.threshold = [thr, thr + (1 - thr) / 2]
+    with torch.no_grad():
+        outs = m(x)
+        counts = m.last_block_tokens
+        assert len(set(counts[:, -1].tolist())) > 1, 'images should keep different sets'
+        assert (counts[:, -1] < 17).any()
+        for b in range(4):
+            ref, ref_counts = _reference(m, x[b:b + 1], m.threshold)
+            assert counts[b].tolist() == ref_counts
+            for a, r in zip(outs, ref):
+                assert torch.allclose(a[b:b + 1], r, atol=1e-5)
+
+
+def test_merging_changes_result_when_tokens_stop():
+    x = torch.randn(2, 3, IMG, IMG)
+    m = _build()
+    thr = _median_threshold(m, x)
+    m.threshold = thr
+    with torch.no_grad():
+        a = m(x)[-1]
+        m.merge_tokens = False
+        b = m(x)[-1]
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_image_alone_equals_in_batch():
+    m = _build()
+    x = torch.randn(5, 3, IMG, IMG)
+    m.threshold = _median_threshold(m, x)
+    with torch.no_grad():
+        batch = m(x)
+        flops, counts = m.last_flops.clone(), m.last_block_tokens.clone()
+        assert len(set(counts[:, -1].tolist())) > 1
+        for b in range(5):
+            alone = m(x[b:b + 1])
+            for a, c in zip(batch, alone):
+                assert torch.allclose(a[b:b + 1], c, atol=1e-5)
+            assert m.last_flops[0] == flops[b]
+            assert torch.equal(m.last_block_tokens[0], counts[b])
+
+
+def test_realised_flops_equal_block_sum_of_kept_counts():
+    m = _build()
+    x = torch.randn(3, 3, IMG, IMG)
+    m.threshold = _median_threshold(m, x)
+    with torch.no_grad():
+        m(x)
+    # independent kept counts from the decision maps: blocks 1-2 dense, 3-4 after decision 0,
+    # 5-6 after decision 1 (+1: the class token)
+    k0 = m.last_maps['keep_0'].flatten(1).sum(1)
+    k1 = m.last_maps['keep_1'].flatten(1).sum(1)
+    assert (k1 <= k0).all() and (k0 < 16).any()
+    per_block = [torch.full((3, ), 16.)] * 2 + [k0] * 2 + [k1] * 2
+    for b in range(3):
+        expect = m.patch_embed.flops((IMG, IMG)) + 2 * 16 * 32 * 5
+        expect += sum(int(m.blocks[i].flops(int(per_block[i][b]) + 1)) for i in range(6))
+        assert m.last_flops[b].item() == expect
+    assert (m.last_flops < m.static_flops((IMG, IMG))).any()
+    assert torch.allclose(m.last_stats['flops_ratio'],
+                          (m.last_flops / m.static_flops((IMG, IMG))).float())
+    # a lower threshold never costs more
+    f_hi = m.last_flops.clone()
+    m.threshold = m.threshold / 2
+    with torch.no_grad():
+        m(x)
+    assert (m.last_flops <= f_hi).all()
+
+
+def test_static_flops_and_breakdown():
+    m = _build()
+    bd = m.flops_breakdown((IMG, IMG))
+    assert bd['aux_heads.0'] == 16 * 32 * 5
+    assert m.static_flops((IMG, IMG)) == m.host_static_flops((IMG, IMG)) + 2 * 16 * 32 * 5
+    assert m.host_static_flops((IMG, IMG)) == _static_twin(m).static_flops((IMG, IMG))
+
+
+def test_train_mode_matches_eval_mode_and_gradients():
+    m = _build(train_threshold=None)
+    x = torch.randn(2, 3, IMG, IMG)
+    m.threshold = _median_threshold(m, x)
+    with torch.no_grad():
+        ev = m(x)
+    m.train()
+    tr = m(x)
+    for a, b in zip(ev, tr):
+        assert torch.allclose(a, b, atol=1e-5)
+    loss = tr[-1].square().mean() + sum(lg.square().mean() for lg in m.aux_logits)
+    loss.backward()
+    assert m.aux_heads[1].weight.grad.abs().sum() > 0
+    assert m.blocks[5].attn.q.weight.grad.abs().sum() > 0
+    assert m.blocks[0].attn.q.weight.grad.abs().sum() > 0
+
+
+def test_train_threshold_used_only_in_training():
+    m = _build(threshold=0.0, train_threshold=1.0)
+    x = torch.randn(1, 3, IMG, IMG)
+    m.train()
+    m(x)
+    assert m.last_block_tokens[0, -1] == 17
+    m.eval()
+    with torch.no_grad():
+        m(x)
+    assert m.last_block_tokens[0, -1] == 1
+
+
+def test_records_and_maps():
+    m = _build()
+    x = torch.randn(2, 3, IMG, IMG)
+    m.threshold = _median_threshold(m, x)
+    with torch.no_grad():
+        m(x)
+    assert set(m.last_maps) == {'conf_0', 'conf_1', 'keep_0', 'keep_1'}
+    for v in m.last_maps.values():
+        assert v.shape == (2, 4, 4)
+    c = m.last_maps['conf_0']
+    assert ((c >= 1 / 5 - 1e-6) & (c <= 1)).all()
+    assert torch.equal(m.last_maps['keep_0'], (c <= m.threshold).float())
+    assert m.last_flops.dtype == torch.float64 and m.last_flops.shape == (2, )
+    assert set(m.last_stats) == {'kept_ratio', 'flops_ratio', 'kept_ratio_d0', 'kept_ratio_d1'}
+
+
+def test_default_decision_layers_and_full_size_counts():
+    with torch.device('meta'):
+        b = DoViT('vit-b', num_classes=150)
+        s = DoViT('deit-s', num_classes=19)
+        lg = DoViT('vit-l', num_classes=19)
+    assert b.decision_layers == (3, 6, 9) and s.decision_layers == (3, 6, 9)
+    assert lg.decision_layers == (6, 12, 18)
+    aux = sum(p.numel() for p in b.aux_heads.parameters())
+    assert aux == 3 * (768 * 150 + 150)
+    # static host ViT-B on 512x512: 1024 patches + cls; blocks dominate
+    n = 1025
+    blk = 4 * n * 768 ** 2 + 2 * n * n * 768 + 2 * n * 768 * 3072
+    assert b.host_static_flops((512, 512)) == b.patch_embed.flops((512, 512)) + 12 * blk
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        DoViT(arch=ARCH, threshold=1.5)
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        DoViT(arch=ARCH, threshold=-0.1)
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        DoViT(arch=ARCH, decision_layers=(2, 4), threshold=[0.9, 2.0])
+    with pytest.raises(ValueError, match='one per decision layer'):
+        DoViT(arch=ARCH, decision_layers=(2, 4), threshold=[0.9, 0.9, 0.9])
+    with pytest.raises(ValueError, match='out of range'):
+        DoViT(arch=ARCH, decision_layers=(0, 3))
+    with pytest.raises(ValueError, match='out of range'):
+        DoViT(arch=ARCH, decision_layers=(2, 6))
+    with pytest.raises(ValueError, match='strictly increasing'):
+        DoViT(arch=ARCH, decision_layers=(4, 2))
+    with pytest.raises(ValueError, match='strictly increasing'):
+        DoViT(arch=ARCH, decision_layers=(2, 2))
+    with pytest.raises(ValueError, match='does not divide'):
+        DoViT(arch=dict(embed_dims=30, depth=4, num_heads=4, mlp_ratio=2))
+    with pytest.raises(ValueError, match='class token'):
+        DoViT(arch=ARCH, with_cls_token=False)
+    m = _build()
+    m.threshold = 3.0  # e.g. a wrong schedule
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        m(torch.randn(1, 3, IMG, IMG))

@@ -1,0 +1,437 @@
+"""MSViT: mixed-scale tokenizer, masked / sparse transformer, records, gate losses, errors."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdyn.models.backbones.msvit import MSViT, masked_block_forward
+from mmdyn.models.backbones.vit import ViT
+from mmdyn.models.utils.dynamic import full_compute
+
+ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
+GATE = dict(hidden_dims=16)
+
+
+def make(seed=0, **kw):
+    torch.manual_seed(seed)
+    kw.setdefault('arch', ARCH)
+    kw.setdefault('img_size', 64)
+    kw.setdefault('gate_cfg', GATE)
+    m = MSViT(**kw)
+    m.init_weights()
+    return m.eval()
+
+
+def static_like(m, **kw):
+    """A static ViT with the same weights as MSViT ``m``."""
+    kw.setdefault('interpolate_mode', m.interpolate_mode)
+    ref = ViT(arch=ARCH, img_size=m.img_size, patch_size=m.patch_size, out_type=m.out_type,
+              out_indices=m.out_indices, **kw)
+    sd = {k: v for k, v in m.state_dict().items() if not k.startswith(('tokenizer', 'gate_loss'))}
+    ref.load_state_dict(sd, strict=True)
+    return ref.eval()
+
+
+def set_gate(m, fine=None, scale=None):
+    """Force every region fine (True) / coarse (False), or make the gate input dependent."""
+    last = m.tokenizer.gate.proj[-1]
+    with torch.no_grad():
+        if fine is not None:
+            last.weight.zero_()
+            last.bias.fill_(50. if fine else -50.)
+        if scale is not None:
+            last.weight.normal_(0, scale)
+            last.bias.zero_()
+
+
+def mixed_model(seed=0, **kw):
+    m = make(seed, **kw)
+    set_gate(m, scale=3.0)
+    return m
+
+
+# ----------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize('out_type', ['featmap', 'cls_token', 'raw'])
+def test_all_fine_equals_static_vit(out_type):
+    m = make(out_type=out_type, out_indices=(0, 1))
+    ref = static_like(m)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        want = ref(x)
+        with full_compute(m):
+            full = m(x)
+        set_gate(m, fine=True)  # the gated (token-set) path with every region fine
+        sparse = m(x)
+    for a, b, c in zip(want, full, sparse):
+        assert a.shape == b.shape == c.shape
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+        torch.testing.assert_close(c, a, atol=1e-5, rtol=0)
+    assert m.last_stats['fine_ratio'].tolist() == [1., 1.]
+    assert m.last_maps['fine'].shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize('out_type', ['featmap', 'cls_token'])
+def test_all_coarse_equals_static_vit_at_half_size(out_type):
+    m = make(out_type=out_type)
+    set_gate(m, fine=False)
+    # the static ViT at half resolution with the fine position table linearly interpolated
+    ref = static_like(m, interpolate_mode='bilinear')
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = m(x)[0]
+        want = ref(F.interpolate(x, scale_factor=0.5, mode='bilinear', align_corners=False))[0]
+    if out_type == 'featmap':
+        assert out.shape == (2, 32, 4, 6) and want.shape == (2, 32, 2, 3)
+        # every coarse token copied into its 2x2 fine positions (appendix E.1)
+        want = want.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+    assert m.last_stats['fine_ratio'].tolist() == [0., 0.]
+    assert m.last_stats['num_tokens'].tolist() == [1 + 6, 1 + 6]
+
+
+def test_coarse_scale_four_times_fine():
+    """S_c = 4 S_f: area resizing is the per-patch mean; all-coarse equals the static ViT on
+    the image average-pooled by 4."""
+    m = make(patch_size=8, coarse_size=32, img_size=64)
+    set_gate(m, fine=False)
+    ref = static_like(m, interpolate_mode='bilinear')
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = m(x)[0]
+        want = ref(F.avg_pool2d(x, 4))[0]
+    assert out.shape == (1, 32, 8, 8)
+    torch.testing.assert_close(out, want.repeat_interleave(4, 2).repeat_interleave(4, 3),
+                               atol=1e-5, rtol=0)
+
+
+def test_mixed_output_copies_coarse_tokens():
+    m = mixed_model(out_type='raw')
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        (raw, ) = m(x)
+    fine = m.last_maps['fine']
+    assert 0 < fine.mean() < 1
+    grid = raw[:, 1:].reshape(2, 4, 6, 32)
+    for b in range(2):
+        for i in range(2):
+            for j in range(3):
+                block = grid[b, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(4, 32)
+                same = torch.allclose(block, block[:1].expand(4, -1))
+                if fine[b, i, j] == 0:
+                    assert same  # one coarse token copied 4 times
+                else:
+                    assert not same
+
+
+# ----------------------------------------------------------------------------- batching
+def test_alone_equals_in_batch():
+    m = mixed_model(out_type='featmap', out_indices=(0, 1))
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        batch = m(x)
+        counts = m.last_stats['num_tokens'].clone()
+        flops = m.last_flops.clone()
+        assert len(set(counts.tolist())) > 1  # different token counts in the batch
+        for b in range(3):
+            alone = m(x[b:b + 1])
+            for o_b, o_a in zip(batch, alone):
+                torch.testing.assert_close(o_b[b:b + 1], o_a, atol=1e-5, rtol=0)
+            assert m.last_stats['num_tokens'].item() == counts[b].item()
+            assert m.last_flops.item() == flops[b].item()
+
+
+@pytest.mark.parametrize('trim', [True, False])
+def test_train_masked_attention_equals_eval_sparse(trim):
+    m = mixed_model(out_type='featmap', adaptive_trimming=trim, gate_loss='l0')
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        want = m(x)[0]
+        want_map = m.last_maps['fine'].clone()
+    m.train()
+    m.stochastic_gate = False  # gate fixed: deterministic threshold with straight-through
+    out = m(x)[0]
+    assert torch.equal(m.last_maps['fine'], want_map)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+    # the masked path carries the straight-through gradient to the gate
+    (out.square().mean() + sum(m.aux_losses.values())).backward()
+    g = m.tokenizer.fc_in.weight.grad
+    assert g is not None and g.abs().sum() > 0
+
+
+def test_masked_block_ignores_inactive_tokens():
+    m = make()
+    blk = m.blocks[0]
+    x = torch.randn(2, 7, 32)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0, 1], [1, 0, 1, 1, 1, 0, 0]], dtype=torch.float)
+    with torch.no_grad():
+        out = masked_block_forward(blk, x, mask)
+        for b in range(2):
+            keep = mask[b].bool()
+            alone = blk(x[b:b + 1, keep])
+            torch.testing.assert_close(out[b, keep], alone[0], atol=1e-5, rtol=0)
+            # garbage in inactive tokens changes nothing for the active ones
+            y = x.clone()
+            y[b, ~keep] = 1e3 * torch.randn_like(y[b, ~keep])
+            torch.testing.assert_close(masked_block_forward(blk, y, mask)[b, keep],
+                                       out[b, keep], atol=1e-4, rtol=0)
+
+
+def test_adaptive_trimming_runs_batch_max_tokens():
+    m = mixed_model(gate_loss=None)
+    m.train()
+    x = torch.randn(3, 3, 64, 96)
+    seen = []
+    h = m.blocks[0].norm1.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].shape[1]))
+    try:
+        m(x)
+        n_trim = m.last_stats['num_tokens'].max().item()
+        m.adaptive_trimming = False
+        m(x)
+    finally:
+        h.remove()
+    # trimmed: the largest active count of the batch; untrimmed: every coarse and fine token
+    assert seen == [n_trim, 1 + 6 + 24]
+
+
+# ----------------------------------------------------------------------------- gate
+def test_gate_starts_fine_and_is_stochastic_in_training():
+    m = make()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        m(x)
+    assert m.last_stats['fine_ratio'].tolist() == [1.] * 4  # last bias: every region fine
+    set_gate(m, scale=0.0)  # logit 0: p(fine) = 0.5
+    m.train()
+    torch.manual_seed(1)
+    maps = []
+    for _ in range(4):
+        m(x)
+        maps.append(m.last_maps['fine'])
+    maps = torch.stack(maps)
+    assert set(maps.unique().tolist()) == {0., 1.}  # hard decisions
+    assert 0.2 < maps.mean() < 0.8
+
+
+def test_gate_tau_and_threshold():
+    m = make(gate_cfg=dict(hidden_dims=16, tau=0.7, threshold=0.6, num_layers=3))
+    assert m.tokenizer.tau == 0.7 and m.tokenizer.threshold == 0.6
+    assert sum(isinstance(l, torch.nn.Linear) for l in m.tokenizer.gate.proj) == 2
+    set_gate(m, fine=True)
+    with torch.no_grad():
+        m.tokenizer.gate.proj[-1].bias.fill_(math.log(0.55 / 0.45))  # 0.55 < threshold
+        m(torch.randn(1, 3, 64, 64))
+    assert m.last_stats['fine_ratio'].item() == 0.
+
+
+def test_gate_position_encoding_after_first_layer():
+    m = make()
+    x = torch.zeros(1, 3, 64, 64)  # every region identical: only the position differs
+    with torch.no_grad():
+        m.tokenizer.pos_embed.normal_(0, 1)
+        set_gate(m, scale=1.0)
+        logits = m.tokenizer.logits(x)
+    assert logits.shape == (1, 2, 2)
+    assert logits.flatten().unique().numel() == 4
+
+
+@pytest.mark.parametrize('kind,name', [('l0', 'loss_gate_l0'), ('bas', 'loss_gate_bas'),
+                                       ('gbas', 'loss_gate_gbas')])
+def test_gate_losses(kind, name):
+    m = mixed_model(gate_loss=kind, target=0.25, loss_weight=4.0)
+    m.train()
+    m(torch.randn(4, 3, 64, 64))
+    assert set(m.aux_losses) == {name}
+    loss = m.aux_losses[name]
+    assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
+    assert m.gate_loss.loss_weight == 4.0
+    loss.backward()
+    assert m.tokenizer.fc_in.weight.grad.abs().sum() > 0
+    if kind == 'gbas':
+        assert m.gate_loss.prior_logits.shape == (2, 2)
+        assert m.gate_loss.prior_logits.grad is not None
+        assert m.gate_loss.target == 0.25
+
+
+def test_gbas_center_init_and_eval_has_no_loss():
+    m = make(gate_loss=dict(type='gbas', center_init=True))
+    assert m.gate_loss.hyperprior_variance == 0.1 and m.gate_loss.temperature == 0.3
+    with torch.no_grad():
+        m(torch.randn(2, 3, 64, 64))
+    assert m.aux_losses == {}
+
+
+def test_gate_grad_mult():
+    grads = []
+    for mult in (1.0, 0.25):
+        m = mixed_model(gate_loss='l0')
+        m.train()
+        m.stochastic_gate = False
+        m.gate_grad_mult = mult
+        out = m(torch.randn(2, 3, 64, 64))[0]
+        (out.square().mean() + sum(m.aux_losses.values())).backward()
+        grads.append(m.tokenizer.fc_in.weight.grad.clone())
+    torch.testing.assert_close(grads[1], 0.25 * grads[0])
+
+
+def test_freeze_gate():
+    m = mixed_model(freeze_gate=True)
+    m.train()
+    assert not any(p.requires_grad for p in m.tokenizer.parameters())
+    assert not m.tokenizer.training
+    x = torch.randn(2, 3, 64, 64)
+    out = m(x)[0]
+    assert m.aux_losses == {}
+    m1 = m.last_maps['fine'].clone()
+    m(x)
+    assert torch.equal(m.last_maps['fine'], m1)  # deterministic
+    out.sum().backward()
+    assert m.blocks[0].attn.q.weight.grad is not None
+
+
+def test_load_gate_from_checkpoint(tmp_path):
+    src = mixed_model(seed=3)
+    ckpt = tmp_path / 'msvit.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in src.state_dict().items()}},
+               str(ckpt))
+    dst = make(seed=4, gate_checkpoint=str(ckpt), freeze_gate=True)
+    for k, v in src.tokenizer.state_dict().items():
+        assert torch.equal(dst.tokenizer.state_dict()[k], v)
+    assert not torch.equal(dst.blocks[0].attn.q.weight, src.blocks[0].attn.q.weight)
+    with pytest.raises(ValueError, match='no gate'):
+        dst.load_gate(str(ckpt), prefix='model.')
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def test_flops_match_independent_count_and_fall():
+    m = mixed_model()
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        m(x)
+    fine = m.last_maps['fine']
+    k = fine.flatten(1).sum(1)
+    n = 1 + (6 - k) + 4 * k
+    assert m.last_stats['num_tokens'].tolist() == n.tolist()
+    pe = m.patch_embed.projection
+    embed = (24 + 6) * pe.in_channels * pe.out_channels * 16 * 16
+    gate = 6 * (3 * 32 * 32 * 16 + 16 * 16 * 2 + 16)
+    for b in range(3):
+        blocks = sum(blk.flops(int(n[b])) for blk in m.blocks)
+        assert m.last_flops[b].item() == embed + gate + blocks
+    static = m.static_flops((64, 96))
+    assert static == ViT(arch=ARCH, img_size=64).static_flops((64, 96))
+    torch.testing.assert_close(m.last_stats['flops_ratio'].double(), m.last_flops / static)
+    # all fine costs more than the static model (gate + coarse embedding), all coarse far less
+    costs = []
+    for f in (True, False):
+        set_gate(m, fine=f)
+        with torch.no_grad():
+            m(x)
+        costs.append(m.last_flops[0].item())
+    assert costs[0] == static + gate + 6 * pe.in_channels * pe.out_channels * 256
+    assert costs[1] < costs[0]
+    assert costs[1] == embed + gate + sum(blk.flops(1 + 6) for blk in m.blocks)
+    with torch.no_grad(), full_compute(m):
+        m(x)
+    assert m.last_flops.tolist() == [static] * 3
+
+
+def test_realised_tokens_are_what_ran():
+    m = mixed_model()
+    x = torch.randn(1, 3, 64, 96)
+    seen = []
+    h = m.blocks[1].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        m(x)
+    h.remove()
+    assert seen == [int(m.last_stats['num_tokens'].item())]
+
+
+def test_expected_cost_is_differentiable():
+    m = mixed_model()
+    m.train()
+    m(torch.randn(2, 3, 64, 64))
+    e = m.expected_cost
+    assert e.shape == (2, ) and e.requires_grad
+    e.sum().backward()
+    assert m.tokenizer.fc_in.weight.grad.abs().sum() > 0
+
+
+def test_full_size_gate_cost_and_archs():
+    with torch.device('meta'):
+        s = MSViT(arch='vit-s')
+        t = MSViT(arch='vit-t', gate_loss='l0')
+        l = MSViT(arch='vit-l', gate_loss=None)
+        seg = MSViT(arch='vit-s', img_size=512)
+    # paper: the gate adds 0.017 GMACs to ViT-S at 224
+    assert s.gate_flops((224, 224)) / 1e9 == pytest.approx(0.017, rel=0.03)
+    assert s.static_flops((224, 224)) / 1e9 == pytest.approx(4.60, rel=0.01)
+    assert seg.static_flops((512, 512)) / 1e10 == pytest.approx(3.17, rel=0.01)  # Seg-S/16
+    assert (t.embed_dims, l.embed_dims, l.depth) == (192, 1024, 24)
+    assert seg.gate_loss.prior_shape == (16, 16) and s.gate_loss.prior_shape == (7, 7)
+    # half the regions coarse at 224: 24.5 * 4 + 24.5 + 1 tokens
+    assert s.flops_summary(fine_ratio=0.5)['num_tokens'] == 123.5
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_padding_of_inputs_not_multiple_of_coarse_scale():
+    m = mixed_model()
+    x = torch.randn(1, 3, 50, 70)
+    with torch.no_grad():
+        out = m(x)[0]
+        want = m(F.pad(x, (0, 26, 0, 14)))[0]
+    assert out.shape == (1, 32, 4, 6)
+    torch.testing.assert_close(out, want)
+    assert m.static_flops((50, 70)) == m.static_flops((64, 96))
+    strict = make(pad_input=False)
+    with pytest.raises(ValueError, match='not a multiple of the coarse scale'):
+        strict(x)
+
+
+@pytest.mark.parametrize('kw,err', [
+    (dict(patch_size=16, coarse_size=24), 'must divide'),
+    (dict(patch_size=16, coarse_size=16), 'must divide'),
+    (dict(patch_size=32, coarse_size=16), 'must divide'),
+    (dict(target=0.0), r'g\* must be in \(0, 1\)'),
+    (dict(target=1.0), r'g\* must be in \(0, 1\)'),
+    (dict(target=-0.5), r'g\* must be in \(0, 1\)'),
+    (dict(gate_loss='kl'), 'gate_loss type'),
+    (dict(gate_cfg=dict(width=3)), 'unknown gate_cfg'),
+    (dict(gate_cfg=dict(init_fine_prob=1.0)), 'init_fine_prob'),
+    (dict(coarse_resize_mode='bicubic'), 'coarse_resize_mode'),
+])
+def test_bad_config(kw, err):
+    with pytest.raises((ValueError, KeyError), match=err):
+        MSViT(arch=ARCH, img_size=64, **kw)
+
+
+def test_bad_image():
+    m = make()
+    with pytest.raises(ValueError, match='expects'):
+        m(torch.randn(1, 1, 64, 64))
+
+
+def test_load_gate_trained_at_another_size(tmp_path):
+    """An ImageNet gate (7x7 table at 224) into a 512 model: its table is resized."""
+    src = make(img_size=224)
+    ckpt = tmp_path / 'in1k.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in src.state_dict().items()}},
+               str(ckpt))
+    dst = make(img_size=512, gate_checkpoint=str(ckpt), freeze_gate=True)
+    assert dst.tokenizer.pos_embed.shape == (1, 256, 16)
+    torch.testing.assert_close(dst.tokenizer.fc_in.weight, src.tokenizer.fc_in.weight)
+    torch.testing.assert_close(
+        dst.tokenizer.pos_embed.reshape(16, 16, 16).mean((0, 1)),
+        src.tokenizer.pos_embed.reshape(7, 7, 16).mean((0, 1)), atol=0.05, rtol=0)
+
+
+def test_pretrained_msvit_checkpoint_keeps_its_gate(tmp_path):
+    src = mixed_model(seed=5)
+    ckpt = tmp_path / 'cls.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in src.state_dict().items()}},
+               str(ckpt))
+    dst = make(seed=6, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt),
+                                     prefix='backbone.'))
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(dst.state_dict()[k], v)

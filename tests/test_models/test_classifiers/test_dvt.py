@@ -1,0 +1,352 @@
+"""DVT cascade classifier: exactness against the static host, real early exit, FLOPs, errors."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmpretrain.structures import DataSample
+from torch.utils.flop_counter import FlopCounterMode
+
+import mmdyn  # noqa: F401
+from mmdyn.evaluation import ComplexityMetric
+from mmdyn.models.backbones import ViT
+from mmdyn.models.classifiers.dvt import DVTClassifier, upsample_relation
+from mmdyn.models.layers.attention import explicit_attention
+from mmdyn.models.utils.dynamic import full_compute
+from mmdyn.models.utils.records import attach_dynamic_records
+from mmdyn.registry import MODELS
+
+TINY = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
+NC = 5
+
+
+def make(reuse=True, exits=(2, 3, 4), thresholds=None, **kw):
+    torch.manual_seed(0)
+    m = DVTClassifier(arch=TINY, exits=exits, patch_size=8, num_classes=NC,
+                      feature_reuse=reuse, relation_reuse=reuse, thresholds=thresholds, **kw)
+    # larger random weights than the default init so that confidences spread out
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3) if p.dim() > 1 else p.normal_(0, 0.1)
+    return m.eval()
+
+
+def images(n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g)
+
+
+def static_host_logits(exit_mod, x):
+    """The static core ViT at the exit's token count, loaded with the exit's weights."""
+    vit = ViT(arch=TINY, img_size=exit_mod.input_size, patch_size=8, out_type='cls_token')
+    vit.load_state_dict(exit_mod.backbone.state_dict())
+    vit.eval()
+    xr = F.interpolate(x, size=(exit_mod.input_size, ) * 2, mode='bilinear',
+                       align_corners=False, antialias=True)
+    return exit_mod.head.fc(vit(xr)[0])
+
+
+def test_no_reuse_exits_equal_static_host():
+    m = make(reuse=False)
+    x = images()
+    with torch.no_grad():
+        outs = m(x, mode='tensor')
+        for e, o in zip(m.exits, outs):
+            torch.testing.assert_close(o, static_host_logits(e, x), atol=1e-5, rtol=1e-5)
+
+
+def test_reuse_changes_downstream_only_and_trains():
+    x = images()
+    a = make(reuse=True)
+    b = make(reuse=False)
+    # copy every shared weight of the reuse-free model into the reusing one but the reuse parts
+    oa = a(x, mode='tensor')
+    with torch.no_grad():
+        ref = static_host_logits(a.exits[0], x)
+    torch.testing.assert_close(oa[0], ref, atol=1e-5, rtol=1e-5)  # first exit never reuses
+    assert not torch.allclose(oa[1], static_host_logits(b.exits[1], x))
+    # zeroing the reuse modules' outputs (last linears) gives a plain transformer again
+    with torch.no_grad():
+        for e in a.exits[1:]:
+            for fm in e.feature_modules:
+                fm.fc2.weight.zero_()
+                fm.fc2.bias.zero_()
+            e.relation_module.fc2.weight.zero_()
+            e.relation_module.fc2.bias.zero_()
+    oz = a(x, mode='tensor')
+    for e, o in zip(a.exits[1:], oz[1:]):
+        # same as a static host whose FFN reads [tokens, 0]: drop the extra fc1 columns and use
+        # the norm over C + 48 channels with zeros... checked against a manual block loop
+        bb = e.backbone
+        xr = e.prepare_input(x)
+        t, hw = bb.embed(xr)
+        for blk in bb.blocks:
+            t = blk.attn_residual(t, hw)
+            y = blk.norm2(torch.cat([t, t.new_zeros(*t.shape[:2], 48)], -1))
+            t = t + blk.ffn(y)
+        torch.testing.assert_close(o, e.head.fc(bb.norm(t)[:, 0]), atol=1e-5, rtol=1e-5)
+    # gradients reach the reuse modules and, through them, the upstream transformer
+    a2 = make(reuse=True).train()
+    ds = [DataSample().set_gt_label(i % NC) for i in range(len(x))]
+    losses = a2(x, ds, mode='loss')
+    assert set(losses) == {'loss_exit0', 'loss_exit1', 'loss_exit2'}
+    outs = a2(x, mode='tensor')
+    tgt = torch.tensor([i % NC for i in range(len(x))])
+    for k in range(3):
+        torch.testing.assert_close(losses[f'loss_exit{k}'], F.cross_entropy(outs[k], tgt))
+    a2.zero_grad()
+    losses['loss_exit2'].backward()
+    e2 = a2.exits[2]
+    assert e2.feature_modules[0].fc1.weight.grad.abs().sum() > 0
+    assert e2.relation_module.fc1.weight.grad.abs().sum() > 0
+    assert a2.exits[1].backbone.blocks[-1].ffn.fc2.weight.grad.abs().sum() > 0
+    assert a2.exits[0].backbone.blocks[-1].attn.q.weight.grad.abs().sum() > 0  # via relations
+    assert a2.exits[0].head.fc.weight.grad is None or \
+        a2.exits[0].head.fc.weight.grad.abs().sum() == 0
+
+
+def test_upsample_relation_carries_cls_and_is_2d():
+    rel = torch.randn(2, 3, 1 + 4, 1 + 4)
+    up = upsample_relation(rel, (2, 2), (4, 4))
+    assert up.shape == (2, 3, 17, 17)
+    assert torch.equal(up[:, :, 0, 0], rel[:, :, 0, 0])
+    # 2 -> 4 is a pure nearest x2 on the grid: query (r, c) key (r', c') <- (r//2, c//2) ...
+    for q in range(16):
+        for k in range(16):
+            qs = (q // 4 // 2) * 2 + (q % 4) // 2
+            ks = (k // 4 // 2) * 2 + (k % 4) // 2
+            assert torch.equal(up[:, :, 1 + q, 1 + k], rel[:, :, 1 + qs, 1 + ks])
+        assert torch.equal(up[:, :, 1 + q, 0], rel[:, :, 1 + (q // 4 // 2) * 2 + (q % 4) // 2, 0])
+
+
+def mixed_thresholds(m, x):
+    """Thresholds at the median confidence of exits 1..K-1 so that images spread over exits."""
+    with torch.no_grad():
+        outs = m(x, mode='tensor')
+    conf = [o.softmax(-1).max(-1).values for o in outs[:-1]]
+    return [float(c.median()) for c in conf], outs
+
+
+@pytest.mark.parametrize('reuse', [True, False])
+def test_early_exit_matches_full_run_and_flops(reuse):
+    m = make(reuse=reuse)
+    x = images(8)
+    th, outs = mixed_thresholds(m, x)
+    m.set_thresholds(th)
+    res = m(x, mode='predict')
+    ex = torch.tensor([s.exit_index for s in res])
+    assert len(set(ex.tolist())) >= 2, ex  # the batch really splits
+    cum = m.cumulative_flops()
+    conf = [o.softmax(-1).max(-1).values for o in outs]
+    for i, s in enumerate(res):
+        k = s.exit_index
+        # the exit it took is the first whose confidence reaches its threshold
+        expect = next((j for j in range(2) if conf[j][i] >= th[j]), 2)
+        assert k == expect
+        torch.testing.assert_close(s.pred_score, outs[k][i].softmax(-1), atol=1e-5, rtol=1e-5)
+        assert int(s.pred_label) == int(outs[k][i].argmax())
+        assert float(m.last_flops[i]) == float(cum[k])
+    assert torch.equal(m.last_stats['exit_ratio'], (ex < 2).float())
+    for k in range(3):
+        assert torch.equal(m.last_stats[f'exit{k}_ratio'], (ex == k).float())
+
+
+def test_alone_equals_batch():
+    m = make(reuse=True)
+    x = images(6)
+    th, _ = mixed_thresholds(m, x)
+    m.set_thresholds(th)
+    batch = m(x, mode='predict')
+    flops_b = m.last_flops.clone()
+    for i in range(len(x)):
+        alone = m(x[i:i + 1], mode='predict')[0]
+        assert alone.exit_index == batch[i].exit_index
+        assert int(alone.pred_label) == int(batch[i].pred_label)
+        torch.testing.assert_close(alone.pred_score, batch[i].pred_score, atol=1e-5, rtol=1e-5)
+        assert float(m.last_flops[0]) == float(flops_b[i])
+
+
+def test_threshold_extremes_and_full_mode():
+    x = images(5)
+    m = make(thresholds=[0., 0.])
+    res = m(x, mode='predict')
+    assert all(s.exit_index == 0 for s in res)
+    assert torch.equal(m.last_flops, torch.full((5, ), float(m.exit_flops()[0]),
+                                                dtype=torch.float64))
+    m.set_thresholds([1., 1.])  # random tiny nets are never fully sure
+    outs = m(x, mode='tensor')
+    assert max(float(o.softmax(-1).max()) for o in outs[:2]) < 1
+    res = m(x, mode='predict')
+    assert all(s.exit_index == 2 for s in res)
+    assert torch.all(m.last_flops == float(sum(m.exit_flops())))
+    m.set_thresholds([0., 0.])
+    with full_compute(m):
+        res = m(x, mode='predict')
+    assert all(s.exit_index == 2 for s in res)
+    for i, s in enumerate(res):
+        assert s.exit_scores.shape == (3, NC)
+        for k in range(3):
+            torch.testing.assert_close(s.exit_scores[k], outs[k][i].softmax(-1), atol=1e-5,
+                                       rtol=1e-5)
+    assert m.static_flops((32, 32)) == sum(m.exit_flops())
+
+
+@pytest.mark.parametrize('reuse', [True, False])
+def test_exit_flops_match_flop_counter(reuse):
+    m = make(reuse=reuse)
+    x = images(1)
+    with explicit_attention(m):
+        m.exits[-1].export_relations = m.exits[-1].export_relations  # unchanged
+        state = None
+        for e in m.exits:
+            with FlopCounterMode(display=False) as fc:
+                with torch.no_grad():
+                    _, state = e(x, state)
+            # the counter counts 2 FLOPs per multiply-add; ours are MACs. An exit that exports
+            # its relations needs the explicit path anyway, which the counter sees.
+            assert fc.get_total_flops() == 2 * e.flops(), (e.grid, fc.get_total_flops(),
+                                                           e.flops())
+
+
+def test_deit_s_cascade_flops():
+    with torch.device('meta'):
+        plain = DVTClassifier(feature_reuse=False, relation_reuse=False)
+        full = DVTClassifier()
+        two = DVTClassifier(exits=(7, 14))
+    head = 384 * 1000
+    # each exit without reuse is DeiT-S at 7x7 / 10x10 / 14x14 tokens
+    with torch.device('meta'):
+        vit = ViT(arch='deit-s')
+    for e, side in zip(plain.exits, (112, 160, 224)):
+        assert e.flops() == vit.static_flops((side, side)) + head
+    f = plain.exit_flops()
+    assert abs(f[2] / 1e9 - 4.60) < 0.01 and abs(f[0] / 1e9 - 1.10) < 0.01
+    g = full.exit_flops()
+    assert g[0] == f[0]
+    # reuse overhead: the reuse MLPs and the 48 extra FFN input channels
+    over1 = 12 * (49 * (384 * 128 + 128 * 48) + 101 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216
+    over2 = 12 * (100 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 101 ** 2 * 2 * 72 * 216
+    assert g[1] - f[1] == over1 and g[2] - f[2] == over2
+    assert two.exit_flops()[1] - f[2] == \
+        12 * (49 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216
+
+
+def test_metric_reports_realised_flops():
+    m = make(reuse=True)
+    x = images(6)
+    th, _ = mixed_thresholds(m, x)
+    m.set_thresholds(th)
+    attach_dynamic_records(m)
+    res = m(x, [DataSample().set_gt_label(0) for _ in range(6)], mode='predict')
+    metric = ComplexityMetric()
+    metric.process({}, [s.to_dict() for s in res])
+    out = metric.compute_metrics(metric.results)
+    cum = m.cumulative_flops()
+    expect = sum(cum[s.exit_index] for s in res) / 6 / 1e9
+    assert out['gflops'] == pytest.approx(expect)
+    assert out['static_gflops'] == pytest.approx(sum(m.exit_flops()) / 1e9)
+    assert out['exit_ratio'] == pytest.approx(sum(s.exit_index < 2 for s in res) / 6)
+
+
+def test_registry_and_thresholds_file(tmp_path):
+    p = tmp_path / 'th.json'
+    p.write_text(json.dumps(dict(thresholds=[0.25, 0.5])))
+    m = MODELS.build(dict(type='mmdyn.DVTClassifier', arch=TINY, exits=[2, 3, 4], patch_size=8,
+                          num_classes=NC, thresholds_file=str(p)))
+    assert m.thresholds == [0.25, 0.5]
+    with pytest.warns(UserWarning, match='does not exist'):
+        m = DVTClassifier(arch=TINY, exits=[2, 4], patch_size=8, num_classes=NC,
+                          thresholds=[0.3], thresholds_file=str(tmp_path / 'none.json'))
+    assert m.thresholds == [0.3]
+
+
+def test_bad_input():
+    kw = dict(arch=TINY, patch_size=8, num_classes=NC)
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        DVTClassifier(exits=(2, 4), thresholds=[1.5], **kw)
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        DVTClassifier(exits=(2, 3, 4), thresholds=[0.5, -0.1], **kw)
+    with pytest.raises(ValueError, match='need 2 thresholds'):
+        DVTClassifier(exits=(2, 3, 4), thresholds=[0.5], **kw)
+    with pytest.raises(ValueError, match='at least 2 exits'):
+        DVTClassifier(exits=(4, ), **kw)
+    with pytest.raises(ValueError, match='must grow'):
+        DVTClassifier(exits=(3, 3), **kw)
+    with pytest.raises(ValueError, match='must grow'):
+        DVTClassifier(exits=(4, 2), **kw)
+    deeper = dict(TINY, depth=3)
+    with pytest.raises(ValueError, match='same depth and heads'):
+        DVTClassifier(arch=[TINY, deeper], exits=(2, 4), patch_size=8, num_classes=NC)
+    more_heads = dict(TINY, num_heads=4)
+    with pytest.raises(ValueError, match='same depth and heads'):
+        DVTClassifier(arch=[TINY, more_heads], exits=(2, 4), patch_size=8, num_classes=NC)
+    # feature reuse alone works between hosts of different depth
+    m = DVTClassifier(arch=[TINY, deeper], exits=(2, 4), patch_size=8, num_classes=NC,
+                      relation_reuse=False)
+    assert m.exits[1](images(1), m.exits[0](images(1))[1])[0].shape == (1, NC)
+    m = make(thresholds=[0.5, 0.5])
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        m.set_thresholds([0.5, 2.0])
+
+
+# ---------------------------------------------------------------------------- T2T-ViT host
+T2T_TINY = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=1)
+
+
+def make_t2t(reuse):
+    torch.manual_seed(0)
+    return DVTClassifier(arch=T2T_TINY, host='t2t', img_size=64,
+                         exits=[dict(grid=2, soft_split=(14, 8, 3)),
+                                dict(grid=4, soft_split=(7, 4, 2))],
+                         num_classes=NC, feature_reuse=reuse, relation_reuse=reuse,
+                         backbone_cfg=dict(token_dims=8)).eval()
+
+
+def test_t2t_exit_equals_static_t2t_and_flops():
+    from mmdyn.models.backbones import T2TViT
+    m = make_t2t(reuse=False)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        outs = m(x, mode='tensor')
+        for e, o in zip(m.exits, outs):
+            host = T2TViT(T2T_TINY, img_size=64, soft_split=e.backbone.soft_split, token_dims=8)
+            host.load_state_dict(e.backbone.state_dict())
+            host.eval()
+            xr = F.interpolate(x, size=(64, 64), mode='bilinear', align_corners=False,
+                               antialias=True)
+            torch.testing.assert_close(o, e.head.fc(host(xr)[0]), atol=1e-5, rtol=1e-5)
+    for reuse in (False, True):
+        m = make_t2t(reuse)
+        state = None
+        with explicit_attention(m):
+            for e in m.exits:
+                with FlopCounterMode(display=False) as fc, torch.no_grad():
+                    _, state = e(x[:1], state)
+                assert fc.get_total_flops() == 2 * e.flops()
+
+
+def test_t2t_vit_12_flops_match_paper():
+    with torch.device('meta'):
+        plain = DVTClassifier(arch='t2t-vit-12', host='t2t', feature_reuse=False,
+                              relation_reuse=False)
+        both = DVTClassifier(arch='t2t-vit-12', host='t2t')
+        f_only = DVTClassifier(arch='t2t-vit-12', host='t2t', relation_reuse=False)
+        r_only = DVTClassifier(arch='t2t-vit-12', host='t2t', feature_reuse=False)
+    assert [e.backbone.grids[2] for e in plain.exits] == [7, 10, 14]
+    # Table 6 (cumulative GFLOPs) of the paper, within 2 %
+    paper = {plain: (0.47, 1.37, 3.15), f_only: (0.47, 1.43, 3.31),
+             r_only: (0.47, 1.41, 3.34), both: (0.47, 1.46, 3.50)}
+    for model, ref in paper.items():
+        for got, want in zip(model.cumulative_flops(), ref):
+            assert abs(got / 1e9 - want) / want < 0.02, (got, want)
+    f = plain.exit_flops()
+    assert abs(f[0] / 1e9 - 0.47) < 0.01 and abs(f[2] / 1e9 - 1.78) < 0.025
+
+
+def test_t2t_bad_soft_split():
+    with pytest.raises(ValueError, match='not 3x3'):
+        DVTClassifier(arch=T2T_TINY, host='t2t', img_size=64, num_classes=NC,
+                      exits=[dict(grid=2, soft_split=(14, 8, 3)),
+                             dict(grid=3, soft_split=(7, 4, 2))])
+    with pytest.raises(ValueError, match='host must be'):
+        DVTClassifier(arch=TINY, host='swin', exits=(2, 4), num_classes=NC)

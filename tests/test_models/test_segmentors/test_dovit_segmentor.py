@@ -1,0 +1,212 @@
+"""DoViTEncoderDecoder with mmseg's SETR (naive / PUP / MLA) and Segmenter heads: xi = 1 equals the
+static ViT segmentor, Eq. 10 auxiliary losses, Eq. 11 distillation, the distillation hook with a
+frozen teacher from a config and a checkpoint, batch independence."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import ConfigDict
+from mmengine.model.utils import revert_sync_batchnorm
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+
+from mmdyn.engine.hooks import SelfDistillationHook
+from mmdyn.models.losses import PixelKLDistillLoss
+from mmdyn.models.segmentors import DoViTEncoderDecoder
+
+ARCH = dict(embed_dims=32, depth=4, num_heads=2, mlp_ratio=2)
+K = 5
+IMG = 64
+BN = dict(type='BN', requires_grad=True)
+
+HEADS = {
+    'naive': dict(decode_head=dict(type='SETRUPHead', in_channels=32, channels=16, in_index=-1,
+                                   num_classes=K, num_convs=1, up_scale=4, kernel_size=1,
+                                   norm_cfg=BN)),
+    'pup': dict(decode_head=dict(type='SETRUPHead', in_channels=32, channels=16, in_index=-1,
+                                 num_classes=K, num_convs=4, up_scale=2, kernel_size=3,
+                                 norm_cfg=BN)),
+    'mla': dict(neck=dict(type='MLANeck', in_channels=[32] * 4, out_channels=16, norm_cfg=BN,
+                          act_cfg=dict(type='ReLU')),
+                decode_head=dict(type='SETRMLAHead', in_channels=(16, ) * 4, channels=16,
+                                 in_index=(0, 1, 2, 3), mla_channels=4, num_classes=K,
+                                 norm_cfg=BN)),
+    'segmenter': dict(decode_head=dict(type='SegmenterMaskTransformerHead', in_channels=32,
+                                       channels=32, embed_dims=32, num_heads=2, num_layers=1,
+                                       num_classes=K)),
+}
+
+
+def _cfg(head, dynamic=True, threshold=1.0, **seg_kw):
+    bb = dict(type='mmdyn.ViT', arch=ARCH, img_size=IMG,
+              out_indices=(0, 1, 2, 3) if head == 'mla' else (3, ))
+    cfg = dict(type='EncoderDecoder',
+               data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3,
+                                      std=[127.5] * 3, size=(IMG, IMG)),
+               backbone=bb, train_cfg=dict(), test_cfg=dict(mode='whole'),
+               **copy.deepcopy(HEADS[head]))
+    if dynamic:
+        cfg['type'] = 'mmdyn.DoViTEncoderDecoder'
+        bb.update(type='mmdyn.DoViT', num_classes=K, decision_layers=(1, 2),
+                  threshold=threshold)
+        cfg.update(seg_kw)
+    return ConfigDict(cfg)
+
+
+def _build(cfg, seed=0):
+    init_default_scope('mmseg')
+    torch.manual_seed(seed)
+    m = revert_sync_batchnorm(MODELS.build(cfg))
+    m.init_weights()
+    return m
+
+
+def safe_threshold(conf):
+    """Midpoint of the widest gap between sorted confidences in their middle half."""
+    c = conf.flatten().sort().values.double()
+    lo, hi = len(c) // 4, 3 * len(c) // 4
+    j = lo + int((c[lo + 1:hi + 1] - c[lo:hi]).argmax())
+    return float((c[j] + c[j + 1]) / 2)
+
+
+def _samples(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        label = torch.randint(0, K, (1, IMG, IMG), generator=g)
+        label[:, :4] = 255  # some ignored pixels
+        out.append(SegDataSample(gt_sem_seg=PixelData(data=label),
+                                 metainfo=dict(img_shape=(IMG, IMG), ori_shape=(IMG, IMG),
+                                               pad_shape=(IMG, IMG))))
+    return out
+
+
+def _pair(head):
+    dyn = _build(_cfg(head))
+    static = _build(_cfg(head, dynamic=False), seed=1)
+    missing, unexpected = static.load_state_dict(dyn.state_dict(), strict=False)
+    assert not missing and all(k.startswith('backbone.aux_heads') for k in unexpected)
+    return dyn.eval(), static.eval()
+
+
+@pytest.mark.parametrize('head', ['naive', 'pup', 'mla', 'segmenter'])
+def test_xi_one_equals_static_segmentor(head):
+    dyn, static = _pair(head)
+    assert isinstance(dyn, DoViTEncoderDecoder)
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        a = dyn(x, mode='tensor')
+        b = static(x, mode='tensor')
+        pa = dyn.predict(x, _samples(2))
+        pb = static.predict(x, _samples(2))
+    assert a.shape == b.shape and a.shape[:2] == (2, K)
+    assert torch.allclose(a, b, atol=1e-5)
+    for s, t in zip(pa, pb):
+        assert torch.allclose(s.seg_logits.data, t.seg_logits.data, atol=1e-5)
+    assert torch.equal(dyn.backbone.last_stats['kept_ratio'], torch.ones(2))
+
+
+@pytest.mark.parametrize('head', ['pup', 'segmenter'])
+def test_losses_eq10_and_gradients(head):
+    m = _build(_cfg(head, threshold=0.3, aux_loss_weight=0.5)).train()
+    x, samples = torch.randn(2, 3, IMG, IMG), _samples(2)
+    losses = m.loss(x, samples)
+    assert {'decode.loss_ce', 'dovit_aux_0.loss_ce', 'dovit_aux_1.loss_ce'} <= set(losses)
+    assert not any(k.startswith('distill') for k in losses)  # no hook, no targets
+    label = torch.stack([s.gt_sem_seg.data for s in samples]).squeeze(1)
+    for k, lg in enumerate(m.backbone.aux_logits):
+        up = F.interpolate(lg, size=(IMG, IMG), mode='bilinear', align_corners=False)
+        expect = 0.5 * F.cross_entropy(up, label, ignore_index=255)
+        assert torch.allclose(losses[f'dovit_aux_{k}.loss_ce'], expect)
+    losses['dovit_aux_1.loss_ce'].backward()
+    assert m.backbone.aux_heads[1].weight.grad.abs().sum() > 0
+    assert m.backbone.blocks[0].attn.q.weight.grad.abs().sum() > 0
+    assert m.backbone.aux_heads[0].weight.grad is None or \
+        m.backbone.aux_heads[0].weight.grad.abs().sum() == 0
+
+
+def test_distillation_eq11():
+    m = _build(_cfg('pup', threshold=0.3)).eval()  # no dropout: the same logits twice
+    x, samples = torch.randn(2, 3, IMG, IMG), _samples(2)
+    with torch.no_grad():
+        shape = m(x, mode='tensor').shape
+    teacher = torch.randn(shape)
+    m.distill_targets = teacher
+    losses = m.loss(x, samples)
+    with torch.no_grad():
+        student = m.decode_head(m.extract_feat(x))
+    expect = PixelKLDistillLoss(loss_weight=0.4)(student, teacher)
+    assert torch.allclose(losses['distill.loss_distill'], expect, atol=1e-6)
+    # a teacher at another resolution is resized to the student's logits
+    m.distill_targets = F.interpolate(teacher, size=(8, 8), mode='bilinear')
+    assert shape[-1] != 8
+    assert m.loss(x, samples)['distill.loss_distill'] > 0
+    # a teacher equal to the student gives zero
+    m.distill_targets = student
+    assert m.loss(x, samples)['distill.loss_distill'].abs() < 1e-6
+    m.distill_loss = None
+    assert 'distill.loss_distill' not in m.loss(x, samples)
+
+
+class _Runner:
+
+    def __init__(self, model):
+        self.model = model
+        self.optim_wrapper = None
+
+
+def test_distill_hook_with_static_teacher_from_config_and_checkpoint(tmp_path):
+    """The hook builds the frozen static segmentor from its config and checkpoint; with the
+    student's weights and xi = 1 the student matches it and the KL term is zero; with stopped
+    tokens it is positive."""
+    student = _build(_cfg('naive', threshold=1.0)).train()
+    with torch.no_grad():  # confident, varied logits so that stopped tokens show in the KL
+        student.decode_head.conv_seg.weight.normal_(0, 1.)
+    static = _build(_cfg('naive', dynamic=False), seed=3)
+    static.load_state_dict(student.state_dict(), strict=False)
+    ckpt = tmp_path / 'teacher.pth'
+    torch.save({'state_dict': static.state_dict()}, ckpt)
+    hook = SelfDistillationHook(teacher_cfg=_cfg('naive', dynamic=False),
+                                teacher_checkpoint=str(ckpt), strict=True)
+    runner = _Runner(student)
+    hook.before_run(runner)
+    hook.before_train(runner)
+    assert not hook.teacher.training
+    assert all(not p.requires_grad for p in hook.teacher.parameters())
+    data = dict(inputs=[torch.randint(0, 255, (3, IMG, IMG), dtype=torch.uint8)
+                        for _ in range(2)], data_samples=_samples(2))
+    student.eval()  # BN in eval so that student and teacher agree exactly
+    hook.before_train_iter(runner, 0, data)
+    assert student.distill_targets.shape == (2, K, 16, 16)
+    pre = student.data_preprocessor(data, True)
+    losses = student.loss(pre['inputs'], pre['data_samples'])
+    assert losses['distill.loss_distill'].abs() < 1e-6
+    student.backbone.threshold = 0.0  # everything stops at the first decision
+    losses = student.loss(pre['inputs'], pre['data_samples'])
+    assert losses['distill.loss_distill'] > 1e-6
+    hook.after_train_iter(runner, 0, data)
+    assert student.distill_targets is None
+
+
+def test_image_alone_equals_in_batch_through_the_segmentor():
+    m = _build(_cfg('segmenter', threshold=1.0)).eval()
+    x = torch.randn(4, 3, IMG, IMG)
+    with torch.no_grad():
+        m(x, mode='tensor')
+        conf = m.backbone.last_maps['conf_0']
+        m.backbone.threshold = safe_threshold(conf)
+        batch = m(x, mode='tensor')
+        counts = m.backbone.last_block_tokens.clone()
+        assert len(set(counts[:, -1].tolist())) > 1
+        for b in range(4):
+            alone = m(x[b:b + 1], mode='tensor')
+            assert torch.allclose(batch[b:b + 1], alone, atol=1e-5)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='aux_loss_weight'):
+        _build(_cfg('naive', aux_loss_weight=-1.0))
+    with pytest.raises(ValueError, match='PixelKLDistillLoss'):
+        _build(_cfg('naive', distill_loss=dict(type='MSELoss')))
