@@ -9,6 +9,16 @@ import pytest
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _no_default_scope_from_earlier_tests():
+    """Each test starts with no mmengine default scope (a Runner or ``init_default_scope`` in an
+    earlier test would otherwise decide where plain type names are looked up)."""
+    from mmengine.registry import DefaultScope
+    DefaultScope._instance_dict.clear()
+    yield
+    DefaultScope._instance_dict.clear()
+
+
 @pytest.fixture(scope='session')
 def repo_root():
     return REPO

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-CFG=configs/_quickstart_/fpn_tiny_1xb8-300iter_toy-ade20k-128x128.py
+CFG=configs/_quickstart_/fpn_dge-pvt-tiny_1xb8-300iter_toy-ade20k-128x128.py
 WD=${1:-work_dirs/quickstart}
 "$PY" tools/dataset_converters/make_toy_dataset.py --layout ade20k --out data/toy_ade20k \
     --num 64 --num-val 16 --size 128 128 --seed 0

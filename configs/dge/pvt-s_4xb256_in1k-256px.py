@@ -10,10 +10,7 @@ custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         _delete_=True,
-        # the static PVT (mmdyn.PVT's parameters and outputs); DGEPVT returns the stage maps
-        # as a tuple, which mmpretrain's GlobalAveragePooling needs (mmdyn.PVT gives a list)
-        type='mmdyn.DGEPVT',
-        dge=False,
+        type='mmdyn.PVT',
         arch='small',
         pretrain_img_size=256,
         drop_path_rate=0.1,

@@ -28,7 +28,7 @@ model = dict(
         out_type='cls_token',
         gate_cfg=dict(hidden_dims=104, num_layers=4, tau=0.3, threshold=0.5,
                       init_fine_prob=0.99),
-        gate_loss=dict(_delete_=True, type='gbas', center_init=True, temperature=0.3,
+        gate_loss=dict(type='gbas', center_init=True, temperature=0.3,
                        hyperprior_variance=0.1),
         target=0.5,  # g*
         loss_weight=4.0,  # lambda

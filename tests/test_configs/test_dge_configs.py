@@ -17,6 +17,7 @@ DGE_DIR = osp.join(REPO, 'configs', 'dge')
 
 TINY_PVT = dict(embed_dims=[16, 16, 32, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
                 mlp_ratios=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1])
+TINY_VIT = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
 
 
 def all_configs():
@@ -30,17 +31,32 @@ def load(name):
 def build(cfg, tiny=True):
     if tiny:
         bb = cfg.model.backbone
-        bb.arch = dict(TINY_PVT)
+        vit = 'ViT' in bb.type
+        bb.arch = dict(TINY_VIT) if vit else dict(TINY_PVT)
         bb.init_cfg = None
-        if 'neck' in cfg.model and cfg.model.neck and 'in_channels' in cfg.model.neck:
+        if cfg.model.get('neck') and 'in_channels' in cfg.model.neck:
             cfg.model.neck.in_channels = [16, 16, 32, 32]
-        if cfg.model.head is not None if 'head' in cfg.model else False:
+        if cfg.model.get('head'):
             cfg.model.head.in_channels = 32
     init_default_scope(cfg.default_scope)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     if tiny:
         model.init_weights()
     return model
+
+
+def expected(name):
+    """What a config's name promises."""
+    arch = {'pvt-t': 'tiny', 'pvt-s': 'small', 'pvt-m': 'medium', 'pvt-l': 'large',
+            'deit-s': 'deit-s'}
+    out = dict(arch=[v for k, v in arch.items() if k in name][0], dge='dge' in name,
+               budget=0.5, phi=(1, 2, 4), layer_wise='layerwise' in name)
+    if 'gamma' in name:
+        out['budget'] = float(name.split('gamma')[1].split('_')[0])
+    for tag, phi in (('phi01', (0, 1)), ('phi12', (1, 2)), ('phi1248', (1, 2, 4, 8))):
+        if tag in name:
+            out['phi'] = phi
+    return out
 
 
 def test_every_config_listed_in_readme():
@@ -54,20 +70,27 @@ def test_every_config_listed_in_readme():
 @pytest.mark.parametrize('name', all_configs())
 def test_common_settings(name):
     cfg = load(name)
+    exp = expected(name)
     assert cfg.custom_imports == dict(imports=['mmdyn'], allow_failed_imports=False)
     bb = cfg.model.backbone
-    if 'dge' in name:
-        assert bb.type == 'mmdyn.DGEPVT' and bb.get('dge', True)
-        assert tuple(bb.granularities) == (1, 2, 4) and bb.budget_weight == 1.0
-        assert bb.budget == (float(name.split('gamma')[1].split('_')[0]) if 'gamma' in name
-                             else 0.5)
+    host = 'mmdyn.DGEViT' if 'deit' in name else (
+        'mmdyn.DGEDPVT' if 'dpvt' in name else 'mmdyn.DGEPVT')
+    if exp['dge']:
+        assert bb.type == host and bb.get('dge', True)
+        assert tuple(bb.granularities) == exp['phi'] and bb.budget_weight == 1.0
+        assert bb.budget == exp['budget']
+        assert bb.get('layer_wise', False) == exp['layer_wise']
         assert dict(type='mmdyn.DynamicStatsHook') in cfg.custom_hooks
-        ev = cfg.val_evaluator
-        assert any(e['type'] == 'mmdyn.ComplexityMetric' for e in ev)
+        assert any(e['type'] == 'mmdyn.ComplexityMetric' for e in cfg.val_evaluator)
         assert cfg.find_unused_parameters is True
-    else:  # the static host (DGEPVT with dge=False has exactly PVT's parameters)
-        assert bb.type == 'mmdyn.PVT' or (bb.type == 'mmdyn.DGEPVT' and bb.dge is False)
-    assert bb.arch == 'small'
+    else:  # the static host (DGE hosts with dge=False have exactly the host's parameters)
+        if 'dpvt' in name:
+            assert bb.type == 'mmdyn.DPVT' and not bb.get('dge', False)
+        else:
+            assert bb.type in ('mmdyn.PVT', 'mmdyn.ViT') or (bb.type == host and bb.dge is False)
+    assert bb.arch == exp['arch']
+    if 'in1k' in name:
+        assert bb.img_size == 256 if 'deit' in name else bb.pretrain_img_size == 256
 
 
 def test_ade20k_recipe():
@@ -114,7 +137,12 @@ def _train_step_losses(model, inputs, samples):
     return model(inputs, samples, mode='loss')
 
 
-@pytest.mark.parametrize('name', [n for n in all_configs() if 'ade20k' in n])
+SEG_RUN = ['fpn_dge-pvt-s_4xb8-80k_ade20k-512x512.py', 'fpn_dpvt-s_4xb8-80k_ade20k-512x512.py']
+DET_RUN = ['mask-rcnn_pvt-s_fpn_1x_coco.py', 'mask-rcnn_dge-pvt-s_fpn_1x_coco.py',
+           'mask-rcnn_dge-dpvt-s_fpn_1x_coco.py', 'retinanet_dge-pvt-s_fpn_1x_coco.py']
+
+
+@pytest.mark.parametrize('name', SEG_RUN)
 def test_semantic_fpn_forward_and_step(name):
     cfg = load(name)
     model = build(cfg).eval()
@@ -137,8 +165,8 @@ def test_semantic_fpn_forward_and_step(name):
         assert gate.grad is not None and gate.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize('name', [n for n in all_configs() if 'coco' in n])
-def test_mask_rcnn_forward_and_step(name):
+@pytest.mark.parametrize('name', DET_RUN)
+def test_detector_forward_and_step(name):
     cfg = load(name)
     model = build(cfg).eval()
     inputs, samples = generated_batch(model, (64, 64), batch_size=1)
@@ -155,14 +183,20 @@ def test_mask_rcnn_forward_and_step(name):
     gt.labels = torch.tensor([3])
     m = torch.zeros(1, 64, 64, dtype=torch.uint8)
     m[0, 8:48, 8:40] = 1
-    gt.masks = BitmapMasks(m.numpy(), 64, 64)
+    if 'mask-rcnn' in name:
+        gt.masks = BitmapMasks(m.numpy(), 64, 64)
     samples[0].gt_instances = gt
     losses = _train_step_losses(model, inputs, samples)
-    assert torch.isfinite(losses['loss_mask'])
+    assert all(torch.isfinite(v).all() for v in losses['loss_cls']) \
+        if isinstance(losses['loss_cls'], list) else torch.isfinite(losses['loss_cls'])
     assert 'loss_budget' in losses
 
 
-@pytest.mark.parametrize('name', [n for n in all_configs() if 'in1k' in n])
+IN1K_RUN = ['pvt-s_4xb256_in1k-256px.py', 'dge-pvt-s_4xb256_in1k-256px.py',
+            'dge-deit-s_4xb256_in1k-256px.py', 'dge-dpvt-s_4xb256_in1k-256px.py']
+
+
+@pytest.mark.parametrize('name', IN1K_RUN)
 def test_imagenet_forward_and_step(name):
     cfg = load(name)
     model = build(cfg).eval()

@@ -1,4 +1,6 @@
 """configs/dit: the paper's recipes as loaded, and every config built and run (tiny widths)."""
+import copy
+import functools
 import glob
 import os.path as osp
 
@@ -14,10 +16,19 @@ from mmdyn.models.utils.records import attach_dynamic_records
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DIT = osp.join(REPO, 'configs', 'dit')
 
+SIZES = {'b1': 2.0 / 2.1, 'b2': 3.8 / 4.0, 'b3': 6.8 / 6.9, 'b4': 9.9 / 10.1, 'b5': 10.3 / 11.8}
 SEG = [f'fpn_dit-{b}_4xb4-40k_ade20k-512x512.py' for b in ('b1', 'b2', 'b3', 'b4')]
+DET_1X = [f'{d}_dit-{b}_fpn_1x_coco.py' for d in ('retinanet', 'mask-rcnn')
+          for b in ('b1', 'b2', 'b3', 'b4')]
+DET_3X = [f'{d}_dit-{b}_fpn_ms-3x_coco.py' for d in ('retinanet', 'mask-rcnn')
+          for b in ('b2', 'b3', 'b4')]
+TABLE2 = [f'{d}_dit-b2_fpn_1x_coco.py' for d in ('cascade-mask-rcnn', 'atss', 'gfl',
+                                                  'sparse-rcnn')]
 DET = ['retinanet_dit-b2_fpn_1x_coco.py', 'mask-rcnn_dit-b2_fpn_1x_coco.py']
-CLS = ['dit-b2_8xb128_in1k.py']
-ALL = SEG + DET + CLS
+CLS = [f'dit-{b}_8xb128_in1k.py' for b in ('b1', 'b2', 'b3', 'b4', 'b5')]
+ABL = {f'dit-b2-{r}_8xb128_in1k.py': r.replace('-', '_')
+       for r in ('fully', 'static', 'random', 'attention', 'scale-only', 'depth-only')}
+ALL = SEG + DET_1X + DET_3X + TABLE2 + CLS + list(ABL)
 
 TINY = dict(embed_dims=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 2],
             mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 2, 1])
@@ -31,8 +42,40 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def load(name):
+@pytest.fixture(autouse=True, scope='module')
+def _cached_mim_index():
+    """mmengine re-reads every metafile of a codebase for each ``pkg::`` config it resolves;
+    the index is the same for the whole module, so read it once (speed only)."""
+    from mmengine.config import utils as cfg_utils
+    orig = cfg_utils._get_cfg_metainfo
+    tables = {}
+
+    def cached(package_path, cfg_path):
+        if package_path not in tables:
+            from mmengine.fileio import load
+            table = {}
+            index = load(osp.join(package_path, '.mim', 'model-index.yml'))
+            for meta_path in index['Import']:
+                for m in load(osp.join(package_path, '.mim', meta_path))['Models']:
+                    if 'Config' in m:
+                        table.setdefault(m['Config'].partition('/')[-1], m)
+            tables[package_path] = table
+        if cfg_path not in tables[package_path]:
+            raise ValueError(f'{cfg_path} has no metafile entry')  # as mmengine: a _base_ file
+        return tables[package_path][cfg_path]
+
+    cfg_utils._get_cfg_metainfo = cached
+    yield
+    cfg_utils._get_cfg_metainfo = orig
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name):
     return Config.fromfile(osp.join(DIT, name))
+
+
+def load(name):
+    return copy.deepcopy(_load(name))
 
 
 def build(cfg, tiny=True):
@@ -64,11 +107,11 @@ def test_common(name):
     assert 'mmdyn.DynamicStatsHook' in hooks and 'mmdyn.GateMomentumHook' in hooks
     assert any(e['type'] == 'mmdyn.ComplexityMetric' for e in cfg.val_evaluator)
     bb = cfg.model.backbone
-    assert bb.type == 'mmdyn.DiT' and bb.num_stages == 4 and bb.routing == 'dynamic'
+    assert bb.type == 'mmdyn.DiT' and bb.num_stages == 4
+    assert bb.routing == ABL.get(name, 'dynamic')
     size = name.split('dit-')[1][:2]
     assert bb.arch == size
-    mu = {'b1': 2.0 / 2.1, 'b2': 3.8 / 4.0, 'b3': 6.8 / 6.9, 'b4': 9.9 / 10.1}[size]
-    assert bb.budget == pytest.approx(mu)
+    assert bb.budget == pytest.approx(SIZES[size])
     assert 'depths' not in bb and 'num_layers' not in bb
 
 
@@ -86,23 +129,34 @@ def test_semantic_fpn_recipe(name):
     assert cfg.model.backbone.init_cfg.checkpoint.endswith(f'pvt_v2_{size}.pth')
 
 
-@pytest.mark.parametrize('name', DET)
+@pytest.mark.parametrize('name', DET_1X + DET_3X + TABLE2)
 def test_coco_recipe(name):
     cfg = load(name)
     opt = cfg.optim_wrapper.optimizer
-    assert (opt.type, opt.lr) == ('AdamW', 1e-4)
-    assert cfg.train_cfg.max_epochs == 12 and cfg.train_dataloader.batch_size * 8 == 16
+    lr = 2.5e-5 if name.startswith('sparse') else 1e-4
+    assert (opt.type, opt.lr) == ('AdamW', lr)
+    epochs = 36 if 'ms-3x' in name else 12
+    assert cfg.train_cfg.max_epochs == epochs and cfg.train_dataloader.batch_size * 8 == 16
     assert cfg.model.neck.in_channels == [64, 128, 320, 512]
+    if 'ms-3x' in name:
+        resize = cfg.train_dataloader.dataset.pipeline[2]
+        assert resize.type == 'RandomChoiceResize'
+        assert [s[1] for s in resize.scales] == [640, 672, 704, 736, 768, 800]
+        assert cfg.param_scheduler[-1].milestones == [27, 33]
+    size = name.split('dit-')[1][:2]
+    assert cfg.model.backbone.init_cfg.checkpoint.endswith(f'pvt_v2_{size}.pth')
 
 
-def test_imagenet_recipe():
-    cfg = load(CLS[0])
+@pytest.mark.parametrize('name', CLS + list(ABL))
+def test_imagenet_recipe(name):
+    cfg = load(name)
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', 1e-3, 0.05)
     assert cfg.train_dataloader.batch_size * 8 == 1024
     assert cfg.train_cfg.max_epochs == 300
     assert cfg.param_scheduler[-1].type == 'CosineAnnealingLR'
     assert cfg.model.backbone.out_indices == (3, ) and cfg.model.head.in_channels == 512
+
 
 
 def test_semantic_fpn_train_step_and_predict():
@@ -128,7 +182,9 @@ def test_semantic_fpn_train_step_and_predict():
     assert preds[0].metainfo['dynamic_flops'] > 0
 
 
-@pytest.mark.parametrize('name', DET)
+# Sparse R-CNN is only built (test_every_config_builds): with random tiny weights its iterative
+# box refinement can produce boxes of negative size, which mmcv's RoIAlign rejects.
+@pytest.mark.parametrize('name', DET + TABLE2[:3])
 def test_detectors_forward(name):
     model = build(load(name)).eval()
     inputs, samples = generated_batch(model, (96, 80), batch_size=1)
@@ -160,7 +216,7 @@ def test_mask_rcnn_loss_step():
 
 
 def test_imagenet_forward_and_loss():
-    model = build(load(CLS[0]))
+    model = build(load(CLS[1]))
     attach_dynamic_records(model)
     inputs, samples = generated_batch(model, (64, 64), batch_size=2)
     model.eval()
@@ -180,3 +236,46 @@ def test_full_size_b2_segmentor_builds():
         model = build(load(SEG[1]), tiny=False)
     assert model.backbone.depths == [3, 4, 6, 3]
     assert [c.conv.in_channels for c in model.neck.lateral_convs] == [64, 128, 320, 512]
+
+
+def test_skip_stats_tool(toy_ade20k, tmp_path):
+    """tools/analysis_tools/dit_skip_stats.py on the generated ADE20K set: ratios in [0, 1],
+    scale 0 always reached, a JSON and a plot."""
+    import json
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(
+        f"_base_ = '{osp.join(DIT, SEG[1])}'\n"
+        f"model = dict(backbone=dict(arch=dict(_delete_=True, **{TINY!r}), init_cfg=None),\n"
+        "             neck=dict(in_channels=[8, 16, 16, 32]))\n"
+        "test_pipeline = [dict(type='LoadImageFromFile'),\n"
+        "                 dict(type='Resize', scale=(64, 64), keep_ratio=True),\n"
+        "                 dict(type='PackSegInputs')]\n"
+        f"test_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,\n"
+        f"    dataset=dict(data_root='{toy_ade20k}', pipeline=test_pipeline))\n")
+    out = tmp_path / 'out'
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'dit_skip_stats', osp.join(REPO, 'tools', 'analysis_tools', 'dit_skip_stats.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)  # in-process: the suite is already importing mmseg
+    assert tool.main([str(cfg), '--out', str(out), '--device', 'cpu', '--max-images', '2']) == 0
+    stats = json.load(open(out / 'dit_skip_stats.json'))
+    assert stats['images'] == 2
+    assert stats['reach_ratio'][0] == [1.0] * 5
+    for row in stats['skip_ratio']:
+        assert all(v != v or 0 <= v <= 1 for v in row)
+    assert (out / 'dit_skip_stats.png').stat().st_size > 1000
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_every_config_builds(name):
+    """Every config builds (tiny widths) into a model whose backbone is a DiT of that size's
+    budget, and the backbone runs."""
+    cfg = load(name)
+    model = build(cfg).eval()
+    bb = model.backbone
+    assert type(bb).__name__ == 'DiT'
+    assert bb.budget_loss.target == pytest.approx(SIZES[name.split('dit-')[1][:2]])
+    with torch.no_grad():
+        outs = bb(torch.randn(1, 3, 64, 64))
+    assert len(outs) == len(cfg.model.backbone.out_indices)

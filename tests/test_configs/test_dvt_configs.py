@@ -13,13 +13,22 @@ from mmpretrain.structures import DataSample
 import mmdyn  # noqa: F401
 from mmdyn.models.utils.records import attach_dynamic_records
 
+# tiny models: one thread avoids oversubscribing the shared CPUs (much faster here)
+torch.set_num_threads(1)
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DVT = osp.join(REPO, 'configs', 'dvt')
 IN1K = ['dvt_deit-s_8xb128_in1k.py', 'dvt-2exit_deit-s_8xb128_in1k.py',
         'dvt-noreuse_deit-s_8xb128_in1k.py', 'dvt-freuse_deit-s_8xb128_in1k.py',
-        'dvt-rreuse_deit-s_8xb128_in1k.py']
+        'dvt-rreuse_deit-s_8xb128_in1k.py', 'dvt-pubtok_deit-s_8xb128_in1k.py']
 CIFAR = ['dvt_deit-s_8xb16-50e_cifar10-224.py', 'dvt_deit-s_8xb16-50e_cifar100-224.py']
-ALL = IN1K + CIFAR
+T2T = ['dvt_t2t-vit-12_8xb128_in1k.py', 'dvt_t2t-vit-14_8xb64_in1k.py',
+       'dvt-2exit_t2t-vit-12_8xb128_in1k.py']
+STATIC = ['t2t-vit-12_8xb128_in1k.py', 't2t-vit-14_8xb64_in1k.py']
+DYN = IN1K + CIFAR + T2T
+ALL = DYN + STATIC
+# tiny T2T exits at 64 px: first soft splits giving 2x2, 3x3 and 4x4 tokens
+T2T_TINY_EXITS = {2: dict(grid=2, soft_split=(14, 8, 3)), 3: dict(grid=3, soft_split=(11, 5, 2)),
+                  4: dict(grid=4, soft_split=(7, 4, 2))}
 TINY = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=1)
 
 
@@ -40,14 +49,15 @@ def test_all_listed():
         assert name in readme
 
 
-@pytest.mark.parametrize('name', ALL)
+@pytest.mark.parametrize('name', DYN)
 def test_common(name):
     cfg = load(name)
     assert cfg.custom_imports == dict(imports=['mmdyn'], allow_failed_imports=False)
     assert cfg.find_unused_parameters is True
     assert dict(type='mmdyn.DynamicStatsHook') in cfg.custom_hooks
     assert any(e['type'] == 'mmdyn.ComplexityMetric' for e in cfg.val_evaluator)
-    assert cfg.model.type == 'mmdyn.DVTClassifier' and cfg.model.arch == 'deit-s'
+    assert cfg.model.type == 'mmdyn.DVTClassifier'
+    assert cfg.model.arch == ('deit-s' if 't2t' not in name else name.split('_')[1])
     assert cfg.model.thresholds_file.endswith(name[:-3] + '/thresholds.json')
     assert cfg.default_scope == 'mmpretrain'
 
@@ -71,6 +81,14 @@ def test_imagenet_recipe():
     ema = [h for h in cfg.custom_hooks if h['type'] == 'EMAHook']
     assert ema and ema[0]['momentum'] == pytest.approx(1 - 0.99996)
     assert load('dvt-2exit_deit-s_8xb128_in1k.py').model.exits == [7, 14]
+    pub = load('dvt-pubtok_deit-s_8xb128_in1k.py').model.exits
+    assert [e['patch_size'] for e in pub] == [32, 23, 16] and pub[1]['patch_pad'] == 3
+    init_default_scope('mmpretrain')
+    with torch.device('meta'):
+        m = MODELS.build(dict(load('dvt-pubtok_deit-s_8xb128_in1k.py').model,
+                              thresholds_file=None))
+    assert [e.backbone.patch_resolution for e in m.exits] == [(7, 7), (10, 10), (14, 14)]
+    assert all(e.input_size == 224 for e in m.exits)
     for name, f, r in (('dvt-noreuse', False, False), ('dvt-freuse', True, False),
                        ('dvt-rreuse', False, True)):
         m = load(f'{name}_deit-s_8xb128_in1k.py').model
@@ -90,6 +108,37 @@ def test_cifar_recipe(name):
     assert cfg.model.init_cfg.type == 'Pretrained'
 
 
+def test_t2t_recipes():
+    c12 = load('dvt_t2t-vit-12_8xb128_in1k.py')
+    assert c12.model.host == 't2t' and c12.model.exits == [7, 10, 14]
+    assert c12.optim_wrapper.optimizer.lr == 2e-3
+    assert c12.optim_wrapper.optimizer.weight_decay == 0.03
+    assert c12.train_dataloader.batch_size == 128
+    c14 = load('dvt_t2t-vit-14_8xb64_in1k.py')
+    assert c14.optim_wrapper.optimizer.lr == 5e-4
+    assert c14.optim_wrapper.optimizer.weight_decay == 0.05
+    assert c14.train_dataloader.batch_size == 64
+    assert load('dvt-2exit_t2t-vit-12_8xb128_in1k.py').model.exits == [7, 14]
+    for name, arch in zip(STATIC, ('t2t-vit-12', 't2t-vit-14')):
+        cfg = load(name)
+        assert cfg.model.backbone.type == 'mmdyn.T2TViT' and cfg.model.backbone.arch == arch
+        assert cfg.custom_imports == dict(imports=['mmdyn'], allow_failed_imports=False)
+
+
+@pytest.mark.parametrize('name', STATIC)
+def test_static_t2t_baselines_run(name):
+    cfg = load(name)
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.arch = TINY
+    cfg.model.backbone.img_size = 64
+    cfg.model.backbone.token_dims = 8
+    cfg.model.head.in_channels = TINY['embed_dims']
+    model = MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64), mode='tensor')
+    assert out.shape == (2, 1000)
+
+
 def tiny_model(name):
     cfg = load(name)
     init_default_scope(cfg.default_scope)
@@ -97,13 +146,17 @@ def tiny_model(name):
     m.arch = TINY
     m.patch_size = 8
     m.exits = [2, 4] if len(m.exits) == 2 else [2, 3, 4]
+    if m.get('host') == 't2t':
+        m.exits = [T2T_TINY_EXITS[g] for g in m.exits]
+        m.img_size = 64
+        m.backbone_cfg.token_dims = 8
     m.thresholds = [0.0] * (len(m.exits) - 1)
     m.thresholds_file = None
     m.pop('init_cfg', None)
     return MODELS.build(m)
 
 
-@pytest.mark.parametrize('name', ALL)
+@pytest.mark.parametrize('name', DYN)
 def test_build_and_run(name):
     model = tiny_model(name)
     cfg = load(name)
@@ -132,3 +185,46 @@ def test_build_and_run(name):
     assert len(out) == 2 and out[0].pred_score.shape == (nc, )
     assert all(s.exit_index == 0 for s in out)
     assert out[0].metainfo['dynamic_flops'] == model.exit_flops()[0]
+
+
+def test_runner_train_and_val_on_toy_imagenet(tmp_path, toy_imagenet):
+    """The real config through mmengine's Runner: 2 training iterations and one validation with
+    early exit; the complexity metric reports the realised FLOPs."""
+    from mmengine.runner import Runner
+    cfg = load('dvt_deit-s_8xb128_in1k.py')
+    m = cfg.model
+    m.arch = TINY
+    m.patch_size = 8
+    m.exits = [2, 3, 4]
+    m.thresholds = [0.0, 0.0]  # everyone stops at the first exit
+    m.thresholds_file = None
+    for split in ('train', 'val'):
+        dl = cfg[f'{split}_dataloader']
+        dl.batch_size = 2
+        dl.num_workers = 0
+        dl.persistent_workers = False
+        dl.dataset.data_root = toy_imagenet
+        dl.dataset.split = split
+    cfg.train_dataloader.dataset.pipeline = [
+        dict(type='LoadImageFromFile'), dict(type='RandomResizedCrop', scale=32),
+        dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]
+    cfg.val_dataloader.dataset.pipeline = [
+        dict(type='LoadImageFromFile'), dict(type='Resize', scale=32), dict(type='PackInputs')]
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.train_cfg = dict(by_epoch=False, max_iters=2, val_interval=2)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.custom_hooks = [h for h in cfg.custom_hooks if h['type'] != 'EMAHook']
+    cfg.work_dir = str(tmp_path)
+    cfg.pop('find_unused_parameters')
+    cfg.launcher = 'none'
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.val_loop.run()
+    model = runner.model
+    assert metrics['complexity/gflops'] == pytest.approx(model.exit_flops()[0] / 1e9)
+    assert metrics['complexity/exit_ratio'] == pytest.approx(1.0)
+    assert metrics['complexity/exit0_ratio'] == pytest.approx(1.0)
+    assert metrics['complexity/static_gflops'] == pytest.approx(sum(model.exit_flops()) / 1e9)
+    assert 'accuracy/top1' in metrics

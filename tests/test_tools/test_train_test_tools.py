@@ -4,7 +4,7 @@ import os.path as osp
 import pytest
 import torch
 
-QUICKSTART = 'configs/_quickstart_/fpn_tiny_1xb8-300iter_toy-ade20k-128x128.py'
+QUICKSTART = 'configs/_quickstart_/fpn_dge-pvt-tiny_1xb8-300iter_toy-ade20k-128x128.py'
 
 
 def tiny_config(tmp_path, repo_root, data_root, name='tiny.py', extra=''):
@@ -30,9 +30,10 @@ default_hooks = dict(logger=dict(interval=1),
 
 EPOCH_EXTRA = '''
 # mmseg's ADE20K base samples infinitely (iteration-based); epochs need a finite sampler
-train_dataloader = dict(sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))
+train_dataloader['sampler'] = dict(_delete_=True, type='DefaultSampler', shuffle=True)
 train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=2, val_interval=10)
-param_scheduler = [dict(type='MultiStepLR', by_epoch=True, milestones=[2], gamma=0.1)]
+# an explicit end: mmengine would otherwise stop the scheduler at the first run's max_epochs
+param_scheduler = [dict(type='ExponentialLR', by_epoch=True, gamma=0.5, begin=0, end=100)]
 default_hooks = dict(logger=dict(interval=1, log_metric_by_epoch=True),
                      checkpoint=dict(by_epoch=True, interval=1, max_keep_ckpts=3))
 log_processor = dict(by_epoch=True)
@@ -47,10 +48,15 @@ def test_train_then_test(tmp_path, repo_root, toy_ade20k, run_tool):
     ckpt = wd / 'iter_4.pth'
     assert ckpt.is_file()
     assert 'mIoU' in r.stdout + r.stderr  # validated with the real metric
+    assert 'loss_budget' in r.stdout + r.stderr  # the dynamic backbone's budget loss trains
     out = tmp_path / 'preds.pkl'
     r = run_tool('test.py', cfg, ckpt, '--work-dir', wd, '--out', out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'mIoU' in r.stdout + r.stderr
+    import re
+    gflops = re.search(r'complexity/gflops: ([0-9.]+)', r.stdout + r.stderr)
+    static = re.search(r'complexity/static_gflops: ([0-9.]+)', r.stdout + r.stderr)
+    assert gflops and static and 0 < float(gflops.group(1)) <= float(static.group(1))
     import pickle
     with open(out, 'rb') as f:
         preds = pickle.load(f)
@@ -75,9 +81,10 @@ def test_resume_continues_epoch_iteration_optimizer_and_scheduler(tmp_path, repo
     # the optimizer state continued: AdamW counted every step of the three epochs
     steps = {int(s['step']) for s in ep3['optimizer']['state'].values()}
     assert steps == {3 * iters_per_epoch}
-    # the scheduler continued: the milestone at epoch 2 already divided the lr by 10
+    # the scheduler continued: one halving per epoch, three epochs in all
     lr0 = ep2['optimizer']['param_groups'][0]['initial_lr']
-    assert ep3['optimizer']['param_groups'][0]['lr'] == pytest.approx(lr0 * 0.1)
+    assert ep2['optimizer']['param_groups'][0]['lr'] == pytest.approx(lr0 * 0.5**2)
+    assert ep3['optimizer']['param_groups'][0]['lr'] == pytest.approx(lr0 * 0.5**3)
     assert ep3['param_schedulers'][0]['last_step'] == 3
 
 

@@ -93,8 +93,7 @@ def geometric_baseline(conf, correct, cum_flops, budget: float,
     for q in qs:
         r = evaluate(conf, correct, cum_flops,
                      schedule_thresholds(conf, geometric_shares(q, conf.shape[0])))
-        if r['gflops'] <= budget + 1e-12 and (
-                best is None or (r['accuracy'], -r['gflops']) > (best['accuracy'], -best['gflops'])):
+        if r['gflops'] <= budget + 1e-12 and _better(r, best):
             best = dict(r, q=q)
     return best
 

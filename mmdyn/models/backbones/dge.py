@@ -1,4 +1,4 @@
-"""DGE: the Dynamic Grained Encoder (Song et al., NeurIPS 2021) on PVT v1 and DeiT hosts.
+"""DGE: the Dynamic Grained Encoder (Song et al., NeurIPS 2021) on PVT v1, DPVT and DeiT hosts.
 
 How one encoder layer runs
 --------------------------
@@ -33,7 +33,8 @@ Training and eval paths
   and multiplies their updates by the straight-through gate value (1 in the forward).
 * **eval** (always sparse): per image, only the chosen queries are gathered into a padded token
   set and run through the block; padding queries are discarded, so every image computes exactly
-  what it computes alone.
+  what it computes alone (a single image skips the padding and the candidate concatenation).
+  Un-pooling is one gather: every token takes the update of the query that covers it.
 
 Because queries do not interact (keys/values are the full map, the FFN is token-wise), all three
 paths give the same output for the same gate decisions; the tests check it.
@@ -54,8 +55,6 @@ embeddings, the gates (``regions * C * K``) and every block at the number of que
 ``static_flops`` is the host's. ``force_full`` runs the host blocks directly, every token a
 query, no gate: exactly the static host.
 """
-import copy
-import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -65,16 +64,19 @@ from mmengine.model import ModuleList
 
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
+from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
 from ..layers.gates import GumbelSoftmaxGate, straight_through
-from ..layers.region_pool import region_pool, region_pool_tokens, region_unpool_tokens
-from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
+from ..layers.region_pool import region_pool
+from ..layers.token_sets import gather_tokens, make_token_set
+from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
 from ..utils.dynamic import DynamicModuleMixin
-from .pvt import PVT
+from .pvt import PVT, _linspace
 from .vit import ViT
 
-__all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'check_dge_args']
+__all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'DGEDPVT', 'DPVT', 'DPVTBlock',
+           'FractionChoice', 'check_dge_args']
 
 TRAIN_PATHS = ('dense', 'sparse')
 
@@ -124,6 +126,29 @@ def check_dge_args(granularities, region_size=None, layer_wise=False, budget=0.5
     if not 0.0 < float(init_prob) < 1.0:
         raise ValueError(f'DGE: init_prob must be in (0, 1), got {init_prob}')
     return order, size
+
+
+class FractionChoice:
+    """A forced gate: each region draws granularity ``k`` with probability ``fractions[k]``
+    (seeded by the region grid, so the same map size gets the same pattern). For benchmarks of
+    a gate forced to a budget, e.g. ``(0.45, 0.1, 0.45)`` for ``Phi = {1, 2, 4}`` keeps about
+    ``0.45 + 0.1 / 4 + 0.45 / 16 = 0.5`` of the queries."""
+
+    def __init__(self, fractions: Sequence[float], seed: int = 0):
+        f = [float(v) for v in fractions]
+        if any(v < 0 for v in f) or abs(sum(f) - 1.0) > 1e-6:
+            raise ValueError(f'forced fractions must be >= 0 and sum to 1, got {list(fractions)}')
+        self.fractions = f
+        self.seed = seed
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-1] != len(self.fractions):
+            raise ValueError(f'{len(self.fractions)} fractions for {logits.shape[-1]} choices')
+        b, gh, gw = logits.shape[:3]
+        g = torch.Generator().manual_seed(self.seed + 1000 * gh + gw)
+        idx = torch.multinomial(torch.tensor(self.fractions), b * gh * gw, replacement=True,
+                                generator=g)
+        return idx.reshape(b, gh, gw).to(logits.device)
 
 
 class DynamicGrainedEncoder(nn.Module):
@@ -205,13 +230,31 @@ class DynamicGrainedEncoder(nn.Module):
         return (r[:, None] * gw + c[None, :]).reshape(-1)
 
     # ------------------------------------------------------------------ gate
-    def route(self, x_sp: torch.Tensor, hw: Sequence[int]):
-        """Decisions of every region: ``(decision[B, gh, gw, K], hard[B, gh, gw] long)``.
+    def _pooled_maps(self, m: torch.Tensor) -> Dict[int, torch.Tensor]:
+        """``region_pool(m, p)`` for every size needed (the granularities and ``S``), each
+        computed from the largest smaller one when the map divides evenly."""
+        h, w = m.shape[-2:]
+        sizes = sorted({p for p in self.granularities if p > 1} |
+                       ({self.region_size} if self.region_size and self.region_size > 1
+                        else set()))
+        out = {1: m}
+        for p in sizes:
+            src = max(q for q in out if p % q == 0)
+            if h % p == 0 and w % p == 0:
+                out[p] = F.avg_pool2d(out[src], p // src, p // src)
+            else:
+                out[p] = region_pool(m, p)
+        return out
+
+    def route(self, m: torch.Tensor, pooled_maps: Optional[Dict[int, torch.Tensor]] = None):
+        """Decisions of every region of a ``[B, C, H, W]`` map:
+        ``(decision[B, gh, gw, K], choice[B, gh, gw] long, gate output)``.
 
         ``decision`` is one-hot (straight-through in training)."""
-        m = nlc_to_nchw(x_sp, hw)
         if self.layer_wise:
             pooled = m.mean(dim=(2, 3), keepdim=True)
+        elif pooled_maps is not None and self.region_size in pooled_maps:
+            pooled = pooled_maps[self.region_size]
         else:
             pooled = region_pool(m, self.region_size)
         feats = pooled.permute(0, 2, 3, 1)  # [B, gh, gw, C]
@@ -237,6 +280,55 @@ class DynamicGrainedEncoder(nn.Module):
         return gh * gw * self.embed_dims * self.num_choices
 
     # ------------------------------------------------------------------ forward
+    def _owner_table(self, hw, offsets, device) -> torch.Tensor:
+        """``Long[K, H*W]``: for every granularity (gate order) and token, the position in the
+        concatenated query list of the query covering that token (``-1`` for ``phi = 0``)."""
+        key = (tuple(hw), tuple(offsets), str(device))
+        cache = getattr(self, '_owner_cache', None)
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        h, w = hw
+        r = torch.arange(h, device=device)[:, None]
+        c = torch.arange(w, device=device)[None, :]
+        rows = []
+        for p, off in zip(self.granularities, offsets):
+            if p == 0:
+                rows.append(torch.full((h * w, ), -1, dtype=torch.long, device=device))
+            else:
+                pw = -(-w // p)
+                rows.append((off + (r // p) * pw + c // p).reshape(-1))
+        table = torch.stack(rows)
+        self._owner_cache = (key, table)
+        return table
+
+    def _candidate_refs(self, hw, device) -> torch.Tensor:
+        """``[Q, 2]`` ``(x, y)`` centres (token units) of every candidate query (no extras)."""
+        h, w = hw
+        refs = []
+        for p in self.granularities:
+            if p == 0:
+                continue
+            if p == 1:
+                refs.append(token_reference_points(hw, device))
+                continue
+            def centres(size):
+                start = torch.arange(-(-size // p), device=device, dtype=torch.float32) * p
+                return start + ((size - start).clamp(max=p) - 1) / 2
+            cy, cx = centres(h), centres(w)
+            refs.append(torch.stack([cx[None, :].expand(len(cy), -1).reshape(-1),
+                                     cy[:, None].expand(-1, len(cx)).reshape(-1)], -1))
+        return torch.cat(refs, 0)
+
+    def _token_regions(self, hw, device) -> torch.Tensor:
+        h, w = hw
+        if self.layer_wise:
+            return torch.zeros(h * w, dtype=torch.long, device=device)
+        s = self.region_size
+        gw = -(-w // s)
+        r = torch.arange(h, device=device)[:, None] // s
+        c = torch.arange(w, device=device)[None, :] // s
+        return (r * gw + c).reshape(-1)
+
     def forward(self, block: nn.Module, x: torch.Tensor, hw: Sequence[int],
                 num_extra: int = 0) -> Tuple[torch.Tensor, Dict]:
         """Run ``block`` as a dynamic grained encoder.
@@ -258,50 +350,80 @@ class DynamicGrainedEncoder(nn.Module):
         if n != num_extra + hw[0] * hw[1]:
             raise ValueError(f'DGE: {n} tokens are not {num_extra} extra + {hw[0]}x{hw[1]}')
         x_ex, x_sp = x[:, :num_extra], x[:, num_extra:]
-        decision, choice, gate_out = self.route(x_sp, hw)
+        m = nlc_to_nchw(x_sp, hw)
+        pooled_maps = self._pooled_maps(m)
+        decision, choice, gate_out = self.route(m, pooled_maps)
         gh, gw = decision.shape[1:3]
         dec_flat = decision.reshape(b, gh * gw, -1)
         hard_flat = choice.reshape(b, gh * gw)
 
-        queries, keeps, weights, grans = [x_ex], [], [], []
+        # all candidate queries: extras, then every non-zero granularity's pooled patches
+        queries, keeps, weights, offsets = [x_ex], [], [], []
         ones = x.new_ones(b, num_extra)
         keeps.append(ones.bool())
         weights.append(ones)
+        pos = num_extra
         for k, p in enumerate(self.granularities):
+            offsets.append(pos)
             if p == 0:
                 continue
-            q, _ = region_pool_tokens(x_sp, hw, p)
+            q = x_sp if p == 1 else pooled_maps[p].flatten(2).transpose(1, 2)
             rid = self._patch_regions(hw, p, x.device)
             queries.append(q)
-            keeps.append(hard_flat[:, rid] == k)
-            weights.append(dec_flat[:, rid, k])
-            grans.append((p, q.shape[1]))
-        q_all = torch.cat(queries, 1)
+            keeps.append(hard_flat.index_select(1, rid) == k)
+            weights.append(dec_flat[..., k].index_select(1, rid))
+            pos += q.shape[1]
         keep_all = torch.cat(keeps, 1)
-        w_all = torch.cat(weights, 1)
+        # one image at eval: gather the kept queries from each source (no padding, no copy of
+        # all candidates); else concatenate the candidates and gather a padded token set
+        single = b == 1 and not self.training
+        q_all = None if single else torch.cat(queries, 1)
         num_chosen = keep_all.sum(1).to(torch.float64)
+        # the query covering each token under the chosen granularity (-1: none)
+        tok_choice = hard_flat.index_select(1, self._token_regions(hw, x.device))  # [B, H*W]
+        owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
 
+        needs_ref = getattr(block, 'needs_query_ref', False)
+        if needs_ref and num_extra:
+            raise ValueError('extra tokens with deformable attention are not supported')
+        ref_all = self._candidate_refs(hw, x.device) if needs_ref else None
         dense = self.training and self.train_path == 'dense'
         if dense:
-            y = block(x, hw, query=q_all)
-            delta = (y - q_all) * w_all[..., None]
+            w_all = torch.cat(weights, 1)
+            kw = dict(query_ref=ref_all) if needs_ref else {}
+            y = block(x, hw, query=q_all, **kw)
+            delta = (y - q_all) * w_all[..., None]  # ST: the gate's gradient
             ran = torch.full((b, ), float(q_all.shape[1]), dtype=torch.float64, device=x.device)
         else:
-            ts = make_token_set(keep_all)
-            qs = gather_tokens(q_all, ts)
-            ys = block(x, hw, query=qs)
-            delta = scatter_tokens(ys - qs, ts, torch.zeros_like(q_all))
-            if self.training:
-                delta = delta * w_all[..., None]  # 1 in the forward; the gate's gradient
-            ran = ts.lengths.to(torch.float64)
-
-        out_ex = x_ex + delta[:, :num_extra]
-        upd = torch.zeros_like(x_sp)
-        start = num_extra
-        for p, cnt in grans:
-            upd = upd + region_unpool_tokens(delta[:, start:start + cnt], p, hw)
-            start += cnt
-        out = torch.cat([out_ex, x_sp + upd], 1)
+            kw = {}
+            if single:
+                kept = [kp[0].nonzero().squeeze(1) for kp in keeps]
+                qs = torch.cat([q.index_select(1, i) for q, i in zip(queries, kept)], 1)
+                lengths = num_chosen
+                if needs_ref:
+                    kw['query_ref'] = ref_all.index_select(0, keep_all[0].nonzero().squeeze(1))
+            else:
+                ts = make_token_set(keep_all)
+                qs = gather_tokens(q_all, ts)
+                lengths = ts.lengths
+                if needs_ref:
+                    kw['query_ref'] = gather_tokens(ref_all[None].expand(b, -1, -1), ts)
+            delta = block(x, hw, query=qs, **kw) - qs
+            if self.training:  # 1 in the forward; the gate's gradient
+                w_all = torch.cat(weights, 1)
+                delta = delta * gather_tokens(w_all[..., None], ts)
+            # position of every candidate query among the kept ones
+            slot = keep_all.long().cumsum(1) - 1
+            owner = torch.where(owner < 0, owner, slot.gather(1, owner.clamp_min(0)))
+            ran = lengths.to(torch.float64)
+        # un-pool: each token takes its query's update (a zero row for "no query")
+        nd = delta.shape[1]
+        delta_z = torch.cat([delta, delta.new_zeros(b, 1, c)], 1)
+        owner = torch.where(owner < 0, torch.full_like(owner, nd), owner)
+        upd = delta_z.gather(1, owner[..., None].expand(-1, -1, c))
+        out = x_sp + upd
+        if num_extra:
+            out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
         info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
                     grid=(gh, gw), soft=gate_out.soft)
         return out, info
@@ -320,7 +442,7 @@ class _DGEHostMixin(DynamicModuleMixin):
     """Shared bookkeeping of the DGE hosts (records, budget loss, forced choices)."""
 
     def _init_dge(self, dge, granularities, region_size, layer_wise, budget, budget_weight, tau,
-                  init_prob, train_path, dims_per_layer):
+                  init_prob, train_path, dims_per_layer, forced_fractions=None):
         self.dge_enabled = bool(dge)
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, budget, train_path, init_prob)
@@ -329,6 +451,13 @@ class _DGEHostMixin(DynamicModuleMixin):
         self.budget_loss = BudgetLoss(target=float(budget), loss_weight=float(budget_weight))
         self.reset_dynamic_records()
         self.aux_losses = {}
+        if forced_fractions is not None:
+            if len(forced_fractions) != len(self.granularities):
+                raise ValueError(f'forced_fractions needs {len(self.granularities)} entries '
+                                 f'(one per granularity in {self.granularities})')
+            self._forced = FractionChoice(forced_fractions)
+        else:
+            self._forced = None
         if not self.dge_enabled:
             return None
         return [[DynamicGrainedEncoder(c, granularities, region_size, layer_wise, tau, init_prob,
@@ -430,17 +559,20 @@ class DGEPVT(_DGEHostMixin, PVT):
         init_prob (float): Initial probability of the finest granularity. Default 0.95.
         train_path (str): ``'dense'`` (default) or ``'sparse'``.
         dge_stages (Sequence[int]): Stages with DGE. Default all.
+        forced_fractions (Sequence[float], optional): Force the gates (benchmarks): every region
+            draws granularity ``k`` (gate order, finest first) with this probability
+            (:class:`FractionChoice`). Default None (the gates decide).
 
     The gates are parameters ``dge.{stage}.{block}.gate.proj.*``; every other key is the static
     PVT's, so PVT checkpoints (official whai362 v1, mmdet, mmdyn) load through ``init_cfg``.
-    With ``dge=False`` it has exactly the static PVT's parameters and outputs (as a tuple).
+    With ``dge=False`` it has exactly the static PVT's parameters and outputs.
     """
 
     def __init__(self, arch='small', dge: bool = True, granularities=(1, 2, 4),
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
                  train_path: str = 'dense', dge_stages: Optional[Sequence[int]] = None,
-                 **kwargs):
+                 forced_fractions: Optional[Sequence[float]] = None, **kwargs):
         super().__init__(arch=arch, **kwargs)
         dge_stages = list(range(self.num_stages)) if dge_stages is None else list(dge_stages)
         if any(not 0 <= s < self.num_stages for s in dge_stages):
@@ -448,11 +580,12 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.dge_stages = dge_stages
         dims = [[self.embed_dims[i]] * self.depths[i] for i in range(self.num_stages)]
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
-                                budget_weight, tau, init_prob, train_path, dims)
+                                budget_weight, tau, init_prob, train_path, dims, forced_fractions)
         if layers is not None:
             self.dge = ModuleList([
                 ModuleList(layers[i] if i in dge_stages else []) for i in range(self.num_stages)
             ])
+            self.force_choice(self._forced)
 
     def init_weights(self):
         pre = find_pretrained_cfg(self.init_cfg)
@@ -473,8 +606,7 @@ class DGEPVT(_DGEHostMixin, PVT):
         return PVT.static_flops(self, img_shape)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """NCHW maps of the stages in ``out_indices`` (a tuple, which mmpretrain's necks need;
-        mmdet and mmseg take it as PVT's list)."""
+        """NCHW maps of the stages in ``out_indices`` (a tuple, as :class:`PVT`)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
                              f'images, got {tuple(x.shape)}')
@@ -506,7 +638,7 @@ class DGEViT(_DGEHostMixin, ViT):
             ``'deit-s'``.
         img_size (int): Default 256 (the paper's input; 16 x 16 tokens, divisible by S = 4).
         dge, granularities, region_size, layer_wise, budget, budget_weight, tau, init_prob,
-        train_path: as :class:`DGEPVT`.
+        train_path, forced_fractions: as :class:`DGEPVT`.
         Every other argument: :class:`mmdyn.models.backbones.ViT`.
 
     The cls token is always its own query (the vanilla path). The gates are parameters
@@ -516,13 +648,15 @@ class DGEViT(_DGEHostMixin, ViT):
     def __init__(self, arch='deit-s', img_size=256, dge: bool = True, granularities=(1, 2, 4),
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
-                 train_path: str = 'dense', **kwargs):
+                 train_path: str = 'dense', forced_fractions: Optional[Sequence[float]] = None,
+                 **kwargs):
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
                                 budget_weight, tau, init_prob, train_path,
-                                [[self.embed_dims] * self.depth])
+                                [[self.embed_dims] * self.depth], forced_fractions)
         if layers is not None:
             self.dge = ModuleList(layers[0])
+            self.force_choice(self._forced)
 
     def init_weights(self):
         pre = find_pretrained_cfg(self.init_cfg)
@@ -557,3 +691,69 @@ class DGEViT(_DGEHostMixin, ViT):
                 outs.append(self.format_output(x, hw))
         self._finish(acc, img_shape)
         return tuple(outs)
+
+
+class DPVTBlock(TransformerBlock):
+    """DPVT block: ``x + attn(norm1(x))`` with :class:`DeformablePointAttention`, then the MLP.
+
+    ``forward(x, hw, query=None, query_ref=None)``: queries at reference points ``query_ref``
+    (token units; default the token positions) with values from the full map ``x``.
+    """
+    needs_query_ref = True
+
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4.,
+                 num_points: int = 4, qkv_bias: bool = True, drop: float = 0., **kwargs):
+        super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                         drop=drop, **kwargs)
+        self.attn = DeformablePointAttention(embed_dims, num_heads, num_points,
+                                             qkv_bias=qkv_bias, proj_drop=drop)
+
+    def forward(self, x, hw_shape=None, query=None, query_ref=None, **kwargs):
+        xn = self.norm1(x)
+        qn = None if query is None else self.norm1(query)
+        base = x if query is None else query
+        y = base + self.drop_path(self.attn(xn, hw_shape, query=qn, query_ref=query_ref))
+        return self.ffn_residual(y, hw_shape)
+
+
+@MODELS.register_module()
+class DGEDPVT(DGEPVT):
+    """DPVT (PVT v1 with deformable point attention, 4 points, no spatial reduction) with DGE.
+
+    Args: as :class:`DGEPVT` (``sr_ratios`` of the arch are unused), plus ``num_points``.
+    DGE's pooled queries sample around the centre of their patch. ``dge=False`` (or
+    :class:`DPVT`) is the static DPVT.
+    """
+
+    def __init__(self, arch='small', num_points: int = 4, **kwargs):
+        super().__init__(arch=arch, **kwargs)
+        s = self.arch_settings
+        dpr = _linspace(kwargs.get('drop_path_rate', 0.1), sum(self.depths))
+        cur = 0
+        for i, st in enumerate(self.stages):
+            st.blocks = ModuleList([
+                DPVTBlock(self.embed_dims[i], s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
+                          num_points=num_points, qkv_bias=kwargs.get('qkv_bias', True),
+                          drop=kwargs.get('drop_rate', 0.), drop_path=dpr[cur + j],
+                          norm_cfg=kwargs.get('norm_cfg', dict(type='LN', eps=1e-6)),
+                          act_cfg=kwargs.get('act_cfg', dict(type='GELU')))
+                for j in range(self.depths[i])
+            ])
+            cur += self.depths[i]
+        self.num_points = num_points
+        self._freeze_stages()
+
+    def init_weights(self):
+        super().init_weights()
+        if find_pretrained_cfg(self.init_cfg) is None:
+            for m in self.modules():
+                if isinstance(m, DeformablePointAttention):
+                    m.init_offsets()
+
+
+@MODELS.register_module()
+class DPVT(DGEDPVT):
+    """The static DPVT (``DGEDPVT`` with ``dge=False``)."""
+
+    def __init__(self, arch='small', dge: bool = False, **kwargs):
+        super().__init__(arch=arch, dge=dge, **kwargs)

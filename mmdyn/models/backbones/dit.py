@@ -53,6 +53,7 @@ ROUTINGS = {
     'fully': ('on', 'on'),               # every gate 1 (Table 6 "Fully")
     'static': ('static', 'static'),      # learned masks fixed per position (Table 6 "Static")
     'random': ('random', 'random'),      # random masks at a given keep ratio (Table 7)
+    'attention': ('attention', 'dynamic'),  # top tokens by attention received (Table 7)
     'scale_only': ('on', 'dynamic'),     # dynamic scale, full depth (Table 8)
     'depth_only': ('dynamic', 'pvt'),    # PVTv2 path, dynamic depth (Table 8)
     'pvt': ('on', 'pvt'),                # PVTv2 itself (exactness reference)
@@ -131,7 +132,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         row_init_on (float): Initial probability that a row gate computes a token. 0.98.
         col_init_on (Sequence[float]): Initial "on" probability of the column gates on / off
             the PVTv2 path. Default (0.98, 0.5).
-        random_keep (Sequence[float]): Row / column keep probabilities of ``routing='random'``.
+        random_keep (Sequence[float]): Row / column keep probabilities of ``routing='random'``;
+            the row entry is also the kept fraction of ``routing='attention'``.
         static_size (int): Image size the ``'static'`` masks are laid out for. Default 224.
         drop_path_rate (float): Stochastic depth, linear over the PVTv2 path's blocks; block
             ``k`` of scale ``i`` gets the same rate in every column. Default 0.1.
@@ -272,6 +274,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.reset_dynamic_records()
         self.aux_losses: Dict[str, torch.Tensor] = {}
         self.last_valid_params: Optional[torch.Tensor] = None
+        self.last_reached: Optional[torch.Tensor] = None  # Bool[B, 4, M + 1]: nodes reached
         # {('row', i, j): [B, N] 0/1, ('col', i, j): [B] 0/1}: decisions imposed instead of the
         # gates' (tests, analysis); None: the routing rule decides.
         self.fixed_decisions: Optional[Dict[tuple, torch.Tensor]] = None
@@ -306,6 +309,20 @@ class DiT(DynamicModuleMixin, BaseModule):
     def _on_pvt_path(self, i: int, j: int) -> bool:
         """Whether column path ``P[i][j]`` is on the PVTv2 staircase."""
         return j == i + 1
+
+    @property
+    def tau(self) -> float:
+        """Gumbel-Softmax temperature of every gate (settable, e.g. by DynamicScheduleHook with
+        ``'backbone.tau'``)."""
+        return self.row_gates[0][0].tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f'tau must be > 0, got {value}')
+        for gates in list(self.row_gates) + list(self.col_gates):
+            for g in gates:
+                g.tau = float(value)
 
     @property
     def num_gates(self) -> int:
@@ -464,9 +481,38 @@ class DiT(DynamicModuleMixin, BaseModule):
             return x.new_ones(b, n)
         if mode == 'random':
             return (torch.rand(b, n, device=x.device) < self.random_keep[0]).to(x.dtype)
+        if mode == 'attention':
+            return self._attention_decision(i, j, x, hw)
         if mode == 'static':
             return self.row_gates[i][j](b, hw).to(x.dtype)
         return self.row_gates[i][j](x).decision[..., 1]
+
+    @torch.no_grad()
+    def _attention_decision(self, i: int, j: int, x: torch.Tensor, hw) -> torch.Tensor:
+        """Table 7 "Attention": keep the ``random_keep[0]`` fraction of tokens that receive the
+        most attention in the stage's first block (attention of every token over the reduced
+        keys, averaged over heads, summed over queries, each key's mass given to the tokens of
+        its reduction cell)."""
+        blk = self.stages[i][j][0]
+        b, n = x.shape[:2]
+        _, logits = blk.attn(blk.norm1(x), hw, return_logits=True)
+        recv = logits.softmax(-1).mean(1).sum(1)  # [B, Nk]
+        kh, kw = blk.attn.kv_shape(hw)
+        imp = F.interpolate(recv.view(b, 1, kh, kw), size=tuple(hw), mode='nearest').flatten(1)
+        k = max(1, int(round(self.random_keep[0] * n)))
+        idx = imp.topk(k, dim=1).indices
+        return x.new_zeros(b, n).scatter_(1, idx, 1.0)
+
+    def _row_gate_flops(self, i: int, j: int, hw, costs) -> int:
+        """MACs of deciding the row of ``B[i][j]`` (0 when no gate runs)."""
+        if self.force_full or self.fixed_decisions is not None:
+            return 0
+        if self.row_mode == 'dynamic':
+            return costs['row_gate'][i]
+        if self.row_mode == 'attention':
+            blk = self.stages[i][j][0]
+            return int(blk.attn.flops(hw[0] * hw[1], hw))
+        return 0
 
     def _col_decision(self, i: int, j: int, x: torch.Tensor) -> torch.Tensor:
         """``[B]`` 0/1 decisions of ``P[i][j]``."""
@@ -582,6 +628,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         vparams = torch.full((b, ), float(params['stem'] + sum(params['out_norms'])),
                              dtype=torch.float64, device=dev) if params else None
         maps, stats = {}, {}
+        reached = torch.zeros(b, S, M + 1, dtype=torch.bool, device=dev)
 
         for j in range(M + 1):
             for i in range(S):
@@ -608,6 +655,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                     continue
                 feats[i][j], alive[i][j] = f, a
                 a_hard = (a > 0).to(torch.float64).detach()
+                reached[:, i, j] = a_hard > 0
                 # ---- row path B[i][j]
                 if j < M and (need[i][j + 1]):
                     g = self._row_decision(i, j, f, hw) * a[:, None]
@@ -620,7 +668,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                     kept_tok += kept.double()
                     blk_f = sum(blk.flops(kept.double(), hw) for blk in self.stages[i][j])
                     blk_f = torch.where(kept > 0, blk_f, torch.zeros_like(blk_f))
-                    gate_f = costs['row_gate'][i] if self._row_gate_runs() else 0
+                    gate_f = self._row_gate_flops(i, j, hw, costs)
                     flops += blk_f + gate_f * a_hard
                     exp_cost = exp_cost + a * (g.mean(1) * costs['row'][i][j] + gate_f)
                     maps[f'row_{i}_{j}'] = g.detach().reshape(b, *hw)
@@ -668,6 +716,11 @@ class DiT(DynamicModuleMixin, BaseModule):
         if vparams is not None:
             self.last_valid_params = vparams
             stats['param_ratio'] = vparams / params['total']
+        # panels ordered scale-major (rows of Fig. 3: one scale, M stages), then column gates
+        order = [f'row_{i}_{j}' for i in range(S) for j in range(M)] + [
+            f'col_{i}_{j}' for i in range(S - 1) for j in range(M + 1)]
+        maps = {k: maps[k] for k in order}
+        self.last_reached = reached
         self.record_dynamic(flops, stats, expected_cost=ratio if train else None, maps=maps)
         if train and gated:
             self.set_aux_losses({self.budget_loss.loss_name: self.budget_loss(ratio)})

@@ -19,7 +19,7 @@ The decision is hard and detached (no straight-through, no budget loss): the sam
 training and inference. The auxiliary heads are trained with ground truth (Eq. 10) by
 :class:`mmdyn.models.segmentors.DoViTEncoderDecoder`, which reads :attr:`DoViT.aux_logits`.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -234,6 +234,22 @@ class DoViT(DynamicModuleMixin, ViT):
         self.aux_logits = aux_logits
         self.record_dynamic(flops, stats, None, maps)
         return tuple(outs)
+
+    def block_table(self) -> List[Dict[str, float]]:
+        """Per block of the last forward, averaged over its images (the paper's Fig. 6):
+        ``block`` (1-based), ``tokens`` (kept, class token included), ``kept_ratio`` (patch
+        tokens), ``flops`` (MACs of the block at those counts)."""
+        if self.last_block_tokens is None:
+            raise RuntimeError('DoViT.block_table: run a forward first')
+        counts = self.last_block_tokens
+        n_patch = self.last_maps['conf_0'][0].numel()
+        rows = []
+        for i, blk in enumerate(self.blocks):
+            c = counts[:, i]
+            rows.append(dict(block=i + 1, tokens=float(c.mean()),
+                             kept_ratio=float(((c - 1) / n_patch).mean()),
+                             flops=float(blk.flops(c).mean())))
+        return rows
 
     @staticmethod
     def _merge(x: torch.Tensor, stopped: torch.Tensor) -> torch.Tensor:

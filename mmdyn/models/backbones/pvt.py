@@ -273,7 +273,9 @@ class PVT(BaseModule):
         return self
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """NCHW maps of the stages in ``out_indices``, as a tuple (what mmdet/mmseg necks and
+        mmpretrain's ``GlobalAveragePooling`` all accept)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
                              f'images, got {tuple(x.shape)}')
@@ -283,7 +285,7 @@ class PVT(BaseModule):
             x = nlc_to_nchw(tokens, hw)
             if i in self.out_indices:
                 outs.append(x)
-        return outs
+        return tuple(outs)
 
     # ------------------------------------------------------------------ FLOPs
     def stage_shapes(self, img_shape: Sequence[int]) -> List[Tuple[int, int]]:

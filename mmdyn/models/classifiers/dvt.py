@@ -4,10 +4,14 @@
 
 The model is ``K`` independent transformers ("exits"), each with its own weights and its own
 classification head, run in sequence on the same image with more tokens each time (default
-7x7, 10x10 and 14x14 at 224). The host here is the core's :class:`mmdyn.models.backbones.ViT`
-(DeiT-S by default). An exit's token grid comes from its tokenizer: the input is resized to
-``grid * patch_size`` pixels so that the host's patch embedding gives a ``grid x grid`` map (no
-resize when the input already has that size, e.g. ``patch_size=32`` for 7x7 at 224).
+7x7, 10x10 and 14x14 at 224). An exit's token grid comes from its host's tokenizer:
+
+* ``host='vit'`` (default): the core's :class:`mmdyn.models.backbones.ViT` (DeiT-S); the input
+  is resized to ``grid * patch_size`` pixels so that the patch embedding gives a ``grid x grid``
+  map (no resize when the input already has that size, e.g. ``patch_size=32`` for 7x7 at 224);
+* ``host='t2t'``: :class:`mmdyn.models.backbones.T2TViT` (T2T-ViT-12/14); the input is resized
+  to ``img_size`` (224) and the first soft split sets the grid (14/8/3 -> 7x7, 11/6/5 -> 10x10,
+  7/4/2 -> 14x14, the public code's settings).
 
 Reuse between consecutive exits (each switchable):
 
@@ -39,7 +43,9 @@ Modes:
 * ``force_full`` (:func:`mmdyn.models.utils.dynamic.full_compute`): every image runs every
   exit, the prediction is the last exit's, and ``metainfo['exit_scores']`` holds the softmax of
   every exit (what the threshold tool needs).
-* ``tensor``: the logits of every exit on the whole batch (a tuple).
+* ``tensor``: in training or under ``force_full`` the logits of every exit on the whole batch
+  (a tuple; also :meth:`run_all`); in eval the early-exit logits ``[B, classes]`` (what
+  ``get_flops.py`` runs, so its realised FLOPs are the early-exit ones).
 
 FLOPs are MACs (one multiply-add), as everywhere in mmdyn; per exit: patch embedding + blocks
 (the core's analytic counts) + head + the reuse modules (reuse MLPs and the wider FFN input;
@@ -62,6 +68,7 @@ from mmpretrain.structures import DataSample
 from mmdyn.registry import MODELS
 from ..backbones.t2t_vit import T2TViT
 from ..backbones.vit import ViT
+from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin
 
 __all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'upsample_relation']
@@ -163,13 +170,18 @@ class DVTExit(BaseModule):
         img_size (int): T2T input side. Default 224.
         soft_split (tuple, optional): T2T first soft split; default from the grid
             (:data:`T2T_SOFT_SPLITS`).
+        input_size (int, optional): ViT host: input side (default ``grid * patch_size``), e.g.
+            224 with ``patch_size=32`` for 7x7 or ``patch_size=23, patch_pad=3`` for 10x10 (the
+            public code's DeiT tokenizers).
+        patch_pad (int | str, optional): ViT host: patch-embedding padding.
     """
 
     def __init__(self, arch, grid: int, patch_size: int, num_classes: int,
                  prev: Optional['DVTExit'] = None, feature_reuse: bool = False,
                  relation_reuse: bool = False, backbone_cfg: Optional[dict] = None,
                  head_init_cfg: Optional[dict] = None, loss: Optional[dict] = None,
-                 host: str = 'vit', img_size: int = 224, soft_split=None):
+                 host: str = 'vit', img_size: int = 224, soft_split=None,
+                 input_size: Optional[int] = None, patch_pad=None):
         super().__init__()
         if host not in HOSTS:
             raise ValueError(f'host must be one of {HOSTS}, got {host!r}')
@@ -178,10 +190,17 @@ class DVTExit(BaseModule):
         self.patch_size = int(patch_size)
         cfg = dict(backbone_cfg or {})
         if host == 'vit':
-            self.input_size = self.grid * self.patch_size
+            self.input_size = int(input_size or self.grid * self.patch_size)
             cfg.update(arch=arch, img_size=self.input_size, patch_size=self.patch_size,
                        out_type='cls_token', with_cls_token=True, final_norm=True)
+            if patch_pad is not None:
+                cfg['patch_pad'] = patch_pad
             self.backbone = ViT(**cfg)
+            if tuple(self.backbone.patch_resolution) != (self.grid, self.grid):
+                r = self.backbone.patch_resolution
+                raise ValueError(f'patch {self.patch_size} (padding {cfg.get("patch_pad")}) '
+                                 f'gives a {r[0]}x{r[1]} grid at {self.input_size} px, not '
+                                 f'{self.grid}x{self.grid}')
         else:
             self.input_size = int(img_size)
             if soft_split is None:
@@ -313,6 +332,58 @@ class DVTExit(BaseModule):
         return int(total)
 
 
+#: module names of the exits in the public code's checkpoints (3 exits; a 2-exit model uses the
+#: first and the last)
+OFFICIAL_EXIT_NAMES = ('less_less_token', 'less_token', 'normal_token')
+
+
+def dvt_official_to_mmdyn(ckpt, num_exits: int = 3) -> Dict[str, torch.Tensor]:
+    """Convert a checkpoint of the public DVT code (DeiT hosts: ``model_state_dict`` with
+    ``less_less_token.* / less_token.* / normal_token.*`` timm-style transformers, their
+    ``feature_resuse_mlp`` and ``relation_reuse_conv`` modules) to :class:`DVTClassifier` keys.
+    A checkpoint already in mmdyn's layout is returned unchanged (tensors only)."""
+    sd = ckpt
+    for key in ('model_state_dict', 'state_dict', 'model', 'module'):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()
+          if isinstance(v, torch.Tensor)}
+    if not any(k.startswith(OFFICIAL_EXIT_NAMES[0] + '.') for k in sd):
+        return sd
+    names = OFFICIAL_EXIT_NAMES if num_exits == 3 else \
+        (OFFICIAL_EXIT_NAMES[0], OFFICIAL_EXIT_NAMES[2])
+    if num_exits not in (2, 3):
+        raise ValueError(f'the public checkpoints have 2 or 3 exits, not {num_exits}')
+    out = {}
+    for k, name in enumerate(names):
+        sub = {key[len(name) + 1:]: v for key, v in sd.items() if key.startswith(name + '.')}
+        pre = f'exits.{k}.'
+        rest = {}
+        for key, v in sub.items():
+            if key.startswith('head.'):
+                out[pre + 'head.fc.' + key[len('head.'):]] = v
+                continue
+            if key.startswith('relation_reuse_conv.'):
+                idx, leaf = key[len('relation_reuse_conv.'):].split('.')
+                fc = {'0': 'fc1', '2': 'fc2'}[idx]
+                out[pre + f'relation_module.{fc}.{leaf}'] = v.flatten(1) if v.dim() == 4 else v
+                continue
+            parts = key.split('.')
+            if len(parts) > 3 and parts[0] == 'blocks' and parts[2] == 'feature_resuse_mlp':
+                i, sub_key = parts[1], '.'.join(parts[3:])
+                if sub_key.startswith('0.'):
+                    new = 'norm.' + sub_key[2:]
+                else:  # '1.fc1.weight'
+                    new = sub_key[2:]
+                out[pre + f'feature_modules.{i}.{new}'] = v
+                continue
+            rest[key] = v
+        for key, v in _vit_timm(rest).items():
+            out[pre + 'backbone.' + key] = v
+    return out
+
+
 def _load_thresholds(path: str) -> List[float]:
     with open(path) as f:
         data = json.load(f)
@@ -328,7 +399,8 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
     Args:
         arch (str | dict): Host ViT arch of every exit (``'deit-s'``), or a list, one per exit.
         exits (Sequence[int | dict]): Token grid side per exit, or dicts with ``grid`` and
-            optionally ``patch_size`` / ``arch``. Default ``(7, 10, 14)``.
+            optionally ``patch_size`` / ``arch`` / ``host`` / ``soft_split`` (T2T) /
+            ``input_size`` and ``patch_pad`` (ViT). Default ``(7, 10, 14)``.
         patch_size (int): Tokenizer patch size (default for every exit). Default 16.
         num_classes (int): Default 1000.
         feature_reuse, relation_reuse (bool): Reuse between consecutive exits (the first exit
@@ -405,7 +477,8 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                 num_classes, prev=prev, feature_reuse=feature_reuse and k > 0,
                 relation_reuse=relation_reuse and k > 0, backbone_cfg=backbone_cfg,
                 head_init_cfg=head_init_cfg, loss=loss, host=s.get('host', host),
-                img_size=img_size, soft_split=s.get('soft_split')))
+                img_size=img_size, soft_split=s.get('soft_split'),
+                input_size=s.get('input_size'), patch_pad=s.get('patch_pad')))
         self.num_classes = num_classes
         self.thresholds_file = thresholds_file
         if thresholds_file is not None and osp.isfile(thresholds_file):
@@ -417,6 +490,25 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         if thresholds is None:
             thresholds = [1.0] * (self.num_exits - 1)
         self.set_thresholds(thresholds)
+
+    def init_weights(self):
+        """Random init of every part, then ``init_cfg`` ``type='Pretrained'`` weights if given:
+        an mmdyn DVT checkpoint or one of the public code's (converted, see
+        :func:`dvt_official_to_mmdyn`); tensors whose shapes differ (e.g. the heads when
+        fine-tuning on another data set) are skipped with a warning."""
+        pre = find_pretrained_cfg(self.init_cfg)
+        if pre is None:
+            return super().init_weights()
+        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
+        others = [c for c in cfgs if c is not pre]
+        self.init_cfg = others or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = cfgs if len(cfgs) > 1 else pre
+        n = self.num_exits
+        load_converted(self, pre['checkpoint'], lambda c: dvt_official_to_mmdyn(c, n),
+                       prefix=pre.get('prefix'))
 
     # ------------------------------------------------------------------ thresholds
     def set_thresholds(self, thresholds: Sequence[float]) -> None:
@@ -450,8 +542,14 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: torch.Tensor, data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor'):
+        """``tensor``: in training or under ``force_full`` the tuple of every exit's logits on
+        the whole batch; in eval the logits ``[B, classes]`` of the exit each image took (real
+        early exit, what the dynamic model computes). ``loss`` / ``predict``: see the module
+        doc."""
         if mode == 'tensor':
-            return tuple(self.run_all(inputs))
+            if self.training or self.force_full:
+                return tuple(self.run_all(inputs))
+            return self.early_exit(inputs)[0]
         if mode == 'loss':
             return self.loss(inputs, data_samples)
         if mode == 'predict':
@@ -462,7 +560,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         return tuple(self.run_all(inputs))
 
     def run_all(self, inputs: torch.Tensor) -> List[torch.Tensor]:
-        """Logits of every exit on the whole batch."""
+        """Logits of every exit on the whole batch (records the whole cascade's cost)."""
         outs, state = [], None
         for e in self.exits:
             logits, state = e(inputs, state)
@@ -483,35 +581,40 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                             stats=dict(exit_ratio=torch.zeros(b)))
         return losses
 
-    @torch.no_grad()
-    def predict(self, inputs: torch.Tensor, data_samples: Optional[List[DataSample]] = None
-                ) -> List[DataSample]:
-        """Early-exit inference (all exits under ``force_full``)."""
+    def early_exit(self, inputs: torch.Tensor):
+        """Early-exit inference on a batch.
+
+        Returns ``(logits [B, classes], exit_idx [B], all_logits)``: each image's logits from
+        the exit it stopped at; ``all_logits`` is the list of every exit's logits under
+        ``force_full`` (every image runs every exit, the last exit decides), else None. Records
+        the realised FLOPs per image.
+        """
         b = inputs.shape[0]
         dev = inputs.device
         k_last = self.num_exits - 1
-        scores = inputs.new_zeros(b, self.num_classes)
+        out = None
         exit_idx = torch.full((b, ), k_last, dtype=torch.long, device=dev)
         flops = torch.zeros(b, dtype=torch.float64, device=dev)
-        all_scores = [] if self.force_full else None
+        all_logits = [] if self.force_full else None
         remaining = torch.arange(b, device=dev)
         state = None
         for k, e in enumerate(self.exits):
             logits, state = e(inputs.index_select(0, remaining), state)
-            probs = logits.float().softmax(dim=-1).to(scores.dtype)
+            if out is None:
+                out = logits.new_zeros(b, logits.shape[-1])
             flops[remaining] += float(e.flops())
             if self.force_full:
-                all_scores.append(probs)
+                all_logits.append(logits)
                 if k == k_last:
-                    scores = probs
-                    exit_idx[:] = k_last
+                    out = logits
                 continue
             if k == k_last:
                 done = torch.ones(len(remaining), dtype=torch.bool, device=dev)
             else:
-                done = probs.max(dim=-1).values >= self.thresholds[k]
+                conf = logits.float().softmax(dim=-1).max(dim=-1).values
+                done = conf >= self.thresholds[k]
             idx = remaining[done]
-            scores[idx] = probs[done]
+            out[idx] = logits[done]
             exit_idx[idx] = k
             keep = ~done
             remaining = remaining[keep]
@@ -523,13 +626,26 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
             stats[f'exit{k}_ratio'] = (exit_idx == k).float()
         self.record_dynamic(flops, stats=stats,
                             maps=dict(exit=exit_idx.view(b, 1, 1).float()))
+        return out, exit_idx, all_logits
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, data_samples: Optional[List[DataSample]] = None
+                ) -> List[DataSample]:
+        """Early-exit inference (all exits under ``force_full``): samples with ``pred_score``,
+        ``pred_label`` and ``metainfo['exit_index']`` (and ``'exit_scores'`` ``[K, classes]``
+        under ``force_full``)."""
+        logits, exit_idx, all_logits = self.early_exit(inputs)
+        scores = logits.float().softmax(dim=-1)
         labels = scores.argmax(dim=1, keepdim=True)
         if data_samples is None:
-            data_samples = [DataSample() for _ in range(b)]
+            data_samples = [DataSample() for _ in range(inputs.shape[0])]
+        all_scores = None
+        if all_logits is not None:
+            all_scores = torch.stack([a.float().softmax(-1) for a in all_logits], 1).cpu()
         for i, s in enumerate(data_samples):
             s.set_pred_score(scores[i]).set_pred_label(labels[i])
             meta = dict(exit_index=int(exit_idx[i]))
             if all_scores is not None:
-                meta['exit_scores'] = torch.stack([p[i] for p in all_scores]).cpu()
+                meta['exit_scores'] = all_scores[i]
             s.set_metainfo(meta)
         return data_samples

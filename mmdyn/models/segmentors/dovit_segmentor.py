@@ -12,7 +12,8 @@ The total training loss is Eq. 12, ``L = L_CE + alpha * L_AH + beta * L_SD``:
   default 0.4). Nothing is added when ``distill_targets`` is ``None`` (no hook, or outside
   training).
 """
-from typing import Optional
+from collections import OrderedDict
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,48 @@ from mmseg.utils import add_prefix
 
 from mmdyn.registry import MODELS
 from ..losses.distill_loss import PixelKLDistillLoss
+from ..utils.ckpt_convert import load_checkpoint_file, vit_to_mmdyn
 
-__all__ = ['DoViTEncoderDecoder']
+__all__ = ['DoViTEncoderDecoder', 'segmentor_to_mmdyn', 'load_segmentor_checkpoint']
+
+
+def segmentor_to_mmdyn(ckpt) -> 'OrderedDict[str, torch.Tensor]':
+    """Convert a whole mmseg ViT segmentor checkpoint (SETR naive/PUP/MLA, Segmenter: keys
+    ``backbone.*`` in mmseg's ``VisionTransformer`` layout, or timm/DeiT/mmpretrain/mmdyn
+    layouts) to the mmdyn layout: the backbone keys are converted with
+    :func:`mmdyn.models.utils.ckpt_convert.vit_to_mmdyn`, the heads and the neck are kept."""
+    sd = ckpt
+    for key in ('state_dict', 'model'):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict):
+        raise TypeError(f'segmentor_to_mmdyn: no state dict in a {type(ckpt).__name__}')
+    sd = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
+                     for k, v in sd.items() if isinstance(v, torch.Tensor))
+    bb = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items()
+                     if k.startswith('backbone.'))
+    if not bb:
+        raise ValueError('segmentor_to_mmdyn: no key starts with "backbone."')
+    out = OrderedDict(('backbone.' + k, v) for k, v in vit_to_mmdyn(bb).items())
+    out.update((k, v) for k, v in sd.items() if not k.startswith('backbone.'))
+    return out
+
+
+def load_segmentor_checkpoint(model, filename: str) -> Tuple[list, list]:
+    """Load a static mmseg/mmdyn ViT segmentor checkpoint into a (DoViT) segmentor: layout
+    converted, position embedding resized to the model's grid; the DoViT auxiliary heads are
+    the expected missing keys. Returns ``(missing_keys, unexpected_keys)``."""
+    sd = segmentor_to_mmdyn(load_checkpoint_file(filename))
+    adapt = getattr(model.backbone, '_adapt_state_dict', None)
+    if adapt is not None:
+        bb = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items()
+                         if k.startswith('backbone.'))
+        bb = adapt(bb)
+        sd = OrderedDict([(k, v) for k, v in sd.items() if not k.startswith('backbone.')] +
+                         [('backbone.' + k, v) for k, v in bb.items()])
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    return list(missing), list(unexpected)
 
 
 @MODELS.register_module()

@@ -395,3 +395,79 @@ def test_dge_classifier_backbone_loads_into_dense_model(tmp_path):
     dst.init_weights()
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_forced_fractions_for_benchmarks():
+    """``forced_fractions`` fixes the gates (benchmark of a forced budget) reproducibly."""
+    torch.manual_seed(0)
+    m = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0., forced_fractions=(0.45, 0.1, 0.45)).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        m(x)
+        first = {k: v.clone() for k, v in m.last_maps.items()}
+        m(torch.randn(1, 3, 128, 128))
+    assert all(torch.equal(first[k], m.last_maps[k]) for k in first)  # input-independent
+    assert 0.3 < float(m.last_stats['budget_ratio']) < 0.7
+    assert 0.3 < float(m.last_stats['fine_ratio']) < 0.7
+    with pytest.raises(ValueError, match='sum to 1'):
+        DGEPVT(arch=dict(TINY_PVT), forced_fractions=(0.5, 0.1, 0.1))
+    with pytest.raises(ValueError, match='entries'):
+        DGEPVT(arch=dict(TINY_PVT), forced_fractions=(0.5, 0.5))
+
+
+# ----------------------------------------------------------------------------- DPVT
+def _dpvt_pair():
+    from mmdyn.models.backbones.dge import DGEDPVT, DPVT
+    torch.manual_seed(0)
+    dyn = DGEDPVT(arch=dict(TINY_PVT), drop_path_rate=0.)
+    dyn.init_weights()
+    with torch.no_grad():  # learned-looking offsets and point weights
+        for n, p in dyn.named_parameters():
+            if '.attn.offsets.weight' in n or '.attn.weights.weight' in n:
+                p.normal_(0, 0.3)
+    static = DPVT(arch=dict(TINY_PVT), drop_path_rate=0.)
+    missing, unexpected = static.load_state_dict(dyn.state_dict(), strict=False)
+    assert not missing and all('.gate.' in k for k in unexpected)
+    return dyn.eval(), static.eval()
+
+
+def test_deformable_attention_samples_its_points():
+    """One point at offset 0 samples the query's own value; offset (1, 0) its right neighbour
+    (zero beyond the border)."""
+    from mmdyn.models.layers.deformable_attention import DeformablePointAttention
+    torch.manual_seed(0)
+    att = DeformablePointAttention(8, 2, num_points=1).eval()
+    x = torch.randn(1, 12, 8)
+    with torch.no_grad():
+        att.offsets.bias.zero_()
+        out = att(x, (3, 4))
+        ref = att.proj(att.v(x))
+        assert (out - ref).abs().max() < 1e-5
+        att.offsets.bias.copy_(torch.tensor([1., 0., 1., 0.]))
+        out = att(x, (3, 4))
+        v = att.v(x).reshape(1, 3, 4, 8)
+        shifted = torch.cat([v[:, :, 1:], torch.zeros(1, 3, 1, 8)], 2).reshape(1, 12, 8)
+        assert (out - att.proj(shifted)).abs().max() < 1e-5
+    assert att.flops(12, (3, 4)) == 12 * 64 + 12 * (8 * 3 * 2 + 5 * 8 + 64)
+
+
+def test_dpvt_granularity_one_equals_static_and_modes_agree():
+    dyn, static = _dpvt_pair()
+    x = torch.randn(2, 3, 100, 76)
+    with torch.no_grad():
+        dyn.force_choice(0)
+        assert all((a - b).abs().max() <= 1e-5 for a, b in zip(dyn(x), static(x)))
+        randomize_gates(dyn).force_choice(None)
+        ev = dyn(x)
+        flops = dyn.last_flops.clone()
+        alone = dyn(x[1:])
+        assert all((a[1:] - b).abs().max() <= 1e-5 for a, b in zip(ev, alone))
+        assert dyn.last_flops[0] == flops[1]
+        dyn.force_choice(random_choice(1))
+        ev = dyn(x)
+        tr = dyn.train()(x)
+        assert all((a - b).abs().max() <= 1e-5 for a, b in zip(ev, tr))
+    assert (flops < static.static_flops((100, 76))).all()
+    with torch.device('meta'):
+        from mmdyn.models.backbones.dge import DPVT
+        assert all(len(DPVT(a).stages) == 4 for a in ('tiny', 'small', 'medium', 'large'))

@@ -343,3 +343,105 @@ def test_registry_and_sizes():
     n3 = sum(p.numel() for p in pvt.stages[3].blocks.parameters())
     assert all(n == n3 for n in pg['stages'][3])
     assert pg['total'] / 1e6 == pytest.approx(101.3, abs=0.1)
+
+
+def test_pretrained_pvtv2_checkpoint_tiled(tmp_path):
+    """init_cfg=Pretrained with a PVTv2 checkpoint: every grid copy gets the PVTv2 weights, so
+    the PVTv2 path equals the PVTv2; a DiT checkpoint loads as is."""
+    torch.manual_seed(9)
+    pvt = PVTv2(arch=copy.deepcopy(TINY), drop_path_rate=0.)
+    pvt.init_weights()
+    pvt.eval()
+    ckpt = tmp_path / 'pvt.pth'
+    torch.save({'state_dict': pvt.state_dict()}, ckpt)
+    dit = DiT(arch=copy.deepcopy(TINY), drop_path_rate=0., routing='pvt',
+              init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    dit.init_weights()
+    dit.eval()
+    x = torch.randn(1, 3, 64, 64)
+    for a, b in zip(pvt(x), dit(x)):
+        assert (a - b).abs().max() <= 1e-5
+    assert torch.equal(dit.stages[1][3][1].attn.q.weight, pvt.stages[1].blocks[1].attn.q.weight)
+    # round trip of a DiT checkpoint (gates included)
+    shake_gates(dit)
+    ckpt2 = tmp_path / 'dit.pth'
+    torch.save({'state_dict': dit.state_dict()}, ckpt2)
+    dit2 = DiT(arch=copy.deepcopy(TINY), drop_path_rate=0.,
+               init_cfg=dict(type='Pretrained', checkpoint=str(ckpt2)))
+    dit2.init_weights()
+    for (k, v), (k2, v2) in zip(dit.state_dict().items(), dit2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+
+
+def test_tau_sets_every_gate():
+    m = tiny()
+    m.tau = 0.5
+    assert all(g.tau == 0.5 for gates in list(m.row_gates) + list(m.col_gates) for g in gates)
+    with pytest.raises(ValueError):
+        m.tau = 0.
+
+
+def test_budget_loss_drives_cost_down():
+    """A few steps on the budget loss alone (gate parameters only) lower the realised eval
+    cost towards mu: the straight-through gradients reach both gate kinds."""
+    torch.manual_seed(10)
+    m = tiny(budget=0.2, budget_weight=1.0, gate_momentum=None)
+    x = torch.randn(2, 3, 32, 32)
+    m.eval()
+    m(x)
+    before = m.last_flops.mean().item()
+    params = [p for n, p in m.named_parameters() if 'gates' in n]
+    opt = torch.optim.SGD(params, lr=2.0)
+    m.train()
+    for _ in range(15):
+        opt.zero_grad()
+        m(x)
+        m.aux_losses['loss_budget'].backward()
+        opt.step()
+    m.eval()
+    m(x)
+    after = m.last_flops.mean().item()
+    assert after < 0.8 * before
+
+
+def test_attention_selection_ablation():
+    """routing='attention' keeps the given fraction of tokens per reached stage, those with the
+    most attention received, and counts the attention it ran to decide."""
+    torch.manual_seed(11)
+    m = tiny(routing='attention', random_keep=(0.25, 0.5))
+    m.eval()
+    x = torch.randn(2, 3, 64, 64)
+    m(x)
+    shapes = m.scale_shapes((64, 64))
+    for i, hw in enumerate(shapes):
+        n = hw[0] * hw[1]
+        k = max(1, round(0.25 * n))
+        for j in range(4):
+            kept = m.last_maps[f'row_{i}_{j}'].flatten(1).sum(1)
+            reached = m.last_reached[:, i, j]
+            assert torch.equal(kept, torch.where(reached, float(k), 0.).float())
+    # F[0][0] is the stem: its decision is the top-k of the attention received, cell-wise
+    blk = m.stages[0][0][0]
+    with torch.no_grad():
+        _, logits = blk.attn(blk.norm1(m.stem(x)[0]), shapes[0], return_logits=True)
+    recv = logits.softmax(-1).mean(1).sum(1)
+    kh, kw = blk.attn.kv_shape(shapes[0])
+    imp = torch.nn.functional.interpolate(recv.view(2, 1, kh, kw), size=shapes[0],
+                                          mode='nearest').flatten(1)
+    for b in range(2):
+        sel = m.last_maps['row_0_0'][b].flatten().bool()
+        assert imp[b][sel].min() >= imp[b][~sel].max()
+    fixed = {}
+    for key in [k for k in m.last_maps if k.startswith('row')]:
+        fixed[('row', ) + tuple(int(v) for v in key.split('_')[1:])] = m.last_maps[key].flatten(1)
+    for key in [k for k in m.last_maps if k.startswith('col')]:
+        fixed[('col', ) + tuple(int(v) for v in key.split('_')[1:])] = m.last_maps[key].flatten()
+    flops_attn = m.last_flops.clone()
+    m.fixed_decisions = fixed
+    m(x)  # same decisions imposed: no decision cost
+    extra = sum(float(m.stages[i][j][0].attn.flops(hw[0] * hw[1], hw))
+                * m.last_reached[:, i, j].double()
+                for i, hw in enumerate(shapes) for j in range(4))
+    col_gates = sum(2 * m.embed_dims[i] * m.last_reached[:, i, j].double()
+                    for i in range(3) for j in range(5))
+    assert torch.allclose(flops_attn, m.last_flops + extra + col_gates)

@@ -260,6 +260,16 @@ def test_records_and_maps():
     assert torch.equal(m.last_maps['keep_0'], (c <= m.threshold).float())
     assert m.last_flops.dtype == torch.float64 and m.last_flops.shape == (2, )
     assert set(m.last_stats) == {'kept_ratio', 'flops_ratio', 'kept_ratio_d0', 'kept_ratio_d1'}
+    rows = m.block_table()
+    assert [r['block'] for r in rows] == list(range(1, 7))
+    counts = m.last_block_tokens
+    for i, r in enumerate(rows):
+        assert r['tokens'] == pytest.approx(float(counts[:, i].mean()))
+        assert r['flops'] == pytest.approx(
+            sum(m.blocks[i].flops(int(c)) for c in counts[:, i]) / 2)
+    assert rows[0]['kept_ratio'] == 1.0 and rows[-1]['kept_ratio'] < 1.0
+    assert m.patch_embed.flops((IMG, IMG)) + 2 * 16 * 32 * 5 + sum(
+        r['flops'] for r in rows) == pytest.approx(float(m.last_flops.mean()))
 
 
 def test_default_decision_layers_and_full_size_counts():

@@ -71,6 +71,20 @@ def test_all_fine_equals_static_vit(out_type):
     assert m.last_maps['fine'].shape == (2, 2, 3)
 
 
+def test_without_cls_token():
+    m = make(with_cls_token=False)
+    ref = static_like(m, with_cls_token=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = ref(x)[0]
+        set_gate(m, fine=True)
+        torch.testing.assert_close(m(x)[0], want, atol=1e-5, rtol=0)
+        set_gate(m, scale=3.0)
+        m(x)
+    assert m.last_stats['num_tokens'].tolist() == m.tokens_for(m.last_maps['fine']).tolist()
+    assert m.last_stats['num_tokens'].max() < 16
+
+
 @pytest.mark.parametrize('out_type', ['featmap', 'cls_token'])
 def test_all_coarse_equals_static_vit_at_half_size(out_type):
     m = make(out_type=out_type)
@@ -435,3 +449,67 @@ def test_pretrained_msvit_checkpoint_keeps_its_gate(tmp_path):
                                      prefix='backbone.'))
     for k, v in src.state_dict().items():
         torch.testing.assert_close(dst.state_dict()[k], v)
+
+
+# ----------------------------------------------------------------------------- learning
+def _texture_scenes(n, gen, size=32):
+    """Flat backgrounds (colour + weak noise) with one square of a 1-pixel texture (class 0:
+    checkerboard, class 1: horizontal stripes) at an even offset. Averaged over 2x2 pixels
+    (the coarse tokens) both textures are the flat background colour: only fine tokens on the
+    object tell the classes apart, and nothing is lost by coarse tokens on the background."""
+    y = torch.arange(size)[:, None].expand(size, size)
+    x = torch.arange(size)[None, :].expand(size, size)
+    tex = [((x + y) % 2).float(), (y % 2).float()]
+    imgs, objs, labels = [], [], []
+    for _ in range(n):
+        bg = torch.rand(3, 1, 1, generator=gen) * 1.2 - 0.6
+        img = bg + 0.02 * torch.randn(3, size, size, generator=gen)
+        s = 2 * int(torch.randint(4, 9, (1, ), generator=gen))
+        r0, c0 = [2 * int(v) for v in torch.randint(0, (size - s) // 2 + 1, (2, ), generator=gen)]
+        lab = int(torch.randint(0, 2, (1, ), generator=gen))
+        col = torch.rand(3, 1, 1, generator=gen) * 0.8 + 0.2
+        m = torch.zeros(size, size, dtype=torch.bool)
+        m[r0:r0 + s, c0:c0 + s] = True
+        imgs.append(torch.where(m, bg + col * (tex[lab] * 2 - 1), img))
+        objs.append(m)
+        labels.append(lab)
+    return torch.stack(imgs), torch.stack(objs), torch.tensor(labels)
+
+
+def test_gate_learns_fine_on_texture_coarse_on_flat_background():
+    """A short fixed-seed training run (classification + L0 gate loss, g* = 0.25, with a gate
+    warm-up: the gate is held for the first 120 steps) puts fine tokens on the textured object
+    and coarse ones on the flat background."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        gen = torch.Generator().manual_seed(0)
+        x, _, y = _texture_scenes(256, gen)
+        m = MSViT(arch=ARCH, img_size=32, patch_size=4, coarse_size=8, out_type='cls_token',
+                  gate_cfg=dict(hidden_dims=32, init_fine_prob=0.9), gate_loss='l0',
+                  target=0.25, loss_weight=0.3)
+        m.init_weights()
+        head = torch.nn.Linear(32, 2)
+        opt = torch.optim.Adam(list(m.parameters()) + list(head.parameters()), lr=3e-3)
+        m.train()
+        for it in range(300):
+            m.gate_grad_mult = 0.0 if it < 120 else 1.0
+            idx = torch.randint(0, 256, (16, ), generator=gen)
+            out = m(x[idx])[0]
+            loss = F.cross_entropy(head(out), y[idx]) + sum(m.aux_losses.values())
+            m.aux_losses = {}
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        m.eval()
+        xv, mv, yv = _texture_scenes(64, gen)
+        with torch.no_grad():
+            acc = (head(m(xv)[0]).argmax(1) == yv).float().mean().item()
+    finally:
+        torch.set_num_threads(threads)
+    fine = m.last_maps['fine']
+    obj = F.avg_pool2d(mv[:, None].float(), 8)[:, 0]  # fraction of each region on the object
+    on, off = fine[obj > 0.5].mean().item(), fine[obj == 0].mean().item()
+    assert acc > 0.9
+    assert on > 0.75 and off < 0.4 and on - off > 0.5, (on, off)

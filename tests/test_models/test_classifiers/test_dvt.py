@@ -16,6 +16,8 @@ from mmdyn.models.utils.dynamic import full_compute
 from mmdyn.models.utils.records import attach_dynamic_records
 from mmdyn.registry import MODELS
 
+# tiny models: one thread avoids oversubscribing the shared CPUs (much faster here)
+torch.set_num_threads(1)
 TINY = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
 NC = 5
 
@@ -50,7 +52,7 @@ def test_no_reuse_exits_equal_static_host():
     m = make(reuse=False)
     x = images()
     with torch.no_grad():
-        outs = m(x, mode='tensor')
+        outs = m.run_all(x)
         for e, o in zip(m.exits, outs):
             torch.testing.assert_close(o, static_host_logits(e, x), atol=1e-5, rtol=1e-5)
 
@@ -60,7 +62,7 @@ def test_reuse_changes_downstream_only_and_trains():
     a = make(reuse=True)
     b = make(reuse=False)
     # copy every shared weight of the reuse-free model into the reusing one but the reuse parts
-    oa = a(x, mode='tensor')
+    oa = a.run_all(x)
     with torch.no_grad():
         ref = static_host_logits(a.exits[0], x)
     torch.testing.assert_close(oa[0], ref, atol=1e-5, rtol=1e-5)  # first exit never reuses
@@ -73,7 +75,7 @@ def test_reuse_changes_downstream_only_and_trains():
                 fm.fc2.bias.zero_()
             e.relation_module.fc2.weight.zero_()
             e.relation_module.fc2.bias.zero_()
-    oz = a(x, mode='tensor')
+    oz = a.run_all(x)
     for e, o in zip(a.exits[1:], oz[1:]):
         # same as a static host whose FFN reads [tokens, 0]: drop the extra fc1 columns and use
         # the norm over C + 48 channels with zeros... checked against a manual block loop
@@ -90,7 +92,7 @@ def test_reuse_changes_downstream_only_and_trains():
     ds = [DataSample().set_gt_label(i % NC) for i in range(len(x))]
     losses = a2(x, ds, mode='loss')
     assert set(losses) == {'loss_exit0', 'loss_exit1', 'loss_exit2'}
-    outs = a2(x, mode='tensor')
+    outs = a2.run_all(x)
     tgt = torch.tensor([i % NC for i in range(len(x))])
     for k in range(3):
         torch.testing.assert_close(losses[f'loss_exit{k}'], F.cross_entropy(outs[k], tgt))
@@ -122,7 +124,7 @@ def test_upsample_relation_carries_cls_and_is_2d():
 def mixed_thresholds(m, x):
     """Thresholds at the median confidence of exits 1..K-1 so that images spread over exits."""
     with torch.no_grad():
-        outs = m(x, mode='tensor')
+        outs = m.run_all(x)
     conf = [o.softmax(-1).max(-1).values for o in outs[:-1]]
     return [float(c.median()) for c in conf], outs
 
@@ -174,7 +176,7 @@ def test_threshold_extremes_and_full_mode():
     assert torch.equal(m.last_flops, torch.full((5, ), float(m.exit_flops()[0]),
                                                 dtype=torch.float64))
     m.set_thresholds([1., 1.])  # random tiny nets are never fully sure
-    outs = m(x, mode='tensor')
+    outs = m.run_all(x)
     assert max(float(o.softmax(-1).max()) for o in outs[:2]) < 1
     res = m(x, mode='predict')
     assert all(s.exit_index == 2 for s in res)
@@ -307,7 +309,7 @@ def test_t2t_exit_equals_static_t2t_and_flops():
     m = make_t2t(reuse=False)
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
-        outs = m(x, mode='tensor')
+        outs = m.run_all(x)
         for e, o in zip(m.exits, outs):
             host = T2TViT(T2T_TINY, img_size=64, soft_split=e.backbone.soft_split, token_dims=8)
             host.load_state_dict(e.backbone.state_dict())
@@ -350,3 +352,125 @@ def test_t2t_bad_soft_split():
                              dict(grid=3, soft_split=(7, 4, 2))])
     with pytest.raises(ValueError, match='host must be'):
         DVTClassifier(arch=TINY, host='swin', exits=(2, 4), num_classes=NC)
+
+
+def test_tensor_mode():
+    m = make(reuse=True)
+    x = images(6)
+    th, outs = mixed_thresholds(m, x)
+    m.set_thresholds(th)
+    res = m(x, mode='predict')
+    # eval: the early-exit logits, each image from the exit it took, with realised FLOPs
+    logits = m(x, mode='tensor')
+    assert logits.shape == (6, NC)
+    for i, s in enumerate(res):
+        torch.testing.assert_close(logits[i], outs[s.exit_index][i], atol=1e-5, rtol=1e-5)
+        assert float(m.last_flops[i]) == m.cumulative_flops()[s.exit_index]
+    # force_full and training: every exit
+    with full_compute(m):
+        full = m(x, mode='tensor')
+    assert isinstance(full, tuple) and len(full) == 3
+    assert torch.all(m.last_flops == float(sum(m.exit_flops())))
+    m.train()
+    assert len(m(x, mode='tensor')) == 3
+
+
+def test_public_deit_tokenizers():
+    """Exits may change the tokenizer instead of resizing (the public code's DeiT exits)."""
+    ex = [dict(grid=2, patch_size=16, input_size=32), dict(grid=3, patch_size=10, patch_pad=1,
+                                                             input_size=32),
+          dict(grid=4, patch_size=8)]
+    torch.manual_seed(0)
+    m = DVTClassifier(arch=TINY, exits=ex, num_classes=NC, feature_reuse=False,
+                      relation_reuse=False).eval()
+    x = images(2)
+    outs = m.run_all(x)
+    for e, o, p, pad in zip(m.exits, outs, (16, 10, 8), ('corner', 1, 'corner')):
+        assert e.input_size == 32  # no resize for a 32 px input
+        vit = ViT(arch=TINY, img_size=32, patch_size=p, patch_pad=pad, out_type='cls_token')
+        vit.load_state_dict(e.backbone.state_dict())
+        vit.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(o, e.head.fc(vit(x)[0]), atol=1e-5, rtol=1e-5)
+        assert e.flops() == vit.static_flops((32, 32)) + TINY['embed_dims'] * NC
+    with pytest.raises(ValueError, match='not 2x2'):
+        DVTClassifier(arch=TINY, exits=[dict(grid=2, patch_size=8, input_size=32), 4],
+                      patch_size=8, num_classes=NC)
+    # DeiT-S with the public tokenizers: patch 32 for 7x7, 23 (padding 3) for 10x10 at 224
+    with torch.device('meta'):
+        pub = DVTClassifier(exits=[dict(grid=7, patch_size=32, input_size=224),
+                                   dict(grid=10, patch_size=23, patch_pad=3, input_size=224),
+                                   14], feature_reuse=False, relation_reuse=False)
+        vit = ViT(arch='deit-s')
+    f = pub.exit_flops()
+    assert f[0] - 384 * 1000 == 49 * 3 * 32 * 32 * 384 + sum(
+        b.flops(50) for b in vit.blocks)
+    assert f[1] - 384 * 1000 == 100 * 3 * 23 * 23 * 384 + sum(
+        b.flops(101) for b in vit.blocks)
+
+
+def to_official_layout(model):
+    """Write a DVTClassifier's weights with the public code's key names (timm blocks with a fused
+    qkv, ``feature_resuse_mlp`` = LN + Mlp, ``relation_reuse_conv`` = 1x1 convs)."""
+    names = ('less_less_token', 'less_token', 'normal_token')
+    out = {}
+    for k, e in enumerate(model.exits):
+        n = names[k]
+        bb = e.backbone
+        out[f'{n}.cls_token'] = bb.cls_token
+        out[f'{n}.pos_embed'] = bb.pos_embed
+        out[f'{n}.patch_embed.proj.weight'] = bb.patch_embed.projection.weight
+        out[f'{n}.patch_embed.proj.bias'] = bb.patch_embed.projection.bias
+        for i, blk in enumerate(bb.blocks):
+            p = f'{n}.blocks.{i}.'
+            out[p + 'attn.qkv.weight'] = torch.cat([blk.attn.q.weight, blk.attn.kv.weight])
+            out[p + 'attn.qkv.bias'] = torch.cat([blk.attn.q.bias, blk.attn.kv.bias])
+            out[p + 'attn.proj.weight'] = blk.attn.proj.weight
+            out[p + 'attn.proj.bias'] = blk.attn.proj.bias
+            for nm in ('norm1', 'norm2'):
+                out[p + f'{nm}.weight'] = getattr(blk, nm).weight
+                out[p + f'{nm}.bias'] = getattr(blk, nm).bias
+            for fc in ('fc1', 'fc2'):
+                out[p + f'mlp.{fc}.weight'] = getattr(blk.ffn, fc).weight
+                out[p + f'mlp.{fc}.bias'] = getattr(blk.ffn, fc).bias
+            if e.feature_reuse:
+                fm = e.feature_modules[i]
+                out[p + 'feature_resuse_mlp.0.weight'] = fm.norm.weight
+                out[p + 'feature_resuse_mlp.0.bias'] = fm.norm.bias
+                for fc in ('fc1', 'fc2'):
+                    out[p + f'feature_resuse_mlp.1.{fc}.weight'] = getattr(fm, fc).weight
+                    out[p + f'feature_resuse_mlp.1.{fc}.bias'] = getattr(fm, fc).bias
+        out[f'{n}.norm.weight'] = bb.norm.weight
+        out[f'{n}.norm.bias'] = bb.norm.bias
+        out[f'{n}.head.weight'] = e.head.fc.weight
+        out[f'{n}.head.bias'] = e.head.fc.bias
+        if e.relation_reuse:
+            r = e.relation_module
+            out[f'{n}.relation_reuse_conv.0.weight'] = r.fc1.weight[:, :, None, None]
+            out[f'{n}.relation_reuse_conv.0.bias'] = r.fc1.bias
+            out[f'{n}.relation_reuse_conv.2.weight'] = r.fc2.weight[:, :, None, None]
+            out[f'{n}.relation_reuse_conv.2.bias'] = r.fc2.bias
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+def test_load_public_checkpoint(tmp_path):
+    src = make(reuse=True)
+    path = tmp_path / 'dvt_official.pth'
+    torch.save(dict(model_state_dict=to_official_layout(src), flops=[1., 2., 3.]), path)
+    torch.manual_seed(123)
+    dst = DVTClassifier(arch=TINY, exits=(2, 3, 4), patch_size=8, num_classes=NC,
+                        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    dst.init_weights()
+    dst.eval()
+    x = images(3)
+    for a, b in zip(src.run_all(x), dst.run_all(x)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    # our own checkpoints load through the same path; mismatched heads are skipped
+    own = tmp_path / 'own.pth'
+    torch.save(dict(state_dict=src.state_dict()), own)
+    ft = DVTClassifier(arch=TINY, exits=(2, 3, 4), patch_size=8, num_classes=NC + 1,
+                       init_cfg=dict(type='Pretrained', checkpoint=str(own)))
+    ft.init_weights()
+    torch.testing.assert_close(ft.exits[2].backbone.blocks[1].attn.q.weight,
+                               src.exits[2].backbone.blocks[1].attn.q.weight)
+    assert ft.exits[0].head.fc.weight.shape == (NC + 1, TINY['embed_dims'])

@@ -210,3 +210,63 @@ def test_bad_arguments():
         _build(_cfg('naive', aux_loss_weight=-1.0))
     with pytest.raises(ValueError, match='PixelKLDistillLoss'):
         _build(_cfg('naive', distill_loss=dict(type='MSELoss')))
+
+
+# ----------------------------------------------------------------------------- converters
+def _mmseg_vit_segmentor(head):
+    """A static segmentor with mmseg's own VisionTransformer (mmseg checkpoint layout)."""
+    cfg = _cfg(head, dynamic=False)
+    cfg.backbone = dict(type='VisionTransformer', img_size=IMG, patch_size=16, embed_dims=32,
+                        num_layers=4, num_heads=2, mlp_ratio=2, out_indices=(3, ),
+                        final_norm=True, with_cls_token=True, interpolate_mode='bicubic',
+                        norm_cfg=dict(type='LN', eps=1e-6))
+    m = _build(cfg, seed=5)
+    with torch.no_grad():  # non-trivial cls token / position embedding
+        m.backbone.cls_token.normal_(0, 0.5)
+        m.backbone.pos_embed.normal_(0, 0.5)
+    return m.eval()
+
+
+@pytest.mark.parametrize('head', ['naive', 'segmenter'])
+def test_convert_mmseg_segmentor_checkpoint(head, tmp_path):
+    from mmdyn.models.segmentors.dovit_segmentor import load_segmentor_checkpoint
+    ref = _mmseg_vit_segmentor(head)
+    ckpt = tmp_path / 'mmseg_segmentor.pth'
+    torch.save({'meta': {}, 'state_dict': ref.state_dict()}, ckpt)
+    cfg = _cfg(head, threshold=1.0)
+    cfg.backbone.update(final_norm=True, patch_bias=False)  # mmseg ViT's defaults
+    dyn = _build(cfg, seed=9).eval()
+    missing, unexpected = load_segmentor_checkpoint(dyn, str(ckpt))
+    assert not unexpected
+    assert sorted(missing) == sorted(k for k in dyn.state_dict() if '.aux_heads.' in k)
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        assert torch.allclose(dyn(x, mode='tensor'), ref(x, mode='tensor'), atol=1e-5)
+
+
+def test_dovit_loads_timm_layout_backbone_checkpoint(tmp_path):
+    """A timm/DeiT-layout ViT checkpoint (fused qkv, ``mlp.*``, ``patch_embed.proj``) written
+    from a static mmdyn ViT initialises DoViT through ``init_cfg``; xi = 1 then equals it."""
+    from mmdyn.models.backbones import DoViT, ViT
+    torch.manual_seed(2)
+    vit = ViT(arch=ARCH, img_size=IMG)
+    vit.init_weights()
+    timm = {}
+    for k, v in vit.state_dict().items():
+        if '.attn.q.' in k:
+            kv = vit.state_dict()[k.replace('.attn.q.', '.attn.kv.')]
+            timm[k.replace('.attn.q.', '.attn.qkv.')] = torch.cat([v, kv], 0)
+        elif '.attn.kv.' in k:
+            continue
+        else:
+            timm[k.replace('.ffn.', '.mlp.').replace('patch_embed.projection.',
+                                                     'patch_embed.proj.')] = v
+    timm['head.weight'] = torch.randn(10, 32)  # a classifier head is ignored
+    ckpt = tmp_path / 'timm_vit.pth'
+    torch.save(timm, ckpt)
+    d = DoViT(arch=ARCH, num_classes=K, decision_layers=(1, 2), threshold=1.0, img_size=IMG,
+              init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    d.init_weights()
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        assert torch.allclose(d.eval()(x)[0], vit.eval()(x)[0], atol=1e-5)

@@ -1,0 +1,11 @@
+# DGE on DeiT-S at 256x256 (official README: 80.1 top-1, 3.5 G MACs vs 80.6 / 6.1 G).
+# Phi = {1, 2, 4}, gamma = 0.5, lambda = 1; the cls token always runs (vanilla path).
+_base_ = './deit-s_4xb256_in1k-256px.py'
+
+model = dict(
+    backbone=dict(dge=True, granularities=(1, 2, 4), budget=0.5, budget_weight=1.0,
+                  train_path='dense'))
+custom_hooks = [dict(type='mmdyn.DynamicStatsHook')]
+val_evaluator = [dict(type='Accuracy', topk=(1, 5)), dict(type='mmdyn.ComplexityMetric')]
+test_evaluator = val_evaluator
+find_unused_parameters = True

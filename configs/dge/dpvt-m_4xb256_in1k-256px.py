@@ -1,0 +1,4 @@
+# Static DPVT-medium on ImageNet-1k at 256x256 (recipe of pvt-s_4xb256_in1k-256px.py).
+_base_ = './pvt-s_4xb256_in1k-256px.py'
+
+model = dict(backbone=dict(type='mmdyn.DPVT', arch='medium', drop_path_rate=0.3))

@@ -1,0 +1,4 @@
+# DGE Table 2: Mask R-CNN 1x with DPVT-medium + DGE (Phi = {1, 2, 4}, gamma = 0.5).
+_base_ = './mask-rcnn_dge-pvt-s_fpn_1x_coco.py'
+
+model = dict(backbone=dict(type='mmdyn.DGEDPVT', arch='medium', init_cfg=None))

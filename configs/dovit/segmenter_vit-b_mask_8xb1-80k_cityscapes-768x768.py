@@ -1,0 +1,37 @@
+# Static baseline (and DoViT teacher): Segmenter (mask transformer, 2 layers) ViT-B/16 on
+# Cityscapes, 768x768, 80k iterations, 8 GPUs x 1 image. Segmenter's model settings (mean = std
+# = 127.5) with the Cityscapes 768 data and schedule (SGD lr 1e-2 as in the public DoViT
+# Segmenter-Cityscapes recipe, no weight decay, slide test 768/512), mmdyn's ViT-B host
+# initialised from mmseg's ViT-B/16-384 checkpoint.
+_base_ = [
+    'mmseg::_base_/models/segmenter_vit-b16_mask.py',
+    'mmseg::_base_/datasets/cityscapes_768x768.py', 'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py'
+]
+custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
+
+crop_size = (768, 768)
+data_preprocessor = dict(size=crop_size)
+checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_base_p16_384_20220308-96dfe169.pth'  # noqa
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='mmdyn.ViT',
+        arch='vit-b',
+        img_size=crop_size,
+        patch_size=16,
+        out_indices=(11, ),
+        final_norm=True,
+        drop_path_rate=0.1,
+        interpolate_mode='bicubic',
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    decode_head=dict(num_classes=19),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(512, 512)))
+
+optim_wrapper = dict(
+    type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0))
+train_dataloader = dict(batch_size=1)
+val_dataloader = dict(batch_size=1)
+test_dataloader = val_dataloader

@@ -1,0 +1,18 @@
+# DVT on T2T-ViT-12 (Performer tokens-to-token tokenizer), 3 exits: 7x7, 10x10, 14x14 tokens at
+# 224 from the first soft split (14/8/3, 11/6/5, 7/4/2), feature + relationship reuse.
+# The public code's T2T-ViT-12 command: 8 GPUs x 128, lr 2e-3 (no scaling), weight decay 0.03,
+# AMP; everything else as the DeiT-S DVT recipe (300 epochs, AdamW, cosine to 1e-5, 20 warm-up
+# epochs, drop-path 0.1, Mixup/CutMix, label smoothing 0.1, EMA 0.99996).
+_base_ = './dvt_deit-s_8xb128_in1k.py'
+
+model = dict(
+    host='t2t',
+    arch='t2t-vit-12',
+    img_size=224,
+    thresholds_file='work_dirs/dvt_t2t-vit-12_8xb128_in1k/thresholds.json',
+    backbone_cfg=dict(_delete_=True, drop_path_rate=0.1, token_dims=64,
+                      token_type='performer'))
+
+train_dataloader = dict(batch_size=128)
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.03), type='AmpOptimWrapper')
+auto_scale_lr = dict(base_batch_size=1024)

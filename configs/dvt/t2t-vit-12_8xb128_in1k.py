@@ -1,0 +1,20 @@
+# Static T2T-ViT-12 baseline (mmdyn's T2T-ViT host, 14x14 tokens at 224) with the recipe of
+# dvt_t2t-vit-12_8xb128_in1k.py (lr 2e-3 for 8 x 128, weight decay 0.03, drop-path 0.1).
+_base_ = '../baselines/deit-small_4xb256_in1k.py'
+custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmdyn.T2TViT',
+        arch='t2t-vit-12',
+        img_size=224,
+        soft_split=(7, 4, 2),
+        token_type='performer',
+        drop_path_rate=0.1),
+    head=dict(in_channels=256))
+
+train_dataloader = dict(batch_size=128)
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.03))
+auto_scale_lr = dict(base_batch_size=1024)
+custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]

@@ -1,0 +1,288 @@
+"""configs/dovit: the recipes as loaded, every config built and run (tiny widths), and one DoViT
+config trained end to end by the mmengine Runner with its hooks (schedule, distillation from a
+frozen static teacher written to a checkpoint, statistics) on a generated ADE20K-layout set."""
+import copy
+import functools
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.model.utils import revert_sync_batchnorm
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.structures import PixelData
+
+from mmdyn.analysis.complexity import generated_batch
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DIR = osp.join(REPO, 'configs', 'dovit')
+
+# DoViT config -> (static baseline, xi, arch, classes, decision layers)
+CS = '8xb1-80k_cityscapes-768x768.py'
+L_ARCH = dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4)
+DOVIT = {
+    'setr_dovit-b_pup_8xb2-160k_ade20k-512x512.py':
+    ('setr_vit-b_pup_8xb2-160k_ade20k-512x512.py', 0.985, 'vit-b', 150, (3, 6, 9)),
+    'segmenter_dovit-s_mask_8xb1-160k_ade20k-512x512.py':
+    ('segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', 0.96, 'vit-s', 150, (3, 6, 9)),
+    'setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py':
+    ('setr_vit-s_pup_8xb2-160k_ade20k-512x512.py', 0.985, 'vit-s', 150, (3, 6, 9)),
+    'setr_dodeit-b_pup_8xb2-160k_ade20k-512x512.py':
+    ('setr_deit-b_pup_8xb2-160k_ade20k-512x512.py', 0.96, 'deit-b', 150, (3, 6, 9)),
+    'setr_dovit-b_naive_' + CS: ('setr_vit-b_naive_' + CS, 0.985, 'vit-b', 19, (3, 6, 9)),
+    'setr_dovit-s_naive_' + CS: ('setr_vit-s_naive_' + CS, 0.985, 'vit-s', 19, (3, 6, 9)),
+    'setr_dodeit-b_naive_' + CS: ('setr_deit-b_naive_' + CS, 0.985, 'deit-b', 19, (3, 6, 9)),
+    'setr_dovit-l_naive_' + CS: ('setr_vit-l_naive_' + CS, 0.985, L_ARCH, 19, (6, 12, 18)),
+    'segmenter_dovit-b_mask_' + CS: ('segmenter_vit-b_mask_' + CS, 0.985, 'vit-b', 19,
+                                     (3, 6, 9)),
+}
+# threshold sweep: name -> (parent, xi)
+XI = {
+    f'setr_dovit-{a}_pup_8xb2-160k_ade20k-512x512_xi{xi}.py':
+    (f'setr_dovit-{a}_pup_8xb2-160k_ade20k-512x512.py', xi)
+    for xi in (0.98, 0.96) for a in ('b', 's')
+}
+ABLATIONS = {
+    'setr_dovit-b_naive_' + CS[:-3] + '_no-merge.py': ('setr_dovit-b_naive_' + CS, False, True),
+    'setr_dovit-b_naive_' + CS[:-3] + '_no-distill.py': ('setr_dovit-b_naive_' + CS, True,
+                                                          False),
+}
+STATIC = sorted({v[0] for v in DOVIT.values()})
+ALL = sorted(DOVIT) + sorted(XI) + sorted(ABLATIONS) + STATIC
+TINY = dict(embed_dims=32, depth=4, num_heads=2, mlp_ratio=2)
+S = 64
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name):
+    return Config.fromfile(osp.join(DIR, name))
+
+
+def load(name):
+    return copy.deepcopy(_load(name))
+
+
+def tiny(cfg):
+    """Tiny widths, no pretrained download, 64x64 inputs; the structure is the config's."""
+    cfg = copy.deepcopy(cfg)
+    m = cfg.model
+    m.backbone.arch = TINY
+    m.backbone.img_size = (S, S)
+    m.backbone.init_cfg = None
+    if 'out_indices' in m.backbone and len(m.backbone.out_indices) == 4:
+        m.backbone.out_indices = (0, 1, 2, 3)
+    else:
+        m.backbone.out_indices = (3, )
+    if m.backbone.type == 'mmdyn.DoViT':
+        m.backbone.decision_layers = (1, 2)
+    m.data_preprocessor.size = (S, S)
+    dh = m.decode_head
+    dh.in_channels = 32
+    if dh.type == 'SegmenterMaskTransformerHead':
+        dh.update(channels=32, embed_dims=32, num_heads=2, num_layers=1)
+    else:
+        dh.channels = 16
+    for aux in (m.get('auxiliary_head') or []):
+        aux.update(in_channels=32, channels=16)
+    if m.test_cfg.get('mode') == 'slide':
+        m.test_cfg.update(crop_size=(S, S), stride=(48, 48))
+    return cfg
+
+
+def build(cfg):
+    init_default_scope(cfg.default_scope)
+    # (constructor initialisation: init_weights' per-parameter logging costs seconds here)
+    return revert_sync_batchnorm(MODELS.build(cfg.model))
+
+
+def test_all_listed_in_readme_and_here():
+    found = sorted(osp.basename(p) for p in glob.glob(osp.join(DIR, '*.py')))
+    assert found == sorted(ALL)
+    readme = open(osp.join(DIR, 'README.md')).read()
+    for name in found:
+        assert name in readme
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_common(name):
+    cfg = load(name)
+    assert cfg.custom_imports == dict(imports=['mmdyn'], allow_failed_imports=False)
+    assert cfg.default_scope == 'mmseg'
+    bb = cfg.model.backbone
+    assert bb.type in ('mmdyn.ViT', 'mmdyn.DoViT') and bb.patch_size == 16
+    assert 'num_layers' not in bb and 'embed_dims' not in bb  # nothing left of mmseg's ViT
+
+
+@pytest.mark.parametrize('name', sorted(DOVIT))
+def test_dovit_recipe(name):
+    static_name, xi, arch, classes, layers = DOVIT[name]
+    cfg, static = load(name), load(static_name)
+    m, s = cfg.model, static.model
+    assert m.type == 'mmdyn.DoViTEncoderDecoder' and s.type == 'EncoderDecoder'
+    assert m.backbone.type == 'mmdyn.DoViT' and s.backbone.type == 'mmdyn.ViT'
+    assert m.backbone.arch == s.backbone.arch == arch
+    assert m.backbone.threshold == xi and m.backbone.decision_layers == layers
+    assert m.backbone.merge_tokens is True and m.backbone.num_classes == classes
+    assert m.decode_head.num_classes == s.decode_head.num_classes == classes
+    assert m.aux_loss_weight == 1.0 and m.distill_loss.loss_weight == 0.4
+    # the student differs from its teacher only in the DoViT parts
+    for k in ('decode_head', 'neck', 'data_preprocessor', 'test_cfg'):
+        assert m.get(k) == s.get(k)
+    for k, v in s.backbone.items():
+        if k != 'type':
+            assert m.backbone[k] == v
+    assert cfg.find_unused_parameters is True
+    hooks = {h.type: h for h in cfg.custom_hooks}
+    assert 'mmdyn.DynamicStatsHook' in hooks
+    sd = hooks['mmdyn.SelfDistillationHook']
+    assert osp.samefile(sd.teacher_cfg, osp.join(DIR, static_name))
+    assert static_name[:-3] in sd.teacher_checkpoint
+    assert {e.type for e in cfg.val_evaluator} == {'IoUMetric', 'mmdyn.ComplexityMetric'}
+    assert cfg.optim_wrapper == static.optim_wrapper
+    assert cfg.train_cfg == static.train_cfg
+    if name.startswith('segmenter'):
+        (sched, ) = hooks['mmdyn.DynamicScheduleHook'].schedules
+        assert sched.path == 'backbone.train_threshold'
+        warmup = 70000 if 'cityscapes' in name else 140000
+        assert (sched.start_value, sched.end_value, sched.end) == (1.0, xi, warmup)
+    else:
+        assert 'mmdyn.DynamicScheduleHook' not in hooks
+    if 'cityscapes' in name:
+        assert cfg.crop_size == (768, 768) and cfg.train_cfg.max_iters == 80000
+        assert cfg.train_dataloader.batch_size == 1
+    else:
+        assert cfg.crop_size == (512, 512) and cfg.train_cfg.max_iters == 160000
+
+
+@pytest.mark.parametrize('name', sorted(XI))
+def test_threshold_sweep(name):
+    parent, xi = XI[name]
+    cfg, p = load(name), load(parent)
+    assert cfg.model.backbone.threshold == xi
+    cfg.model.backbone.threshold = p.model.backbone.threshold
+    assert cfg.model == p.model and cfg.custom_hooks == p.custom_hooks
+
+
+@pytest.mark.parametrize('name', sorted(ABLATIONS))
+def test_ablations(name):
+    parent, merge, distill = ABLATIONS[name]
+    cfg, p = load(name), load(parent)
+    assert cfg.model.backbone.merge_tokens is merge
+    types = [h.type for h in cfg.custom_hooks]
+    assert ('mmdyn.SelfDistillationHook' in types) is distill
+    assert (cfg.model.distill_loss is not None) is distill
+    assert cfg.model.backbone.threshold == p.model.backbone.threshold
+
+
+@pytest.mark.parametrize('name', sorted(DOVIT) + sorted(ABLATIONS) + STATIC)
+def test_forward_and_train_step(name):
+    """(The threshold-sweep configs equal their forward-tested parents but for xi, see
+    test_threshold_sweep.)"""
+    cfg = tiny(load(name))
+    model = build(cfg).eval()
+    if name in DOVIT or name in ABLATIONS:
+        assert type(model.backbone).__name__ == 'DoViT'
+    inputs, samples = generated_batch(model, (S, S), batch_size=2)
+    with torch.no_grad():
+        logits = model(inputs, samples, mode='tensor')
+    k = cfg.model.decode_head.num_classes
+    assert logits.shape[:2] == (2, k)
+    if name in DOVIT:  # whole-image/slide prediction of the DoViT segmentors
+        with torch.no_grad():
+            preds = model(inputs, samples, mode='predict')
+        assert preds[0].pred_sem_seg.data.shape == (1, S, S)
+    model.train()
+    for s in samples:
+        s.gt_sem_seg = PixelData(data=torch.randint(0, k, (1, S, S)))
+    losses = model.loss(inputs, samples)
+    total = sum(v for n, v in losses.items() if 'loss' in n)
+    total.backward()
+    assert torch.isfinite(total)
+    if type(model.backbone).__name__ == 'DoViT':
+        assert {'dovit_aux_0.loss_ce', 'dovit_aux_1.loss_ce'} <= set(losses)
+        assert model.backbone.aux_heads[0].weight.grad is not None
+
+
+def test_full_size_static_flops_and_params():
+    """The real architectures (meta device): static backbone FLOPs, DoViT's extra parameters."""
+    from mmdyn.models.backbones import DoViT
+    with torch.device('meta'):
+        b = DoViT('vit-b', num_classes=150)
+        s = DoViT('vit-s', num_classes=150)
+    # ViT-B on 512x512: 1024 patches + cls token
+    assert b.host_static_flops((512, 512)) / 1e9 == pytest.approx(107.03, abs=0.01)
+    assert s.host_static_flops((512, 512)) / 1e9 == pytest.approx(31.75, abs=0.01)
+    assert sum(p.numel() for p in b.aux_heads.parameters()) == 3 * (768 * 150 + 150)
+
+
+def test_runner_trains_segmenter_dovit_with_its_hooks(tmp_path, toy_ade20k):
+    """Two training iterations and a validation through mmengine's Runner: the threshold
+    schedule moves backbone.train_threshold, the distillation hook builds the frozen static
+    teacher from a config and a checkpoint, the statistics reach the ComplexityMetric."""
+    from mmengine.runner import Runner
+    name = 'segmenter_dovit-s_mask_8xb1-160k_ade20k-512x512.py'
+    cfg = tiny(load(name))
+    teacher_cfg = tiny(load(DOVIT[name][0]))
+    teacher = build(teacher_cfg)
+    ckpt = str(tmp_path / 'teacher.pth')
+    torch.save({'state_dict': teacher.state_dict()}, ckpt)
+    for h in cfg.custom_hooks:
+        if h.type == 'mmdyn.SelfDistillationHook':
+            h.teacher_cfg = teacher_cfg.model.to_dict()
+            h.teacher_checkpoint = ckpt
+            h.strict = True
+        if h.type == 'mmdyn.DynamicScheduleHook':
+            h.schedules[0].end = 2
+    pipe_train = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='RandomCrop', crop_size=(S, S)),
+        dict(type='PackSegInputs')
+    ]
+    pipe_test = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', reduce_zero_label=True),
+        dict(type='PackSegInputs')
+    ]
+    cfg.train_dataloader = dict(
+        batch_size=2, num_workers=0, persistent_workers=False,
+        sampler=dict(type='InfiniteSampler', shuffle=True),
+        dataset=dict(cfg.train_dataloader.dataset, data_root=toy_ade20k, pipeline=pipe_train))
+    cfg.val_dataloader = dict(
+        batch_size=1, num_workers=0, persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(cfg.val_dataloader.dataset, data_root=toy_ade20k, pipeline=pipe_test))
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.launcher = 'none'
+    cfg.env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'),
+                       mp_cfg=dict(mp_start_method='fork'))
+    cfg.visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')])
+    seen = []
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    orig = model.loss
+
+    def spy(inputs, data_samples):
+        losses = orig(inputs, data_samples)
+        seen.append((model.backbone.train_threshold, set(losses)))
+        return losses
+
+    model.loss = spy
+    runner.train()
+    assert [round(t, 4) for t, _ in seen] == [1.0, round(1.0 - 0.5 * (1 - 0.96), 4)]
+    for _, keys in seen:
+        assert {'decode.loss_ce', 'dovit_aux_0.loss_ce', 'distill.loss_distill'} <= keys
+    assert model.distill_targets is None
+    metrics = runner.val_loop.run()
+    assert 'complexity/gflops' in metrics and 'mIoU' in metrics
+    assert 0 < metrics['complexity/kept_ratio'] <= 1
+    # the threshold schedule is in the checkpoint (resumable)
+    ck = torch.load(osp.join(cfg.work_dir, 'iter_2.pth'), map_location='cpu',
+                    weights_only=False)
+    assert 'mmdyn_schedule' in ck
