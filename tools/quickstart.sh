@@ -12,5 +12,5 @@ WD=${1:-work_dirs/quickstart}
 "$PY" tools/train.py "$CFG" --work-dir "$WD"
 "$PY" tools/test.py "$CFG" "$WD/iter_300.pth" --work-dir "$WD"
 if [ -f tools/analysis_tools/get_flops.py ]; then
-  "$PY" tools/analysis_tools/get_flops.py "$CFG" --num-images 8
+  "$PY" tools/analysis_tools/get_flops.py "$CFG" --checkpoint "$WD/iter_300.pth" --num-images 16
 fi
