@@ -1,16 +1,8 @@
-# Static ViT-S/16 baseline at 128x128 (paper Table 1: ViT-S/16 in=128): the same ImageNet-21k
-# weights and 20-epoch ViT fine-tuning recipe as ./msvit-s-p16-32_gbas-ctr-g0.5-w4_1xb512-20e_in1k.py, without the gate.
-# Test: short side resized to 146 (the 256/224 ratio), centre crop 128.
-_base_ = './msvit-s-p16-32_gbas-ctr-g0.5-w4_1xb512-20e_in1k.py'
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.ViT',
-        arch='vit-s',
-        img_size=128,
-        patch_size=16,
-        out_type='cls_token',
-        init_cfg=dict(type='Pretrained', checkpoint={{_base_.checkpoint}})))
+# Static ViT-S/16 baseline at 128x128 (paper Table 1: ViT-S/16 in=128): the 224 config at
+# another input size. Test: short side resized to 146 (the 256/224 ratio), centre crop 128.
+_base_ = './vit-s-p16_1xb512-20e_in1k-224px.py'
+
+model = dict(backbone=dict(img_size=128))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=128, backend='pillow'),
@@ -26,6 +18,3 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(_delete_=True, type='Accuracy', topk=(1, 5))
-test_evaluator = val_evaluator
-custom_hooks = []
