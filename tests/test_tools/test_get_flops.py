@@ -201,17 +201,27 @@ class ToyDynamicPyramid(DynamicModuleMixin, nn.Module):
         return {f'convs.{i}': f for i, f in enumerate(self.stage_flops(img_shape))}
 
     def forward(self, x):
+        self._last_hw = tuple(x.shape[-2:])
         per = self.stage_flops(x.shape[-2:])
         bright = (x.mean(1) > x.mean((1, 2, 3)).view(-1, 1, 1)).double().mean((1, 2))
         keep = torch.ones_like(bright) if self.force_full else bright
         flops = per[0] + keep * sum(per[1:])
         self.record_dynamic(flops, stats=dict(kept_ratio=keep,
                                               flops_ratio=flops / sum(per)))
+        self._last_keep = keep
         outs = []
         for conv in self.convs:
             x = conv(x)
             outs.append(x)
         return outs
+
+    def block_table(self):
+        """Per stage of the last forward, averaged over its images."""
+        per = self.stage_flops(self._last_hw)
+        keep = self._last_keep
+        return [dict(block=i + 1, kept_ratio=1.0 if i == 0 else float(keep.mean()),
+                     flops=float(per[i] * (1.0 if i == 0 else keep.mean())))
+                for i in range(4)]
 
 
 def _toy_seg_config(tmp_path, data_root=None):
@@ -246,6 +256,42 @@ def test_dynamic_generated_images(tmp_path, capsys):
     per = ToyDynamicPyramid().stage_flops((64, 96))
     assert out['flops_dynamic_min'] * 1e9 >= per[0] + out['rest_flops'] * 1e9 - 1
     assert 0 < out['flops_dynamic_ratio'] < 1
+
+
+def test_dynamic_stats_and_block_table(tmp_path, capsys):
+    """Per-image statistics and the per-block table are averaged over the images: the kept ratio
+    of each generated image is recomputed here independently."""
+    from mmdyn.analysis.complexity import build_model_from_cfg, generated_images, load_config
+    from mmdyn.analysis.complexity import preprocess, default_data_samples
+    cfg = _toy_seg_config(tmp_path, data_root=str(tmp_path / 'no_such_root'))
+    out = run_get_flops(cfg, '--num-images', 3, '--shape', 64, 96)
+    model = build_model_from_cfg(load_config(cfg))
+    keeps = []
+    for im in generated_images(3, (64, 96), seed=1):
+        x, _ = preprocess(model, [im], default_data_samples(model, 1, (64, 96)))
+        keeps.append(float((x.mean(1) > x.mean((1, 2, 3)).view(-1, 1, 1)).double().mean()))
+    mean_keep = sum(keeps) / 3
+    assert len(set(round(k, 6) for k in keeps)) > 1  # the images differ
+    assert out['stats_mean']['kept_ratio'] == pytest.approx(mean_keep, rel=1e-6)
+    per = ToyDynamicPyramid().stage_flops((64, 96))
+    assert out['stats_mean']['flops_ratio'] == pytest.approx(
+        sum(per[0] + k * sum(per[1:]) for k in keeps) / 3 / sum(per), rel=1e-6)
+    rows = out['block_tables']['backbone']
+    assert [r['block'] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]['flops'] == pytest.approx(per[0])
+    assert rows[2]['kept_ratio'] == pytest.approx(mean_keep, rel=1e-6)
+    assert rows[3]['flops'] == pytest.approx(per[3] * mean_keep, rel=1e-6)
+    text = get_flops_tool.format_text(out)
+    assert 'per block of backbone' in text and 'kept_ratio' in text
+    assert f'{per[0] / 1e9:.4f}' in text
+
+
+def test_average_tables_weights_images():
+    a = [dict(block=1, tokens=10.0, flops=100.0), dict(block=2, tokens=4.0, flops=40.0)]
+    b = [dict(block=1, tokens=20.0, flops=200.0), dict(block=2, tokens=1.0, flops=10.0)]
+    rows = get_flops_tool.average_tables([(1, a), (3, b)])
+    assert rows == [dict(block=1, tokens=17.5, flops=175.0),
+                    dict(block=2, tokens=1.75, flops=17.5)]
 
 
 def test_dynamic_dataset_images(tmp_path, toy_ade20k, capsys):

@@ -4,7 +4,12 @@
     python tools/analysis_tools/benchmark.py CONFIG [--compare CONFIG2] [--shape H [W]]
         [--batch B] [--repeats R] [--warmup W] [--backbone-only] [--mode tensor|predict]
         [--device cpu|cuda] [--threads N] [--checkpoint CKPT] [--json]
-        [--cfg-options KEY=VALUE ...]
+        [--cfg-options KEY=VALUE ...] [--config-options ...] [--compare-options ...]
+
+Put the reference first and the model to judge second (``STATIC --compare DYNAMIC``): the
+speed-up printed is the first's median latency over the second's. ``--cfg-options`` apply to
+both configs, ``--config-options`` / ``--compare-options`` to one of them (e.g. a forced gate
+setting that only the dynamic config has).
 
 Each model is built in eval mode (random weights unless ``--checkpoint``) and fed one batch of
 ``B`` generated images of ``--shape`` (through its data preprocessor, which is not timed). A
@@ -15,6 +20,13 @@ or the whole prediction (``--mode predict``: post-processing and rescaling inclu
 calls come first. Reported: median latency per batch and its spread (inter-quartile range and
 standard deviation over the ``R`` timed calls, in ms), mean and min, and the throughput
 ``B / median`` in images per second.
+
+Next to the times, each row gives the FLOPs of what the timed call computed, per image (1 FLOP =
+1 multiply-add; the backbone only with ``--backbone-only``): the static count and, for dynamic
+models, the realised count of the timed batch (from the dynamic modules' records of one more,
+untimed call). With ``--compare`` the FLOPs ratio of the second row to the first, the ideal
+speed-up it implies (its inverse) and the efficiency ``speedup / ideal`` are printed as well:
+an efficiency of 1 means the time fell exactly as the FLOPs did.
 """
 import argparse
 import json
@@ -44,6 +56,10 @@ def parse_args(argv=None):
     p.add_argument('--json', action='store_true', help='print one JSON object')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override settings of both configs, key=value')
+    p.add_argument('--config-options', nargs='+', action=DictAction,
+                   help='override settings of CONFIG only (after --cfg-options)')
+    p.add_argument('--compare-options', nargs='+', action=DictAction,
+                   help='override settings of the --compare config only (after --cfg-options)')
     args = p.parse_args(argv)
     if args.shape is not None:
         if len(args.shape) == 1:
@@ -88,12 +104,12 @@ def time_calls(fn, repeats, warmup, sync=lambda: None):
     return times
 
 
-def benchmark_config(config, args, checkpoint=None):
+def benchmark_config(config, args, checkpoint=None, options=None):
     import torch
 
     from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
                                            generated_batch, load_config)
-    cfg = load_config(config, args.cfg_options)
+    cfg = load_config(config, dict(args.cfg_options or {}, **(options or {})) or None)
     model = build_model_from_cfg(cfg, device=args.device, checkpoint=checkpoint)
     shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)
     inputs, samples = generated_batch(model, shape, args.batch)
@@ -118,7 +134,21 @@ def benchmark_config(config, args, checkpoint=None):
                input_shape=[int(s) for s in inputs.shape[-2:]], repeats=args.repeats,
                warmup=args.warmup)
     row.update(latency_stats(times, args.batch))
+    row.update(call_flops(model, inputs, samples, what == 'backbone'))
     return row
+
+
+def call_flops(model, inputs, samples, backbone_only):
+    """Static and realised GFLOPs per image of the timed batch (realised = static for static
+    models), from one more untimed run."""
+    from mmdyn.analysis.complexity import model_complexity
+    res = model_complexity(model, inputs=inputs, data_samples=samples,
+                           backbone_only=backbone_only)
+    static = float(res['flops']) / 1e9
+    dyn = res.get('flops_dynamic')
+    realised = static if dyn is None else float(dyn.mean()) / 1e9
+    return dict(gflops_static=static, gflops_realised=realised,
+                is_dynamic=bool(res['is_dynamic']))
 
 
 def run(args) -> dict:
@@ -128,19 +158,28 @@ def run(args) -> dict:
         raise ConfigError('--device cuda: CUDA is not available')
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [benchmark_config(args.config, args, args.checkpoint)]
+    rows = [benchmark_config(args.config, args, args.checkpoint, args.config_options)]
     if args.compare:
-        rows.append(benchmark_config(args.compare, args, args.compare_checkpoint))
+        rows.append(benchmark_config(args.compare, args, args.compare_checkpoint,
+                                     args.compare_options))
+    elif args.compare_options:
+        from mmdyn.analysis.complexity import ConfigError
+        raise ConfigError('--compare-options needs --compare')
     out = dict(unit='ms per batch; throughput in images/s', device=args.device,
                threads=torch.get_num_threads() if args.device == 'cpu' else None, rows=rows)
     if len(rows) == 2:
         out['speedup'] = rows[0]['latency_ms_median'] / rows[1]['latency_ms_median']
+        if rows[0]['gflops_realised'] > 0:
+            ratio = rows[1]['gflops_realised'] / rows[0]['gflops_realised']
+            out['flops_ratio'] = ratio
+            out['ideal_speedup'] = 1 / ratio if ratio > 0 else float('inf')
+            out['efficiency'] = out['speedup'] * ratio
     return out
 
 
 def format_text(out: dict) -> str:
     head = (f'{"config":<48}{"timed":>9}{"batch":>6}{"shape":>11}{"median ms":>11}'
-            f'{"IQR ms":>9}{"std ms":>9}{"img/s":>9}')
+            f'{"IQR ms":>9}{"std ms":>9}{"img/s":>9}{"GFLOPs":>10}')
     lines = [f'device {out["device"]}' + (f', {out["threads"]} threads' if out['threads'] else ''),
              head, '-' * len(head)]
     for r in out['rows']:
@@ -149,10 +188,17 @@ def format_text(out: dict) -> str:
         shape = 'x'.join(str(s) for s in r['input_shape'])
         lines.append(f'{name:<48}{r["timed"]:>9}{r["batch"]:>6}{shape:>11}'
                      f'{r["latency_ms_median"]:>11.2f}{r["latency_ms_iqr"]:>9.2f}'
-                     f'{r["latency_ms_std"]:>9.2f}{r["throughput_img_s"]:>9.2f}')
+                     f'{r["latency_ms_std"]:>9.2f}{r["throughput_img_s"]:>9.2f}'
+                     f'{r["gflops_realised"]:>10.3f}')
     if 'speedup' in out:
         lines.append(f'speedup of the second over the first (median latency ratio): '
                      f'{out["speedup"]:.3f}x')
+    if 'flops_ratio' in out:
+        lines.append(f'GFLOPs per image of the second / the first: {out["flops_ratio"]:.3f} '
+                     f'(ideal speedup {out["ideal_speedup"]:.3f}x); efficiency speedup / ideal: '
+                     f'{out["efficiency"]:.3f}')
+    lines.append('GFLOPs: per image, of what the timed call computed (realised for dynamic '
+                 'models; 1 FLOP = 1 multiply-add)')
     return '\n'.join(lines)
 
 

@@ -13,8 +13,11 @@ Static figures are for one ``--shape`` image (default: the task's usual test siz
 are padded as the data preprocessor pads them). For dynamic models (any module with
 ``is_dynamic_module``) the realised FLOPs per image are also given, mean / min / max over
 ``--num-images`` images of the config's test dataloader when its data root exists, else over as
-many generated images of ``--shape`` (said on stderr). Without ``--checkpoint`` the weights,
-gates included, are random.
+many generated images of ``--shape`` (said on stderr), together with the mean over those images of
+every per-image statistic the dynamic modules record (``last_stats``: kept / fine token ratios,
+token counts, exit ratios, ...) and, for a dynamic module with a ``block_table()`` (rows of
+per-block kept tokens and FLOPs of its last forward), that table averaged over the images.
+Without ``--checkpoint`` the weights, gates included, are random.
 """
 import argparse
 import json
@@ -64,7 +67,7 @@ def get_flops(args) -> dict:
                                            dataset_root, default_img_shape, generated_batch,
                                            generated_images, load_config, model_complexity,
                                            preprocess, default_data_samples)
-    from mmdyn.models.utils.dynamic import find_dynamic_modules
+    from mmdyn.models.utils.dynamic import collect_dynamic_records, find_dynamic_modules
 
     cfg = load_config(args.config, args.cfg_options)
     model = build_model_from_cfg(cfg, device=args.device, checkpoint=args.checkpoint)
@@ -100,6 +103,8 @@ def get_flops(args) -> dict:
         flops_dynamic_ratio=None,
         images=None,
         num_images=0,
+        stats_mean={},
+        block_tables={},
     )
     if not out['is_dynamic']:
         return out
@@ -125,13 +130,27 @@ def get_flops(args) -> dict:
                    for im in imgs]
         out['images'] = 'generated'
     realised, static = [], []
+    stats = {}  # key -> list of Tensor[B]
+    tables = {}  # module name -> list of (batch size, rows)
+    dyn_ids = {id(m) for m in find_dynamic_modules(model)}
+    dyn_named = [(n, m) for n, m in model.named_modules() if id(m) in dyn_ids]
     for x, s in batches:
         r = model_complexity(model, inputs=x, data_samples=s, backbone_only=args.backbone_only)
         realised.append(r['flops_dynamic'])
         static.append(torch.full_like(r['flops_dynamic'], r['flops']))
+        rec = collect_dynamic_records(model) or {}
+        for k, v in rec.items():
+            if k != 'flops':
+                stats.setdefault(k, []).append(v.detach().double().cpu().reshape(-1))
+        for name, m in dyn_named:
+            if callable(getattr(m, 'block_table', None)):
+                tables.setdefault(name or type(m).__name__, []).append(
+                    (int(x.shape[0]), m.block_table()))
     realised = torch.cat(realised)
     static = torch.cat(static)
     out.update(
+        stats_mean={k: float(torch.cat(v).mean()) for k, v in sorted(stats.items())},
+        block_tables={k: average_tables(v) for k, v in tables.items()},
         num_images=int(realised.numel()),
         flops_dynamic_mean=_g(realised.mean()),
         flops_dynamic_min=_g(realised.min()),
@@ -142,6 +161,44 @@ def get_flops(args) -> dict:
     if args.checkpoint is None:
         _note('[get_flops] no --checkpoint: realised FLOPs are those of random (untrained) gates')
     return out
+
+
+def average_tables(tables):
+    """Average per-block tables over forwards, weighting each by its number of images.
+
+    ``tables``: list of ``(num_images, rows)``, ``rows`` a list of dicts of numbers (one dict per
+    block, the same keys and length in every forward). Returns the averaged rows; integer-valued
+    identity columns (``block``) stay as they are.
+    """
+    total = sum(n for n, _ in tables)
+    first = tables[0][1]
+    out = []
+    for i, row in enumerate(first):
+        avg = {}
+        for k, v in row.items():
+            if k == 'block' or not isinstance(v, (int, float)):
+                avg[k] = v
+            else:
+                avg[k] = sum(n * float(rows[i][k]) for n, rows in tables) / total
+        out.append(avg)
+    return out
+
+
+def format_table(rows) -> list:
+    keys = list(rows[0])
+    lines = ['  ' + ''.join(f'{k:>14}' for k in keys)]
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r[k]
+            if k == 'flops':
+                cells.append(f'{v / 1e9:>14.4f}')
+            elif isinstance(v, float) and not v.is_integer():
+                cells.append(f'{v:>14.3f}')
+            else:
+                cells.append(f'{v:>14}')
+        lines.append('  ' + ''.join(cells))
+    return lines
 
 
 def format_text(out: dict) -> str:
@@ -182,6 +239,12 @@ def format_text(out: dict) -> str:
             f'min {out["flops_dynamic_min"]:.2f}, max {out["flops_dynamic_max"]:.2f} GFLOPs '
             f'over {out["num_images"]} {out["images"]} images '
             f'({100 * out["flops_dynamic_ratio"]:.1f}% of static)')
+        if out.get('stats_mean'):
+            st = ', '.join(f'{k} {v:.4g}' for k, v in out['stats_mean'].items())
+            lines.append(f'{"per image":<{w}}{st} (means over the images)')
+        for name, rows in (out.get('block_tables') or {}).items():
+            lines.append(f'per block of {name} (means over the images; flops in GFLOPs):')
+            lines.extend(format_table(rows))
     else:
         lines.append(f'{"FLOPs (dynamic)":<{w}}- (static model)')
     return '\n'.join(lines)
