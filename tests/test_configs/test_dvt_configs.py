@@ -23,9 +23,18 @@ IN1K = ['dvt_deit-s_8xb128_in1k.py', 'dvt-2exit_deit-s_8xb128_in1k.py',
 CIFAR = ['dvt_deit-s_8xb16-50e_cifar10-224.py', 'dvt_deit-s_8xb16-50e_cifar100-224.py']
 T2T = ['dvt_t2t-vit-12_8xb128_in1k.py', 'dvt_t2t-vit-14_8xb64_in1k.py',
        'dvt-2exit_t2t-vit-12_8xb128_in1k.py']
+# Table 6 ablations on T2T-ViT-12, the paper's host for that table
+T2T_ABL = ['dvt-noreuse_t2t-vit-12_8xb128_in1k.py', 'dvt-freuse_t2t-vit-12_8xb128_in1k.py',
+           'dvt-rreuse_t2t-vit-12_8xb128_in1k.py']
+# Table 3: the DVT models of Fig. 6 (T2T-ViT-12/14) and the static T2T-ViT-10/12/14/19/24
+# fine-tuned on CIFAR at 224 with the public T2T-ViT transfer recipe
+T2T_CIFAR = [f'dvt_t2t-vit-{d}_1xb64-60e_cifar{c}-224.py' for d in (12, 14) for c in (10, 100)]
+STATIC_CIFAR = [f't2t-vit-{d}_1xb64-60e_cifar{c}-224.py' for d in (10, 12, 14, 19, 24)
+                for c in (10, 100)]
 STATIC = ['t2t-vit-12_8xb128_in1k.py', 't2t-vit-14_8xb64_in1k.py']
-DYN = IN1K + CIFAR + T2T
-ALL = DYN + STATIC
+DYN = IN1K + CIFAR + T2T + T2T_ABL + T2T_CIFAR
+ALL = DYN + STATIC + STATIC_CIFAR
+T2T_EMBED = {7: 256, 10: 256, 12: 256, 14: 384, 19: 448, 24: 512}
 # tiny T2T exits at 64 px: first soft splits giving 2x2, 3x3 and 4x4 tokens
 T2T_TINY_EXITS = {2: dict(grid=2, soft_split=(14, 8, 3)), 3: dict(grid=3, soft_split=(11, 5, 2)),
                   4: dict(grid=4, soft_split=(7, 4, 2))}
@@ -123,6 +132,94 @@ def test_t2t_recipes():
         cfg = load(name)
         assert cfg.model.backbone.type == 'mmdyn.T2TViT' and cfg.model.backbone.arch == arch
         assert cfg.custom_imports == dict(imports=['mmdyn'], allow_failed_imports=False)
+
+
+def test_t2t_reuse_ablations():
+    """Table 6 on its own host: T2T-ViT-12 with the T2T-12 recipe, reuse switched off/on, the
+    built models' cumulative GFLOPs the paper's within 2 %."""
+    base = load('dvt_t2t-vit-12_8xb128_in1k.py')
+    paper = {'noreuse': (False, False, (0.47, 1.37, 3.15)),
+             'freuse': (True, False, (0.47, 1.43, 3.31)),
+             'rreuse': (False, True, (0.47, 1.41, 3.34))}
+    init_default_scope('mmpretrain')
+    for name in T2T_ABL:
+        cfg = load(name)
+        f, r, gflops = paper[name.split('_')[0].split('-')[1]]
+        assert (cfg.model.feature_reuse, cfg.model.relation_reuse) == (f, r)
+        assert cfg.model.host == 't2t' and cfg.model.exits == [7, 10, 14]
+        assert cfg.optim_wrapper == base.optim_wrapper
+        assert cfg.train_dataloader.batch_size == 128
+        with torch.device('meta'):
+            m = MODELS.build(dict(cfg.model, thresholds_file=None))
+        for got, want in zip(m.cumulative_flops(), gflops):
+            assert abs(got / 1e9 - want) / want < 0.02
+
+
+@pytest.mark.parametrize('name', T2T_CIFAR + STATIC_CIFAR)
+def test_t2t_cifar_recipe(name):
+    """The public T2T-ViT transfer recipe: SGD 0.05 (pretrained parts x 0.01), wd 5e-4,
+    momentum 0.9, batch 64, 60 epochs cosine to 2e-4, 224 px, crop padding 28."""
+    cfg = load(name)
+    n = 10 if 'cifar10-' in name else 100
+    opt = cfg.optim_wrapper
+    assert opt.optimizer == dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4)
+    assert opt.paramwise_cfg.custom_keys['backbone'] == dict(lr_mult=0.01)
+    assert 'clip_grad' not in opt
+    assert cfg.param_scheduler == [dict(type='CosineAnnealingLR', T_max=60, eta_min=2e-4,
+                                        by_epoch=True, begin=0, end=60)]
+    assert cfg.train_cfg.max_epochs == 60 and cfg.train_dataloader.batch_size == 64
+    assert cfg.auto_scale_lr.base_batch_size == 64
+    assert cfg.train_dataloader.dataset.type == f'CIFAR{n}'
+    pipe = cfg.train_dataloader.dataset.pipeline
+    assert pipe[0] == dict(type='Resize', scale=224, interpolation='bilinear')
+    assert pipe[1] == dict(type='RandomCrop', crop_size=224, padding=28)
+    assert cfg.val_dataloader.dataset.pipeline[0]['scale'] == 224
+    m = cfg.model
+    assert m.data_preprocessor.num_classes == n
+    assert m.data_preprocessor.mean == [125.307, 122.961, 113.8575]
+    depth = int(name.split('_')[0 if name.startswith('t2t') else 1].split('-')[-1])
+    init_default_scope('mmpretrain')
+    if name.startswith('dvt'):
+        assert m.num_classes == n and m.arch == f't2t-vit-{depth}' and m.host == 't2t'
+        assert m.loss == dict(type='CrossEntropyLoss', loss_weight=1.0)
+        assert m.init_cfg.checkpoint == f'work_dirs/dvt_t2t-vit-{depth}_' + \
+            ('8xb128' if depth == 12 else '8xb64') + '_in1k/epoch_300.pth'
+        assert 'feature_modules' in opt.paramwise_cfg.custom_keys
+        with torch.device('meta'):
+            model = MODELS.build(dict(m, thresholds_file=None, init_cfg=None))
+        assert [e.head.fc.out_features for e in model.exits] == [n] * 3
+        assert [e.backbone.grids[2] for e in model.exits] == [7, 10, 14]
+    else:
+        assert m.type == 'ImageClassifier' and m.head.num_classes == n
+        assert m.backbone.arch == f't2t-vit-{depth}'
+        assert m.head.in_channels == T2T_EMBED[depth]
+        assert m.backbone.init_cfg == dict(
+            type='Pretrained',
+            checkpoint=f'work_dirs/pretrained/t2t-vit-{depth}_in1k_official.pth.tar')
+        with torch.device('meta'):
+            model = MODELS.build(m)
+        assert model.backbone.grids[2] == 14 and model.head.num_classes == n
+
+
+@pytest.mark.parametrize('name', STATIC_CIFAR[:2])
+def test_static_t2t_cifar_runs(name):
+    cfg = load(name)
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.arch = TINY
+    cfg.model.backbone.img_size = 64
+    cfg.model.backbone.token_dims = 8
+    cfg.model.backbone.pop('init_cfg')
+    cfg.model.head.in_channels = TINY['embed_dims']
+    model = MODELS.build(cfg.model)
+    model.train()
+    data = dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(2)],
+                data_samples=[DataSample().set_gt_label(i) for i in range(2)])
+    losses = model(**model.data_preprocessor(data, True), mode='loss')
+    assert torch.isfinite(losses['loss'])
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64), mode='tensor')
+    assert out.shape == (2, cfg.model.head.num_classes)
 
 
 @pytest.mark.parametrize('name', STATIC)

@@ -24,6 +24,14 @@ Examples::
     python tools/analysis_tools/dvt_thresholds.py configs/dvt/dvt_deit-s_8xb128_in1k.py \\
         --checkpoint dvt.pth --budget 2.5 --plot work_dirs/dvt_acc_vs_gflops.png
     python tools/analysis_tools/dvt_thresholds.py --preds preds.npz --budget 2.5 --out th.json
+
+For throughput at a chosen early-exit share (``--exit-shares``): thresholds under which exactly
+those shares of ``benchmark.py``'s generated batch stop at exits 1..K-1 (with random weights
+confidences are arbitrary, so they are read off this model on these images; the weights are
+saved for ``benchmark.py --checkpoint``)::
+
+    python tools/analysis_tools/dvt_thresholds.py configs/dvt/dvt-2exit_t2t-vit-12_8xb128_in1k.py \\
+        --exit-shares 0.5 --generated 128 --device cuda --save-checkpoint work_dirs/dvt_bench.pth
 """
 import argparse
 import json
@@ -35,16 +43,28 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 GEOMETRIC_QS = tuple(p / 20 for p in range(1, 60))
+#: the largest float32 below 1 (the model's MAX_EXIT_THRESHOLD): the highest threshold that
+#: still lets images stop; a threshold of 1.0 means "nobody stops at this exit", as in the model
+MAX_EXIT_THRESHOLD = float(np.nextafter(np.float32(1.), np.float32(0.)))
+
+
+def _stops(conf: np.ndarray, t: float) -> np.ndarray:
+    """The model's rule (``mmdyn.models.classifiers.dvt.exits_at``): ``conf >= t``, nobody
+    for ``t >= 1``."""
+    if t >= 1.:
+        return np.zeros(np.shape(conf), dtype=bool)
+    return conf >= t
 
 
 # ---------------------------------------------------------------------------- evaluation
 def exit_indices(conf: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """Exit of each image: the first ``k`` with ``conf[k] >= thresholds[k]`` (last otherwise)."""
+    """Exit of each image: the first ``k`` with ``conf[k] >= thresholds[k]`` (last otherwise;
+    a threshold of 1.0 stops nobody, as in the model)."""
     k_num, n = conf.shape
     out = np.full(n, k_num - 1, dtype=np.int64)
     left = np.ones(n, dtype=bool)
     for k, t in enumerate(thresholds):
-        hit = left & (conf[k] >= t)
+        hit = left & _stops(conf[k], t)
         out[hit] = k
         left &= ~hit
     return out
@@ -75,9 +95,9 @@ def schedule_thresholds(conf: np.ndarray, shares: Sequence[float]) -> List[float
         if m <= 0 or len(c) == 0:
             t = 1.0  # (almost) nobody stops here
         else:
-            t = float(c[min(m, len(c)) - 1])
+            t = min(float(c[min(m, len(c)) - 1]), MAX_EXIT_THRESHOLD)
         out.append(t)
-        left &= ~(conf[k] >= t)
+        left &= ~_stops(conf[k], t)
     return out
 
 
@@ -122,7 +142,9 @@ def _coordinate_curve(conf, correct, cum_flops, thresholds, k, cands):
     cs_correct = np.concatenate([[0.], np.cumsum(d_correct[order])])
     cs_flops = np.concatenate([[0.], np.cumsum(d_flops[order])])
     # number of reaching images with conf >= t, for each candidate t
-    cnt = np.searchsorted(-c_sorted, -np.asarray(cands), side='right')
+    cands = np.asarray(cands)
+    cnt = np.searchsorted(-c_sorted, -cands, side='right')
+    cnt = np.where(cands >= 1., 0, cnt)  # a threshold of 1 stops nobody
     acc = base_correct.sum() + cs_correct[cnt]
     fl = (base_flops.sum() + cs_flops[cnt]) / n
     return acc, fl
@@ -143,7 +165,8 @@ def solve_thresholds(conf, correct, cum_flops, budget: float, num_candidates: in
     if cum_flops[0] > budget + 1e-12:
         raise ValueError(f'budget {budget} is below the first exit\'s cost {cum_flops[0]}')
     qs = np.linspace(0, 1, num_candidates)
-    cands = [np.unique(np.concatenate([np.quantile(conf[k], qs), [0.0, 1.0]]))
+    cands = [np.unique(np.concatenate([np.minimum(np.quantile(conf[k], qs), MAX_EXIT_THRESHOLD),
+                                       [0.0, MAX_EXIT_THRESHOLD, 1.0]]))
              for k in range(k_num - 1)]
     starts = [[0.0] * (k_num - 1)]
     baseline = geometric_baseline(conf, correct, cum_flops, budget)
@@ -235,6 +258,99 @@ def collect_from_config(config: str, checkpoint: Optional[str] = None, split: st
                 labels=labels, thresholds_file=cfg.model.get('thresholds_file'))
 
 
+# ---------------------------------------------------------------------------- exit shares
+def thresholds_for_shares(conf: np.ndarray, shares: Sequence[float]) -> List[float]:
+    """Thresholds under which exactly ``round(shares[k] * N)`` of the ``N`` images stop at exit
+    ``k`` (``k < K-1``; the rest run to the last exit), by the model's rule: each threshold lies
+    half-way (in float32) between the confidence of the last image that must stop and the next
+    one among the images still running, so float noise of the order of that gap does not move
+    an image across it. Raises ``ValueError`` for shares that do not fit or ties that cannot be
+    split."""
+    conf = np.asarray(conf, dtype=np.float32)
+    k_num, n = conf.shape
+    if len(shares) != k_num - 1:
+        raise ValueError(f'{k_num} exits take {k_num - 1} exit shares, got {len(shares)}')
+    counts = [int(round(float(s) * n)) for s in shares]
+    if any(s < 0 for s in shares) or sum(counts) > n:
+        raise ValueError(f'exit shares must be >= 0 and sum to at most 1, got {list(shares)}')
+    left = np.ones(n, dtype=bool)
+    out = []
+    for k, m in enumerate(counts):
+        c = np.sort(conf[k][left])[::-1]
+        if m == 0:
+            t = 1.0
+        elif m == len(c):
+            t = 0.0
+        else:
+            hi, lo = c[m - 1], c[m]
+            if not hi > lo:
+                raise ValueError(f'exit {k}: images {m} and {m + 1} by confidence tie at '
+                                 f'{float(hi)!r}; cannot make exactly {m} stop')
+            t = np.float32((np.float64(hi) + np.float64(lo)) / 2)
+            if not lo < t <= hi:
+                t = hi
+            t = min(float(t), MAX_EXIT_THRESHOLD)
+        out.append(float(t))
+        left &= ~_stops(conf[k], out[-1])
+    return out
+
+
+def calibrate_generated(config: str, shares: Sequence[float], num: int,
+                        shape: Optional[Sequence[int]] = None, checkpoint: Optional[str] = None,
+                        cfg_options: Optional[dict] = None, device: str = 'cpu',
+                        seed: int = 0) -> Dict:
+    """Thresholds making the requested shares of ``benchmark.py``'s generated batch stop early.
+
+    Builds the config's model the way ``tools/analysis_tools/benchmark.py`` does (eval mode;
+    random weights drawn after ``torch.manual_seed(seed)`` unless ``checkpoint``), feeds it the
+    same ``num`` generated images (``generated_batch(model, shape, num)``, seed 0: the batch
+    that ``benchmark.py --batch num`` times), collects every exit's confidence with
+    :func:`full_compute`, solves :func:`thresholds_for_shares`, then runs the real early exit
+    on that batch with them and reports the realised exit shares and FLOPs per image.
+    Returns a dict with ``thresholds``, ``exit_shares`` (realised), ``requested_shares``,
+    ``gflops`` (mean realised), ``cumulative_gflops``, ``min_gap`` (smallest confidence gap
+    around a threshold), ``model`` (the model, its thresholds set)."""
+    import torch
+
+    import mmdyn  # noqa: F401
+    from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
+                                           generated_batch, load_config)
+    from mmdyn.models.utils.dynamic import full_compute
+    cfg = load_config(config, cfg_options)
+    torch.manual_seed(seed)
+    model = build_model_from_cfg(cfg, device=device, checkpoint=checkpoint)
+    if not hasattr(model, 'set_thresholds'):
+        raise ValueError(f'{config} does not build a DVT model')
+    shape = tuple(shape) if shape else default_img_shape(cfg, model)
+    inputs, _ = generated_batch(model, shape, num)
+    with torch.no_grad():
+        with full_compute(model):
+            _, _, all_logits = model.early_exit(inputs)
+        conf = np.stack([a.float().softmax(-1).max(-1).values.cpu().numpy()
+                         for a in all_logits])
+        th = thresholds_for_shares(conf, shares)
+        model.set_thresholds(th)
+        _, exit_idx, _ = model.early_exit(inputs)
+    exit_idx = exit_idx.cpu().numpy()
+    flops = model.last_flops.cpu().numpy().astype(np.float64)
+    gaps = []
+    left = np.ones(conf.shape[1], dtype=bool)
+    for k, t in enumerate(th):
+        if 0. < t < 1.:
+            c = conf[k][left]
+            gaps.append(float(np.abs(c - t).min()))
+        left &= ~_stops(conf[k], t)
+    cum = np.cumsum(np.asarray(model.exit_flops(), dtype=np.float64)) / 1e9
+    return dict(thresholds=th, requested_shares=[float(s) for s in shares],
+                exit_shares=(np.bincount(exit_idx, minlength=conf.shape[0])
+                             / conf.shape[1]).tolist(),
+                exit_index=exit_idx.tolist(), flops_per_image=flops.tolist(),
+                gflops=float(flops.mean() / 1e9), cumulative_gflops=cum.tolist(),
+                min_gap=min(gaps) if gaps else None, num_images=int(conf.shape[1]),
+                shape=[int(v) for v in shape], model=model,
+                thresholds_file=cfg.model.get('thresholds_file'))
+
+
 # ---------------------------------------------------------------------------- plot
 def sweep(conf, correct, cum_flops, budgets: Sequence[float]) -> List[Dict]:
     out = []
@@ -284,7 +400,21 @@ def parse_args(argv=None):
     p.add_argument('--max-batches', type=int, default=None)
     p.add_argument('--preds', help='npz with per-exit predictions instead of a config')
     p.add_argument('--save-preds', help='write the collected per-exit predictions (npz)')
-    p.add_argument('--budget', type=float, required=True, help='mean GFLOPs per image')
+    p.add_argument('--budget', type=float, help='mean GFLOPs per image')
+    p.add_argument('--exit-shares', type=float, nargs='+', default=None,
+                   help='instead of --budget: shares of images stopping at exits 1..K-1 of '
+                   'benchmark.py\'s generated batch (for throughput at a chosen early-exit '
+                   'share; needs CONFIG)')
+    p.add_argument('--generated', type=int, default=128,
+                   help='with --exit-shares: images of the generated batch (= benchmark.py '
+                   '--batch)')
+    p.add_argument('--shape', type=int, default=None, help='with --exit-shares: input side')
+    p.add_argument('--device', default='cpu', help='with --exit-shares: cpu or cuda')
+    p.add_argument('--seed', type=int, default=0,
+                   help='with --exit-shares and no --checkpoint: seed of the random weights')
+    p.add_argument('--save-checkpoint',
+                   help='with --exit-shares: write the weights used (the random ones without '
+                   '--checkpoint), for benchmark.py --checkpoint')
     p.add_argument('--out', help='JSON to write (default: the config\'s model.thresholds_file)')
     p.add_argument('--plot', help='PNG of accuracy vs GFLOPs over a range of budgets')
     p.add_argument('--num-budgets', type=int, default=12)
@@ -307,8 +437,47 @@ def _parse_options(opts):
     return out
 
 
+def main_exit_shares(args) -> int:
+    import torch
+    if args.config is None:
+        print('--exit-shares needs a config', file=sys.stderr)
+        return 2
+    shape = (args.shape, args.shape) if args.shape else None
+    res = calibrate_generated(args.config, args.exit_shares, args.generated, shape,
+                              args.checkpoint, _parse_options(args.cfg_options), args.device,
+                              args.seed)
+    model = res.pop('model')
+    out = args.out or res.get('thresholds_file')
+    if not out:
+        print('no --out given and the config has no model.thresholds_file', file=sys.stderr)
+        return 2
+    k_num = len(res['cumulative_gflops'])
+    want = [int(round(s * res['num_images'])) for s in args.exit_shares]
+    got = [int(round(s * res['num_images'])) for s in res['exit_shares'][:k_num - 1]]
+    if want != got:
+        print(f'realised exit counts {got} differ from the requested {want}', file=sys.stderr)
+        return 1
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+        json.dump(res, f, indent=2)
+    if args.save_checkpoint:
+        os.makedirs(osp.dirname(osp.abspath(args.save_checkpoint)), exist_ok=True)
+        torch.save({'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}},
+                   args.save_checkpoint)
+        print(f'weights written to {args.save_checkpoint}')
+    print(json.dumps({k: res[k] for k in ('thresholds', 'exit_shares', 'gflops',
+                                          'cumulative_gflops', 'min_gap')}))
+    print(f'thresholds written to {out}')
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.exit_shares is not None:
+        return main_exit_shares(args)
+    if args.budget is None:
+        print('give --budget (or --exit-shares)', file=sys.stderr)
+        return 2
     if (args.preds is None) == (args.config is None):
         print('give either a config or --preds', file=sys.stderr)
         return 2

@@ -16,7 +16,8 @@ with the class token and position embedding, and the grid), ``blocks``, ``norm``
 """
 import copy
 import math
-from typing import Sequence, Tuple, Union
+from collections import OrderedDict
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -25,7 +26,8 @@ from mmengine.model import BaseModule, ModuleList
 from mmdyn.registry import MODELS
 from ..layers.transformer_blocks import ViTBlock
 
-__all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table']
+__all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
+           'detect_t2t_layout', 'adapt_t2t_state_dict']
 
 
 def sinusoid_table(n: int, dims: int) -> torch.Tensor:
@@ -83,11 +85,15 @@ class TokenPerformer(BaseModule):
 
 
 class TokenTransformer(BaseModule):
-    """Token transformer with single-head softmax attention (``in_dims -> dims`` tokens)."""
+    """Token transformer with single-head softmax attention (``in_dims -> dims`` tokens).
 
-    def __init__(self, in_dims: int, dims: int):
+    The attention logits are scaled by ``qk_scale`` (default ``in_dims ** -0.5``: the input
+    width, as the public T2T-ViT_t code and mmpretrain's ``T2TTransformerLayer`` intend)."""
+
+    def __init__(self, in_dims: int, dims: int, qk_scale: Optional[float] = None):
         super().__init__()
         self.in_dims, self.dims = in_dims, dims
+        self.scale = float(qk_scale) if qk_scale is not None else in_dims ** -0.5
         self.norm1 = nn.LayerNorm(in_dims)
         self.qkv = nn.Linear(in_dims, 3 * dims, bias=False)
         self.proj = nn.Linear(dims, dims)
@@ -96,7 +102,7 @@ class TokenTransformer(BaseModule):
 
     def forward(self, x):
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        a = ((q * self.dims ** -0.5) @ k.transpose(1, 2)).softmax(-1)
+        a = ((q * self.scale) @ k.transpose(1, 2)).softmax(-1)
         y = v + self.proj(a @ v)
         return y + self.mlp(self.norm2(y))
 
@@ -117,17 +123,34 @@ class T2TViT(BaseModule):
         token_dims (int): Width of the token transformers. Default 64.
         token_type (str): ``'performer'`` (default) or ``'transformer'``.
         qkv_bias (bool): Default False (as T2T-ViT).
+        qk_scale (float | str, optional): Scale of the blocks' attention logits; default
+            ``head_dims ** -0.5`` (what the public T2T-ViT code trains with); ``'embed'`` gives
+            ``embed_dims ** -0.5``, the value the public code's model factories set when they
+            load its released weights with ``pretrained=True``.
+        token_qk_scale (float, optional): Scale of the ``'transformer'`` token layers' logits
+            (default ``input_dims ** -0.5``, see :class:`TokenTransformer`).
+        norm_eps (float): Epsilon of the blocks' and the final LayerNorms (default 1e-5, torch's
+            and mmpretrain's default, which T2T-ViT uses).
         drop_path_rate (float): Default 0.
+        init_cfg (dict | list, optional): ``dict(type='Pretrained', checkpoint=...)`` loads a
+            T2T-ViT checkpoint in the public code's, mmpretrain's or mmdyn's layout (converted
+            by :func:`t2t_to_mmdyn`; a first soft split of another kernel size is resampled,
+            see :func:`adapt_t2t_state_dict`).
     """
     arch_zoo = {
+        't2t-vit-7': dict(embed_dims=256, depth=7, num_heads=4, mlp_ratio=2),
+        't2t-vit-10': dict(embed_dims=256, depth=10, num_heads=4, mlp_ratio=2),
         't2t-vit-12': dict(embed_dims=256, depth=12, num_heads=4, mlp_ratio=2),
         't2t-vit-14': dict(embed_dims=384, depth=14, num_heads=6, mlp_ratio=3),
         't2t-vit-19': dict(embed_dims=448, depth=19, num_heads=7, mlp_ratio=3),
+        't2t-vit-24': dict(embed_dims=512, depth=24, num_heads=8, mlp_ratio=3),
     }
 
     def __init__(self, arch: Union[str, dict] = 't2t-vit-14', img_size: int = 224,
                  soft_split: Sequence[int] = (7, 4, 2), token_dims: int = 64,
                  token_type: str = 'performer', in_channels: int = 3, qkv_bias: bool = False,
+                 qk_scale: Union[float, str, None] = None,
+                 token_qk_scale: Optional[float] = None, norm_eps: float = 1e-5,
                  drop_path_rate: float = 0., init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
@@ -146,9 +169,17 @@ class T2TViT(BaseModule):
         self.split0 = nn.Unfold(k, stride=st, padding=p)
         self.split1 = nn.Unfold(3, stride=2, padding=1)
         self.split2 = nn.Unfold(3, stride=2, padding=1)
-        tok = TokenPerformer if token_type == 'performer' else TokenTransformer
-        self.token1 = tok(in_channels * k * k, token_dims)
-        self.token2 = tok(token_dims * 9, token_dims)
+        self.token_type = token_type
+        if token_type == 'performer':
+            self.token1 = TokenPerformer(in_channels * k * k, token_dims)
+            self.token2 = TokenPerformer(token_dims * 9, token_dims)
+        else:
+            self.token1 = TokenTransformer(in_channels * k * k, token_dims, token_qk_scale)
+            self.token2 = TokenTransformer(token_dims * 9, token_dims, token_qk_scale)
+        if qk_scale == 'embed':
+            qk_scale = self.embed_dims ** -0.5
+        elif isinstance(qk_scale, str):
+            raise ValueError(f"qk_scale must be a float, None or 'embed', got {qk_scale!r}")
         self.project = nn.Linear(token_dims * 9, self.embed_dims)
         self.token_dims = token_dims
         g0 = _unfold_out(self.img_size, k, st, p)
@@ -161,10 +192,24 @@ class T2TViT(BaseModule):
         dpr = [drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
         self.blocks = ModuleList([
             ViTBlock(self.embed_dims, s['num_heads'], mlp_ratio=s['mlp_ratio'],
-                     qkv_bias=qkv_bias, drop_path=dpr[i], norm_cfg=dict(type='LN', eps=1e-6))
+                     qkv_bias=qkv_bias, qk_scale=qk_scale, drop_path=dpr[i],
+                     norm_cfg=dict(type='LN', eps=norm_eps))
             for i in range(self.depth)
         ])
-        self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6)
+        self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps)
+
+    def init_weights(self):
+        """Random init (``init_cfg`` initialisers), or a T2T-ViT checkpoint through
+        :func:`t2t_to_mmdyn` for ``init_cfg=dict(type='Pretrained', checkpoint=...)``."""
+        from ..utils.ckpt_convert import find_pretrained_cfg, load_converted
+        pre = find_pretrained_cfg(self.init_cfg)
+        if pre is None:
+            return super().init_weights()
+        own = self.state_dict()
+        load_converted(self, pre['checkpoint'],
+                       lambda c: {k: v for k, v in t2t_to_mmdyn(c).items()
+                                  if not k.startswith('head.')},
+                       adapt=lambda sd: adapt_t2t_state_dict(sd, own), prefix=pre.get('prefix'))
 
     @property
     def patch_resolution(self) -> Tuple[int, int]:
@@ -198,3 +243,176 @@ class T2TViT(BaseModule):
     def static_flops(self, img_shape=None) -> int:
         n = self.grids[2] ** 2 + 1
         return self.tokenizer_flops() + int(sum(blk.flops(n) for blk in self.blocks))
+
+
+
+# ------------------------------------------------------------------------ checkpoint layouts
+def _unwrap(ckpt, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    sd = ckpt
+    keys = (('state_dict_ema', ) if use_ema else ()) + ('state_dict', 'model', 'module')
+    for key in keys:
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict):
+        raise TypeError(f'no state dict found in a checkpoint of type {type(ckpt).__name__}')
+    sd = OrderedDict((k, v) for k, v in sd.items() if isinstance(v, torch.Tensor))
+    if sd and all(k.startswith('module.') for k in sd):
+        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
+    return sd
+
+
+def detect_t2t_layout(sd: Dict[str, torch.Tensor]) -> str:
+    """``'official'`` (the public T2T-ViT code), ``'mmpretrain'`` (``T2T_ViT``, with or without
+    the classifier's ``backbone.`` prefix) or ``'mmdyn'``."""
+    keys = [k[len('backbone.'):] if k.startswith('backbone.') else k for k in sd]
+    if any(k.startswith('token1.') for k in keys):
+        return 'mmdyn'
+    if any(k.startswith('encoder.') for k in keys) or \
+            any(k.startswith('tokens_to_token.attention1.ln1.') for k in keys):
+        return 'mmpretrain'
+    if any(k.startswith('tokens_to_token.') for k in keys) and \
+            any(k.startswith('blocks.') for k in keys):
+        return 'official'
+    raise ValueError('unrecognised T2T-ViT checkpoint layout (expected the public code\'s '
+                     '"tokens_to_token.attention1..." and "blocks.N..." keys, mmpretrain\'s '
+                     '"tokens_to_token..." and "encoder.N..." keys or mmdyn\'s "token1..."); '
+                     f'first keys: {list(sd)[:5]}')
+
+
+_TOKEN_SUBKEYS = {  # token transformer sub-keys -> mmdyn's
+    'official': {'attn.qkv.': 'qkv.', 'attn.proj.': 'proj.', 'mlp.fc1.': 'mlp.0.',
+                 'mlp.fc2.': 'mlp.2.'},
+    'mmpretrain': {'ln1.': 'norm1.', 'ln2.': 'norm2.', 'attn.qkv.': 'qkv.', 'attn.proj.': 'proj.',
+                   'ffn.layers.0.0.': 'mlp.0.', 'ffn.layers.1.': 'mlp.2.'},
+}
+_BLOCK_SUBKEYS = {
+    'official': {'mlp.fc1.': 'ffn.fc1.', 'mlp.fc2.': 'ffn.fc2.'},
+    'mmpretrain': {'ln1.': 'norm1.', 'ln2.': 'norm2.', 'ffn.layers.0.0.': 'ffn.fc1.',
+                   'ffn.layers.1.': 'ffn.fc2.'},
+}
+
+
+def _rename(rest: str, table: Dict[str, str]) -> str:
+    for a, b in table.items():
+        if rest.startswith(a):
+            return b + rest[len(a):]
+    return rest
+
+
+def t2t_to_mmdyn(ckpt, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """Convert a T2T-ViT checkpoint to :class:`T2TViT` keys, plus ``head.weight`` /
+    ``head.bias`` (the ImageNet classifier) when the checkpoint has one.
+
+    Layouts: the public T2T-ViT code's (``tokens_to_token.attention{1,2}`` Performer or
+    transformer token layers, ``tokens_to_token.project``, ``cls_token``, ``blocks.N`` with a
+    fused ``attn.qkv``, ``norm``, ``head``; ``use_ema`` takes ``state_dict_ema`` of a timm
+    training checkpoint), mmpretrain's ``T2T_ViT`` (``ln1``/``ln2``, ``ffn.layers``,
+    ``encoder.N``; ``head.layers.head`` or ``head.fc`` of its classifier) and mmdyn's own
+    (returned with the ``backbone.`` prefix removed). The fixed sinusoidal ``pos_embed`` is
+    dropped (mmdyn's is a non-persistent buffer of the same table)."""
+    sd = _unwrap(ckpt, use_ema)
+    layout = detect_t2t_layout(sd)
+    out = OrderedDict()
+    for k, v in sd.items():
+        if k.startswith('backbone.'):
+            k = k[len('backbone.'):]
+        if k in ('head.layers.head.weight', 'head.layers.head.bias', 'head.fc.weight',
+                 'head.fc.bias'):
+            out['head.' + k.rsplit('.', 1)[1]] = v
+            continue
+        if layout == 'mmdyn':
+            if not k.startswith(('data_preprocessor.', 'pos_embed')):
+                out[k] = v
+            continue
+        if k == 'pos_embed' or k.startswith(('data_preprocessor.', 'neck.')):
+            continue
+        if k.startswith('tokens_to_token.attention'):
+            i, rest = k[len('tokens_to_token.attention'):].split('.', 1)
+            out[f'token{i}.' + _rename(rest, _TOKEN_SUBKEYS[layout])] = v
+            continue
+        if k.startswith('tokens_to_token.project.'):
+            out['project.' + k[len('tokens_to_token.project.'):]] = v
+            continue
+        pre = 'blocks.' if layout == 'official' else 'encoder.'
+        if k.startswith(pre):
+            i, rest = k[len(pre):].split('.', 1)
+            if rest == 'attn.qkv.weight':
+                c = v.shape[0] // 3
+                out[f'blocks.{i}.attn.q.weight'] = v[:c]
+                out[f'blocks.{i}.attn.kv.weight'] = v[c:]
+                continue
+            if rest == 'attn.qkv.bias':
+                c = v.shape[0] // 3
+                out[f'blocks.{i}.attn.q.bias'] = v[:c]
+                out[f'blocks.{i}.attn.kv.bias'] = v[c:]
+                continue
+            out[f'blocks.{i}.' + _rename(rest, _BLOCK_SUBKEYS[layout])] = v
+            continue
+        if k in ('head.weight', 'head.bias', 'cls_token') or k.startswith('norm.'):
+            out[k] = v
+            continue
+        # anything else (e.g. an unused dist token) is left out
+    return out
+
+
+def _resample_kernel(t: torch.Tensor, channels: int, k_old: int, k_new: int,
+                     dim: int) -> torch.Tensor:
+    """Resample the ``channels * k_old * k_old`` axis ``dim`` of ``t`` (unfold order: channel,
+    row, column) to ``channels * k_new * k_new`` by bilinear interpolation on the kernel grid."""
+    t = t.movedim(dim, -1)
+    lead = t.shape[:-1]
+    g = t.reshape(-1, channels, k_old, k_old).float()
+    g = torch.nn.functional.interpolate(g, size=(k_new, k_new), mode='bilinear',
+                                        align_corners=True)
+    return g.reshape(*lead, channels * k_new * k_new).movedim(-1, dim).to(t.dtype)
+
+
+def adapt_t2t_state_dict(sd: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor],
+                         prefix: str = '', extra_ffn_dims: int = 0
+                         ) -> Dict[str, torch.Tensor]:
+    """Fit converted T2T-ViT weights (keys under ``prefix``) to a model's shapes ``own``:
+
+    * first soft split of another kernel size (the DVT exits' 14/8/3 and 11/6/5 splits from a
+      7/4/2 checkpoint): ``token1``'s input LayerNorm and its ``kqv`` / ``qkv`` input columns
+      are resampled bilinearly on the kernel grid, the projection scaled by
+      ``(k_old / k_new) ** 2`` so a smooth patch gives about the same response;
+    * FFNs that also read ``extra_ffn_dims`` reused features (DVT feature reuse): ``norm2`` is
+      extended with weight 1 / bias 0 and ``ffn.fc1`` with zero input columns for them (the
+      reused features start with no effect on the FFN; the LayerNorm statistics now include
+      them, so the exit is close to, not equal to, the static model).
+
+    Tensors that still differ are left to the loader (skipped with a warning)."""
+    sd = OrderedDict(sd)
+    w_key = None
+    for name in ('token1.kqv.weight', 'token1.qkv.weight'):
+        if prefix + name in sd:
+            w_key = prefix + name
+    if w_key is not None and w_key in own and sd[w_key].shape != own[w_key].shape:
+        n_old, n_new = sd[w_key].shape[1], own[w_key].shape[1]
+        for c in (3, 1, 4):
+            k_old, k_new = math.isqrt(n_old // c), math.isqrt(n_new // c)
+            if c * k_old * k_old == n_old and c * k_new * k_new == n_new:
+                break
+        else:
+            c = None
+        if c is not None:
+            sd[w_key] = _resample_kernel(sd[w_key], c, k_old, k_new, 1) * (k_old / k_new) ** 2
+            for leaf in ('weight', 'bias'):
+                key = prefix + 'token1.norm1.' + leaf
+                if key in sd and sd[key].shape[0] == n_old:
+                    sd[key] = _resample_kernel(sd[key], c, k_old, k_new, 0)
+    if extra_ffn_dims:
+        for key in list(sd):
+            if not key.startswith(prefix + 'blocks.') or key not in own:
+                continue
+            v, want = sd[key], own[key].shape
+            if v.shape == want:
+                continue
+            if key.endswith('norm2.weight') and want[0] == v.shape[0] + extra_ffn_dims:
+                sd[key] = torch.cat([v, v.new_ones(extra_ffn_dims)])
+            elif key.endswith('norm2.bias') and want[0] == v.shape[0] + extra_ffn_dims:
+                sd[key] = torch.cat([v, v.new_zeros(extra_ffn_dims)])
+            elif key.endswith('ffn.fc1.weight') and want[1] == v.shape[1] + extra_ffn_dims:
+                sd[key] = torch.cat([v, v.new_zeros(v.shape[0], extra_ffn_dims)], dim=1)
+    return sd

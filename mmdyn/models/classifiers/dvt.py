@@ -34,7 +34,8 @@ Modes:
 * ``loss``: every exit runs on the whole batch; loss = sum of the exits' cross-entropies
   (Eq. 1), reported as ``loss_exit{k}``.
 * ``predict`` (eval): real early exit. An image whose top softmax probability at exit ``k``
-  reaches ``thresholds[k]`` stops there; only the remaining images are gathered and run through
+  reaches ``thresholds[k]`` stops there (a threshold of 1.0: nobody stops, see
+  :func:`exits_at`); only the remaining images are gathered and run through
   the next transformer (with their reuse inputs). The last exit takes everything left. Each
   sample's ``pred_score``/``pred_label`` come from its exit; ``metainfo['exit_index']`` is the
   0-based exit. Per image realised FLOPs (the cumulative FLOPs of the exits it ran) are recorded
@@ -66,16 +67,20 @@ from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.structures import DataSample
 
 from mmdyn.registry import MODELS
-from ..backbones.t2t_vit import T2TViT
+from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin
 
-__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'upsample_relation']
+__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'upsample_relation', 'exits_at',
+           'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t']
 
 FEATURE_REUSE_HIDDEN = 128
 FEATURE_REUSE_DIMS = 48
 HOSTS = ('vit', 't2t')
+#: the largest float32 below 1: the highest threshold that still lets images exit (those whose
+#: top softmax probability is 1.0 or this value); 1.0 itself means "no early exit"
+MAX_EXIT_THRESHOLD = float(torch.nextafter(torch.tensor(1.), torch.tensor(0.)))
 #: first soft split of the T2T tokenizer per token grid at 224 (the public DVT code's)
 T2T_SOFT_SPLITS = {7: (14, 8, 3), 10: (11, 6, 5), 14: (7, 4, 2)}
 
@@ -111,6 +116,16 @@ def upsample_relation(rel: torch.Tensor, old_hw: Sequence[int],
     rel = keys(rel)  # [B, M, n, 1+HW]
     rel = keys(rel.transpose(2, 3)).transpose(2, 3)  # [B, M, 1+HW, 1+HW]
     return rel
+
+
+def exits_at(conf: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Which images stop at an exit: ``conf >= threshold`` for a threshold below 1; a threshold
+    of 1 (or more) means "nobody stops here", even an image whose top softmax probability is
+    exactly 1.0 in float (saturated softmax). Thresholds from data that would be 1.0 are written
+    as the largest float32 below 1 (:data:`MAX_EXIT_THRESHOLD`) by the threshold tool."""
+    if threshold >= 1.:
+        return torch.zeros_like(conf, dtype=torch.bool)
+    return conf >= threshold
 
 
 class FeatureReuse(BaseModule):
@@ -379,8 +394,41 @@ def dvt_official_to_mmdyn(ckpt, num_exits: int = 3) -> Dict[str, torch.Tensor]:
                 out[pre + f'feature_modules.{i}.{new}'] = v
                 continue
             rest[key] = v
-        for key, v in _vit_timm(rest).items():
+        if any(key.startswith('tokens_to_token.') for key in rest):  # T2T-ViT hosts
+            conv = {key: v for key, v in t2t_to_mmdyn(rest).items()
+                    if not key.startswith('head.')}
+        else:
+            conv = _vit_timm(rest)
+        for key, v in conv.items():
             out[pre + 'backbone.' + key] = v
+    return out
+
+
+def is_single_t2t(sd: Dict[str, torch.Tensor]) -> bool:
+    """Whether a state dict is one T2T-ViT (the public code's, mmpretrain's or mmdyn's
+    ``T2TViT``), not a DVT cascade."""
+    if any(k.startswith(('exits.', 'module.exits.')) or k.split('.', 1)[0] in OFFICIAL_EXIT_NAMES
+           for k in sd):
+        return False
+    try:
+        detect_t2t_layout(sd)
+    except ValueError:
+        return False
+    return True
+
+
+def t2t_to_dvt_exits(ckpt, num_exits: int, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """One T2T-ViT checkpoint (any layout :func:`t2t_to_mmdyn` reads) copied into every exit of
+    a T2T-host DVT: ``exits.{k}.backbone.*`` and, from its ImageNet classifier, ``exits.{k}.
+    head.fc.*``. Shapes are fitted to the exits by :meth:`DVTClassifier.adapt_t2t_exits`."""
+    sd = t2t_to_mmdyn(ckpt, use_ema=use_ema)
+    out = {}
+    for k in range(num_exits):
+        for key, v in sd.items():
+            if key.startswith('head.'):
+                out[f'exits.{k}.head.fc.' + key[len('head.'):]] = v
+            else:
+                out[f'exits.{k}.backbone.' + key] = v
     return out
 
 
@@ -406,8 +454,10 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         feature_reuse, relation_reuse (bool): Reuse between consecutive exits (the first exit
             never reuses). Default True (the released models).
         thresholds (Sequence[float], optional): Confidence thresholds ``eta_1..eta_{K-1}`` in
-            [0, 1] (the last exit takes everything). Default: 1.0 each (nobody stops early
-            unless its confidence is exactly 1).
+            [0, 1] (the last exit takes everything); an image stops at exit ``k`` when its top
+            softmax probability is ``>= thresholds[k]``, except that 1.0 means "nobody stops
+            at this exit" (not even a saturated softmax whose maximum is exactly 1.0 in float).
+            Default: 1.0 each (no early exit).
         thresholds_file (str, optional): JSON written by ``tools/analysis_tools/
             dvt_thresholds.py``; when the file exists its thresholds replace ``thresholds``.
         backbone_cfg (dict, optional): Further :class:`ViT` arguments for every exit.
@@ -493,9 +543,11 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
 
     def init_weights(self):
         """Random init of every part, then ``init_cfg`` ``type='Pretrained'`` weights if given:
-        an mmdyn DVT checkpoint or one of the public code's (converted, see
-        :func:`dvt_official_to_mmdyn`); tensors whose shapes differ (e.g. the heads when
-        fine-tuning on another data set) are skipped with a warning."""
+        an mmdyn DVT checkpoint, one of the public DVT code's (DeiT or T2T hosts; converted, see
+        :func:`dvt_official_to_mmdyn`) or a single T2T-ViT (the public T2T-ViT code's,
+        mmpretrain's or mmdyn's layout) copied into every exit (:func:`t2t_to_dvt_exits`,
+        shapes fitted by :meth:`adapt_t2t_exits`); tensors whose shapes still differ (e.g. the
+        heads when fine-tuning on another data set) are skipped with a warning."""
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None:
             return super().init_weights()
@@ -507,8 +559,30 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         finally:
             self.init_cfg = cfgs if len(cfgs) > 1 else pre
         n = self.num_exits
-        load_converted(self, pre['checkpoint'], lambda c: dvt_official_to_mmdyn(c, n),
+
+        def convert(c):
+            raw = c
+            for key in ('state_dict', 'model', 'module'):
+                if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+                    raw = raw[key]
+                    break
+            if isinstance(raw, dict) and is_single_t2t(raw):
+                return t2t_to_dvt_exits(c, n)
+            return dvt_official_to_mmdyn(c, n)
+
+        load_converted(self, pre['checkpoint'], convert, adapt=self.adapt_t2t_exits,
                        prefix=pre.get('prefix'))
+
+    def adapt_t2t_exits(self, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Fit T2T-ViT weights to each T2T exit (:func:`adapt_t2t_state_dict`): the first soft
+        split's kernel resampled to the exit's, the FFN input widened for reused features."""
+        own = self.state_dict()
+        for k, e in enumerate(self.exits):
+            if e.host == 't2t':
+                sd = adapt_t2t_state_dict(sd, own, prefix=f'exits.{k}.backbone.',
+                                          extra_ffn_dims=FEATURE_REUSE_DIMS
+                                          if e.feature_reuse else 0)
+        return sd
 
     # ------------------------------------------------------------------ thresholds
     def set_thresholds(self, thresholds: Sequence[float]) -> None:
@@ -612,7 +686,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                 done = torch.ones(len(remaining), dtype=torch.bool, device=dev)
             else:
                 conf = logits.float().softmax(dim=-1).max(dim=-1).values
-                done = conf >= self.thresholds[k]
+                done = exits_at(conf, self.thresholds[k])
             idx = remaining[done]
             out[idx] = logits[done]
             exit_idx[idx] = k

@@ -474,3 +474,28 @@ def test_load_public_checkpoint(tmp_path):
     torch.testing.assert_close(ft.exits[2].backbone.blocks[1].attn.q.weight,
                                src.exits[2].backbone.blocks[1].attn.q.weight)
     assert ft.exits[0].head.fc.weight.shape == (NC + 1, TINY['embed_dims'])
+
+
+def test_t2t_alone_equals_batch_with_reuse():
+    """T2T host with both reuses: each image gets the same exit, prediction and FLOPs in a
+    batch as alone, and the early-exit logits equal the full run's at the exit taken."""
+    m = make_t2t(reuse=True)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3) if p.dim() > 1 else p.normal_(0, 0.1)
+    x = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    th, outs = mixed_thresholds(m, x)
+    m.set_thresholds(th)
+    with torch.no_grad():
+        logits, ex, _ = m.early_exit(x)
+    flops_b = m.last_flops.clone()
+    assert 0 < int((ex == 0).sum()) < 6
+    cum = m.cumulative_flops()
+    for i in range(6):
+        torch.testing.assert_close(logits[i], outs[int(ex[i])][i], atol=1e-5, rtol=1e-5)
+        assert float(flops_b[i]) == float(cum[int(ex[i])])
+        with torch.no_grad():
+            li, ei, _ = m.early_exit(x[i:i + 1])
+        assert int(ei) == int(ex[i])
+        torch.testing.assert_close(li[0], logits[i], atol=1e-5, rtol=1e-5)
+        assert float(m.last_flops[0]) == float(flops_b[i])
