@@ -1,5 +1,6 @@
 """Distributed training on machines without a GPU (gloo backend)."""
 import os
+from typing import Dict
 
 import torch
 import torch.distributed as torch_dist
@@ -17,6 +18,48 @@ class MMDynCPUDistributedDataParallel(MMDistributedDataParallel):
 
     def __init__(self, module, device_ids=None, **kwargs):
         super().__init__(module=revert_sync_batchnorm(module), device_ids=None, **kwargs)
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """One DDP step; the returned (logged) losses are the mean over the processes.
+
+        mmengine logs what ``train_step`` returns on rank 0 only, i.e. rank 0's losses; DDP
+        averages the gradients of every rank, so the loss that matches the update is the mean.
+        """
+        return reduce_log_vars(super().train_step(data, optim_wrapper))
+
+
+def reduce_log_vars(log_vars: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Average the scalar log variables of a training step over the processes.
+
+    Keys present on every rank are averaged (one ``all_reduce``); a key that only some ranks
+    logged in this step keeps its local value. Without an initialised process group, or with
+    one process, ``log_vars`` is returned as it is.
+    """
+    if not torch_dist.is_available() or not torch_dist.is_initialized():
+        return log_vars
+    world = torch_dist.get_world_size()
+    if world == 1 or not log_vars:
+        return log_vars
+    keys = [k for k, v in log_vars.items()
+            if (isinstance(v, torch.Tensor) and v.numel() == 1) or isinstance(v, (int, float))]
+    everywhere = [None] * world
+    torch_dist.all_gather_object(everywhere, sorted(keys))
+    common = sorted(set.intersection(*(set(k) for k in everywhere)))
+    if not common:
+        return log_vars
+    values = torch.stack([torch.as_tensor(log_vars[k]).detach().reshape(()).double()
+                          for k in common])
+    device = next((v.device for v in log_vars.values() if isinstance(v, torch.Tensor)),
+                  values.device)
+    if torch_dist.get_backend() == 'nccl':
+        values = values.cuda()
+    torch_dist.all_reduce(values)
+    values = (values / world).to(device)
+    out = dict(log_vars)
+    for k, v in zip(common, values):
+        ref = log_vars[k]
+        out[k] = v.to(ref.dtype).reshape(ref.shape) if isinstance(ref, torch.Tensor) else float(v)
+    return out
 
 
 def setup_cpu_distributed(cfg, launcher: str) -> bool:

@@ -1,7 +1,8 @@
 """Log what the dynamic modules of a model actually computed.
 
 Training: after every iteration, the batch means of the per-image records of the forward
-(:func:`mmdyn.models.utils.records.summarize_dynamic_records`) go to the message hub as
+(:func:`mmdyn.models.utils.records.summarize_dynamic_records`; in distributed training over the
+images of every rank's batch) go to the message hub as
 ``train/dyn_<key>``: every ratio the modules report (``kept_ratio``, ``fine_ratio``,
 ``exit_ratio``, ...), ``flops_ratio`` (realised / static FLOPs of each image when the modules can
 say their static FLOPs for the input shape, else what they report as ``flops_ratio``) and
@@ -17,7 +18,7 @@ itself with ``runner.visualizer.add_scalars`` (``LoggerHook`` does not do that f
 """
 from typing import Dict, Optional
 
-from mmengine.dist import all_gather_object
+from mmengine.dist import all_gather_object, is_distributed
 from mmengine.hooks import Hook
 
 from mmdyn.models.utils.records import (attach_dynamic_records, samples_records,
@@ -30,6 +31,17 @@ def _summary_means(summary) -> Dict[str, float]:
     for k, v in summary['stats'].items():
         out[k] = float(v.mean())
     return out
+
+
+def _reduce_sums(gathered):
+    """Add up ``[(sums, counts), ...]`` gathered from the ranks, key by key."""
+    sums: Dict[str, float] = {}
+    counts: Dict[str, int] = {}
+    for s, c in gathered:
+        for k in s:
+            sums[k] = sums.get(k, 0.0) + s[k]
+            counts[k] = counts.get(k, 0) + c[k]
+    return sums, counts
 
 
 @HOOKS.register_module()
@@ -69,9 +81,20 @@ class DynamicStatsHook(Hook):
         if not self.every_n_train_iters(runner, self.interval):
             return
         summary = summarize_dynamic_records(runner.model)
-        if summary is None:
+        if is_distributed():
+            # image-weighted means over the batches of every rank
+            sums, counts = {}, {}
+            if summary is not None:
+                n = int(summary['flops'].numel())
+                for k, v in _summary_means(summary).items():
+                    sums[k], counts[k] = v * n, n
+            sums, counts = _reduce_sums(all_gather_object((sums, counts)))
+            means = {k: sums[k] / counts[k] for k in sorted(sums) if counts[k]}
+        elif summary is None:
             return
-        for k, v in _summary_means(summary).items():
+        else:
+            means = _summary_means(summary)
+        for k, v in means.items():
             runner.message_hub.update_scalar(f'train/{self.prefix}{k}', v)
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -105,13 +128,7 @@ class DynamicStatsHook(Hook):
                 self._add(k, x)
 
     def _means(self) -> Optional[Dict[str, float]]:
-        gathered = all_gather_object((self._sums, self._counts))
-        sums: Dict[str, float] = {}
-        counts: Dict[str, int] = {}
-        for s, c in gathered:
-            for k in s:
-                sums[k] = sums.get(k, 0.0) + s[k]
-                counts[k] = counts.get(k, 0) + c[k]
+        sums, counts = _reduce_sums(all_gather_object((self._sums, self._counts)))
         self._reset()
         return {k: sums[k] / counts[k] for k in sorted(sums) if counts[k]}
 
