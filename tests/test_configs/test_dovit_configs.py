@@ -36,6 +36,11 @@ DOVIT = {
     'setr_dovit-l_naive_' + CS: ('setr_vit-l_naive_' + CS, 0.985, L_ARCH, 19, (6, 12, 18)),
     'segmenter_dovit-b_mask_' + CS: ('segmenter_vit-b_mask_' + CS, 0.985, 'vit-b', 19,
                                      (3, 6, 9)),
+    'setr_dodeit-s_naive_' + CS: ('setr_deit-s_naive_' + CS, 0.985, 'deit-s', 19, (3, 6, 9)),
+    'segmenter_dovit-s_mask_' + CS: ('segmenter_vit-s_mask_' + CS, 0.985, 'vit-s', 19,
+                                     (3, 6, 9)),
+    'segmenter_dovit-l_mask_' + CS: ('segmenter_vit-l_mask_' + CS, 0.985, L_ARCH, 19,
+                                     (6, 12, 18)),
 }
 # threshold sweep: name -> (parent, xi)
 XI = {
@@ -49,7 +54,10 @@ ABLATIONS = {
                                                           False),
 }
 STATIC = sorted({v[0] for v in DOVIT.values()})
-ALL = sorted(DOVIT) + sorted(XI) + sorted(ABLATIONS) + STATIC
+# benchmark-only configs: name -> (parent, forced keep ratios)
+BENCH = {'setr_dovit-b_naive_' + CS[:-3] + '_keep0.5.py': ('setr_dovit-b_naive_' + CS,
+                                                         (0.5, 0.5, 0.5))}
+ALL = sorted(DOVIT) + sorted(XI) + sorted(ABLATIONS) + STATIC + sorted(BENCH)
 TINY = dict(embed_dims=32, depth=4, num_heads=2, mlp_ratio=2)
 S = 64
 
@@ -76,6 +84,8 @@ def tiny(cfg):
         m.backbone.out_indices = (3, )
     if m.backbone.type == 'mmdyn.DoViT':
         m.backbone.decision_layers = (1, 2)
+        if m.backbone.get('forced_keep_ratios') is not None:
+            m.backbone.forced_keep_ratios = m.backbone.forced_keep_ratios[:2]
     m.data_preprocessor.size = (S, S)
     dh = m.decode_head
     dh.in_channels = 32
@@ -286,3 +296,46 @@ def test_runner_trains_segmenter_dovit_with_its_hooks(tmp_path, toy_ade20k):
     ck = torch.load(osp.join(cfg.work_dir, 'iter_2.pth'), map_location='cpu',
                     weights_only=False)
     assert 'mmdyn_schedule' in ck
+
+
+@pytest.mark.parametrize('name', sorted(BENCH))
+def test_benchmark_config_forces_the_kept_ratio(name):
+    """The benchmark config is its parent with forced decisions: the kept tokens per block, and
+    so the FLOPs, follow the requested ratios whatever the (random) weights."""
+    parent, ratios = BENCH[name]
+    cfg, p = load(name), load(parent)
+    assert cfg.model.backbone.pop('forced_keep_ratios') == ratios
+    assert cfg.model == p.model and cfg.custom_hooks == p.custom_hooks
+    model = build(tiny(load(name))).eval()
+    bb = model.backbone
+    inputs, samples = generated_batch(model, (S, S), batch_size=2)
+    with torch.no_grad():
+        model(inputs, samples, mode='tensor')
+    # tiny: 4 blocks, decisions after blocks 1 and 2, 16 patch tokens: 8 kept from block 2 on
+    counts = [17, 9, 9, 9]
+    assert bb.last_block_tokens.tolist() == [counts] * 2
+    assert torch.equal(bb.last_stats['kept_ratio_d0'], torch.full((2, ), ratios[0]))
+    expect = bb.patch_embed.flops((S, S)) + 2 * 16 * 32 * 19 + sum(
+        int(bb.blocks[i].flops(n)) for i, n in enumerate(counts))
+    assert bb.last_flops.tolist() == [float(expect)] * 2
+    assert expect < bb.static_flops((S, S))
+
+
+@pytest.mark.parametrize('size', ['s', 'l'])
+def test_segmenter_cityscapes_heads_follow_mmseg(size):
+    """The Segmenter ViT-S / ViT-L mask transformers are mmseg's Segmenter ViT-S / ViT-L heads
+    (width, heads, layers), and the hosts match mmseg's backbones."""
+    ours = load(f'segmenter_vit-{size}_mask_' + CS).model
+    import mmseg
+    ref = Config.fromfile(osp.join(
+        osp.dirname(mmseg.__file__), '.mim', 'configs', 'segmenter',
+        f'segmenter_vit-{size}_mask_8xb1-160k_ade20k-512x512.py')).model
+    for k in ('in_channels', 'channels', 'embed_dims', 'num_heads', 'num_layers'):
+        assert ours.decode_head[k] == ref.decode_head[k], k
+    assert ours.decode_head.num_classes == 19
+    from mmdyn.models.backbones import DoViT
+    arch = DoViT._parse_arch(ours.backbone.arch)
+    assert arch['embed_dims'] == ref.backbone.embed_dims
+    assert arch['num_heads'] == ref.backbone.num_heads
+    assert arch['depth'] == ref.backbone.get('num_layers', 12)
+    assert ours.backbone.out_indices == (arch['depth'] - 1, )

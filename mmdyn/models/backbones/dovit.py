@@ -16,7 +16,15 @@ feature map and the end. Token merging (Eq. 8) folds the mean of the stopped tok
 class token at every decision point where an image has stopped tokens.
 
 The decision is hard and detached (no straight-through, no budget loss): the same path runs in
-training and inference. The auxiliary heads are trained with ground truth (Eq. 10) by
+training and inference.
+
+Records of the last forward (besides the dynamic-module interface): ``last_block_tokens``
+(``[B, depth]`` kept tokens per block, class token included), :meth:`block_table` (the paper's
+Fig. 6), ``last_confidences`` (raw confidence maps, one per decision point) and ``last_maps``
+(``keep_k``: 0/1 kept tokens after decision ``k``; ``conf_k``: the confidences binned into
+integer levels at :data:`CONF_LEVEL_EDGES`, the paper's Fig. 5). For benchmarks,
+``forced_keep_ratios`` replaces the threshold by fixed kept fractions, so that speed and FLOPs do
+not depend on (random) weights. The auxiliary heads are trained with ground truth (Eq. 10) by
 :class:`mmdyn.models.segmentors.DoViTEncoderDecoder`, which reads :attr:`DoViT.aux_logits`.
 """
 from typing import Dict, List, Optional, Sequence, Union
@@ -33,6 +41,10 @@ from .vit import ViT
 __all__ = ['DoViT']
 
 Threshold = Union[float, Sequence[float]]
+
+# Upper edges of the confidence levels that ``last_maps['conf_k']`` records (level 0: below 0.5,
+# ..., level 6: above 0.99): fine near 1, where DoViT's thresholds lie (0.96 - 0.985).
+CONF_LEVEL_EDGES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def _check_threshold(value, num: int, name: str = 'threshold') -> None:
@@ -67,6 +79,12 @@ class DoViT(DynamicModuleMixin, ViT):
             ``backbone.train_threshold``). None: ``threshold``.
         merge_tokens (bool): Token merging (Eq. 8). Default True.
         aux_head_bias (bool): Bias of the auxiliary 1x1 convolutions. Default True.
+        forced_keep_ratios (Sequence[float], optional): For benchmarks and FLOPs studies only:
+            instead of the threshold, decision ``k`` keeps exactly ``round(r_k * N)`` of the
+            ``N`` patch tokens (the least confident of those still kept; ties by position),
+            so that the kept tokens per block, hence the FLOPs, do not depend on the weights.
+            One ratio per decision layer, in [0, 1], non-increasing (the stops are
+            cumulative). None (default): the confidence threshold decides.
         **kwargs: Passed to :class:`ViT` (``img_size``, ``out_indices``, ``final_norm``, ...).
     """
     arch_zoo = dict(ViT.arch_zoo)
@@ -83,6 +101,7 @@ class DoViT(DynamicModuleMixin, ViT):
                  train_threshold: Optional[Threshold] = None,
                  merge_tokens: bool = True,
                  aux_head_bias: bool = True,
+                 forced_keep_ratios: Optional[Sequence[float]] = None,
                  **kwargs):
         settings = self._parse_arch(arch)
         if settings['embed_dims'] % settings['num_heads']:
@@ -111,7 +130,22 @@ class DoViT(DynamicModuleMixin, ViT):
         _check_threshold(threshold, len(decision_layers))
         if train_threshold is not None:
             _check_threshold(train_threshold, len(decision_layers), 'train_threshold')
+        if forced_keep_ratios is not None:
+            forced_keep_ratios = tuple(forced_keep_ratios)
+            if len(forced_keep_ratios) != len(decision_layers):
+                raise ValueError(f'DoViT: forced_keep_ratios has {len(forced_keep_ratios)} '
+                                 f'entries, one per decision layer ({len(decision_layers)}) '
+                                 'is needed')
+            for r in forced_keep_ratios:
+                if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+                    raise ValueError(f'DoViT: forced_keep_ratios must be floats in [0, 1], '
+                                     f'got {forced_keep_ratios}')
+            if any(b > a for a, b in zip(forced_keep_ratios, forced_keep_ratios[1:])):
+                raise ValueError(f'DoViT: forced_keep_ratios must be non-increasing (stops '
+                                 f'are cumulative), got {forced_keep_ratios}')
+            forced_keep_ratios = tuple(float(r) for r in forced_keep_ratios)
         super().__init__(arch=arch, **kwargs)
+        self.forced_keep_ratios = forced_keep_ratios
         self.num_classes = num_classes
         self.decision_layers = decision_layers
         self.threshold = threshold
@@ -123,6 +157,7 @@ class DoViT(DynamicModuleMixin, ViT):
         ])
         self.aux_logits: List[torch.Tensor] = []
         self.last_block_tokens: Optional[torch.Tensor] = None
+        self.last_confidences: List[torch.Tensor] = []
         self.reset_dynamic_records()
 
     # ------------------------------------------------------------------ helpers
@@ -170,7 +205,7 @@ class DoViT(DynamicModuleMixin, ViT):
         token_set = None  # None: every token of every image is kept (dense blocks)
         compact = None  # the kept tokens, gathered, when token_set is not None
         block_tokens, outs = [], []
-        aux_logits, maps = [], {}
+        aux_logits, maps, confs = [], {}, []
         kept_after = []
 
         def reconstruct():
@@ -202,8 +237,14 @@ class DoViT(DynamicModuleMixin, ViT):
                 aux_logits.append(logits)
                 with torch.no_grad():
                     conf = logits.detach().softmax(1).amax(1)  # [B, h, w]
-                    maps[f'conf_{k}'] = conf
-                    if not self.force_full:
+                    confs.append(conf)
+                    maps[f'conf_{k}'] = self.confidence_levels(conf)
+                    if self.force_full:
+                        pass
+                    elif self.forced_keep_ratios is not None:
+                        keep[:, 1:] = self._forced_keep(conf.flatten(1), keep[:, 1:],
+                                                        self.forced_keep_ratios[k])
+                    else:
                         stop = conf.flatten(1) > thr[k]  # Eq. 4: 1 - M~
                         keep[:, 1:] &= ~stop  # Eq. 5 (cls token always kept)
                     maps[f'keep_{k}'] = keep[:, 1:].reshape(b, *hw).float()
@@ -232,17 +273,43 @@ class DoViT(DynamicModuleMixin, ViT):
         for k, v in enumerate(kept_after):
             stats[f'kept_ratio_d{k}'] = v
         self.aux_logits = aux_logits
+        self.last_confidences = confs
         self.record_dynamic(flops, stats, None, maps)
         return tuple(outs)
 
+    @staticmethod
+    def confidence_levels(conf: torch.Tensor) -> torch.Tensor:
+        """Integer confidence levels (``long``, 0 to ``len(CONF_LEVEL_EDGES)``) of a confidence
+        map: the form ``last_maps['conf_k']`` takes, since decision maps hold small integers
+        that the visualizer colours one per value (the raw confidences of the last forward are
+        in ``last_confidences``). Level ``j`` holds ``CONF_LEVEL_EDGES[j-1] < conf <=
+        CONF_LEVEL_EDGES[j]``."""
+        edges = torch.tensor(CONF_LEVEL_EDGES, dtype=conf.dtype, device=conf.device)
+        return torch.bucketize(conf, edges)
+
+    @staticmethod
+    def _forced_keep(conf: torch.Tensor, keep: torch.Tensor, ratio: float) -> torch.Tensor:
+        """Keep mask ``[B, N]`` with exactly ``round(ratio * N)`` tokens per image: the least
+        confident of those kept in ``keep`` (ties: the first position)."""
+        n = conf.shape[1]
+        m = int(round(ratio * n))
+        score = conf.double().masked_fill(~keep, float('inf'))
+        order = torch.sort(score, dim=1, stable=True).indices[:, :m]
+        out = torch.zeros_like(keep)
+        out.scatter_(1, order, True)
+        return out & keep
+
     def block_table(self) -> List[Dict[str, float]]:
-        """Per block of the last forward, averaged over its images (the paper's Fig. 6):
-        ``block`` (1-based), ``tokens`` (kept, class token included), ``kept_ratio`` (patch
-        tokens), ``flops`` (MACs of the block at those counts)."""
+        """Per block of the last forward, averaged over its images (the paper's Fig. 6), one
+        dict of plain Python numbers per block: ``block`` (1-based, int), ``tokens`` (kept
+        tokens, class token included), ``kept_ratio`` (kept patch tokens / patch tokens) and
+        ``flops`` (MACs of the block at those counts; 1 FLOP = 1 multiply-add, the project's
+        unit). The patch embedding and the auxiliary heads (``E * K`` MACs per patch token and
+        head) are not blocks: they add to the sum of ``flops`` to give ``last_flops``."""
         if self.last_block_tokens is None:
             raise RuntimeError('DoViT.block_table: run a forward first')
         counts = self.last_block_tokens
-        n_patch = self.last_maps['conf_0'][0].numel()
+        n_patch = self.last_confidences[0][0].numel()
         rows = []
         for i, blk in enumerate(self.blocks):
             c = counts[:, i]

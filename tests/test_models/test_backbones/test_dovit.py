@@ -67,7 +67,7 @@ def _median_threshold(m, x):
     with torch.no_grad():
         m(x)
     m.threshold = old
-    return safe_threshold(m.last_maps['conf_0'])
+    return safe_threshold(m.last_confidences[0])
 
 
 def safe_threshold(conf):
@@ -255,13 +255,28 @@ def test_records_and_maps():
     assert set(m.last_maps) == {'conf_0', 'conf_1', 'keep_0', 'keep_1'}
     for v in m.last_maps.values():
         assert v.shape == (2, 4, 4)
-    c = m.last_maps['conf_0']
+    assert len(m.last_confidences) == 2
+    c = m.last_confidences[0]
+    assert c.shape == (2, 4, 4)
     assert ((c >= 1 / 5 - 1e-6) & (c <= 1)).all()
+    assert torch.allclose(c, m.aux_logits[0].softmax(1).amax(1))
     assert torch.equal(m.last_maps['keep_0'], (c <= m.threshold).float())
+    # the confidence maps are integer levels (drawn one colour per level), by hand:
+    for k in range(2):
+        c = m.last_confidences[k]
+        lv = m.last_maps[f'conf_{k}']
+        assert lv.dtype == torch.long
+        edges = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
+        expect = sum((c > e).long() for e in edges)
+        assert torch.equal(lv, expect)
     assert m.last_flops.dtype == torch.float64 and m.last_flops.shape == (2, )
     assert set(m.last_stats) == {'kept_ratio', 'flops_ratio', 'kept_ratio_d0', 'kept_ratio_d1'}
     rows = m.block_table()
     assert [r['block'] for r in rows] == list(range(1, 7))
+    for r in rows:  # plain Python numbers (get_flops averages and prints them)
+        assert list(r) == ['block', 'tokens', 'kept_ratio', 'flops']
+        assert type(r['block']) is int
+        assert all(type(r[k]) is float for k in ('tokens', 'kept_ratio', 'flops'))
     counts = m.last_block_tokens
     for i, r in enumerate(rows):
         assert r['tokens'] == pytest.approx(float(counts[:, i].mean()))
@@ -312,3 +327,68 @@ def test_bad_inputs():
     m.threshold = 3.0  # e.g. a wrong schedule
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
         m(torch.randn(1, 3, IMG, IMG))
+
+
+def test_forced_keep_ratios_give_exact_counts_and_flops():
+    """Benchmark mode: each decision keeps round(r_k * N) patch tokens, the least confident of
+    those still kept, whatever the weights; the FLOPs follow the counts."""
+    m = _build(forced_keep_ratios=(0.5, 0.25))
+    x = torch.randn(3, 3, IMG, IMG)
+    with torch.no_grad():
+        outs = m(x)
+    # 16 patches: 8 kept after block 2, 4 after block 4 (+ the class token)
+    assert m.last_block_tokens.tolist() == [[17, 17, 9, 9, 5, 5]] * 3
+    assert torch.equal(m.last_stats['kept_ratio_d0'], torch.full((3, ), 0.5))
+    assert torch.equal(m.last_stats['kept_ratio_d1'], torch.full((3, ), 0.25))
+    assert torch.allclose(m.last_stats['kept_ratio'],
+                          torch.full((3, ), (2 * 16 + 2 * 8 + 2 * 4) / (6 * 16)))
+    expect = m.patch_embed.flops((IMG, IMG)) + 2 * 16 * 32 * 5 + sum(
+        int(m.blocks[i].flops(n)) for i, n in enumerate([17, 17, 9, 9, 5, 5]))
+    assert torch.equal(m.last_flops, torch.full((3, ), float(expect), dtype=torch.float64))
+    static = m.static_flops((IMG, IMG))
+    assert torch.allclose(m.last_stats['flops_ratio'], torch.full((3, ), expect / static))
+    assert expect < static
+    # the kept tokens are the least confident ones (ties impossible with random weights)
+    for b in range(3):
+        c0 = m.last_confidences[0][b].flatten()
+        kept0 = m.last_maps['keep_0'][b].flatten().bool()
+        assert c0[kept0].max() < c0[~kept0].min()
+        c1 = m.last_confidences[1][b].flatten()
+        kept1 = m.last_maps['keep_1'][b].flatten().bool()
+        assert (kept1 <= kept0).all()
+        assert c1[kept1].max() < c1[kept0 & ~kept1].min()
+    # the same stops under the threshold rule give the same outputs: forcing only picks the set
+    ref = _build(forced_keep_ratios=None)
+    for b in range(3):
+        thr = [float(m.last_confidences[k][b][m.last_maps[f'keep_{k}'][b].bool()].max())
+               for k in range(2)]
+        # a token stops when conf > thr: thresholds at the largest kept confidence
+        ref.threshold = thr
+        with torch.no_grad():
+            r = ref(x[b:b + 1])
+        assert ref.last_block_tokens[0].tolist() == [17, 17, 9, 9, 5, 5]
+        for a, c in zip(outs, r):
+            assert torch.allclose(a[b:b + 1], c, atol=1e-5)
+    # eval-full still computes everything
+    with torch.no_grad(), full_compute(m):
+        m(x)
+    assert m.last_block_tokens[:, -1].tolist() == [17.] * 3
+
+
+@pytest.mark.parametrize('ratios,counts', [((1.0, 1.0), [17] * 6),
+                                           ((0.0, 0.0), [17, 17, 1, 1, 1, 1]),
+                                           ((0.75, 0.75), [17, 17, 13, 13, 13, 13])])
+def test_forced_keep_ratio_extremes(ratios, counts):
+    m = _build(forced_keep_ratios=ratios)
+    with torch.no_grad():
+        m(torch.randn(2, 3, IMG, IMG))
+    assert m.last_block_tokens.tolist() == [counts] * 2
+
+
+def test_bad_forced_keep_ratios():
+    with pytest.raises(ValueError, match='one per decision layer'):
+        DoViT(arch=ARCH, decision_layers=(2, 4), forced_keep_ratios=(0.5, ))
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        DoViT(arch=ARCH, decision_layers=(2, 4), forced_keep_ratios=(1.5, 0.5))
+    with pytest.raises(ValueError, match='non-increasing'):
+        DoViT(arch=ARCH, decision_layers=(2, 4), forced_keep_ratios=(0.25, 0.5))

@@ -195,7 +195,7 @@ def test_image_alone_equals_in_batch_through_the_segmentor():
     x = torch.randn(4, 3, IMG, IMG)
     with torch.no_grad():
         m(x, mode='tensor')
-        conf = m.backbone.last_maps['conf_0']
+        conf = m.backbone.last_confidences[0]
         m.backbone.threshold = safe_threshold(conf)
         batch = m(x, mode='tensor')
         counts = m.backbone.last_block_tokens.clone()
@@ -203,6 +203,31 @@ def test_image_alone_equals_in_batch_through_the_segmentor():
         for b in range(4):
             alone = m(x[b:b + 1], mode='tensor')
             assert torch.allclose(batch[b:b + 1], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize('head', ['pup', 'segmenter'])
+def test_everything_stopped_at_first_decision_through_the_segmentor(head):
+    """xi = 0: every patch token stops after block 1, only the class token runs blocks 2-4; the
+    decode head gets the block-1 features (final-normed in the Segmenter host), prediction and
+    the training losses still work."""
+    m = _build(_cfg(head, threshold=0.0)).eval()
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        logits = m(x, mode='tensor')
+        feats, hw = m.backbone.embed(x)
+        feats = m.backbone.blocks[0](feats, hw)
+        feats = m.backbone.norm(feats)
+        ref = m.decode_head.forward([m.backbone.format_output(feats, hw)])
+        preds = m.predict(x, _samples(2))
+    assert m.backbone.last_block_tokens.tolist() == [[17, 1, 1, 1]] * 2
+    assert torch.allclose(logits, ref, atol=1e-5)
+    assert preds[0].pred_sem_seg.data.shape == (1, IMG, IMG)
+    m.train()
+    losses = m.loss(x, _samples(2))
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert m.backbone.aux_heads[0].weight.grad.abs().sum() > 0
 
 
 def test_bad_arguments():

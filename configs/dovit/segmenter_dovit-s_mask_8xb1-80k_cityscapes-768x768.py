@@ -1,0 +1,22 @@
+# DoViT-S (xi = 0.985) in Segmenter on Cityscapes, 768x768, 80k iterations, 8 GPUs x 1 image
+# (Table 1): ./segmenter_dovit-b_mask_8xb1-80k_cityscapes-768x768.py (decisions after blocks 3,
+# 6, 9, alpha = 1.0, token merging, beta = 0.4, training threshold falling from 1.0 to xi over
+# the first 70k iterations) on the small host, distilled from
+# ./segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768.py.
+_base_ = './segmenter_dovit-b_mask_8xb1-80k_cityscapes-768x768.py'
+xi = 0.985
+checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_small_p16_384_20220308-410f6037.pth'  # noqa
+model = dict(
+    backbone=dict(arch='vit-s', init_cfg=dict(checkpoint=checkpoint)),
+    decode_head=dict(in_channels=384, channels=384, embed_dims=384, num_heads=6))
+teacher_cfg = '{{fileDirname}}/segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768.py'
+teacher_ckpt = 'work_dirs/segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768/iter_80000.pth'
+custom_hooks = [
+    dict(type='mmdyn.DynamicStatsHook'),
+    dict(type='mmdyn.DynamicScheduleHook', schedules=[
+        dict(path='backbone.train_threshold', type='linear', start_value=1.0, end_value=xi,
+             begin=0, end=70000),
+    ]),
+    dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
+         teacher_checkpoint=teacher_ckpt),
+]
