@@ -28,7 +28,10 @@ DET = ['retinanet_dit-b2_fpn_1x_coco.py', 'mask-rcnn_dit-b2_fpn_1x_coco.py']
 CLS = [f'dit-{b}_8xb128_in1k.py' for b in ('b1', 'b2', 'b3', 'b4', 'b5')]
 ABL = {f'dit-b2-{r}_8xb128_in1k.py': r.replace('-', '_')
        for r in ('fully', 'static', 'random', 'attention', 'scale-only', 'depth-only')}
-ALL = SEG + DET_1X + DET_3X + TABLE2 + CLS + list(ABL)
+PVT_CLS = [f'pvtv2-{b}_8xb128_in1k.py' for b in ('b1', 'b2', 'b3', 'b4', 'b5')]
+FORCED = 'dit-b2-forced-half_8xb128_in1k.py'
+DIT_ALL = SEG + DET_1X + DET_3X + TABLE2 + CLS + list(ABL) + [FORCED]
+ALL = DIT_ALL + PVT_CLS
 
 TINY = dict(embed_dims=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 2],
             mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 2, 1])
@@ -98,7 +101,7 @@ def test_all_listed():
         assert name in readme
 
 
-@pytest.mark.parametrize('name', ALL)
+@pytest.mark.parametrize('name', DIT_ALL)
 def test_common(name):
     cfg = load(name)
     assert cfg.custom_imports == dict(imports=['mmdyn'], allow_failed_imports=False)
@@ -147,7 +150,7 @@ def test_coco_recipe(name):
     assert cfg.model.backbone.init_cfg.checkpoint.endswith(f'pvt_v2_{size}.pth')
 
 
-@pytest.mark.parametrize('name', CLS + list(ABL))
+@pytest.mark.parametrize('name', CLS + list(ABL) + [FORCED] + PVT_CLS)
 def test_imagenet_recipe(name):
     cfg = load(name)
     opt = cfg.optim_wrapper.optimizer
@@ -156,6 +159,120 @@ def test_imagenet_recipe(name):
     assert cfg.train_cfg.max_epochs == 300
     assert cfg.param_scheduler[-1].type == 'CosineAnnealingLR'
     assert cfg.model.backbone.out_indices == (3, ) and cfg.model.head.in_channels == 512
+
+
+
+def random_expected_cost(bb, img, p_row, p_col):
+    """Exact expected realised MACs of routing='random' (independent of the gates' code): the
+    15 column decisions are enumerated (a node is reached if its left node is or a taken path
+    enters it), a reached stage costs its blocks at the expected kept count (the block cost is
+    affine in the kept count; P(no token kept) is negligible at these sizes)."""
+    import itertools
+    shapes = bb.scale_shapes(img)
+    M = bb.num_stages
+    row = [sum(float(b.flops(p_row * hw[0] * hw[1], hw)) for b in bb.stages[i][0])
+           for i, hw in enumerate(shapes)]
+    col = [bb.downs[i][0].flops(shapes[i]) for i in range(3)]
+    total = 0.
+    for bits in itertools.product((0, 1), repeat=3 * (M + 1)):
+        prob = 1.
+        for v in bits:
+            prob *= p_col if v else 1 - p_col
+        reached = [[False] * (M + 1) for _ in range(4)]
+        cost = float(bb.stem.flops(img))
+        for j in range(M + 1):
+            for i in range(4):
+                on = lambda a, b: bits[a * (M + 1) + b]  # noqa: E731
+                r = (i == 0 and j == 0) or (j > 0 and reached[i][j - 1]) or (
+                    i > 0 and reached[i - 1][j] and on(i - 1, j))
+                reached[i][j] = r
+                if r and j < M:
+                    cost += row[i]
+                if r and i < 3 and on(i, j):
+                    cost += col[i]
+        total += prob * cost
+    return total
+
+
+def test_ablation_budgets():
+    """Per ablation (README): 'fully' and 'random' learn no gate, so no budget loss is
+    computed; the others keep the method's mu. The random keep ratios make the expected cost
+    the dynamic model's budget (mu x C_base = 3.82 GFLOPs at 224)."""
+    x = torch.randn(2, 3, 32, 32)
+    for name, routing in ABL.items():
+        bb = build(load(name)).backbone.train()
+        bb(x)
+        has_loss = 'loss_budget' in bb.aux_losses
+        assert has_loss == (routing not in ('fully', 'random')), name
+    with torch.device('meta'):
+        cfg = load('dit-b2-random_8xb128_in1k.py')
+        bb = build(cfg, tiny=False).backbone
+    p_row, p_col = cfg.model.backbone.random_keep
+    expect = random_expected_cost(bb, (224, 224), p_row, p_col)
+    target = cfg.model.backbone.budget * bb.base_flops((224, 224))
+    assert abs(expect / target - 1) < 0.01
+
+
+PVT_DPR = {'b1': 0.1, 'b2': 0.1, 'b3': 0.3, 'b4': 0.3, 'b5': 0.3}
+
+
+@pytest.mark.parametrize('name', PVT_CLS)
+def test_pvtv2_baselines_use_the_dit_recipe(name):
+    """The PVTv2 ImageNet baselines are the DiT config of the same size with the backbone
+    replaced and the gate hooks / complexity metric removed; all else is equal."""
+    size = name.split('pvtv2-')[1][:2]
+    pvt = load(name).to_dict()
+    dit = load(f'dit-{size}_8xb128_in1k.py').to_dict()
+    bb = pvt['model'].pop('backbone')
+    assert bb == dict(type='mmdyn.PVTv2', arch=size, drop_path_rate=PVT_DPR[size],
+                      out_indices=(3, ))
+    assert dit['model'].pop('backbone')['drop_path_rate'] == PVT_DPR[size]
+    assert pvt['custom_hooks'] == [] and pvt['find_unused_parameters'] is False
+    assert pvt['val_evaluator'] == [dict(type='Accuracy', topk=(1, 5))]
+    for k in ('custom_hooks', 'find_unused_parameters', 'val_evaluator', 'test_evaluator'):
+        pvt.pop(k)
+        dit.pop(k)
+    assert pvt == dit
+
+
+def test_pvtv2_baseline_forward_and_loss():
+    """The PVTv2 baseline (a tuple from the backbone) runs in mmpretrain's classifier."""
+    model = build(load(PVT_CLS[1]))
+    inputs, _ = generated_batch(model, (64, 64), batch_size=2)
+    from mmpretrain.structures import DataSample
+    samples = [DataSample().set_gt_label(3), DataSample().set_gt_label(7)]
+    model.eval()
+    with torch.no_grad():
+        assert model(inputs, samples, mode='tensor').shape == (2, 1000)
+    model.train()
+    losses = model(inputs, samples, mode='loss')
+    assert set(losses) == {'loss'} and torch.isfinite(losses['loss'])
+
+
+def test_forced_config_and_cfg_options():
+    """The speed-check config forces half of every stage's tokens on the PVTv2 path; the same
+    forcing reaches any DiT config through --cfg-options (as benchmark.py / get_flops.py load
+    them), and its realised FLOPs are those of the forced pattern."""
+    from mmdyn.analysis.complexity import load_config
+    cfg = load(FORCED)
+    assert cfg.model.backbone.forced_keep_ratio == 0.5
+    assert cfg.model.backbone.forced_columns == 'pvt'
+    cfg2 = load_config(osp.join(DIT, CLS[1]), {'model.backbone.forced_keep_ratio': 0.5,
+                                               'model.backbone.forced_columns': 'pvt'})
+    assert cfg2.model.to_dict() == cfg.model.to_dict()
+    bb = build(cfg).backbone.eval()
+    full = build(load(CLS[1])).backbone.eval()
+    full.set_routing('pvt')
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        bb(x)
+        full(x)
+    assert full.last_flops.item() == bb.base_flops((64, 64))
+    # every stage of the path keeps floor(N / 2) tokens: FLOPs between 0.5 and 1 of PVTv2
+    shapes = bb.scale_shapes((64, 64))
+    for i, hw in enumerate(shapes):
+        assert bb.last_maps[f'row_{i}_{i}'].sum().item() == (hw[0] * hw[1]) // 2
+    assert 0.5 < bb.last_flops.item() / full.last_flops.item() < 0.9
 
 
 
@@ -274,6 +391,11 @@ def test_every_config_builds(name):
     cfg = load(name)
     model = build(cfg).eval()
     bb = model.backbone
+    if name in PVT_CLS:
+        assert type(bb).__name__ == 'PVTv2'
+        with torch.no_grad():
+            assert bb(torch.randn(1, 3, 64, 64))[0].shape == (1, 32, 2, 2)
+        return
     assert type(bb).__name__ == 'DiT'
     assert bb.budget_loss.target == pytest.approx(SIZES[name.split('dit-')[1][:2]])
     with torch.no_grad():

@@ -36,6 +36,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import overlap_patch_embed
+from ..layers.ffn import MixFFN
 from ..layers.gates import GumbelSoftmaxGate, categorical_eval, gumbel_softmax_st
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..layers.transformer_blocks import PVTBlock
@@ -135,6 +136,20 @@ class DiT(DynamicModuleMixin, BaseModule):
         random_keep (Sequence[float]): Row / column keep probabilities of ``routing='random'``;
             the row entry is also the kept fraction of ``routing='attention'``.
         static_size (int): Image size the ``'static'`` masks are laid out for. Default 224.
+        forced_keep_ratio (float, optional): Deterministic forcing for speed and cost checks
+            (e.g. ``tools/analysis_tools/benchmark.py``): when set, no gate runs; every reached
+            stage computes the same evenly spaced ``floor(N * ratio)`` of its ``N`` tokens
+            (token ``k`` is kept when ``floor((k + 1) r) > floor(k r)``) and the column paths
+            are fixed by ``forced_columns``. Default None (the routing rule decides).
+        forced_columns (str): Column paths under ``forced_keep_ratio``: ``'pvt'`` (the PVTv2
+            staircase only; nodes that cannot reach an output are pruned) or ``'all'``.
+        sparse_dwconv (str): How eval computes the MixFFN depth-wise convolution of a token
+            subset (zeros at the skipped positions, the same result in every mode): ``'map'``
+            (default: the kept rows are copied onto a zero map laid out channels-last, the
+            convolution runs on the whole map, the kept rows are read back; the fastest on CPU
+            here), ``'gather'`` (only at the kept positions: for each of the ``k*k`` offsets the
+            neighbours' rows are gathered and weighted, work proportional to the kept count, as
+            the FLOPs count it) or ``'core'`` (the core MixFFN's ``index=`` path).
         drop_path_rate (float): Stochastic depth, linear over the PVTv2 path's blocks; block
             ``k`` of scale ``i`` gets the same rate in every column. Default 0.1.
         in_channels, qkv_bias, drop_rate, attn_drop_rate, norm_cfg, act_cfg: as PVTv2.
@@ -160,6 +175,9 @@ class DiT(DynamicModuleMixin, BaseModule):
                  col_init_on: Sequence[float] = (0.98, 0.5),
                  random_keep: Sequence[float] = (0.5, 0.5),
                  static_size: int = 224,
+                 forced_keep_ratio: Optional[float] = None,
+                 forced_columns: str = 'pvt',
+                 sparse_dwconv: str = 'map',
                  tile_pretrained: bool = True,
                  in_channels: int = 3,
                  qkv_bias: bool = True,
@@ -204,6 +222,15 @@ class DiT(DynamicModuleMixin, BaseModule):
         for p in (row_init_on, *col_init_on, *random_keep):
             if not 0.0 < p < 1.0:
                 raise ValueError(f'DiT: probabilities must be in (0, 1), got {p}')
+        if forced_keep_ratio is not None and not 0.0 < forced_keep_ratio <= 1.0:
+            raise ValueError(f'DiT: forced_keep_ratio must be in (0, 1], got {forced_keep_ratio}')
+        if forced_columns not in ('pvt', 'all'):
+            raise ValueError(f"DiT: forced_columns must be 'pvt' or 'all', got {forced_columns!r}")
+        if forced_keep_ratio is not None and forced_columns == 'pvt' and num_stages < NUM_SCALES:
+            raise ValueError(f"DiT: forced_columns='pvt' needs num_stages >= {NUM_SCALES}")
+        if sparse_dwconv not in ('map', 'gather', 'core'):
+            raise ValueError("DiT: sparse_dwconv must be 'map', 'gather' or 'core', "
+                             f'got {sparse_dwconv!r}')
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         if not out_indices or any(not 0 <= i < NUM_SCALES for i in out_indices):
             raise ValueError(f'DiT: out_indices must be in 0..3, got {out_indices}')
@@ -219,6 +246,9 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.in_channels = in_channels
         self.random_keep = tuple(float(p) for p in random_keep)
         self.tile_pretrained = tile_pretrained
+        self.forced_keep_ratio = None if forced_keep_ratio is None else float(forced_keep_ratio)
+        self.forced_columns = forced_columns
+        self.sparse_dwconv = sparse_dwconv
         self.budget_loss = BudgetLoss(target=budget, loss_weight=budget_weight)
         M, S = num_stages, NUM_SCALES
         linear = bool(settings.get('linear', False))
@@ -291,13 +321,25 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.routing = routing
         self.row_mode, self.col_mode = ROUTINGS[routing]
 
+    def _imposed(self) -> bool:
+        """Decisions come from outside the gates (``force_full``, ``fixed_decisions`` or
+        ``forced_keep_ratio``): no gate runs."""
+        return self.force_full or self.fixed_decisions is not None or \
+            self.forced_keep_ratio is not None
+
     def _row_gate_runs(self) -> bool:
-        return self.row_mode == 'dynamic' and not self.force_full and \
-            self.fixed_decisions is None
+        return self.row_mode == 'dynamic' and not self._imposed()
 
     def _col_gate_runs(self) -> bool:
-        return self.col_mode == 'dynamic' and not self.force_full and \
-            self.fixed_decisions is None
+        return self.col_mode == 'dynamic' and not self._imposed()
+
+    def forced_row_mask(self, n: int) -> torch.Tensor:
+        """``Bool[n]``: the tokens a stage of ``n`` tokens keeps under ``forced_keep_ratio``
+        (evenly spaced, ``floor(n * ratio)`` of them)."""
+        r = self.forced_keep_ratio
+        k = torch.arange(n + 1, dtype=torch.float64)
+        c = torch.floor(k * r + 1e-9)
+        return c[1:] > c[:-1]
 
     # ------------------------------------------------------------------ topology
     def out_column(self, i: int) -> int:
@@ -477,6 +519,12 @@ class DiT(DynamicModuleMixin, BaseModule):
         b, n = x.shape[:2]
         if self.fixed_decisions is not None and not self.force_full:
             return self.fixed_decisions[('row', i, j)].to(x.device, x.dtype)
+        if self.forced_keep_ratio is not None and not self.force_full:
+            key = (n, self.forced_keep_ratio, x.device, x.dtype)
+            cache = self.__dict__.setdefault('_forced_cache', {})
+            if key not in cache:  # one host-to-device copy per map size, not per call
+                cache[key] = self.forced_row_mask(n).to(x.device, x.dtype)
+            return cache[key][None].expand(b, n)
         if mode == 'on':
             return x.new_ones(b, n)
         if mode == 'random':
@@ -505,7 +553,7 @@ class DiT(DynamicModuleMixin, BaseModule):
 
     def _row_gate_flops(self, i: int, j: int, hw, costs) -> int:
         """MACs of deciding the row of ``B[i][j]`` (0 when no gate runs)."""
-        if self.force_full or self.fixed_decisions is not None:
+        if self._imposed():
             return 0
         if self.row_mode == 'dynamic':
             return costs['row_gate'][i]
@@ -520,6 +568,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         b = x.shape[0]
         if self.fixed_decisions is not None and not self.force_full:
             return self.fixed_decisions[('col', i, j)].to(x.device, x.dtype)
+        if self.forced_keep_ratio is not None and not self.force_full:
+            mode = 'on' if self.forced_columns == 'all' else 'pvt'
         if mode == 'on':
             return x.new_ones(b)
         if mode == 'pvt':
@@ -534,7 +584,10 @@ class DiT(DynamicModuleMixin, BaseModule):
         """Nodes whose value can reach an output (static column rules only prune)."""
         M = self.num_stages
         need = [[False] * (M + 1) for _ in range(NUM_SCALES)]
-        static_cols = self.col_mode == 'pvt' and not self.force_full
+        col_mode = self.col_mode
+        if self.forced_keep_ratio is not None and self.fixed_decisions is None:
+            col_mode = 'on' if self.forced_columns == 'all' else 'pvt'
+        static_cols = col_mode == 'pvt' and not self.force_full
         outs = {(i, self.out_column(i)) for i in self.out_indices}
         for j in range(M, -1, -1):
             for i in range(NUM_SCALES - 1, -1, -1):
@@ -572,17 +625,99 @@ class DiT(DynamicModuleMixin, BaseModule):
         all_sel = bool(sel.all())
         xs = x if all_sel else x[sel]
         ks = keep if all_sel else keep[sel]
+        if bool(ks.all()):
+            # every token of these images computes: the plain dense stage (no gather/scatter)
+            for blk in self.stages[i][j]:
+                xs = blk(xs, hw)
+            if all_sel:
+                return xs
+            out = x.clone()
+            out[sel] = xs
+            return out
         ts = make_token_set(ks)
         qidx = torch.where(ts.mask, ts.index, torch.full_like(ts.index, -1))
+        nb = None
         for blk in self.stages[i][j]:
             q = gather_tokens(xs, ts)
-            q = blk(xs, hw, query=q, query_index=qidx)
+            if self.sparse_dwconv != 'core' and isinstance(blk.ffn, MixFFN):
+                if nb is None:
+                    nb = self._dw_neighbours(qidx, hw, blk.ffn.dwconv) \
+                        if self.sparse_dwconv == 'gather' else self._dw_rows(qidx, hw)
+                y = blk.attn_residual(xs, hw, query=q)
+                q = y + blk.drop_path(self._mixffn_at(blk.ffn, blk.norm2(y), nb, hw))
+            else:
+                q = blk(xs, hw, query=q, query_index=qidx)
             xs = scatter_tokens(q, ts, xs)
         if all_sel:
             return xs
         out = x.clone()
         out[sel] = xs
         return out
+
+    @staticmethod
+    def _dw_rows(qidx: torch.Tensor, hw):
+        """For ``sparse_dwconv='map'``: rows of the tokens ``qidx`` (``[B, L]``, -1 for padding)
+        in a ``[B * H * W, C]`` table, and which of them are real."""
+        n = hw[0] * hw[1]
+        base = torch.arange(qidx.shape[0], device=qidx.device)[:, None] * n
+        rows = (qidx.clamp(min=0) + base).reshape(-1)
+        valid = (qidx >= 0).reshape(-1)
+        return 'map', rows, None if bool(valid.all()) else valid
+
+    @staticmethod
+    def _dw_neighbours(qidx: torch.Tensor, hw, conv: nn.Conv2d):
+        """For ``sparse_dwconv='gather'``: positions of the tokens ``qidx`` (``[B, L]``, -1 for
+        padding) on the zero-padded map, and of their ``k*k`` neighbours."""
+        k = conv.kernel_size[0]
+        p = conv.padding[0]
+        if conv.kernel_size != (k, k) or conv.padding != (p, p) or conv.stride != (1, 1) \
+                or conv.dilation != (1, 1) or 2 * p != k - 1:
+            raise ValueError('sparse_dwconv=gather needs a square, stride-1, same-size conv')
+        h, w = hw
+        hp, wp = h + 2 * p, w + 2 * p
+        pos = qidx.clamp(min=0)
+        flat = (pos // w + p) * wp + pos % w + p
+        flat = torch.where(qidx >= 0, flat, torch.full_like(flat, hp * wp))  # a spare slot
+        offs = torch.tensor([(dy - p) * wp + (dx - p) for dy in range(k) for dx in range(k)],
+                            device=qidx.device)
+        nb = (flat[..., None] + offs).clamp(0, hp * wp)   # padding slots: anything in range
+        return 'gather', flat, nb, hp * wp + 1
+
+    @staticmethod
+    def _mixffn_at(ffn: MixFFN, x: torch.Tensor, nb, hw) -> torch.Tensor:
+        """``ffn(x)`` for a token subset ``x`` (``[B, L, C]``) of an ``hw`` map: the depth-wise
+        convolution sees zeros at the other positions (as the core's ``index=`` path)."""
+        h = ffn.relu(ffn.fc1(x))
+        b, l, c = h.shape
+        if nb[0] == 'map':
+            _, rows, valid = nb
+            hh, ww = hw
+            grid = h.new_zeros(b * hh * ww, c)
+            hv = h.reshape(b * l, c)
+            if valid is None:
+                grid.index_copy_(0, rows, hv)
+            else:
+                grid.index_copy_(0, rows[valid], hv[valid])
+            # [B, H, W, C] memory seen as NCHW: a channels-last map, no copy
+            m = ffn.dwconv(grid.view(b, hh, ww, c).permute(0, 3, 1, 2))
+            m = m.permute(0, 2, 3, 1).reshape(b * hh * ww, c)
+            h = ffn.drop(ffn.act(m.index_select(0, rows).view(b, l, c)))
+            return ffn.drop(ffn.fc2(h))
+        _, flat, nbr, slots = nb
+        # rows of one flat [B * slots, C] table: row copies (index_select) are much cheaper
+        # than an element-wise gather with an expanded index
+        base = torch.arange(b, device=h.device)[:, None] * slots
+        grid = h.new_zeros(b * slots, c)
+        grid.index_copy_(0, (flat + base).reshape(-1), h.reshape(b * l, c))
+        rows = (nbr + base[..., None]).reshape(b * l, -1)
+        wt = ffn.dwconv.weight.reshape(c, -1)
+        out = h.new_zeros(b * l, c) if ffn.dwconv.bias is None else \
+            ffn.dwconv.bias.expand(b * l, c).clone()
+        for t in range(rows.shape[-1]):
+            out.addcmul_(grid.index_select(0, rows[:, t]), wt[:, t])
+        out = out.view(b, l, c)
+        h = ffn.drop(ffn.act(out))
+        return ffn.drop(ffn.fc2(h))
 
     def _run_down(self, i, j, x, hw, c):
         """``c * P(x)``; in eval only the images whose column gate is on run."""
@@ -611,7 +746,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         dev = x.device
         train = self.training
         need = self._needed()
-        gated = self._gated() and not self.force_full and self.fixed_decisions is None
+        gated = self._gated() and not self._imposed()
 
         tokens, _ = self.stem(x)
         feats = [[None] * (M + 1) for _ in range(S)]   # node maps [B, N, C]
@@ -625,9 +760,10 @@ class DiT(DynamicModuleMixin, BaseModule):
         kept_tok = torch.zeros(b, dtype=torch.float64, device=dev)
         all_tok = 0
         params = self.param_groups() if not train else None
-        vparams = torch.full((b, ), float(params['stem'] + sum(params['out_norms'])),
-                             dtype=torch.float64, device=dev) if params else None
+        vparams = torch.full((b, ), float(params['stem']), dtype=torch.float64,
+                             device=dev) if params else None
         maps, stats = {}, {}
+        part_flops = {}  # ('B' | 'P', i, j) -> MACs per image of that stage / column path
         reached = torch.zeros(b, S, M + 1, dtype=torch.bool, device=dev)
 
         for j in range(M + 1):
@@ -670,12 +806,13 @@ class DiT(DynamicModuleMixin, BaseModule):
                     blk_f = torch.where(kept > 0, blk_f, torch.zeros_like(blk_f))
                     gate_f = self._row_gate_flops(i, j, hw, costs)
                     flops += blk_f + gate_f * a_hard
+                    part_flops[('B', i, j)] = (blk_f + gate_f * a_hard).detach()
                     exp_cost = exp_cost + a * (g.mean(1) * costs['row'][i][j] + gate_f)
                     maps[f'row_{i}_{j}'] = g.detach().reshape(b, *hw)
                     if vparams is not None:
                         vparams += (kept > 0).double() * params['stages'][i][j]
                         if self._row_gate_runs() or (self.row_mode == 'static'
-                                                     and not self.force_full):
+                                                     and not self._imposed()):
                             vparams += a_hard * params['row_gates'][i][j]
                 elif j < M:
                     maps[f'row_{i}_{j}'] = torch.zeros(b, *hw, device=dev)
@@ -688,12 +825,13 @@ class DiT(DynamicModuleMixin, BaseModule):
                     gate_f = costs['col_gate'][i] if self._col_gate_runs() else 0
                     c_hard = (c > 0).double().detach()
                     flops += c_hard * costs['col'][i][j] + gate_f * a_hard
+                    part_flops[('P', i, j)] = c_hard * costs['col'][i][j] + gate_f * a_hard
                     exp_cost = exp_cost + c * costs['col'][i][j] + a * gate_f
                     maps[f'col_{i}_{j}'] = c.detach().reshape(b, 1, 1)
                     if vparams is not None:
                         vparams += c_hard * params['downs'][i][j]
                         if self._col_gate_runs() or (self.col_mode == 'static'
-                                                     and not self.force_full):
+                                                     and not self._imposed()):
                             vparams += a_hard * params['col_gates'][i][j]
                 elif i < S - 1:
                     maps[f'col_{i}_{j}'] = torch.zeros(b, 1, 1, device=dev)
@@ -714,17 +852,49 @@ class DiT(DynamicModuleMixin, BaseModule):
                      flops_ratio=flops / self.static_flops(img_shape),
                      pvt_ratio=flops / costs['base'])
         if vparams is not None:
+            for i in self.out_indices:  # output norms of the outputs that were reached
+                vparams += reached[:, i, self.out_column(i)].double() * params['out_norms'][i]
             self.last_valid_params = vparams
+            stats['valid_params'] = vparams
             stats['param_ratio'] = vparams / params['total']
         # panels ordered scale-major (rows of Fig. 3: one scale, M stages), then column gates
         order = [f'row_{i}_{j}' for i in range(S) for j in range(M)] + [
             f'col_{i}_{j}' for i in range(S - 1) for j in range(M + 1)]
         maps = {k: maps[k] for k in order}
         self.last_reached = reached
+        self._last_part_flops = part_flops
         self.record_dynamic(flops, stats, expected_cost=ratio if train else None, maps=maps)
         if train and gated:
             self.set_aux_losses({self.budget_loss.loss_name: self.budget_loss(ratio)})
         return tuple(outs)
+
+    def block_table(self) -> List[dict]:
+        """Per stage ``B[i][j]`` and column path ``P[i][j]`` of the last forward, averaged over
+        its images (``tools/analysis_tools/get_flops.py`` prints it): ``reached`` (fraction of
+        images whose node ``F[i][j]`` was reached), ``computed`` (for ``B``: fraction of the
+        stage's tokens computed, over all images; for ``P``: fraction of images taking the
+        path), ``skip_reached`` (``B``: fraction of the tokens skipped among the images that
+        reached the node, NaN if none did), ``flops`` (MACs per image, gates included)."""
+        if self.last_reached is None or not self.last_maps:
+            return []
+        reached = self.last_reached.double().cpu()
+        parts = getattr(self, '_last_part_flops', {})
+        rows = []
+        M = self.num_stages
+        for kind in ('B', 'P'):
+            for i in range(NUM_SCALES if kind == 'B' else NUM_SCALES - 1):
+                for j in range(M if kind == 'B' else M + 1):
+                    key = f'{"row" if kind == "B" else "col"}_{i}_{j}'
+                    dec = self.last_maps[key].flatten(1).double().cpu().mean(1)
+                    r = reached[:, i, j]
+                    skip = float('nan')
+                    if kind == 'B' and r.sum() > 0:
+                        skip = float(1 - dec[r > 0].mean())
+                    f = parts.get((kind, i, j))
+                    rows.append(dict(block=f'{kind}[{i}][{j}]', reached=float(r.mean()),
+                                     computed=float(dec.mean()), skip_reached=skip,
+                                     flops=0. if f is None else float(f.double().mean())))
+        return rows
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -1,0 +1,297 @@
+"""DiT: valid parameters per image (Table 1's "valid parameters utilized") and the deterministic
+forcing used by the speed check (``forced_keep_ratio`` / ``forced_columns``)."""
+import copy
+import math
+
+import pytest
+import torch
+
+from mmdyn.models.backbones.dit import DiT
+from mmdyn.models.utils.dynamic import collect_dynamic_records
+from mmdyn.registry import MODELS
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 1, 2],
+            mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 2, 1])
+IMG = (64, 64)
+
+
+def tiny(**kw):
+    kw.setdefault('drop_path_rate', 0.)
+    m = DiT(arch=copy.deepcopy(TINY), **kw)
+    m.init_weights()
+    return m.eval()
+
+
+def nparams(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def independent_valid_params(m, fixed, b):
+    """Valid parameters of image ``b`` under the decisions ``fixed``, counted from the
+    topology alone: a node is reached if its left node is (identity path) or a taken column
+    path enters it; a stage counts if it computed a token, a column path if it was taken; the
+    stem and the output norms of the reached outputs always."""
+    M = m.num_stages
+    reached = [[False] * (M + 1) for _ in range(4)]
+    total = nparams(m.stem)
+    for j in range(M + 1):
+        for i in range(4):
+            r = (i == 0 and j == 0) or (j > 0 and reached[i][j - 1]) or (
+                i > 0 and reached[i - 1][j] and bool(fixed[('col', i - 1, j)][b] > 0))
+            reached[i][j] = r
+            if not r:
+                continue
+            if j < M and bool(fixed[('row', i, j)][b].sum() > 0):
+                total += nparams(m.stages[i][j])
+            if i < 3 and bool(fixed[('col', i, j)][b] > 0):
+                total += nparams(m.downs[i][j])
+    for i in m.out_indices:
+        if reached[i][m.out_column(i)]:
+            total += nparams(m.out_norms[i])
+    return total
+
+
+def test_valid_params_match_independent_count():
+    """A forced pattern where the two images use different stages and column paths: the
+    recorded valid parameters equal the count from the topology, per image."""
+    m = tiny(out_nodes='last')
+    shapes = m.scale_shapes(IMG)
+    g = torch.Generator().manual_seed(0)
+    fixed = {}
+    for i, hw in enumerate(shapes):
+        n = hw[0] * hw[1]
+        for j in range(4):
+            row = (torch.rand(2, n, generator=g) < 0.5).float()
+            if (i + j) % 3 == 0:
+                row[0] = 0.   # image 0 computes nothing in these stages
+            if (i + 2 * j) % 4 == 1:
+                row[1] = 0.
+            fixed[('row', i, j)] = row
+        if i < 3:
+            for j in range(5):
+                fixed[('col', i, j)] = torch.tensor([float(j % 2 == 0), float(j >= 2)])
+    m.fixed_decisions = fixed
+    m(torch.randn(2, 3, *IMG))
+    expect = [independent_valid_params(m, fixed, b) for b in range(2)]
+    assert expect[0] != expect[1]
+    assert m.last_valid_params.tolist() == [float(e) for e in expect]
+    total = nparams(m)
+    assert torch.allclose(m.last_stats['param_ratio'],
+                          torch.tensor([e / total for e in expect]))
+    # what get_flops averages: the per-image entry of last_stats
+    rec = collect_dynamic_records(m)
+    assert torch.allclose(rec['valid_params'].double(), torch.tensor(expect, dtype=torch.float64))
+    # nothing off: every parameter of the network is valid (no gate ran)
+    m.fixed_decisions = {k: torch.ones_like(v) for k, v in fixed.items()}
+    m(torch.randn(2, 3, *IMG))
+    gates = sum(nparams(g) for gs in list(m.row_gates) + list(m.col_gates) for g in gs)
+    assert m.last_valid_params.tolist() == [float(total - gates)] * 2
+
+
+def test_valid_params_of_gates_and_pvt_path():
+    """Learned gates that run count; the PVTv2 path (routing='pvt') uses exactly the PVTv2
+    modules: stem, the 4 stages, 3 patch embeddings (with their norms), the output norms."""
+    m = tiny()
+    m.set_routing('pvt')
+    m(torch.randn(1, 3, *IMG))
+    path = (nparams(m.stem) + sum(nparams(m.stages[i][min(i, 3)]) for i in range(4))
+            + sum(nparams(m.downs[i][i + 1]) for i in range(3))
+            + sum(nparams(n) for n in m.out_norms))
+    assert m.last_valid_params.item() == path
+    # classification output (scale 3 only): the other output norms are not used
+    c = tiny(out_indices=(3, ), routing='pvt')
+    c(torch.randn(1, 3, *IMG))
+    assert c.last_valid_params.item() == path - sum(nparams(n) for n in c.out_norms[:3])
+    # dynamic gates with everything on: the gates that ran are added
+    d = tiny()
+    with torch.no_grad():
+        for gs in list(d.row_gates) + list(d.col_gates):
+            for gate in gs:
+                gate.proj.weight.zero_()
+                gate.proj.bias.copy_(torch.tensor([-5., 5.]))
+    d(torch.randn(1, 3, *IMG))
+    assert d.last_valid_params.item() == nparams(d)
+
+
+def forced_count(m, img, ratio, columns):
+    """Independent MACs under the forcing: stem, per needed stage the blocks at
+    ``floor(N ratio)`` kept tokens, the column paths."""
+    shapes = m.scale_shapes(img)
+    tot = float(m.stem.flops(img))
+    kept_all, n_all = 0, 0
+    for i, hw in enumerate(shapes):
+        n = hw[0] * hw[1]
+        k = math.floor(n * ratio + 1e-9)
+        if columns == 'all':
+            stages = range(4)
+            cols = range(5) if i < 3 else []
+        else:  # PVTv2 staircase: B[i][i] and P[i][i+1]
+            stages = [i]
+            cols = [i + 1] if i < 3 else []
+        for j in stages:
+            if k > 0:
+                tot += sum(float(b.flops(k, hw)) for b in m.stages[i][j])
+            kept_all += k
+        n_all += 4 * n
+        for j in cols:
+            tot += m.downs[i][j].flops(hw)
+    return tot, kept_all / n_all
+
+
+@pytest.mark.parametrize('columns', ['all', 'pvt'])
+def test_forced_keep_ratio_skips_and_flops(columns):
+    """Every reached stage keeps the same evenly spaced floor(N r) tokens, no gate runs, the
+    realised FLOPs equal the independent count and fall with r; r = 1 with the PVTv2 columns
+    is PVTv2 (C_base), r = 1 with all columns the fully connected network."""
+    x = torch.randn(2, 3, *IMG)
+    shapes = None
+    flops = {}
+    for r in (1.0, 0.5, 0.25):
+        m = tiny(out_indices=(3, ), forced_keep_ratio=r, forced_columns=columns)
+        shapes = m.scale_shapes(IMG)
+        m(x)
+        expect, kept_ratio = forced_count(m, IMG, r, columns)
+        assert torch.allclose(m.last_flops, torch.full((2, ), expect, dtype=torch.float64))
+        flops[r] = expect
+        for i, hw in enumerate(shapes):
+            n = hw[0] * hw[1]
+            k = math.floor(n * r + 1e-9)
+            for j in range(4):
+                on = columns == 'all' or j == i
+                mask = m.last_maps[f'row_{i}_{j}'].flatten(1)
+                assert mask.sum(1).tolist() == [float(k if on else 0)] * 2
+                if on:  # same pattern for both images, evenly spaced
+                    assert torch.equal(mask[0], mask[1])
+                    idx = mask[0].nonzero().flatten()
+                    if k > 1:
+                        gaps = idx[1:] - idx[:-1]
+                        assert gaps.max() - gaps.min() <= 1
+        if columns == 'pvt':
+            # the skip ratio over the stages of the PVTv2 path
+            kept = sum(m.last_maps[f'row_{i}_{i}'].flatten(1).sum(1) for i in range(4))
+            n = sum(hw[0] * hw[1] for hw in shapes)
+            assert (kept / n - r).abs().max() < 0.02
+    if columns == 'pvt':
+        assert flops[1.0] == m.base_flops(IMG)
+    else:
+        assert flops[1.0] == m.static_flops(IMG)
+    assert flops[0.25] < flops[0.5] < flops[1.0]
+
+
+def test_forced_outputs_equal_fixed_decisions_and_training():
+    """The forcing is the fixed-decision pattern: same outputs as imposing it explicitly, the
+    same in training (dense, masked) and in eval (sparse), and no budget loss."""
+    torch.manual_seed(1)
+    m = tiny(forced_keep_ratio=0.5, forced_columns='all')
+    x = torch.randn(1, 3, *IMG)
+    out = m(x)
+    f = m.last_flops.clone()
+    fixed = {}
+    for i, hw in enumerate(m.scale_shapes(IMG)):
+        for j in range(4):
+            fixed[('row', i, j)] = m.forced_row_mask(hw[0] * hw[1]).float()[None]
+        if i < 3:
+            for j in range(5):
+                fixed[('col', i, j)] = torch.ones(1)
+    m.forced_keep_ratio = None
+    m.fixed_decisions = fixed
+    ref = m(x)
+    for a, b in zip(out, ref):
+        assert torch.equal(a, b)
+    assert torch.equal(f, m.last_flops)
+    m.fixed_decisions = None
+    m.forced_keep_ratio = 0.5
+    m.train()
+    tr = m(x)
+    for a, b in zip(out, tr):
+        assert (a - b).abs().max() <= 1e-5
+    assert m.aux_losses == {}
+
+
+def test_forcing_from_config_and_bad_values():
+    m = MODELS.build(dict(type='mmdyn.DiT', arch=copy.deepcopy(TINY), forced_keep_ratio=0.5,
+                          forced_columns='pvt'))
+    assert m.forced_keep_ratio == 0.5 and m.forced_columns == 'pvt'
+    mask = m.forced_row_mask(10)
+    assert mask.tolist() == [False, True] * 5
+    assert int(m.forced_row_mask(49).sum()) == 24
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match='forced_keep_ratio'):
+            DiT(arch=copy.deepcopy(TINY), forced_keep_ratio=bad)
+    with pytest.raises(ValueError, match='forced_columns'):
+        DiT(arch=copy.deepcopy(TINY), forced_keep_ratio=0.5, forced_columns='some')
+    with pytest.raises(ValueError, match='num_stages'):
+        DiT(arch=copy.deepcopy(TINY), num_stages=2, forced_keep_ratio=0.5)
+
+
+def test_block_table():
+    """The per-stage / per-path table of the last forward: the stem plus its FLOPs is the mean
+    realised cost, the computed fractions are the decisions, unreached nodes cost nothing."""
+    m = tiny(out_nodes='last')
+    shapes = m.scale_shapes(IMG)
+    g = torch.Generator().manual_seed(3)
+    fixed = {}
+    for i, hw in enumerate(shapes):
+        for j in range(4):
+            fixed[('row', i, j)] = (torch.rand(2, hw[0] * hw[1], generator=g) < 0.3).float()
+        if i < 3:
+            for j in range(5):
+                fixed[('col', i, j)] = torch.tensor([float(j == 2), 1.])
+    m.fixed_decisions = fixed
+    m(torch.randn(2, 3, *IMG))
+    rows = m.block_table()
+    assert len(rows) == 16 + 15
+    assert rows[0]['block'] == 'B[0][0]' and rows[16]['block'] == 'P[0][0]'
+    total = m.stem.flops(IMG) + sum(r['flops'] for r in rows)
+    assert total == pytest.approx(m.last_flops.mean().item())
+    by = {r['block']: r for r in rows}
+    # image 0 reaches scale 1 only at column 2: B[1][0], B[1][1] run for image 1 only
+    assert by['B[1][0]']['reached'] == 0.5
+    assert by['B[1][0]']['computed'] == pytest.approx(fixed[('row', 1, 0)][1].mean().item() / 2)
+    assert by['B[1][0]']['skip_reached'] == pytest.approx(
+        1 - fixed[('row', 1, 0)][1].mean().item())
+    assert by['P[0][1]']['computed'] == 0.5 and by['P[0][2]']['computed'] == 1.0
+    assert by['P[0][1]']['flops'] == pytest.approx(m.downs[0][1].flops(shapes[0]) / 2)
+
+
+def test_sparse_dwconv_modes_agree():
+    """The three ways eval computes the depth-wise convolution of a token subset ('map':
+    channels-last full map, default; 'gather': at the kept positions only; 'core': the core
+    MixFFN's index path) give the same outputs, on odd map sizes, with per-image decisions and
+    padding slots (images keep different counts); the FLOPs do not depend on the mode."""
+    torch.manual_seed(4)
+    ms = {mode: tiny(out_nodes='last', sparse_dwconv=mode) for mode in ('map', 'gather', 'core')}
+    assert tiny().sparse_dwconv == 'map'
+    for m in ms.values():
+        m.load_state_dict(ms['core'].state_dict())
+    img = (57, 83)
+    shapes = ms['core'].scale_shapes(img)
+    g = torch.Generator().manual_seed(5)
+    fixed = {}
+    for i, hw in enumerate(shapes):
+        for j in range(4):
+            fixed[('row', i, j)] = (torch.rand(2, hw[0] * hw[1], generator=g) < 0.4).float()
+        if i < 3:
+            for j in range(5):
+                fixed[('col', i, j)] = (torch.rand(2, generator=g) < 0.7).float()
+    x = torch.randn(2, 3, *img)
+    outs = {}
+    for mode, m in ms.items():
+        m.fixed_decisions = fixed
+        outs[mode] = m(x)
+    for mode in ('map', 'gather'):
+        for a, b in zip(outs[mode], outs['core']):
+            assert (a - b).abs().max() <= 1e-5
+            assert a.abs().max() > 0
+        assert torch.equal(ms[mode].last_flops, ms['core'].last_flops)
+    with pytest.raises(ValueError, match='sparse_dwconv'):
+        tiny(sparse_dwconv='conv')
