@@ -38,7 +38,7 @@ multiple (``pad_input=True``, the default; outputs then cover the padded grid) o
 an error (``pad_input=False``); never cropped.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -245,6 +245,14 @@ class MSViT(DynamicModuleMixin, ViT):
         coarse_pos_mode (str): Interpolation of the fine position table to the coarse grid.
             Default ``'bilinear'``.
         pad_input (bool): Zero-pad inputs to a multiple of ``S_c`` (else raise). Default True.
+        force_fine (float, optional): Replace the gate's decisions by a fixed, input-independent
+            pattern with ``round(force_fine * regions)`` fine regions per image, spread evenly
+            over the coarse grid in raster order (0.5 on an even-width grid: alternate
+            columns of regions). The gate still runs (its cost is counted and timed), but its
+            output is ignored; no gate loss. For benchmarks (``benchmark.py --cfg-options
+            model.backbone.force_fine=0.5``) and diagnostics. Also an attribute; a ``[hc, wc]``
+            or ``[B, hc, wc]`` 0/1 tensor set on the attribute forces that exact map.
+            Default None (the gate decides).
         **kwargs: The other :class:`ViT` arguments.
 
     Attributes:
@@ -274,6 +282,7 @@ class MSViT(DynamicModuleMixin, ViT):
                  coarse_resize_mode: str = 'area',
                  coarse_pos_mode: str = 'bilinear',
                  pad_input: bool = True,
+                 force_fine: Optional[float] = None,
                  **kwargs):
         if isinstance(coarse_size, bool) or not isinstance(coarse_size, int) or \
                 isinstance(patch_size, bool) or not isinstance(patch_size, int):
@@ -301,6 +310,9 @@ class MSViT(DynamicModuleMixin, ViT):
         self.gate_checkpoint_prefix = gate_checkpoint_prefix
         self.stochastic_gate: Optional[bool] = None
         self.gate_grad_mult = 1.0
+        if force_fine is not None and not 0. <= float(force_fine) <= 1.:
+            raise ValueError(f'MSViT: force_fine must be in [0, 1], got {force_fine}')
+        self.force_fine = force_fine
         self.target = float(target)
         self.loss_weight = float(loss_weight)
         h, w = self.img_size
@@ -468,9 +480,37 @@ class MSViT(DynamicModuleMixin, ViT):
             x = F.pad(x, (0, pw - w, 0, ph - h))
         return x
 
+    @staticmethod
+    def spread_pattern(grid: Tuple[int, int], fine_ratio: float) -> torch.Tensor:
+        """``[hc, wc]`` 0/1 map with ``round(fine_ratio * hc * wc)`` ones spread evenly in
+        raster order (region ``i`` is fine iff ``floor((i + 1) k / n) > floor(i k / n)``)."""
+        n = grid[0] * grid[1]
+        k = int(round(float(fine_ratio) * n))
+        i = torch.arange(n)
+        return ((i + 1) * k // n > i * k // n).float().reshape(grid)
+
+    def _forced(self, x: torch.Tensor, logits: torch.Tensor):
+        f = self.force_fine
+        b, hc, wc = logits.shape
+        if isinstance(f, torch.Tensor):
+            fmap = f.to(device=logits.device, dtype=logits.dtype)
+            if fmap.dim() == 2:
+                fmap = fmap[None]
+            if fmap.shape[-2:] != (hc, wc) or fmap.shape[0] not in (1, b):
+                raise ValueError(f'MSViT.force_fine map {tuple(f.shape)} does not fit the '
+                                 f'coarse grid {(hc, wc)} of a batch of {b}')
+            fmap = (fmap > 0.5).to(logits.dtype)
+        else:
+            fmap = self.spread_pattern((hc, wc), f).to(logits)
+        return fmap.expand(b, hc, wc).clone()
+
     def _gate(self, x: torch.Tensor):
         """Fine-region decisions ``[B, hc, wc]`` (float 0/1, straight-through in training
         with a trainable gate), the soft outputs ``m`` and the logits."""
+        if self.force_fine is not None:
+            logits = self.tokenizer.logits(x).detach()
+            decision = self._forced(x, logits)
+            return decision, decision, logits
         trainable = self.training and not self.freeze_gate
         logits = self.tokenizer.logits(x, self.gate_grad_mult if trainable else 1.0)
         if not trainable:
@@ -559,7 +599,7 @@ class MSViT(DynamicModuleMixin, ViT):
         n_tok = self.tokens_for(decision.detach())
         flops = self.dynamic_flops(img_shape, n_tok.to(torch.float64))
         static = float(self.static_flops(img_shape))
-        probs = torch.sigmoid(logits)
+        probs = decision if self.force_fine is not None else torch.sigmoid(logits)
         n_exp = e + nc - probs.flatten(1).sum(1) + probs.flatten(1).sum(1) * r * r
         expected = self.dynamic_flops(img_shape, n_exp) / static
         fine_ratio = decision.detach().flatten(1).mean(1)
@@ -567,10 +607,12 @@ class MSViT(DynamicModuleMixin, ViT):
             flops,
             stats=dict(fine_ratio=fine_ratio, flops_ratio=flops / static,
                        kept_ratio=(n_tok.double() - e) / nf, num_tokens=n_tok.double(),
+                       num_patch_tokens=n_tok.double() - e,
                        num_fine_regions=decision.detach().flatten(1).sum(1)),
             expected_cost=expected if self.training else None,
             maps=dict(fine=decision.detach()))
-        if self.training and not self.freeze_gate and self.gate_loss is not None:
+        if (self.training and not self.freeze_gate and self.gate_loss is not None
+                and self.force_fine is None):
             if isinstance(self.gate_loss, GeneralizedBatchShapingLoss):
                 loss = self.gate_loss(soft)
             else:
@@ -613,9 +655,25 @@ class MSViT(DynamicModuleMixin, ViT):
         self.record_dynamic(
             torch.full((b, ), static, dtype=torch.float64),
             stats=dict(fine_ratio=ones, flops_ratio=ones, kept_ratio=ones,
-                       num_tokens=ones * n, num_fine_regions=ones * chw[0] * chw[1]),
+                       num_tokens=ones * n, num_patch_tokens=ones * (n - self.num_extra_tokens),
+                       num_fine_regions=ones * chw[0] * chw[1]),
             maps=dict(fine=fine.new_ones(b, *chw)))
         return tuple(outs)
+
+    def block_table(self) -> List[Dict[str, float]]:
+        """Per transformer block of the last forward, averaged over its images (printed by
+        ``tools/analysis_tools/get_flops.py``): ``block`` (1-based), ``tokens`` (tokens the block
+        ran, cls included), ``kept_ratio`` (patch tokens / fine patch tokens) and ``flops``
+        (MACs of the block at each image's count). Every block runs the same tokens (the scale
+        is chosen once, before the first block); the gate and the two patch embeddings
+        (``overhead_flops``) add to the sum of ``flops`` to give ``last_flops``."""
+        if self.last_flops is None or 'num_tokens' not in self.last_stats:
+            raise RuntimeError('MSViT.block_table: run a forward first')
+        n = self.last_stats['num_tokens'].double().cpu()
+        kept = float(self.last_stats['kept_ratio'].double().mean())
+        return [dict(block=i + 1, tokens=float(n.mean()), kept_ratio=kept,
+                     flops=float(torch.as_tensor(blk.flops(n), dtype=torch.float64).mean()))
+                for i, blk in enumerate(self.blocks)]
 
     def flops_summary(self, img_shape: Sequence[int] = (224, 224),
                       fine_ratio: float = 0.5) -> Dict[str, float]:

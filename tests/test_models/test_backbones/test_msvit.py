@@ -351,6 +351,42 @@ def test_flops_match_independent_count_and_fall():
     assert m.last_flops.tolist() == [static] * 3
 
 
+def test_last_stats_keys_for_get_flops():
+    """get_flops.py prints the mean over images of every ``last_stats`` key and the averaged
+    ``block_table()``: each key is what its name says, per image."""
+    from mmdyn.models.utils.dynamic import collect_dynamic_records
+    m = mixed_model()
+    x = torch.randn(3, 3, 64, 96)  # 2x3 regions, 4x6 fine patches
+    with torch.no_grad():
+        m(x)
+    st = m.last_stats
+    assert set(st) == {'fine_ratio', 'flops_ratio', 'kept_ratio', 'num_tokens',
+                       'num_patch_tokens', 'num_fine_regions'}
+    k = m.last_maps['fine'].flatten(1).sum(1)
+    assert 0 < k.sum() < 18
+    n = 1 + (6 - k) + 4 * k
+    assert st['num_fine_regions'].tolist() == k.tolist()
+    assert st['num_tokens'].tolist() == n.tolist()  # cls included
+    assert st['num_patch_tokens'].tolist() == (n - 1).tolist()  # the paper's token count
+    torch.testing.assert_close(st['fine_ratio'], k / 6)
+    torch.testing.assert_close(st['kept_ratio'], (n - 1) / 24)
+    torch.testing.assert_close(st['flops_ratio'].double(),
+                               m.last_flops / m.static_flops((64, 96)), rtol=1e-6, atol=0)
+    rec = collect_dynamic_records(m)
+    assert set(rec) == set(st) | {'flops'}
+    rows = m.block_table()
+    assert [r['block'] for r in rows] == [1, 2]
+    for r, blk in zip(rows, m.blocks):
+        assert r['tokens'] == pytest.approx(n.double().mean().item())
+        assert r['flops'] == pytest.approx(sum(blk.flops(int(v)) for v in n) / 3)
+    assert sum(r['flops'] for r in rows) + m.overhead_flops((64, 96)) == pytest.approx(
+        m.last_flops.mean().item())
+    with torch.no_grad(), full_compute(m):
+        m(x)
+    assert m.last_stats['num_patch_tokens'].tolist() == [24.] * 3
+    assert m.block_table()[0]['tokens'] == 25
+
+
 def test_realised_tokens_are_what_ran():
     m = mixed_model()
     x = torch.randn(1, 3, 64, 96)
@@ -451,65 +487,72 @@ def test_pretrained_msvit_checkpoint_keeps_its_gate(tmp_path):
         torch.testing.assert_close(dst.state_dict()[k], v)
 
 
-# ----------------------------------------------------------------------------- learning
-def _texture_scenes(n, gen, size=32):
-    """Flat backgrounds (colour + weak noise) with one square of a 1-pixel texture (class 0:
-    checkerboard, class 1: horizontal stripes) at an even offset. Averaged over 2x2 pixels
-    (the coarse tokens) both textures are the flat background colour: only fine tokens on the
-    object tell the classes apart, and nothing is lost by coarse tokens on the background."""
-    y = torch.arange(size)[:, None].expand(size, size)
-    x = torch.arange(size)[None, :].expand(size, size)
-    tex = [((x + y) % 2).float(), (y % 2).float()]
-    imgs, objs, labels = [], [], []
-    for _ in range(n):
-        bg = torch.rand(3, 1, 1, generator=gen) * 1.2 - 0.6
-        img = bg + 0.02 * torch.randn(3, size, size, generator=gen)
-        s = 2 * int(torch.randint(4, 9, (1, ), generator=gen))
-        r0, c0 = [2 * int(v) for v in torch.randint(0, (size - s) // 2 + 1, (2, ), generator=gen)]
-        lab = int(torch.randint(0, 2, (1, ), generator=gen))
-        col = torch.rand(3, 1, 1, generator=gen) * 0.8 + 0.2
-        m = torch.zeros(size, size, dtype=torch.bool)
-        m[r0:r0 + s, c0:c0 + s] = True
-        imgs.append(torch.where(m, bg + col * (tex[lab] * 2 - 1), img))
-        objs.append(m)
-        labels.append(lab)
-    return torch.stack(imgs), torch.stack(objs), torch.tensor(labels)
+# ----------------------------------------------------------------------------- forcing
+def test_spread_pattern_counts_and_spreads():
+    for grid, r in [((7, 7), 0.5), ((16, 16), 0.5), ((2, 3), 1 / 3), ((4, 6), 0.25), ((3, 3), 0)]:
+        p = MSViT.spread_pattern(grid, r)
+        n = grid[0] * grid[1]
+        assert p.shape == grid and set(p.unique().tolist()) <= {0., 1.}
+        assert p.sum().item() == round(r * n)
+    p = MSViT.spread_pattern((4, 6), 0.5).flatten()
+    assert p.tolist() == [0., 1.] * 12  # every other region in raster order
+    assert MSViT.spread_pattern((3, 3), 1.0).sum().item() == 9
 
 
-def test_gate_learns_fine_on_texture_coarse_on_flat_background():
-    """A short fixed-seed training run (classification + L0 gate loss, g* = 0.25, with a gate
-    warm-up: the gate is held for the first 120 steps) puts fine tokens on the textured object
-    and coarse ones on the flat background."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        gen = torch.Generator().manual_seed(0)
-        x, _, y = _texture_scenes(256, gen)
-        m = MSViT(arch=ARCH, img_size=32, patch_size=4, coarse_size=8, out_type='cls_token',
-                  gate_cfg=dict(hidden_dims=32, init_fine_prob=0.9), gate_loss='l0',
-                  target=0.25, loss_weight=0.3)
-        m.init_weights()
-        head = torch.nn.Linear(32, 2)
-        opt = torch.optim.Adam(list(m.parameters()) + list(head.parameters()), lr=3e-3)
-        m.train()
-        for it in range(300):
-            m.gate_grad_mult = 0.0 if it < 120 else 1.0
-            idx = torch.randint(0, 256, (16, ), generator=gen)
-            out = m(x[idx])[0]
-            loss = F.cross_entropy(head(out), y[idx]) + sum(m.aux_losses.values())
-            m.aux_losses = {}
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        m.eval()
-        xv, mv, yv = _texture_scenes(64, gen)
-        with torch.no_grad():
-            acc = (head(m(xv)[0]).argmax(1) == yv).float().mean().item()
-    finally:
-        torch.set_num_threads(threads)
+@pytest.mark.parametrize('ratio', [0.0, 0.25, 0.5, 5 / 6, 1.0])
+def test_force_fine_gives_requested_ratio_and_flops(ratio):
+    """The deterministic forcing option (benchmarks: half the regions coarse) ignores the
+    gate's decisions (the gate still runs and is counted) and the FLOPs follow the tokens."""
+    m = mixed_model(force_fine=ratio)
+    x = torch.randn(3, 3, 64, 96)  # 2x3 coarse grid
+    with torch.no_grad():
+        out = m(x)[0]
+    k = round(ratio * 6)
     fine = m.last_maps['fine']
-    obj = F.avg_pool2d(mv[:, None].float(), 8)[:, 0]  # fraction of each region on the object
-    on, off = fine[obj > 0.5].mean().item(), fine[obj == 0].mean().item()
-    assert acc > 0.9
-    assert on > 0.75 and off < 0.4 and on - off > 0.5, (on, off)
+    assert torch.equal(fine, MSViT.spread_pattern((2, 3), ratio).expand(3, 2, 3))
+    assert m.last_stats['num_fine_regions'].tolist() == [k] * 3
+    torch.testing.assert_close(m.last_stats['fine_ratio'], torch.full((3, ), k / 6))
+    n = 1 + (6 - k) + 4 * k
+    assert m.last_stats['num_tokens'].tolist() == [n] * 3
+    assert m.last_flops.tolist() == [m.dynamic_flops((64, 96), n)] * 3
+    s = m.flops_summary((64, 96), fine_ratio=k / 6)
+    assert (s['num_tokens'], s['dynamic']) == (n, m.last_flops[0].item())
+    if ratio in (0.0, 1.0):
+        # all coarse / all fine: the same outputs as a gate that decides so
+        free = mixed_model()
+        set_gate(free, fine=bool(ratio))
+        with torch.no_grad():
+            torch.testing.assert_close(out, free(x)[0], atol=1e-6, rtol=0)
+
+
+def test_force_fine_flops_drop_with_the_ratio_full_size():
+    with torch.device('meta'):
+        vit_s = MSViT(arch='vit-s')
+        seg_s = MSViT(arch='vit-s', img_size=512)
+    # ViT-S at 224: 24 of 49 regions fine -> 1 + 25 + 96 = 122 tokens instead of 197
+    for m, shape, regions, tokens, ratio in [(vit_s, (224, 224), 49, 122, 0.613),
+                                            (seg_s, (512, 512), 256, 641, 0.563)]:
+        k = MSViT.spread_pattern(m.grids(shape)[1], 0.5).sum().item()
+        s = m.flops_summary(shape, fine_ratio=k / regions)
+        assert s['num_tokens'] == tokens
+        assert s['dynamic'] / s['static'] == pytest.approx(ratio, abs=1e-3)
+        full = m.flops_summary(shape, fine_ratio=1.0)
+        assert s['dynamic'] < full['dynamic'] and full['dynamic'] > s['static']
+
+
+def test_force_fine_map_training_and_errors():
+    m = mixed_model(gate_loss='l0')
+    fmap = torch.tensor([[1., 0., 0.], [0., 1., 1.]])
+    m.force_fine = fmap
+    m.train()
+    x = torch.randn(2, 3, 64, 96)
+    out = m(x)[0]
+    assert torch.equal(m.last_maps['fine'], fmap.expand(2, 2, 3))
+    assert m.aux_losses == {}  # forced: no gate loss
+    out.square().mean().backward()
+    assert all(p.grad is None for p in m.tokenizer.parameters())  # the gate gets nothing
+    m.force_fine = torch.ones(3, 3)
+    with pytest.raises(ValueError, match='does not fit'):
+        m(x)
+    with pytest.raises(ValueError, match='force_fine must be in'):
+        MSViT(arch=ARCH, img_size=64, force_fine=1.5)
