@@ -31,7 +31,9 @@ ABL = {f'dit-b2-{r}_8xb128_in1k.py': r.replace('-', '_')
 PVT_CLS = [f'pvtv2-{b}_8xb128_in1k.py' for b in ('b1', 'b2', 'b3', 'b4', 'b5')]
 FORCED = 'dit-b2-forced-half_8xb128_in1k.py'
 DIT_ALL = SEG + DET_1X + DET_3X + TABLE2 + CLS + list(ABL) + [FORCED]
-ALL = DIT_ALL + PVT_CLS
+# static PVTv2 baselines of the dense configs (tested in test_dit_baselines.py)
+PVT_DENSE = [n.replace('_dit-', '_pvtv2-') for n in SEG + DET_1X + DET_3X + TABLE2]
+ALL = DIT_ALL + PVT_CLS + PVT_DENSE
 
 TINY = dict(embed_dims=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 2],
             mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 2, 1])
