@@ -1,6 +1,8 @@
 # Static baseline of DGE (official README: DeiT-S 80.6 top-1, 6.1 G MACs at 256x256): DeiT-S at
 # 256x256 with mmpretrain's DeiT-S recipe (configs/baselines/deit-small_4xb256_in1k.py) and the
 # DGE host (dge=False: exactly mmdyn.ViT's parameters and outputs).
+# The 256x256 pipelines defined here are shared by every ImageNet config of configs/dge (the
+# PVT / DPVT ones inherit from this file and replace the model).
 _base_ = '../baselines/deit-small_4xb256_in1k.py'
 
 model = dict(

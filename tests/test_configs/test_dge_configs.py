@@ -139,7 +139,8 @@ def _train_step_losses(model, inputs, samples):
 
 SEG_RUN = ['fpn_dge-pvt-s_4xb8-80k_ade20k-512x512.py', 'fpn_dpvt-s_4xb8-80k_ade20k-512x512.py']
 DET_RUN = ['mask-rcnn_pvt-s_fpn_1x_coco.py', 'mask-rcnn_dge-pvt-s_fpn_1x_coco.py',
-           'mask-rcnn_dge-dpvt-s_fpn_1x_coco.py', 'retinanet_dge-pvt-s_fpn_1x_coco.py']
+           'mask-rcnn_dge-dpvt-s_fpn_1x_coco.py', 'retinanet_dge-pvt-s_fpn_1x_coco.py',
+           'retinanet_dge-dpvt-m_fpn_1x_coco.py']
 
 
 @pytest.mark.parametrize('name', SEG_RUN)
@@ -223,3 +224,35 @@ def test_full_size_pvt_s_build():
     bb = model.backbone
     assert bb.depths == [3, 4, 6, 3] and len(bb.dge_layers()) == 16
     assert bb.static_flops((512, 2048)) / 1e9 == pytest.approx(138.8, abs=0.1)
+
+
+RETINANET = [f'retinanet_{dge}{host}-{size}_fpn_1x_coco.py' for dge in ('', 'dge-')
+             for host in ('pvt', 'dpvt') for size in ('s', 'm')]
+
+
+def _readme_row(name):
+    for line in open(osp.join(DGE_DIR, 'README.md')):
+        if line.startswith(f'| `{name}` |'):
+            return [c.strip() for c in line.strip().strip('|').split('|')]
+    raise AssertionError(f'{name} not in the README table')
+
+
+@pytest.mark.parametrize('name', RETINANET)
+def test_retinanet_full_size_matches_readme(name):
+    """The RetinaNet 1x configs (PVT-S/M, DPVT-S/M, +-DGE) build at full size (meta device)
+    and have the parameters, gates and static FLOPs the README lists."""
+    assert name in all_configs()
+    cfg = load(name)
+    assert cfg.model.type == 'RetinaNet' and cfg.train_cfg.max_iters == 90000
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        model = build(cfg, tiny=False)
+    bb = model.backbone
+    row = _readme_row(name)
+    params = sum(p.numel() for p in model.parameters())
+    gates = sum(p.numel() for k, p in bb.named_parameters() if '.gate.' in k)
+    assert params / 1e6 == pytest.approx(float(row[1]), abs=0.006)
+    assert (row[2] == '-') == (gates == 0)
+    if gates:
+        assert gates / 1e3 == pytest.approx(float(row[2].split()[0]), abs=0.051)
+    assert bb.static_flops((800, 1280)) / 1e9 == pytest.approx(float(row[3]), abs=0.051)

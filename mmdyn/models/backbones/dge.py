@@ -11,7 +11,8 @@ of one layer. For a ``[B, E + H*W, C]`` input (``E`` extra tokens such as a cls 
    (border regions average over their real tokens only). ``layer_wise=True`` makes the whole
    map one region (layer-wise routing, Table 1 of the paper).
 2. **Gate.** Each region is average-pooled from the block *input* and projected by a linear
-   ``C -> K`` (``K = len(Phi)``). Training: hard Gumbel-Softmax, ``tau = 1``, straight-through;
+   ``C -> K`` (``K = len(Phi)``; ``gate_input='mean_std'`` adds the tokens' per-channel
+   standard deviation, ``2C -> K``). Training: hard Gumbel-Softmax, ``tau = 1``, straight-through;
    eval: ``argmax`` of the logits, no noise.
 3. **Sparse queries.** A region at granularity ``phi`` gives ``ceil(rows / phi) *
    ceil(cols / phi)`` queries, each the average of a ``phi x phi`` patch (``phi = 0``: no query,
@@ -79,6 +80,7 @@ __all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'DGEDPVT', 'DPVT', 'DPVT
            'FractionChoice', 'check_dge_args']
 
 TRAIN_PATHS = ('dense', 'sparse')
+GATE_INPUTS = ('mean', 'mean_std')
 
 
 def check_dge_args(granularities, region_size=None, layer_wise=False, budget=0.5,
@@ -163,6 +165,11 @@ class DynamicGrainedEncoder(nn.Module):
         init_prob (float): Initial probability of the finest granularity (the rest share the
             remainder); the official code starts at 0.95.
         train_path (str): ``'dense'`` or ``'sparse'`` (see the module docstring).
+        gate_input (str): What the gate sees of a region. ``'mean'`` (the paper, Eq. 1): the
+            average token, ``Linear(C, K)``. ``'mean_std'`` (our option): the average and the
+            per-channel standard deviation of the region's tokens, ``Linear(2C, K)``; an average
+            is blind to texture (a striped and a flat region of the same mean colour look the
+            same), the deviation is not.
 
     Attributes:
         forced_choice: ``None`` (the gate decides), an ``int`` index into :attr:`granularities`
@@ -172,8 +179,11 @@ class DynamicGrainedEncoder(nn.Module):
 
     def __init__(self, embed_dims: int, granularities: Sequence[int] = (1, 2, 4),
                  region_size: Optional[int] = None, layer_wise: bool = False, tau: float = 1.0,
-                 init_prob: float = 0.95, train_path: str = 'dense'):
+                 init_prob: float = 0.95, train_path: str = 'dense', gate_input: str = 'mean'):
         super().__init__()
+        if gate_input not in GATE_INPUTS:
+            raise ValueError(f'DGE: gate_input must be one of {GATE_INPUTS}, got {gate_input!r}')
+        self.gate_input = gate_input
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, 0.5, train_path, init_prob)
         self.layer_wise = bool(layer_wise)
@@ -181,7 +191,8 @@ class DynamicGrainedEncoder(nn.Module):
         self.embed_dims = embed_dims
         k = len(self.granularities)
         probs = [init_prob] + [(1.0 - init_prob) / (k - 1)] * (k - 1)
-        self.gate = GumbelSoftmaxGate(embed_dims, k, tau=tau, init_probs=probs)
+        in_dims = embed_dims * (2 if gate_input == 'mean_std' else 1)
+        self.gate = GumbelSoftmaxGate(in_dims, k, tau=tau, init_probs=probs)
         self.forced_choice: Union[None, int, Callable] = None
 
     @property
@@ -230,35 +241,59 @@ class DynamicGrainedEncoder(nn.Module):
         return (r[:, None] * gw + c[None, :]).reshape(-1)
 
     # ------------------------------------------------------------------ gate
-    def _pooled_maps(self, m: torch.Tensor) -> Dict[int, torch.Tensor]:
-        """``region_pool(m, p)`` for every size needed (the granularities and ``S``), each
-        computed from the largest smaller one when the map divides evenly."""
-        h, w = m.shape[-2:]
+    @staticmethod
+    def _pool(t: torch.Tensor, hw, p: int, r: Optional[int] = None) -> torch.Tensor:
+        """Average ``p x p`` patches of a token-layout map, ``[B, ceil(H/p), ceil(W/p), C]``.
+
+        ``t`` is ``[B, H*W, C]``, or (with ``r``) a ``[B, H/(p/r), W/(p/r), C]`` map already
+        pooled at ``p / r`` to be pooled by ``r`` more. A map that divides by ``p`` is summed in
+        its own layout (two strided sums: on CPU several times faster than ``avg_pool2d`` on the
+        channels-last view of the tokens); other maps go through :func:`region_pool` (bottom/
+        right padding, border patches average their real tokens)."""
+        h, w = hw
+        b, c = t.shape[0], t.shape[-1]
+        if h % p == 0 and w % p == 0:
+            r = p if r is None else r
+            s = t.reshape(b, h // p, r, w // p, r, c).sum(4).sum(2)
+            return s * (1.0 / (r * r))
+        if r is not None:
+            raise ValueError('a pooled map can only be pooled further when the map divides')
+        return region_pool(nlc_to_nchw(t.reshape(b, h * w, c), hw), p).permute(0, 2, 3, 1)
+
+    def _pooled_maps(self, t: torch.Tensor, hw) -> Dict[int, torch.Tensor]:
+        """Token-layout pools ``[B, ceil(H/p), ceil(W/p), C]`` of the ``[B, H*W, C]`` tokens for
+        every size needed (the granularities and ``S``), each computed from the largest smaller
+        one when the map divides evenly."""
+        h, w = hw
         sizes = sorted({p for p in self.granularities if p > 1} |
                        ({self.region_size} if self.region_size and self.region_size > 1
                         else set()))
-        out = {1: m}
+        out = {1: t.reshape(t.shape[0], h, w, t.shape[-1])}
         for p in sizes:
             src = max(q for q in out if p % q == 0)
-            if h % p == 0 and w % p == 0:
-                out[p] = F.avg_pool2d(out[src], p // src, p // src)
+            if src > 1 and h % p == 0 and w % p == 0:
+                out[p] = self._pool(out[src], hw, p, p // src)
             else:
-                out[p] = region_pool(m, p)
+                out[p] = self._pool(t, hw, p)
         return out
 
-    def route(self, m: torch.Tensor, pooled_maps: Optional[Dict[int, torch.Tensor]] = None):
-        """Decisions of every region of a ``[B, C, H, W]`` map:
+    def route(self, t: torch.Tensor, hw, pooled_maps: Optional[Dict[int, torch.Tensor]] = None):
+        """Decisions of every region of the ``[B, H*W, C]`` tokens of an ``H x W`` map:
         ``(decision[B, gh, gw, K], choice[B, gh, gw] long, gate output)``.
 
         ``decision`` is one-hot (straight-through in training)."""
+        b, c = t.shape[0], t.shape[-1]
         if self.layer_wise:
-            pooled = m.mean(dim=(2, 3), keepdim=True)
+            pooled = t.mean(1).view(b, 1, 1, c)
         elif pooled_maps is not None and self.region_size in pooled_maps:
             pooled = pooled_maps[self.region_size]
         else:
-            pooled = region_pool(m, self.region_size)
-        feats = pooled.permute(0, 2, 3, 1)  # [B, gh, gw, C]
-        out = self.gate(feats)
+            pooled = self._pool(t, hw, self.region_size)
+        if self.gate_input == 'mean_std':
+            sq = (t * t).mean(1).view(b, 1, 1, c) if self.layer_wise else \
+                self._pool(t * t, hw, self.region_size)
+            pooled = torch.cat([pooled, (sq - pooled * pooled).clamp_min(0).add(1e-6).sqrt()], -1)
+        out = self.gate(pooled)  # [B, gh, gw, C or 2C]
         decision = out.decision
         if self.forced_choice is not None:
             fc = self.forced_choice
@@ -277,7 +312,7 @@ class DynamicGrainedEncoder(nn.Module):
 
     def gate_flops(self, hw) -> int:
         gh, gw = self.region_grid(hw)
-        return gh * gw * self.embed_dims * self.num_choices
+        return gh * gw * self.gate.proj.in_features * self.num_choices
 
     # ------------------------------------------------------------------ forward
     def _owner_table(self, hw, offsets, device) -> torch.Tensor:
@@ -350,9 +385,8 @@ class DynamicGrainedEncoder(nn.Module):
         if n != num_extra + hw[0] * hw[1]:
             raise ValueError(f'DGE: {n} tokens are not {num_extra} extra + {hw[0]}x{hw[1]}')
         x_ex, x_sp = x[:, :num_extra], x[:, num_extra:]
-        m = nlc_to_nchw(x_sp, hw)
-        pooled_maps = self._pooled_maps(m)
-        decision, choice, gate_out = self.route(m, pooled_maps)
+        pooled_maps = self._pooled_maps(x_sp, hw)
+        decision, choice, gate_out = self.route(x_sp, hw, pooled_maps)
         gh, gw = decision.shape[1:3]
         dec_flat = decision.reshape(b, gh * gw, -1)
         hard_flat = choice.reshape(b, gh * gw)
@@ -367,7 +401,7 @@ class DynamicGrainedEncoder(nn.Module):
             offsets.append(pos)
             if p == 0:
                 continue
-            q = x_sp if p == 1 else pooled_maps[p].flatten(2).transpose(1, 2)
+            q = x_sp if p == 1 else pooled_maps[p].reshape(b, -1, c)
             rid = self._patch_regions(hw, p, x.device)
             queries.append(q)
             keeps.append(hard_flat.index_select(1, rid) == k)
@@ -416,12 +450,17 @@ class DynamicGrainedEncoder(nn.Module):
             slot = keep_all.long().cumsum(1) - 1
             owner = torch.where(owner < 0, owner, slot.gather(1, owner.clamp_min(0)))
             ran = lengths.to(torch.float64)
-        # un-pool: each token takes its query's update (a zero row for "no query")
-        nd = delta.shape[1]
-        delta_z = torch.cat([delta, delta.new_zeros(b, 1, c)], 1)
-        owner = torch.where(owner < 0, torch.full_like(owner, nd), owner)
-        upd = delta_z.gather(1, owner[..., None].expand(-1, -1, c))
-        out = x_sp + upd
+        # un-pool: each token takes its query's update (a zero row for "no query"), one row
+        # gather (index_select over the flattened batch: much faster than an element gather)
+        if 0 in self.granularities:
+            nd = delta.shape[1]
+            delta = torch.cat([delta, delta.new_zeros(b, 1, c)], 1)
+            owner = torch.where(owner < 0, torch.full_like(owner, nd), owner)
+        rows = delta.shape[1]
+        if b > 1:
+            owner = owner + torch.arange(b, device=x.device)[:, None] * rows
+        upd = delta.reshape(b * rows, c).index_select(0, owner.reshape(-1)).view(b, -1, c)
+        out = upd.add_(x_sp) if upd.dtype == x_sp.dtype else x_sp + upd
         if num_extra:
             out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
         info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
@@ -442,7 +481,8 @@ class _DGEHostMixin(DynamicModuleMixin):
     """Shared bookkeeping of the DGE hosts (records, budget loss, forced choices)."""
 
     def _init_dge(self, dge, granularities, region_size, layer_wise, budget, budget_weight, tau,
-                  init_prob, train_path, dims_per_layer, forced_fractions=None):
+                  init_prob, train_path, dims_per_layer, forced_fractions=None,
+                  gate_input='mean'):
         self.dge_enabled = bool(dge)
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, budget, train_path, init_prob)
@@ -461,7 +501,8 @@ class _DGEHostMixin(DynamicModuleMixin):
         if not self.dge_enabled:
             return None
         return [[DynamicGrainedEncoder(c, granularities, region_size, layer_wise, tau, init_prob,
-                                       train_path) for c in stage] for stage in dims_per_layer]
+                                       train_path, gate_input) for c in stage]
+                for stage in dims_per_layer]
 
     @property
     def budget(self) -> float:
@@ -562,6 +603,9 @@ class DGEPVT(_DGEHostMixin, PVT):
         forced_fractions (Sequence[float], optional): Force the gates (benchmarks): every region
             draws granularity ``k`` (gate order, finest first) with this probability
             (:class:`FractionChoice`). Default None (the gates decide).
+        gate_input (str): ``'mean'`` (the paper's gate, default) or ``'mean_std'`` (the gate
+            also sees the region's per-channel token deviation; see
+            :class:`DynamicGrainedEncoder`).
 
     The gates are parameters ``dge.{stage}.{block}.gate.proj.*``; every other key is the static
     PVT's, so PVT checkpoints (official whai362 v1, mmdet, mmdyn) load through ``init_cfg``.
@@ -572,7 +616,8 @@ class DGEPVT(_DGEHostMixin, PVT):
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
                  train_path: str = 'dense', dge_stages: Optional[Sequence[int]] = None,
-                 forced_fractions: Optional[Sequence[float]] = None, **kwargs):
+                 forced_fractions: Optional[Sequence[float]] = None, gate_input: str = 'mean',
+                 **kwargs):
         super().__init__(arch=arch, **kwargs)
         dge_stages = list(range(self.num_stages)) if dge_stages is None else list(dge_stages)
         if any(not 0 <= s < self.num_stages for s in dge_stages):
@@ -580,7 +625,8 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.dge_stages = dge_stages
         dims = [[self.embed_dims[i]] * self.depths[i] for i in range(self.num_stages)]
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
-                                budget_weight, tau, init_prob, train_path, dims, forced_fractions)
+                                budget_weight, tau, init_prob, train_path, dims, forced_fractions,
+                                gate_input)
         if layers is not None:
             self.dge = ModuleList([
                 ModuleList(layers[i] if i in dge_stages else []) for i in range(self.num_stages)
@@ -638,7 +684,7 @@ class DGEViT(_DGEHostMixin, ViT):
             ``'deit-s'``.
         img_size (int): Default 256 (the paper's input; 16 x 16 tokens, divisible by S = 4).
         dge, granularities, region_size, layer_wise, budget, budget_weight, tau, init_prob,
-        train_path, forced_fractions: as :class:`DGEPVT`.
+        train_path, forced_fractions, gate_input: as :class:`DGEPVT`.
         Every other argument: :class:`mmdyn.models.backbones.ViT`.
 
     The cls token is always its own query (the vanilla path). The gates are parameters
@@ -649,11 +695,11 @@ class DGEViT(_DGEHostMixin, ViT):
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
                  train_path: str = 'dense', forced_fractions: Optional[Sequence[float]] = None,
-                 **kwargs):
+                 gate_input: str = 'mean', **kwargs):
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
                                 budget_weight, tau, init_prob, train_path,
-                                [[self.embed_dims] * self.depth], forced_fractions)
+                                [[self.embed_dims] * self.depth], forced_fractions, gate_input)
         if layers is not None:
             self.dge = ModuleList(layers[0])
             self.force_choice(self._forced)
