@@ -118,6 +118,10 @@ def default_data_samples(model: nn.Module, batch_size: int,
         s = cls()
         s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), img_id=i,
                             img_path=f'generated_{i}.png', **extra))
+        if cb == 'mmdet':  # some heads (Sparse R-CNN) read the (here empty) ground truth
+            from mmengine.structures import InstanceData
+            s.gt_instances = InstanceData(bboxes=torch.zeros((0, 4)),
+                                          labels=torch.zeros((0, ), dtype=torch.long))
         samples.append(s)
     return samples
 
@@ -571,6 +575,12 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
     except Exception as e:  # noqa: BLE001
         raise ConfigError(f'cannot build the model: {_one_line(e)}') from e
     model = revert_sync_batchnorm(model)
+    if checkpoint is None:
+        # Query-based proposal heads (Sparse R-CNN's EmbeddingRPNHead) only give valid boxes
+        # after their own initialisation; everything else keeps its construction-time weights.
+        for m in model.modules():
+            if type(m).__name__ == 'EmbeddingRPNHead':
+                m.init_weights()
     if checkpoint is not None:
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu')
