@@ -23,18 +23,24 @@ import socket
 import pytest
 
 TINY = 'configs/_tiny_'
-# method: (config, data set fixture, whether its gates sample in training); the three codebases
-# are covered: mmseg (DGE, DoViT), mmdet (DiT), mmpretrain (MSViT, DVT)
+# method (and codebase): (config, data set fixture, whether its gates sample in training); every
+# codebase each method targets: DGE mmseg/mmdet/mmpretrain, DiT mmdet/mmseg, DoViT mmseg,
+# MSViT mmpretrain/mmseg, DVT mmpretrain
 METHODS = {
     'dge': ('fpn_dge-pvt-tiny_toy-ade20k.py', 'toy_ade20k', True),
+    'dge-det': ('maskrcnn_dge-pvt-tiny_toy-coco.py', 'toy_coco', True),
+    'dge-cls': ('dge-deit-tiny_toy-imagenet.py', 'toy_imagenet', True),
     'dit': ('retinanet_dit-tiny_toy-coco.py', 'toy_coco', True),
+    'dit-seg': ('fpn_dit-tiny_toy-ade20k.py', 'toy_ade20k', True),
     'dovit': ('setr_dovit-tiny_toy-ade20k.py', 'toy_ade20k', False),
     'msvit': ('msvit-tiny_toy-imagenet.py', 'toy_imagenet', True),
+    'msvit-seg': ('segmenter_msvit-tiny_toy-ade20k.py', 'toy_ade20k', False),
     'dvt': ('dvt-tiny_toy-imagenet.py', 'toy_imagenet', False),
 }
 # a fresh MSViT gate keeps 99 % of the regions fine, so every image would run the same tokens;
 # start it at even odds so that the images (and the ranks) run different token sets
-EXTRA = {'msvit': ['model.backbone.gate_cfg.init_fine_prob=0.5']}
+EXTRA = {'msvit': ['model.backbone.gate_cfg.init_fine_prob=0.5'],
+         'msvit-seg': ['model.backbone.gate_cfg.init_fine_prob=0.5']}
 ITERS = 2
 
 DUMP_HOOK = '''
