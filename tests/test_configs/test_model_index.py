@@ -1,0 +1,274 @@
+"""The model index: configs/<method>/metafile.yml, model-index.yml and the README model zoo
+(written by tools/misc/make_metafiles.py)."""
+import glob
+import importlib.util
+import os
+import os.path as osp
+import re
+
+import pytest
+import torch
+import yaml
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+METHODS = ('dge', 'dit', 'dovit', 'msvit', 'dvt', 'baselines')
+
+
+def _load_script():
+    path = osp.join(REPO, 'tools', 'misc', 'make_metafiles.py')
+    spec = importlib.util.spec_from_file_location('_make_metafiles', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _disk_configs(method):
+    """Non-_base_ configs of configs/<method>/ found by walking the folder."""
+    out = []
+    for f in glob.glob(osp.join(REPO, 'configs', method, '**', '*.py'), recursive=True):
+        r = osp.relpath(f, REPO).replace(os.sep, '/')
+        if any(p.startswith('_') for p in r.split('/')[2:]):
+            continue
+        out.append(r)
+    return sorted(out)
+
+
+@pytest.fixture(scope='module')
+def metafiles():
+    return {m: _yaml(osp.join(REPO, 'configs', m, 'metafile.yml')) for m in METHODS}
+
+
+@pytest.fixture(scope='module')
+def models(metafiles):
+    return {mod['Config']: (m, mod) for m, data in metafiles.items() for mod in data['Models']}
+
+
+def test_model_index_imports_every_metafile():
+    index = _yaml(osp.join(REPO, 'model-index.yml'))
+    imports = index['Import']
+    assert sorted(imports) == sorted(f'configs/{m}/metafile.yml' for m in METHODS)
+    for imp in imports:
+        assert osp.isfile(osp.join(REPO, imp)), imp
+    # every method folder with configs has a metafile
+    for d in sorted(os.listdir(osp.join(REPO, 'configs'))):
+        if d.startswith('_') or not osp.isdir(osp.join(REPO, 'configs', d)):
+            continue
+        if _disk_configs(d):
+            assert f'configs/{d}/metafile.yml' in imports, d
+
+
+def test_modelindex_reads_the_index(metafiles):
+    """mim's loader (modelindex) reads the whole index: every model, its collection resolved,
+    no format errors."""
+    import modelindex
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        mi = modelindex.load('model-index.yml')
+        errors = mi.check(silent=True)
+    finally:
+        os.chdir(cwd)
+    # modelindex resolves a collection's README against the metafile's folder, while the
+    # OpenMMLab convention (mmdet's, mmseg's, mmpretrain's metafiles) is a path from the
+    # repository root, which is what mim uses: those README paths must exist from the root
+    readme_err = re.compile(r'Path to README file (\S+) is not a valid file\.$')
+    other = []
+    for err in errors:
+        m = readme_err.search(err)
+        if m and osp.isfile(osp.join(REPO, m.group(1))):
+            continue
+        other.append(err)
+    assert other == []
+    n = sum(len(d['Models']) for d in metafiles.values())
+    assert len(mi.models) == n
+    assert len({m.name for m in mi.models}) == n  # unique names
+    for m in mi.models:
+        assert m.full_model.paper is not None, m.name  # inherited from the collection
+        assert m.weights is None
+
+
+def test_metafile_format(metafiles):
+    reps = _load_script().REPRESENTATIVES
+    for method, data in metafiles.items():
+        cols = {c['Name']: c for c in data['Collections']}
+        assert cols, method
+        for c in cols.values():
+            assert c['Paper']['URL'].startswith('https://arxiv.org/abs/'), c
+            assert c['Paper']['Title']
+            assert c['README'] == f'configs/{method}/README.md'
+            assert osp.isfile(osp.join(REPO, c['README']))
+            assert osp.isfile(osp.join(REPO, c['Code']['URL'])), c['Code']
+        for mod in data['Models']:
+            assert mod['In Collection'] in cols
+            stem = osp.splitext(osp.basename(mod['Config']))[0]
+            # a name used in another folder too gets the folder as suffix (names are unique)
+            assert mod['Name'] in (stem, f'{stem}_{method}'), mod['Name']
+            assert mod['Weights'] is None  # nothing was trained here
+            md = mod['Metadata']
+            assert isinstance(md['Parameters'], int) and md['Parameters'] > 0, mod['Name']
+            # static FLOPs: measured for every config by make_metafiles.py (slow; the
+            # representative configs and the baselines first)
+            if 'FLOPs' in md or mod['Config'] in reps or method == 'baselines':
+                assert isinstance(md['FLOPs'], int) and md['FLOPs'] > 0, mod['Name']
+                assert len(md['Input Size']) == 2
+            if mod['Config'] in reps:
+                assert md['Dynamic'] is True, mod['Name']
+            if 'Realised FLOPs' in md:  # measured for the representative configs only
+                assert mod['Config'] in reps, mod['Name']
+                # what ran on the generated images: at most the model with every gate on plus the
+                # gates' own cost (well under 1 %)
+                assert 0 < md['Realised FLOPs'] <= md['FLOPs'] * 1.01, mod['Name']
+            if mod['Results'] is not None:  # the paper's figures, marked as such
+                assert md['Paper Source']
+                for r in mod['Results']:
+                    assert r['Task'] and r['Dataset'] and r['Metrics']
+
+
+def test_every_config_is_listed_and_exists(metafiles):
+    for method, data in metafiles.items():
+        listed = [m['Config'] for m in data['Models']]
+        assert len(listed) == len(set(listed))
+        for c in listed:
+            assert c.startswith(f'configs/{method}/')
+            assert osp.isfile(osp.join(REPO, c)), c
+        missing = sorted(set(_disk_configs(method)) - set(listed))
+        assert missing == [], f'not in configs/{method}/metafile.yml: {missing}'
+
+
+def test_check_mode_reports_missing_configs():
+    mf = _load_script()
+    configs = mf.all_configs()
+    assert mf.check(configs) == []
+    extra = dict(configs)
+    extra['dge'] = configs['dge'] + ['configs/dge/not-a-config_1x_coco.py']
+    problems = mf.check(extra)
+    assert problems == ['missing from configs/dge/metafile.yml: '
+                        'configs/dge/not-a-config_1x_coco.py']
+
+
+def test_every_listed_config_loads_and_its_modules_are_registered(models):
+    """Every listed config loads; the model and its parts (backbone, neck, heads) are
+    registered types of the config's codebase (building every full-size model would take
+    too long: a sample is built below)."""
+    import mmdet.registry
+    import mmdyn  # noqa: F401  (registers mmdyn's modules)
+    import mmpretrain.registry
+    import mmseg.registry
+    from mmengine.config import Config
+    registries = dict(mmseg=mmseg.registry.MODELS, mmdet=mmdet.registry.MODELS,
+                      mmpretrain=mmpretrain.registry.MODELS)
+    _load_script().cc.speed_up_config_loading()
+    parts = ('backbone', 'neck', 'decode_head', 'auxiliary_head', 'rpn_head', 'roi_head',
+             'bbox_head', 'head')
+    for c, (method, mod) in sorted(models.items()):
+        cfg = Config.fromfile(osp.join(REPO, c))
+        scope = cfg.get('default_scope')
+        assert scope in registries, c
+        types = [cfg.model.type]
+        for k in parts:
+            v = cfg.model.get(k)
+            for d in (v if isinstance(v, (list, tuple)) else [v]):
+                if isinstance(d, dict) and isinstance(d.get('type'), str):
+                    types.append(d['type'])
+        bad = [t for t in types if registries[scope].get(t) is None]
+        assert bad == [], f'{c}: unregistered types {bad}'
+        assert cfg.model.type.split('.')[-1] == mod['Metadata']['Architecture'][0], c
+
+
+def _sample(models):
+    """Deterministic sample: every representative config, plus per method the first and last
+    config in name order."""
+    mf = _load_script()
+    picked = [c for c in mf.REPRESENTATIVES if c in models]
+    for method in METHODS:
+        cs = sorted(c for c, (m, _) in models.items() if m == method)
+        for c in (cs[0], cs[-1]):
+            if c not in picked:
+                picked.append(c)
+    return picked
+
+
+def test_sampled_configs_build_and_params_match(models):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    _load_script().cc.speed_up_config_loading()
+    sample = _sample(models)
+    assert len(sample) >= 10
+    for c in sample:
+        cfg = Config.fromfile(osp.join(REPO, c))
+        init_default_scope(cfg.default_scope)
+        try:
+            with torch.device('meta'):
+                model = MODELS.build(cfg.model)
+        except Exception:  # a module that cannot be built on meta: build it for real
+            model = MODELS.build(cfg.model)
+        n = sum(p.numel() for p in model.parameters())
+        assert n == models[c][1]['Metadata']['Parameters'], c
+
+
+def test_recorded_static_flops_equal_get_flops():
+    """The recorded static FLOPs are what get_flops.py computes (two cheap static configs)."""
+    from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
+                                           generated_batch, load_config, model_complexity)
+    meta = _yaml(osp.join(REPO, 'configs', 'baselines', 'metafile.yml'))
+    recorded = {m['Config']: m['Metadata'] for m in meta['Models']}
+    for c in ('configs/baselines/deit-small_4xb256_in1k.py',
+              'configs/baselines/fpn_pvtv2-b1_4xb8-40k_ade20k-512x512.py'):
+        cfg = load_config(osp.join(REPO, c))
+        model = build_model_from_cfg(cfg)
+        shape = default_img_shape(cfg, model)
+        x, s = generated_batch(model, shape, 1)
+        res = model_complexity(model, img_shape=tuple(x.shape[-2:]), data_samples=s)
+        assert recorded[c]['FLOPs'] == int(round(res['flops'])), c
+        assert recorded[c]['Input Size'] == list(x.shape[-2:])
+
+
+def test_static_baselines_match_published_flops(metafiles):
+    """Static baselines whose published FLOPs use our convention (1 FLOP = 1 multiply-add, same
+    input size) agree within 1 %."""
+    checked = 0
+    for mod in metafiles['baselines']['Models']:
+        md = mod['Metadata']
+        if 'Paper FLOPs' not in md:
+            continue
+        paper = float(md['Paper FLOPs'].split()[0]) * 1e9
+        assert abs(md['FLOPs'] - paper) / paper < 0.01, (mod['Name'], md['FLOPs'], paper)
+        checked += 1
+    assert checked >= 6
+
+
+def test_readme_model_zoo_comes_from_the_metafiles(metafiles):
+    with open(osp.join(REPO, 'README.md')) as f:
+        text = f.read()
+    start, end = '<!-- model-zoo:start -->', '<!-- model-zoo:end -->'
+    assert text.count(start) == 1 and text.count(end) == 1
+    zoo = text[text.index(start):text.index(end)]
+    assert 'bash tools/dist_train.sh' in zoo and 'bash tools/dist_test.sh' in zoo
+    rows = {}
+    for line in zoo.splitlines():
+        m = re.match(r'\| \[\**([^\]*]+)\**\]\(([^)]+)\) \| [^|]+ \| ([^|]+) \| ([^|]+) \| '
+                     r'([^|]+) \| ([^|]+) \|', line)
+        if m:
+            rows.setdefault(m.group(2), []).append(m.groups())
+    for method, data in metafiles.items():
+        for mod in data['Models']:
+            c = mod['Config']
+            assert c in rows, f'{c} not in the README model zoo'
+            md = mod['Metadata']
+            for name, link, shape, params, flops, realised in rows[c]:
+                assert name == osp.basename(c)
+                assert params.strip() == f"{md['Parameters'] / 1e6:.2f}", c
+                if 'FLOPs' in md:
+                    assert shape.strip() == 'x'.join(str(s) for s in md['Input Size'])
+                    assert flops.strip() == f"{md['FLOPs'] / 1e9:.2f}", c
+                else:  # not measured yet
+                    assert shape.strip() == '-' and flops.strip() == '-', c
+                if 'Realised FLOPs' in md:
+                    assert realised.strip().startswith(f"{md['Realised FLOPs'] / 1e9:.2f} ")
+                else:
+                    assert realised.strip() == '-'
