@@ -1,4 +1,4 @@
-"""Distributed training on machines without a GPU (gloo backend)."""
+"""Distributed training: logged losses averaged over the processes; CPU-only machines (gloo)."""
 import os
 from typing import Dict
 
@@ -9,8 +9,22 @@ from mmengine.registry import MODEL_WRAPPERS
 
 
 @MODEL_WRAPPERS.register_module()
-class MMDynCPUDistributedDataParallel(MMDistributedDataParallel):
-    """``MMDistributedDataParallel`` for CPU modules.
+class MMDynDistributedDataParallel(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` whose logged losses are the mean over the processes.
+
+    mmengine logs what ``train_step`` returns on rank 0 only, i.e. rank 0's losses; DDP averages
+    the gradients of every rank, so the loss that matches the update is the mean. ``tools/
+    train.py`` uses this wrapper for distributed GPU runs whose config names no other wrapper.
+    """
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """One DDP step; the returned (logged) losses are averaged over the processes."""
+        return reduce_log_vars(super().train_step(data, optim_wrapper))
+
+
+@MODEL_WRAPPERS.register_module()
+class MMDynCPUDistributedDataParallel(MMDynDistributedDataParallel):
+    """:class:`MMDynDistributedDataParallel` for CPU modules.
 
     CPU modules take no ``device_ids``, and ``SyncBatchNorm`` (which mmseg/mmdet configs use) has
     no CPU kernel, so it is turned back into plain batch norm first.
@@ -18,14 +32,6 @@ class MMDynCPUDistributedDataParallel(MMDistributedDataParallel):
 
     def __init__(self, module, device_ids=None, **kwargs):
         super().__init__(module=revert_sync_batchnorm(module), device_ids=None, **kwargs)
-
-    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
-        """One DDP step; the returned (logged) losses are the mean over the processes.
-
-        mmengine logs what ``train_step`` returns on rank 0 only, i.e. rank 0's losses; DDP
-        averages the gradients of every rank, so the loss that matches the update is the mean.
-        """
-        return reduce_log_vars(super().train_step(data, optim_wrapper))
 
 
 def reduce_log_vars(log_vars: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -63,13 +69,23 @@ def reduce_log_vars(log_vars: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor
 
 
 def setup_cpu_distributed(cfg, launcher: str) -> bool:
-    """Prepare ``cfg`` for a distributed run without a GPU; return True if it did.
+    """Prepare ``cfg`` for a distributed run; return True if it is a CPU-only one.
 
-    With the ``pytorch`` launcher (torchrun) and no CUDA device, start the process group with
-    the gloo backend ourselves (mmengine's ``init_dist`` would call ``torch.cuda.set_device``) and
-    wrap the model with :class:`MMDynCPUDistributedDataParallel`.
+    With a launcher and CUDA, a config without a ``model_wrapper_cfg`` gets
+    :class:`MMDynDistributedDataParallel` (mean logged losses; ``find_unused_parameters`` from
+    the config). With the ``pytorch`` launcher (torchrun) and no CUDA device, start the process
+    group with the gloo backend ourselves (mmengine's ``init_dist`` would call
+    ``torch.cuda.set_device``) and wrap the model with :class:`MMDynCPUDistributedDataParallel`.
     """
-    if launcher != 'pytorch' or torch.cuda.is_available():
+    if launcher == 'none':
+        return False
+    if torch.cuda.is_available():
+        if cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = dict(
+                type='MMDynDistributedDataParallel', broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters', False))
+        return False
+    if launcher != 'pytorch':
         return False
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),

@@ -114,7 +114,9 @@ def benchmark_config(config, args, checkpoint=None, options=None):
     shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)
     inputs, samples = generated_batch(model, shape, args.batch)
     backbone = getattr(model, 'backbone', model)
-    if args.backbone_only or backbone is model:
+    # a codebase model without a separate backbone (DVT's cascade classifier) is timed whole
+    bare = backbone is model and not hasattr(model, 'data_preprocessor')
+    if args.backbone_only or bare:
         def call():
             return backbone(inputs)
         what = 'backbone'

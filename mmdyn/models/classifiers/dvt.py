@@ -72,7 +72,7 @@ from ..backbones.vit import ViT
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin
 
-__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'upsample_relation', 'exits_at',
+__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'upsample_relation', 'exits_at',
            'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t']
 
 FEATURE_REUSE_HIDDEN = 128
@@ -85,14 +85,34 @@ MAX_EXIT_THRESHOLD = float(torch.nextafter(torch.tensor(1.), torch.tensor(0.)))
 T2T_SOFT_SPLITS = {7: (14, 8, 3), 10: (11, 6, 5), 14: (7, 4, 2)}
 
 
+def resize_matrix(n: int, new_n: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``[new_n, n]`` matrix of :func:`resize_grid` along one axis: nearest up-sampling to
+    ``2 n`` then adaptive average pooling to ``new_n`` (both act on each axis separately)."""
+    eye = torch.eye(n, dtype=dtype, device=device).reshape(n, 1, n)
+    up = F.interpolate(eye, size=2 * n, mode='nearest')
+    return F.adaptive_avg_pool1d(up, new_n).reshape(n, new_n).t().contiguous()
+
+
+def resize_grid_macs(old_hw: Sequence[int], new_hw: Sequence[int]) -> int:
+    """Multiply-adds of :func:`resize_grid` for one ``[h, w]`` map (0 when nothing changes)."""
+    (h, w), (H, W) = old_hw, new_hw
+    if (h, w) == (H, W):
+        return 0
+    return H * h * w + H * W * w
+
+
 def resize_grid(x: torch.Tensor, new_hw: Sequence[int]) -> torch.Tensor:
-    """Resize a ``[B, C, h, w]`` map to ``new_hw``: nearest up-sampling to twice the old grid,
-    then adaptive average pooling (the public code's 7->14->10 and 10->20->14)."""
+    """Resize a ``[..., h, w]`` map to ``new_hw``: nearest up-sampling to twice the old grid,
+    then adaptive average pooling (the public code's 7->14->10 and 10->20->14). Both steps are
+    separable, so they run as two small matrix products (:func:`resize_matrix`), which is much
+    cheaper than materialising the doubled map for the large relation tensors."""
     h, w = x.shape[-2:]
-    if (h, w) == tuple(new_hw):
+    H, W = (int(v) for v in new_hw)
+    if (h, w) == (H, W):
         return x
-    x = F.interpolate(x, size=(2 * h, 2 * w), mode='nearest')
-    return F.adaptive_avg_pool2d(x, tuple(new_hw))
+    rh = resize_matrix(h, H, x.dtype, x.device)
+    rw = resize_matrix(w, W, x.dtype, x.device)
+    return torch.matmul(torch.matmul(rh, x), rw.t())
 
 
 def upsample_relation(rel: torch.Tensor, old_hw: Sequence[int],
@@ -338,12 +358,18 @@ class DVTExit(BaseModule):
             total += int(blk.attn.flops(n)) + n * blk.ffn.fc1.in_features * blk.ffn.hidden_dims \
                 + n * blk.ffn.hidden_dims * self.embed_dims
         total += self.embed_dims * self.head.num_classes
+        old, new = (self.prev_grid, ) * 2, (self.grid, ) * 2
         if self.feature_reuse:
             p = self.prev_grid * self.prev_grid
             total += sum(m.flops(p) for m in self.feature_modules)
+            # the resize of each module's maps to this grid (two small matrix products)
+            total += sum(m.out_dims for m in self.feature_modules) * resize_grid_macs(old, new)
         if self.relation_reuse:
             np_ = self.prev_grid * self.prev_grid + 1
             total += self.relation_module.flops(np_ * np_)
+            # 2-D aware up-sampling: the keys of every old query row, then the queries of every
+            # new key column, each map resized on the grid
+            total += self.relation_module.channels * (np_ + n) * resize_grid_macs(old, new)
         return int(total)
 
 

@@ -225,12 +225,20 @@ def test_deit_s_cascade_flops():
     assert abs(f[2] / 1e9 - 4.60) < 0.01 and abs(f[0] / 1e9 - 1.10) < 0.01
     g = full.exit_flops()
     assert g[0] == f[0]
-    # reuse overhead: the reuse MLPs and the 48 extra FFN input channels
-    over1 = 12 * (49 * (384 * 128 + 128 * 48) + 101 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216
-    over2 = 12 * (100 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 101 ** 2 * 2 * 72 * 216
+    # reuse overhead: the reuse MLPs, the 48 extra FFN input channels and the grid resizes (two
+    # small matrix products per map: H*h*w + H*W*w): 12 x 48 feature maps, and the relation
+    # maps of the old query rows then the new key columns (72 channels)
+    def rs(p, g):
+        return g * p * p + g * g * p
+
+    over1 = 12 * (49 * (384 * 128 + 128 * 48) + 101 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216 \
+        + 12 * 48 * rs(7, 10) + 72 * (50 + 101) * rs(7, 10)
+    over2 = 12 * (100 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 101 ** 2 * 2 * 72 * 216 \
+        + 12 * 48 * rs(10, 14) + 72 * (101 + 197) * rs(10, 14)
     assert g[1] - f[1] == over1 and g[2] - f[2] == over2
     assert two.exit_flops()[1] - f[2] == \
-        12 * (49 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216
+        12 * (49 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216 \
+        + 12 * 48 * rs(7, 14) + 72 * (50 + 197) * rs(7, 14)
 
 
 def test_metric_reports_realised_flops():
@@ -499,3 +507,20 @@ def test_t2t_alone_equals_batch_with_reuse():
         assert int(ei) == int(ex[i])
         torch.testing.assert_close(li[0], logits[i], atol=1e-5, rtol=1e-5)
         assert float(m.last_flops[0]) == float(flops_b[i])
+
+
+@pytest.mark.parametrize('old,new', [((7, 7), (10, 10)), ((10, 10), (14, 14)),
+                                     ((7, 7), (14, 14)), ((3, 5), (7, 4))])
+def test_resize_grid_equals_upsample_then_pool(old, new):
+    """The separable (matrix) resize equals nearest up-sampling to twice the grid followed by
+    adaptive average pooling, the operator it stands for."""
+    import torch.nn.functional as F
+
+    from mmdyn.models.classifiers.dvt import resize_grid, resize_matrix
+    x = torch.randn(2, 3, *old)
+    ref = F.adaptive_avg_pool2d(
+        F.interpolate(x, size=(2 * old[0], 2 * old[1]), mode='nearest'), new)
+    assert torch.allclose(resize_grid(x, new), ref, atol=1e-6)
+    m = resize_matrix(old[0], new[0])
+    assert m.shape == (new[0], old[0]) and torch.allclose(m.sum(1), torch.ones(new[0]))
+    assert resize_grid(x, old) is x
