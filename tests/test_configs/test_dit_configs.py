@@ -386,7 +386,7 @@ def test_skip_stats_tool(toy_ade20k, tmp_path):
     assert (out / 'dit_skip_stats.png').stat().st_size > 1000
 
 
-@pytest.mark.parametrize('name', ALL)
+@pytest.mark.parametrize('name', DIT_ALL + PVT_CLS)  # PVT_DENSE: test_dit_baselines.py
 def test_every_config_builds(name):
     """Every config builds (tiny widths) into a model whose backbone is a DiT of that size's
     budget, and the backbone runs."""
