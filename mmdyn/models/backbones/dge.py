@@ -11,8 +11,7 @@ of one layer. For a ``[B, E + H*W, C]`` input (``E`` extra tokens such as a cls 
    (border regions average over their real tokens only). ``layer_wise=True`` makes the whole
    map one region (layer-wise routing, Table 1 of the paper).
 2. **Gate.** Each region is average-pooled from the block *input* and projected by a linear
-   ``C -> K`` (``K = len(Phi)``; ``gate_input='mean_std'`` adds the tokens' per-channel
-   standard deviation, ``2C -> K``). Training: hard Gumbel-Softmax, ``tau = 1``, straight-through;
+   ``C -> K`` (``K = len(Phi)``). Training: hard Gumbel-Softmax, ``tau = 1``, straight-through;
    eval: ``argmax`` of the logits, no noise.
 3. **Sparse queries.** A region at granularity ``phi`` gives ``ceil(rows / phi) *
    ceil(cols / phi)`` queries, each the average of a ``phi x phi`` patch (``phi = 0``: no query,
@@ -80,7 +79,6 @@ __all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'DGEDPVT', 'DPVT', 'DPVT
            'FractionChoice', 'check_dge_args']
 
 TRAIN_PATHS = ('dense', 'sparse')
-GATE_INPUTS = ('mean', 'mean_std')
 
 
 def check_dge_args(granularities, region_size=None, layer_wise=False, budget=0.5,
@@ -165,11 +163,6 @@ class DynamicGrainedEncoder(nn.Module):
         init_prob (float): Initial probability of the finest granularity (the rest share the
             remainder); the official code starts at 0.95.
         train_path (str): ``'dense'`` or ``'sparse'`` (see the module docstring).
-        gate_input (str): What the gate sees of a region. ``'mean'`` (the paper, Eq. 1): the
-            average token, ``Linear(C, K)``. ``'mean_std'`` (our option): the average and the
-            per-channel standard deviation of the region's tokens, ``Linear(2C, K)``; an average
-            is blind to texture (a striped and a flat region of the same mean colour look the
-            same), the deviation is not.
 
     Attributes:
         forced_choice: ``None`` (the gate decides), an ``int`` index into :attr:`granularities`
@@ -179,11 +172,8 @@ class DynamicGrainedEncoder(nn.Module):
 
     def __init__(self, embed_dims: int, granularities: Sequence[int] = (1, 2, 4),
                  region_size: Optional[int] = None, layer_wise: bool = False, tau: float = 1.0,
-                 init_prob: float = 0.95, train_path: str = 'dense', gate_input: str = 'mean'):
+                 init_prob: float = 0.95, train_path: str = 'dense'):
         super().__init__()
-        if gate_input not in GATE_INPUTS:
-            raise ValueError(f'DGE: gate_input must be one of {GATE_INPUTS}, got {gate_input!r}')
-        self.gate_input = gate_input
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, 0.5, train_path, init_prob)
         self.layer_wise = bool(layer_wise)
@@ -191,8 +181,7 @@ class DynamicGrainedEncoder(nn.Module):
         self.embed_dims = embed_dims
         k = len(self.granularities)
         probs = [init_prob] + [(1.0 - init_prob) / (k - 1)] * (k - 1)
-        in_dims = embed_dims * (2 if gate_input == 'mean_std' else 1)
-        self.gate = GumbelSoftmaxGate(in_dims, k, tau=tau, init_probs=probs)
+        self.gate = GumbelSoftmaxGate(embed_dims, k, tau=tau, init_probs=probs)
         self.forced_choice: Union[None, int, Callable] = None
 
     @property
@@ -289,11 +278,7 @@ class DynamicGrainedEncoder(nn.Module):
             pooled = pooled_maps[self.region_size]
         else:
             pooled = self._pool(t, hw, self.region_size)
-        if self.gate_input == 'mean_std':
-            sq = (t * t).mean(1).view(b, 1, 1, c) if self.layer_wise else \
-                self._pool(t * t, hw, self.region_size)
-            pooled = torch.cat([pooled, (sq - pooled * pooled).clamp_min(0).add(1e-6).sqrt()], -1)
-        out = self.gate(pooled)  # [B, gh, gw, C or 2C]
+        out = self.gate(pooled)  # [B, gh, gw, C]
         decision = out.decision
         if self.forced_choice is not None:
             fc = self.forced_choice
@@ -481,8 +466,7 @@ class _DGEHostMixin(DynamicModuleMixin):
     """Shared bookkeeping of the DGE hosts (records, budget loss, forced choices)."""
 
     def _init_dge(self, dge, granularities, region_size, layer_wise, budget, budget_weight, tau,
-                  init_prob, train_path, dims_per_layer, forced_fractions=None,
-                  gate_input='mean'):
+                  init_prob, train_path, dims_per_layer, forced_fractions=None):
         self.dge_enabled = bool(dge)
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, budget, train_path, init_prob)
@@ -501,7 +485,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         if not self.dge_enabled:
             return None
         return [[DynamicGrainedEncoder(c, granularities, region_size, layer_wise, tau, init_prob,
-                                       train_path, gate_input) for c in stage]
+                                       train_path) for c in stage]
                 for stage in dims_per_layer]
 
     @property
@@ -603,9 +587,6 @@ class DGEPVT(_DGEHostMixin, PVT):
         forced_fractions (Sequence[float], optional): Force the gates (benchmarks): every region
             draws granularity ``k`` (gate order, finest first) with this probability
             (:class:`FractionChoice`). Default None (the gates decide).
-        gate_input (str): ``'mean'`` (the paper's gate, default) or ``'mean_std'`` (the gate
-            also sees the region's per-channel token deviation; see
-            :class:`DynamicGrainedEncoder`).
 
     The gates are parameters ``dge.{stage}.{block}.gate.proj.*``; every other key is the static
     PVT's, so PVT checkpoints (official whai362 v1, mmdet, mmdyn) load through ``init_cfg``.
@@ -616,8 +597,7 @@ class DGEPVT(_DGEHostMixin, PVT):
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
                  train_path: str = 'dense', dge_stages: Optional[Sequence[int]] = None,
-                 forced_fractions: Optional[Sequence[float]] = None, gate_input: str = 'mean',
-                 **kwargs):
+                 forced_fractions: Optional[Sequence[float]] = None, **kwargs):
         super().__init__(arch=arch, **kwargs)
         dge_stages = list(range(self.num_stages)) if dge_stages is None else list(dge_stages)
         if any(not 0 <= s < self.num_stages for s in dge_stages):
@@ -625,8 +605,7 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.dge_stages = dge_stages
         dims = [[self.embed_dims[i]] * self.depths[i] for i in range(self.num_stages)]
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
-                                budget_weight, tau, init_prob, train_path, dims, forced_fractions,
-                                gate_input)
+                                budget_weight, tau, init_prob, train_path, dims, forced_fractions)
         if layers is not None:
             self.dge = ModuleList([
                 ModuleList(layers[i] if i in dge_stages else []) for i in range(self.num_stages)
@@ -684,7 +663,7 @@ class DGEViT(_DGEHostMixin, ViT):
             ``'deit-s'``.
         img_size (int): Default 256 (the paper's input; 16 x 16 tokens, divisible by S = 4).
         dge, granularities, region_size, layer_wise, budget, budget_weight, tau, init_prob,
-        train_path, forced_fractions, gate_input: as :class:`DGEPVT`.
+        train_path, forced_fractions: as :class:`DGEPVT`.
         Every other argument: :class:`mmdyn.models.backbones.ViT`.
 
     The cls token is always its own query (the vanilla path). The gates are parameters
@@ -694,12 +673,11 @@ class DGEViT(_DGEHostMixin, ViT):
     def __init__(self, arch='deit-s', img_size=256, dge: bool = True, granularities=(1, 2, 4),
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
-                 train_path: str = 'dense', forced_fractions: Optional[Sequence[float]] = None,
-                 gate_input: str = 'mean', **kwargs):
+                 train_path: str = 'dense', forced_fractions: Optional[Sequence[float]] = None, **kwargs):
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
                                 budget_weight, tau, init_prob, train_path,
-                                [[self.embed_dims] * self.depth], forced_fractions, gate_input)
+                                [[self.embed_dims] * self.depth], forced_fractions)
         if layers is not None:
             self.dge = ModuleList(layers[0])
             self.force_choice(self._forced)

@@ -303,50 +303,12 @@ def test_registry_and_archs():
     (dict(budget=1.5), r'\[0, 1\]'),
     (dict(train_path='fast'), 'train_path'),
     (dict(layer_wise=True, region_size=4), 'not both'),
-    (dict(gate_input='max'), 'gate_input'),
 ])
 def test_bad_input(kw, msg):
     with pytest.raises(ValueError, match=msg):
         DGEPVT(arch=dict(TINY_PVT), **kw)
     with pytest.raises(ValueError, match=msg):
         MODELS.build(dict(type='mmdyn.DGEViT', arch=dict(TINY_VIT), **kw))
-
-
-@pytest.mark.parametrize('layer_wise', [False, True])
-def test_mean_std_gate_sees_texture(layer_wise):
-    """``gate_input='mean_std'``: the gate gets ``[mean, std]`` of each region's tokens
-    (``Linear(2C, K)``); a striped and a flat region of the same mean differ only there."""
-    enc = DynamicGrainedEncoder(4, (1, 2, 4), layer_wise=layer_wise, gate_input='mean_std')
-    assert enc.gate.proj.weight.shape == (3, 8)
-    seen = []
-    enc.gate.proj.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
-    h, w = 6, 8  # region grid 2 x 2 with a padded bottom row of regions
-    flat = torch.full((1, h * w, 4), 0.5)
-    stripes = torch.tensor([0., 1.]).repeat(h * w // 2)[None, :, None].expand(1, h * w, 4)
-    enc.eval()
-    feats = []
-    for x in (flat, stripes):
-        enc.route(x, (h, w))
-        feats.append(seen[-1])
-    grid = (1, 1) if layer_wise else (2, 2)
-    assert feats[0].shape == (1, *grid, 8)
-    torch.testing.assert_close(feats[0][..., :4], feats[1][..., :4])  # same means
-    torch.testing.assert_close(feats[0][..., 4:], torch.full((1, *grid, 4), 1e-3))
-    torch.testing.assert_close(feats[1][..., 4:], torch.full((1, *grid, 4), 0.5), atol=1e-3,
-                               rtol=0)
-    model = DGEPVT(arch=dict(TINY_PVT), gate_input='mean_std')
-    assert sum(p.numel() for k, p in model.named_parameters() if '.gate.' in k) == \
-        sum((2 * c + 1) * 3 * d for c, d in zip(TINY_PVT['embed_dims'], TINY_PVT['depths']))
-    x = torch.randn(1, 3, 64, 64)
-    model.eval()(x)
-    static = float(model.static_flops((64, 64)))
-    model.force_choice(0)
-    model(x)
-    full = float(model.last_flops[0])
-    # with every region at granularity 1 only the gates (regions x 2C x K) are added
-    gates = sum((-(-64 // 4 // s // 4)) ** 2 * 2 * c * 3 * d for s, c, d in zip(
-        (1, 2, 4, 8), TINY_PVT['embed_dims'], TINY_PVT['depths']))
-    assert full - static == pytest.approx(gates)
 
 
 # ----------------------------------------------------------------------------- checkpoints
