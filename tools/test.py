@@ -71,13 +71,14 @@ def main(argv=None):
             ev = cfg.test_evaluator
             cfg.test_evaluator = (list(ev) if isinstance(ev, (list, tuple)) else [ev]) + [dump]
 
-        from mmdyn.utils.dist import setup_cpu_distributed
+        from mmdyn.utils.dist import close_distributed, setup_cpu_distributed
         setup_cpu_distributed(cfg, args.launcher)
 
         from mmengine.registry import RUNNERS
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.test()
+        close_distributed()
 
 
 if __name__ == '__main__':

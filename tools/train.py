@@ -75,13 +75,14 @@ def main(argv=None):
 
         check_data_roots(cfg, ('train', 'val'))
 
-        from mmdyn.utils.dist import setup_cpu_distributed
+        from mmdyn.utils.dist import close_distributed, setup_cpu_distributed
         setup_cpu_distributed(cfg, args.launcher)
 
         from mmengine.registry import RUNNERS
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.train()
+        close_distributed()
 
 
 if __name__ == '__main__':

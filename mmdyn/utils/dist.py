@@ -96,3 +96,15 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
             type='MMDynCPUDistributedDataParallel', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
     return True
+
+
+def close_distributed() -> None:
+    """After a successful run: wait for every rank, then destroy the default process group.
+
+    Left to interpreter shutdown, a CPU (gloo) process can abort with "terminate called without
+    an active exception" while the group's background threads are still alive. Nothing happens
+    when no group was initialised (single-process runs)."""
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

@@ -1,11 +1,11 @@
-"""mmdyn.utils.dist.setup_cpu_distributed: which model wrapper a distributed run gets."""
+"""mmdyn.utils.dist: which model wrapper a distributed run gets; closing the group."""
 import torch
 from mmengine.config import Config
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
 from mmdyn.utils.dist import (MMDynCPUDistributedDataParallel, MMDynDistributedDataParallel,
-                              setup_cpu_distributed)
+                              close_distributed, setup_cpu_distributed)
 
 
 def test_gpu_runs_get_the_mean_loss_wrapper(monkeypatch):
@@ -32,3 +32,20 @@ def test_wrappers_registered_and_related():
     assert issubclass(MMDynDistributedDataParallel, MMDistributedDataParallel)
     # the CPU wrapper keeps the mean-loss train_step of its parent
     assert MMDynCPUDistributedDataParallel.train_step is MMDynDistributedDataParallel.train_step
+
+
+def test_close_distributed(tmp_path):
+    """``tools/train.py`` and ``tools/test.py`` close the process group after a run: a no-op
+    without one, else the group is gone afterwards (a one-process gloo group here)."""
+    import torch.distributed as torch_dist
+    assert not torch_dist.is_initialized()
+    close_distributed()  # nothing to close
+    torch_dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
+                                  world_size=1)
+    try:
+        assert torch_dist.is_initialized()
+        close_distributed()
+        assert not torch_dist.is_initialized()
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
