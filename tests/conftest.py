@@ -75,3 +75,92 @@ def toy_coco(tmp_path_factory):
 @pytest.fixture(scope='session')
 def toy_imagenet(tmp_path_factory):
     return _make(tmp_path_factory, 'imagenet', num=8, num_val=4, size=(32, 32), seed=1)
+
+
+def _public_dvt_layout(model):
+    """A DVTClassifier's weights with the public DVT code's key names: exits
+    ``less_less_token`` / ``less_token`` / ``normal_token``, each a timm-style ViT (DeiT host:
+    ``patch_embed.proj``) or a public-code T2T-ViT (T2T host: ``tokens_to_token``), blocks with a
+    fused qkv, the reuse modules ``blocks.N.feature_resuse_mlp`` (LN + Mlp) and
+    ``relation_reuse_conv`` (1x1 convs). The test-side inverse of the library's converter."""
+    import torch
+    names = ('less_less_token', 'less_token', 'normal_token')
+    out = {}
+    for k, e in enumerate(model.exits):
+        n = names[k]
+        bb = e.backbone
+        if hasattr(bb, 'token1'):  # T2T host
+            for i, tok in ((1, bb.token1), (2, bb.token2)):
+                for key, v in tok.state_dict().items():
+                    out[f'{n}.tokens_to_token.attention{i}.{key}'] = v
+            out[f'{n}.tokens_to_token.project.weight'] = bb.project.weight
+            out[f'{n}.tokens_to_token.project.bias'] = bb.project.bias
+        else:
+            out[f'{n}.patch_embed.proj.weight'] = bb.patch_embed.projection.weight
+            out[f'{n}.patch_embed.proj.bias'] = bb.patch_embed.projection.bias
+        out[f'{n}.cls_token'] = bb.cls_token
+        out[f'{n}.pos_embed'] = bb.pos_embed
+        for i, blk in enumerate(bb.blocks):
+            p = f'{n}.blocks.{i}.'
+            out[p + 'attn.qkv.weight'] = torch.cat([blk.attn.q.weight, blk.attn.kv.weight])
+            if blk.attn.q.bias is not None:
+                out[p + 'attn.qkv.bias'] = torch.cat([blk.attn.q.bias, blk.attn.kv.bias])
+            out[p + 'attn.proj.weight'] = blk.attn.proj.weight
+            out[p + 'attn.proj.bias'] = blk.attn.proj.bias
+            for nm in ('norm1', 'norm2'):
+                out[p + f'{nm}.weight'] = getattr(blk, nm).weight
+                out[p + f'{nm}.bias'] = getattr(blk, nm).bias
+            for fc in ('fc1', 'fc2'):
+                out[p + f'mlp.{fc}.weight'] = getattr(blk.ffn, fc).weight
+                out[p + f'mlp.{fc}.bias'] = getattr(blk.ffn, fc).bias
+            if e.feature_reuse:
+                fm = e.feature_modules[i]
+                out[p + 'feature_resuse_mlp.0.weight'] = fm.norm.weight
+                out[p + 'feature_resuse_mlp.0.bias'] = fm.norm.bias
+                for fc in ('fc1', 'fc2'):
+                    out[p + f'feature_resuse_mlp.1.{fc}.weight'] = getattr(fm, fc).weight
+                    out[p + f'feature_resuse_mlp.1.{fc}.bias'] = getattr(fm, fc).bias
+        out[f'{n}.norm.weight'] = bb.norm.weight
+        out[f'{n}.norm.bias'] = bb.norm.bias
+        out[f'{n}.head.weight'] = e.head.fc.weight
+        out[f'{n}.head.bias'] = e.head.fc.bias
+        if e.relation_reuse:
+            r = e.relation_module
+            out[f'{n}.relation_reuse_conv.0.weight'] = r.fc1.weight[:, :, None, None]
+            out[f'{n}.relation_reuse_conv.0.bias'] = r.fc1.bias
+            out[f'{n}.relation_reuse_conv.2.weight'] = r.fc2.weight[:, :, None, None]
+            out[f'{n}.relation_reuse_conv.2.bias'] = r.fc2.bias
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+@pytest.fixture(scope='session')
+def public_dvt_layout():
+    """``fn(dvt_classifier) -> state dict`` in the public DVT code's layout (both hosts)."""
+    return _public_dvt_layout
+
+
+@pytest.fixture(scope='session')
+def train_tiny(tmp_path_factory):
+    """``fn(name, data_root, iters=2) -> (config, checkpoint)``: ``tools/train.py``, in this
+    process, on ``configs/_tiny_/<name>`` over a generated data set (a COCO config also gets
+    the set's annotation file for its evaluators)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_mmdyn_train_tool',
+                                                  osp.join(REPO, 'tools', 'train.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def train(name, data_root, iters=2):
+        wd = str(tmp_path_factory.mktemp(name[:-3]))
+        cfg = osp.join(REPO, 'configs', '_tiny_', name)
+        opts = [f'{s}_dataloader.dataset.data_root={data_root}' for s in ('train', 'val', 'test')]
+        if 'coco' in name:
+            ann = osp.join(data_root, 'annotations', 'instances_val2017.json')
+            opts += [f'{s}_evaluator.0.ann_file={ann}' for s in ('val', 'test')]
+        opts += [f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000']
+        tool.main([cfg, '--work-dir', wd, '--cfg-options', *opts])
+        ckpt = osp.join(wd, f'iter_{iters}.pth')
+        assert osp.isfile(ckpt)
+        return cfg, ckpt
+
+    return train

@@ -1,7 +1,6 @@
 """mmpretrain's inference APIs (init_model, ImageClassificationInferencer) on the DGE-DeiT, MSViT
 and DVT (early exit) classification configs of configs/_tiny_, with checkpoints written by
 tools/train.py on the generated ImageNet-layout data, run on real photographs (scikit-image)."""
-import importlib.util
 import os.path as osp
 
 import mmcv
@@ -17,22 +16,6 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLS = ['dge-deit-tiny_toy-imagenet.py', 'msvit-tiny_toy-imagenet.py', 'dvt-tiny_toy-imagenet.py']
 
 
-def train_tiny(tmp_path_factory, name, data_root, iters=2):
-    """tools/train.py (in this process) on a tiny config; returns (config, checkpoint)."""
-    spec = importlib.util.spec_from_file_location('_mmdyn_train_tool',
-                                                  osp.join(REPO, 'tools', 'train.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    wd = str(tmp_path_factory.mktemp(name[:-3]))
-    cfg = osp.join(REPO, 'configs', '_tiny_', name)
-    opts = [f'{s}_dataloader.dataset.data_root={data_root}' for s in ('train', 'val', 'test')]
-    opts += [f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000']
-    tool.main([cfg, '--work-dir', wd, '--cfg-options', *opts])
-    ckpt = osp.join(wd, f'iter_{iters}.pth')
-    assert osp.isfile(ckpt)
-    return cfg, ckpt
-
-
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
     from skimage import data
@@ -46,8 +29,8 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope='module', params=CLS)
-def trained(request, tmp_path_factory, toy_imagenet):
-    return train_tiny(tmp_path_factory, request.param, toy_imagenet)
+def trained(request, train_tiny, toy_imagenet):
+    return train_tiny(request.param, toy_imagenet)
 
 
 def _diversify(model, inferencer, photos):

@@ -1,7 +1,6 @@
 """mmdet's inference APIs (init_detector / inference_detector, DetInferencer) on the DGE
 (Mask R-CNN) and DiT (RetinaNet) detection configs of configs/_tiny_, with checkpoints written by
 tools/train.py on the generated COCO-layout data, run on real photographs (scikit-image)."""
-import importlib.util
 import os.path as osp
 
 import mmcv
@@ -14,24 +13,6 @@ from mmdyn.models.utils.records import get_record_collector
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET = ['maskrcnn_dge-pvt-tiny_toy-coco.py', 'retinanet_dit-tiny_toy-coco.py']
-
-
-def train_tiny(tmp_path_factory, name, data_root, iters=2):
-    """tools/train.py (in this process) on a tiny config; returns (config, checkpoint)."""
-    spec = importlib.util.spec_from_file_location('_mmdyn_train_tool',
-                                                  osp.join(REPO, 'tools', 'train.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    wd = str(tmp_path_factory.mktemp(name[:-3]))
-    cfg = osp.join(REPO, 'configs', '_tiny_', name)
-    ann = osp.join(data_root, 'annotations', 'instances_val2017.json')
-    opts = [f'{s}_dataloader.dataset.data_root={data_root}' for s in ('train', 'val', 'test')]
-    opts += [f'{s}_evaluator.0.ann_file={ann}' for s in ('val', 'test')]
-    opts += [f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000']
-    tool.main([cfg, '--work-dir', wd, '--cfg-options', *opts])
-    ckpt = osp.join(wd, f'iter_{iters}.pth')
-    assert osp.isfile(ckpt)
-    return cfg, ckpt
 
 
 @pytest.fixture(scope='module')
@@ -47,8 +28,8 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope='module', params=DET)
-def trained(request, tmp_path_factory, toy_coco):
-    return train_tiny(tmp_path_factory, request.param, toy_coco)
+def trained(request, train_tiny, toy_coco):
+    return train_tiny(request.param, toy_coco)
 
 
 def _check_instances(sample, h, w, masks):

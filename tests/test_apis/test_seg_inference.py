@@ -1,7 +1,6 @@
 """mmseg's inference APIs (init_model / inference_model, MMSegInferencer) on the DGE, DiT, DoViT
 and MSViT segmentation configs of configs/_tiny_, with checkpoints written by tools/train.py on
 the generated ADE20K-layout data, run on real photographs (scikit-image)."""
-import importlib.util
 import os.path as osp
 
 import mmcv
@@ -15,22 +14,6 @@ from mmdyn.models.utils.records import get_record_collector
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SEG = ['fpn_dge-pvt-tiny_toy-ade20k.py', 'fpn_dit-tiny_toy-ade20k.py',
        'setr_dovit-tiny_toy-ade20k.py', 'segmenter_msvit-tiny_toy-ade20k.py']
-
-
-def train_tiny(tmp_path_factory, name, data_root, iters=2):
-    """tools/train.py (in this process) on a tiny config; returns (config, checkpoint)."""
-    spec = importlib.util.spec_from_file_location('_mmdyn_train_tool',
-                                                  osp.join(REPO, 'tools', 'train.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    wd = str(tmp_path_factory.mktemp(name[:-3]))
-    cfg = osp.join(REPO, 'configs', '_tiny_', name)
-    opts = [f'{s}_dataloader.dataset.data_root={data_root}' for s in ('train', 'val', 'test')]
-    opts += [f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000']
-    tool.main([cfg, '--work-dir', wd, '--cfg-options', *opts])
-    ckpt = osp.join(wd, f'iter_{iters}.pth')
-    assert osp.isfile(ckpt)
-    return cfg, ckpt
 
 
 @pytest.fixture(scope='module')
@@ -48,8 +31,8 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope='module', params=SEG)
-def trained(request, tmp_path_factory, toy_ade20k):
-    return train_tiny(tmp_path_factory, request.param, toy_ade20k)
+def trained(request, train_tiny, toy_ade20k):
+    return train_tiny(request.param, toy_ade20k)
 
 
 def _diversify_gates(model, photo):

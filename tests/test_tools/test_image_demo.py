@@ -18,22 +18,6 @@ def _load(path, name):
     return module
 
 
-def train_tiny(tmp_path_factory, name, data_root, iters=2):
-    """tools/train.py (in this process) on a tiny config; returns (config, checkpoint)."""
-    tool = _load('tools/train.py', '_mmdyn_train_tool')
-    wd = str(tmp_path_factory.mktemp(name[:-3]))
-    cfg = osp.join(REPO, 'configs', '_tiny_', name)
-    opts = [f'{s}_dataloader.dataset.data_root={data_root}' for s in ('train', 'val', 'test')]
-    if 'coco' in name:
-        ann = osp.join(data_root, 'annotations', 'instances_val2017.json')
-        opts += [f'{s}_evaluator.0.ann_file={ann}' for s in ('val', 'test')]
-    opts += [f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000']
-    tool.main([cfg, '--work-dir', wd, '--cfg-options', *opts])
-    ckpt = osp.join(wd, f'iter_{iters}.pth')
-    assert osp.isfile(ckpt)
-    return cfg, ckpt
-
-
 def _photo(tmp_path_factory, name):
     from skimage import data
     path = str(tmp_path_factory.mktemp('photo') / f'{name}.png')
@@ -54,9 +38,9 @@ CASES = {
 
 
 @pytest.fixture(scope='module', params=sorted(CASES))
-def case(request, tmp_path_factory):
+def case(request, tmp_path_factory, train_tiny):
     name, data_fixture, photo, net_shape = CASES[request.param]
-    cfg, ckpt = train_tiny(tmp_path_factory, name, request.getfixturevalue(data_fixture))
+    cfg, ckpt = train_tiny(name, request.getfixturevalue(data_fixture))
     return request.param, cfg, ckpt, _photo(tmp_path_factory, photo), net_shape
 
 

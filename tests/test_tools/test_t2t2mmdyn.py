@@ -330,54 +330,7 @@ def test_dvt_exits_from_t2t_checkpoint(tmp_path, layout):
     assert torch.all(blk.norm2.weight[16:] == 1) and torch.all(blk.norm2.bias[16:] == 0)
 
 
-def to_public_dvt_t2t(model):
-    """A T2T-host DVTClassifier's weights in the public DVT code's layout (exits
-    less_less_token / less_token / normal_token, each a public-code T2T-ViT with the reuse
-    modules ``blocks.N.feature_resuse_mlp`` and ``relation_reuse_conv``)."""
-    names = ('less_less_token', 'less_token', 'normal_token')
-    out = {}
-    for k, e in enumerate(model.exits):
-        n = names[k]
-        bb = e.backbone
-        for i, tok in ((1, bb.token1), (2, bb.token2)):
-            for key, v in tok.state_dict().items():  # kqv, proj, norm1, norm2, mlp.0/2, w
-                out[f'{n}.tokens_to_token.attention{i}.{key}'] = v
-        out[f'{n}.tokens_to_token.project.weight'] = bb.project.weight
-        out[f'{n}.tokens_to_token.project.bias'] = bb.project.bias
-        out[f'{n}.cls_token'] = bb.cls_token
-        out[f'{n}.pos_embed'] = bb.pos_embed
-        for i, blk in enumerate(bb.blocks):
-            p = f'{n}.blocks.{i}.'
-            out[p + 'attn.qkv.weight'] = torch.cat([blk.attn.q.weight, blk.attn.kv.weight])
-            out[p + 'attn.proj.weight'] = blk.attn.proj.weight
-            out[p + 'attn.proj.bias'] = blk.attn.proj.bias
-            for nm in ('norm1', 'norm2'):
-                out[p + f'{nm}.weight'] = getattr(blk, nm).weight
-                out[p + f'{nm}.bias'] = getattr(blk, nm).bias
-            for fc in ('fc1', 'fc2'):
-                out[p + f'mlp.{fc}.weight'] = getattr(blk.ffn, fc).weight
-                out[p + f'mlp.{fc}.bias'] = getattr(blk.ffn, fc).bias
-            if e.feature_reuse:
-                fm = e.feature_modules[i]
-                out[p + 'feature_resuse_mlp.0.weight'] = fm.norm.weight
-                out[p + 'feature_resuse_mlp.0.bias'] = fm.norm.bias
-                for fc in ('fc1', 'fc2'):
-                    out[p + f'feature_resuse_mlp.1.{fc}.weight'] = getattr(fm, fc).weight
-                    out[p + f'feature_resuse_mlp.1.{fc}.bias'] = getattr(fm, fc).bias
-        out[f'{n}.norm.weight'] = bb.norm.weight
-        out[f'{n}.norm.bias'] = bb.norm.bias
-        out[f'{n}.head.weight'] = e.head.fc.weight
-        out[f'{n}.head.bias'] = e.head.fc.bias
-        if e.relation_reuse:
-            r = e.relation_module
-            out[f'{n}.relation_reuse_conv.0.weight'] = r.fc1.weight[:, :, None, None]
-            out[f'{n}.relation_reuse_conv.0.bias'] = r.fc1.bias
-            out[f'{n}.relation_reuse_conv.2.weight'] = r.fc2.weight[:, :, None, None]
-            out[f'{n}.relation_reuse_conv.2.bias'] = r.fc2.bias
-    return {k: v.detach().clone() for k, v in out.items()}
-
-
-def test_public_dvt_t2t_checkpoint(tmp_path):
+def test_public_dvt_t2t_checkpoint(tmp_path, public_dvt_layout):
     """The public DVT code's T2T-ViT releases (DVT_T2t_vit_12/14 layout) load into a T2T-host
     DVTClassifier with both reuses and compute the same."""
     exits = [dict(grid=2, soft_split=(14, 8, 3)), dict(grid=3, soft_split=(11, 5, 2)),
@@ -398,7 +351,7 @@ def test_public_dvt_t2t_checkpoint(tmp_path):
             p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1 if 'norm' in name and
                                                                name.endswith('weight') else 0))
     path = tmp_path / 'DVT_T2t_vit_tiny.pth'
-    torch.save(dict(model_state_dict=to_public_dvt_t2t(src), flops=[1., 2., 3.]), path)
+    torch.save(dict(model_state_dict=public_dvt_layout(src), flops=[1., 2., 3.]), path)
     torch.manual_seed(1)
     dst = build(dict(type='Pretrained', checkpoint=str(path)))
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(8))

@@ -417,54 +417,10 @@ def test_public_deit_tokenizers():
         b.flops(101) for b in vit.blocks)
 
 
-def to_official_layout(model):
-    """Write a DVTClassifier's weights with the public code's key names (timm blocks with a fused
-    qkv, ``feature_resuse_mlp`` = LN + Mlp, ``relation_reuse_conv`` = 1x1 convs)."""
-    names = ('less_less_token', 'less_token', 'normal_token')
-    out = {}
-    for k, e in enumerate(model.exits):
-        n = names[k]
-        bb = e.backbone
-        out[f'{n}.cls_token'] = bb.cls_token
-        out[f'{n}.pos_embed'] = bb.pos_embed
-        out[f'{n}.patch_embed.proj.weight'] = bb.patch_embed.projection.weight
-        out[f'{n}.patch_embed.proj.bias'] = bb.patch_embed.projection.bias
-        for i, blk in enumerate(bb.blocks):
-            p = f'{n}.blocks.{i}.'
-            out[p + 'attn.qkv.weight'] = torch.cat([blk.attn.q.weight, blk.attn.kv.weight])
-            out[p + 'attn.qkv.bias'] = torch.cat([blk.attn.q.bias, blk.attn.kv.bias])
-            out[p + 'attn.proj.weight'] = blk.attn.proj.weight
-            out[p + 'attn.proj.bias'] = blk.attn.proj.bias
-            for nm in ('norm1', 'norm2'):
-                out[p + f'{nm}.weight'] = getattr(blk, nm).weight
-                out[p + f'{nm}.bias'] = getattr(blk, nm).bias
-            for fc in ('fc1', 'fc2'):
-                out[p + f'mlp.{fc}.weight'] = getattr(blk.ffn, fc).weight
-                out[p + f'mlp.{fc}.bias'] = getattr(blk.ffn, fc).bias
-            if e.feature_reuse:
-                fm = e.feature_modules[i]
-                out[p + 'feature_resuse_mlp.0.weight'] = fm.norm.weight
-                out[p + 'feature_resuse_mlp.0.bias'] = fm.norm.bias
-                for fc in ('fc1', 'fc2'):
-                    out[p + f'feature_resuse_mlp.1.{fc}.weight'] = getattr(fm, fc).weight
-                    out[p + f'feature_resuse_mlp.1.{fc}.bias'] = getattr(fm, fc).bias
-        out[f'{n}.norm.weight'] = bb.norm.weight
-        out[f'{n}.norm.bias'] = bb.norm.bias
-        out[f'{n}.head.weight'] = e.head.fc.weight
-        out[f'{n}.head.bias'] = e.head.fc.bias
-        if e.relation_reuse:
-            r = e.relation_module
-            out[f'{n}.relation_reuse_conv.0.weight'] = r.fc1.weight[:, :, None, None]
-            out[f'{n}.relation_reuse_conv.0.bias'] = r.fc1.bias
-            out[f'{n}.relation_reuse_conv.2.weight'] = r.fc2.weight[:, :, None, None]
-            out[f'{n}.relation_reuse_conv.2.bias'] = r.fc2.bias
-    return {k: v.detach().clone() for k, v in out.items()}
-
-
-def test_load_public_checkpoint(tmp_path):
+def test_load_public_checkpoint(tmp_path, public_dvt_layout):
     src = make(reuse=True)
     path = tmp_path / 'dvt_official.pth'
-    torch.save(dict(model_state_dict=to_official_layout(src), flops=[1., 2., 3.]), path)
+    torch.save(dict(model_state_dict=public_dvt_layout(src), flops=[1., 2., 3.]), path)
     torch.manual_seed(123)
     dst = DVTClassifier(arch=TINY, exits=(2, 3, 4), patch_size=8, num_classes=NC,
                         init_cfg=dict(type='Pretrained', checkpoint=str(path)))
