@@ -9,16 +9,13 @@ loadable by ``mmdyn.PVT`` / ``mmdyn.PVTv2`` (``init_cfg=dict(type='Pretrained', 
 which would also accept SRC directly).
 """
 import argparse
-import os
 import os.path as osp
 import sys
-
-import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmdyn.models.utils.ckpt_convert import (  # noqa: E402
-    detect_pvt_layout, load_checkpoint_file, pvt_to_mmdyn, unwrap_state_dict)
+    detect_pvt_layout, load_checkpoint_file, pvt_to_mmdyn, save_converted, unwrap_state_dict)
 
 
 def main(argv=None):
@@ -29,10 +26,7 @@ def main(argv=None):
     ckpt = load_checkpoint_file(args.src)
     layout = detect_pvt_layout(unwrap_state_dict(ckpt))
     sd = pvt_to_mmdyn(ckpt)
-    if osp.dirname(args.dst):
-        os.makedirs(osp.dirname(args.dst), exist_ok=True)
-    torch.save({'state_dict': sd, 'meta': {'converted_from': layout}}, args.dst)
-    print(f'{args.src} ({layout} layout, {len(sd)} tensors) -> {args.dst}')
+    save_converted(sd, args.dst, layout, args.src)
 
 
 if __name__ == '__main__':

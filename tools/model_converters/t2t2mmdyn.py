@@ -23,18 +23,15 @@ The T2T token layers of a ``'transformer'`` checkpoint need ``token_type='transf
 config (mmpretrain's T2T-ViT_t models).
 """
 import argparse
-import os
 import os.path as osp
 import sys
-
-import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmdyn.models.backbones.t2t_vit import (_unwrap, detect_t2t_layout,  # noqa: E402
                                             t2t_to_mmdyn)
 from mmdyn.models.classifiers.dvt import t2t_to_dvt_exits  # noqa: E402
-from mmdyn.models.utils.ckpt_convert import load_checkpoint_file  # noqa: E402
+from mmdyn.models.utils.ckpt_convert import load_checkpoint_file, save_converted  # noqa: E402
 
 
 def convert(ckpt, dvt_exits: int = 0, use_ema: bool = False):
@@ -61,10 +58,7 @@ def main(argv=None):
     ckpt = load_checkpoint_file(args.src)
     layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
     sd = convert(ckpt, args.dvt_exits, args.ema)
-    if osp.dirname(args.dst):
-        os.makedirs(osp.dirname(args.dst), exist_ok=True)
-    torch.save({'state_dict': sd, 'meta': {'converted_from': layout}}, args.dst)
-    print(f'{args.src} ({layout} layout, {len(sd)} tensors) -> {args.dst}')
+    save_converted(sd, args.dst, layout, args.src)
     return 0
 
 

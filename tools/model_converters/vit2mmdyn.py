@@ -10,16 +10,13 @@ checkpoint=DST)``, which would also accept SRC directly). Classification heads a
 distillation token are dropped.
 """
 import argparse
-import os
 import os.path as osp
 import sys
-
-import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmdyn.models.utils.ckpt_convert import (  # noqa: E402
-    detect_vit_layout, load_checkpoint_file, vit_to_mmdyn, unwrap_state_dict)
+    detect_vit_layout, load_checkpoint_file, save_converted, unwrap_state_dict, vit_to_mmdyn)
 
 
 def main(argv=None):
@@ -30,10 +27,7 @@ def main(argv=None):
     ckpt = load_checkpoint_file(args.src)
     layout = detect_vit_layout(unwrap_state_dict(ckpt))
     sd = vit_to_mmdyn(ckpt)
-    if osp.dirname(args.dst):
-        os.makedirs(osp.dirname(args.dst), exist_ok=True)
-    torch.save({'state_dict': sd, 'meta': {'converted_from': layout}}, args.dst)
-    print(f'{args.src} ({layout} layout, {len(sd)} tensors) -> {args.dst}')
+    save_converted(sd, args.dst, layout, args.src)
 
 
 if __name__ == '__main__':

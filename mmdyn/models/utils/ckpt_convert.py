@@ -41,10 +41,22 @@ import torch
 
 __all__ = [
     'unwrap_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
-    'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted'
+    'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted',
+    'save_converted'
 ]
 
 StateDict = Dict[str, torch.Tensor]
+
+
+def save_converted(state_dict: StateDict, dst: str, layout: str, src: str = '?') -> None:
+    """Write a converted state dict as ``{'state_dict', 'meta': {'converted_from': layout}}``
+    (the converters in ``tools/model_converters``; parent folders are created) and say so."""
+    import os
+    import os.path as osp
+    if osp.dirname(dst):
+        os.makedirs(osp.dirname(dst), exist_ok=True)
+    torch.save({'state_dict': state_dict, 'meta': {'converted_from': layout}}, dst)
+    print(f'{src} ({layout} layout, {len(state_dict)} tensors) -> {dst}')
 
 
 def load_checkpoint_file(filename: str, logger=None):
