@@ -31,7 +31,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import trunc_normal_
 
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
@@ -41,9 +40,10 @@ from ..layers.gates import GumbelSoftmaxGate, categorical_eval, gumbel_softmax_s
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..layers.transformer_blocks import PVTBlock
 from ..losses.budget_loss import BudgetLoss
-from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn
+from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
+                                  pretrained_init_cfg, pvt_to_mmdyn)
 from ..utils.dynamic import DynamicModuleMixin
-from .pvt import PVTv2
+from .pvt import PVTv2, pvt_style_init
 
 __all__ = ['DiT']
 
@@ -188,11 +188,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                  act_cfg: dict = dict(type='GELU'),
                  pretrained: Optional[str] = None,
                  init_cfg=None):
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('give either pretrained or init_cfg, not both')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         # ------------------------------------------------------------ validation
         if isinstance(arch, str):
             if arch.lower() not in ('b1', 'b2', 'b3', 'b4', 'b5'):
@@ -372,21 +368,7 @@ class DiT(DynamicModuleMixin, BaseModule):
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):
-        for name, m in self.named_modules():
-            if 'gates' in name:
-                continue
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        pvt_style_init(m for name, m in self.named_modules() if 'gates' not in name)
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None and self.init_cfg is not None:
             super().init_weights()

@@ -18,11 +18,31 @@ from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
-from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn
+from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
+                                  pretrained_init_cfg, pvt_to_mmdyn)
 
 __all__ = ['PVT', 'PVTv2', 'PVTStage']
 
 _STAGE_KEYS = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios')
+
+
+def pvt_style_init(modules) -> None:
+    """The PVT family's generic initialisation of ``modules``: linear layers truncated normal
+    (std 0.02), norms to ones/zeros, convolutions normal with std ``sqrt(2 / fan_out)``
+    (biases zero)."""
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class PVTStage(BaseModule):
@@ -131,13 +151,7 @@ class PVT(BaseModule):
                  frozen_stages: int = -1,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('give either pretrained or init_cfg, not both')
-            if not isinstance(pretrained, str):
-                raise TypeError(f'pretrained must be a str or None, got {type(pretrained)}')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
 
         self.arch_settings = self._parse_arch(arch)
         s = self.arch_settings
@@ -221,19 +235,7 @@ class PVT(BaseModule):
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        pvt_style_init(self.modules())
         for st in self.stages:
             if st.pos_embed is not None:
                 trunc_normal_(st.pos_embed, std=.02)

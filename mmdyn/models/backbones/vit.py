@@ -19,7 +19,8 @@ from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
 from ..layers.transformer_blocks import ViTBlock
-from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, vit_to_mmdyn
+from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
+                                  pretrained_init_cfg, vit_to_mmdyn)
 
 __all__ = ['ViT']
 
@@ -94,13 +95,7 @@ class ViT(BaseModule):
                  frozen_stages: int = -1,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('give either pretrained or init_cfg, not both')
-            if not isinstance(pretrained, str):
-                raise TypeError(f'pretrained must be a str or None, got {type(pretrained)}')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         self.arch_settings = self._parse_arch(arch)
         s = self.arch_settings
         self.embed_dims = s['embed_dims']

@@ -42,7 +42,7 @@ import torch
 __all__ = [
     'unwrap_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
     'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted',
-    'save_converted'
+    'save_converted', 'pretrained_init_cfg'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -316,6 +316,19 @@ def vit_to_mmdyn(ckpt) -> StateDict:
     if layout in ('mmseg', 'mmpretrain'):
         return _vit_mm(sd, layout)
     return sd
+
+
+def pretrained_init_cfg(pretrained, init_cfg):
+    """A backbone's ``init_cfg`` given the legacy ``pretrained=PATH`` argument (the OpenMMLab
+    1.x spelling): ``dict(type='Pretrained', checkpoint=PATH)``; ``init_cfg`` as it is without
+    one. Giving both is an error."""
+    if pretrained is None:
+        return init_cfg
+    if init_cfg is not None:
+        raise ValueError('give either pretrained or init_cfg, not both')
+    if not isinstance(pretrained, str):
+        raise TypeError(f'pretrained must be a str or None, got {type(pretrained)}')
+    return dict(type='Pretrained', checkpoint=pretrained)
 
 
 def find_pretrained_cfg(init_cfg):
