@@ -5,20 +5,8 @@
 # (dge-pvt-s_4xb256_in1k-256px.py; init_cfg=dict(type='Pretrained', checkpoint=CLS_CKPT,
 # prefix='backbone.')); no such checkpoint was released, so the static PVT-S ImageNet weights
 # are loaded and the gates start at their own init (finest granularity with probability 0.95).
-_base_ = './fpn_pvt-s_4xb8-80k_ade20k-512x512.py'
+_base_ = ['./fpn_pvt-s_4xb8-80k_ade20k-512x512.py', './_base_/dge.py']
 
-model = dict(
-    backbone=dict(
-        type='mmdyn.DGEPVT',
-        granularities=(1, 2, 4),
-        budget=0.5,
-        budget_weight=1.0,
-        train_path='dense'))
-
-custom_hooks = [dict(type='mmdyn.DynamicStatsHook')]
-val_evaluator = [
-    dict(type='IoUMetric', iou_metrics=['mIoU']),
-    dict(type='mmdyn.ComplexityMetric')
-]
+model = dict(backbone={{_base_.dge_backbone}})
+val_evaluator = {{_base_.dge_evaluators.ade20k}}
 test_evaluator = val_evaluator
-find_unused_parameters = True

@@ -1,18 +1,9 @@
 # DiT-B2 plugged into mmdet's own atss R-50-FPN 1x config (paper Table 2 at 1280x800:
 # 247 GFLOPs, 51.2 AP (PVTv2-B2 258, 49.9)): only the backbone, the neck's input widths and the optimiser change.
-_base_ = ['mmdet::atss/atss_r50_fpn_1x_coco.py', './_base_/dit-b2_detector-plugin.py']
-custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
+_base_ = ['mmdet::atss/atss_r50_fpn_1x_coco.py', './_base_/mmdet-detector_dit-b2.py']
 
 model = dict(
-    backbone={{_base_.dit_b2_backbone}},
-    neck=dict(in_channels={{_base_.dit_b2_neck_in_channels}}))
+    backbone={{_base_.dit_b2_backbone}}, neck=dict(in_channels={{_base_.dit_b2_neck_in_channels}}))
 optim_wrapper = {{_base_.dit_optim_wrapper}}
-
-custom_hooks = {{_base_.dit_custom_hooks}}
-val_evaluator = [
-    dict(type='CocoMetric', ann_file='data/coco/annotations/instances_val2017.json',
-         metric='bbox', format_only=False, backend_args=None),
-    dict(type='mmdyn.ComplexityMetric')
-]
+val_evaluator = {{_base_.dit_coco_evaluators.bbox}}
 test_evaluator = val_evaluator
-find_unused_parameters = True

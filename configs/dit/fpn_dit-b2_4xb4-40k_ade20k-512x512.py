@@ -4,33 +4,15 @@
 # Weight decay is not given: 1e-4 as the PVTv2 Semantic FPN recipe. No DiT ImageNet checkpoint
 # was released: the backbone starts from the PVTv2-B2 ImageNet weights tiled over the routing
 # grid (every B[i][j] <- PVTv2 stage i, every P[i][j] <- patch embedding i+1; README).
-_base_ = '../baselines/fpn_pvtv2-b2_4xb8-40k_ade20k-512x512.py'
+_base_ = ['../baselines/fpn_pvtv2-b2_4xb8-40k_ade20k-512x512.py', './_base_/dense-backbones.py']
+# (mmdyn's hooks and find_unused_parameters come with _base_/dit-b2_detector-plugin.py)
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.DiT',
-        arch='b2',
-        num_stages=4,
-        routing='dynamic',
-        out_nodes='pvt',
-        budget=3.8 / 4.0,
-        budget_weight=0.8,
-        gate_momentum=0.999,
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://github.com/whai362/PVT/releases/download/v2/pvt_v2_b2.pth')))
-
+model = dict(backbone={{_base_.dit_b2_backbone}})
 # 4 GPUs x 4 images = 16 images per iteration
 train_dataloader = dict(batch_size=4)
 optim_wrapper = dict(optimizer=dict(lr=1e-4, weight_decay=1e-4))
-
-custom_hooks = [dict(type='mmdyn.DynamicStatsHook'), dict(type='mmdyn.GateMomentumHook')]
 val_evaluator = [
     dict(type='IoUMetric', iou_metrics=['mIoU']),
     dict(type='mmdyn.ComplexityMetric')
 ]
 test_evaluator = val_evaluator
-find_unused_parameters = True

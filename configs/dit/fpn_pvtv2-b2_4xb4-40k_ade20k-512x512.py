@@ -5,18 +5,8 @@
 # 32).
 _base_ = './fpn_dit-b2_4xb4-40k_ade20k-512x512.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.PVTv2',
-        arch='b2',
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://github.com/whai362/PVT/releases/download/v2/pvt_v2_b2.pth')))
-
+model = dict(backbone=dict(_delete_=True, **_base_.pvtv2_ade_sizes.b2))
 custom_hooks = []
-val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU'])]
+val_evaluator = _base_.val_evaluator[:-1]  # all but mmdyn.ComplexityMetric
 test_evaluator = val_evaluator
 find_unused_parameters = False

@@ -4,21 +4,8 @@
 # DiT's.
 _base_ = './retinanet_dit-b4_fpn_1x_coco.py'
 
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.PVTv2',
-        arch='b4',
-        drop_path_rate=0.3,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://github.com/whai362/PVT/releases/download/v2/pvt_v2_b4.pth')))
-
+model = dict(backbone=dict(_delete_=True, **_base_.pvtv2_coco_sizes.b4))
 custom_hooks = []
-val_evaluator = [
-    dict(type='CocoMetric', ann_file='data/coco/annotations/instances_val2017.json',
-         metric='bbox', format_only=False, backend_args=None)
-]
+val_evaluator = _base_.val_evaluator[:-1]  # all but mmdyn.ComplexityMetric
 test_evaluator = val_evaluator
 find_unused_parameters = False

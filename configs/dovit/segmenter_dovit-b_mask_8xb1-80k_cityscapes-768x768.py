@@ -3,22 +3,14 @@
 # decisions after blocks 3, 6, 9, 1x1-conv auxiliary heads (alpha = 1.0), token merging, pixel-KL
 # self-distillation (beta = 0.4); in training the threshold falls linearly from 1.0 to xi over the
 # first 70k iterations (public recipe), resumable through mmdyn.DynamicScheduleHook.
-_base_ = './segmenter_vit-b_mask_8xb1-80k_cityscapes-768x768.py'
+_base_ = ['./segmenter_vit-b_mask_8xb1-80k_cityscapes-768x768.py', './_base_/dovit.py']
 
 xi = 0.985
 teacher_cfg = '{{fileDirname}}/segmenter_vit-b_mask_8xb1-80k_cityscapes-768x768.py'
 teacher_ckpt = 'work_dirs/segmenter_vit-b_mask_8xb1-80k_cityscapes-768x768/iter_80000.pth'
 model = dict(
-    type='mmdyn.DoViTEncoderDecoder',
-    aux_loss_weight=1.0,
-    distill_loss=dict(temperature=1.0, loss_weight=0.4),
-    backbone=dict(
-        type='mmdyn.DoViT',
-        num_classes=19,
-        decision_layers=(3, 6, 9),
-        threshold=xi,
-        train_threshold=1.0,
-        merge_tokens=True))
+    _base_.dovit_segmentor,
+    backbone=dict(_base_.dovit_backbone, num_classes=19, threshold=xi, train_threshold=1.0))
 
 custom_hooks = [
     dict(type='mmdyn.DynamicStatsHook'),
@@ -29,6 +21,5 @@ custom_hooks = [
     dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
          teacher_checkpoint=teacher_ckpt),
 ]
-find_unused_parameters = True
-val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']), dict(type='mmdyn.ComplexityMetric')]
+val_evaluator = {{_base_.dovit_evaluators}}
 test_evaluator = val_evaluator

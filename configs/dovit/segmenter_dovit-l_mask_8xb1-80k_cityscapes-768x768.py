@@ -14,12 +14,8 @@ model = dict(
     decode_head=dict(in_channels=1024, channels=1024, embed_dims=1024, num_heads=16))
 teacher_cfg = '{{fileDirname}}/segmenter_vit-l_mask_8xb1-80k_cityscapes-768x768.py'
 teacher_ckpt = 'work_dirs/segmenter_vit-l_mask_8xb1-80k_cityscapes-768x768/iter_80000.pth'
+# the parent's hooks, with the distillation hook pointed at this config's teacher
 custom_hooks = [
-    dict(type='mmdyn.DynamicStatsHook'),
-    dict(type='mmdyn.DynamicScheduleHook', schedules=[
-        dict(path='backbone.train_threshold', type='linear', start_value=1.0, end_value=xi,
-             begin=0, end=70000),
-    ]),
-    dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
-         teacher_checkpoint=teacher_ckpt),
+    dict(hook, teacher_cfg=teacher_cfg, teacher_checkpoint=teacher_ckpt)
+    if hook.type == 'mmdyn.SelfDistillationHook' else hook for hook in _base_.custom_hooks
 ]

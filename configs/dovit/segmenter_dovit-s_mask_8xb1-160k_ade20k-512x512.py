@@ -4,22 +4,14 @@
 # merging, pixel-KL self-distillation from the trained static segmentor (beta = 0.4). In training
 # the threshold falls linearly from 1.0 (nothing stops) to xi over the first 140k iterations
 # (mmdyn.DynamicScheduleHook on backbone.train_threshold, resumable); evaluation always uses xi.
-_base_ = './segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py'
+_base_ = ['./segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', './_base_/dovit.py']
 
 xi = 0.96
 teacher_cfg = '{{fileDirname}}/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py'
 teacher_ckpt = 'work_dirs/segmenter_vit-s_mask_8xb1-160k_ade20k-512x512/iter_160000.pth'
 model = dict(
-    type='mmdyn.DoViTEncoderDecoder',
-    aux_loss_weight=1.0,
-    distill_loss=dict(temperature=1.0, loss_weight=0.4),
-    backbone=dict(
-        type='mmdyn.DoViT',
-        num_classes=150,
-        decision_layers=(3, 6, 9),
-        threshold=xi,
-        train_threshold=1.0,
-        merge_tokens=True))
+    _base_.dovit_segmentor,
+    backbone=dict(_base_.dovit_backbone, num_classes=150, threshold=xi, train_threshold=1.0))
 
 custom_hooks = [
     dict(type='mmdyn.DynamicStatsHook'),
@@ -30,6 +22,5 @@ custom_hooks = [
     dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
          teacher_checkpoint=teacher_ckpt),
 ]
-find_unused_parameters = True
-val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']), dict(type='mmdyn.ComplexityMetric')]
+val_evaluator = {{_base_.dovit_evaluators}}
 test_evaluator = val_evaluator

@@ -6,7 +6,7 @@
 _base_ = [
     'mmseg::_base_/models/segmenter_vit-b16_mask.py',
     'mmseg::_base_/datasets/cityscapes_768x768.py', 'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_80k.py'
+    'mmseg::_base_/schedules/schedule_80k.py', './_base_/vit-hosts.py'
 ]
 custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
 
@@ -17,15 +17,9 @@ model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
     backbone=dict(
-        _delete_=True,
-        type='mmdyn.ViT',
+        _base_.segmenter_vit_host,
         arch='vit-b',
         img_size=crop_size,
-        patch_size=16,
-        out_indices=(11, ),
-        final_norm=True,
-        drop_path_rate=0.1,
-        interpolate_mode='bicubic',
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
     decode_head=dict(num_classes=19),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(512, 512)))

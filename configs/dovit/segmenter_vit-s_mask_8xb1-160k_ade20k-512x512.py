@@ -4,7 +4,8 @@
 # ViT-S host initialised from mmseg's ViT-S/16-384 checkpoint (layout converted on load).
 _base_ = [
     'mmseg::_base_/models/segmenter_vit-b16_mask.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
+    './_base_/vit-hosts.py'
 ]
 custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
 
@@ -15,15 +16,9 @@ model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
     backbone=dict(
-        _delete_=True,
-        type='mmdyn.ViT',
+        _base_.segmenter_vit_host,
         arch='vit-s',
         img_size=crop_size,
-        patch_size=16,
-        out_indices=(11, ),
-        final_norm=True,
-        drop_path_rate=0.1,
-        interpolate_mode='bicubic',
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
     decode_head=dict(
         in_channels=384, channels=384, embed_dims=384, num_heads=6, num_layers=2,

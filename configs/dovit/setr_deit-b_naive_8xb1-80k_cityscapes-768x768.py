@@ -2,9 +2,4 @@
 # iterations; as ./setr_vit-b_naive_8xb1-80k_cityscapes-768x768.py with DeiT-B weights.
 _base_ = './setr_vit-b_naive_8xb1-80k_cityscapes-768x768.py'
 
-model = dict(
-    backbone=dict(
-        arch='deit-b',
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth')))
+model = dict(backbone={{_base_.setr_deit_b_host}})

@@ -2,9 +2,4 @@
 # as ./setr_vit-b_pup_8xb2-160k_ade20k-512x512.py with DeiT-B weights.
 _base_ = './setr_vit-b_pup_8xb2-160k_ade20k-512x512.py'
 
-model = dict(
-    backbone=dict(
-        arch='deit-b',
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth')))
+model = dict(backbone={{_base_.setr_deit_b_host}})

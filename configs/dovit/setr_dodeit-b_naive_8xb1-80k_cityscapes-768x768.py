@@ -2,16 +2,11 @@
 # (Table 1): ./setr_dovit-b_naive_8xb1-80k_cityscapes-768x768.py with DeiT-B weights, distilled
 # from ./setr_deit-b_naive_8xb1-80k_cityscapes-768x768.py.
 _base_ = './setr_dovit-b_naive_8xb1-80k_cityscapes-768x768.py'
-model = dict(
-    backbone=dict(
-        arch='deit-b',
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth')))
+model = dict(backbone={{_base_.setr_deit_b_host}})
 teacher_cfg = '{{fileDirname}}/setr_deit-b_naive_8xb1-80k_cityscapes-768x768.py'
 teacher_ckpt = 'work_dirs/setr_deit-b_naive_8xb1-80k_cityscapes-768x768/iter_80000.pth'
+# the parent's hooks, with the distillation hook pointed at this config's teacher
 custom_hooks = [
-    dict(type='mmdyn.DynamicStatsHook'),
-    dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
-         teacher_checkpoint=teacher_ckpt),
+    dict(hook, teacher_cfg=teacher_cfg, teacher_checkpoint=teacher_ckpt)
+    if hook.type == 'mmdyn.SelfDistillationHook' else hook for hook in _base_.custom_hooks
 ]

@@ -3,17 +3,11 @@
 # distilled from ./setr_deit-b_pup_8xb2-160k_ade20k-512x512.py.
 _base_ = './setr_dovit-b_pup_8xb2-160k_ade20k-512x512.py'
 xi = 0.96
-model = dict(
-    backbone=dict(
-        arch='deit-b',
-        threshold=xi,
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth')))
+model = dict(backbone=dict(_base_.setr_deit_b_host, threshold=xi))
 teacher_cfg = '{{fileDirname}}/setr_deit-b_pup_8xb2-160k_ade20k-512x512.py'
 teacher_ckpt = 'work_dirs/setr_deit-b_pup_8xb2-160k_ade20k-512x512/iter_160000.pth'
+# the parent's hooks, with the distillation hook pointed at this config's teacher
 custom_hooks = [
-    dict(type='mmdyn.DynamicStatsHook'),
-    dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
-         teacher_checkpoint=teacher_ckpt),
+    dict(hook, teacher_cfg=teacher_cfg, teacher_checkpoint=teacher_ckpt)
+    if hook.type == 'mmdyn.SelfDistillationHook' else hook for hook in _base_.custom_hooks
 ]

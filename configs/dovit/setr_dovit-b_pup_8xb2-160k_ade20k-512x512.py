@@ -4,21 +4,14 @@
 # alpha = 1.0, Eq. 10), token merging on, pixel-KL self-distillation (beta = 0.4, Eq. 11) from the
 # trained static segmentor (frozen teacher, run by mmdyn.SelfDistillationHook). The DoViT
 # auxiliary heads take the place of SETR's three auxiliary heads.
-_base_ = './setr_vit-b_pup_8xb2-160k_ade20k-512x512.py'
+_base_ = ['./setr_vit-b_pup_8xb2-160k_ade20k-512x512.py', './_base_/dovit.py']
 
 xi = 0.985
 teacher_cfg = '{{fileDirname}}/setr_vit-b_pup_8xb2-160k_ade20k-512x512.py'
 teacher_ckpt = 'work_dirs/setr_vit-b_pup_8xb2-160k_ade20k-512x512/iter_160000.pth'
 model = dict(
-    type='mmdyn.DoViTEncoderDecoder',
-    aux_loss_weight=1.0,
-    distill_loss=dict(temperature=1.0, loss_weight=0.4),
-    backbone=dict(
-        type='mmdyn.DoViT',
-        num_classes=150,
-        decision_layers=(3, 6, 9),
-        threshold=xi,
-        merge_tokens=True),
+    _base_.dovit_segmentor,
+    backbone=dict(_base_.dovit_backbone, num_classes=150, threshold=xi),
     auxiliary_head=None)
 
 custom_hooks = [
@@ -26,6 +19,5 @@ custom_hooks = [
     dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
          teacher_checkpoint=teacher_ckpt),
 ]
-find_unused_parameters = True
-val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']), dict(type='mmdyn.ComplexityMetric')]
+val_evaluator = {{_base_.dovit_evaluators}}
 test_evaluator = val_evaluator

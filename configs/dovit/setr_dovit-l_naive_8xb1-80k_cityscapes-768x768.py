@@ -12,8 +12,8 @@ model = dict(
     decode_head=dict(in_channels=1024))
 teacher_cfg = '{{fileDirname}}/setr_vit-l_naive_8xb1-80k_cityscapes-768x768.py'
 teacher_ckpt = 'work_dirs/setr_vit-l_naive_8xb1-80k_cityscapes-768x768/iter_80000.pth'
+# the parent's hooks, with the distillation hook pointed at this config's teacher
 custom_hooks = [
-    dict(type='mmdyn.DynamicStatsHook'),
-    dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
-         teacher_checkpoint=teacher_ckpt),
+    dict(hook, teacher_cfg=teacher_cfg, teacher_checkpoint=teacher_ckpt)
+    if hook.type == 'mmdyn.SelfDistillationHook' else hook for hook in _base_.custom_hooks
 ]

@@ -4,14 +4,12 @@
 # beta = 0.4) on the small host, distilled from ./setr_vit-s_pup_8xb2-160k_ade20k-512x512.py.
 _base_ = './setr_dovit-b_pup_8xb2-160k_ade20k-512x512.py'
 model = dict(
-    backbone=dict(
-        arch='vit-s',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_small_p16_384.pth')),
+    backbone={{_base_.setr_vit_s_host}},
     decode_head=dict(in_channels=384))
 teacher_cfg = '{{fileDirname}}/setr_vit-s_pup_8xb2-160k_ade20k-512x512.py'
 teacher_ckpt = 'work_dirs/setr_vit-s_pup_8xb2-160k_ade20k-512x512/iter_160000.pth'
+# the parent's hooks, with the distillation hook pointed at this config's teacher
 custom_hooks = [
-    dict(type='mmdyn.DynamicStatsHook'),
-    dict(type='mmdyn.SelfDistillationHook', teacher_cfg=teacher_cfg,
-         teacher_checkpoint=teacher_ckpt),
+    dict(hook, teacher_cfg=teacher_cfg, teacher_checkpoint=teacher_ckpt)
+    if hook.type == 'mmdyn.SelfDistillationHook' else hook for hook in _base_.custom_hooks
 ]

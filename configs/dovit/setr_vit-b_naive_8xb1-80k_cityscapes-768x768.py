@@ -3,7 +3,8 @@
 # lr 1e-2, no weight decay, heads at 10x lr, slide test 768/512) with mmdyn's ViT-B host.
 _base_ = [
     'mmseg::_base_/models/setr_naive.py', 'mmseg::_base_/datasets/cityscapes_768x768.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py',
+    './_base_/vit-hosts.py'
 ]
 custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
 
@@ -19,23 +20,9 @@ setr_aux_head = dict(
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.ViT',
-        arch='vit-b',
-        img_size=crop_size,
-        patch_size=16,
-        out_indices=(2, 5, 8, 11),
-        final_norm=False,
-        drop_rate=0.,
-        interpolate_mode='bicubic',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_base_p16_384.pth')),
+    backbone=dict(_base_.setr_vit_b_host, img_size=crop_size),
     decode_head=dict(in_channels=768, in_index=3, num_classes=num_classes),
-    auxiliary_head=[
-        dict(setr_aux_head, in_index=0),
-        dict(setr_aux_head, in_index=1),
-        dict(setr_aux_head, in_index=2),
-    ],
+    auxiliary_head=[dict(setr_aux_head, in_index=i) for i in range(3)],
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(512, 512)))
 
 optim_wrapper = dict(

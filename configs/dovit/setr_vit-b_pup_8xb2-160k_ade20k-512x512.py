@@ -5,7 +5,8 @@
 # the others SETR's three auxiliary heads.
 _base_ = [
     'mmseg::_base_/models/setr_pup.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
+    './_base_/vit-hosts.py'
 ]
 custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
 
@@ -21,23 +22,9 @@ setr_aux_head = dict(
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.ViT',
-        arch='vit-b',
-        img_size=crop_size,
-        patch_size=16,
-        out_indices=(2, 5, 8, 11),
-        final_norm=False,
-        drop_rate=0.,
-        interpolate_mode='bicubic',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_base_p16_384.pth')),
+    backbone=dict(_base_.setr_vit_b_host, img_size=crop_size),
     decode_head=dict(in_channels=768, in_index=3, num_classes=num_classes),
-    auxiliary_head=[
-        dict(setr_aux_head, in_index=0),
-        dict(setr_aux_head, in_index=1),
-        dict(setr_aux_head, in_index=2),
-    ],
+    auxiliary_head=[dict(setr_aux_head, in_index=i) for i in range(3)],
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
 optim_wrapper = dict(

@@ -3,8 +3,6 @@
 _base_ = './setr_vit-b_naive_8xb1-80k_cityscapes-768x768.py'
 setr_aux_head = dict(_base_.setr_aux_head, in_channels=384)
 model = dict(
-    backbone=dict(
-        arch='vit-s',
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_small_p16_384.pth')),
+    backbone={{_base_.setr_vit_s_host}},
     decode_head=dict(in_channels=384),
     auxiliary_head=[dict(setr_aux_head, in_index=i) for i in range(3)])
