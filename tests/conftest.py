@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -17,6 +18,16 @@ def _no_default_scope_from_earlier_tests():
     DefaultScope._instance_dict.clear()
     yield
     DefaultScope._instance_dict.clear()
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One intra-op thread for a test module (tiny maps: faster than contended parallelism);
+    a module opts in with ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='session')

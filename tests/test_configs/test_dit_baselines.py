@@ -64,12 +64,7 @@ def _cached_mim_index():
     cfg_utils._get_cfg_metainfo = orig
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @functools.lru_cache(maxsize=None)

@@ -39,12 +39,7 @@ TINY = dict(embed_dims=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 1,
             mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 2, 1])
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(autouse=True, scope='module')

@@ -50,12 +50,7 @@ PLUGIN_VARS = {'dit_b2_backbone', 'dit_b2_neck_in_channels', 'dit_optim_wrapper'
                'dit_custom_hooks'}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 _CACHE = {}

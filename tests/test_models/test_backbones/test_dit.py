@@ -9,13 +9,7 @@ from mmdyn.models.backbones.pvt import PVTv2
 from mmdyn.models.utils.dynamic import full_compute
 from mmdyn.registry import MODELS
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny maps: one thread is faster than contended intra-op parallelism."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 TINY = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 1, 2],

@@ -11,12 +11,7 @@ from mmdyn.models.utils.dynamic import collect_dynamic_records
 from mmdyn.registry import MODELS
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 TINY = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 1, 2],
