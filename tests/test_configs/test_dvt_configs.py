@@ -14,7 +14,7 @@ import mmdyn  # noqa: F401
 from mmdyn.models.utils.records import attach_dynamic_records
 
 # tiny models: one thread avoids oversubscribing the shared CPUs (much faster here)
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DVT = osp.join(REPO, 'configs', 'dvt')
 IN1K = ['dvt_deit-s_8xb128_in1k.py', 'dvt-2exit_deit-s_8xb128_in1k.py',

@@ -13,7 +13,7 @@ import mmdyn  # noqa: F401
 from mmdyn.analysis.complexity import build_model_from_cfg, generated_batch, load_config
 from mmdyn.models.classifiers.dvt import MAX_EXIT_THRESHOLD, DVTClassifier, exits_at
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 # tiny models: one thread avoids oversubscribing the shared CPUs (much faster here)
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 spec = importlib.util.spec_from_file_location(
     '_mmdyn_tool_dvt_thresholds', osp.join(REPO, 'tools', 'analysis_tools',

@@ -17,7 +17,7 @@ from mmdyn.models.utils.records import attach_dynamic_records
 from mmdyn.registry import MODELS
 
 # tiny models: one thread avoids oversubscribing the shared CPUs (much faster here)
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')
 TINY = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
 NC = 5
 
@@ -121,12 +121,26 @@ def test_upsample_relation_carries_cls_and_is_2d():
         assert torch.equal(up[:, :, 1 + q, 0], rel[:, :, 1 + (q // 4 // 2) * 2 + (q % 4) // 2, 0])
 
 
-def mixed_thresholds(m, x):
-    """Thresholds at the median confidence of exits 1..K-1 so that images spread over exits."""
+def mixed_thresholds(m, x, margin=1e-5):
+    """Thresholds between two neighbouring confidences near the middle of the batch, for
+    exits 1..K-1, so that images spread over the exits.
+
+    A threshold equal to one image's own confidence would make its exit depend on float
+    round-off (a batch and a single image run different kernels, about 1e-7 apart): the
+    threshold sits halfway between two neighbouring confidences, at least ``margin`` from both.
+    """
     with torch.no_grad():
         outs = m.run_all(x)
-    conf = [o.softmax(-1).max(-1).values for o in outs[:-1]]
-    return [float(c.median()) for c in conf], outs
+    th = []
+    for o in outs[:-1]:
+        c = o.softmax(-1).max(-1).values.sort().values.tolist()
+        n = len(c)
+        # the split nearest the middle of the batch whose neighbours are far enough apart
+        cut = next((j for j in sorted(range(1, n), key=lambda j: abs(2 * j - n))
+                    if c[j] - c[j - 1] > 2 * margin), None)
+        assert cut is not None, f'confidences too close to split the batch: {c}'
+        th.append((c[cut - 1] + c[cut]) / 2)
+    return th, outs
 
 
 @pytest.mark.parametrize('reuse', [True, False])
