@@ -1,0 +1,108 @@
+"""Shared pieces of the learning checks: data, metrics, static-size matching, summaries.
+
+A learning check trains a tiny model of one method on the project's generated scenes
+(:mod:`mmdyn.datasets.toy`: textured shapes on a nearly flat background) and measures two
+claims of the paper:
+
+* **where compute goes**: the learned decisions spend more compute on the shapes than on the
+  background (or, for early exits, easy images leave earlier);
+* **accuracy per FLOP**: at matched realised FLOPs the dynamic model is at least as accurate as
+  its static host made equally cheap in the obvious way (a smaller input), trained for the same
+  number of iterations.
+
+Each method's protocol lives in its own module of this package and returns plain dicts, so the
+tool (``tools/analysis_tools/learning_check.py``) and the tests share one implementation.
+"""
+import contextlib
+import logging
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mmdyn.datasets.toy import draw_scene
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Run a block with ``n`` intra-op threads (tiny models: one thread is fastest) and
+    without mmengine's per-parameter initialisation log."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    old, level = torch.get_num_threads(), logger.level
+    torch.set_num_threads(n)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+        logger.setLevel(level)
+
+
+def scenes(rng: np.random.Generator, n: int, size: int,
+           num_objects: Tuple[int, int] = (1, 3)) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` generated scenes: images in [-1, 1] (NCHW float) and labels (0 background,
+    1..4 the shape classes)."""
+    imgs, labels = [], []
+    for _ in range(n):
+        img, instances = draw_scene(rng, (size, size), num_objects=num_objects)
+        lbl = np.zeros((size, size), np.int64)
+        for inst in instances:
+            lbl[inst.mask] = inst.cls + 1
+        imgs.append(img)
+        labels.append(lbl)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, torch.from_numpy(np.stack(labels))
+
+
+def mean_iou(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
+    """Mean over classes of intersection over union (a class absent from both counts 1)."""
+    ious = []
+    for c in range(num_classes):
+        p, t = pred == c, label == c
+        union = int((p | t).sum())
+        ious.append(1.0 if union == 0 else int((p & t).sum()) / union)
+    return float(np.mean(ious))
+
+
+def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    pos, neg = pos.flatten().double(), neg.flatten().double()
+    if not len(pos) or not len(neg):
+        return float('nan')
+    d = pos[:, None] - neg[None, :]
+    return ((d > 0).double().mean() + 0.5 * (d == 0).double().mean()).item()
+
+
+def paint(region_map: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``[B, gh, gw]`` per-region values -> ``[B, H, W]`` (each region painted over its
+    pixels; the grid divides the size)."""
+    sh, sw = size[0] // region_map.shape[-2], size[1] // region_map.shape[-1]
+    return region_map.repeat_interleave(sh, -2).repeat_interleave(sw, -1)
+
+
+def closest_static_size(flops_of: Callable[[Tuple[int, int]], float], target: float,
+                        sizes: Iterable[int]) -> Tuple[Tuple[int, int], float]:
+    """The ``(H, W)`` (both from ``sizes``) whose static FLOPs are closest to ``target``,
+    and those FLOPs."""
+    best = None
+    for h in sizes:
+        for w in sizes:
+            f = float(flops_of((h, w)))
+            if best is None or abs(f - target) < abs(best[1] - target):
+                best = ((h, w), f)
+    return best
+
+
+def seed_summary(runs: Sequence[Dict], claims: Dict[str, Callable[[Dict], bool]]) -> Dict:
+    """How many seeds each claim holds for: ``{claim: [held per seed]}``."""
+    return {name: [bool(fn(r)) for r in runs] for name, fn in claims.items()}
+
+
+def table(rows: List[Dict], keys: Sequence[str]) -> str:
+    """A Markdown table of ``rows`` (floats with 3 decimals)."""
+    def fmt(v):
+        return f'{v:.3f}' if isinstance(v, float) else str(v)
+    out = ['| ' + ' | '.join(keys) + ' |', '|' + ' --- |' * len(keys)]
+    out += ['| ' + ' | '.join(fmt(r.get(k, '')) for k in keys) + ' |' for r in rows]
+    return '\n'.join(out)
