@@ -1,0 +1,177 @@
+"""DGE learning check: fine queries on the shapes, and accuracy per FLOP against a smaller
+static input.
+
+The paper's dense-task recipe in miniature (a trained host fine-tuned with DGE):
+
+1. a tiny two-stage static PVT (``DGEPVT(dge=False)``, 3 blocks) with a 1x1 segmentation head
+   on both stages trains ``warmup`` iterations (batch 8, AdamW lr 3e-3, cross-entropy) on 512
+   64x64 scenes of :func:`mmdyn.datasets.toy.draw_scene` (the generator behind the toy ADE20K
+   set: a flat background and 1-3 textured shapes; labels: background + the 4 shape classes);
+2. its weights load into the same host with DGE (the paper's gate: ``Linear(C, K)`` on each
+   region's average token, Phi = {1, 2, 4}, ``init_prob`` 0.95, budget ``gamma``,
+   lambda = 1; only the gates are new) and training goes on for ``iters`` iterations with the
+   budget loss;
+3. on 64 new scenes: the share of shape pixels and of background pixels whose query is at
+   granularity 1 (the finest), averaged over the three DGE layers, the mIoU and the realised
+   FLOPs per image.
+
+The static host made equally cheap: the same PVT on the input resized to the size whose FLOPs
+are closest to the dynamic model's realised FLOPs, trained ``warmup + iters`` iterations, its
+logits up-sampled to the full size.
+"""
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .common import closest_static_size, mean_iou, num_threads, paint, scenes
+
+SIZE = 64
+NUM_CLASSES = 5  # background + the four shape classes
+TINY = dict(embed_dims=[16, 32], depths=[2, 1], num_heads=[1, 2], mlp_ratios=[2, 2],
+            sr_ratios=[4, 2])
+HOST = dict(arch=TINY, patch_sizes=(4, 2), pretrain_img_size=SIZE, drop_path_rate=0.,
+            out_indices=(0, 1))
+RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3)
+#: Static input sides tried when matching FLOPs (multiples of the total stride 8).
+STATIC_SIDES = tuple(range(24, SIZE + 1, 8))
+DEFAULT_TARGETS = (0.2, )
+
+
+class TinySegmenter(nn.Module):
+    """The backbone's two stages, concatenated at stride 4, a 1x1 classifier, bilinear up to
+    ``out_size``; the input is resized to ``in_size`` first when one is given."""
+
+    def __init__(self, backbone, in_size=None, out_size=(SIZE, SIZE)):
+        super().__init__()
+        self.backbone = backbone
+        self.in_size = None if in_size is None else tuple(in_size)
+        self.out_size = tuple(out_size)
+        self.head = nn.Conv2d(sum(TINY['embed_dims']), NUM_CLASSES, 1)
+
+    def forward(self, x):
+        if self.in_size is not None and tuple(x.shape[-2:]) != self.in_size:
+            x = F.interpolate(x, size=self.in_size, mode='bilinear', align_corners=False,
+                              antialias=True)
+        f0, f1 = self.backbone(x)
+        f = torch.cat([f0, F.interpolate(f1, size=f0.shape[-2:], mode='nearest')], 1)
+        return F.interpolate(self.head(f), size=self.out_size, mode='bilinear',
+                             align_corners=False)
+
+
+def _fit(model, data, iters, gen, batch, lr, budget=False):
+    x_train, y_train = data
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.)
+    model.train()
+    for _ in range(iters):
+        idx = torch.randint(0, len(x_train), (batch, ), generator=gen)
+        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+        if budget:
+            loss = loss + model.backbone.aux_losses.pop('loss_budget')
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def make_data(seed: int = 0):
+    """Training scenes are drawn per seed inside :func:`run`; this gives the validation set."""
+    return scenes(np.random.default_rng(123), 64, SIZE)
+
+
+def static_flops_at(size: Tuple[int, int]) -> float:
+    from mmdyn.models.backbones.dge import DGEPVT
+    return float(DGEPVT(dge=False, **HOST).static_flops(size))
+
+
+def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
+    from mmdyn.models.backbones.dge import DGEPVT
+    r = dict(RECIPE, **kw)
+    torch.manual_seed(seed)
+    data = scenes(np.random.default_rng(seed), 512, SIZE)
+    gen = torch.Generator().manual_seed(seed)
+    static = TinySegmenter(DGEPVT(dge=False, **HOST))
+    static.backbone.init_weights()
+    _fit(static, data, r['warmup'], gen, r['batch'], r['lr'])
+
+    model = TinySegmenter(DGEPVT(granularities=(1, 2, 4), budget=gamma, **HOST))
+    model.backbone.init_weights()
+    missing, unexpected = model.load_state_dict(static.state_dict(), strict=False)
+    if unexpected or not missing or not all('.gate.' in k for k in missing):
+        raise RuntimeError(f'DGE learning check: only the gates should be new ({missing}, '
+                           f'{unexpected})')
+    _fit(model, data, r['iters'], gen, r['batch'], r['lr'], budget=True)
+
+    x, y = val
+    with torch.no_grad():
+        static_pred = static(x).argmax(1)
+        pred = model(x).argmax(1)
+    bb = model.backbone
+    fine = torch.stack([paint((m == 1).float(), (SIZE, SIZE))
+                        for m in bb.last_maps.values()]).mean(0)
+    shape = y > 0
+    return dict(fine_on_shapes=float(fine[shape].mean()),
+                fine_on_background=float(fine[~shape].mean()),
+                miou=mean_iou(pred, y, NUM_CLASSES),
+                host_miou=mean_iou(static_pred, y, NUM_CLASSES),
+                beta=float(bb.last_stats['budget_ratio'].mean()),
+                flops_ratio=float(bb.last_stats['flops_ratio'].mean()),
+                gflops=float(bb.last_flops.double().mean()) / 1e9,
+                static_gflops=float(bb.static_flops((SIZE, SIZE))) / 1e9,
+                layers=sorted(bb.last_maps))
+
+
+def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
+    """The static host on a ``size`` input for ``warmup + iters`` iterations."""
+    from mmdyn.models.backbones.dge import DGEPVT
+    r = dict(RECIPE, **kw)
+    torch.manual_seed(seed)
+    data = scenes(np.random.default_rng(seed), 512, SIZE)
+    gen = torch.Generator().manual_seed(seed)
+    model = TinySegmenter(DGEPVT(dge=False, **HOST), in_size=size)
+    model.backbone.init_weights()
+    _fit(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
+    x, y = val
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return dict(miou=mean_iou(pred, y, NUM_CLASSES),
+                gflops=float(model.backbone.static_flops(size)) / 1e9)
+
+
+def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
+        data=None, threads: int = 1, **kw) -> Dict:
+    """One seed: the dynamic model at each budget gamma and (``static``) the static host at
+    the matched input size."""
+    val = data if data is not None else make_data()
+    points = []
+    with num_threads(threads):
+        for gamma in targets:
+            d = train_dynamic(seed, gamma, val, **kw)
+            d.pop('layers')
+            point = dict(seed=seed, target=gamma, **d)
+            if static:
+                size, _ = closest_static_size(static_flops_at, d['gflops'] * 1e9, STATIC_SIDES)
+                st = train_static(seed, size, val, **kw)
+                point.update(static_size=f'{size[0]}x{size[1]}', static_at_gflops=st['gflops'],
+                             static_miou=st['miou'])
+            points.append(point)
+    return dict(method='dge', seed=seed, points=points)
+
+
+REPORT = ('seed', 'target', 'fine_on_shapes', 'fine_on_background', 'beta', 'flops_ratio',
+          'miou', 'host_miou', 'gflops', 'static_size', 'static_at_gflops', 'static_miou')
+CLAIMS = {
+    'fine queries on shapes > 2x background':
+        lambda p: p['fine_on_shapes'] > 2 * p['fine_on_background'],
+    'FLOPs matched within 5 %':
+        lambda p: abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05,
+    'mIoU >= static host at matched FLOPs': lambda p: p['miou'] >= p['static_miou'],
+}
+CLAIM_KEYS = {
+    'fine queries on shapes > 2x background': ('fine_on_shapes', ),
+    'FLOPs matched within 5 %': ('static_at_gflops', ),
+    'mIoU >= static host at matched FLOPs': ('static_miou', ),
+}
+METRIC = 'miou'

@@ -1,0 +1,89 @@
+"""Does a method's gate learn where to spend compute, and does it pay off per FLOP?
+
+    python tools/analysis_tools/learning_check.py msvit --seeds 5
+    python tools/analysis_tools/learning_check.py dge --seeds 5 --targets 0.2 0.35 0.5
+
+Trains tiny models on the generated scenes (CPU, one thread per run), prints one row per seed
+and budget (decisions on shapes vs background, the dynamic model's metric and realised GFLOPs,
+the static host's at the matched input size) and how many seeds each claim holds for, and
+writes ``learning_<method>.json`` and ``learning_<method>.png`` (metric against GFLOPs: the
+static points, the dynamic points per budget) to ``--work-dir``. The protocols are in
+``mmdyn/analysis/learning/``; the numbers are in each method's README.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('method', help='one of: dge, dvt, msvit')
+    p.add_argument('--seeds', type=int, default=5, help='seeds 0..N-1 (default 5)')
+    p.add_argument('--targets', type=float, nargs='+',
+                   help="budgets (the method's target; default: the protocol's)")
+    p.add_argument('--no-static', action='store_true',
+                   help='skip the static host at matched FLOPs (decisions only)')
+    p.add_argument('--work-dir', default='work_dirs/learning_check')
+    return p.parse_args(argv)
+
+
+def plot(points, path, method, metric):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    dyn = [(p['gflops'] * 1e3, p[metric]) for p in points]
+    ax.scatter(*zip(*dyn), label=f'{method} (dynamic)', marker='o')
+    st = [(p['static_at_gflops'] * 1e3, p[f'static_{metric}']) for p in points
+          if f'static_{metric}' in p]
+    if st:
+        ax.scatter(*zip(*st), label='static host, equally cheap', marker='s')
+    ax.set_xlabel('realised MFLOPs (MACs) per image, backbone')
+    ax.set_ylabel(f'{metric} (validation)')
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmdyn.analysis.learning import get_protocol
+    from mmdyn.analysis.learning.common import table
+    try:
+        proto = get_protocol(args.method)
+    except ValueError as e:
+        sys.exit(f'learning_check: {e}')
+    if args.seeds < 1:
+        sys.exit('learning_check: --seeds must be at least 1')
+    os.makedirs(args.work_dir, exist_ok=True)
+    kw = {} if args.targets is None else dict(targets=args.targets)
+    data = proto.make_data()
+    points = []
+    for seed in range(args.seeds):
+        t0 = time.time()
+        res = proto.run(seed=seed, static=not args.no_static, data=data, **kw)
+        points += res['points']
+        print(f'seed {seed}: {time.time() - t0:.0f} s', flush=True)
+    keys = [k for k in proto.REPORT if any(k in p for p in points)]
+    print(table(points, keys))
+    held = {}
+    for name, fn in proto.CLAIMS.items():
+        ok = [bool(fn(p)) for p in points if all(k in p for k in proto.CLAIM_KEYS[name])]
+        if ok:
+            held[name] = f'{sum(ok)} of {len(ok)}'
+            print(f'{name}: {held[name]}')
+    out = osp.join(args.work_dir, f'learning_{args.method}')
+    with open(out + '.json', 'w') as f:
+        json.dump(dict(method=args.method, points=points, claims=held), f, indent=1)
+    plot(points, out + '.png', args.method, proto.METRIC)
+    print(f'wrote {out}.json and {out}.png')
+
+
+if __name__ == '__main__':
+    main()
