@@ -20,6 +20,27 @@ def parse_requirements(fname):
     return reqs
 
 
+def mm_requirement(name):
+    """The pinned line of one OpenMMLab package in requirements/mminstall.txt."""
+    found = [r for r in parse_requirements('mminstall.txt')
+             if r.split('=')[0].split('<')[0].split('>')[0].strip() == name]
+    if len(found) != 1:
+        raise RuntimeError(f'requirements/mminstall.txt must pin {name} once, found {found}')
+    return found[0]
+
+
+# mmengine and mmcv (with compiled ops) are the core; each codebase is an extra, so
+# `pip install -e .[all]` works on a machine that already has a compiled mmcv.
+EXTRAS = {
+    'det': [mm_requirement('mmdet')],
+    'seg': [mm_requirement('mmsegmentation')],
+    'cls': [mm_requirement('mmpretrain')],
+    'tests': parse_requirements('tests.txt'),
+    'optional': parse_requirements('optional.txt'),
+}
+EXTRAS['mim'] = parse_requirements('mminstall.txt')
+EXTRAS['all'] = sorted({r for k in ('det', 'seg', 'cls', 'tests', 'optional') for r in EXTRAS[k]})
+
 setup(
     name='mmdyn',
     version=read_version(),
@@ -28,11 +49,8 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'projects', 'work_dirs')),
     python_requires='>=3.8',
-    install_requires=parse_requirements('runtime.txt'),
-    extras_require={
-        'mim': parse_requirements('mminstall.txt'),
-        'tests': parse_requirements('tests.txt'),
-        'optional': parse_requirements('optional.txt'),
-    },
+    install_requires=parse_requirements('runtime.txt') + [mm_requirement('mmengine'),
+                                                          mm_requirement('mmcv')],
+    extras_require=EXTRAS,
     zip_safe=False,
 )

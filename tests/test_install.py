@@ -57,3 +57,28 @@ def test_mmdyn_is_installed_editable_from_this_checkout():
     import mmdyn
     assert osp.dirname(osp.abspath(mmdyn.__file__)) == osp.join(REPO, 'mmdyn')
     assert md.version('mmdyn') == mmdyn.__version__
+
+
+def test_setup_declares_core_and_codebase_extras(tmp_path):
+    """``pip install -e .[all]`` installs the three codebases and the test requirements; the
+    core (mmengine, mmcv) is a plain dependency; the pins are the ones install.sh uses."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '-e', str(tmp_path)],
+                   cwd=REPO, check=True, capture_output=True)
+    text = (tmp_path / 'mmdyn.egg-info' / 'requires.txt').read_text()
+    sections, name = {}, ''
+    for line in text.splitlines():
+        if line.startswith('['):
+            name = line.strip('[]')
+        elif line.strip():
+            sections.setdefault(name, set()).add(line.strip())
+    pins = {ln.split('==')[0]: ln.strip() for ln in open(osp.join(REPO, 'requirements',
+                                                                  'constraints.txt'))
+            if '==' in ln and not ln.startswith('#')}
+    assert {pins['mmengine'], pins['mmcv']} <= sections['']
+    assert sections['det'] == {pins['mmdet']} and sections['seg'] == {pins['mmsegmentation']}
+    assert sections['cls'] == {pins['mmpretrain']}
+    assert sections['det'] | sections['seg'] | sections['cls'] | sections['tests'] \
+        <= sections['all']
+    assert 'pytest' in sections['tests']
