@@ -21,7 +21,7 @@ import time
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('method', help='one of: dge, dvt, msvit')
+    p.add_argument('method', help='one of: dge, dit, dvt, msvit')
     p.add_argument('--seeds', type=int, default=5, help='seeds 0..N-1 (default 5)')
     p.add_argument('--targets', type=float, nargs='+',
                    help="budgets (the method's target; default: the protocol's)")

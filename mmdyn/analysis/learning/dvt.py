@@ -126,9 +126,11 @@ def run(seed: int = 0, targets: Sequence[int] = DEFAULT_TARGETS, static: bool = 
             with torch.no_grad():
                 logits, ex, _ = m.early_exit(xv)
             first = (ex == 0).float()
+            right = (logits.argmax(-1) == yv).float()
             point = dict(seed=seed, target=grid, exit1_easy=float(first[easy].mean()),
                          exit1_cluttered=float(first[~easy].mean()),
-                         acc=float((logits.argmax(-1) == yv).float().mean()),
+                         acc=float(right.mean()), acc_easy=float(right[easy].mean()),
+                         acc_cluttered=float(right[~easy].mean()),
                          acc_exit1=float((outs[0].argmax(-1) == yv).float().mean()),
                          acc_last=float((outs[1].argmax(-1) == yv).float().mean()),
                          gflops=float(m.last_flops.double().mean()) / 1e9)
