@@ -75,6 +75,8 @@ from ..utils.dynamic import DynamicModuleMixin
 __all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'upsample_relation', 'exits_at',
            'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t']
 
+#: initialisation of every exit's head unless ``head_init_cfg`` is given (the public code's)
+HEAD_INIT_CFG = dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)
 FEATURE_REUSE_HIDDEN = 128
 FEATURE_REUSE_DIMS = 48
 HOSTS = ('vit', 't2t')
@@ -168,7 +170,13 @@ class FeatureReuse(BaseModule):
 
 
 class RelationReuse(BaseModule):
-    """Per-position MLP over the ``heads * L`` relation channels (1x1 convs in the paper)."""
+    """Per-position MLP over the ``heads * L`` relation channels (1x1 convs in the paper).
+
+    Initialised as PyTorch initialises a layer (``reset_parameters``: weights uniform in
+    ``+-1/sqrt(fan_in)`` through Kaiming-uniform with ``a = sqrt(5)``, biases uniform in
+    ``+-1/sqrt(fan_in)``), which is what the public code's 1x1 ``Conv2d`` layers get (its
+    truncated-normal init touches ``Linear`` layers only); a 1x1 conv and a ``Linear`` of the
+    same fan-in draw from the same distributions."""
 
     def __init__(self, channels: int, ratio: int = 3):
         super().__init__()
@@ -252,7 +260,9 @@ class DVTExit(BaseModule):
         self.embed_dims = self.backbone.embed_dims
         self.depth = self.backbone.depth
         self.num_heads = self.backbone.arch_settings['num_heads']
-        head_kw = {} if head_init_cfg is None else dict(init_cfg=head_init_cfg)
+        # the public code initialises its heads like every Linear: truncated normal std 0.02,
+        # zero bias (mmpretrain's LinearClsHead default would be normal std 0.01)
+        head_kw = dict(init_cfg=dict(HEAD_INIT_CFG) if head_init_cfg is None else head_init_cfg)
         loss = dict(loss or dict(type='CrossEntropyLoss', loss_weight=1.0))
         self.head = LinearClsHead(num_classes=num_classes, in_channels=self.embed_dims,
                                   loss=loss, **head_kw)
@@ -282,15 +292,21 @@ class DVTExit(BaseModule):
             self.relation_module = RelationReuse(self.num_heads * self.depth)
 
     def init_weights(self):
+        """The public code's init of the reuse modules: the feature-reuse MLPs' ``Linear``
+        layers truncated normal std 0.02 with zero bias (LayerNorm 1 / 0), the relation MLP
+        PyTorch's default (see :class:`RelationReuse`); host and head init their own parts."""
         super().init_weights()
-        for name in ('feature_modules', 'relation_module'):
-            mod = getattr(self, name, None)
-            if mod is None:
-                continue
-            for m in mod.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_(m.weight, std=.02)
-                    nn.init.zeros_(m.bias)
+        for m in getattr(self, 'feature_modules', nn.ModuleList()).modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        rel = getattr(self, 'relation_module', None)
+        if rel is not None:
+            rel.fc1.reset_parameters()
+            rel.fc2.reset_parameters()
 
     # ------------------------------------------------------------------ forward
     def prepare_input(self, img: torch.Tensor) -> torch.Tensor:
