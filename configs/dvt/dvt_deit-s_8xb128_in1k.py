@@ -3,7 +3,8 @@
 # total batch of 1024, weight decay 0.05, 300 epochs, cosine to 1e-5 after 20 linear warm-up
 # epochs, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, RandAugment m9, random erasing 0.25)
 # with the public DVT code's additions: drop-path 0.1, model EMA 0.99996, loss = sum of the
-# exits' cross-entropies. 8 GPUs x 128 = 1024 images per step (the public DeiT recipe's batch).
+# exits' cross-entropies, its optimizer groups and no gradient clipping (see optim_wrapper).
+# 8 GPUs x 128 = 1024 images per step (the public DeiT recipe's batch).
 _base_ = '../baselines/deit-small_4xb256_in1k.py'
 custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
 
@@ -32,6 +33,17 @@ model = dict(
         dict(type='TruncNormal', layer='Linear', std=0.02),
         dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)
     ])
+
+# The public DVT code's optimizer (main.py -> timm's create_optimizer on the whole cascade, which
+# has no no_weight_decay(): only 1-D parameters and biases skip weight decay, so the class tokens
+# and the DeiT position tables ARE decayed) and no gradient clipping (--clip-grad defaults to
+# None and the README commands give none). mmpretrain's DeiT recipe (the base) instead exempts
+# cls_token / pos_embed and clips at 5.0; that reading stays available by restoring them.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
 
 train_dataloader = dict(batch_size=128)
 val_dataloader = dict(batch_size=128)

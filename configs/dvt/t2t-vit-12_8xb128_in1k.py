@@ -15,6 +15,8 @@ model = dict(
     head=dict(in_channels=256))
 
 train_dataloader = dict(batch_size=128)
-optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.03))
+# no gradient clipping (the public DVT code's main.py: --clip-grad None); its T2T_ViT's own
+# no_weight_decay() exempts the class token, as the base's custom_keys do
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.03), clip_grad=None)
 auto_scale_lr = dict(base_batch_size=1024)
 custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]

@@ -17,6 +17,8 @@ model = dict(
 train_dataloader = dict(batch_size=64)
 val_dataloader = dict(batch_size=64)
 test_dataloader = val_dataloader
-optim_wrapper = dict(optimizer=dict(lr=5e-4, weight_decay=0.05))
+# no gradient clipping (the public DVT code's main.py: --clip-grad None); its T2T_ViT's own
+# no_weight_decay() exempts the class token, as the base's custom_keys do
+optim_wrapper = dict(optimizer=dict(lr=5e-4, weight_decay=0.05), clip_grad=None)
 auto_scale_lr = dict(base_batch_size=512)
 custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]

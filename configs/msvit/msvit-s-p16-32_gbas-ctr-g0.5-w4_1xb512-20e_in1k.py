@@ -5,7 +5,7 @@
 # one device, SGD lr 0.03 momentum 0.9, no weight decay, gradient clipping 1.0, cosine schedule
 # with 0.5 warm-up epochs, crop + horizontal flip, inputs scaled to [-1, 1]. Gate (C.3): same
 # optimizer, a longer warm-up (6 epochs, here a gradient ramp on the gate, see README),
-# relaxed-Bernoulli temperature 0.3, hyperprior variance 0.1.
+# relaxed-Bernoulli temperature 0.3, hyperprior std 0.1 (the authors' gBaS Normal takes a std).
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_pil_resize.py',
     'mmpretrain::_base_/default_runtime.py',
@@ -29,7 +29,7 @@ model = dict(
         gate_cfg=dict(hidden_dims=104, num_layers=4, tau=0.3, threshold=0.5,
                       init_fine_prob=0.99),
         gate_loss=dict(type='gbas', center_init=True, temperature=0.3,
-                       hyperprior_variance=0.1),
+                       hyperprior_std=0.1),
         target=0.5,  # g*
         loss_weight=4.0,  # lambda
         adaptive_trimming=True,

@@ -79,7 +79,8 @@ def test_imagenet_recipe(name):
     assert bb.gate_loss.type == kind.split('-')[0]
     if bb.gate_loss.type == 'gbas':
         assert bb.gate_loss.center_init == kind.endswith('ctr')
-        assert bb.gate_loss.hyperprior_variance == 0.1 and bb.gate_loss.temperature == 0.3
+        assert bb.gate_loss.hyperprior_std == 0.1 and bb.gate_loss.temperature == 0.3
+        assert 'hyperprior_variance' not in bb.gate_loss
     assert cfg.train_cfg.max_epochs == 20 and cfg.train_dataloader.batch_size == 512
     opt = cfg.optim_wrapper.optimizer
     if name.startswith('msdeit'):

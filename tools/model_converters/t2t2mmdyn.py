@@ -1,28 +1,44 @@
-"""Convert a T2T-ViT ImageNet checkpoint to mmdyn's layout (static host or every DVT exit).
+"""Convert a T2T-ViT or a public DVT checkpoint to mmdyn's layout.
 
     python tools/model_converters/t2t2mmdyn.py SRC DST [--dvt-exits K] [--ema]
+        [--thresholds-out JSON --budget-level P]
 
-SRC: a checkpoint of the public T2T-ViT code (``tokens_to_token.attention1...``, ``blocks.N.attn.
-qkv``, ``cls_token``, ``pos_embed``, ``head``; Performer or transformer token layers), of
-mmpretrain's ``T2T_ViT`` (``tokens_to_token.attention1.ln1...``, ``encoder.N...``, with or
-without its classifier's ``backbone.`` / ``head.layers.head.`` keys) or mmdyn's ``T2TViT``; the
-layout is detected from the keys. ``--ema`` takes ``state_dict_ema`` of a timm training
-checkpoint (what the public code's transfer learning loads).
+SRC, detected from the keys:
 
-DST holds ``{'state_dict': ...}``:
+* a checkpoint of the **public DVT code** (blackfeather-wang/Dynamic-Vision-Transformer: the
+  released ``DVT_T2t_vit_12``, ``DVT_T2t_vit_14`` and ``DVT_Deit_small`` files, i.e.
+  ``model_state_dict`` with one module per exit, ``less_less_token.*`` / ``less_token.*`` /
+  ``normal_token.*``, T2T-ViT or DeiT hosts, with their ``feature_resuse_mlp`` and
+  ``relation_reuse_conv`` modules): converted whole by
+  :func:`mmdyn.models.classifiers.dvt.dvt_official_to_mmdyn` (every tensor used but the T2T
+  exits' fixed sinusoidal position tables; anything unrecognised is an error). DST holds
+  ``exits.k.*`` keys for the matching ``mmdyn.DVTClassifier`` config (``--dvt-exits``, if given,
+  must be 2 or 3: 2 keeps the first and the last exit). ``--thresholds-out`` writes the
+  checkpoint's confidence thresholds of budget level ``--budget-level P`` (1..59, its
+  ``dynamic_threshold[P - 1]``) as the JSON the DVT configs read (``model.thresholds_file``),
+  see :func:`mmdyn.models.classifiers.dvt.official_thresholds`;
+* a **T2T-ViT**: the public T2T-ViT code's (``tokens_to_token.attention1...``,
+  ``blocks.N.attn.qkv``, ``cls_token``, ``pos_embed``, ``head``; Performer or transformer token
+  layers; ``--ema`` takes ``state_dict_ema`` of a timm training checkpoint), mmpretrain's
+  ``T2T_ViT`` (``tokens_to_token.attention1.ln1...``, ``encoder.N...``, with or without its
+  classifier's ``backbone.`` / ``head.layers.head.`` keys) or mmdyn's ``T2TViT``. DST holds:
 
-* default: an mmpretrain ``ImageClassifier`` with an ``mmdyn.T2TViT`` backbone and a
-  ``VisionTransformerClsHead`` (the static configs ``configs/dvt/t2t-vit-*.py``):
-  ``backbone.*`` and ``head.layers.head.*``;
-* ``--dvt-exits K``: a K-exit T2T-host ``mmdyn.DVTClassifier``, every exit initialised from the
-  same weights (``exits.k.backbone.*``, ``exits.k.head.fc.*``); the exits' own shapes (first
-  soft split, FFN input widened by feature reuse) are fitted when the DVT model loads it
-  (``init_cfg=dict(type='Pretrained', checkpoint=DST)`` or SRC directly).
+  * default: an mmpretrain ``ImageClassifier`` with an ``mmdyn.T2TViT`` backbone and a
+    ``VisionTransformerClsHead`` (the static configs ``configs/dvt/t2t-vit-*.py``):
+    ``backbone.*`` and ``head.layers.head.*``;
+  * ``--dvt-exits K``: a K-exit T2T-host ``mmdyn.DVTClassifier``, every exit initialised from
+    the same weights (``exits.k.backbone.*``, ``exits.k.head.fc.*``); the exits' own shapes
+    (first soft split, FFN input widened by feature reuse) are fitted when the DVT model loads
+    it (``init_cfg=dict(type='Pretrained', checkpoint=DST)`` or SRC directly).
 
-The T2T token layers of a ``'transformer'`` checkpoint need ``token_type='transformer'`` in the
-config (mmpretrain's T2T-ViT_t models).
+  The T2T token layers of a ``'transformer'`` checkpoint need ``token_type='transformer'`` in
+  the config (mmpretrain's T2T-ViT_t models).
+
+DST is ``{'state_dict': ..., 'meta': {'converted_from': layout}}``.
 """
 import argparse
+import json
+import os
 import os.path as osp
 import sys
 
@@ -30,12 +46,15 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmdyn.models.backbones.t2t_vit import (_unwrap, detect_t2t_layout,  # noqa: E402
                                             t2t_to_mmdyn)
-from mmdyn.models.classifiers.dvt import t2t_to_dvt_exits  # noqa: E402
+from mmdyn.models.classifiers.dvt import (dvt_official_to_mmdyn, is_official_dvt,  # noqa: E402
+                                          official_thresholds, t2t_to_dvt_exits)
 from mmdyn.models.utils.ckpt_convert import load_checkpoint_file, save_converted  # noqa: E402
 
 
 def convert(ckpt, dvt_exits: int = 0, use_ema: bool = False):
     """The converted state dict (see the module doc)."""
+    if is_official_dvt(ckpt):
+        return dvt_official_to_mmdyn(ckpt, dvt_exits or None)
     if dvt_exits:
         return t2t_to_dvt_exits(ckpt, dvt_exits, use_ema=use_ema)
     out = {}
@@ -52,13 +71,36 @@ def main(argv=None):
     parser.add_argument('src', help='source checkpoint')
     parser.add_argument('dst', help='output checkpoint')
     parser.add_argument('--dvt-exits', type=int, default=0,
-                        help='write a K-exit DVT state dict instead of a static classifier')
+                        help='T2T-ViT source: write a K-exit DVT state dict instead of a static '
+                        'classifier; public DVT source: keep K exits (2 or 3; default all)')
     parser.add_argument('--ema', action='store_true', help='use state_dict_ema if present')
+    parser.add_argument('--thresholds-out', help='public DVT source: write the thresholds of '
+                        '--budget-level to this JSON (a DVT config\'s thresholds_file)')
+    parser.add_argument('--budget-level', type=int, default=None,
+                        help='budget level 1..59 of the public checkpoint\'s dynamic_threshold')
     args = parser.parse_args(argv)
     ckpt = load_checkpoint_file(args.src)
-    layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
+    if is_official_dvt(ckpt):
+        layout = 'dvt-official'
+    else:
+        if args.thresholds_out:
+            parser.error('--thresholds-out needs a public DVT checkpoint')
+        layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
     sd = convert(ckpt, args.dvt_exits, args.ema)
     save_converted(sd, args.dst, layout, args.src)
+    if args.thresholds_out:
+        if args.budget_level is None:
+            parser.error('--thresholds-out needs --budget-level')
+        num_exits = len({k.split('.')[1] for k in sd if k.startswith('exits.')})
+        th = official_thresholds(ckpt, args.budget_level, num_exits)
+        if osp.dirname(args.thresholds_out):
+            os.makedirs(osp.dirname(args.thresholds_out), exist_ok=True)
+        res = dict(thresholds=th, budget_level=args.budget_level, source=args.src)
+        if isinstance(ckpt, dict) and 'flops' in ckpt:
+            res['public_cumulative_gflops'] = [float(f) for f in ckpt['flops']]
+        with open(args.thresholds_out, 'w') as f:
+            json.dump(res, f, indent=2)
+        print(f'thresholds {th} (budget level {args.budget_level}) -> {args.thresholds_out}')
     return 0
 
 

@@ -228,7 +228,7 @@ class MSViT(DynamicModuleMixin, ViT):
             ``threshold`` (0.5), ``init_fine_prob`` (0.99) of :class:`MixedScaleGate`.
         gate_loss (str | dict | None): ``'l0'`` (Eq. 7), ``'bas'`` (Eq. 8, flattened, relaxed
             Bernoulli prior with mean ``target``), ``'gbas'`` (Eq. 9), or a dict with ``type``
-            and extra arguments of the loss (``center_init``, ``hyperprior_variance``,
+            and extra arguments of the loss (``center_init``, ``hyperprior_std``,
             ``temperature``, ``mode``, ``handle_ties``). ``None``: no gate loss. Default
             ``'gbas'``.
         target (float): ``g*``, the target fraction of fine regions, in (0, 1). Default 0.5.
@@ -345,7 +345,7 @@ class MSViT(DynamicModuleMixin, ViT):
                 per_position=False, loss_weight=self.loss_weight, loss_name='loss_gate_bas',
                 **cfg)
         cfg.setdefault('temperature', 0.3)
-        cfg.setdefault('hyperprior_variance', 0.1)
+        cfg.setdefault('hyperprior_std', 0.1)
         return GeneralizedBatchShapingLoss(prior_shape=self.coarse_grid, target=self.target,
                                            loss_weight=self.loss_weight,
                                            loss_name='loss_gate_gbas', **cfg)

@@ -48,10 +48,13 @@ class TokenPerformer(BaseModule):
 
     ``y = v + proj(softmax-kernel attention)`` with positive random features
     ``phi(x) = exp(w x - |x|^2 / 2) / sqrt(m)`` (``m = dims * kernel_ratio`` fixed orthogonal
-    features), then ``y + MLP(LN(y))``.
+    features), then ``y + MLP(LN(y))``. Two dropouts of rate ``drop_rate`` (default 0.1, the
+    public T2T-ViT / DVT code's ``Token_performer``: after the attention projection and at the
+    end of the MLP; active in training only).
     """
 
-    def __init__(self, in_dims: int, dims: int, kernel_ratio: float = 0.5, eps: float = 1e-8):
+    def __init__(self, in_dims: int, dims: int, kernel_ratio: float = 0.5, eps: float = 1e-8,
+                 drop_rate: float = 0.1):
         super().__init__()
         self.in_dims, self.dims = in_dims, dims
         self.m = int(dims * kernel_ratio)
@@ -59,8 +62,11 @@ class TokenPerformer(BaseModule):
         self.norm1 = nn.LayerNorm(in_dims)
         self.kqv = nn.Linear(in_dims, 3 * dims)
         self.proj = nn.Linear(dims, dims)
+        self.drop = nn.Dropout(drop_rate)
         self.norm2 = nn.LayerNorm(dims)
-        self.mlp = nn.Sequential(nn.Linear(dims, dims), nn.GELU(), nn.Linear(dims, dims))
+        # index 3: the dropout keeps the public key names mlp.0 / mlp.2
+        self.mlp = nn.Sequential(nn.Linear(dims, dims), nn.GELU(), nn.Linear(dims, dims),
+                                 nn.Dropout(drop_rate))
         w = torch.randn(self.m, dims)
         if not w.is_meta:
             w = torch.linalg.qr(w.T)[0].T * math.sqrt(self.m)
@@ -76,7 +82,7 @@ class TokenPerformer(BaseModule):
         denom = qp @ kp.sum(dim=1).unsqueeze(-1)  # [B, T, 1]
         kv = v.transpose(1, 2) @ kp  # [B, dims, m]
         y = (qp @ kv.transpose(1, 2)) / (denom + self.eps)  # [B, T, dims]
-        y = v + self.proj(y)
+        y = v + self.drop(self.proj(y))
         return y + self.mlp(self.norm2(y))
 
     def flops(self, n: int) -> int:
@@ -122,6 +128,8 @@ class T2TViT(BaseModule):
         soft_split (tuple): ``(kernel, stride, padding)`` of the first soft split.
         token_dims (int): Width of the token transformers. Default 64.
         token_type (str): ``'performer'`` (default) or ``'transformer'``.
+        token_drop_rate (float): Dropout rate of the Performer token layers (two dropouts each,
+            as the public code). Default 0.1; 0 turns them off.
         qkv_bias (bool): Default False (as T2T-ViT).
         qk_scale (float | str, optional): Scale of the blocks' attention logits; default
             ``head_dims ** -0.5`` (what the public T2T-ViT code trains with); ``'embed'`` gives
@@ -148,7 +156,8 @@ class T2TViT(BaseModule):
 
     def __init__(self, arch: Union[str, dict] = 't2t-vit-14', img_size: int = 224,
                  soft_split: Sequence[int] = (7, 4, 2), token_dims: int = 64,
-                 token_type: str = 'performer', in_channels: int = 3, qkv_bias: bool = False,
+                 token_type: str = 'performer', token_drop_rate: float = 0.1,
+                 in_channels: int = 3, qkv_bias: bool = False,
                  qk_scale: Union[float, str, None] = None,
                  token_qk_scale: Optional[float] = None, norm_eps: float = 1e-5,
                  drop_path_rate: float = 0., init_cfg=None):
@@ -171,8 +180,9 @@ class T2TViT(BaseModule):
         self.split2 = nn.Unfold(3, stride=2, padding=1)
         self.token_type = token_type
         if token_type == 'performer':
-            self.token1 = TokenPerformer(in_channels * k * k, token_dims)
-            self.token2 = TokenPerformer(token_dims * 9, token_dims)
+            self.token1 = TokenPerformer(in_channels * k * k, token_dims,
+                                         drop_rate=token_drop_rate)
+            self.token2 = TokenPerformer(token_dims * 9, token_dims, drop_rate=token_drop_rate)
         else:
             self.token1 = TokenTransformer(in_channels * k * k, token_dims, token_qk_scale)
             self.token2 = TokenTransformer(token_dims * 9, token_dims, token_qk_scale)
@@ -199,12 +209,28 @@ class T2TViT(BaseModule):
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps)
 
     def init_weights(self):
-        """Random init (``init_cfg`` initialisers), or a T2T-ViT checkpoint through
-        :func:`t2t_to_mmdyn` for ``init_cfg=dict(type='Pretrained', checkpoint=...)``."""
+        """The public T2T-ViT code's random init (every ``Linear`` truncated normal std 0.02 with
+        zero bias, LayerNorms 1 / 0, the class token truncated normal std 0.02; the Performer
+        random features stay fixed), then other ``init_cfg`` initialisers, or a T2T-ViT
+        checkpoint through :func:`t2t_to_mmdyn` for ``init_cfg=dict(type='Pretrained',
+        checkpoint=...)``."""
+        from mmengine.model.weight_init import trunc_normal_
         from ..utils.ckpt_convert import find_pretrained_cfg, load_converted
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        trunc_normal_(self.cls_token, std=.02)
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None:
-            return super().init_weights()
+            if self.init_cfg is not None:
+                super().init_weights()
+            self._is_init = True
+            return
         own = self.state_dict()
         load_converted(self, pre['checkpoint'],
                        lambda c: {k: v for k, v in t2t_to_mmdyn(c).items()

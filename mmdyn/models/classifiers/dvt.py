@@ -73,8 +73,11 @@ from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin
 
 __all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'upsample_relation', 'exits_at',
-           'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t']
+           'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t',
+           'is_official_dvt', 'official_exit_names', 'official_thresholds']
 
+#: initialisation of every exit's head unless ``head_init_cfg`` is given (the public code's)
+HEAD_INIT_CFG = dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)
 FEATURE_REUSE_HIDDEN = 128
 FEATURE_REUSE_DIMS = 48
 HOSTS = ('vit', 't2t')
@@ -168,7 +171,13 @@ class FeatureReuse(BaseModule):
 
 
 class RelationReuse(BaseModule):
-    """Per-position MLP over the ``heads * L`` relation channels (1x1 convs in the paper)."""
+    """Per-position MLP over the ``heads * L`` relation channels (1x1 convs in the paper).
+
+    Initialised as PyTorch initialises a layer (``reset_parameters``: weights uniform in
+    ``+-1/sqrt(fan_in)`` through Kaiming-uniform with ``a = sqrt(5)``, biases uniform in
+    ``+-1/sqrt(fan_in)``), which is what the public code's 1x1 ``Conv2d`` layers get (its
+    truncated-normal init touches ``Linear`` layers only); a 1x1 conv and a ``Linear`` of the
+    same fan-in draw from the same distributions."""
 
     def __init__(self, channels: int, ratio: int = 3):
         super().__init__()
@@ -252,7 +261,9 @@ class DVTExit(BaseModule):
         self.embed_dims = self.backbone.embed_dims
         self.depth = self.backbone.depth
         self.num_heads = self.backbone.arch_settings['num_heads']
-        head_kw = {} if head_init_cfg is None else dict(init_cfg=head_init_cfg)
+        # the public code initialises its heads like every Linear: truncated normal std 0.02,
+        # zero bias (mmpretrain's LinearClsHead default would be normal std 0.01)
+        head_kw = dict(init_cfg=dict(HEAD_INIT_CFG) if head_init_cfg is None else head_init_cfg)
         loss = dict(loss or dict(type='CrossEntropyLoss', loss_weight=1.0))
         self.head = LinearClsHead(num_classes=num_classes, in_channels=self.embed_dims,
                                   loss=loss, **head_kw)
@@ -282,15 +293,21 @@ class DVTExit(BaseModule):
             self.relation_module = RelationReuse(self.num_heads * self.depth)
 
     def init_weights(self):
+        """The public code's init of the reuse modules: the feature-reuse MLPs' ``Linear``
+        layers truncated normal std 0.02 with zero bias (LayerNorm 1 / 0), the relation MLP
+        PyTorch's default (see :class:`RelationReuse`); host and head init their own parts."""
         super().init_weights()
-        for name in ('feature_modules', 'relation_module'):
-            mod = getattr(self, name, None)
-            if mod is None:
-                continue
-            for m in mod.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_(m.weight, std=.02)
-                    nn.init.zeros_(m.bias)
+        for m in getattr(self, 'feature_modules', nn.ModuleList()).modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        rel = getattr(self, 'relation_module', None)
+        if rel is not None:
+            rel.fc1.reset_parameters()
+            rel.fc2.reset_parameters()
 
     # ------------------------------------------------------------------ forward
     def prepare_input(self, img: torch.Tensor) -> torch.Tensor:
@@ -378,37 +395,83 @@ class DVTExit(BaseModule):
 OFFICIAL_EXIT_NAMES = ('less_less_token', 'less_token', 'normal_token')
 
 
-def dvt_official_to_mmdyn(ckpt, num_exits: int = 3) -> Dict[str, torch.Tensor]:
-    """Convert a checkpoint of the public DVT code (DeiT hosts: ``model_state_dict`` with
-    ``less_less_token.* / less_token.* / normal_token.*`` timm-style transformers, their
-    ``feature_resuse_mlp`` and ``relation_reuse_conv`` modules) to :class:`DVTClassifier` keys.
-    A checkpoint already in mmdyn's layout is returned unchanged (tensors only)."""
+def _dvt_state_dict(ckpt) -> Dict[str, torch.Tensor]:
+    """The tensors of a DVT checkpoint (``model_state_dict`` of the public code's files,
+    ``state_dict`` / ``model`` / ``module`` otherwise), without a ``module.`` prefix."""
     sd = ckpt
     for key in ('model_state_dict', 'state_dict', 'model', 'module'):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
             break
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()
-          if isinstance(v, torch.Tensor)}
-    if not any(k.startswith(OFFICIAL_EXIT_NAMES[0] + '.') for k in sd):
+    if not isinstance(sd, dict):
+        raise TypeError(f'no state dict found in a checkpoint of type {type(ckpt).__name__}')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def official_exit_names(sd: Dict[str, torch.Tensor]) -> Tuple[str, ...]:
+    """The public code's exit modules present in a state dict, in cascade order (empty for
+    any other layout)."""
+    return tuple(n for n in OFFICIAL_EXIT_NAMES if any(k.startswith(n + '.') for k in sd))
+
+
+def is_official_dvt(ckpt) -> bool:
+    """Whether ``ckpt`` is a checkpoint of the public DVT code (``model_state_dict`` with
+    ``less_less_token.*`` ... keys, either host)."""
+    try:
+        return bool(official_exit_names(_dvt_state_dict(ckpt)))
+    except TypeError:
+        return False
+
+
+def dvt_official_to_mmdyn(ckpt, num_exits: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """Convert a checkpoint of the public DVT code to :class:`DVTClassifier` keys, whole.
+
+    The public files (``DVT_T2t_vit_12``, ``DVT_T2t_vit_14``, ``DVT_Deit_small``) hold
+    ``model_state_dict`` (also read: ``state_dict`` / ``model``, a ``module.`` prefix) with one
+    module per exit, ``less_less_token.*`` (7x7), ``less_token.*`` (10x10), ``normal_token.*``
+    (14x14); each is a timm-style ViT (DeiT host: ``patch_embed.proj``, ``pos_embed``, fused
+    ``attn.qkv`` with bias) or a public-code T2T-ViT (``tokens_to_token.attention{1,2}``
+    Performer layers with their random features ``w``, ``tokens_to_token.project``, fused
+    ``attn.qkv`` without bias, a fixed sinusoidal ``pos_embed``), with ``cls_token``,
+    ``norm``, ``head``, per block ``feature_resuse_mlp`` (LN + Mlp, exits 2 and 3) and per exit
+    ``relation_reuse_conv`` (two 1x1 convs, exits 2 and 3).
+
+    ``num_exits``: the exits present by default; 2 takes ``less_less_token`` and
+    ``normal_token``. Every source tensor is used except the T2T exits' fixed sinusoidal
+    ``pos_embed`` (mmdyn's is the same table, a buffer); anything else left over is an error.
+    A checkpoint already in mmdyn's layout is returned unchanged (tensors only).
+    """
+    sd = _dvt_state_dict(ckpt)
+    present = official_exit_names(sd)
+    if not present:
         return sd
-    names = OFFICIAL_EXIT_NAMES if num_exits == 3 else \
-        (OFFICIAL_EXIT_NAMES[0], OFFICIAL_EXIT_NAMES[2])
+    if num_exits is None:
+        num_exits = len(present)
     if num_exits not in (2, 3):
         raise ValueError(f'the public checkpoints have 2 or 3 exits, not {num_exits}')
+    names = OFFICIAL_EXIT_NAMES if num_exits == 3 else \
+        (OFFICIAL_EXIT_NAMES[0], OFFICIAL_EXIT_NAMES[2])
+    missing = [n for n in names if n not in present]
+    left = sorted(k for k in sd if k.split('.', 1)[0] not in names)
+    if missing or left:
+        raise ValueError(f'DVT checkpoint: {num_exits} exits need the modules {names}; missing '
+                         f'{missing}, keys of no converted exit: {left[:8]}')
     out = {}
     for k, name in enumerate(names):
         sub = {key[len(name) + 1:]: v for key, v in sd.items() if key.startswith(name + '.')}
         pre = f'exits.{k}.'
-        rest = {}
+        rest, done = {}, 0
         for key, v in sub.items():
             if key.startswith('head.'):
                 out[pre + 'head.fc.' + key[len('head.'):]] = v
+                done += v.numel()
                 continue
             if key.startswith('relation_reuse_conv.'):
                 idx, leaf = key[len('relation_reuse_conv.'):].split('.')
                 fc = {'0': 'fc1', '2': 'fc2'}[idx]
                 out[pre + f'relation_module.{fc}.{leaf}'] = v.flatten(1) if v.dim() == 4 else v
+                done += v.numel()
                 continue
             parts = key.split('.')
             if len(parts) > 3 and parts[0] == 'blocks' and parts[2] == 'feature_resuse_mlp':
@@ -418,15 +481,52 @@ def dvt_official_to_mmdyn(ckpt, num_exits: int = 3) -> Dict[str, torch.Tensor]:
                 else:  # '1.fc1.weight'
                     new = sub_key[2:]
                 out[pre + f'feature_modules.{i}.{new}'] = v
+                done += v.numel()
                 continue
             rest[key] = v
         if any(key.startswith('tokens_to_token.') for key in rest):  # T2T-ViT hosts
             conv = {key: v for key, v in t2t_to_mmdyn(rest).items()
                     if not key.startswith('head.')}
+            dropped = rest['pos_embed'].numel() if 'pos_embed' in rest else 0
         else:
             conv = _vit_timm(rest)
+            dropped = 0
         for key, v in conv.items():
             out[pre + 'backbone.' + key] = v
+        # every tensor accounted for (the fused qkv splits keep the element count)
+        n_src = sum(v.numel() for v in sub.values())
+        n_out = done + sum(v.numel() for v in conv.values()) + dropped
+        if n_src != n_out:
+            raise ValueError(f'DVT checkpoint: exit {name} has {n_src} elements, {n_out} '
+                             'converted; unrecognised keys in '
+                             f'{sorted(rest)[:8]} ... (expected the public code\'s layout)')
+    return out
+
+
+def official_thresholds(ckpt, level: int, num_exits: int = 3) -> List[float]:
+    """Thresholds ``eta_1..eta_{K-1}`` of the public checkpoint's budget level ``level``
+    (1..59: its ``dynamic_threshold[level - 1]``, found on training images for the exit shares
+    ``q**k``, ``q = level / 20``), in :class:`DVTClassifier`'s convention. The public rule
+    stops an image when ``conf >= T_k``; a ``T_k`` above 1 (its "no threshold found", 1e8)
+    becomes 1.0 (nobody stops), a ``T_k`` of exactly 1.0 the largest float below 1 (which,
+    like the public rule, admits a confidence of 1.0)."""
+    table = ckpt.get('dynamic_threshold') if isinstance(ckpt, dict) else None
+    if table is None:
+        raise KeyError('the checkpoint holds no dynamic_threshold (the public DVT files do)')
+    table = torch.as_tensor(table, dtype=torch.float64)
+    if not 1 <= level <= table.shape[0]:
+        raise ValueError(f'budget level must be in 1..{table.shape[0]}, got {level}')
+    row = table[level - 1].tolist()
+    if num_exits == 2:
+        row = [row[0], row[-1]]
+    out = []
+    for t in row[:num_exits - 1]:
+        if t > 1.:
+            out.append(1.)
+        elif t == 1.:
+            out.append(MAX_EXIT_THRESHOLD)
+        else:
+            out.append(max(float(t), 0.))
     return out
 
 
@@ -573,7 +673,9 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         :func:`dvt_official_to_mmdyn`) or a single T2T-ViT (the public T2T-ViT code's,
         mmpretrain's or mmdyn's layout) copied into every exit (:func:`t2t_to_dvt_exits`,
         shapes fitted by :meth:`adapt_t2t_exits`); tensors whose shapes still differ (e.g. the
-        heads when fine-tuning on another data set) are skipped with a warning."""
+        heads when fine-tuning on another data set) are skipped with a warning. A DVT checkpoint
+        (public or mmdyn) must name exactly this model's tensors: a missing or unexpected key
+        is an error (a single T2T-ViT lacks the reuse modules, which keep their init)."""
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None:
             return super().init_weights()
@@ -594,7 +696,16 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                     break
             if isinstance(raw, dict) and is_single_t2t(raw):
                 return t2t_to_dvt_exits(c, n)
-            return dvt_official_to_mmdyn(c, n)
+            sd = dvt_official_to_mmdyn(c, n)
+            own = set(self.state_dict())
+            missing, unexpected = sorted(own - set(sd)), sorted(set(sd) - own)
+            if missing or unexpected:
+                raise ValueError(
+                    f'DVT checkpoint {pre["checkpoint"]} does not match this model: '
+                    f'{len(missing)} missing keys {missing[:6]}, {len(unexpected)} unexpected '
+                    f'keys {unexpected[:6]} (host, exits, reuse and arch must be those the '
+                    'checkpoint was trained with)')
+            return sd
 
         load_converted(self, pre['checkpoint'], convert, adapt=self.adapt_t2t_exits,
                        prefix=pre.get('prefix'))

@@ -24,6 +24,10 @@ import torch.nn.functional as F
 
 from mmdyn.registry import MODELS
 
+#: clamp margin of the relaxed-Bernoulli CDF's input, ``x -> clamp(x, eps, 1 - eps)``: 1e-3 as the
+#: authors' gBaS code (``batchshaping/cdf_relaxedbernoulli.py``, ``eps=1e-3``)
+RB_CLAMP_EPS = 1e-3
+
 # ----------------------------------------------------------------------------- prior CDFs
 
 
@@ -32,20 +36,21 @@ def _rb_cdf(x: torch.Tensor, prob_logit, temperature, eps: float) -> torch.Tenso
     return torch.sigmoid(temperature * torch.logit(x) - prob_logit)
 
 
-def relaxed_bernoulli_cdf(x: torch.Tensor, prob, temperature, eps: float = 1e-4) -> torch.Tensor:
+def relaxed_bernoulli_cdf(x: torch.Tensor, prob, temperature,
+                          eps: float = RB_CLAMP_EPS) -> torch.Tensor:
     """CDF of the relaxed Bernoulli (binary Concrete) distribution.
 
     ``X = sigmoid((logit(prob) + L) / temperature)`` with standard logistic ``L``, so
     ``P(X <= x) = sigmoid(temperature * logit(x) - logit(prob))``. ``prob`` is
     ``P(X > 0.5)``, the probability that the hard gate is on; the smaller ``temperature``, the
     closer the samples are to 0 and 1. ``x`` is clamped to ``[eps, 1 - eps]`` (no infinite
-    logit, zero gradient outside).
+    logit, zero gradient outside); ``eps`` = 1e-3 as the authors' gBaS code.
 
     Args:
         x (Tensor): Values in [0, 1].
         prob (float | Tensor): In (0, 1), broadcast against ``x``.
         temperature (float | Tensor): > 0, broadcast against ``x``.
-        eps (float): Clamp margin.
+        eps (float): Clamp margin. Default 1e-3 (:data:`RB_CLAMP_EPS`).
     """
     prob_logit = (math.log(prob / (1 - prob)) if isinstance(prob, float)
                   else torch.logit(prob))
@@ -147,7 +152,7 @@ def build_prior_cdf(prior: dict) -> Callable[[torch.Tensor], torch.Tensor]:
 
     Args:
         prior (dict): ``dict(type='Beta', alpha=, beta=)``,
-            ``dict(type='RelaxedBernoulli', prob=, temperature=)`` or
+            ``dict(type='RelaxedBernoulli', prob=, temperature=[, eps=1e-3])`` or
             ``dict(type='Normal', mean=, std=)``.
 
     Returns:
@@ -159,10 +164,11 @@ def build_prior_cdf(prior: dict) -> Callable[[torch.Tensor], torch.Tensor]:
         return BetaCDFTable(**prior)
     if kind == 'RelaxedBernoulli':
         prob, temp = float(prior['prob']), float(prior['temperature'])
-        if not 0 < prob < 1 or not temp > 0:
-            raise ValueError(f'RelaxedBernoulli needs prob in (0, 1) and temperature > 0, '
-                             f'got {prior}')
-        return partial(relaxed_bernoulli_cdf, prob=prob, temperature=temp)
+        eps = float(prior.get('eps', RB_CLAMP_EPS))
+        if not 0 < prob < 1 or not temp > 0 or not 0 < eps < 0.5:
+            raise ValueError(f'RelaxedBernoulli needs prob in (0, 1), temperature > 0 and eps '
+                             f'in (0, 0.5), got {prior}')
+        return partial(relaxed_bernoulli_cdf, prob=prob, temperature=temp, eps=eps)
     if kind == 'Normal':
         mean, std = float(prior['mean']), float(prior['std'])
         if not std > 0:
@@ -359,20 +365,25 @@ class GeneralizedBatchShapingLoss(nn.Module):
     Every position ``i`` of the gate map has its own relaxed-Bernoulli prior
     ``RB(p_i, temperature)`` with ``p_i = sigmoid(theta_i)`` and learnable ``theta``; the
     probabilities of position ``i`` across the batch are batch-shaped to it. The learned
-    ``p_i`` themselves are batch-shaped to a Gaussian hyperprior ``N(target, variance)``, so
-    their spread around the target ratio is controlled (variance -> 0 gives plain per-position
-    BaS with one prior; a large variance lets positions be always on or off)::
+    ``p_i`` themselves are batch-shaped to a Gaussian hyperprior ``N(target, std^2)``, so
+    their spread around the target ratio is controlled (std -> 0 gives plain per-position
+    BaS with one prior; a large std lets positions be always on or off)::
 
         loss = loss_weight * (mean_i BaS({m_{b,i}}_b; RB(p_i, T))
-                              + BaS({p_i}_i; N(target, variance))
+                              + BaS({p_i}_i; N(target, std^2))
                               [+ temperature_reg * mean_i T_i])
 
     Choices, where the paper leaves room:
 
     * Positions are averaged (the paper writes a sum over positions; the mean keeps the two
       terms on one scale whatever the grid size, as the public gBaS code does).
-    * ``hyperprior_variance`` is a variance as the paper's name says (appendix C.3 uses 0.1,
-      std ~0.32); pass 0.01 for a std of 0.1.
+    * ``hyperprior_std`` is the hyperprior's **standard deviation**: the authors' gBaS code
+      (``batchshaping/cdf_normal.py``) divides by ``sqrt(2) * std`` although its docstring
+      calls the argument "variance", and the paper's 0.1 ("hyperprior variance", appendix C.3)
+      is that argument. The paper's literal reading (variance 0.1) is
+      ``hyperprior_std=0.1 ** 0.5``. (``hyperprior_variance`` is no longer accepted.)
+    * The relaxed-Bernoulli CDF clamps the gate values to ``[clamp_eps, 1 - clamp_eps]``,
+      1e-3 as the authors' code (gradients of saturated gates are zero beyond it).
     * The priors live on a ``prior_shape`` grid. A gate map of another size (dense prediction
       inputs vary) uses the logits ``theta`` resized bilinearly to its grid; the hyperprior
       term always uses the learned grid itself.
@@ -393,7 +404,9 @@ class GeneralizedBatchShapingLoss(nn.Module):
         prior_shape (Sequence[int]): ``(h, w)`` grid of learned priors (the training gate grid).
         target (float): Target ratio in (0, 1), the hyperprior mean (plain attribute).
         temperature (float): Relaxed-Bernoulli temperature (> 0). Default 0.3.
-        hyperprior_variance (float): Variance of the Gaussian hyperprior (> 0). Default 0.1.
+        hyperprior_std (float): Standard deviation of the Gaussian hyperprior (> 0).
+            Default 0.1.
+        clamp_eps (float): Clamp margin of the relaxed-Bernoulli CDF. Default 1e-3.
         center_init (bool): Centre initialisation of the priors. Default False.
         learn_temperature (bool): Learn per-position temperatures. Default False.
         temperature_reg (float): Weight of their L1 term. Default 0.1.
@@ -403,11 +416,20 @@ class GeneralizedBatchShapingLoss(nn.Module):
     """
 
     def __init__(self, prior_shape: Sequence[int], target: float = 0.5,
-                 temperature: float = 0.3, hyperprior_variance: float = 0.1,
+                 temperature: float = 0.3, hyperprior_std: float = 0.1,
                  center_init: bool = False, learn_temperature: bool = False,
                  temperature_reg: float = 0.1, handle_ties: bool = False,
-                 loss_weight: float = 1.0, loss_name: str = 'loss_gbas'):
+                 loss_weight: float = 1.0, loss_name: str = 'loss_gbas',
+                 clamp_eps: float = RB_CLAMP_EPS,
+                 hyperprior_variance: Optional[float] = None):
         super().__init__()
+        if hyperprior_variance is not None:
+            raise TypeError(
+                'GeneralizedBatchShapingLoss: hyperprior_variance was renamed hyperprior_std and '
+                "is a standard deviation (the authors' gBaS Normal prior takes a std and the "
+                "paper's 0.1 is that std): pass hyperprior_std=0.1 for the paper's setting, or "
+                f'hyperprior_std=sqrt(v) for a variance v (got hyperprior_variance='
+                f'{hyperprior_variance})')
         if len(prior_shape) != 2 or min(prior_shape) < 1:
             raise ValueError(f'prior_shape must be (h, w) with h, w >= 1, got {prior_shape}')
         if not 0.0 < target < 1.0:
@@ -416,12 +438,15 @@ class GeneralizedBatchShapingLoss(nn.Module):
             raise ValueError(f'temperature must be > 0, got {temperature}')
         if learn_temperature and not temperature < 1:
             raise ValueError(f'a learned temperature lies in (0, 1), got {temperature}')
-        if not hyperprior_variance > 0:
-            raise ValueError(f'hyperprior_variance must be > 0, got {hyperprior_variance}')
+        if not hyperprior_std > 0:
+            raise ValueError(f'hyperprior_std must be > 0, got {hyperprior_std}')
+        if not 0 < clamp_eps < 0.5:
+            raise ValueError(f'clamp_eps must be in (0, 0.5), got {clamp_eps}')
         self.prior_shape: Tuple[int, int] = (int(prior_shape[0]), int(prior_shape[1]))
         self.target = float(target)
         self.temperature = float(temperature)
-        self.hyperprior_variance = float(hyperprior_variance)
+        self.hyperprior_std = float(hyperprior_std)
+        self.clamp_eps = float(clamp_eps)
         self.learn_temperature = learn_temperature
         self.temperature_reg = float(temperature_reg)
         self.handle_ties = handle_ties
@@ -443,7 +468,7 @@ class GeneralizedBatchShapingLoss(nn.Module):
         dist = (ys[:, None].pow(2) + xs[None, :].pow(2)).sqrt()
         dist = dist / dist.max().clamp_min(1e-12)
         u = (1 - dist).clamp(0.01, 0.99)
-        std = math.sqrt(self.hyperprior_variance)
+        std = self.hyperprior_std
         p = (self.target + std * math.sqrt(2.0) * torch.erfinv(2 * u - 1)).clamp(0.01, 0.99)
         return torch.logit(p).float()
 
@@ -497,10 +522,10 @@ class GeneralizedBatchShapingLoss(nn.Module):
             temp = temp.reshape(-1, 1).to(probs.dtype)
         rows = probs.reshape(probs.shape[0], -1).t()  # [P, B]: each position over the batch
         valid = None if valid_mask is None else valid_mask.reshape(probs.shape[0], -1).t()
-        loss = batch_shaping_loss(rows, lambda x: _rb_cdf(x, theta, temp, 1e-4), valid,
+        loss = batch_shaping_loss(rows, lambda x: _rb_cdf(x, theta, temp, self.clamp_eps), valid,
                                   self.handle_ties)
         means = torch.sigmoid(self.prior_logits).reshape(1, -1)
-        std = math.sqrt(self.hyperprior_variance)
+        std = self.hyperprior_std
         loss = loss + batch_shaping_loss(means, lambda x: normal_cdf(x, self.target, std),
                                          handle_ties=self.handle_ties)
         if self.temperature_logits is not None:

@@ -270,7 +270,8 @@ def test_gate_losses(kind, name):
 
 def test_gbas_center_init_and_eval_has_no_loss():
     m = make(gate_loss=dict(type='gbas', center_init=True))
-    assert m.gate_loss.hyperprior_variance == 0.1 and m.gate_loss.temperature == 0.3
+    assert m.gate_loss.hyperprior_std == 0.1 and m.gate_loss.temperature == 0.3
+    assert m.gate_loss.clamp_eps == 1e-3
     with torch.no_grad():
         m(torch.randn(2, 3, 64, 64))
     assert m.aux_losses == {}

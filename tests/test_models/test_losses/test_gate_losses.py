@@ -152,26 +152,27 @@ def test_l0_values():
 # ------------------------------------------------------------------ gBaS
 
 
-def _gbas_ref(probs, theta, temp, target, var):
-    """Independent numpy gBaS: per-position RB priors + Gaussian hyperprior on sigmoid(theta)."""
+def _gbas_ref(probs, theta, temp, target, std):
+    """Independent numpy gBaS: per-position RB priors (gate values clipped to [1e-3, 1 - 1e-3],
+    as the authors' code) + Gaussian hyperprior N(target, std^2) on sigmoid(theta)."""
     b = probs.shape[0]
     rows = probs.reshape(b, -1).T
     th = theta.reshape(-1)
     total = 0.0
     for j in range(rows.shape[0]):
         def rb(v):
-            v = np.clip(v, 1e-4, 1 - 1e-4)
+            v = np.clip(v, 1e-3, 1 - 1e-3)
             return 1 / (1 + np.exp(-(temp * np.log(v / (1 - v)) - th[j])))
         total += _bas_ref(rows[j][None], rb)
     means = 1 / (1 + np.exp(-th))
-    hyper = _bas_ref(means[None], lambda v: stats.norm.cdf(v, target, math.sqrt(var)))
+    hyper = _bas_ref(means[None], lambda v: stats.norm.cdf(v, target, std))
     return total / rows.shape[0] + hyper
 
 
 def test_gbas_value_and_gradients():
     torch.manual_seed(0)
     loss = GeneralizedBatchShapingLoss((3, 4), target=0.25, temperature=0.3,
-                                       hyperprior_variance=0.05, loss_weight=1.5)
+                                       hyperprior_std=0.05, loss_weight=1.5)
     with torch.no_grad():
         loss.prior_logits.normal_(0, 1)
     probs = torch.rand(5, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -194,7 +195,7 @@ def test_gbas_hyperprior_at_default_init_and_target_schedule():
     probs = torch.rand(4, 2, 3, dtype=torch.float64)
     rows_only = _gbas_ref(probs.numpy(), loss.prior_logits.detach().double().numpy(), 0.3, 0.3,
                           0.1) - _bas_ref(np.full((1, 6), 0.3),
-                                          lambda v: stats.norm.cdf(v, 0.3, math.sqrt(0.1)))
+                                          lambda v: stats.norm.cdf(v, 0.3, 0.1))
     assert abs(loss(probs).item() - (rows_only + hyper)) < 1e-6
     loss.target = 0.6  # schedulable: the hyperprior moves
     moved = _gbas_ref(probs.numpy(), loss.prior_logits.detach().double().numpy(), 0.3, 0.6, 0.1)
@@ -202,7 +203,7 @@ def test_gbas_hyperprior_at_default_init_and_target_schedule():
 
 
 def test_gbas_center_init_and_resized_grid():
-    loss = GeneralizedBatchShapingLoss((5, 5), target=0.3, hyperprior_variance=0.01,
+    loss = GeneralizedBatchShapingLoss((5, 5), target=0.3, hyperprior_std=0.1,
                                        center_init=True)
     p = torch.sigmoid(loss.prior_logits.detach())
     assert p[2, 2] == p.max() and p[0, 0] == p.min()
@@ -262,11 +263,72 @@ def test_registry_and_errors():
         GeneralizedBatchShapingLoss((2, 2), target=1.0)
     with pytest.raises(ValueError, match='prior_shape'):
         GeneralizedBatchShapingLoss((0, 2))
-    with pytest.raises(ValueError, match='hyperprior_variance'):
-        GeneralizedBatchShapingLoss((2, 2), hyperprior_variance=0.0)
+    with pytest.raises(ValueError, match='hyperprior_std'):
+        GeneralizedBatchShapingLoss((2, 2), hyperprior_std=0.0)
     with pytest.raises(ValueError, match='hw_shape'):
         GeneralizedBatchShapingLoss((2, 2))(torch.rand(3, 5))
     with pytest.raises(ValueError, match='mode'):
         L0SparsityLoss(mode='abs')
     with pytest.raises(ValueError, match='samples'):
         batch_shaping_loss(torch.rand(5), lambda v: v)
+
+
+# ------------------------------------------------------------------ the authors' constants
+# (Qualcomm-AI-research/batchshaping: cdf_relaxedbernoulli.py clips x to [1e-3, 1 - 1e-3];
+# cdf_normal.py divides by sqrt(2) * std, i.e. its second parameter is a standard deviation)
+
+
+def test_relaxed_bernoulli_clamp_hand_value():
+    """RB(1/2, T = 1/2) at x = 0 and 1: with the clamp at 1e-3, logit(1e-3) = -ln 999, so
+    F(0) = sigmoid(-ln(999) / 2) = 1 / (1 + sqrt(999)) and F(1) = sqrt(999) / (1 + sqrt(999));
+    a flattened BaS row [0, 1] (ecdf 1/3, 2/3) gives (1/3 - 1 / (1 + sqrt(999)))^2 for both
+    samples. (The former 1e-4 clamp gives (1/3 - 1 / (1 + sqrt(9999)))^2 = 0.1046.)"""
+    f0 = 1 / (1 + math.sqrt(999))  # 0.0306686...
+    x = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(relaxed_bernoulli_cdf(x, 0.5, 0.5),
+                               torch.tensor([f0, 1 - f0], dtype=torch.float64))
+    expected = (1 / 3 - f0)**2  # 0.0916061...
+    assert abs(expected - 0.0916061) < 1e-6
+    bas = BatchShapingLoss(prior=dict(type='RelaxedBernoulli', prob=0.5, temperature=0.5))
+    assert abs(bas(torch.tensor([[0.0], [1.0]], dtype=torch.float64)).item() - expected) < 1e-12
+    # a gate value between the former and the present clamp gets no gradient
+    g = torch.tensor([[5e-4], [0.5]], dtype=torch.float64, requires_grad=True)
+    bas(g).backward()
+    assert g.grad[0, 0] == 0 and g.grad[1, 0] != 0
+    # the former clamp stays reachable
+    old = BatchShapingLoss(prior=dict(type='RelaxedBernoulli', prob=0.5, temperature=0.5,
+                                      eps=1e-4))
+    f0_old = 1 / (1 + math.sqrt(9999))
+    assert abs(old(torch.tensor([[0.0], [1.0]], dtype=torch.float64)).item()
+               - (1 / 3 - f0_old)**2) < 1e-12
+
+
+def test_gbas_clamp_hand_value():
+    """gBaS on one position with prior logit 0 (p = target = 1/2): the hyperprior term is
+    (1/2 - F_N(1/2))^2 = 0 and the row term is the RB value above."""
+    loss = GeneralizedBatchShapingLoss((1, 1), target=0.5, temperature=0.5)
+    assert loss.clamp_eps == 1e-3
+    out = loss(torch.tensor([[[0.0]], [[1.0]]], dtype=torch.float64))
+    assert abs(out.item() - (1 / 3 - 1 / (1 + math.sqrt(999)))**2) < 1e-7
+
+
+def test_gbas_hyperprior_is_a_standard_deviation():
+    """Two positions whose prior means sit at target -/+ 0.1 (one standard deviation of the
+    hyperprior N(0.5, 0.1^2)): F_N = Phi(-1), Phi(1) = 0.158655..., 0.841345...; ecdf 1/3, 2/3:
+    hyperprior term ((1/3 - Phi(-1))^2 + (2/3 - Phi(1))^2) / 2 = (1/3 - Phi(-1))^2. One sample
+    per position, placed at its prior's median x = sigmoid(theta / T) (F = 1/2 = ecdf), makes
+    the row term 0."""
+    phi_m1 = 0.15865525393145707  # standard normal CDF at -1 (tables)
+    loss = GeneralizedBatchShapingLoss((1, 2), target=0.5, temperature=0.3, hyperprior_std=0.1)
+    theta = torch.tensor([[math.log(0.4 / 0.6), math.log(0.6 / 0.4)]])
+    with torch.no_grad():
+        loss.prior_logits.copy_(theta)
+    x = torch.sigmoid(theta.double() / 0.3)[None]  # [B=1, 1, 2]
+    expected = (1 / 3 - phi_m1)**2  # 0.0305124...
+    assert abs(loss(x).item() - expected) < 1e-6
+    # read as a variance (std 0.316), the same means would give (1/3 - Phi(-0.316))^2 ~ 0.0018
+    assert abs(loss(x).item() - 0.0018) > 0.02
+    # the default is std 0.1, and the old argument name is refused with the mapping
+    assert GeneralizedBatchShapingLoss((1, 2)).hyperprior_std == 0.1
+    with pytest.raises(TypeError, match='hyperprior_std'):
+        GeneralizedBatchShapingLoss((1, 2), hyperprior_variance=0.1)
