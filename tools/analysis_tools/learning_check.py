@@ -21,7 +21,7 @@ import time
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('method', help='one of: dge, dit, dvt, msvit')
+    p.add_argument('method', help='one of: dge, dit, dovit, dvt, msvit')
     p.add_argument('--seeds', type=int, default=5, help='seeds 0..N-1 (default 5)')
     p.add_argument('--targets', type=float, nargs='+',
                    help="budgets (the method's target; default: the protocol's)")
@@ -69,8 +69,10 @@ def main(argv=None):
         t0 = time.time()
         res = proto.run(seed=seed, static=not args.no_static, data=data, **kw)
         points += res['points']
-        print(f'seed {seed}: {time.time() - t0:.0f} s', flush=True)
-    keys = [k for k in proto.REPORT if any(k in p for p in points)]
+        keys = [k for k in proto.REPORT if any(k in p for p in points)]
+        print(f'seed {seed} ({time.time() - t0:.0f} s):', flush=True)
+        print(table(res['points'], keys), flush=True)
+    print('\nall seeds:')
     print(table(points, keys))
     held = {}
     for name, fn in proto.CLAIMS.items():
