@@ -21,7 +21,12 @@ from ..layers.transformer_blocks import PVTBlock
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
 
-__all__ = ['PVT', 'PVTv2', 'PVTStage']
+__all__ = ['PVT', 'PVTv2', 'PVTStage', 'MMDET_NORMS']
+
+#: mmdet's PVT v1 norms (eps 1e-6 everywhere): ``PVT(..., **MMDET_NORMS)`` for checkpoints
+#: trained with mmdet's ``PyramidVisionTransformer``.
+MMDET_NORMS = dict(patch_norm_cfg=dict(type='LN', eps=1e-6),
+                   sr_norm_cfg=dict(type='LN', eps=1e-6))
 
 _STAGE_KEYS = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios')
 
@@ -114,8 +119,15 @@ class PVT(BaseModule):
         drop_rate, attn_drop_rate (float): Dropout rates. Default 0.
         drop_path_rate (float): Max stochastic depth, linear over blocks. Default 0.1.
         norm_after_stage (bool): A norm after every stage. Default False (mmdet's PVT v1).
-        norm_cfg (dict): Default ``dict(type='LN', eps=1e-6)`` (mmdet's; the official patch
-            embedding and key/value norms use eps 1e-5, a negligible difference).
+        norm_cfg (dict): Norms of the blocks (and of the stage / final norms). Default
+            ``dict(type='LN', eps=1e-6)``.
+        patch_norm_cfg (dict, optional): Norms of the patch embeddings.
+        sr_norm_cfg (dict, optional): Norms after the spatial reduction of keys/values.
+            Default of both (``None``) for PVT v1: ``dict(type='LN', eps=1e-5)``, the official
+            whai362 / vtpack layout (``nn.LayerNorm(dim)`` there, eps 1e-6 only in the block
+            and final norms); for PVTv2: ``norm_cfg``. mmdet's PVT uses eps 1e-6 everywhere:
+            give ``**MMDET_NORMS`` (both set to ``norm_cfg``'s eps 1e-6) for mmdet-trained
+            checkpoints.
         act_cfg (dict): FFN activation. Default GELU.
         frozen_stages (int): Stages ``0..frozen_stages`` are frozen (eval mode, no grad).
         pretrained (str, optional): Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``
@@ -134,6 +146,8 @@ class PVT(BaseModule):
     _use_conv_ffn = False
     _overlap = False
     _default_norm_after_stage = False
+    # patch-embedding and spatial-reduction norms of the official layout (None: norm_cfg)
+    _official_aux_norm_cfg = dict(type='LN', eps=1e-5)
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
@@ -148,6 +162,8 @@ class PVT(BaseModule):
                  norm_after_stage: Optional[bool] = None,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
+                 patch_norm_cfg: Optional[dict] = None,
+                 sr_norm_cfg: Optional[dict] = None,
                  frozen_stages: int = -1,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
@@ -179,6 +195,12 @@ class PVT(BaseModule):
             raise ValueError(f'patch_sizes {patch_sizes} must have {self.num_stages} entries')
         self.patch_sizes = list(patch_sizes)
 
+        if patch_norm_cfg is None:
+            patch_norm_cfg = self._official_aux_norm_cfg or norm_cfg
+        if sr_norm_cfg is None:
+            sr_norm_cfg = self._official_aux_norm_cfg or norm_cfg
+        self.norm_cfg, self.patch_norm_cfg, self.sr_norm_cfg = \
+            dict(norm_cfg), dict(patch_norm_cfg), dict(sr_norm_cfg)
         dpr = _linspace(drop_path_rate, sum(self.depths))
         cur = 0
         self.stages = ModuleList()
@@ -189,18 +211,20 @@ class PVT(BaseModule):
             if self._overlap:
                 st_i = 4 if i == 0 else 2
                 pe = overlap_patch_embed(c_in, c, kernel_size=self.patch_sizes[i], stride=st_i,
-                                         norm_cfg=norm_cfg)
+                                         norm_cfg=patch_norm_cfg)
                 stride *= st_i
             else:
                 pe = PatchEmbed(in_channels=c_in, embed_dims=c, kernel_size=self.patch_sizes[i],
-                                stride=self.patch_sizes[i], padding=0, norm_cfg=norm_cfg)
+                                stride=self.patch_sizes[i], padding=0,
+                                norm_cfg=patch_norm_cfg)
                 stride *= self.patch_sizes[i]
             blocks = [
                 PVTBlock(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
                          sr_ratio=s['sr_ratios'][i], linear=self.linear,
                          use_conv_ffn=self._use_conv_ffn, qkv_bias=qkv_bias, drop=drop_rate,
                          attn_drop=attn_drop_rate, drop_path=dpr[cur + j], norm_cfg=norm_cfg,
-                         act_cfg=act_cfg) for j in range(self.depths[i])
+                         act_cfg=act_cfg, sr_norm_cfg=sr_norm_cfg)
+                for j in range(self.depths[i])
             ]
             pos_shape = None
             if self._use_abs_pos_embed:
@@ -338,6 +362,7 @@ class PVTv2(PVT):
     _use_conv_ffn = True
     _overlap = True
     _default_norm_after_stage = True
+    _official_aux_norm_cfg = None  # unchanged: norm_cfg everywhere
 
     def __init__(self, arch: Union[str, dict] = 'b2', patch_sizes: Sequence[int] = (7, 3, 3, 3),
                  linear: Optional[bool] = None, **kwargs):

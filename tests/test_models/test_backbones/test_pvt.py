@@ -9,6 +9,7 @@ from mmengine.config import ConfigDict
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmdyn.models.backbones import PVT, PVTv2
+from mmdyn.models.backbones.pvt import MMDET_NORMS
 from mmdyn.models.layers import explicit_attention
 from mmdyn.models.utils.ckpt_convert import detect_pvt_layout, load_converted, pvt_to_mmdyn
 from mmdyn.registry import MODELS
@@ -37,6 +38,10 @@ def randomize(model, seed=0, std=0.2):
 
 
 def ours(v2, **kw):
+    """Our PVT in mmdet's norm layout (v1: eps 1e-6 in the patch-embedding and SR norms too),
+    for the comparisons with mmdet."""
+    if not v2:
+        kw = {**MMDET_NORMS, **kw}
     return (PVTv2 if v2 else PVT)(arch=dict(TINY), drop_path_rate=0.1, **kw).eval()
 
 
