@@ -170,8 +170,8 @@ def ref_pvt_classifier(sd, x, heads, srs, dge=False):
 
 
 def ref_deit_classifier(sd, x, heads):
-    """Logits of a vtpack DGE-DeiT classifier (eval)."""
-    splits = sd['blocks.0.dge.splits'].tolist()
+    """Logits of a vtpack DGE-DeiT classifier (eval; without gates: its static DeiT)."""
+    splits = sd['blocks.0.dge.splits'].tolist() if 'blocks.0.dge.splits' in sd else None
     logits = []
     for img in x:
         w = sd['patch_embed.proj.weight']
@@ -239,14 +239,14 @@ def vtpack_pvt_sd(dge=True, seed=0, classes=10):
     return sd
 
 
-def vtpack_deit_sd(seed=0, classes=10):
+def vtpack_deit_sd(seed=0, classes=10, dge=True):
     """Random weights in vtpack's ``deit_dge_s124`` key layout (separate q / kv)."""
     r, sd = _gen(seed), {}
     c, n = DEIT_ARCH['embed_dims'], (IMG // 16) ** 2
     sd['cls_token'], sd['pos_embed'] = r(1, 1, c), r(1, n + 1, c)
     sd['patch_embed.proj.weight'], sd['patch_embed.proj.bias'] = r(c, 3, 16, 16, std=0.05), r(c)
     for j in range(DEIT_ARCH['depth']):
-        _vt_block(r, sd, f'blocks.{j}', c, c * DEIT_ARCH['mlp_ratio'], 1, True)
+        _vt_block(r, sd, f'blocks.{j}', c, c * DEIT_ARCH['mlp_ratio'], 1, dge)
     sd['norm.weight'], sd['norm.bias'] = r(c, mean=1.0), r(c)
     sd['head.weight'], sd['head.bias'] = r(classes, c), r(classes)
     return sd
@@ -521,3 +521,25 @@ def test_paper_convention_is_the_query_ratio_when_every_layer_agrees():
         model.force_choice(('phi', phi))
         model(x)
         assert model.expected_cost.item() == pytest.approx(ratio, rel=1e-12)
+
+
+def test_vtpack_static_deit_checkpoint_as_classifier(tmp_path):
+    """vtpack's static DeiT (timm layout, fused qkv) through ``vit2mmdyn.py --classifier`` into
+    ``deit-s_4xb256_in1k-256px.py``: the reference logits."""
+    sd = vtpack_deit_sd(dge=False)
+    timm = {}
+    for k, v in sd.items():
+        if '.attn.q.' in k:
+            timm[k.replace('.attn.q.', '.attn.qkv.')] = torch.cat(
+                [v, sd[k.replace('.attn.q.', '.attn.kv.')]], 0)
+        elif '.attn.kv.' not in k:
+            timm[k] = v
+    conv = _convert_file(tmp_path, timm, 'vit2mmdyn', '--classifier')
+    model = _classifier_from_config('deit-s_4xb256_in1k-256px.py', dict(DEIT_ARCH),
+                                    img_size=IMG).eval()
+    model.load_state_dict(conv, strict=True)
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        got = model(x, mode='tensor')
+        ref = ref_deit_classifier(sd, x, DEIT_ARCH['num_heads'])
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4), (got - ref).abs().max()
