@@ -4,7 +4,10 @@ _base_ = './deit-s_4xb256_in1k-256px.py'
 
 model = dict(
     backbone=dict(dge=True, granularities=(1, 2, 4), budget=0.5, budget_weight=1.0,
-                  train_path='dense'))
+                  train_path='dense',
+                  # gamma is vtpack's ratio (whole model, static parts and the 384 x 1000
+                  # classifier included)
+                  budget_convention='authors', budget_head_flops=384 * 1000))
 custom_hooks = [dict(type='mmdyn.DynamicStatsHook')]
 val_evaluator = [dict(type='Accuracy', topk=(1, 5)), dict(type='mmdyn.ComplexityMetric')]
 test_evaluator = val_evaluator

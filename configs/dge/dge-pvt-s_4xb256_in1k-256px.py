@@ -10,7 +10,11 @@ model = dict(
         granularities=(1, 2, 4),
         budget=0.5,
         budget_weight=1.0,
-        train_path='dense'))
+        train_path='dense',
+        # gamma is vtpack's ratio: the whole classifier's cost (static parts, patch embeddings
+        # and the 512 x 1000 classifier included) over the static host's
+        budget_convention='authors',
+        budget_head_flops=512 * 1000))
 
 custom_hooks = [dict(type='mmdyn.DynamicStatsHook')]
 val_evaluator = [dict(type='Accuracy', topk=(1, 5)), dict(type='mmdyn.ComplexityMetric')]

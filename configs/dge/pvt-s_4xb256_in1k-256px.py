@@ -14,8 +14,11 @@ model = dict(
         arch='small',
         pretrain_img_size=256,
         drop_path_rate=0.1,
-        out_indices=(3, )),
-    neck=dict(_delete_=True, type='GlobalAveragePooling'),
+        out_indices=(3, ),
+        # the official PVT v1 classifier: a class token in stage 4, a final norm, the head on
+        # the normalised class token (no neck)
+        cls_token=True),
+    neck=None,
     head=dict(
         _delete_=True,
         type='LinearClsHead',

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmdyn.models.backbones import PVT, PVTv2, ViT
+from mmdyn.models.backbones.pvt import MMDET_NORMS
 from mmdyn.models.utils.ckpt_convert import (detect_pvt_layout, detect_vit_layout, pvt_to_mmdyn,
                                              unwrap_state_dict, vit_to_mmdyn)
 
@@ -83,7 +84,7 @@ def test_pvt2mmdyn_on_mmdet_detector_checkpoint(tmp_path, capsys):
     torch.save({'state_dict': sd, 'meta': {'epoch': 12, 'mmdet_version': '3.3.0'}}, src)
     tool('pvt2mmdyn').main([src, dst])
     assert 'mmdet layout' in capsys.readouterr().out
-    model = PVT(arch=dict(PVT_TINY)).eval()
+    model = PVT(arch=dict(PVT_TINY), **MMDET_NORMS).eval()  # mmdet's eps 1e-6 everywhere
     model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -8,8 +8,8 @@ The paper's dense-task recipe in miniature (a trained host fine-tuned with DGE):
    64x64 scenes of :func:`mmdyn.datasets.toy.draw_scene` (the generator behind the toy ADE20K
    set: a flat background and 1-3 textured shapes; labels: background + the 4 shape classes);
 2. its weights load into the same host with DGE (the paper's gate: ``Linear(C, K)`` on each
-   region's average token, Phi = {1, 2, 4}, ``init_prob`` 0.95, budget ``gamma``,
-   lambda = 1; only the gates are new) and training goes on for ``iters`` iterations with the
+   region's average token, Phi = {1, 2, 4}, ``init_prob`` 0.95, budget ``gamma`` of Eq. 7
+   (``budget_convention='paper'``), lambda = 1; only the gates are new) and training goes on for ``iters`` iterations with the
    budget loss;
 3. on 64 new scenes: the share of shape pixels and of background pixels whose query is at
    granularity 1 (the finest), averaged over the three DGE layers, the mIoU and the realised
@@ -96,7 +96,9 @@ def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
     static.backbone.init_weights()
     _fit(static, data, r['warmup'], gen, r['batch'], r['lr'])
 
-    model = TinySegmenter(DGEPVT(granularities=(1, 2, 4), budget=gamma, **HOST))
+    # gamma is an Eq. 7 budget (the paper's query ratio), as the protocol was calibrated
+    model = TinySegmenter(DGEPVT(granularities=(1, 2, 4), budget=gamma,
+                                 budget_convention='paper', **HOST))
     model.backbone.init_weights()
     missing, unexpected = model.load_state_dict(static.state_dict(), strict=False)
     if unexpected or not missing or not all('.gate.' in k for k in missing):

@@ -26,21 +26,29 @@ of one layer. For a ``[B, E + H*W, C]`` input (``E`` extra tokens such as a cls 
 Training and eval paths
 -----------------------
 * ``train_path='dense'`` (default, what the authors did): in training every granularity's
-  queries are computed for every region (``(1 + 1/4 + 1/16) N`` queries for ``{1, 2, 4}``) and the
-  updates are combined with the hard one-hot gate (straight-through). Training then costs more
-  than the static host; only inference is cheaper.
+  queries are computed for every region (``(1 + 1/4 + 1/16) N`` queries for ``{1, 2, 4}``);
+  every granularity's update is un-pooled, multiplied by its straight-through one-hot gate
+  value and the products are summed (the authors' estimator: the forward is the chosen update,
+  and every candidate's soft score ``k`` gets the task gradient ``<dL/dout, unpool(update_k)>``).
+  Training then costs more than the static host; only inference is cheaper.
 * ``train_path='sparse'``: training gathers only the chosen queries (token sets), as in eval,
-  and multiplies their updates by the straight-through gate value (1 in the forward).
+  and multiplies their updates by the straight-through gate value (1 in the forward): the
+  selected-only estimator (only the chosen score gets a task gradient).
 * **eval** (always sparse): per image, only the chosen queries are gathered into a padded token
   set and run through the block; padding queries are discarded, so every image computes exactly
   what it computes alone (a single image skips the padding and the candidate concatenation).
   Un-pooling is one gather: every token takes the update of the query that covers it.
 
 Because queries do not interact (keys/values are the full map, the FFN is token-wise), all three
-paths give the same output for the same gate decisions; the tests check it.
+paths give the same output for the same gate decisions; the tests check it (the gate gradients
+of the two training paths differ, as described).
 
 Budget
 ------
+``budget_convention='authors'`` (default): ``beta`` is vtpack's trained ratio, the whole
+model's dynamic cost over its static cost counted as vtpack counts (static parts, gates, patch
+embeddings and ``budget_head_flops`` on both sides; :meth:`_DGEHostMixin._authors_layer_cost`).
+``budget_convention='paper'``:
 ``beta`` (Eq. 7) = ``sum_l C_l psi_l / sum_l C_l (E_l + H_l W_l)`` per image, where ``C_l`` is the
 cost of one query in layer ``l`` (``block.flops(1) - block.flops(0)``) and ``psi_l`` the number of
 queries the gate chose (``E_l`` + the sum over regions of the one-hot decision times each
@@ -79,6 +87,7 @@ __all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'DGEDPVT', 'DPVT', 'DPVT
            'FractionChoice', 'check_dge_args']
 
 TRAIN_PATHS = ('dense', 'sparse')
+BUDGET_CONVENTIONS = ('authors', 'paper')
 
 
 def check_dge_args(granularities, region_size=None, layer_wise=False, budget=0.5,
@@ -349,6 +358,21 @@ class DynamicGrainedEncoder(nn.Module):
         c = torch.arange(w, device=device)[None, :] // s
         return (r * gw + c).reshape(-1)
 
+    def _unpool_chosen(self, delta, owner, x_sp):
+        """``x_sp`` plus, for every token, the update of the chosen query covering it (``owner``
+        ``[B, H*W]`` rows of ``delta``, ``-1``: none): one row gather over the flattened batch
+        (much faster than an element gather), a zero row for "no query"."""
+        b, c = delta.shape[0], delta.shape[-1]
+        if 0 in self.granularities:
+            nd = delta.shape[1]
+            delta = torch.cat([delta, delta.new_zeros(b, 1, c)], 1)
+            owner = torch.where(owner < 0, torch.full_like(owner, nd), owner)
+        rows = delta.shape[1]
+        if b > 1:
+            owner = owner + torch.arange(b, device=delta.device)[:, None] * rows
+        upd = delta.reshape(b * rows, c).index_select(0, owner.reshape(-1)).view(b, -1, c)
+        return upd.add_(x_sp) if upd.dtype == x_sp.dtype else x_sp + upd
+
     def forward(self, block: nn.Module, x: torch.Tensor, hw: Sequence[int],
                 num_extra: int = 0) -> Tuple[torch.Tensor, Dict]:
         """Run ``block`` as a dynamic grained encoder.
@@ -435,17 +459,21 @@ class DynamicGrainedEncoder(nn.Module):
             slot = keep_all.long().cumsum(1) - 1
             owner = torch.where(owner < 0, owner, slot.gather(1, owner.clamp_min(0)))
             ran = lengths.to(torch.float64)
-        # un-pool: each token takes its query's update (a zero row for "no query"), one row
-        # gather (index_select over the flattened batch: much faster than an element gather)
-        if 0 in self.granularities:
-            nd = delta.shape[1]
-            delta = torch.cat([delta, delta.new_zeros(b, 1, c)], 1)
-            owner = torch.where(owner < 0, torch.full_like(owner, nd), owner)
-        rows = delta.shape[1]
-        if b > 1:
-            owner = owner + torch.arange(b, device=x.device)[:, None] * rows
-        upd = delta.reshape(b * rows, c).index_select(0, owner.reshape(-1)).view(b, -1, c)
-        out = upd.add_(x_sp) if upd.dtype == x_sp.dtype else x_sp + upd
+        if dense:
+            # the authors' estimator: every granularity's un-pooled update times its
+            # straight-through gate value, summed (0 times the others in the forward, so the
+            # output is the chosen update exactly); every candidate's soft score gets the task
+            # gradient <dL/dout, unpool(update_k)>
+            table = self._owner_table(hw, offsets, x.device)
+            upd = None
+            for k, p in enumerate(self.granularities):
+                if p == 0:
+                    continue
+                term = delta.index_select(1, table[k])
+                upd = term if upd is None else upd + term
+            out = x_sp + upd
+        else:
+            out = self._unpool_chosen(delta, owner, x_sp)
         if num_extra:
             out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
         info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
@@ -466,7 +494,15 @@ class _DGEHostMixin(DynamicModuleMixin):
     """Shared bookkeeping of the DGE hosts (records, budget loss, forced choices)."""
 
     def _init_dge(self, dge, granularities, region_size, layer_wise, budget, budget_weight, tau,
-                  init_prob, train_path, dims_per_layer, forced_fractions=None):
+                  init_prob, train_path, dims_per_layer, forced_fractions=None,
+                  budget_convention='authors', budget_head_flops=0):
+        if budget_convention not in BUDGET_CONVENTIONS:
+            raise ValueError(f'DGE: budget_convention must be one of {BUDGET_CONVENTIONS}, got '
+                             f'{budget_convention!r}')
+        if not budget_head_flops >= 0:
+            raise ValueError(f'DGE: budget_head_flops must be >= 0, got {budget_head_flops}')
+        self.budget_convention = budget_convention
+        self.budget_head_flops = float(budget_head_flops)
         self.dge_enabled = bool(dge)
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, budget, train_path, init_prob)
@@ -507,6 +543,19 @@ class _DGEHostMixin(DynamicModuleMixin):
         for m in self.dge_layers():
             m.forced_choice = choice
 
+    def _load_pretrained(self, pre: dict, convert) -> None:
+        """Load an ``init_cfg`` checkpoint. A static host's checkpoint (no gate at all) leaves
+        the gates at their initialisation; a checkpoint that carries DGE gates (vtpack's, ours)
+        must convert whole: a missing or unexpected key is an error."""
+        missing, unexpected = load_converted(self, pre['checkpoint'], convert,
+                                             adapt=self._adapt_state_dict,
+                                             prefix=pre.get('prefix'))
+        gates = {k for k in self.state_dict() if k.startswith('dge.') and '.gate.' in k}
+        if gates and not gates <= set(missing) and (missing or unexpected):
+            raise ValueError(f'{type(self).__name__}: the DGE checkpoint {pre["checkpoint"]} '
+                             f'does not convert whole: missing keys {missing}, unexpected keys '
+                             f'{unexpected}')
+
     def _reinit_gates(self):
         for m in self.dge_layers():
             m.gate.init_weights()
@@ -518,7 +567,11 @@ class _DGEHostMixin(DynamicModuleMixin):
         f0 = _block_flops(block, 0, hw, num_extra)
         cq = _block_flops(block, 1, hw, num_extra) - f0  # cost of one query
         acc['den'] += cq * full_q
+        acc['a_den'] += float(self._authors_layer_cost(enc, block, hw, num_extra, float(full_q)))
         if enc is None or self.force_full:
+            acc['a_num'] = acc['a_num'] + self._authors_layer_cost(
+                enc, block, hw, num_extra,
+                torch.full((b, ), float(full_q), dtype=torch.float64, device=x.device))
             y = block(x, hw)
             flops = torch.full((b, ), float(f0 + cq * full_q), dtype=torch.float64,
                                device=x.device)
@@ -532,6 +585,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         counts = enc.query_counts(hw, x.device)  # [gh, gw, K]
         psi = num_extra + (info['decision'].to(torch.float64) * counts).sum((1, 2, 3))
         acc['num'] = acc['num'] + cq * psi
+        acc['a_num'] = acc['a_num'] + self._authors_layer_cost(enc, block, hw, num_extra, psi)
         ran = info['ran_queries'] if not self.training else info['num_queries']
         acc['flops'] = acc['flops'] + (f0 + cq * ran) + enc.gate_flops(hw)
         acc['queries'] = acc['queries'] + info['num_queries']
@@ -548,10 +602,57 @@ class _DGEHostMixin(DynamicModuleMixin):
         b = x.shape[0]
         z = torch.zeros(b, dtype=torch.float64, device=x.device)
         return dict(flops=z.clone(), num=z.clone(), den=0.0, queries=z.clone(), tokens=0,
-                    fine=[], maps={})
+                    fine=[], maps={}, a_num=z.clone(), a_den=0.0)
+
+    # ------------------------------------------------------------------ budget conventions
+    _authors_attention = 'pvt'  # vtpack's PVT counts q @ k once; its DeiT counts it twice
+
+    def _authors_layer_cost(self, enc, block, hw, num_extra, nq):
+        """vtpack's cost of one layer (``Block.complexity(num_inputs, num_queries)`` plus the
+        router's ``DynamicRouter.complexity``) for ``nq`` queries (float or ``[B]`` tensor).
+
+        ``Ni = H W + E`` inputs; norms ``2 Ni C``; q and output projections ``2 nq C^2``; keys
+        and values ``2 Nk C^2`` from ``Nk = Ni / sr^2`` (float, as vtpack) with the reduction
+        ``Ni C^2 + Nk C`` (sr > 1); attention ``nq Nk C`` (PVT) or ``2 nq Ni C`` (DeiT);
+        softmax ``3 nq Nk heads``; MLP ``nq (2 C hidden + hidden)``; router ``Ni / S^2 C (1 +
+        K)`` (pooling and linear gate). Blocks the authors released no DGE code for (DPVT):
+        our count of the block (:func:`_block_flops`, its static parts included) plus the
+        router."""
+        ni = float(hw[0] * hw[1] + num_extra)
+        attn, ffn = block.attn, getattr(block, 'ffn', None)
+        std = hasattr(attn, 'sr_ratio') and not getattr(attn, 'linear', False) and \
+            hasattr(ffn, 'fc1') and not hasattr(ffn, 'dwconv')
+        if std:
+            c, heads, hid = block.embed_dims, attn.num_heads, ffn.fc1.out_features
+            sr = attn.sr_ratio
+            cost = 2 * ni * c + 2 * nq * c * c + nq * (2 * c * hid + hid)
+            if self._authors_attention == 'deit':
+                cost = cost + 2 * ni * c * c + 2 * nq * ni * c + 3 * nq * ni * heads
+            else:
+                nk = ni / sr ** 2
+                if sr > 1:
+                    cost = cost + ni * c * c + nk * c
+                cost = cost + 2 * nk * c * c + nq * nk * c + 3 * nq * nk * heads
+        else:
+            cost = _block_flops(block, nq, hw, num_extra)
+        if enc is not None and not self.force_full:
+            regions = ni / enc.region_size ** 2 if enc.region_size else 1.0
+            cost = cost + regions * enc.embed_dims * (1 + enc.num_choices)
+        return cost
+
+    def _authors_static_cost(self, img_shape) -> float:
+        """vtpack's ``model.complexity`` terms outside the DGE layers: the patch embedding(s) and
+        the classifier (``budget_head_flops``). As vtpack, the pixel count of the input is taken
+        as ``x.shape[1] * x.shape[2]`` (channels times height, not height times width: a defect
+        of the authors' code kept because the trained budgets depend on it, see the README)."""
+        raise NotImplementedError
 
     def _finish(self, acc, img_shape):
-        beta = acc['num'] / acc['den']
+        if self.budget_convention == 'authors':
+            const = self._authors_static_cost(img_shape) + self.budget_head_flops
+            beta = (acc['a_num'] + const) / max(acc['a_den'] + const, 1.0)
+        else:
+            beta = acc['num'] / acc['den']
         static = float(self.static_flops(img_shape))
         stats = dict(kept_ratio=acc['queries'] / acc['tokens'],
                      flops_ratio=acc['flops'] / static, budget_ratio=beta.detach())
@@ -582,7 +683,16 @@ class DGEPVT(_DGEHostMixin, PVT):
         budget_weight (float): ``lambda``. Default 1.
         tau (float): Gumbel-Softmax temperature. Default 1.
         init_prob (float): Initial probability of the finest granularity. Default 0.95.
-        train_path (str): ``'dense'`` (default) or ``'sparse'``.
+        train_path (str): ``'dense'`` (default: every granularity computed, the authors'
+            straight-through estimator over all candidates) or ``'sparse'`` (the chosen
+            queries only, the selected-only estimator).
+        budget_convention (str): What ``budget`` (gamma) is a ratio of. ``'authors'``
+            (default, vtpack's trained ratio): the whole model's dynamic cost over its static
+            cost, static parts (keys/values, spatial reduction, norms, gates, patch embeddings,
+            ``budget_head_flops``) included on both sides, vtpack's FLOP counting.
+            ``'paper'``: Eq. 7, ``sum_l C_l psi_l / sum_l C_l N_l`` (queries only).
+        budget_head_flops (float): The classifier's MACs, counted on both sides of the
+            ``'authors'`` ratio as vtpack does (``C * num_classes``). Default 0.
         dge_stages (Sequence[int]): Stages with DGE. Default all.
         forced_fractions (Sequence[float], optional): Force the gates (benchmarks): every region
             draws granularity ``k`` (gate order, finest first) with this probability
@@ -597,7 +707,9 @@ class DGEPVT(_DGEHostMixin, PVT):
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
                  train_path: str = 'dense', dge_stages: Optional[Sequence[int]] = None,
-                 forced_fractions: Optional[Sequence[float]] = None, **kwargs):
+                 forced_fractions: Optional[Sequence[float]] = None,
+                 budget_convention: str = 'authors', budget_head_flops: float = 0,
+                 **kwargs):
         super().__init__(arch=arch, **kwargs)
         dge_stages = list(range(self.num_stages)) if dge_stages is None else list(dge_stages)
         if any(not 0 <= s < self.num_stages for s in dge_stages):
@@ -605,7 +717,8 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.dge_stages = dge_stages
         dims = [[self.embed_dims[i]] * self.depths[i] for i in range(self.num_stages)]
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
-                                budget_weight, tau, init_prob, train_path, dims, forced_fractions)
+                                budget_weight, tau, init_prob, train_path, dims, forced_fractions,
+                                budget_convention, budget_head_flops)
         if layers is not None:
             self.dge = ModuleList([
                 ModuleList(layers[i] if i in dge_stages else []) for i in range(self.num_stages)
@@ -622,13 +735,21 @@ class DGEPVT(_DGEHostMixin, PVT):
             self.init_cfg = saved
         self._reinit_gates()
         if pre is not None:
-            load_converted(self, pre['checkpoint'], pvt_to_mmdyn, adapt=self._adapt_state_dict,
-                           prefix=pre.get('prefix'))
+            self._load_pretrained(pre, pvt_to_mmdyn)
         self._is_init = True
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the static PVT host (every token a query, no gate)."""
         return PVT.static_flops(self, img_shape)
+
+    def _authors_static_cost(self, img_shape) -> float:
+        n = float(self.in_channels * img_shape[0])  # vtpack: x.shape[1] * x.shape[2]
+        cost = 0.0
+        for st, p in zip(self.stages, self.patch_sizes):
+            proj = st.patch_embed.projection
+            cost += n * proj.in_channels * proj.out_channels + n / (p * p) * proj.out_channels
+            n /= p * p
+        return cost
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """NCHW maps of the stages in ``out_indices`` (a tuple, as :class:`PVT`)."""
@@ -641,12 +762,20 @@ class DGEPVT(_DGEHostMixin, PVT):
         for i, st in enumerate(self.stages):
             acc['flops'] = acc['flops'] + st.patch_embed.flops(tuple(x.shape[-2:]))
             tokens, hw = st.embed(x)
+            extra = 0
+            if self.with_cls_token and i == self.num_stages - 1:
+                tokens, extra = self.embed_cls(tokens), 1  # a query of every DGE layer
             for j, blk in enumerate(st.blocks):
                 enc = None
                 if self.dge_enabled and i in self.dge_stages:
                     enc = self.dge[i][j]
-                tokens = self._run_layer(f'stage{i}.block{j}', enc, blk, tokens, hw, 0, acc)
+                tokens = self._run_layer(f'stage{i}.block{j}', enc, blk, tokens, hw, extra,
+                                         acc)
             tokens = st.norm(tokens)
+            if extra:
+                if i in self.out_indices:
+                    outs.append(tokens[:, 0])
+                continue
             x = nlc_to_nchw(tokens, hw)
             if i in self.out_indices:
                 outs.append(x)
@@ -663,7 +792,7 @@ class DGEViT(_DGEHostMixin, ViT):
             ``'deit-s'``.
         img_size (int): Default 256 (the paper's input; 16 x 16 tokens, divisible by S = 4).
         dge, granularities, region_size, layer_wise, budget, budget_weight, tau, init_prob,
-        train_path, forced_fractions: as :class:`DGEPVT`.
+        train_path, forced_fractions, budget_convention, budget_head_flops: as :class:`DGEPVT`.
         Every other argument: :class:`mmdyn.models.backbones.ViT`.
 
     The cls token is always its own query (the vanilla path). The gates are parameters
@@ -673,11 +802,13 @@ class DGEViT(_DGEHostMixin, ViT):
     def __init__(self, arch='deit-s', img_size=256, dge: bool = True, granularities=(1, 2, 4),
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
-                 train_path: str = 'dense', forced_fractions: Optional[Sequence[float]] = None, **kwargs):
+                 train_path: str = 'dense', forced_fractions: Optional[Sequence[float]] = None,
+                 budget_convention: str = 'authors', budget_head_flops: float = 0, **kwargs):
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
                                 budget_weight, tau, init_prob, train_path,
-                                [[self.embed_dims] * self.depth], forced_fractions)
+                                [[self.embed_dims] * self.depth], forced_fractions,
+                                budget_convention, budget_head_flops)
         if layers is not None:
             self.dge = ModuleList(layers[0])
             self.force_choice(self._forced)
@@ -692,13 +823,18 @@ class DGEViT(_DGEHostMixin, ViT):
             self.init_cfg = saved
         self._reinit_gates()
         if pre is not None:
-            load_converted(self, pre['checkpoint'], vit_to_mmdyn, adapt=self._adapt_state_dict,
-                           prefix=pre.get('prefix'))
+            self._load_pretrained(pre, vit_to_mmdyn)
         self._is_init = True
+
+    _authors_attention = 'deit'
 
     def static_flops(self, img_shape: Sequence[int] = (256, 256)) -> int:
         """MACs of the static ViT host (every token a query, no gate)."""
         return ViT.static_flops(self, img_shape)
+
+    def _authors_static_cost(self, img_shape) -> float:
+        # vtpack's DeiT: N * D * 3 with N = x.shape[1] * x.shape[2]
+        return float(self.in_channels * img_shape[0]) * self.embed_dims * self.in_channels
 
     def forward(self, x: torch.Tensor) -> tuple:
         img_shape = tuple(x.shape[-2:])

@@ -21,7 +21,12 @@ from ..layers.transformer_blocks import PVTBlock
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
 
-__all__ = ['PVT', 'PVTv2', 'PVTStage']
+__all__ = ['PVT', 'PVTv2', 'PVTStage', 'MMDET_NORMS']
+
+#: mmdet's PVT v1 norms (eps 1e-6 everywhere): ``PVT(..., **MMDET_NORMS)`` for checkpoints
+#: trained with mmdet's ``PyramidVisionTransformer``.
+MMDET_NORMS = dict(patch_norm_cfg=dict(type='LN', eps=1e-6),
+                   sr_norm_cfg=dict(type='LN', eps=1e-6))
 
 _STAGE_KEYS = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'sr_ratios')
 
@@ -82,12 +87,19 @@ class PVTStage(BaseModule):
             x = blk(x, hw)
         return self.norm(x), hw
 
-    def flops_breakdown(self, in_hw: Sequence[int], prefix: str = '') -> Dict[str, int]:
+    def flops_breakdown(self, in_hw: Sequence[int], prefix: str = '',
+                        num_extra: int = 0) -> Dict[str, int]:
+        """MACs of the patch embedding and of every block; ``num_extra`` tokens (a class
+        token) are queries and keys too (only without spatial reduction)."""
         out_hw = self.patch_embed.out_shape(in_hw)
         n = out_hw[0] * out_hw[1]
         res = {f'{prefix}patch_embed': self.patch_embed.flops(in_hw)}
         for j, blk in enumerate(self.blocks):
-            res[f'{prefix}blocks.{j}'] = int(blk.flops(n, out_hw))
+            if num_extra:
+                res[f'{prefix}blocks.{j}'] = int(blk.flops(n + num_extra, out_hw,
+                                                           num_keys=n + num_extra))
+            else:
+                res[f'{prefix}blocks.{j}'] = int(blk.flops(n, out_hw))
         return res
 
 
@@ -114,9 +126,22 @@ class PVT(BaseModule):
         drop_rate, attn_drop_rate (float): Dropout rates. Default 0.
         drop_path_rate (float): Max stochastic depth, linear over blocks. Default 0.1.
         norm_after_stage (bool): A norm after every stage. Default False (mmdet's PVT v1).
-        norm_cfg (dict): Default ``dict(type='LN', eps=1e-6)`` (mmdet's; the official patch
-            embedding and key/value norms use eps 1e-5, a negligible difference).
+        norm_cfg (dict): Norms of the blocks (and of the stage / final norms). Default
+            ``dict(type='LN', eps=1e-6)``.
+        patch_norm_cfg (dict, optional): Norms of the patch embeddings.
+        sr_norm_cfg (dict, optional): Norms after the spatial reduction of keys/values.
+            Default of both (``None``) for PVT v1: ``dict(type='LN', eps=1e-5)``, the official
+            whai362 / vtpack layout (``nn.LayerNorm(dim)`` there, eps 1e-6 only in the block
+            and final norms); for PVTv2: ``norm_cfg``. mmdet's PVT uses eps 1e-6 everywhere:
+            give ``**MMDET_NORMS`` (both set to ``norm_cfg``'s eps 1e-6) for mmdet-trained
+            checkpoints.
         act_cfg (dict): FFN activation. Default GELU.
+        cls_token (bool): The official PVT v1 classifier's class token (v1 only): a token
+            ``cls_token + cls_pos_embed`` prepended to the last stage (a query and a key/value of
+            its every block, which must have no spatial reduction), a final norm after that
+            stage (``stages[-1].norm``, also without ``norm_after_stage``), and the last stage's
+            output is then the normalised class token ``[B, C]`` (for a linear head, no neck)
+            instead of its map. Default False (dense-prediction hosts).
         frozen_stages (int): Stages ``0..frozen_stages`` are frozen (eval mode, no grad).
         pretrained (str, optional): Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``
             (mmseg's segmentors push it in).
@@ -134,6 +159,8 @@ class PVT(BaseModule):
     _use_conv_ffn = False
     _overlap = False
     _default_norm_after_stage = False
+    # patch-embedding and spatial-reduction norms of the official layout (None: norm_cfg)
+    _official_aux_norm_cfg = dict(type='LN', eps=1e-5)
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
@@ -148,6 +175,9 @@ class PVT(BaseModule):
                  norm_after_stage: Optional[bool] = None,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
+                 patch_norm_cfg: Optional[dict] = None,
+                 sr_norm_cfg: Optional[dict] = None,
+                 cls_token: bool = False,
                  frozen_stages: int = -1,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
@@ -179,6 +209,12 @@ class PVT(BaseModule):
             raise ValueError(f'patch_sizes {patch_sizes} must have {self.num_stages} entries')
         self.patch_sizes = list(patch_sizes)
 
+        if patch_norm_cfg is None:
+            patch_norm_cfg = self._official_aux_norm_cfg or norm_cfg
+        if sr_norm_cfg is None:
+            sr_norm_cfg = self._official_aux_norm_cfg or norm_cfg
+        self.norm_cfg, self.patch_norm_cfg, self.sr_norm_cfg = \
+            dict(norm_cfg), dict(patch_norm_cfg), dict(sr_norm_cfg)
         dpr = _linspace(drop_path_rate, sum(self.depths))
         cur = 0
         self.stages = ModuleList()
@@ -189,27 +225,41 @@ class PVT(BaseModule):
             if self._overlap:
                 st_i = 4 if i == 0 else 2
                 pe = overlap_patch_embed(c_in, c, kernel_size=self.patch_sizes[i], stride=st_i,
-                                         norm_cfg=norm_cfg)
+                                         norm_cfg=patch_norm_cfg)
                 stride *= st_i
             else:
                 pe = PatchEmbed(in_channels=c_in, embed_dims=c, kernel_size=self.patch_sizes[i],
-                                stride=self.patch_sizes[i], padding=0, norm_cfg=norm_cfg)
+                                stride=self.patch_sizes[i], padding=0,
+                                norm_cfg=patch_norm_cfg)
                 stride *= self.patch_sizes[i]
             blocks = [
                 PVTBlock(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
                          sr_ratio=s['sr_ratios'][i], linear=self.linear,
                          use_conv_ffn=self._use_conv_ffn, qkv_bias=qkv_bias, drop=drop_rate,
                          attn_drop=attn_drop_rate, drop_path=dpr[cur + j], norm_cfg=norm_cfg,
-                         act_cfg=act_cfg) for j in range(self.depths[i])
+                         act_cfg=act_cfg, sr_norm_cfg=sr_norm_cfg)
+                for j in range(self.depths[i])
             ]
             pos_shape = None
             if self._use_abs_pos_embed:
                 pos_shape = (self.pretrain_img_size[0] // stride,
                              self.pretrain_img_size[1] // stride)
-            norm = build_norm_layer(norm_cfg, c)[1] if norm_after_stage else None
+            last = i == self.num_stages - 1
+            with_norm = norm_after_stage or (cls_token and last)
+            norm = build_norm_layer(norm_cfg, c)[1] if with_norm else None
             self.stages.append(PVTStage(pe, blocks, pos_shape, drop_rate, norm))
             cur += self.depths[i]
             c_in = c
+        self.with_cls_token = bool(cls_token)
+        self.num_extra_tokens = 1 if cls_token else 0
+        if cls_token:
+            if not self._use_abs_pos_embed:
+                raise ValueError(f'{type(self).__name__}: cls_token is a PVT v1 option')
+            if self.stages[-1].blocks[0].attn.has_reduction:
+                raise ValueError('cls_token needs a last stage without spatial reduction '
+                                 f'(sr_ratios[-1] = 1), got {s["sr_ratios"]}')
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, c_in))
+            self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, c_in))
         self._freeze_stages()
 
     # ------------------------------------------------------------------ config
@@ -239,6 +289,7 @@ class PVT(BaseModule):
         for st in self.stages:
             if st.pos_embed is not None:
                 trunc_normal_(st.pos_embed, std=.02)
+        self._init_cls_token()
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None and self.init_cfg is not None:
             super().init_weights()  # other init_cfg types, applied by mmengine
@@ -247,8 +298,31 @@ class PVT(BaseModule):
                            prefix=pre.get('prefix'))
         self._is_init = True
 
+    def _init_cls_token(self):
+        if self.with_cls_token:  # as the official code: trunc-normal 0.02 (its position too)
+            trunc_normal_(self.cls_token, std=.02)
+            trunc_normal_(self.cls_pos_embed, std=.02)
+
+    def embed_cls(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token (with its position embedding and the stage's position
+        dropout) to the last stage's embedded ``[B, h*w, C]`` tokens."""
+        cls = self.stages[-1].pos_drop(self.cls_token + self.cls_pos_embed)
+        return torch.cat([cls.expand(tokens.shape[0], -1, -1), tokens], 1)
+
     def _adapt_state_dict(self, sd: dict) -> dict:
-        """Resize position embeddings of other grids (bilinear) to this model's."""
+        """Resize position embeddings of other grids (bilinear) to this model's; drop (with a
+        note) the parts only a classifier has when this model has none: the class token and
+        its position, the final norm after the last stage."""
+        dropped = []
+        if not self.with_cls_token:
+            dropped += [k for k in ('cls_token', 'cls_pos_embed') if sd.pop(k, None) is not None]
+        last = f'stages.{self.num_stages - 1}.norm.'
+        if isinstance(self.stages[-1].norm, nn.Identity):
+            dropped += [k for k in list(sd) if k.startswith(last) and sd.pop(k) is not None]
+        if dropped:
+            from mmengine.logging import print_log
+            print_log(f'{type(self).__name__}: classifier-only tensors not used by this model '
+                      f'(no class token / final norm): {dropped}', 'current')
         for i, st in enumerate(self.stages):
             k = f'stages.{i}.pos_embed'
             if st.pos_embed is None or k not in sd:
@@ -268,6 +342,9 @@ class PVT(BaseModule):
             st.eval()
             for p in st.parameters():
                 p.requires_grad = False
+        if getattr(self, 'with_cls_token', False) and self.frozen_stages >= self.num_stages - 1:
+            self.cls_token.requires_grad = False
+            self.cls_pos_embed.requires_grad = False
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -283,6 +360,15 @@ class PVT(BaseModule):
                              f'images, got {tuple(x.shape)}')
         outs = []
         for i, st in enumerate(self.stages):
+            if self.with_cls_token and i == self.num_stages - 1:
+                tokens, hw = st.embed(x)
+                tokens = self.embed_cls(tokens)
+                for blk in st.blocks:
+                    tokens = blk(tokens, hw)
+                tokens = st.norm(tokens)
+                if i in self.out_indices:
+                    outs.append(tokens[:, 0])
+                continue
             tokens, hw = st(x)
             x = nlc_to_nchw(tokens, hw)
             if i in self.out_indices:
@@ -303,7 +389,8 @@ class PVT(BaseModule):
         (``'stages.0.patch_embed'``, ``'stages.0.blocks.0'``...)."""
         res, hw = {}, tuple(img_shape)
         for i, st in enumerate(self.stages):
-            res.update(st.flops_breakdown(hw, prefix=f'stages.{i}.'))
+            extra = self.num_extra_tokens if i == self.num_stages - 1 else 0
+            res.update(st.flops_breakdown(hw, prefix=f'stages.{i}.', num_extra=extra))
             hw = st.patch_embed.out_shape(hw)
         return res
 
@@ -338,6 +425,7 @@ class PVTv2(PVT):
     _use_conv_ffn = True
     _overlap = True
     _default_norm_after_stage = True
+    _official_aux_norm_cfg = None  # unchanged: norm_cfg everywhere
 
     def __init__(self, arch: Union[str, dict] = 'b2', patch_sizes: Sequence[int] = (7, 3, 3, 3),
                  linear: Optional[bool] = None, **kwargs):

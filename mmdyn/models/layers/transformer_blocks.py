@@ -36,8 +36,10 @@ class TransformerBlock(BaseModule):
         drop (float): Dropout after the attention projection and in the FFN.
         attn_drop (float): Dropout of the attention weights.
         drop_path (float): Stochastic-depth rate of both residual branches.
-        norm_cfg (dict): Norms of the block (and of the reduced keys/values).
+        norm_cfg (dict): Norms of the block (and, by default, of the reduced keys/values).
         act_cfg (dict): FFN activation.
+        sr_norm_cfg (dict, optional): Norm of the reduced keys/values; default ``norm_cfg``
+            (the official PVT v1 uses LN eps 1e-5 there, 1e-6 in the block norms).
     """
 
     def __init__(self,
@@ -54,6 +56,7 @@ class TransformerBlock(BaseModule):
                  drop_path: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
+                 sr_norm_cfg: Optional[dict] = None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
@@ -61,7 +64,8 @@ class TransformerBlock(BaseModule):
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.attn = SRAttention(embed_dims, num_heads, sr_ratio=sr_ratio, linear=linear,
                                 qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
-                                proj_drop=drop, norm_cfg=norm_cfg)
+                                proj_drop=drop,
+                                norm_cfg=norm_cfg if sr_norm_cfg is None else sr_norm_cfg)
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
         if use_conv_ffn:
             self.ffn = MixFFN(embed_dims, hidden, linear=linear, act_cfg=act_cfg, drop=drop)

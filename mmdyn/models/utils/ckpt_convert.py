@@ -29,9 +29,18 @@ Recognised sources
   ``ffn.layers.0.0``, ``ln1``/``ln0``), mmpretrain's (``layers.0.attn.qkv``, ``ln1``,
   ``pre_norm``), and mmdyn's own.
 
+* DGE (StevenGrove/vtpack): DGE-PVT (``block1.0.dge.router.gate.weight``...) and DGE-DeiT
+  (``blocks.0.dge.router.gate.*``, separate ``attn.q`` / ``attn.kv``, ``mlp.fc1``) checkpoints,
+  also as ``tools/export_model.py`` writes them (prefix ``backbone.bottom_up.model.``). The gates
+  become ``dge.{stage}.{block}.gate.proj.*`` (PVT) / ``dge.{block}.gate.proj.*`` (DeiT), their
+  rows in mmdyn's gate order (finest granularity first); the non-trainable ``dge.splits``
+  tensors (vtpack's split counts per region side, ``phi = S / split``) are dropped and only
+  checked to be the same in every layer (:func:`dge_granularities` reads them).
+
 Checkpoints wrapped in ``state_dict`` / ``model`` / ``module`` and keys prefixed ``module.`` or
 ``backbone.`` (a whole detector, segmentor or classifier) are unwrapped first.
-Classification heads, the PVT v1 cls token and DeiT's distillation token are dropped.
+Classification heads and DeiT's distillation token are dropped (:func:`classifier_head_keys`
+converts the heads); the PVT v1 class token becomes ``cls_token`` / ``cls_pos_embed``.
 """
 import re
 from collections import OrderedDict
@@ -42,7 +51,8 @@ import torch
 __all__ = [
     'unwrap_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
     'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted',
-    'save_converted', 'pretrained_init_cfg'
+    'save_converted', 'pretrained_init_cfg', 'split_dge_gates', 'dge_granularities',
+    'classifier_head_keys'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -93,7 +103,73 @@ def unwrap_state_dict(ckpt) -> StateDict:
     if any(k.startswith('backbone.') for k in sd):
         sd = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items()
                          if k.startswith('backbone.'))
+    if sd and all(k.startswith('bottom_up.model.') for k in sd):  # vtpack's export_model.py
+        sd = OrderedDict((k[len('bottom_up.model.'):], v) for k, v in sd.items())
     return sd
+
+
+# --------------------------------------------------------------------------------------- DGE
+_DGE_KEY = re.compile(r'(?:block(\d+)|blocks)\.(\d+)\.dge\.(.*)$')
+
+
+def dge_granularities(sd: StateDict):
+    """``(Phi, perm)`` of a vtpack checkpoint's ``dge.splits`` (the same in every layer, else
+    an error): ``Phi`` in mmdyn's gate order (patch sides ``S / split`` ascending) and
+    ``perm[k]`` the vtpack gate index of mmdyn's gate ``k``; ``None`` without splits."""
+    splits = {k: tuple(int(x) for x in v.flatten().tolist()) for k, v in sd.items()
+              if k.endswith('.dge.splits')}
+    if not splits:
+        return None
+    vals = set(splits.values())
+    if len(vals) != 1:
+        raise ValueError(f'vtpack checkpoint with different dge.splits per layer: {sorted(vals)}')
+    sp = vals.pop()
+    size = max(sp)
+    if any(x < 1 or size % x for x in sp):
+        raise ValueError(f'vtpack dge.splits {sp} do not divide the region side {size}')
+    perm = sorted(range(len(sp)), key=lambda k: -sp[k])  # finest (most splits) first
+    return tuple(size // sp[k] for k in perm), perm
+
+
+def split_dge_gates(sd: StateDict) -> Tuple[StateDict, StateDict]:
+    """Take the vtpack DGE tensors out of ``sd``: ``(rest, gates)`` with the gates in mmdyn's
+    names and gate order; ``dge.splits`` dropped. Any other ``*.dge.*`` key is an error."""
+    rest, gates = OrderedDict(), OrderedDict()
+    gran = dge_granularities(sd)
+    perm = None if gran is None else torch.tensor(gran[1])
+    for k, v in sd.items():
+        m = _DGE_KEY.match(k)
+        if not m:
+            rest[k] = v
+            continue
+        stage, block, name = m.groups()
+        if name == 'splits':
+            continue
+        mg = re.fullmatch(r'router\.gate\.(weight|bias)', name)
+        if mg is None:
+            raise ValueError(f'unexpected vtpack DGE key {k}')
+        if perm is None:
+            raise ValueError(f'vtpack DGE gate {k} without dge.splits: the gate order is unknown')
+        if v.shape[0] != len(perm):
+            raise ValueError(f'{k}: {v.shape[0]} gate rows for {len(perm)} splits')
+        pre = f'dge.{int(stage) - 1}.{block}' if stage is not None else f'dge.{block}'
+        gates[f'{pre}.gate.proj.{mg.group(1)}'] = v[perm].clone()
+    return rest, gates
+
+
+def classifier_head_keys(ckpt, head: str = 'linear') -> StateDict:
+    """The classification head of an official (whai362 / vtpack / timm) classifier checkpoint
+    in mmpretrain names: ``head.fc.*`` (``LinearClsHead``, ``head='linear'``) or
+    ``head.layers.head.*`` (``VisionTransformerClsHead``, ``head='vit'``)."""
+    sd = unwrap_state_dict(ckpt)
+    names = {'linear': 'head.fc.', 'vit': 'head.layers.head.'}
+    if head not in names:
+        raise ValueError(f'head must be one of {sorted(names)}, got {head!r}')
+    out = OrderedDict((names[head] + k[len('head.'):], v) for k, v in sd.items()
+                      if k in ('head.weight', 'head.bias'))
+    if len(out) != 2:
+        raise ValueError('no classification head (head.weight / head.bias) in the checkpoint')
+    return out
 
 
 # --------------------------------------------------------------------------------------- PVT
@@ -127,7 +203,10 @@ def _pvt_official(sd: StateDict) -> StateDict:
     last = stages[-1] if stages else 4
     has_cls = 'cls_token' in sd
     for k, v in sd.items():
-        if k.startswith('head') or k in ('cls_token', 'dist_token'):
+        if k.startswith('head') or k == 'dist_token':
+            continue
+        if k == 'cls_token':  # PVT v1 classifiers (PVT(cls_token=True))
+            out['cls_token'] = v
             continue
         m = re.match(r'patch_embed(\d+)\.(proj|norm)\.(.*)', k)
         if m:
@@ -138,7 +217,8 @@ def _pvt_official(sd: StateDict) -> StateDict:
         if m:
             s = int(m.group(1))
             if s == last and has_cls:
-                v = v[:, 1:]  # the cls position of PVT v1's last stage
+                out['cls_pos_embed'] = v[:, :1]  # the cls position of PVT v1's last stage
+                v = v[:, 1:]
             out[f'stages.{s - 1}.pos_embed'] = v
             continue
         m = re.match(r'block(\d+)\.(\d+)\.(.*)', k)
@@ -215,21 +295,26 @@ def _pvt_mmdet(sd: StateDict) -> StateDict:
 
 def pvt_to_mmdyn(ckpt) -> StateDict:
     """Convert a PVT / PVTv2 checkpoint (any recognised layout) to mmdyn's layout."""
-    sd = unwrap_state_dict(ckpt)
+    sd, gates = split_dge_gates(unwrap_state_dict(ckpt))
     layout = detect_pvt_layout(sd)
     if layout == 'official':
-        return _pvt_official(sd)
-    if layout == 'mmdet':
-        return _pvt_mmdet(sd)
+        sd = _pvt_official(sd)
+    elif layout == 'mmdet':
+        sd = _pvt_mmdet(sd)
+    sd.update(gates)
     return sd
 
 
 # --------------------------------------------------------------------------------------- ViT
 def detect_vit_layout(sd: StateDict) -> str:
-    """``'mmdyn'``, ``'timm'`` (timm / DeiT / official ViT in timm names), ``'mmseg'`` or
-    ``'mmpretrain'``."""
+    """``'mmdyn'``, ``'timm'`` (timm / DeiT / official ViT in timm names), ``'vtpack'`` (its
+    DeiT: timm names with separate ``attn.q`` / ``attn.kv``), ``'mmseg'`` or ``'mmpretrain'``."""
     keys = list(sd)
     if any(re.match(r'blocks\.\d+\.attn\.q\.weight$', k) for k in keys):
+        # vtpack's DeiT: separate q / kv as mmdyn, timm's other names
+        if any(re.match(r'blocks\.\d+\.mlp\.', k) or k.startswith('patch_embed.proj.')
+               for k in keys):
+            return 'vtpack'
         return 'mmdyn'
     if any(re.match(r'blocks\.\d+\.attn\.qkv\.weight$', k) for k in keys):
         return 'timm'
@@ -309,12 +394,13 @@ def _vit_mm(sd: StateDict, layout: str) -> StateDict:
 
 def vit_to_mmdyn(ckpt) -> StateDict:
     """Convert a ViT / DeiT checkpoint (any recognised layout) to mmdyn's layout."""
-    sd = unwrap_state_dict(ckpt)
+    sd, gates = split_dge_gates(unwrap_state_dict(ckpt))
     layout = detect_vit_layout(sd)
-    if layout == 'timm':
-        return _vit_timm(sd)
-    if layout in ('mmseg', 'mmpretrain'):
-        return _vit_mm(sd, layout)
+    if layout in ('timm', 'vtpack'):
+        sd = _vit_timm(sd)
+    elif layout in ('mmseg', 'mmpretrain'):
+        sd = _vit_mm(sd, layout)
+    sd.update(gates)
     return sd
 
 

@@ -215,8 +215,8 @@ def test_dense_training_gradients_reach_gate_and_budget():
 
 # ----------------------------------------------------------------------------- budget and FLOPs
 def test_beta_matches_eq7():
-    """DeiT: every layer costs the same per query, so beta is the query ratio."""
-    dyn, _ = vit_pair(budget=0.25)
+    """DeiT: every layer costs the same per query, so beta (Eq. 7) is the query ratio."""
+    dyn, _ = vit_pair(budget=0.25, budget_convention='paper')
     x = torch.randn(2, 3, 64, 64)  # 4 x 4 tokens + cls, one 4x4 region
     dyn.train()
     dyn.force_choice(('phi', 4))

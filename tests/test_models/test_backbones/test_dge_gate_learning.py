@@ -4,7 +4,7 @@ The protocol is :mod:`mmdyn.analysis.learning.dge` (also run by
 ``tools/analysis_tools/learning_check.py dge``), the paper's dense-prediction recipe in
 miniature: a tiny static PVT trains 800 iterations on 64x64 scenes (5 labels), its weights load
 into the same host with DGE (only the gates are new: Phi = {1, 2, 4}, ``init_prob`` 0.95,
-gamma 0.2) and 400 more iterations run with the budget loss. On 64 new scenes: the share of
+gamma 0.2 as an Eq. 7 budget) and 400 more iterations run with the budget loss. On 64 new scenes: the share of
 shape and of background pixels whose query is at granularity 1, averaged over the three DGE
 layers (each aggregates every region of its layer).
 

@@ -9,6 +9,7 @@ from mmengine.config import ConfigDict
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmdyn.models.backbones import PVT, PVTv2
+from mmdyn.models.backbones.pvt import MMDET_NORMS
 from mmdyn.models.layers import explicit_attention
 from mmdyn.models.utils.ckpt_convert import detect_pvt_layout, load_converted, pvt_to_mmdyn
 from mmdyn.registry import MODELS
@@ -37,6 +38,10 @@ def randomize(model, seed=0, std=0.2):
 
 
 def ours(v2, **kw):
+    """Our PVT in mmdet's norm layout (v1: eps 1e-6 in the patch-embedding and SR norms too),
+    for the comparisons with mmdet."""
+    if not v2:
+        kw = {**MMDET_NORMS, **kw}
     return (PVTv2 if v2 else PVT)(arch=dict(TINY), drop_path_rate=0.1, **kw).eval()
 
 
@@ -124,8 +129,9 @@ def test_official_checkpoint_matches_mmdet_loading_it(v2, tmp_path):
     model.eval()
     missing, unexpected = load_converted(ours(v2), path, pvt_to_mmdyn)
     assert missing == []
-    # v1's final norm has no place in a model without norm_after_stage (as in mmdet)
-    assert unexpected == ([] if v2 else ['stages.3.norm.weight', 'stages.3.norm.bias'])
+    # v1's class token and final norm have no place in a model without them (as in mmdet)
+    assert sorted(unexpected) == ([] if v2 else ['cls_pos_embed', 'cls_token',
+                                                 'stages.3.norm.bias', 'stages.3.norm.weight'])
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         for a, b in zip(ref(x), model(x)):
