@@ -42,6 +42,7 @@ from ..layers.transformer_blocks import PVTBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin
 from .pvt import PVTv2, pvt_style_init
 
@@ -245,7 +246,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.forced_keep_ratio = None if forced_keep_ratio is None else float(forced_keep_ratio)
         self.forced_columns = forced_columns
         self.sparse_dwconv = sparse_dwconv
-        self.budget_loss = BudgetLoss(target=budget, loss_weight=budget_weight)
+        self.budget_loss = BudgetLoss(target=budget, loss_weight=check_loss_weight(
+            budget_weight, 'budget_weight', 'DiT'))
         M, S = num_stages, NUM_SCALES
         linear = bool(settings.get('linear', False))
 

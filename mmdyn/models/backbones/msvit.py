@@ -54,6 +54,7 @@ from ..layers.gates import (GumbelSigmoidGate, binary_eval, gumbel_sigmoid_st,
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin
 from .vit import ViT
 
@@ -314,7 +315,7 @@ class MSViT(DynamicModuleMixin, ViT):
             raise ValueError(f'MSViT: force_fine must be in [0, 1], got {force_fine}')
         self.force_fine = force_fine
         self.target = float(target)
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', 'MSViT')
         h, w = self.img_size
         self.coarse_grid = (-(-h // coarse_size), -(-w // coarse_size))
         gcfg = dict(hidden_dims=104, num_layers=4, tau=0.3, threshold=0.5, init_fine_prob=0.99)
