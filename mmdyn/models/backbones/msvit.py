@@ -266,6 +266,8 @@ class MSViT(DynamicModuleMixin, ViT):
         'vit-l': dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
         'deit-l': dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
     })
+    #: what a schedule may set (DynamicScheduleHook refuses a schedule that leaves the range)
+    value_ranges = dict(loss_weight=(0.0, None), gate_grad_mult=(0.0, None))
 
     def __init__(self,
                  arch: Union[str, dict] = 'vit-s',
