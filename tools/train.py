@@ -38,6 +38,16 @@ def parse_args(argv=None):
     return args
 
 
+def add_random_state_hook(cfg) -> None:
+    """Checkpoints carry the random-number state and a resume restores it
+    (:class:`mmdyn.engine.RandomStateHook`), unless the config has the hook already."""
+    import mmdyn.engine  # noqa: F401  (registers the hook)
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(str(h.get('type', '')).split('.')[-1] == 'RandomStateHook' for h in hooks):
+        hooks.append(dict(type='mmdyn.RandomStateHook'))
+    cfg.custom_hooks = hooks
+
+
 def main(argv=None):
     args = parse_args(argv)
     from mmdyn.utils.cli import (check_checkpoint, check_data_roots, friendly_errors,
@@ -74,6 +84,7 @@ def main(argv=None):
             check_checkpoint(cfg.load_from)
 
         check_data_roots(cfg, ('train', 'val'))
+        add_random_state_hook(cfg)
 
         from mmdyn.utils.dist import close_distributed, setup_cpu_distributed
         setup_cpu_distributed(cfg, args.launcher)
