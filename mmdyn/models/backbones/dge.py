@@ -73,6 +73,7 @@ from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
 from ..utils.checks import check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin
+from ..utils.min_size import pad_to_min_size
 from .pvt import PVT, _linspace
 from .vit import ViT
 
@@ -637,6 +638,7 @@ class DGEPVT(_DGEHostMixin, PVT):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
                              f'images, got {tuple(x.shape)}')
+        x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         img_shape = tuple(x.shape[-2:])
         acc = self._new_acc(x)
         outs = []

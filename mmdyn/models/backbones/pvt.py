@@ -20,6 +20,7 @@ from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
+from ..utils.min_size import pad_to_min_size, padded_input_shape
 
 __all__ = ['PVT', 'PVTv2', 'PVTStage']
 
@@ -281,6 +282,7 @@ class PVT(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
                              f'images, got {tuple(x.shape)}')
+        x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         outs = []
         for i, st in enumerate(self.stages):
             tokens, hw = st(x)
@@ -292,7 +294,7 @@ class PVT(BaseModule):
     # ------------------------------------------------------------------ FLOPs
     def stage_shapes(self, img_shape: Sequence[int]) -> List[Tuple[int, int]]:
         """Token grid of every stage for an ``(H, W)`` image."""
-        shapes, hw = [], tuple(img_shape)
+        shapes, hw = [], padded_input_shape(self, img_shape)
         for st in self.stages:
             hw = st.patch_embed.out_shape(hw)
             shapes.append(hw)
@@ -301,7 +303,7 @@ class PVT(BaseModule):
     def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
         """MACs per patch embedding and block, keyed by module name
         (``'stages.0.patch_embed'``, ``'stages.0.blocks.0'``...)."""
-        res, hw = {}, tuple(img_shape)
+        res, hw = {}, padded_input_shape(self, img_shape)
         for i, st in enumerate(self.stages):
             res.update(st.flops_breakdown(hw, prefix=f'stages.{i}.'))
             hw = st.patch_embed.out_shape(hw)
