@@ -23,10 +23,12 @@ def main(argv=None):
     parser.add_argument('src', help='source checkpoint')
     parser.add_argument('dst', help='output checkpoint')
     args = parser.parse_args(argv)
-    ckpt = load_checkpoint_file(args.src)
-    layout = detect_pvt_layout(unwrap_state_dict(ckpt))
-    sd = pvt_to_mmdyn(ckpt)
-    save_converted(sd, args.dst, layout, args.src)
+    from mmdyn.utils.cli import friendly_errors
+    with friendly_errors('pvt2mmdyn.py'):  # one line for a bad SRC
+        ckpt = load_checkpoint_file(args.src)
+        layout = detect_pvt_layout(unwrap_state_dict(ckpt))
+        sd = pvt_to_mmdyn(ckpt)
+        save_converted(sd, args.dst, layout, args.src)
 
 
 if __name__ == '__main__':

@@ -55,11 +55,13 @@ def main(argv=None):
                         help='write a K-exit DVT state dict instead of a static classifier')
     parser.add_argument('--ema', action='store_true', help='use state_dict_ema if present')
     args = parser.parse_args(argv)
-    ckpt = load_checkpoint_file(args.src)
-    layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
-    sd = convert(ckpt, args.dvt_exits, args.ema)
-    save_converted(sd, args.dst, layout, args.src)
-    return 0
+    from mmdyn.utils.cli import friendly_errors
+    with friendly_errors('t2t2mmdyn.py'):  # one line for a bad SRC
+        ckpt = load_checkpoint_file(args.src)
+        layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
+        sd = convert(ckpt, args.dvt_exits, args.ema)
+        save_converted(sd, args.dst, layout, args.src)
+        return 0
 
 
 if __name__ == '__main__':
