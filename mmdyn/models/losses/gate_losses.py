@@ -430,7 +430,8 @@ class GeneralizedBatchShapingLoss(nn.Module):
         self.temperature = float(temperature)
         self.hyperprior_variance = float(hyperprior_variance)
         self.learn_temperature = learn_temperature
-        self.temperature_reg = float(temperature_reg)
+        self.temperature_reg = check_loss_weight(temperature_reg, 'temperature_reg',
+                                                 type(self).__name__)
         self.handle_ties = handle_ties
         self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', type(self).__name__)
         self._loss_name = loss_name

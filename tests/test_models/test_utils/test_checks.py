@@ -37,10 +37,12 @@ CASES = [
     (BatchShapingLoss, dict(loss_weight=-1), 'BatchShapingLoss: loss_weight'),
     (GeneralizedBatchShapingLoss, dict(prior_shape=(2, 2), loss_weight=-1),
      'GeneralizedBatchShapingLoss: loss_weight'),
+    (GeneralizedBatchShapingLoss, dict(prior_shape=(2, 2), temperature_reg=-1),
+     'GeneralizedBatchShapingLoss: temperature_reg'),
 ]
 
 
-@pytest.mark.parametrize('cls, kwargs, name', CASES, ids=[c[0].__name__ for c in CASES])
+@pytest.mark.parametrize('cls, kwargs, name', CASES, ids=[c[2].replace(': ', '.') for c in CASES])
 def test_negative_loss_weights_are_refused(cls, kwargs, name):
     with pytest.raises(ValueError) as e:
         cls(**copy.deepcopy(kwargs))
