@@ -150,7 +150,8 @@ def _main(args) -> dict:
     import mmdyn  # noqa: F401
     from mmdyn.apis import codebase_of, dynamic_records, inference_model, init_model
 
-    from mmdyn.utils.cli import check_checkpoint, load_config
+    from mmdyn.utils.cli import check_checkpoint, check_device, load_config
+    check_device(args.device)
     tool = _visualize_dynamic_tool()
     tool.check_image(args.img)  # missing or unreadable: one line
     cfg = load_config(args.config, args.cfg_options)

@@ -235,6 +235,24 @@ def one_line(exc: BaseException) -> Optional[str]:
     return None
 
 
+def check_device(device: Optional[str]) -> None:
+    """One line for a ``--device`` that torch cannot use here (a CUDA device without CUDA, an
+    index past the last GPU, a name torch does not know)."""
+    if device is None:
+        return
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ToolError(f'--device {device}: not a device name (cpu, cuda, cuda:0, ...)') \
+            from None
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ToolError(f'--device {device}: CUDA is not available')
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ToolError(f'--device {device}: there are {torch.cuda.device_count()} GPUs')
+
+
 def arg_error(prog: str, msg: str, code: int = 2):
     """A bad option value: ``prog: error: msg`` on stderr (one line, no usage), exit ``code``."""
     print(f'{prog}: error: {msg}', file=sys.stderr, flush=True)

@@ -228,3 +228,18 @@ def test_image_demo_errors(tools, capsys, tmp_path, ckpts):
     assert fails(capsys, main, [img, SEG, ckpts['truncated'], *out]) == \
         f'image_demo.py: error: not a readable checkpoint: {ckpts["truncated"]} (truncated or ' \
         'corrupt)'
+
+
+def test_unusable_device(tools, capsys, tmp_path, monkeypatch):
+    """A sibling of --amp without a GPU: --device cuda where there is none, or a bad name."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    img = str(tmp_path / 'a.png')
+    mmcv.imwrite(np.zeros((32, 32, 3), np.uint8), img)
+    assert tools['flops'].main([SEG, '--device', 'cuda']) == 1
+    assert capsys.readouterr().err == 'error: --device cuda: CUDA is not available\n'
+    assert fails(capsys, tools['vis'].main, [SEG, img, '--device', 'cuda:1', '--out',
+                                             str(tmp_path)]) == \
+        'visualize_dynamic.py: error: --device cuda:1: CUDA is not available'
+    assert fails(capsys, tools['demo'].main, [img, SEG, '--device', 'gpu0', '--out-file',
+                                              str(tmp_path / 'o.png'), 'x.pth']) == \
+        "image_demo.py: error: --device gpu0: not a device name (cpu, cuda, cuda:0, ...)"

@@ -121,11 +121,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmengine.runner import Runner, load_checkpoint
     from mmengine.registry import MODELS
 
-    from mmdyn.utils.cli import check_checkpoint, friendly_errors, load_config
+    from mmdyn.utils.cli import check_checkpoint, check_device, friendly_errors, load_config
     with friendly_errors('dit_skip_stats.py'):
         cfg = load_config(args.config, args.cfg_options)
         if args.checkpoint:
             check_checkpoint(args.checkpoint)
+        check_device(args.device)
     if cfg.get('custom_imports'):
         import importlib
         for mod in cfg.custom_imports['imports']:

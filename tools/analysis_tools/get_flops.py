@@ -69,6 +69,8 @@ def get_flops(args) -> dict:
                                            preprocess, default_data_samples)
     from mmdyn.models.utils.dynamic import collect_dynamic_records, find_dynamic_modules
 
+    from mmdyn.utils.cli import check_device
+    check_device(args.device)
     cfg = load_config(args.config, args.cfg_options)
     model = build_model_from_cfg(cfg, device=args.device, checkpoint=args.checkpoint)
     shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)

@@ -201,7 +201,7 @@ def _main(args) -> List[str]:
 
     import mmdyn  # noqa: F401  (registries, checkpoint loading fixes)
     from mmdyn.models.utils.dynamic import find_dynamic_modules
-    from mmdyn.utils.cli import ToolError, check_checkpoint, load_config
+    from mmdyn.utils.cli import ToolError, check_checkpoint, check_device, load_config
     from mmdyn.visualization import DynamicVisualizer
     cfg = load_config(args.config, args.cfg_options)  # runs custom_imports
     for path in args.images:
@@ -209,6 +209,7 @@ def _main(args) -> List[str]:
     if args.checkpoint:
         check_checkpoint(args.checkpoint)
     init_default_scope(cfg.get('default_scope', 'mmdyn'))
+    check_device(args.device)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     model = build_model(cfg, args.checkpoint, device)
     if not find_dynamic_modules(model):
