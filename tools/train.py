@@ -51,8 +51,9 @@ def add_random_state_hook(cfg) -> None:
 def main(argv=None):
     args = parse_args(argv)
     from mmdyn.utils.cli import (ToolError, build_model, check_checkpoint, check_data_roots,
-                                 check_schedule_hooks, check_weights_match, friendly_errors,
-                                 latest_checkpoint, load_config)
+                                 check_optimizer_match, check_schedule_hooks,
+                                 check_weights_match, friendly_errors, latest_checkpoint,
+                                 load_config)
     with friendly_errors(PROG):
         cfg = load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher
@@ -98,6 +99,7 @@ def main(argv=None):
             if ckpt:
                 check_weights_match(model, ckpt, resume_from,
                                     '; was it written by another config?')
+                check_optimizer_match(model, cfg, ckpt, resume_from)
             del ckpt
         del model
         add_random_state_hook(cfg)
@@ -108,7 +110,14 @@ def main(argv=None):
         from mmengine.registry import RUNNERS
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-        runner.train()
+        try:
+            runner.train()
+        except ValueError as e:  # torch's optimizer refusing the resumed optimizer state
+            if resume_from is None or 'parameter group' not in str(e):
+                raise
+            raise ToolError(f'checkpoint {resume_from}: its optimizer state does not fit the '
+                            f'optimizer of the config ({str(e).strip()}); was it written by '
+                            'another config?') from e
         close_distributed()
 
 

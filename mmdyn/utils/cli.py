@@ -168,6 +168,29 @@ def check_schedule_hooks(cfg, model) -> None:
             DynamicScheduleHook(**kwargs).check_paths(model)
 
 
+def check_optimizer_match(model, cfg, ckpt: dict, path: str) -> None:
+    """Raise when the checkpoint's optimizer state has other parameter groups than the
+    config's optimizer would build for ``model`` (torch refuses it only after the Runner has
+    started). Nothing is checked when the optimizer cannot be built here."""
+    saved = ckpt.get('optimizer') if isinstance(ckpt, dict) else None
+    if not isinstance(saved, dict) or 'param_groups' not in saved:
+        return
+    try:
+        from mmengine.optim import build_optim_wrapper
+        from mmengine.registry import DefaultScope
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope', None)):
+            groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    except Exception:  # noqa: BLE001 - cannot tell here; torch says it when resuming
+        return
+    mine = [len(g['params']) for g in groups]
+    theirs = [len(g.get('params', [])) for g in saved['param_groups']]
+    if mine != theirs:
+        why = (f'{len(theirs)} parameter groups, the config\'s optimizer has {len(mine)}'
+               if len(mine) != len(theirs) else 'parameter groups of other sizes')
+        raise ToolError(f'checkpoint {path}: its optimizer state does not fit the optimizer of '
+                        f'the config ({why}); was it written by another config?')
+
+
 def check_weights_match(model, ckpt: dict, path: str, hint: str = '') -> None:
     """Raise naming the first keys when a checkpoint's weights do not fit ``model``."""
     from .checkpoint import checkpoint_state_dict, describe_mismatch, state_dict_mismatch

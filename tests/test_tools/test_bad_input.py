@@ -243,3 +243,22 @@ def test_unusable_device(tools, capsys, tmp_path, monkeypatch):
     assert fails(capsys, tools['demo'].main, [img, SEG, '--device', 'gpu0', '--out-file',
                                               str(tmp_path / 'o.png'), 'x.pth']) == \
         "image_demo.py: error: --device gpu0: not a device name (cpu, cuda, cuda:0, ...)"
+
+
+def test_resume_with_another_optimizer(tools, capsys, toy_ade20k, tmp_path, ckpts):
+    """A sibling of item 9: the weights fit, the optimizer state (two parameter groups, where
+    the config's optimizer has one: no paramwise_cfg) does not."""
+    from mmengine.logging import MessageHub
+    ckpt = torch.load(ckpts['seg'])
+    ckpt['meta'] = dict(epoch=0, iter=1)
+    ckpt['message_hub'] = MessageHub.get_instance('bad_input_hub').state_dict()
+    ckpt['optimizer'] = dict(state={}, param_groups=[dict(lr=0.1, params=[0]),
+                                                     dict(lr=0.1, params=[1])])
+    path = str(tmp_path / 'other_optim.pth')
+    torch.save(ckpt, path)
+    line = fails(capsys, tools['train'].main,
+                 [SEG, '--work-dir', str(tmp_path), '--resume', path, '--cfg-options',
+                  *data_opts(toy_ade20k)])
+    assert line == (f'train.py: error: checkpoint {path}: its optimizer state does not fit the '
+                    "optimizer of the config (2 parameter groups, the config's optimizer has "
+                    '1); was it written by another config?')
