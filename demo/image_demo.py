@@ -155,7 +155,7 @@ def _main(args) -> dict:
     tool = _visualize_dynamic_tool()
     tool.check_image(args.img)  # missing or unreadable: one line
     cfg = load_config(args.config, args.cfg_options)
-    check_checkpoint(args.checkpoint)
+    ckpt = check_checkpoint(args.checkpoint)
     codebase = codebase_of(cfg)
     from mmengine.registry import init_default_scope
     init_default_scope(codebase)  # the test pipeline's transforms are the codebase's
@@ -166,6 +166,10 @@ def _main(args) -> dict:
                   file=sys.stderr)
             test_cfg['mode'] = 'whole'
     model = init_model(cfg, args.checkpoint, device=args.device)
+    if ckpt:  # the codebases' builders only warn about weights of another model
+        from mmdyn.utils.cli import check_weights_match
+        check_weights_match(model, ckpt, args.checkpoint)
+    del ckpt
 
     shapes = []  # the network input (padded batch) of the forward
     handle = model.data_preprocessor.register_forward_hook(

@@ -588,8 +588,10 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
         from mmengine.runner import load_checkpoint
 
         from mmdyn.utils.checkpoint import _REMOTE, read_checkpoint
+        from mmdyn.utils.cli import check_weights_match
         if not str(checkpoint).startswith(_REMOTE):
-            read_checkpoint(checkpoint)  # `not a readable checkpoint: FILE (why)`
+            # `not a readable checkpoint: FILE (why)`; weights of another model: one line too
+            check_weights_match(model, read_checkpoint(checkpoint), checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 

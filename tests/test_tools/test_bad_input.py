@@ -262,3 +262,22 @@ def test_resume_with_another_optimizer(tools, capsys, toy_ade20k, tmp_path, ckpt
     assert line == (f'train.py: error: checkpoint {path}: its optimizer state does not fit the '
                     "optimizer of the config (2 parameter groups, the config's optimizer has "
                     '1); was it written by another config?')
+
+
+def test_analysis_tools_refuse_weights_of_another_model(tools, capsys, tmp_path, ckpts):
+    """A sibling of item 17: get_flops, benchmark, visualize_dynamic and image_demo loaded a
+    checkpoint of another config with warnings only (random weights, silently)."""
+    other = ckpts['other']
+    start = f'checkpoint {other} does not fit the model of the config: '
+    for tool, extra in ((tools['flops'], ['--num-images', '1']),
+                        (tools['bench'], ['--repeats', '1', '--warmup', '0'])):
+        assert tool.main([SEG, '--checkpoint', other, *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith('error: ' + start) and err.count('\n') == 1
+    img = str(tmp_path / 'a.png')
+    mmcv.imwrite(np.zeros((32, 32, 3), np.uint8), img)
+    assert fails(capsys, tools['vis'].main, [SEG, other, img, '--out', str(tmp_path)]).startswith(
+        'visualize_dynamic.py: error: ' + start)
+    assert fails(capsys, tools['demo'].main,
+                 [img, SEG, other, '--out-file', str(tmp_path / 'o.png')]).startswith(
+        'image_demo.py: error: ' + start)

@@ -95,6 +95,10 @@ def build_model(cfg, checkpoint: Optional[str], device: str):
         model_cfg.pretrained = None
     model = MODELS.build(model_cfg)
     if checkpoint:
+        from mmdyn.utils.cli import check_checkpoint, check_weights_match
+        ckpt = check_checkpoint(checkpoint)
+        if ckpt:  # a checkpoint of another model would load nothing: one line instead
+            check_weights_match(model, ckpt, checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 
