@@ -206,6 +206,9 @@ def test_visualize_dynamic_errors(tools, capsys, tmp_path, ckpts):
     assert fails(capsys, main, [SEG, '/nowhere/c.pth', img, *out]) == \
         'visualize_dynamic.py: error: not a readable checkpoint: /nowhere/c.pth (it does not ' \
         'exist)'
+    bad = ckpts['truncated']
+    assert fails(capsys, main, [SEG, bad, img, *out]) == \
+        f'visualize_dynamic.py: error: not a readable checkpoint: {bad} (truncated or corrupt)'
     static = osp.join(REPO, 'configs', 'baselines', 'fpn_pvtv2-b1_4xb8-40k_ade20k-512x512.py')
     assert fails(capsys, main, [static, img, *out]) == (
         f'visualize_dynamic.py: error: the model of {static} has no dynamic module: there are '
