@@ -52,7 +52,15 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                    help='--show-dynamic: decision panels per row (default 4)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                    help='override config settings, as in tools/train.py')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from mmdyn.utils.cli import arg_error
+    if not 0.0 <= args.opacity <= 1.0:
+        arg_error('image_demo.py', f'--opacity must be in [0, 1], got {args.opacity}')
+    if not 0.0 <= args.score_thr <= 1.0:
+        arg_error('image_demo.py', f'--score-thr must be in [0, 1], got {args.score_thr}')
+    if args.ncols < 1:
+        arg_error('image_demo.py', f'--ncols must be at least 1, got {args.ncols}')
+    return args
 
 
 def _visualize_dynamic_tool():
@@ -106,8 +114,9 @@ def draw_decisions(model, cfg, img_path: str, input_shape, height: int, opacity:
     tool = _visualize_dynamic_tool()
     maps = tool.dynamic_maps(model)
     if not maps:
-        raise SystemExit('image_demo.py: error: the model recorded no token decisions '
-                         '(last_maps is empty for every dynamic module)')
+        from mmdyn.utils.cli import ToolError
+        raise ToolError('the model recorded no token decisions (last_maps is empty for every '
+                        'dynamic module): --show-dynamic needs a dynamic config')
     pipeline_cfg = tool.test_pipeline_cfg(cfg)
     import mmcv.transforms  # noqa: F401  (LoadImageFromFile & co. in the root registry)
     _, net_image = tool.prepare(img_path, Compose(pipeline_cfg) if pipeline_cfg else None)
@@ -130,19 +139,23 @@ def draw_decisions(model, cfg, img_path: str, input_shape, height: int, opacity:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
+    from mmdyn.utils.cli import friendly_errors
+    with friendly_errors('image_demo.py'):
+        return _main(args)
+
+
+def _main(args) -> dict:
     import mmcv
-    from mmengine.config import Config
 
     import mmdyn  # noqa: F401
     from mmdyn.apis import codebase_of, dynamic_records, inference_model, init_model
 
-    for path, what in ((args.img, 'image'), (args.config, 'config file'),
-                       (args.checkpoint, 'checkpoint')):
-        if not osp.isfile(path):
-            raise SystemExit(f'image_demo.py: error: {what} {path} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    from mmdyn.utils.cli import check_checkpoint, check_device, load_config
+    check_device(args.device)
+    tool = _visualize_dynamic_tool()
+    tool.check_image(args.img)  # missing or unreadable: one line
+    cfg = load_config(args.config, args.cfg_options)
+    ckpt = check_checkpoint(args.checkpoint)
     codebase = codebase_of(cfg)
     from mmengine.registry import init_default_scope
     init_default_scope(codebase)  # the test pipeline's transforms are the codebase's
@@ -153,6 +166,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                   file=sys.stderr)
             test_cfg['mode'] = 'whole'
     model = init_model(cfg, args.checkpoint, device=args.device)
+    if ckpt:  # the codebases' builders only warn about weights of another model
+        from mmdyn.utils.cli import check_weights_match
+        check_weights_match(model, ckpt, args.checkpoint)
+    del ckpt
 
     shapes = []  # the network input (padded batch) of the forward
     handle = model.data_preprocessor.register_forward_hook(

@@ -1,7 +1,10 @@
 """Test (evaluate) a checkpoint with an mmdet, mmseg, mmpretrain or mmdyn config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR]
-        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+        [--cfg-options KEY=VALUE ...] [--allow-key-mismatch] [--launcher none|pytorch|slurm|mpi]
+
+A checkpoint whose weights do not fit the config's model (missing or unexpected keys, other
+shapes: a checkpoint of another config) is an error unless ``--allow-key-mismatch`` is given.
 """
 import argparse
 import os
@@ -24,6 +27,9 @@ def parse_args(argv=None):
     p.add_argument('--show-dir', help='draw the predictions into this directory')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, KEY=VALUE')
+    p.add_argument('--allow-key-mismatch', action='store_true',
+                   help='test even if the checkpoint\'s weights do not fit the model (missing '
+                   'or unexpected keys, other shapes); by default that is an error')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
@@ -50,8 +56,8 @@ def enable_drawing(cfg, show_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdyn.utils.cli import (check_checkpoint, check_data_roots, friendly_errors,
-                                 load_config)
+    from mmdyn.utils.cli import (build_model, check_checkpoint, check_data_roots,
+                                 check_weights_match, friendly_errors, load_config)
     with friendly_errors(PROG):
         cfg = load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher
@@ -59,9 +65,15 @@ def main(argv=None):
             cfg.work_dir = args.work_dir
         elif cfg.get('work_dir', None) is None:
             cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-        check_checkpoint(args.checkpoint)
+        ckpt = check_checkpoint(args.checkpoint)
         cfg.load_from = args.checkpoint
         check_data_roots(cfg, ('test', ))
+        # a bad value or argument of the model: one line, before the Runner logs the config
+        model = build_model(cfg)
+        if ckpt and not args.allow_key_mismatch:
+            check_weights_match(model, ckpt, args.checkpoint,
+                                ' (another config? --allow-key-mismatch tests it anyway)')
+        del model, ckpt
         if args.show_dir:
             enable_drawing(cfg, args.show_dir)
         if args.out:

@@ -38,9 +38,21 @@ def parse_args(argv=None):
     return args
 
 
+def add_random_state_hook(cfg) -> None:
+    """Checkpoints carry the random-number state and a resume restores it
+    (:class:`mmdyn.engine.RandomStateHook`), unless the config has the hook already."""
+    import mmdyn.engine  # noqa: F401  (registers the hook)
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(str(h.get('type', '')).split('.')[-1] == 'RandomStateHook' for h in hooks):
+        hooks.append(dict(type='mmdyn.RandomStateHook'))
+    cfg.custom_hooks = hooks
+
+
 def main(argv=None):
     args = parse_args(argv)
-    from mmdyn.utils.cli import (check_checkpoint, check_data_roots, friendly_errors,
+    from mmdyn.utils.cli import (ToolError, build_model, check_checkpoint, check_data_roots,
+                                 check_optimizer_match, check_schedule_hooks,
+                                 check_weights_match, friendly_errors, latest_checkpoint,
                                  load_config)
     with friendly_errors(PROG):
         cfg = load_config(args.config, args.cfg_options)
@@ -51,6 +63,10 @@ def main(argv=None):
             cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
         if args.amp:
+            import torch
+            if not torch.cuda.is_available():
+                raise ToolError('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper) and none '
+                                'is available; train without --amp')
             optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
             if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
                 raise SystemExit(f'{PROG}: error: --amp needs OptimWrapper, not {optim_wrapper}')
@@ -63,17 +79,30 @@ def main(argv=None):
                                  'base_batch_size in the config')
             cfg.auto_scale_lr.enable = True
 
+        resume_from = None
         if args.resume == 'auto':
             cfg.resume = True
             cfg.load_from = None
+            resume_from = latest_checkpoint(cfg.work_dir)  # None: nothing to resume, start
         elif args.resume is not None:
-            check_checkpoint(args.resume)
             cfg.resume = True
-            cfg.load_from = args.resume
+            cfg.load_from = resume_from = args.resume
         elif cfg.get('load_from'):
             check_checkpoint(cfg.load_from)
 
         check_data_roots(cfg, ('train', 'val'))
+        # a bad value or argument of the model: one line, before the Runner logs the config
+        model = build_model(cfg)
+        check_schedule_hooks(cfg, model)
+        if resume_from is not None:
+            ckpt = check_checkpoint(resume_from)
+            if ckpt:
+                check_weights_match(model, ckpt, resume_from,
+                                    '; was it written by another config?')
+                check_optimizer_match(model, cfg, ckpt, resume_from)
+            del ckpt
+        del model
+        add_random_state_hook(cfg)
 
         from mmdyn.utils.dist import close_distributed, setup_cpu_distributed
         setup_cpu_distributed(cfg, args.launcher)
@@ -81,7 +110,14 @@ def main(argv=None):
         from mmengine.registry import RUNNERS
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-        runner.train()
+        try:
+            runner.train()
+        except ValueError as e:  # torch's optimizer refusing the resumed optimizer state
+            if resume_from is None or 'parameter group' not in str(e):
+                raise
+            raise ToolError(f'checkpoint {resume_from}: its optimizer state does not fit the '
+                            f'optimizer of the config ({str(e).strip()}); was it written by '
+                            'another config?') from e
         close_distributed()
 
 

@@ -532,7 +532,10 @@ def model_complexity(model: nn.Module,
 # ----------------------------------------------------------------------------- tools support
 # Loading configs, building models and making batches, shared by
 # tools/analysis_tools/get_flops.py and benchmark.py.
-class ConfigError(RuntimeError):
+from mmdyn.utils.errors import UserError  # noqa: E402
+
+
+class ConfigError(UserError, RuntimeError):
     """A config that cannot be loaded or whose model cannot be built (one-line message)."""
 
 
@@ -583,6 +586,12 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
                 m.init_weights()
     if checkpoint is not None:
         from mmengine.runner import load_checkpoint
+
+        from mmdyn.utils.checkpoint import _REMOTE, read_checkpoint
+        from mmdyn.utils.cli import check_weights_match
+        if not str(checkpoint).startswith(_REMOTE):
+            # `not a readable checkpoint: FILE (why)`; weights of another model: one line too
+            check_weights_match(model, read_checkpoint(checkpoint), checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 

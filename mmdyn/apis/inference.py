@@ -8,13 +8,19 @@ no :class:`mmdyn.engine.DynamicStatsHook` installs the records protocol of
 :func:`enable_dynamic_records` installs it on such a model (or an inferencer's ``model``);
 :func:`init_model` is the codebases' builder followed by it.
 """
+import contextlib
+import copy
+import os
 import os.path as osp
 from typing import Dict, Optional, Union
 
+import numpy as np
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from mmdyn.models.utils.records import attach_dynamic_records, samples_records
+from mmdyn.utils.errors import UserTypeError, UserValueError
 
 __all__ = ['codebase_of', 'enable_dynamic_records', 'init_model', 'inference_model',
            'dynamic_records']
@@ -79,39 +85,96 @@ def init_model(config: Union[str, Config], checkpoint: Optional[str] = None,
     :func:`inference_model`."""
     cfg = _load(config, cfg_options)
     codebase = codebase_of(cfg)
-    if codebase == 'mmseg':
-        from mmseg.apis import init_model as build
-        model = build(cfg, checkpoint, device=device)
-    elif codebase == 'mmdet':
-        from mmdet.apis import init_detector
-        model = init_detector(cfg, checkpoint, device=device)
-    else:
-        from mmpretrain.apis import get_model
-        model = get_model(cfg, pretrained=checkpoint if checkpoint else False, device=device)
+    if checkpoint is not None:
+        from mmdyn.utils.checkpoint import _REMOTE, read_checkpoint
+        if not str(checkpoint).startswith(_REMOTE):
+            read_checkpoint(checkpoint)  # one line for a missing / unreadable file
+    with DefaultScope.overwrite_default_scope(codebase):
+        if codebase == 'mmseg':
+            from mmseg.apis import init_model as build
+            model = build(cfg, checkpoint, device=device)
+        elif codebase == 'mmdet':
+            from mmdet.apis import init_detector
+            model = init_detector(cfg, checkpoint, device=device)
+        else:
+            from mmpretrain.apis import get_model
+            model = get_model(cfg, pretrained=checkpoint if checkpoint else False, device=device)
     return enable_dynamic_records(model)
 
 
+def as_bgr_image(img, where: str = 'image'):
+    """A path as it is; an array as an ``H x W x 3`` BGR image: a grayscale ``H x W`` (or
+    ``H x W x 1``) array is repeated over three channels, the alpha channel of ``H x W x 4``
+    dropped. Anything else is a ``ValueError`` naming the shape."""
+    if isinstance(img, (str, os.PathLike)):
+        path = os.fspath(img)
+        if not osp.isfile(path):
+            raise UserValueError(f'{where} {path} does not exist')
+        return path
+    if not isinstance(img, np.ndarray):
+        raise UserTypeError(f'{where} must be a file path or a numpy array, not '
+                            f'{type(img).__name__}')
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or min(img.shape[:2]) < 1:
+        raise UserValueError(f'{where} has shape {img.shape}; expected H x W (grayscale), '
+                             'H x W x 3 (BGR) or H x W x 4 (BGRA)')
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    return np.ascontiguousarray(img)
+
+
+@contextlib.contextmanager
+def _own_config(model):
+    """The codebases' inference functions rewrite the model's test pipeline in place (mmseg turns
+    ``LoadImageFromFile`` into ``LoadImageFromNDArray`` for an array, so a path fails next):
+    give them a copy of the config for the call."""
+    attr = 'cfg' if getattr(model, 'cfg', None) is not None else None
+    if attr is None:
+        yield
+        return
+    saved = model.cfg
+    model.cfg = copy.deepcopy(saved)
+    try:
+        yield
+    finally:
+        model.cfg = saved
+
+
 def inference_model(model: nn.Module, img, codebase: Optional[str] = None):
-    """Run a model from :func:`init_model` (or a codebase builder) on one image (path or BGR
-    array) or a list of them; returns the codebase's data sample(s) (``SegDataSample``,
-    ``DetDataSample``, mmpretrain's ``DataSample``) with the dynamic records in their metainfo.
-    """
+    """Run a model from :func:`init_model` (or a codebase builder) on one image (path or
+    array: BGR ``H x W x 3``, grayscale ``H x W``, BGRA) or a list of them, of any sizes; returns
+    the codebase's data sample(s) (``SegDataSample``, ``DetDataSample``, mmpretrain's
+    ``DataSample``) with the dynamic records in their metainfo. Each call runs in the model's
+    codebase's registry scope, whatever scope the process is in."""
     enable_dynamic_records(model)
     if codebase is None:
         cfg = getattr(model, 'cfg', None) or getattr(model, '_config', None)
         if cfg is None:
             raise ValueError('the model carries no config; pass codebase=')
         codebase = codebase_of(cfg)
-    if codebase == 'mmseg':
-        from mmseg.apis import inference_model as run
-        return run(model, img)
-    if codebase == 'mmdet':
-        from mmdet.apis import inference_detector
-        return inference_detector(model, img)
-    from mmpretrain.apis import ImageClassificationInferencer
-    inferencer = ImageClassificationInferencer(model=model)
     single = not isinstance(img, (list, tuple))
-    out = inferencer(img if not single else [img], return_datasamples=True)
+    imgs = [img] if single else list(img)
+    imgs = [as_bgr_image(im, 'image' if single else f'image {i}') for i, im in enumerate(imgs)]
+    with DefaultScope.overwrite_default_scope(codebase):
+        if codebase == 'mmseg':
+            from mmseg.apis import inference_model as run
+            out = []
+            for im in imgs:  # one call each: the images may differ in size
+                with _own_config(model):
+                    out.append(run(model, im))
+        elif codebase == 'mmdet':
+            from mmdet.apis import inference_detector
+            out = []
+            for im in imgs:  # one call each: arrays and paths may be mixed
+                with _own_config(model):
+                    out.append(inference_detector(model, im))
+        else:
+            from mmpretrain.apis import ImageClassificationInferencer
+            inferencer = ImageClassificationInferencer(model=model)
+            out = inferencer(imgs, return_datasamples=True)
     return out[0] if single else out
 
 

@@ -66,3 +66,89 @@ def allow_mmengine_checkpoints() -> bool:
         return False
     add(mmengine_checkpoint_safe_globals())
     return True
+
+
+# ------------------------------------------------------------------------ reading, one-line errors
+_REMOTE = ('http://', 'https://', 's3://', 'open-mmlab://', 'torchvision://', 'mmcls://',
+           'openmmlab://', 'pavi://')
+
+
+def _unreadable_why(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words (never torch's advice to
+    load with ``weights_only=False``)."""
+    import re
+    text = str(exc)
+    m = re.search(r'Unsupported global: GLOBAL (\S+)', text)
+    if m:
+        return (f'it holds an object of class {m.group(1)}, which mmdyn does not unpickle; if '
+                'the file is trusted, add the class to mmengine_checkpoint_safe_globals() in '
+                'mmdyn/utils/checkpoint.py')
+    if 'Unsupported operand' in text or 'invalid load key' in text or 'could not find MARK' \
+            in text or isinstance(exc, UnicodeDecodeError):
+        return 'not a torch checkpoint: unrecognised bytes'
+    if isinstance(exc, EOFError):
+        return 'it ends early: empty or truncated'
+    if 'central directory' in text or 'zip archive' in text or isinstance(exc, OSError) or \
+            'unexpected pos' in text or 'file_size' in text:
+        return 'truncated or corrupt'
+    first = ' '.join(text.split())[:200]
+    return f'{type(exc).__name__}: {first}' if first else type(exc).__name__
+
+
+def read_checkpoint(path: str, map_location='cpu') -> dict:
+    """``torch.load(path, weights_only=True)`` of a local checkpoint, allow-listing mmengine's
+    classes; anything else raises :class:`~mmdyn.utils.errors.UnreadableCheckpoint` with the
+    one line ``not a readable checkpoint: FILE (why)``. Remote paths (URLs, ``open-mmlab://``)
+    go through mmengine's ``CheckpointLoader``."""
+    import os.path as osp
+
+    from .errors import UnreadableCheckpoint
+    path = str(path)
+    if path.startswith(_REMOTE):
+        from mmengine.runner.checkpoint import CheckpointLoader
+        return CheckpointLoader.load_checkpoint(path, map_location=map_location)
+    if not osp.exists(path):
+        raise UnreadableCheckpoint(f'not a readable checkpoint: {path} (it does not exist)')
+    if osp.isdir(path):
+        raise UnreadableCheckpoint(f'not a readable checkpoint: {path} (it is a directory)')
+    allow_mmengine_checkpoints()
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every failure is "unreadable", with its reason
+        raise UnreadableCheckpoint(
+            f'not a readable checkpoint: {path} ({_unreadable_why(e)})') from None
+    if not isinstance(ckpt, dict):
+        raise UnreadableCheckpoint(f'not a readable checkpoint: {path} (it holds a '
+                                   f'{type(ckpt).__name__}, not a dict of tensors)')
+    return ckpt
+
+
+def checkpoint_state_dict(ckpt: dict) -> dict:
+    """The model weights of an mmengine (``state_dict``) or plain checkpoint, without a
+    ``module.`` prefix (DDP)."""
+    sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    if not isinstance(sd, dict):
+        return {}
+    if sd and all(k.startswith('module.') for k in sd):
+        sd = {k[len('module.'):]: v for k, v in sd.items()}
+    return sd
+
+
+def state_dict_mismatch(model, state_dict: dict):
+    """``(missing, unexpected, other_shape)`` key lists between a model and a state dict."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shape = [k for k in own if k in state_dict and hasattr(state_dict[k], 'shape')
+             and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, shape
+
+
+def describe_mismatch(missing, unexpected, shape) -> str:
+    """``3 missing (e.g. backbone.x), 1 unexpected (e.g. y)`` for the non-empty lists."""
+    parts = []
+    for keys, what in ((missing, 'missing'), (unexpected, 'unexpected'),
+                       (shape, 'of another shape')):
+        if keys:
+            parts.append(f'{len(keys)} keys {what} (e.g. {keys[0]})')
+    return ', '.join(parts)

@@ -23,7 +23,10 @@ CODEBASES = {
 _PKG_PREFIX = re.compile(r'^(mmdet|mmseg|mmpretrain)::')
 
 
-class ToolError(Exception):
+from .errors import UserError
+
+
+class ToolError(UserError):
     """A problem with the user's input, reported as one line."""
 
 
@@ -69,60 +72,175 @@ def load_config(path: str, cfg_options: Optional[dict] = None):
 
 
 def _dataset_roots(ds_cfg) -> Iterator[Tuple[str, str]]:
-    """(kind, path) pairs a dataset config reads from: its data root, or its annotation file."""
+    """(kind, path) pairs a dataset config reads from: its data root (first), its annotation
+    file and its data prefixes (folders), joined with the root as mmengine joins them."""
     if not isinstance(ds_cfg, dict):
         return
     for key in ('dataset', 'datasets'):  # wrappers: RepeatDataset, ConcatDataset, ...
         inner = ds_cfg.get(key)
         for sub in (inner if isinstance(inner, (list, tuple)) else [inner]):
             yield from _dataset_roots(sub)
-    root = ds_cfg.get('data_root')
+    root = ds_cfg.get('data_root') or ''
     if root:
         yield 'data root', root
     ann = ds_cfg.get('ann_file')
-    if ann and not root and not osp.isabs(ann):
-        yield 'annotation file', ann
+    if isinstance(ann, str) and ann:
+        yield 'annotation file', ann if osp.isabs(ann) else osp.join(root, ann)
+    prefix = ds_cfg.get('data_prefix')
+    if isinstance(prefix, dict):
+        for name, sub in prefix.items():
+            if isinstance(sub, str) and sub and name in ('img', 'img_path', 'seg_map_path',
+                                                        'seg'):
+                yield f'image folder ({name})', sub if osp.isabs(sub) else osp.join(root, sub)
+
+
+def _evaluator_files(ev) -> Iterator[str]:
+    for e in (ev if isinstance(ev, (list, tuple)) else [ev]):
+        if isinstance(e, dict) and isinstance(e.get('ann_file'), str) and e['ann_file']:
+            yield e['ann_file']
 
 
 def check_data_roots(cfg, splits=('train', 'val', 'test')) -> None:
-    """Raise :class:`ToolError` naming the first data root of ``splits`` that does not exist."""
+    """Raise :class:`ToolError` naming the first data root, annotation file or image folder of
+    ``splits`` that does not exist, or a data root that is empty."""
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if not loader:
             continue
+        hint = (f'(generate a data set with tools/dataset_converters/make_toy_dataset.py, or '
+                f'set --cfg-options {split}_dataloader.dataset.data_root=DIR)')
         for kind, path in _dataset_roots(loader.get('dataset')):
             if _PKG_PREFIX.match(str(path)):
                 continue
             if not osp.exists(path):
-                raise ToolError(
-                    f'{kind} {path!r} of {split}_dataloader does not exist (generate a data set '
-                    f'with tools/dataset_converters/make_toy_dataset.py, or set '
-                    f'--cfg-options {split}_dataloader.dataset.data_root=DIR)')
+                raise ToolError(f'{kind} {path!r} of {split}_dataloader does not exist {hint}')
+            if kind == 'data root' and osp.isdir(path) and not os.listdir(path):
+                raise ToolError(f'data root {path!r} of {split}_dataloader is empty {hint}')
+        if split in ('val', 'test'):
+            for path in _evaluator_files(cfg.get(f'{split}_evaluator')):
+                if not _PKG_PREFIX.match(path) and not osp.isfile(path):
+                    raise ToolError(f'annotation file {path!r} of {split}_evaluator does not '
+                                    f'exist (set --cfg-options {split}_evaluator.ann_file=FILE)')
 
 
-def check_checkpoint(path: str) -> None:
-    """Raise :class:`ToolError` unless ``path`` is a checkpoint that torch can read."""
-    import torch
-    if path.startswith(('http://', 'https://', 's3://', 'open-mmlab://', 'torchvision://')):
+def check_checkpoint(path: str) -> dict:
+    """The checkpoint at ``path`` (``{}`` for a remote one, read later by mmengine); raises
+    ``not a readable checkpoint: FILE (why)`` unless torch can read it safely."""
+    from .checkpoint import _REMOTE, read_checkpoint
+    if str(path).startswith(_REMOTE):
+        return {}
+    return read_checkpoint(path)
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint a bare ``--resume`` takes (mmengine's ``last_checkpoint`` record of the
+    work dir), or None when there is none."""
+    record = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(record):
+        return None
+    with open(record) as f:
+        path = f.read().strip()
+    return path or None
+
+
+def build_model(cfg, what: str = 'the model'):
+    """Build ``cfg.model`` in the config's scope, turning a bad value or argument into one line
+    (before a Runner logs the whole config)."""
+    from mmengine.registry import MODELS, DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', None)):
+        try:
+            return MODELS.build(cfg.model)
+        except Exception as e:  # noqa: BLE001
+            msg = one_line(e) or construction_error(e)
+            if msg is None:
+                raise
+            raise ToolError(f'{what} cannot be built: {msg}') from e
+
+
+def check_schedule_hooks(cfg, model) -> None:
+    """Check the paths and ranges of the config's ``DynamicScheduleHook`` schedules against
+    ``model`` (one line for a misspelt path or a value out of range, before any training)."""
+    from mmdyn.engine.hooks.schedule_hook import DynamicScheduleHook
+    for h in cfg.get('custom_hooks', None) or []:
+        if isinstance(h, dict) and str(h.get('type', '')).split('.')[-1] == \
+                'DynamicScheduleHook':
+            kwargs = {k: v for k, v in h.items() if k not in ('type', 'priority')}
+            DynamicScheduleHook(**kwargs).check_paths(model)
+
+
+def check_optimizer_match(model, cfg, ckpt: dict, path: str) -> None:
+    """Raise when the checkpoint's optimizer state has other parameter groups than the
+    config's optimizer would build for ``model`` (torch refuses it only after the Runner has
+    started). Nothing is checked when the optimizer cannot be built here."""
+    saved = ckpt.get('optimizer') if isinstance(ckpt, dict) else None
+    if not isinstance(saved, dict) or 'param_groups' not in saved:
         return
-    if not osp.isfile(path):
-        raise ToolError(f'checkpoint {path!r} does not exist')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means "unreadable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ToolError(f'checkpoint {path!r} is not readable: {first}')
-    if not isinstance(ckpt, dict):
-        raise ToolError(f'checkpoint {path!r} holds a {type(ckpt).__name__}, not a state dict')
+        from mmengine.optim import build_optim_wrapper
+        from mmengine.registry import DefaultScope
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope', None)):
+            groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    except Exception:  # noqa: BLE001 - cannot tell here; torch says it when resuming
+        return
+    mine = [len(g['params']) for g in groups]
+    theirs = [len(g.get('params', [])) for g in saved['param_groups']]
+    if mine != theirs:
+        why = (f'{len(theirs)} parameter groups, the config\'s optimizer has {len(mine)}'
+               if len(mine) != len(theirs) else 'parameter groups of other sizes')
+        raise ToolError(f'checkpoint {path}: its optimizer state does not fit the optimizer of '
+                        f'the config ({why}); was it written by another config?')
+
+
+def check_weights_match(model, ckpt: dict, path: str, hint: str = '') -> None:
+    """Raise naming the first keys when a checkpoint's weights do not fit ``model``."""
+    from .checkpoint import checkpoint_state_dict, describe_mismatch, state_dict_mismatch
+    sd = checkpoint_state_dict(ckpt)
+    problems = state_dict_mismatch(model, sd)
+    if any(problems):
+        raise ToolError(f'checkpoint {path} does not fit the model of the config: '
+                        f'{describe_mismatch(*problems)}{hint}')
 
 
 _REGISTRY_MISS = re.compile(r"(\S+) is not in the (\S+) registry")
 
 
+_BUILD_PREFIX = re.compile(r'^class `(\w+)` in [^:]+: ')
+_BAD_ARGS = re.compile(r'unexpected keyword argument|missing \d+ required positional argument'
+                       r'|takes \d+ positional arguments? but')
+
+
+def _text(exc: BaseException) -> str:
+    text = str(exc.args[0]) if len(exc.args) == 1 else str(exc)
+    return ' '.join(text.split())
+
+
+def construction_error(exc: BaseException) -> Optional[str]:
+    """One line for an error raised while building an object from a config (a bad value or a
+    misspelt argument: ``ValueError``, ``TypeError``, ``KeyError``, ``AssertionError``,
+    ``AttributeError``, ``NotImplementedError``), naming the class mmengine was building."""
+    if not isinstance(exc, (ValueError, TypeError, KeyError, AssertionError, AttributeError,
+                            NotImplementedError, IndexError)):
+        return None
+    return _strip_build_prefixes(_text(exc)) or type(exc).__name__
+
+
+def _strip_build_prefixes(text: str) -> str:
+    """``class `A` in a.py: class `B` in b.py: msg`` (mmengine wraps an error once per nested
+    build) -> ``B: msg``, naming the innermost class."""
+    name = None
+    m = _BUILD_PREFIX.match(text)
+    while m:
+        name, text = m.group(1), text[m.end():]
+        m = _BUILD_PREFIX.match(text)
+    if len(text) > 1 and text[0] == text[-1] == "'":  # KeyError quotes its message
+        text = text[1:-1]
+    return f'{name}: {text}' if name else text
+
+
 def one_line(exc: BaseException) -> Optional[str]:
     """The one-line message for a known kind of failure, or None for a real bug."""
-    if isinstance(exc, ToolError):
-        return str(exc)
+    if isinstance(exc, UserError):
+        return _strip_build_prefixes(_text(exc))
     text = str(exc.args[0]) if exc.args else str(exc)
     m = _REGISTRY_MISS.search(text)
     if isinstance(exc, KeyError) and m:
@@ -133,17 +251,47 @@ def one_line(exc: BaseException) -> Optional[str]:
         top = exc.name.split('.')[0]
         if top in CODEBASES:
             return _missing_codebase_message(top, 'this config')
+    # built from a config by mmengine (``class `X` in module: ...``) with a bad value or argument
+    if _BUILD_PREFIX.match(_text(exc)) or (isinstance(exc, TypeError)
+                                           and _BAD_ARGS.search(_text(exc))):
+        return construction_error(exc)
     return None
 
 
+def check_device(device: Optional[str]) -> None:
+    """One line for a ``--device`` that torch cannot use here (a CUDA device without CUDA, an
+    index past the last GPU, a name torch does not know)."""
+    if device is None:
+        return
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ToolError(f'--device {device}: not a device name (cpu, cuda, cuda:0, ...)') \
+            from None
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ToolError(f'--device {device}: CUDA is not available')
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ToolError(f'--device {device}: there are {torch.cuda.device_count()} GPUs')
+
+
+def arg_error(prog: str, msg: str, code: int = 2):
+    """A bad option value: ``prog: error: msg`` on stderr (one line, no usage), exit ``code``."""
+    print(f'{prog}: error: {msg}', file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
 @contextlib.contextmanager
-def friendly_errors(prog: str):
-    """Turn known input errors raised in the block into ``prog: error: <one line>``, exit 2."""
+def friendly_errors(prog: Optional[str], code: int = 2):
+    """Turn known input errors raised in the block into ``prog: error: <one line>`` (``error:
+    <one line>`` without ``prog``) on stderr and exit with ``code``. ``MMDYN_DEBUG=1`` re-raises
+    them with their traceback."""
     try:
         yield
     except Exception as e:  # noqa: BLE001
         msg = one_line(e)
         if msg is None or os.environ.get('MMDYN_DEBUG'):
             raise
-        print(f'{prog}: error: {msg}', file=sys.stderr)
-        sys.exit(2)
+        print(f'{prog}: error: {msg}' if prog else f'error: {msg}', file=sys.stderr, flush=True)
+        sys.exit(code)

@@ -252,3 +252,62 @@ def test_through_ddp_wrapper(tmp_path):
         assert inner.gate.tau.item() == pytest.approx(expected(2)['tau'])
     finally:
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------ issue 19: items 6, 12, 16
+def test_schedule_leaving_a_declared_range_is_refused_before_training():
+    from mmdyn.models.backbones.dovit import DoViT
+    from mmdyn.utils.errors import UserError
+
+    class Wrapper(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = DoViT(arch=dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2),
+                                  img_size=32, patch_size=8, num_classes=3,
+                                  decision_layers=(1, ))
+
+    model = Wrapper()
+    bad = DynamicScheduleHook([dict(path='backbone.threshold', type='linear', start_value=0.9,
+                                    end_value=1.2, begin=0, end=100)])
+    with pytest.raises(ValueError) as e:
+        bad.check_paths(model)
+    assert isinstance(e.value, UserError)
+    assert str(e.value) == ("DynamicScheduleHook: the schedule of 'backbone.threshold' reaches "
+                            '1.2, outside the range [0, 1] of DoViT.threshold')
+    warm = DynamicScheduleHook([dict(path='backbone.threshold', type='constant', value=0.9,
+                                     warmup=5, warmup_value=-0.1)])
+    with pytest.raises(ValueError, match=r"reaches -0\.1, outside the range \[0, 1\]"):
+        warm.check_paths(model)
+    # an open end: a gate temperature must stay above 0
+    tau = DynamicScheduleHook([dict(path='gate.tau', type='step', milestones=[3],
+                                    values=[1.0, 0.0])])
+    from mmdyn.models.layers.gates import GumbelSigmoidGate
+    holder = nn.Module()
+    holder.gate = GumbelSigmoidGate(4)
+    with pytest.raises(ValueError, match=r"reaches 0, outside the range \(0, inf\) of "
+                                         r"GumbelSigmoidGate\.tau"):
+        tau.check_paths(holder)
+    # within the range: accepted
+    DynamicScheduleHook([dict(path='backbone.threshold', type='cosine', start_value=1.0,
+                              end_value=0.95, end=10)]).check_paths(model)
+
+
+def test_misspelt_path_is_a_user_error():
+    from mmdyn.utils.cli import one_line
+    hook = DynamicScheduleHook([dict(path='budget_targte', type='constant', value=1)])
+    with pytest.raises(AttributeError) as e:
+        hook.check_paths(ToyModel())
+    assert one_line(e.value) == ("DynamicScheduleHook: path 'budget_targte' does not exist: "
+                                 "'ToyModel' (ToyModel) has no attribute 'budget_targte'")
+
+
+def test_logged_values_are_the_values_in_use(tmp_path):
+    """mmengine averages logged keys matching ``loss`` over its window; a scheduled value is
+    logged as the value of its iteration."""
+    runner = make_runner(tmp_path / 'log', max_iters=7)
+    runner.train()
+    scalars = glob.glob(str(tmp_path / 'log' / '*' / 'vis_data' / 'scalars.json'))
+    lines = [json.loads(line) for line in open(scalars[0])]
+    assert [d['loss_cfg.weight'] for d in lines] == [expected(t)['weight'] for t in range(7)]
+    assert [d['gate.tau'] for d in lines] == pytest.approx([expected(t)['tau'] for t in range(7)])

@@ -145,11 +145,25 @@ def test_vit2mmdyn_on_mmseg_segmentor_checkpoint(tmp_path, capsys):
         assert torch.allclose(ref(x)[0], model(x)[0], atol=1e-5)
 
 
-def test_unknown_layouts_fail_clearly(tmp_path):
+def test_unknown_layouts_fail_clearly(tmp_path, capsys, monkeypatch):
     path = str(tmp_path / 'resnet.pth')
     torch.save({'state_dict': {'conv1.weight': torch.zeros(1)}}, path)
+    monkeypatch.delenv('MMDYN_DEBUG', raising=False)
+    with pytest.raises(SystemExit) as e:  # the converter: one line, exit status 2
+        tool('pvt2mmdyn').main([path, str(tmp_path / 'x.pth')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1
+    assert err.startswith('pvt2mmdyn.py: error: unrecognised PVT checkpoint layout')
+    monkeypatch.setenv('MMDYN_DEBUG', '1')  # the traceback on demand
     with pytest.raises(ValueError, match='unrecognised PVT checkpoint layout'):
         tool('pvt2mmdyn').main([path, str(tmp_path / 'x.pth')])
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'nope')
+    monkeypatch.delenv('MMDYN_DEBUG')
+    with pytest.raises(SystemExit):
+        tool('vit2mmdyn').main([str(bad), str(tmp_path / 'y.pth')])
+    assert capsys.readouterr().err == (f'vit2mmdyn.py: error: not a readable checkpoint: {bad} '
+                                       '(not a torch checkpoint: unrecognised bytes)\n')
     with pytest.raises(ValueError, match='unrecognised ViT checkpoint layout'):
         vit_to_mmdyn(torch.load(path, weights_only=True))
     with pytest.raises(TypeError, match='no state dict'):

@@ -141,7 +141,8 @@ def test_error_unreadable_checkpoint(tmp_path, repo_root, toy_ade20k, run_tool):
     cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint')
-    _one_line_error(run_tool('test.py', cfg, bad), 'checkpoint', 'not readable')
+    _one_line_error(run_tool('test.py', cfg, bad), f'not a readable checkpoint: {bad} (not a torch '
+                    'checkpoint: unrecognised bytes)')
     _one_line_error(run_tool('test.py', cfg, tmp_path / 'missing.pth'), 'checkpoint',
                     'does not exist')
 

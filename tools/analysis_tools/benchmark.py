@@ -208,14 +208,16 @@ def main(argv=None):
     args = parse_args(argv)
     import contextlib
 
-    from mmdyn.analysis.complexity import ConfigError, stdout_to_stderr
+    from mmdyn.analysis.complexity import stdout_to_stderr
+    from mmdyn.utils.cli import friendly_errors
     try:
-        # with --json, stdout carries the JSON object only (logs go to stderr)
-        with stdout_to_stderr() if args.json else contextlib.nullcontext():
-            out = run(args)
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+        # one line `error: ...` and exit status 1 for bad input (MMDYN_DEBUG=1: traceback)
+        with friendly_errors(None, code=1):
+            # with --json, stdout carries the JSON object only (logs go to stderr)
+            with stdout_to_stderr() if args.json else contextlib.nullcontext():
+                out = run(args)
+    except SystemExit as e:
+        return e.code
     print(json.dumps(out) if args.json else format_text(out))
     return 0
 

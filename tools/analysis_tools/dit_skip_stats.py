@@ -117,14 +117,16 @@ def plot(res: dict, path: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner, load_checkpoint
     from mmengine.registry import MODELS
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    from mmdyn.utils.cli import check_checkpoint, check_device, friendly_errors, load_config
+    with friendly_errors('dit_skip_stats.py'):
+        cfg = load_config(args.config, args.cfg_options)
+        if args.checkpoint:
+            check_checkpoint(args.checkpoint)
+        check_device(args.device)
     if cfg.get('custom_imports'):
         import importlib
         for mod in cfg.custom_imports['imports']:

@@ -227,16 +227,16 @@ def collect_from_config(config: str, checkpoint: Optional[str] = None, split: st
                         ) -> Dict:
     """Run the config's model with every exit on its ``split`` data; per-exit softmax outputs."""
     import torch
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner, load_checkpoint
 
     import mmdyn  # noqa: F401
     from mmdyn.models.utils.dynamic import full_compute
     from mmdyn.registry import MODELS
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    from mmdyn.utils.cli import check_checkpoint, load_config
+    cfg = load_config(config, cfg_options)
+    if checkpoint:
+        check_checkpoint(checkpoint)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
     if checkpoint:
@@ -473,6 +473,12 @@ def main_exit_shares(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from mmdyn.utils.cli import friendly_errors
+    with friendly_errors('dvt_thresholds.py'):
+        return _main(args)
+
+
+def _main(args) -> int:
     if args.exit_shares is not None:
         return main_exit_shares(args)
     if args.budget is None:

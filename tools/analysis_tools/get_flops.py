@@ -69,6 +69,8 @@ def get_flops(args) -> dict:
                                            preprocess, default_data_samples)
     from mmdyn.models.utils.dynamic import collect_dynamic_records, find_dynamic_modules
 
+    from mmdyn.utils.cli import check_device
+    check_device(args.device)
     cfg = load_config(args.config, args.cfg_options)
     model = build_model_from_cfg(cfg, device=args.device, checkpoint=args.checkpoint)
     shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)
@@ -254,14 +256,16 @@ def main(argv=None):
     args = parse_args(argv)
     import contextlib
 
-    from mmdyn.analysis.complexity import ConfigError, stdout_to_stderr
+    from mmdyn.analysis.complexity import stdout_to_stderr
+    from mmdyn.utils.cli import friendly_errors
     try:
-        # with --json, stdout carries the JSON object only (logs go to stderr)
-        with stdout_to_stderr() if args.json else contextlib.nullcontext():
-            out = get_flops(args)
-    except ConfigError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+        # one line `error: ...` and exit status 1 for bad input (MMDYN_DEBUG=1: traceback)
+        with friendly_errors(None, code=1):
+            # with --json, stdout carries the JSON object only (logs go to stderr)
+            with stdout_to_stderr() if args.json else contextlib.nullcontext():
+                out = get_flops(args)
+    except SystemExit as e:
+        return e.code
     if args.json:
         print(json.dumps(out))
     else:

@@ -47,6 +47,14 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, as in tools/train.py')
     args = parser.parse_args(argv)
+    from mmdyn.utils.cli import arg_error
+    prog = 'visualize_dynamic.py'
+    if not 0.0 <= args.alpha <= 1.0:
+        arg_error(prog, f'--alpha must be in [0, 1], got {args.alpha}')
+    if args.ncols < 1:
+        arg_error(prog, f'--ncols must be at least 1, got {args.ncols}')
+    if args.img_scale is not None and min(args.img_scale) < 1:
+        arg_error(prog, f'--img-scale must be positive, got {args.img_scale}')
     inputs = list(args.inputs)
     if args.checkpoint is None and inputs and inputs[0].lower().endswith(CKPT_EXTS):
         args.checkpoint = inputs.pop(0)
@@ -87,6 +95,10 @@ def build_model(cfg, checkpoint: Optional[str], device: str):
         model_cfg.pretrained = None
     model = MODELS.build(model_cfg)
     if checkpoint:
+        from mmdyn.utils.cli import check_checkpoint, check_weights_match
+        ckpt = check_checkpoint(checkpoint)
+        if ckpt:  # a checkpoint of another model would load nothing: one line instead
+            check_weights_match(model, ckpt, checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 
@@ -107,6 +119,7 @@ def prepare(path: str, pipeline, img_scale=None, channel_order='bgr'):
     """``(data, image_rgb)``: the model's input dict for one image and the image to draw on."""
     import mmcv
     from mmengine.structures import BaseDataElement
+    check_image(path)
     if pipeline is not None:
         data = pipeline(dict(img_path=path))
         inputs = data['inputs']
@@ -150,8 +163,9 @@ def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, vi
         maps = {k: map_to_image(v[0], input_shape, image.shape[:2])
                 for k, v in dynamic_maps(model).items()}
         if not maps:
-            raise RuntimeError('the model recorded no decision maps (last_maps is empty for '
-                               'every dynamic module, or it has none)')
+            from mmdyn.utils.cli import ToolError
+            raise ToolError('the model recorded no decision maps (it has no dynamic module, '
+                            'or none of them recorded last_maps): is it a static config?')
         stem = osp.splitext(osp.basename(path))[0]
         name, i = stem, 1
         while name in used:
@@ -163,21 +177,48 @@ def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, vi
     return written
 
 
+def check_image(path: str) -> None:
+    """One line (a :class:`~mmdyn.utils.cli.ToolError`) for a missing or unreadable image."""
+    import mmcv
+
+    from mmdyn.utils.cli import ToolError
+    if not osp.isfile(path):
+        raise ToolError(f'image {path} does not exist')
+    try:
+        img = mmcv.imread(path)
+    except Exception as e:  # noqa: BLE001
+        raise ToolError(f'image {path} is not a readable image ({type(e).__name__})') from None
+    if img is None or img.size == 0:
+        raise ToolError(f'image {path} is not a readable image')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     args = parse_args(argv)
-    from mmengine.config import Config
+    from mmdyn.utils.cli import friendly_errors
+    with friendly_errors('visualize_dynamic.py'):
+        return _main(args)
+
+
+def _main(args) -> List[str]:
     from mmengine.dataset import Compose
     from mmengine.registry import init_default_scope
 
     import mmdyn  # noqa: F401  (registries, checkpoint loading fixes)
+    from mmdyn.models.utils.dynamic import find_dynamic_modules
+    from mmdyn.utils.cli import ToolError, check_checkpoint, check_device, load_config
     from mmdyn.visualization import DynamicVisualizer
-
-    cfg = Config.fromfile(args.config)  # runs custom_imports
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)  # runs custom_imports
+    for path in args.images:
+        check_image(path)
+    if args.checkpoint:
+        check_checkpoint(args.checkpoint)
     init_default_scope(cfg.get('default_scope', 'mmdyn'))
+    check_device(args.device)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     model = build_model(cfg, args.checkpoint, device)
+    if not find_dynamic_modules(model):
+        raise ToolError(f'the model of {args.config} has no dynamic module: there are no token '
+                        'decisions to draw (a static config?)')
     pipeline_cfg = test_pipeline_cfg(cfg)
     pipeline = None
     if pipeline_cfg:

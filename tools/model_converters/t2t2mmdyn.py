@@ -79,15 +79,17 @@ def main(argv=None):
     parser.add_argument('--budget-level', type=int, default=None,
                         help='budget level 1..59 of the public checkpoint\'s dynamic_threshold')
     args = parser.parse_args(argv)
-    ckpt = load_checkpoint_file(args.src)
-    if is_official_dvt(ckpt):
-        layout = 'dvt-official'
-    else:
-        if args.thresholds_out:
-            parser.error('--thresholds-out needs a public DVT checkpoint')
-        layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
-    sd = convert(ckpt, args.dvt_exits, args.ema)
-    save_converted(sd, args.dst, layout, args.src)
+    from mmdyn.utils.cli import friendly_errors
+    with friendly_errors('t2t2mmdyn.py'):  # one line for a bad SRC
+        ckpt = load_checkpoint_file(args.src)
+        if is_official_dvt(ckpt):
+            layout = 'dvt-official'
+        else:
+            if args.thresholds_out:
+                parser.error('--thresholds-out needs a public DVT checkpoint')
+            layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
+        sd = convert(ckpt, args.dvt_exits, args.ema)
+        save_converted(sd, args.dst, layout, args.src)
     if args.thresholds_out:
         if args.budget_level is None:
             parser.error('--thresholds-out needs --budget-level')

@@ -30,13 +30,15 @@ def main(argv=None):
     parser.add_argument('--classifier', action='store_true',
                         help='write a whole mmpretrain ImageClassifier (backbone and head)')
     args = parser.parse_args(argv)
-    ckpt = load_checkpoint_file(args.src)
-    layout = detect_vit_layout(unwrap_state_dict(ckpt))
-    sd = vit_to_mmdyn(ckpt)
-    if args.classifier:
-        sd = OrderedDict([(f'backbone.{k}', v) for k, v in sd.items()] +
-                         list(classifier_head_keys(ckpt, 'vit').items()))
-    save_converted(sd, args.dst, layout, args.src)
+    from mmdyn.utils.cli import friendly_errors
+    with friendly_errors('vit2mmdyn.py'):  # one line for a bad SRC
+        ckpt = load_checkpoint_file(args.src)
+        layout = detect_vit_layout(unwrap_state_dict(ckpt))
+        sd = vit_to_mmdyn(ckpt)
+        if args.classifier:
+            sd = OrderedDict([(f'backbone.{k}', v) for k, v in sd.items()] +
+                             list(classifier_head_keys(ckpt, 'vit').items()))
+        save_converted(sd, args.dst, layout, args.src)
 
 
 if __name__ == '__main__':

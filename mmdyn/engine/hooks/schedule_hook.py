@@ -50,6 +50,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from mmdyn.registry import HOOKS
+from mmdyn.utils.errors import UserAttributeError, UserTypeError, UserValueError
 
 _TYPES = ('constant', 'linear', 'cosine', 'step')
 _CKPT_KEY = 'mmdyn_schedule'
@@ -69,39 +70,39 @@ class _Schedule:
 
     def __init__(self, cfg: Dict[str, Any]):
         if not isinstance(cfg, dict):
-            raise TypeError(f'DynamicScheduleHook: a schedule must be a dict, got {cfg!r}')
+            raise UserTypeError(f'DynamicScheduleHook: a schedule must be a dict, got {cfg!r}')
         cfg = dict(cfg)
         unknown = set(cfg) - self._KEYS
         path = cfg.get('path')
         if not isinstance(path, str) or not path or any(not p for p in path.split('.')):
-            raise ValueError(f'DynamicScheduleHook: invalid path {path!r} (a dotted name such '
+            raise UserValueError(f'DynamicScheduleHook: invalid path {path!r} (a dotted name such '
                              "as 'backbone.budget_target' is needed)")
         where = f"DynamicScheduleHook: schedule for '{path}'"
         if unknown:
-            raise ValueError(f'{where}: unknown keys {sorted(unknown)}; allowed: '
+            raise UserValueError(f'{where}: unknown keys {sorted(unknown)}; allowed: '
                              f'{sorted(self._KEYS)}')
         self.path = path
         self.type = cfg.get('type', 'linear')
         if self.type not in _TYPES:
-            raise ValueError(f'{where}: unknown type {self.type!r}; choose from {_TYPES}')
+            raise UserValueError(f'{where}: unknown type {self.type!r}; choose from {_TYPES}')
         self.by_epoch = cfg.get('by_epoch', False)
         if not isinstance(self.by_epoch, bool):
-            raise ValueError(f'{where}: by_epoch must be a bool, got {self.by_epoch!r}')
+            raise UserValueError(f'{where}: by_epoch must be a bool, got {self.by_epoch!r}')
 
         def number(key, default=None, required=False):
             v = cfg.get(key, default)
             if v is None:
                 if required:
-                    raise ValueError(f"{where}: '{key}' is required for type '{self.type}'")
+                    raise UserValueError(f"{where}: '{key}' is required for type '{self.type}'")
                 return None
             if isinstance(v, bool) or not isinstance(v, Number) or not math.isfinite(v):
-                raise ValueError(f"{where}: '{key}' must be a finite number, got {v!r}")
+                raise UserValueError(f"{where}: '{key}' must be a finite number, got {v!r}")
             return float(v)
 
         def count(key, default):
             v = cfg.get(key, default)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{where}: '{key}' must be an integer >= 0, got {v!r}")
+                raise UserValueError(f"{where}: '{key}' must be an integer >= 0, got {v!r}")
             return v
 
         self.begin = count('begin', 0)
@@ -118,46 +119,52 @@ class _Schedule:
             self.start_value = number('start_value', required=True)
             self.end_value = number('end_value', required=True)
             if cfg.get('end') is None:
-                raise ValueError(f"{where}: 'end' is required for type '{self.type}'")
+                raise UserValueError(f"{where}: 'end' is required for type '{self.type}'")
             self.end = count('end', None)
             if self.end <= self.begin:
-                raise ValueError(f'{where}: end ({self.end}) must be greater than begin '
+                raise UserValueError(f'{where}: end ({self.end}) must be greater than begin '
                                  f'({self.begin})')
         else:  # step
             ms = cfg.get('milestones')
             if (not isinstance(ms, (list, tuple)) or not ms
                     or any(isinstance(m, bool) or not isinstance(m, int) for m in ms)):
-                raise ValueError(f"{where}: 'milestones' must be a non-empty list of integers, "
+                raise UserValueError(f"{where}: 'milestones' must be a non-empty list of integers, "
                                  f'got {ms!r}')
             if any(b <= a for a, b in zip(ms, ms[1:])) or ms[0] <= self.begin:
-                raise ValueError(f"{where}: 'milestones' must increase strictly and lie after "
+                raise UserValueError(f"{where}: 'milestones' must increase strictly and lie after "
                                  f'begin ({self.begin}), got {list(ms)}')
             self.milestones = list(ms)
             vals = cfg.get('values')
             if vals is not None:
                 if cfg.get('gamma') is not None:
-                    raise ValueError(f"{where}: give either 'values' or 'gamma', not both")
+                    raise UserValueError(f"{where}: give either 'values' or 'gamma', not both")
                 if (not isinstance(vals, (list, tuple)) or len(vals) != len(ms) + 1 or any(
                         isinstance(v, bool) or not isinstance(v, Number) for v in vals)):
-                    raise ValueError(f"{where}: 'values' must be {len(ms) + 1} numbers (one "
+                    raise UserValueError(f"{where}: 'values' must be {len(ms) + 1} numbers (one "
                                      f'more than the milestones), got {vals!r}')
                 self.values = [float(v) for v in vals]
             else:
                 start = number('start_value', required=True)
                 gamma = number('gamma')
                 if gamma is None:
-                    raise ValueError(f"{where}: type 'step' needs 'values' or 'start_value' "
+                    raise UserValueError(f"{where}: type 'step' needs 'values' or 'start_value' "
                                      "and 'gamma'")
                 self.values = [start * gamma**k for k in range(len(ms) + 1)]
             self.start_value, self.end_value = self.values[0], self.values[-1]
         self.warmup = count('warmup', 0)
         self.warmup_value = number('warmup_value')
         if self.warmup and self.warmup_value is None:
-            raise ValueError(f"{where}: 'warmup_value' is required when warmup > 0")
+            raise UserValueError(f"{where}: 'warmup_value' is required when warmup > 0")
         if self.warmup and self.end is not None and self.begin + self.warmup > self.end:
-            raise ValueError(f'{where}: the warm-up (begin {self.begin} + warmup {self.warmup}) '
+            raise UserValueError(f'{where}: the warm-up (begin {self.begin} + warmup {self.warmup}) '
                              f'must end by end ({self.end})')
         self.cfg = cfg
+
+    def extremes(self):
+        """``(lowest, highest)`` value the schedule ever gives (warm-up included)."""
+        vals = [v for v in (self.start_value, self.end_value, self.warmup_value) if v is not None]
+        vals += self.values
+        return min(vals), max(vals)
 
     def _base(self, t: float) -> float:
         if self.type == 'constant':
@@ -193,21 +200,21 @@ def _resolve(root: Any, path: str):
             key = part if part in obj else (int(part) if part.lstrip('-').isdigit()
                                             and int(part) in obj else None)
             if key is None:
-                raise AttributeError(f"DynamicScheduleHook: path '{path}' does not exist: "
+                raise UserAttributeError(f"DynamicScheduleHook: path '{path}' does not exist: "
                                      f"'{where}' is a dict without key '{part}'")
             kind = 'item'
         elif isinstance(obj, (list, tuple)):
             if not part.lstrip('-').isdigit() or not -len(obj) <= int(part) < len(obj):
-                raise AttributeError(f"DynamicScheduleHook: path '{path}' does not exist: "
+                raise UserAttributeError(f"DynamicScheduleHook: path '{path}' does not exist: "
                                      f"'{where}' is a sequence of length {len(obj)}, no index "
                                      f"'{part}'")
             key, kind = int(part), 'item'
             if last and isinstance(obj, tuple):
-                raise TypeError(f"DynamicScheduleHook: path '{path}' is an item of a tuple, "
+                raise UserTypeError(f"DynamicScheduleHook: path '{path}' is an item of a tuple, "
                                 'which cannot be set')
         else:
             if not hasattr(obj, part):
-                raise AttributeError(f"DynamicScheduleHook: path '{path}' does not exist: "
+                raise UserAttributeError(f"DynamicScheduleHook: path '{path}' does not exist: "
                                      f"'{where}' ({type(obj).__name__}) has no attribute "
                                      f"'{part}'")
             key, kind = part, 'attr'
@@ -223,11 +230,44 @@ def _get(container, key, kind):
 def _check_scalar(path: str, current: Any) -> None:
     if isinstance(current, torch.Tensor):
         if current.numel() != 1:
-            raise TypeError(f"DynamicScheduleHook: path '{path}' is a tensor with "
+            raise UserTypeError(f"DynamicScheduleHook: path '{path}' is a tensor with "
                             f'{current.numel()} elements; only scalars can be scheduled')
     elif current is not None and (isinstance(current, bool) or not isinstance(current, Number)):
-        raise TypeError(f"DynamicScheduleHook: path '{path}' holds a {type(current).__name__}, "
+        raise UserTypeError(f"DynamicScheduleHook: path '{path}' holds a {type(current).__name__}, "
                         'not a number')
+
+
+def declared_range(root: Any, path: str):
+    """``(name, range)`` of the scheduled value when an object along ``path`` declares it in a
+    ``value_ranges`` dict (``{attribute: (low, high)}`` inclusive, or ``(low, high, low_open,
+    high_open)``; None for an open end); ``None`` when nothing does."""
+    obj = root
+    parts = path.split('.')
+    for i, part in enumerate(parts):
+        ranges = getattr(obj, 'value_ranges', None)
+        if isinstance(ranges, dict) and part in ranges:
+            return f'{type(obj).__name__}.{part}', tuple(ranges[part])
+        try:
+            container, key, kind = _resolve(obj, part)
+            obj = _get(container, key, kind)
+        except (AttributeError, TypeError, KeyError, IndexError):
+            return None
+    return None
+
+
+def _outside(value: float, rng) -> bool:
+    lo, hi = rng[0], rng[1]
+    lo_open, hi_open = (rng[2], rng[3]) if len(rng) == 4 else (False, False)
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        return True
+    return hi is not None and (value > hi or (hi_open and value == hi))
+
+
+def _range_text(rng) -> str:
+    lo, hi = rng[0], rng[1]
+    lo_open, hi_open = (rng[2], rng[3]) if len(rng) == 4 else (False, False)
+    return (('(' if lo_open or lo is None else '[') + ('-inf' if lo is None else f'{lo:g}') +
+            ', ' + ('inf' if hi is None else f'{hi:g}') + (')' if hi_open or hi is None else ']'))
 
 
 def set_by_path(root: Any, path: str, value: float) -> None:
@@ -248,6 +288,20 @@ def get_by_path(root: Any, path: str) -> Any:
     """The value at dotted ``path`` of ``root``."""
     container, key, kind = _resolve(root, path)
     return _get(container, key, kind)
+
+
+def log_current_values(runner, keys) -> None:
+    """Make the runner's log processor print ``train/<key>`` as the value of the iteration
+    (mmengine averages keys matching its ``mean_pattern``, e.g. any with ``loss`` in the name,
+    over the logging window)."""
+    proc = getattr(runner, 'log_processor', None)
+    custom = getattr(proc, 'custom_cfg', None)
+    if custom is None:
+        return
+    taken = {c.get('log_name', c.get('data_src')) for c in custom}
+    for key in keys:
+        if key not in taken:
+            custom.append(dict(data_src=key, method_name='current'))
 
 
 @HOOKS.register_module()
@@ -271,12 +325,12 @@ class DynamicScheduleHook(Hook):
         if isinstance(schedules, dict):
             schedules = [schedules]
         if not isinstance(schedules, (list, tuple)) or not schedules:
-            raise ValueError('DynamicScheduleHook: schedules must be a non-empty list of dicts')
+            raise UserValueError('DynamicScheduleHook: schedules must be a non-empty list of dicts')
         self.schedules = [_Schedule(s) for s in schedules]
         paths = [s.path for s in self.schedules]
         dup = sorted({p for p in paths if paths.count(p) > 1})
         if dup:
-            raise ValueError(f'DynamicScheduleHook: paths scheduled more than once: {dup}; '
+            raise UserValueError(f'DynamicScheduleHook: paths scheduled more than once: {dup}; '
                              'use one schedule (with a warm-up) per path')
         self.log = log
         self.restore_on_load = restore_on_load
@@ -289,6 +343,15 @@ class DynamicScheduleHook(Hook):
         model = _unwrap(model)
         for s in self.schedules:
             _check_scalar(s.path, get_by_path(model, s.path))
+            found = declared_range(model, s.path)
+            if found is None:
+                continue
+            name, rng = found
+            for v in s.extremes():
+                if _outside(v, rng):
+                    raise UserValueError(
+                        f"DynamicScheduleHook: the schedule of '{s.path}' reaches {v:g}, outside "
+                        f'the range {_range_text(rng)} of {name}')
 
     def values_at(self, iteration: int, epoch: int) -> Dict[str, float]:
         """The value of every schedule at a given iteration / epoch."""
@@ -308,6 +371,8 @@ class DynamicScheduleHook(Hook):
     # -- hook points --------------------------------------------------------------------------
     def before_run(self, runner) -> None:
         self.check_paths(runner.model)
+        if self.log:
+            log_current_values(runner, [f'{s.path}' for s in self.schedules])
 
     def before_train(self, runner) -> None:
         from mmengine.runner import IterBasedTrainLoop

@@ -79,7 +79,9 @@ from ..layers.token_sets import gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin
+from ..utils.min_size import pad_to_min_size
 from .pvt import PVT, _linspace
 from .vit import ViT
 
@@ -508,7 +510,8 @@ class _DGEHostMixin(DynamicModuleMixin):
             granularities, region_size, layer_wise, budget, train_path, init_prob)
         self.layer_wise = bool(layer_wise)
         self.train_path = train_path
-        self.budget_loss = BudgetLoss(target=float(budget), loss_weight=float(budget_weight))
+        self.budget_loss = BudgetLoss(target=float(budget), loss_weight=check_loss_weight(
+            budget_weight, 'budget_weight', 'DGE'))
         self.reset_dynamic_records()
         self.aux_losses = {}
         if forced_fractions is not None:
@@ -756,6 +759,7 @@ class DGEPVT(_DGEHostMixin, PVT):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
                              f'images, got {tuple(x.shape)}')
+        x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         img_shape = tuple(x.shape[-2:])
         acc = self._new_acc(x)
         outs = []

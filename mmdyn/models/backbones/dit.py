@@ -42,7 +42,9 @@ from ..layers.transformer_blocks import PVTBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin
+from ..utils.min_size import pad_to_min_size, padded_input_shape
 from .pvt import PVTv2, pvt_style_init
 
 __all__ = ['DiT']
@@ -245,7 +247,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.forced_keep_ratio = None if forced_keep_ratio is None else float(forced_keep_ratio)
         self.forced_columns = forced_columns
         self.sparse_dwconv = sparse_dwconv
-        self.budget_loss = BudgetLoss(target=budget, loss_weight=budget_weight)
+        self.budget_loss = BudgetLoss(target=budget, loss_weight=check_loss_weight(
+            budget_weight, 'budget_weight', 'DiT'))
         M, S = num_stages, NUM_SCALES
         linear = bool(settings.get('linear', False))
 
@@ -439,7 +442,7 @@ class DiT(DynamicModuleMixin, BaseModule):
 
     def _costs(self, img_shape: Sequence[int]) -> dict:
         """Full costs (MACs) of every edge for an ``img_shape`` input (cached)."""
-        key = tuple(int(s) for s in img_shape)
+        key = padded_input_shape(self, img_shape)  # what forward runs on small images
         if key in self._cost_cache:
             return self._cost_cache[key]
         shapes = self.scale_shapes(key)
@@ -720,6 +723,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'DiT expects [B, {self.in_channels}, H, W] images, '
                              f'got {tuple(x.shape)}')
+        x = pad_to_min_size(self, x)  # small / thin images: up to the size every scale takes
         img_shape = tuple(x.shape[-2:])
         costs = self._costs(img_shape)
         shapes = costs['shapes']

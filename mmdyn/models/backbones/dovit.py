@@ -160,6 +160,9 @@ class DoViT(DynamicModuleMixin, ViT):
         self.last_confidences: List[torch.Tensor] = []
         self.reset_dynamic_records()
 
+    #: what a schedule may set (DynamicScheduleHook refuses a schedule that leaves the range)
+    value_ranges = dict(threshold=(0.0, 1.0), train_threshold=(0.0, 1.0))
+
     # ------------------------------------------------------------------ helpers
     def thresholds(self) -> List[float]:
         """Thresholds in use now, one per decision layer (checked at every forward, since a

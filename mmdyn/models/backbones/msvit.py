@@ -54,6 +54,7 @@ from ..layers.gates import (GumbelSigmoidGate, binary_eval, gumbel_sigmoid_st,
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin
 from .vit import ViT
 
@@ -265,6 +266,8 @@ class MSViT(DynamicModuleMixin, ViT):
         'vit-l': dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
         'deit-l': dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
     })
+    #: what a schedule may set (DynamicScheduleHook refuses a schedule that leaves the range)
+    value_ranges = dict(loss_weight=(0.0, None), gate_grad_mult=(0.0, None))
 
     def __init__(self,
                  arch: Union[str, dict] = 'vit-s',
@@ -314,7 +317,7 @@ class MSViT(DynamicModuleMixin, ViT):
             raise ValueError(f'MSViT: force_fine must be in [0, 1], got {force_fine}')
         self.force_fine = force_fine
         self.target = float(target)
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', 'MSViT')
         h, w = self.img_size
         self.coarse_grid = (-(-h // coarse_size), -(-w // coarse_size))
         gcfg = dict(hidden_dims=104, num_layers=4, tau=0.3, threshold=0.5, init_fine_prob=0.99)

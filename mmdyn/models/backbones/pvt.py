@@ -20,6 +20,7 @@ from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
+from ..utils.min_size import pad_to_min_size, padded_input_shape
 
 __all__ = ['PVT', 'PVTv2', 'PVTStage', 'MMDET_NORMS']
 
@@ -358,6 +359,7 @@ class PVT(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
                              f'images, got {tuple(x.shape)}')
+        x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         outs = []
         for i, st in enumerate(self.stages):
             if self.with_cls_token and i == self.num_stages - 1:
@@ -378,7 +380,7 @@ class PVT(BaseModule):
     # ------------------------------------------------------------------ FLOPs
     def stage_shapes(self, img_shape: Sequence[int]) -> List[Tuple[int, int]]:
         """Token grid of every stage for an ``(H, W)`` image."""
-        shapes, hw = [], tuple(img_shape)
+        shapes, hw = [], padded_input_shape(self, img_shape)
         for st in self.stages:
             hw = st.patch_embed.out_shape(hw)
             shapes.append(hw)
@@ -387,7 +389,7 @@ class PVT(BaseModule):
     def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
         """MACs per patch embedding and block, keyed by module name
         (``'stages.0.patch_embed'``, ``'stages.0.blocks.0'``...)."""
-        res, hw = {}, tuple(img_shape)
+        res, hw = {}, padded_input_shape(self, img_shape)
         for i, st in enumerate(self.stages):
             extra = self.num_extra_tokens if i == self.num_stages - 1 else 0
             res.update(st.flops_breakdown(hw, prefix=f'stages.{i}.', num_extra=extra))

@@ -174,6 +174,8 @@ def binary_eval(logits: torch.Tensor, threshold: float = 0.5) -> GateOutput:
 class _GateBase(nn.Module):
     """Projection + optional EMA copy of its parameters, shared by both gates."""
 
+    value_ranges = dict(tau=(0.0, None, True, False))  # what a schedule may set
+
     def __init__(self, in_channels: Optional[int], out_channels: int,
                  proj: Optional[Union[nn.Module, dict]], tau: float,
                  momentum: Optional[float], init_std: float):

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from mmdyn.registry import MODELS
+from mmdyn.models.utils.checks import NON_NEGATIVE, UNIT, check_loss_weight  # noqa: F401
 
 
 @MODELS.register_module()
@@ -21,13 +22,15 @@ class BudgetLoss(nn.Module):
         loss_name (str): Name in the loss dict (mmseg style). Default ``'loss_budget'``.
     """
 
+    value_ranges = dict(loss_weight=NON_NEGATIVE, target=NON_NEGATIVE)
+
     def __init__(self, target: float = 0.5, loss_weight: float = 1.0,
                  loss_name: str = 'loss_budget'):
         super().__init__()
         if target < 0:
             raise ValueError(f'target must be >= 0, got {target}')
         self.target = float(target)
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', type(self).__name__)
         self._loss_name = loss_name
 
     def forward(self, cost_ratio: torch.Tensor, target: Optional[float] = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdyn.registry import MODELS
+from mmdyn.models.utils.checks import NON_NEGATIVE, UNIT, check_loss_weight  # noqa: F401
 
 
 @MODELS.register_module()
@@ -22,13 +23,15 @@ class PixelKLDistillLoss(nn.Module):
         loss_name (str): Default ``'loss_distill'``.
     """
 
+    value_ranges = dict(loss_weight=NON_NEGATIVE)
+
     def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0,
                  loss_name: str = 'loss_distill'):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         self.temperature = float(temperature)
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', type(self).__name__)
         self._loss_name = loss_name
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor,

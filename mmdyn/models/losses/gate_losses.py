@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdyn.registry import MODELS
+from mmdyn.models.utils.checks import NON_NEGATIVE, UNIT, check_loss_weight  # noqa: F401
 
 #: clamp margin of the relaxed-Bernoulli CDF's input, ``x -> clamp(x, eps, 1 - eps)``: 1e-3 as the
 #: authors' gBaS code (``batchshaping/cdf_relaxedbernoulli.py``, ``eps=1e-3``)
@@ -261,6 +262,8 @@ class L0SparsityLoss(nn.Module):
         loss_name (str): Default ``'loss_l0'``.
     """
 
+    value_ranges = dict(loss_weight=NON_NEGATIVE, target=UNIT)
+
     def __init__(self, target: float = 0.0, mode: str = 'hinge', loss_weight: float = 1.0,
                  loss_name: str = 'loss_l0'):
         super().__init__()
@@ -270,7 +273,7 @@ class L0SparsityLoss(nn.Module):
             raise ValueError(f"mode must be 'hinge' or 'square', got {mode!r}")
         self.target = float(target)
         self.mode = mode
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', type(self).__name__)
         self._loss_name = loss_name
 
     def forward(self, probs: torch.Tensor,
@@ -320,6 +323,8 @@ class BatchShapingLoss(nn.Module):
         loss_name (str): Default ``'loss_bas'``.
     """
 
+    value_ranges = dict(loss_weight=NON_NEGATIVE)
+
     def __init__(self, prior: dict = dict(type='Beta', alpha=0.6, beta=0.4),
                  per_position: bool = False, handle_ties: bool = False,
                  loss_weight: float = 1.0, loss_name: str = 'loss_bas'):
@@ -328,7 +333,7 @@ class BatchShapingLoss(nn.Module):
         self.prior_cdf = build_prior_cdf(prior)
         self.per_position = per_position
         self.handle_ties = handle_ties
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', type(self).__name__)
         self._loss_name = loss_name
 
     def forward(self, probs: torch.Tensor,
@@ -415,6 +420,8 @@ class GeneralizedBatchShapingLoss(nn.Module):
         loss_name (str): Default ``'loss_gbas'``.
     """
 
+    value_ranges = dict(loss_weight=NON_NEGATIVE, target=(0.0, 1.0, True, True))
+
     def __init__(self, prior_shape: Sequence[int], target: float = 0.5,
                  temperature: float = 0.3, hyperprior_std: float = 0.1,
                  center_init: bool = False, learn_temperature: bool = False,
@@ -448,9 +455,10 @@ class GeneralizedBatchShapingLoss(nn.Module):
         self.hyperprior_std = float(hyperprior_std)
         self.clamp_eps = float(clamp_eps)
         self.learn_temperature = learn_temperature
-        self.temperature_reg = float(temperature_reg)
+        self.temperature_reg = check_loss_weight(temperature_reg, 'temperature_reg',
+                                                 type(self).__name__)
         self.handle_ties = handle_ties
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', type(self).__name__)
         self._loss_name = loss_name
         self.prior_logits = nn.Parameter(self._initial_logits(center_init))
         if learn_temperature:

@@ -24,6 +24,7 @@ from mmseg.utils import add_prefix
 
 from mmdyn.registry import MODELS
 from ..losses.distill_loss import PixelKLDistillLoss
+from ..utils.checks import check_loss_weight
 from ..utils.ckpt_convert import load_checkpoint_file, vit_to_mmdyn
 
 __all__ = ['DoViTEncoderDecoder', 'segmentor_to_mmdyn', 'load_segmentor_checkpoint']
@@ -83,8 +84,7 @@ class DoViTEncoderDecoder(EncoderDecoder):
 
     def __init__(self, *args, aux_loss_weight: float = 1.0,
                  distill_loss: Optional[dict] = dict(loss_weight=0.4), **kwargs):
-        if aux_loss_weight < 0:
-            raise ValueError(f'aux_loss_weight must be >= 0, got {aux_loss_weight}')
+        check_loss_weight(aux_loss_weight, 'aux_loss_weight', 'DoViTEncoderDecoder')
         # sub-modules with plain names (heads, data preprocessor) live in mmseg's registry
         with DefaultScope.overwrite_default_scope('mmseg'):
             super().__init__(*args, **kwargs)

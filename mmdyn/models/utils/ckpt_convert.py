@@ -48,6 +48,8 @@ from typing import Dict, Tuple
 
 import torch
 
+from mmdyn.utils.errors import UserValueError
+
 __all__ = [
     'unwrap_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
     'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted',
@@ -70,22 +72,13 @@ def save_converted(state_dict: StateDict, dst: str, layout: str, src: str = '?')
 
 
 def load_checkpoint_file(filename: str, logger=None):
-    """Load a checkpoint: local files with ``torch.load`` (``weights_only`` first; a file that
-    holds other pickled objects, such as mmengine's meta, is then read in full, since the user
-    named it as trusted weights), anything else (URLs, ``open-mmlab://``...) through mmengine's
-    ``CheckpointLoader``."""
-    import os
-    if os.path.isfile(filename):
-        try:
-            return torch.load(filename, map_location='cpu', weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling refusal
-            msg = (f'{filename}: weights-only loading failed ({type(e).__name__}); loading '
-                   'the whole pickle of this file named as pretrained weights')
-            if logger is not None:
-                logger.warning(msg)
-            return torch.load(filename, map_location='cpu', weights_only=False)
-    from mmengine.runner.checkpoint import CheckpointLoader
-    return CheckpointLoader.load_checkpoint(filename, map_location='cpu', logger=logger)
+    """Load a checkpoint: local files with ``torch.load(weights_only=True)`` (mmengine's classes
+    allow-listed in :mod:`mmdyn.utils.checkpoint`, the one place to extend); a file that cannot
+    be read that way (truncated, not a checkpoint, or pickling another class) is an
+    :class:`~mmdyn.utils.errors.UnreadableCheckpoint` naming the file and the class.
+    Anything else (URLs, ``open-mmlab://``...) goes through mmengine's ``CheckpointLoader``."""
+    from mmdyn.utils.checkpoint import read_checkpoint
+    return read_checkpoint(filename, map_location='cpu')
 
 
 def unwrap_state_dict(ckpt) -> StateDict:
@@ -182,7 +175,7 @@ def detect_pvt_layout(sd: StateDict) -> str:
         return 'official'
     if any(re.match(r'layers\.\d+\.0\.projection\.', k) for k in keys):
         return 'mmdet'
-    raise ValueError('unrecognised PVT checkpoint layout (expected whai362 keys like '
+    raise UserValueError('unrecognised PVT checkpoint layout (expected whai362 keys like '
                      '"patch_embed1.proj.weight", mmdet keys like "layers.0.0.projection.weight" '
                      f'or mmdyn keys like "stages.0..."); first keys: {keys[:5]}')
 
@@ -322,7 +315,7 @@ def detect_vit_layout(sd: StateDict) -> str:
         return 'mmseg'
     if any(re.match(r'layers\.\d+\.attn\.qkv\.weight$', k) for k in keys):
         return 'mmpretrain'
-    raise ValueError('unrecognised ViT checkpoint layout (expected timm keys like '
+    raise UserValueError('unrecognised ViT checkpoint layout (expected timm keys like '
                      '"blocks.0.attn.qkv.weight", mmseg "layers.0.attn.attn.in_proj_weight", '
                      'mmpretrain "layers.0.attn.qkv.weight" or mmdyn "blocks.0.attn.q.weight"); '
                      f'first keys: {keys[:5]}')

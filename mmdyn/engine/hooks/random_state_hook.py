@@ -1,0 +1,96 @@
+"""Save the random-number state in checkpoints and restore it on resume.
+
+mmengine's resume restores the weights, the optimizer, the schedulers and the message hub but
+not the generators of Python's ``random``, numpy and torch (CPU and CUDA), so a resumed run draws
+other random numbers (data augmentation, drop path, Gumbel noise) than the uninterrupted run
+would have, and drifts from it. :class:`RandomStateHook` stores them in every checkpoint it sees
+saved and, on resume, sets them back at the point where the uninterrupted run stood when it
+saved: just before the next batch is fetched (after mmengine has skipped the batches already
+trained, which draws random numbers of its own).
+"""
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+
+from mmdyn.registry import HOOKS
+
+_CKPT_KEY = 'mmdyn_random_state'
+
+
+def get_random_state() -> dict:
+    """The state of Python's, numpy's and torch's generators (CUDA's when present)."""
+    state = dict(python=random.getstate(), numpy=np.random.get_state(),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: dict) -> None:
+    """Restore what :func:`get_random_state` returned."""
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(tuple(state['numpy']))
+    torch.set_rng_state(state['torch'])
+    cuda = state.get('cuda')
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            torch.cuda.set_rng_state(cuda[0])
+
+
+class _RestoreBeforeFetch:
+    """Wraps a train loop's batch iterator: restores ``state`` before fetch number ``skip``
+    (counting from 0), i.e. after the ``skip`` batches an iteration-based resume advances."""
+
+    def __init__(self, it, skip: int, state: dict):
+        self._it, self._skip, self._state = it, skip, state
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._state is not None and self._skip == 0:
+            set_random_state(self._state)
+            self._state = None
+        self._skip -= 1
+        return next(self._it)
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Put the random-number state into checkpoints and restore it when training resumes, so
+    that an interrupted and resumed run equals an uninterrupted one. ``tools/train.py`` adds it
+    to every training run (``custom_hooks``) unless the config has it already."""
+
+    priority = 'VERY_LOW'
+
+    def __init__(self) -> None:
+        self._pending: Optional[dict] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[_CKPT_KEY] = get_random_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get(_CKPT_KEY)
+        # only when training resumes (not for load_from weights or a test run)
+        if state is not None and getattr(runner, '_resume', False):
+            self._pending = state  # restored where the uninterrupted run stood (below)
+
+    def before_train_epoch(self, runner) -> None:
+        if self._pending is None:
+            return
+        loop = runner.train_loop
+        it = getattr(loop, 'dataloader_iterator', None)
+        if it is not None:  # iteration-based: mmengine first skips the trained batches
+            loop.dataloader_iterator = _RestoreBeforeFetch(it, int(runner.iter), self._pending)
+        else:  # epoch-based: resumed at an epoch boundary; the epoch's iterator is made next
+            set_random_state(self._pending)
+        self._pending = None
