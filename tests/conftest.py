@@ -9,6 +9,10 @@ import torch
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # several pytest workers share the CPU cores: one intra-op thread each (tiny models)
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _no_default_scope_from_earlier_tests():

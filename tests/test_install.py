@@ -15,11 +15,19 @@ def _readme_commands():
     return [ln.strip() for ln in block.group(1).splitlines() if ln.strip()]
 
 
-def test_ci_runs_exactly_the_readme_commands():
-    first, second = _readme_commands()
+def test_ci_runs_exactly_the_readme_test_command():
+    quickstart, tests = _readme_commands()
+    assert quickstart == 'bash tools/quickstart.sh' and tests == 'bash tools/run_tests.sh'
     ci = [ln.strip() for ln in open(osp.join(REPO, '.ci', 'run')).read().splitlines()
           if ln.strip() and not ln.startswith('#') and not ln.startswith(('set ', 'cd '))]
-    assert ci == [first, second]
+    assert ci == [tests]
+    # both commands install what is missing first, the test command then runs the suite
+    for script in ('quickstart.sh', 'run_tests.sh'):
+        body = [ln.strip() for ln in open(osp.join(REPO, 'tools', script)).read().splitlines()
+                if ln.strip() and not ln.startswith('#')]
+        assert 'bash tools/install.sh' in body, script
+    run = open(osp.join(REPO, 'tools', 'run_tests.sh')).read()
+    assert '-m pytest' in run and '-n "${MMDYN_TEST_WORKERS:-2}" --dist loadgroup' in run
 
 
 @pytest.mark.parametrize('dist,version', [

@@ -9,6 +9,9 @@ from mmengine.structures import BaseDataElement
 import mmdyn  # noqa: F401
 from mmdyn.evaluation import ComplexityMetric
 
+# runs several processes at once: one xdist worker takes every such module in turn
+pytestmark = pytest.mark.xdist_group('multiprocess')
+
 SAMPLES = [
     dict(flops=2e9, static=4e9, stats=dict(kept_ratio=0.5, exit_ratio=0.0)),
     dict(flops=3e9, static=4e9, stats=dict(kept_ratio=0.75, exit_ratio=1.0)),

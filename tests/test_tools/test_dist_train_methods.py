@@ -22,6 +22,9 @@ import socket
 
 import pytest
 
+# runs several processes at once: one xdist worker takes every such module in turn
+pytestmark = pytest.mark.xdist_group('multiprocess')
+
 TINY = 'configs/_tiny_'
 # method (and codebase): (config, data set fixture, whether its gates sample in training); every
 # codebase each method targets: DGE mmseg/mmdet/mmpretrain, DiT mmdet/mmseg, DoViT mmseg,

@@ -4,6 +4,9 @@ import os.path as osp
 import pytest
 import torch
 
+# runs several processes at once: one xdist worker takes every such module in turn
+pytestmark = pytest.mark.xdist_group('multiprocess')
+
 QUICKSTART = 'configs/_quickstart_/fpn_dge-pvt-tiny_1xb8-300iter_toy-ade20k-128x128.py'
 
 

@@ -19,7 +19,7 @@ The static host made equally cheap: the same PVT on the input resized to the siz
 are closest to the dynamic model's realised FLOPs, trained ``warmup + iters`` iterations, its
 logits up-sampled to the full size.
 """
-from typing import Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class TinySegmenter(nn.Module):
                              align_corners=False)
 
 
-def _fit(model, data, iters, gen, batch, lr, budget=False):
+def _fit(model, data, iters, gen, batch, lr, budget=False, progress=None):
     x_train, y_train = data
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.)
     model.train()
@@ -73,6 +73,8 @@ def _fit(model, data, iters, gen, batch, lr, budget=False):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if progress is not None:
+            progress()
     model.eval()
 
 
@@ -86,7 +88,9 @@ def static_flops_at(size: Tuple[int, int]) -> float:
     return float(DGEPVT(dge=False, **HOST).static_flops(size))
 
 
-def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
+def train_host(seed: int, **kw) -> Dict:
+    """Step 1: the static host trained ``warmup`` iterations. Returns the model and the random
+    states to continue from, so that every budget fine-tunes from the same point."""
     from mmdyn.models.backbones.dge import DGEPVT
     r = dict(RECIPE, **kw)
     torch.manual_seed(seed)
@@ -95,20 +99,37 @@ def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
     static = TinySegmenter(DGEPVT(dge=False, **HOST))
     static.backbone.init_weights()
     _fit(static, data, r['warmup'], gen, r['batch'], r['lr'])
+    return dict(model=static, data=data, recipe=r, gen_state=gen.get_state(),
+                rng_state=torch.get_rng_state())
 
-    # gamma is an Eq. 7 budget (the paper's query ratio), as the protocol was calibrated
+
+def finetune(host: Dict, gamma: float, iters: Optional[int] = None,
+             progress: Optional[Callable[[], None]] = None) -> nn.Module:
+    """Step 2: the host's weights in the same host with DGE (only the gates are new), trained
+    ``iters`` iterations with the budget loss (gamma is an Eq. 7 budget, the paper's query
+    ratio, as the protocol was calibrated)."""
+    from mmdyn.models.backbones.dge import DGEPVT
+    r = host['recipe']
+    torch.set_rng_state(host['rng_state'])
+    gen = torch.Generator()
+    gen.set_state(host['gen_state'])
     model = TinySegmenter(DGEPVT(granularities=(1, 2, 4), budget=gamma,
                                  budget_convention='paper', **HOST))
     model.backbone.init_weights()
-    missing, unexpected = model.load_state_dict(static.state_dict(), strict=False)
+    missing, unexpected = model.load_state_dict(host['model'].state_dict(), strict=False)
     if unexpected or not missing or not all('.gate.' in k for k in missing):
         raise RuntimeError(f'DGE learning check: only the gates should be new ({missing}, '
                            f'{unexpected})')
-    _fit(model, data, r['iters'], gen, r['batch'], r['lr'], budget=True)
+    _fit(model, host['data'], r['iters'] if iters is None else iters, gen, r['batch'], r['lr'],
+         budget=True, progress=progress)
+    return model
 
+
+def measure(model: nn.Module, host_model: nn.Module, val) -> Dict:
+    """Step 3: decisions, mIoU and realised FLOPs on the validation scenes."""
     x, y = val
     with torch.no_grad():
-        static_pred = static(x).argmax(1)
+        static_pred = host_model(x).argmax(1)
         pred = model(x).argmax(1)
     bb = model.backbone
     fine = torch.stack([paint((m == 1).float(), (SIZE, SIZE))
@@ -123,6 +144,12 @@ def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
                 gflops=float(bb.last_flops.double().mean()) / 1e9,
                 static_gflops=float(bb.static_flops((SIZE, SIZE))) / 1e9,
                 layers=sorted(bb.last_maps))
+
+
+def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
+    """Steps 1-3 for one budget."""
+    host = train_host(seed, **kw)
+    return measure(finetune(host, gamma), host['model'], val)
 
 
 def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
@@ -149,8 +176,9 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
     val = data if data is not None else make_data()
     points = []
     with num_threads(threads):
+        host = train_host(seed, **kw)  # one warm-up, shared by every budget
         for gamma in targets:
-            d = train_dynamic(seed, gamma, val, **kw)
+            d = measure(finetune(host, gamma), host['model'], val)
             d.pop('layers')
             point = dict(seed=seed, target=gamma, **d)
             if static:
