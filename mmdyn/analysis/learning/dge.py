@@ -88,7 +88,7 @@ def static_flops_at(size: Tuple[int, int]) -> float:
     return float(DGEPVT(dge=False, **HOST).static_flops(size))
 
 
-def train_host(seed: int, **kw) -> Dict:
+def train_host(seed: int, progress: Optional[Callable[[], None]] = None, **kw) -> Dict:
     """Step 1: the static host trained ``warmup`` iterations. Returns the model and the random
     states to continue from, so that every budget fine-tunes from the same point."""
     from mmdyn.models.backbones.dge import DGEPVT
@@ -98,7 +98,7 @@ def train_host(seed: int, **kw) -> Dict:
     gen = torch.Generator().manual_seed(seed)
     static = TinySegmenter(DGEPVT(dge=False, **HOST))
     static.backbone.init_weights()
-    _fit(static, data, r['warmup'], gen, r['batch'], r['lr'])
+    _fit(static, data, r['warmup'], gen, r['batch'], r['lr'], progress=progress)
     return dict(model=static, data=data, recipe=r, gen_state=gen.get_state(),
                 rng_state=torch.get_rng_state())
 
