@@ -3,7 +3,9 @@
 # after layers 1 and 2), 64x64 crops of the generated ADE20K-layout data set and 4 iterations;
 # validates at the end (sliding window) and keeps the last checkpoint (iter_4.pth). No trained
 # static teacher exists here, so the self-distillation teacher is the student with every token
-# kept (SelfDistillationHook(self_teacher=True)) instead of a separate SETR checkpoint.
+# kept (SelfDistillationHook(self_teacher=True)) instead of a separate SETR checkpoint. One
+# threshold for the two decisions and no diff_conf: the untrained auxiliary heads predict
+# near-uniform classes, which diff_conf = 0.02 would stop everywhere.
 _base_ = '../dovit/setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py'
 
 data_root = 'data/toy_ade20k'
@@ -13,7 +15,8 @@ model = dict(
     backbone=dict(
         arch=dict(_delete_=True, embed_dims=32, depth=4, num_heads=2, mlp_ratio=2),
         img_size=crop_size,
-        out_indices=(0, 1, 2, 3), decision_layers=(1, 2), init_cfg=None),
+        out_indices=(0, 1, 2, 3), decision_layers=(1, 2), threshold=0.96, diff_conf=None,
+        init_cfg=None),
     decode_head=dict(in_channels=32, channels=16),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(48, 48)))
 

@@ -1,8 +1,6 @@
 # DoViT-S (xi = 0.985) in Segmenter on Cityscapes, 768x768, 80k iterations, 8 GPUs x 1 image
-# (Table 1): ./segmenter_dovit-b_mask_8xb1-80k_cityscapes-768x768.py (decisions after blocks 3,
-# 6, 9, alpha = 1.0, token merging, beta = 0.4, training threshold falling from 1.0 to xi over
-# the first 70k iterations) on the small host, distilled from
-# ./segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768.py.
+# (Table 1): ./segmenter_dovit-b_mask_8xb1-80k_cityscapes-768x768.py on the small host,
+# distilled from ./segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768.py.
 _base_ = './segmenter_dovit-b_mask_8xb1-80k_cityscapes-768x768.py'
 xi = 0.985
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_small_p16_384_20220308-410f6037.pth'  # noqa

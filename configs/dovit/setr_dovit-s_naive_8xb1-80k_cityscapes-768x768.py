@@ -1,7 +1,6 @@
 # DoViT-S (xi = 0.985) in SETR-Naive on Cityscapes, 768x768, 80k iterations, 8 GPUs x 1 image
-# (Table 1): ./setr_dovit-b_naive_8xb1-80k_cityscapes-768x768.py (decisions after blocks 3, 6, 9,
-# 1x1-conv auxiliary heads with alpha = 1.0, token merging, pixel-KL self-distillation with
-# beta = 0.4) on the small host, distilled from ./setr_vit-s_naive_8xb1-80k_cityscapes-768x768.py.
+# (Table 1): ./setr_dovit-b_naive_8xb1-80k_cityscapes-768x768.py on the small host, distilled
+# from ./setr_vit-s_naive_8xb1-80k_cityscapes-768x768.py.
 _base_ = './setr_dovit-b_naive_8xb1-80k_cityscapes-768x768.py'
 model = dict(
     backbone={{_base_.setr_vit_s_host}},

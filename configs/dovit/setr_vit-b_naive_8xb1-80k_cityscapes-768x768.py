@@ -20,7 +20,7 @@ setr_aux_head = dict(
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
-    backbone=dict(_base_.setr_vit_b_host, img_size=crop_size),
+    backbone=dict(_base_.setr_vit_b_host, img_size=crop_size, final_norm=True),
     decode_head=dict(in_channels=768, in_index=3, num_classes=num_classes),
     auxiliary_head=[dict(setr_aux_head, in_index=i) for i in range(3)],
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(512, 512)))

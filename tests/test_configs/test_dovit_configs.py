@@ -21,32 +21,51 @@ DIR = osp.join(REPO, 'configs', 'dovit')
 # DoViT config -> (static baseline, xi, arch, classes, decision layers)
 CS = '8xb1-80k_cityscapes-768x768.py'
 L_ARCH = dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4)
+ADE_SETR_XI = (0.96, 0.955, 0.95)  # the authors' ADE20K SETR-S/B configs
 DOVIT = {
     'setr_dovit-b_pup_8xb2-160k_ade20k-512x512.py':
-    ('setr_vit-b_pup_8xb2-160k_ade20k-512x512.py', 0.985, 'vit-b', 150, (3, 6, 9)),
+    ('setr_vit-b_pup_8xb2-160k_ade20k-512x512.py', ADE_SETR_XI, 'vit-b', 150, (2, 5, 8)),
     'segmenter_dovit-s_mask_8xb1-160k_ade20k-512x512.py':
-    ('segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', 0.96, 'vit-s', 150, (3, 6, 9)),
+    ('segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', 0.96, 'vit-s', 150, (2, 5, 8)),
     'setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py':
-    ('setr_vit-s_pup_8xb2-160k_ade20k-512x512.py', 0.985, 'vit-s', 150, (3, 6, 9)),
+    ('setr_vit-s_pup_8xb2-160k_ade20k-512x512.py', ADE_SETR_XI, 'vit-s', 150, (2, 5, 8)),
     'setr_dodeit-b_pup_8xb2-160k_ade20k-512x512.py':
-    ('setr_deit-b_pup_8xb2-160k_ade20k-512x512.py', 0.96, 'deit-b', 150, (3, 6, 9)),
-    'setr_dovit-b_naive_' + CS: ('setr_vit-b_naive_' + CS, 0.985, 'vit-b', 19, (3, 6, 9)),
-    'setr_dovit-s_naive_' + CS: ('setr_vit-s_naive_' + CS, 0.985, 'vit-s', 19, (3, 6, 9)),
-    'setr_dodeit-b_naive_' + CS: ('setr_deit-b_naive_' + CS, 0.985, 'deit-b', 19, (3, 6, 9)),
+    ('setr_deit-b_pup_8xb2-160k_ade20k-512x512.py', 0.96, 'deit-b', 150, (2, 5, 8)),
+    'setr_dovit-b_naive_' + CS: ('setr_vit-b_naive_' + CS, 0.985, 'vit-b', 19, (2, 5, 8)),
+    'setr_dovit-s_naive_' + CS: ('setr_vit-s_naive_' + CS, 0.985, 'vit-s', 19, (2, 5, 8)),
+    'setr_dodeit-b_naive_' + CS: ('setr_deit-b_naive_' + CS, 0.985, 'deit-b', 19, (2, 5, 8)),
     'setr_dovit-l_naive_' + CS: ('setr_vit-l_naive_' + CS, 0.985, L_ARCH, 19, (6, 12, 18)),
     'segmenter_dovit-b_mask_' + CS: ('segmenter_vit-b_mask_' + CS, 0.985, 'vit-b', 19,
-                                     (3, 6, 9)),
-    'setr_dodeit-s_naive_' + CS: ('setr_deit-s_naive_' + CS, 0.985, 'deit-s', 19, (3, 6, 9)),
+                                     (2, 5, 8)),
+    'setr_dodeit-s_naive_' + CS: ('setr_deit-s_naive_' + CS, 0.985, 'deit-s', 19, (2, 5, 8)),
     'segmenter_dovit-s_mask_' + CS: ('segmenter_vit-s_mask_' + CS, 0.985, 'vit-s', 19,
-                                     (3, 6, 9)),
+                                     (2, 5, 8)),
     'segmenter_dovit-l_mask_' + CS: ('segmenter_vit-l_mask_' + CS, 0.985, L_ARCH, 19,
                                      (6, 12, 18)),
+}
+# What the authors' configs (FLHonker/DoViT-code, local_configs/) set, config by config:
+# final_norm, the position-embedding resize mode (mmseg's SETR base: bilinear, Segmenter base:
+# bicubic) and diff_conf (None: not set; their Segmenter-S Cityscapes 0.0 stops nothing either).
+# The DeiT hosts have no config of theirs and follow the ViT ones.
+OFFICIAL = {
+    'setr_dovit-b_pup_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', None),
+    'setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', 0.02),
+    'setr_dodeit-b_pup_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', None),
+    'segmenter_dovit-s_mask_8xb1-160k_ade20k-512x512.py': (True, 'bicubic', 0.02),
+    'setr_dovit-b_naive_' + CS: (True, 'bilinear', None),
+    'setr_dovit-s_naive_' + CS: (True, 'bilinear', None),
+    'setr_dovit-l_naive_' + CS: (True, 'bilinear', None),
+    'setr_dodeit-b_naive_' + CS: (True, 'bilinear', None),
+    'setr_dodeit-s_naive_' + CS: (True, 'bilinear', None),
+    'segmenter_dovit-b_mask_' + CS: (True, 'bicubic', None),
+    'segmenter_dovit-s_mask_' + CS: (True, 'bicubic', None),
+    'segmenter_dovit-l_mask_' + CS: (True, 'bicubic', None),
 }
 # threshold sweep: name -> (parent, xi)
 XI = {
     f'setr_dovit-{a}_pup_8xb2-160k_ade20k-512x512_xi{xi}.py':
     (f'setr_dovit-{a}_pup_8xb2-160k_ade20k-512x512.py', xi)
-    for xi in (0.98, 0.96) for a in ('b', 's')
+    for xi in (0.985, 0.98, 0.96) for a in ('b', 's')
 }
 ABLATIONS = {
     'setr_dovit-b_naive_' + CS[:-3] + '_no-merge.py': ('setr_dovit-b_naive_' + CS, False, True),
@@ -84,6 +103,9 @@ def tiny(cfg):
         m.backbone.out_indices = (3, )
     if m.backbone.type == 'mmdyn.DoViT':
         m.backbone.decision_layers = (1, 2)
+        for key in ('threshold', 'train_threshold'):
+            if isinstance(m.backbone.get(key), (list, tuple)):
+                m.backbone[key] = m.backbone[key][:2]
         if m.backbone.get('forced_keep_ratios') is not None:
             m.backbone.forced_keep_ratios = m.backbone.forced_keep_ratios[:2]
     m.data_preprocessor.size = (S, S)
@@ -132,10 +154,24 @@ def test_dovit_recipe(name):
     assert m.type == 'mmdyn.DoViTEncoderDecoder' and s.type == 'EncoderDecoder'
     assert m.backbone.type == 'mmdyn.DoViT' and s.backbone.type == 'mmdyn.ViT'
     assert m.backbone.arch == s.backbone.arch == arch
-    assert m.backbone.threshold == xi and m.backbone.decision_layers == layers
+    thr = m.backbone.threshold
+    assert (tuple(thr) if isinstance(thr, (list, tuple)) else thr) == xi
+    assert m.backbone.decision_layers == layers
     assert m.backbone.merge_tokens is True and m.backbone.num_classes == classes
+    assert m.backbone.agg_rate == 0.1
     assert m.decode_head.num_classes == s.decode_head.num_classes == classes
-    assert m.aux_loss_weight == 1.0 and m.distill_loss.loss_weight == 0.4
+    # the authors' auxiliary heads (CE weight 0.4 each) and distillation weights
+    aux = m.backbone.aux_head
+    assert aux.type == ('SETRUPHead' if name.startswith('setr') else 'FCNHead')
+    assert aux.channels == 256 and aux.num_convs == 1 and aux.kernel_size == 1
+    assert aux.norm_cfg.type == 'SyncBN' and aux.dropout_ratio == 0
+    assert aux.get('up_scale', 4) == 4 and aux.get('concat_input', False) is False
+    assert aux.loss_decode.loss_weight == 0.4 and 'in_channels' not in aux
+    assert m.aux_loss_weight == 1.0 and m.distill_loss.loss_weight == 1.0
+    assert m.feat_distill_loss.loss_weight == 0.5
+    final_norm, interp, diff = OFFICIAL[name]
+    assert m.backbone.final_norm is final_norm and m.backbone.interpolate_mode == interp
+    assert m.backbone.get('diff_conf') == diff
     # the student differs from its teacher only in the DoViT parts
     for k in ('decode_head', 'neck', 'data_preprocessor', 'test_cfg'):
         assert m.get(k) == s.get(k)
@@ -147,6 +183,7 @@ def test_dovit_recipe(name):
     assert 'mmdyn.DynamicStatsHook' in hooks
     sd = hooks['mmdyn.SelfDistillationHook']
     assert osp.samefile(sd.teacher_cfg, osp.join(DIR, static_name))
+    assert tuple(sd.teacher_features) == ('backbone', )
     assert static_name[:-3] in sd.teacher_checkpoint
     assert {e.type for e in cfg.val_evaluator} == {'IoUMetric', 'mmdyn.ComplexityMetric'}
     assert cfg.optim_wrapper == static.optim_wrapper
@@ -170,6 +207,7 @@ def test_threshold_sweep(name):
     parent, xi = XI[name]
     cfg, p = load(name), load(parent)
     assert cfg.model.backbone.threshold == xi
+    assert tuple(p.model.backbone.threshold) == ADE_SETR_XI
     cfg.model.backbone.threshold = p.model.backbone.threshold
     assert cfg.model == p.model and cfg.custom_hooks == p.custom_hooks
 
@@ -211,7 +249,7 @@ def test_forward_and_train_step(name):
     assert torch.isfinite(total)
     if type(model.backbone).__name__ == 'DoViT':
         assert {'dovit_aux_0.loss_ce', 'dovit_aux_1.loss_ce'} <= set(losses)
-        assert model.backbone.aux_heads[0].weight.grad is not None
+        assert model.backbone.aux_heads[0].conv_seg.weight.grad is not None
 
 
 def test_full_size_static_flops_and_params():
@@ -223,7 +261,9 @@ def test_full_size_static_flops_and_params():
     # ViT-B on 512x512: 1024 patches + cls token
     assert b.host_static_flops((512, 512)) / 1e9 == pytest.approx(107.03, abs=0.01)
     assert s.host_static_flops((512, 512)) / 1e9 == pytest.approx(31.75, abs=0.01)
-    assert sum(p.numel() for p in b.aux_heads.parameters()) == 3 * (768 * 150 + 150)
+    # three FCN heads (the default): 1x1 conv 768 -> 256, BN, 1x1 conv 256 -> 150
+    assert sum(p.numel() for p in b.aux_heads.parameters()) == 3 * (
+        768 * 256 + 2 * 256 + 256 * 150 + 150)
 
 
 def test_runner_trains_segmenter_dovit_with_its_hooks(tmp_path, toy_ade20k):
@@ -287,7 +327,8 @@ def test_runner_trains_segmenter_dovit_with_its_hooks(tmp_path, toy_ade20k):
     runner.train()
     assert [round(t, 4) for t, _ in seen] == [1.0, round(1.0 - 0.5 * (1 - 0.96), 4)]
     for _, keys in seen:
-        assert {'decode.loss_ce', 'dovit_aux_0.loss_ce', 'distill.loss_distill'} <= keys
+        assert {'decode.loss_ce', 'dovit_aux_0.loss_ce', 'distill.loss_distill',
+                'distill.loss_feat'} <= keys
     assert model.distill_targets is None
     metrics = runner.val_loop.run()
     assert 'complexity/gflops' in metrics and 'mIoU' in metrics
@@ -315,7 +356,8 @@ def test_benchmark_config_forces_the_kept_ratio(name):
     counts = [17, 9, 9, 9]
     assert bb.last_block_tokens.tolist() == [counts] * 2
     assert torch.equal(bb.last_stats['kept_ratio_d0'], torch.full((2, ), ratios[0]))
-    expect = bb.patch_embed.flops((S, S)) + 2 * 16 * 32 * 19 + sum(
+    # two SETR-UP heads: 1x1 conv 32 -> 256 on 16 tokens, 1x1 conv 256 -> 19 on 16 x 16 pixels
+    expect = bb.patch_embed.flops((S, S)) + 2 * (16 * 32 * 256 + 256 * 256 * 19) + sum(
         int(bb.blocks[i].flops(n)) for i, n in enumerate(counts))
     assert bb.last_flops.tolist() == [float(expect)] * 2
     assert expect < bb.static_flops((S, S))
@@ -339,3 +381,27 @@ def test_segmenter_cityscapes_heads_follow_mmseg(size):
     assert arch['num_heads'] == ref.backbone.num_heads
     assert arch['depth'] == ref.backbone.get('num_layers', 12)
     assert ours.backbone.out_indices == (arch['depth'] - 1, )
+
+
+# the paper's Table 1 (Cityscapes): parameters of the DoViT segmentors, M
+PAPER_PARAMS = {
+    'setr_dovit-b_naive_' + CS: 88.23, 'setr_dovit-s_naive_' + CS: 22.89,
+    'setr_dovit-l_naive_' + CS: 306.54, 'setr_dodeit-b_naive_' + CS: 88.23,
+    'setr_dodeit-s_naive_' + CS: 22.89, 'segmenter_dovit-b_mask_' + CS: 103.99,
+    'segmenter_dovit-s_mask_' + CS: 26.79, 'segmenter_dovit-l_mask_' + CS: 334.62,
+}
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
+def test_params_equal_the_papers_table1(name):
+    """With the authors' auxiliary heads the full-size DoViT segmentors have the parameter
+    counts the paper prints (backbone on the meta device, heads built)."""
+    cfg = load(name)
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None
+    with torch.device('meta'):
+        bb = MODELS.build(cfg.model.backbone)
+    n = sum(p.numel() for p in bb.parameters())
+    n += sum(p.numel() for p in MODELS.build(cfg.model.decode_head).parameters())
+    assert cfg.model.get('auxiliary_head') is None
+    assert round(n / 1e6, 2) == PAPER_PARAMS[name]

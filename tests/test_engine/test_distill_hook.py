@@ -187,3 +187,33 @@ def test_invalid_arguments():
         SelfDistillationHook(teacher_cfg=dict(type='DistillToyNet'), self_teacher=True)
     with pytest.raises(ValueError, match='teacher_checkpoint'):
         SelfDistillationHook(self_teacher=True, teacher_checkpoint='x.pth')
+
+
+class FeatNet(ToyNet):
+    """ToyNet whose loss reads the dict targets of ``teacher_features=('lin',)``."""
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        out = self.lin(inputs)
+        if mode == 'loss':
+            t = self.distill_targets
+            self.targets_seen.append(t)
+            return dict(loss=((out - data_samples)**2).mean())
+        return out
+
+
+def test_teacher_features_are_handed_over(tmp_path):
+    """teacher_features=('lin',): the targets carry the teacher's outputs and the output of its
+    sub-module ``lin`` (here the same tensor, W_t x, computed by hand)."""
+    student = FeatNet((0.2, 0.1))
+    hook = SelfDistillationHook(teacher_cfg=ToyNet((1.0, -2.0)), teacher_features=('lin', ))
+    run_one_iter(tmp_path, student, hook)
+    (t, ) = student.targets_seen
+    expect = X @ torch.tensor([[1.0, -2.0]]).T
+    assert set(t) == {'outputs', 'features'} and set(t['features']) == {'lin'}
+    assert torch.allclose(t['outputs'], expect)
+    assert torch.allclose(t['features']['lin'], expect)
+    assert not hook.teacher.lin._forward_hooks  # the capture hooks are removed
+    bad = SelfDistillationHook(teacher_cfg=ToyNet(), teacher_features=('nope', ))
+    bad.teacher = ToyNet()
+    with pytest.raises(AttributeError, match='nope'):
+        bad.run_teacher(student, dict(inputs=X))

@@ -52,14 +52,17 @@ def test_block_table_and_realised_flops(tmp_path, ratios, counts):
     # the same backbone, built alone, for the analytic per-block counts
     from mmdyn.models.backbones import DoViT
     bb = DoViT(arch=dict(embed_dims=32, depth=6, num_heads=2, mlp_ratio=2), num_classes=19,
-               img_size=(S, S), decision_layers=(2, 4))
+               img_size=(S, S), decision_layers=(2, 4), aux_head='setr_up')
     assert [r['block'] for r in rows] == list(range(1, 7))
     assert [r['tokens'] for r in rows] == [float(c) for c in counts]
     assert [r['kept_ratio'] for r in rows] == [(c - 1) / 16 for c in counts]
     block_flops = [int(bb.blocks[i].flops(c)) for i, c in enumerate(counts)]
     assert [r['flops'] for r in rows] == [float(f) for f in block_flops]
-    # per-block sum + patch embedding + auxiliary heads = the realised backbone FLOPs
-    total = sum(block_flops) + bb.patch_embed.flops((S, S)) + 2 * 16 * 32 * 19
+    # per-block sum + patch embedding + auxiliary heads = the realised backbone FLOPs; the
+    # config's two SETR-UP heads: 1x1 conv 32 -> 256 on the 16 tokens, 1x1 conv 256 -> 19 on
+    # the 16 x 16 up-sampled pixels
+    total = sum(block_flops) + bb.patch_embed.flops((S, S)) + 2 * (
+        16 * 32 * 256 + 256 * 256 * 19)
     assert out['flops_dynamic_mean'] * 1e9 == pytest.approx(total, rel=1e-6)
     assert out['flops_dynamic_min'] == out['flops_dynamic_max'] == out['flops_dynamic_mean']
     assert out['flops'] * 1e9 == pytest.approx(bb.static_flops((S, S)), rel=1e-6)

@@ -53,11 +53,11 @@ def test_dovit_keep_and_confidence_panels(tmp_path):
     # spread over at least three levels, so that the panels show several colours
     data = dict(inputs=[torch.from_numpy(img.transpose(2, 0, 1).copy())], data_samples=None)
     x = model.data_preprocessor(data, False)['inputs']
-    base = [h.weight.detach().clone() for h in model.backbone.aux_heads]
+    base = [h.conv_seg.weight.detach().clone() for h in model.backbone.aux_heads]
     for scale in (1., 2., 4., 8., 16., 32., 64., 128.):
         with torch.no_grad():
             for h, w in zip(model.backbone.aux_heads, base):
-                h.weight.copy_(w * scale)
+                h.conv_seg.weight.copy_(w * scale)
             model.backbone(x)
         levels = [model.backbone.confidence_levels(c).unique().numel()
                   for c in model.backbone.last_confidences]

@@ -1,7 +1,9 @@
 # mmdyn's ViT host in the static SETR and Segmenter baselines (the DoViT students load their
-# weights one to one), as variables, because the mmseg model bases already hold `model` and
-# mmengine refuses a key defined by two bases. A config takes one with
-# `dict(_base_.<name>, img_size=crop_size, ...)`; `_delete_` drops mmseg's ViT settings.
+# weights one to one; SETR resizes the position embedding bilinearly, mmseg's SETR setting that
+# the DoViT authors' configs keep, Segmenter bicubically), as variables, because the mmseg
+# model bases already hold `model` and mmengine refuses a key defined by two bases. A config
+# takes one with `dict(_base_.<name>, img_size=crop_size, ...)`; `_delete_` drops mmseg's ViT
+# settings.
 setr_vit_b_host = dict(
     _delete_=True,
     type='mmdyn.ViT',
@@ -10,7 +12,7 @@ setr_vit_b_host = dict(
     out_indices=(2, 5, 8, 11),
     final_norm=False,
     drop_rate=0.,
-    interpolate_mode='bicubic',
+    interpolate_mode='bilinear',
     init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_base_p16_384.pth'))
 # Segmenter's: the last block's output, final norm, stochastic depth 0.1 (arch and checkpoint
 # are the config's)

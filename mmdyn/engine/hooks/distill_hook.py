@@ -11,7 +11,9 @@ Before every training iteration :class:`SelfDistillationHook`
    for an mmseg / mmdet / mmpretrain model that is ``model._forward(inputs, data_samples)``,
    the raw head outputs: segmentation logits, detection head maps, class scores);
 3. stores these outputs on the unwrapped student as the attribute ``distill_targets`` (and on
-   the sub-modules named in ``target_modules``, e.g. ``'decode_head'``).
+   the sub-modules named in ``target_modules``, e.g. ``'decode_head'``). With
+   ``teacher_features`` (dotted names of teacher sub-modules, e.g. ``('backbone',)``) the
+   targets are ``{'outputs': outputs, 'features': {name: that sub-module's output}}``.
 
 **Student losses read** ``self.distill_targets``: a model (or head) that supports distillation
 checks ``getattr(self, 'distill_targets', None)`` in its ``loss`` and, when it is not ``None``,
@@ -110,6 +112,8 @@ class SelfDistillationHook(Hook):
             preprocessor (on the raw batch) instead of the student's. Defaults to False.
         teacher_eval (bool): run the self-teacher in eval mode. Defaults to True.
         strict (bool): strict loading of the teacher checkpoint. Defaults to False.
+        teacher_features (sequence of str): teacher sub-modules whose outputs of the teacher
+            run are handed over too (see the module docstring). Defaults to ``()``.
     """
 
     priority = 'NORMAL'
@@ -123,7 +127,8 @@ class SelfDistillationHook(Hook):
                  share_preprocessed: bool = True,
                  use_teacher_preprocessor: bool = False,
                  teacher_eval: bool = True,
-                 strict: bool = False) -> None:
+                 strict: bool = False,
+                 teacher_features: Sequence[str] = ()) -> None:
         if self_teacher and teacher_cfg is not None:
             raise ValueError('SelfDistillationHook: give either teacher_cfg or '
                              'self_teacher=True, not both')
@@ -147,6 +152,9 @@ class SelfDistillationHook(Hook):
         self.use_teacher_preprocessor = use_teacher_preprocessor
         self.teacher_eval = teacher_eval
         self.strict = strict
+        if isinstance(teacher_features, str):
+            teacher_features = (teacher_features, )
+        self.teacher_features = tuple(teacher_features)
         self.teacher: Optional[nn.Module] = None
         self._patched = None
 
@@ -180,7 +188,30 @@ class SelfDistillationHook(Hook):
                 del dp.__dict__['forward']
 
     def run_teacher(self, model: nn.Module, data):
-        """Teacher outputs for an already preprocessed batch (``model`` unwrapped)."""
+        """Teacher outputs for an already preprocessed batch (``model`` unwrapped), with the
+        ``teacher_features`` when asked for."""
+        if not self.teacher_features:
+            return self._run_teacher(model, data)
+        net = model if self.self_teacher else self.teacher
+        feats, handles = {}, []
+        for name in self.teacher_features:
+            try:
+                mod = net.get_submodule(name) if name else net
+            except AttributeError as e:
+                raise AttributeError(f"SelfDistillationHook: teacher module '{name}' does not "
+                                     f'exist in {type(net).__name__}') from e
+
+            def grab(_m, _i, out, name=name):
+                feats[name] = out
+            handles.append(mod.register_forward_hook(grab))
+        try:
+            outputs = self._run_teacher(model, data)
+        finally:
+            for h in handles:
+                h.remove()
+        return {'outputs': outputs, 'features': feats}
+
+    def _run_teacher(self, model: nn.Module, data):
         if self.self_teacher:
             flags = [(m, m.training) for m in model.modules()]
             if self.teacher_eval:

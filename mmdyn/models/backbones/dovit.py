@@ -1,36 +1,49 @@
 """DoViT: dynamic token-pass Vision Transformer for semantic segmentation.
 
-A ViT/DeiT host with light auxiliary heads after a few *decision blocks*. After decision block
-``l`` the head (one 1x1 convolution to ``num_classes``) predicts a class distribution for every
-patch token of the reconstructed map; a token whose confidence (max softmax) exceeds the
-threshold ``xi`` *stops* (Eq. 4), cumulatively (Eq. 5): it is never updated again and carries
-its last features to the later auxiliary heads and the decode head. The class token is always
-kept.
+A ViT/DeiT host with auxiliary heads after a few *decision blocks*. After decision block ``l``
+(1-based; by default blocks 2, 5, 8 of a 12-block host and 6, 12, 18 of a 24-block one, the
+positions of the authors' configs) an auxiliary head predicts class scores for the reconstructed
+patch-token map. A token's confidence is the max softmax of its prediction, averaged over the
+token's sub-pixels when the head up-samples (SETR-UP heads: 4x4 sub-pixels per token). A token
+stops when its confidence exceeds the threshold ``xi`` (Eq. 4), cumulatively (Eq. 5), and, with
+``diff_conf``, also when its confidence is below ``diff_conf`` (a near-uniform prediction, the
+authors' code); a stopped token is never updated again and carries its last features to the
+later auxiliary heads and the decode head. The class token is always kept.
+
+The auxiliary heads are mmseg decode heads built from head configs (``aux_head``): by default
+the authors' FCN-style head (1x1 conv to 256 + BN + ReLU + 1x1 conv to the classes); ``'setr_up'``
+is their SETR head (LN, 1x1 conv + BN + ReLU, x4 bilinear up-sampling, 1x1 conv), ``'conv1x1'``
+the paper's single 1x1 convolution. Each head's own ``loss_decode`` gives its loss (Eq. 10),
+computed by :class:`mmdyn.models.segmentors.DoViTEncoderDecoder`, which reads
+:attr:`DoViT.aux_logits`.
 
 Separate self-attention: in every later block only the kept tokens of an image form queries,
 keys and values; stopped tokens do no computation. Each image keeps its own set: the kept tokens
 of a batch are gathered into a padded batch (:mod:`mmdyn.models.layers.token_sets`) with a key
 padding mask, so an image computes exactly what it would alone. Token reconstruction writes the
 updated tokens back to their original positions before every auxiliary head, every returned
-feature map and the end. Token merging (Eq. 8) folds the mean of the stopped tokens into the
-class token at every decision point where an image has stopped tokens.
+feature map and the end. Token merging (Eq. 8) folds the mean of all stopped tokens into the
+class token at a decision point where more than ``agg_rate`` of an image's tokens (class token
+included) have stopped (the authors' rule; ``agg_rate=0`` merges whenever a token has stopped,
+the paper's text).
 
 The decision is hard and detached (no straight-through, no budget loss): the same path runs in
 training and inference.
 
 Records of the last forward (besides the dynamic-module interface): ``last_block_tokens``
 (``[B, depth]`` kept tokens per block, class token included), :meth:`block_table` (the paper's
-Fig. 6), ``last_confidences`` (raw confidence maps, one per decision point) and ``last_maps``
+Fig. 6), ``last_confidences`` (token confidence maps, one per decision point) and ``last_maps``
 (``keep_k``: 0/1 kept tokens after decision ``k``; ``conf_k``: the confidences binned into
 integer levels at :data:`CONF_LEVEL_EDGES`, the paper's Fig. 5). For benchmarks,
 ``forced_keep_ratios`` replaces the threshold by fixed kept fractions, so that speed and FLOPs do
-not depend on (random) weights. The auxiliary heads are trained with ground truth (Eq. 10) by
-:class:`mmdyn.models.segmentors.DoViTEncoderDecoder`, which reads :attr:`DoViT.aux_logits`.
+not depend on (random) weights.
 """
-from typing import Dict, List, Optional, Sequence, Union
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
@@ -45,6 +58,76 @@ Threshold = Union[float, Sequence[float]]
 # Upper edges of the confidence levels that ``last_maps['conf_k']`` records (level 0: below 0.5,
 # ..., level 6: above 0.99): fine near 1, where DoViT's thresholds lie (0.96 - 0.985).
 CONF_LEVEL_EDGES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+# Auxiliary-head presets: mmseg decode-head configs (``in_channels`` and ``num_classes`` are
+# filled in by DoViT). 'fcn' and 'setr_up' are the heads of the authors' Segmenter and SETR
+# configs (loss weight 0.4 each; their configs use SyncBN, BN here so that a preset also trains
+# on one device); 'conv1x1' is the paper's single 1x1 convolution (alpha = 1.0).
+_CE = dict(type='CrossEntropyLoss', use_sigmoid=False)
+AUX_HEAD_PRESETS = {
+    'fcn': dict(type='FCNHead', channels=256, num_convs=1, kernel_size=1, concat_input=False,
+                dropout_ratio=0, norm_cfg=dict(type='BN', requires_grad=True),
+                act_cfg=dict(type='ReLU'), align_corners=False,
+                loss_decode=dict(_CE, loss_weight=0.4)),
+    'setr_up': dict(type='SETRUPHead', channels=256, num_convs=1, up_scale=4, kernel_size=1,
+                    dropout_ratio=0, norm_cfg=dict(type='BN', requires_grad=True),
+                    act_cfg=dict(type='ReLU'), align_corners=False,
+                    loss_decode=dict(_CE, loss_weight=0.4)),
+    'conv1x1': dict(type='FCNHead', num_convs=0, concat_input=False, dropout_ratio=0,
+                    align_corners=False, loss_decode=dict(_CE, loss_weight=1.0)),
+}
+DEFAULT_DECISION_LAYERS = {12: (2, 5, 8), 24: (6, 12, 18)}
+
+
+def aux_head_cfg(aux_head: Union[str, dict], in_channels: int, num_classes: int) -> dict:
+    """The mmseg head config of one auxiliary head: a preset name of
+    :data:`AUX_HEAD_PRESETS` or a head config dict (mmseg scope; ``in_channels``,
+    ``num_classes`` and ``in_index`` are filled in when absent)."""
+    if isinstance(aux_head, str):
+        if aux_head not in AUX_HEAD_PRESETS:
+            raise ValueError(f'DoViT: unknown aux_head {aux_head!r}; use one of '
+                             f'{sorted(AUX_HEAD_PRESETS)} or an mmseg head config dict')
+        cfg = copy.deepcopy(AUX_HEAD_PRESETS[aux_head])
+        if aux_head == 'conv1x1':
+            cfg['channels'] = in_channels
+    elif isinstance(aux_head, dict) and 'type' in aux_head:
+        cfg = copy.deepcopy(dict(aux_head))
+    else:
+        raise TypeError(f'DoViT: aux_head must be a preset name or an mmseg head config dict '
+                        f'with a type, got {aux_head!r}')
+    cfg.setdefault('in_channels', in_channels)
+    cfg.setdefault('num_classes', num_classes)
+    cfg.setdefault('in_index', 0)
+    if cfg['in_channels'] != in_channels or cfg['num_classes'] != num_classes:
+        raise ValueError(f"DoViT: aux_head has in_channels={cfg['in_channels']} and "
+                         f"num_classes={cfg['num_classes']}, the backbone needs {in_channels} "
+                         f'and {num_classes}')
+    return cfg
+
+
+def build_aux_head(cfg: dict) -> nn.Module:
+    """Build an mmseg decode head (mmseg's registry, also for plain type names)."""
+    import mmseg.models  # noqa: F401  (registers the heads)
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS as SEG_MODELS
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return SEG_MODELS.build(cfg)
+
+
+def token_confidence(logits: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    """Per-token confidence ``[B, h, w]`` of auxiliary logits ``[B, K, s*h, s*w]``: the max
+    softmax of every pixel, averaged over the ``s x s`` sub-pixels of each token (``s = 1``:
+    the max softmax itself)."""
+    h, w = hw
+    conf = logits.softmax(1).amax(1)
+    sh, sw = conf.shape[-2:]
+    s = sh // h
+    if s < 1 or sh != s * h or sw != s * w:
+        raise ValueError(f'DoViT: auxiliary logits of size {(sh, sw)} are not an integer '
+                         f'up-sampling of the {h}x{w} token grid')
+    if s > 1:
+        conf = F.avg_pool2d(conf.unsqueeze(1), kernel_size=s, stride=s).squeeze(1)
+    return conf
 
 
 def _check_threshold(value, num: int, name: str = 'threshold') -> None:
@@ -67,18 +150,31 @@ class DoViT(DynamicModuleMixin, ViT):
         arch (str | dict): ViT host arch (``'vit-s'``, ``'vit-b'``, ``'vit-l'``, ``'deit-s'``,
             ``'deit-b'``, ... or a dict), see :class:`ViT`.
         num_classes (int): Classes of the auxiliary heads. Default 150.
-        decision_layers (Sequence[int], optional): 1-based blocks followed by an auxiliary
-            head and a token-pass decision, strictly increasing, each in ``[1, depth - 1]``.
-            Default ``(3, 6, 9)`` for 12 blocks, ``(6, 12, 18)`` for 24 blocks, else the
-            blocks at a quarter, half and three quarters of the depth.
+        decision_layers (Sequence[int], optional): 1-based blocks whose output an auxiliary
+            head reads and after which the token-pass decision is taken (stopped tokens skip
+            the later blocks), strictly increasing, each in ``[1, depth - 1]``. Default: the
+            authors' positions, ``(2, 5, 8)`` for 12 blocks and ``(6, 12, 18)`` for 24 blocks
+            (their ``out_indices[:-1]``, read before those 0-based blocks), else the blocks at a
+            quarter, half and three quarters of the depth.
         threshold (float | Sequence[float]): Confidence threshold ``xi`` in [0, 1] (one value,
             or one per decision layer). A token stops when its confidence ``> xi``; ``1.0``
             stops nothing. Default 0.985. Schedulable (``backbone.threshold``).
         train_threshold (float | Sequence[float], optional): Threshold used in training mode
             (e.g. moved from 1.0 to ``xi`` by :class:`mmdyn.DynamicScheduleHook` at
-            ``backbone.train_threshold``). None: ``threshold``.
+            ``backbone.train_threshold``, or ``backbone.train_threshold.<k>`` for a list).
+            None: ``threshold``.
+        diff_conf (float, optional): A token also stops when its confidence is ``<
+            diff_conf`` (a near-uniform prediction; the authors' ADE20K configs use 0.02).
+            None (default): no such rule.
         merge_tokens (bool): Token merging (Eq. 8). Default True.
-        aux_head_bias (bool): Bias of the auxiliary 1x1 convolutions. Default True.
+        agg_rate (float): Merge only at a decision point where the stopped tokens are more
+            than this fraction of the image's tokens (class token included), the authors'
+            rule. Default 0.1; 0 merges whenever a token has stopped (the paper's text).
+        aux_head (str | dict): The auxiliary heads (one per decision layer, all alike): a
+            preset of :data:`AUX_HEAD_PRESETS` (``'fcn'``, default: the authors' Segmenter head;
+            ``'setr_up'``: their SETR head; ``'conv1x1'``: the paper's single 1x1 conv) or an
+            mmseg decode-head config (``in_channels``, ``num_classes``, ``in_index`` filled
+            in). Each head's ``loss_decode`` is its auxiliary loss.
         forced_keep_ratios (Sequence[float], optional): For benchmarks and FLOPs studies only:
             instead of the threshold, decision ``k`` keeps exactly ``round(r_k * N)`` of the
             ``N`` patch tokens (the least confident of those still kept; ties by position),
@@ -99,8 +195,10 @@ class DoViT(DynamicModuleMixin, ViT):
                  decision_layers: Optional[Sequence[int]] = None,
                  threshold: Threshold = 0.985,
                  train_threshold: Optional[Threshold] = None,
+                 diff_conf: Optional[float] = None,
                  merge_tokens: bool = True,
-                 aux_head_bias: bool = True,
+                 agg_rate: float = 0.1,
+                 aux_head: Union[str, dict] = 'fcn',
                  forced_keep_ratios: Optional[Sequence[float]] = None,
                  **kwargs):
         settings = self._parse_arch(arch)
@@ -113,7 +211,7 @@ class DoViT(DynamicModuleMixin, ViT):
             raise ValueError("DoViT returns feature maps (out_type='featmap')")
         depth = settings['depth']
         if decision_layers is None:
-            decision_layers = {12: (3, 6, 9), 24: (6, 12, 18)}.get(
+            decision_layers = DEFAULT_DECISION_LAYERS.get(
                 depth, tuple(sorted({max(1, depth * k // 4) for k in (1, 2, 3)})))
         decision_layers = tuple(int(d) for d in decision_layers)
         if not decision_layers:
@@ -130,6 +228,15 @@ class DoViT(DynamicModuleMixin, ViT):
         _check_threshold(threshold, len(decision_layers))
         if train_threshold is not None:
             _check_threshold(train_threshold, len(decision_layers), 'train_threshold')
+            if isinstance(train_threshold, tuple):
+                train_threshold = list(train_threshold)  # schedulable per entry
+        if diff_conf is not None and (isinstance(diff_conf, bool) or not isinstance(
+                diff_conf, (int, float)) or not 0.0 <= diff_conf <= 1.0):
+            raise ValueError(f'DoViT: diff_conf must be None or a float in [0, 1], got '
+                             f'{diff_conf!r}')
+        if isinstance(agg_rate, bool) or not isinstance(agg_rate, (int, float)) or \
+                not 0.0 <= agg_rate < 1.0:
+            raise ValueError(f'DoViT: agg_rate must be a float in [0, 1), got {agg_rate!r}')
         if forced_keep_ratios is not None:
             forced_keep_ratios = tuple(forced_keep_ratios)
             if len(forced_keep_ratios) != len(decision_layers):
@@ -150,11 +257,13 @@ class DoViT(DynamicModuleMixin, ViT):
         self.decision_layers = decision_layers
         self.threshold = threshold
         self.train_threshold = train_threshold
+        self.diff_conf = None if diff_conf is None else float(diff_conf)
         self.merge_tokens = merge_tokens
-        self.aux_heads = nn.ModuleList([
-            nn.Conv2d(self.embed_dims, num_classes, kernel_size=1, bias=aux_head_bias)
-            for _ in decision_layers
-        ])
+        self.agg_rate = float(agg_rate)
+        head_cfg = aux_head_cfg(aux_head, self.embed_dims, num_classes)
+        self.aux_head_cfg = head_cfg
+        self.aux_heads = nn.ModuleList([build_aux_head(head_cfg) for _ in decision_layers])
+        self._aux_flops_cache: Dict[Tuple[int, int], int] = {}
         self.aux_logits: List[torch.Tensor] = []
         self.last_block_tokens: Optional[torch.Tensor] = None
         self.last_confidences: List[torch.Tensor] = []
@@ -176,16 +285,38 @@ class DoViT(DynamicModuleMixin, ViT):
             return [float(v) for v in value]
         return [float(value)] * len(self.decision_layers)
 
-    def aux_head_flops(self, num_patches: int) -> int:
-        """MACs of one auxiliary head on ``num_patches`` tokens (1x1 conv)."""
-        return int(num_patches * self.embed_dims * self.num_classes)
+    def init_weights(self):
+        from mmengine.model import initialize
+        for head in self.aux_heads:  # mmseg's head initialisation (its init_cfg), no logging
+            if head.init_cfg is not None:
+                initialize(head, head.init_cfg)
+        super().init_weights()
+
+    def aux_forward(self, k: int, feat: torch.Tensor) -> torch.Tensor:
+        """Logits of auxiliary head ``k`` on a token map ``[B, E, h, w]``."""
+        return self.aux_heads[k]([feat])
+
+    def aux_head_flops(self, hw: Tuple[int, int]) -> int:
+        """MACs of one auxiliary head on an ``h x w`` token map (its convolutions, counted by
+        :class:`torch.utils.flop_counter.FlopCounterMode` on a meta-device copy; 1 FLOP = 1
+        multiply-add). The heads always run on the whole reconstructed map."""
+        hw = (int(hw[0]), int(hw[1]))
+        if hw not in self._aux_flops_cache:
+            from torch.utils.flop_counter import FlopCounterMode
+            head = copy.deepcopy(self.aux_heads[0]).to('meta').eval()
+            x = torch.empty(1, self.embed_dims, *hw, device='meta')
+            counter = FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                head([x])
+            self._aux_flops_cache[hw] = int(counter.get_total_flops()) // 2
+        return self._aux_flops_cache[hw]
 
     def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
         """Static MACs: patch embedding, blocks (all tokens) and auxiliary heads."""
         res = super().flops_breakdown(img_shape)
-        h, w = self.patch_embed.out_shape(img_shape)
+        hw = self.patch_embed.out_shape(img_shape)
         for k in range(len(self.aux_heads)):
-            res[f'aux_heads.{k}'] = self.aux_head_flops(h * w)
+            res[f'aux_heads.{k}'] = self.aux_head_flops(hw)
         return res
 
     def host_static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
@@ -236,10 +367,10 @@ class DoViT(DynamicModuleMixin, ViT):
                 outs.append(self.format_output(x, hw))
             if i in decision_at:
                 k = decision_at[i]
-                logits = self.aux_heads[k](nlc_to_nchw(x[:, 1:], hw))
+                logits = self.aux_forward(k, nlc_to_nchw(x[:, 1:], hw))
                 aux_logits.append(logits)
                 with torch.no_grad():
-                    conf = logits.detach().softmax(1).amax(1)  # [B, h, w]
+                    conf = token_confidence(logits.detach(), hw)  # [B, h, w]
                     confs.append(conf)
                     maps[f'conf_{k}'] = self.confidence_levels(conf)
                     if self.force_full:
@@ -249,13 +380,15 @@ class DoViT(DynamicModuleMixin, ViT):
                                                         self.forced_keep_ratios[k])
                     else:
                         stop = conf.flatten(1) > thr[k]  # Eq. 4: 1 - M~
+                        if self.diff_conf is not None:  # near-uniform tokens stop too
+                            stop |= conf.flatten(1) < self.diff_conf
                         keep[:, 1:] &= ~stop  # Eq. 5 (cls token always kept)
                     maps[f'keep_{k}'] = keep[:, 1:].reshape(b, *hw).float()
                     kept_after.append(keep[:, 1:].float().mean(1))
                 stopped = ~keep[:, 1:]
                 if bool(stopped.any()):
                     if self.merge_tokens:
-                        x = self._merge(x, stopped)
+                        x = self._merge(x, stopped, self.agg_rate)
                     token_set = make_token_set(keep)
                 else:
                     token_set = None
@@ -267,7 +400,7 @@ class DoViT(DynamicModuleMixin, ViT):
                            device=x.device)
         for i, blk in enumerate(self.blocks):
             flops = flops + blk.flops(counts[:, i])
-        flops = flops + len(self.aux_heads) * self.aux_head_flops(n_patch)
+        flops = flops + len(self.aux_heads) * self.aux_head_flops(hw)
         static = float(self.static_flops(img_hw))
         stats = {
             'kept_ratio': (counts - 1).mean(1) / n_patch,
@@ -307,8 +440,8 @@ class DoViT(DynamicModuleMixin, ViT):
         dict of plain Python numbers per block: ``block`` (1-based, int), ``tokens`` (kept
         tokens, class token included), ``kept_ratio`` (kept patch tokens / patch tokens) and
         ``flops`` (MACs of the block at those counts; 1 FLOP = 1 multiply-add, the project's
-        unit). The patch embedding and the auxiliary heads (``E * K`` MACs per patch token and
-        head) are not blocks: they add to the sum of ``flops`` to give ``last_flops``."""
+        unit). The patch embedding and the auxiliary heads (:meth:`aux_head_flops` each) are
+        not blocks: they add to the sum of ``flops`` to give ``last_flops``."""
         if self.last_block_tokens is None:
             raise RuntimeError('DoViT.block_table: run a forward first')
         counts = self.last_block_tokens
@@ -322,11 +455,13 @@ class DoViT(DynamicModuleMixin, ViT):
         return rows
 
     @staticmethod
-    def _merge(x: torch.Tensor, stopped: torch.Tensor) -> torch.Tensor:
-        """Eq. 8: ``cls <- (cls + mean(stopped tokens)) / 2`` for images with stopped tokens."""
+    def _merge(x: torch.Tensor, stopped: torch.Tensor, agg_rate: float = 0.0) -> torch.Tensor:
+        """Eq. 8: ``cls <- (cls + mean(stopped tokens)) / 2`` for the images whose stopped
+        tokens are more than ``agg_rate`` of their ``N + 1`` tokens (class token included)."""
         w = stopped.to(x.dtype).unsqueeze(-1)  # [B, N, 1]
         cnt = w.sum(1)  # [B, 1]
         mean = (x[:, 1:] * w).sum(1) / cnt.clamp_min(1)
         cls = x[:, 0]
-        new_cls = torch.where(cnt > 0, (cls + mean) / 2, cls)
+        merge = (cnt > 0) & (cnt / x.shape[1] > agg_rate)
+        new_cls = torch.where(merge, (cls + mean) / 2, cls)
         return torch.cat([new_cls.unsqueeze(1), x[:, 1:]], dim=1)

@@ -2,6 +2,7 @@
 reference, batch independence, realised FLOPs, records, errors."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmdyn.models.backbones import DoViT, ViT
 from mmdyn.models.layers.attention import nlc_to_nchw
@@ -12,15 +13,15 @@ IMG = 64  # 4 x 4 = 16 patch tokens
 
 
 def _build(threshold=1.0, merge=True, out_indices=(1, 3, 5), decision_layers=(2, 4), seed=0,
-           num_classes=5, **kw):
+           num_classes=5, aux_head='conv1x1', **kw):
     torch.manual_seed(seed)
     m = DoViT(arch=ARCH, num_classes=num_classes, decision_layers=decision_layers,
               threshold=threshold, merge_tokens=merge, img_size=IMG, out_indices=out_indices,
-              **kw)
+              aux_head=aux_head, **kw)
     m.init_weights()
     with torch.no_grad():  # spread the auxiliary confidences so that thresholds bite
         for h in m.aux_heads:
-            h.weight.mul_(40.)
+            h.conv_seg.weight.mul_(40. if aux_head == 'conv1x1' else 100.)
     return m.eval()
 
 
@@ -33,7 +34,9 @@ def _static_twin(m, out_indices=(1, 3, 5)):
 
 def _reference(m, img, thresholds):
     """Independent per-image DoViT: a plain loop that runs every block on the kept tokens only
-    (no padding, no mask), Eq. 4/5 cumulative stops, Eq. 8 merging at decision points."""
+    (no padding, no mask), Eq. 4/5 cumulative stops, Eq. 8 merging at decision points where
+    more than ``agg_rate`` of the N + 1 tokens have stopped; confidence: max softmax of a
+    token's prediction, averaged over its sub-pixels."""
     x, hw = m.embed(img)
     x = x[0]
     n = x.shape[0]
@@ -51,10 +54,12 @@ def _reference(m, img, thresholds):
             outs.append(nlc_to_nchw(x[None, 1:], hw))
         if i in dec:
             k = dec[i]
-            conf = m.aux_heads[k](nlc_to_nchw(x[None, 1:], hw)).softmax(1).amax(1).flatten()
+            lg = m.aux_heads[k]([nlc_to_nchw(x[None, 1:], hw)])
+            s = lg.shape[-1] // hw[1]
+            conf = F.avg_pool2d(lg.softmax(1).amax(1, keepdim=True), s).flatten()
             keep[1:] &= ~(conf > thresholds[k])
             stopped = ~keep[1:]
-            if m.merge_tokens and stopped.any():
+            if m.merge_tokens and stopped.sum() / n > m.agg_rate:
                 x = x.clone()
                 x[0] = (x[0] + x[1:][stopped].mean(0)) / 2
     return outs, counts
@@ -136,9 +141,13 @@ def test_everything_stopped_at_first_decision():
                                                 dtype=torch.float64))
 
 
-@pytest.mark.parametrize('merge', [True, False])
-def test_matches_per_image_reference(merge):
-    m = _build(merge=merge)
+@pytest.mark.parametrize('merge,aux_head,agg_rate', [(True, 'conv1x1', 0.1),
+                                                    (False, 'conv1x1', 0.1),
+                                                    (True, 'conv1x1', 0.0),
+                                                    (True, 'setr_up', 0.1),
+                                                    (True, 'fcn', 0.0)])
+def test_matches_per_image_reference(merge, aux_head, agg_rate):
+    m = _build(merge=merge, aux_head=aux_head, agg_rate=agg_rate)
     x = torch.randn(4, 3, IMG, IMG)
     thr = _median_threshold(m, x)
     m.threshold = [thr, thr + (1 - thr) / 2]
@@ -229,7 +238,7 @@ def test_train_mode_matches_eval_mode_and_gradients():
         assert torch.allclose(a, b, atol=1e-5)
     loss = tr[-1].square().mean() + sum(lg.square().mean() for lg in m.aux_logits)
     loss.backward()
-    assert m.aux_heads[1].weight.grad.abs().sum() > 0
+    assert m.aux_heads[1].conv_seg.weight.grad.abs().sum() > 0
     assert m.blocks[5].attn.q.weight.grad.abs().sum() > 0
     assert m.blocks[0].attn.q.weight.grad.abs().sum() > 0
 
@@ -292,10 +301,10 @@ def test_default_decision_layers_and_full_size_counts():
         b = DoViT('vit-b', num_classes=150)
         s = DoViT('deit-s', num_classes=19)
         lg = DoViT('vit-l', num_classes=19)
-    assert b.decision_layers == (3, 6, 9) and s.decision_layers == (3, 6, 9)
+    assert b.decision_layers == (2, 5, 8) and s.decision_layers == (2, 5, 8)
     assert lg.decision_layers == (6, 12, 18)
     aux = sum(p.numel() for p in b.aux_heads.parameters())
-    assert aux == 3 * (768 * 150 + 150)
+    assert aux == 3 * (768 * 256 + 2 * 256 + 256 * 150 + 150)  # FCN heads
     # static host ViT-B on 512x512: 1024 patches + cls; blocks dominate
     n = 1025
     blk = 4 * n * 768 ** 2 + 2 * n * n * 768 + 2 * n * 768 * 3072
@@ -360,9 +369,15 @@ def test_forced_keep_ratios_give_exact_counts_and_flops():
     # the same stops under the threshold rule give the same outputs: forcing only picks the set
     ref = _build(forced_keep_ratios=None)
     for b in range(3):
-        thr = [float(m.last_confidences[k][b][m.last_maps[f'keep_{k}'][b].bool()].max())
-               for k in range(2)]
-        # a token stops when conf > thr: thresholds at the largest kept confidence
+        # a token stops when conf > thr: thresholds midway between the largest kept and the
+        # smallest newly stopped confidence (no token near them, whatever the batch layout)
+        thr = []
+        prev = torch.ones(16, dtype=torch.bool)
+        for k in range(2):
+            c = m.last_confidences[k][b].flatten()
+            kept = m.last_maps[f'keep_{k}'][b].flatten().bool()
+            thr.append(float((c[kept].max() + c[prev & ~kept].min()) / 2))
+            prev = kept
         ref.threshold = thr
         with torch.no_grad():
             r = ref(x[b:b + 1])

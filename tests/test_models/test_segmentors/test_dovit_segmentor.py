@@ -110,21 +110,47 @@ def test_xi_one_equals_static_segmentor(head):
 
 @pytest.mark.parametrize('head', ['pup', 'segmenter'])
 def test_losses_eq10_and_gradients(head):
+    """Each auxiliary head's own mmseg loss: CE of the logits bilinearly resized to the label,
+    weight 0.4 (the authors' heads), averaged over all pixels with the ignored ones counted
+    as 0 (mmseg's CrossEntropyLoss, avg_non_ignore=False, as in the authors' mmseg 0.x), times
+    alpha = 0.5 here."""
     m = _build(_cfg(head, threshold=0.3, aux_loss_weight=0.5)).train()
     x, samples = torch.randn(2, 3, IMG, IMG), _samples(2)
     losses = m.loss(x, samples)
     assert {'decode.loss_ce', 'dovit_aux_0.loss_ce', 'dovit_aux_1.loss_ce'} <= set(losses)
     assert not any(k.startswith('distill') for k in losses)  # no hook, no targets
     label = torch.stack([s.gt_sem_seg.data for s in samples]).squeeze(1)
+    assert (label == 255).any()
     for k, lg in enumerate(m.backbone.aux_logits):
         up = F.interpolate(lg, size=(IMG, IMG), mode='bilinear', align_corners=False)
-        expect = 0.5 * F.cross_entropy(up, label, ignore_index=255)
-        assert torch.allclose(losses[f'dovit_aux_{k}.loss_ce'], expect)
+        ce = F.cross_entropy(up, label, ignore_index=255, reduction='sum') / label.numel()
+        assert torch.allclose(losses[f'dovit_aux_{k}.loss_ce'], 0.5 * 0.4 * ce)
     losses['dovit_aux_1.loss_ce'].backward()
-    assert m.backbone.aux_heads[1].weight.grad.abs().sum() > 0
+    assert m.backbone.aux_heads[1].conv_seg.weight.grad.abs().sum() > 0
     assert m.backbone.blocks[0].attn.q.weight.grad.abs().sum() > 0
-    assert m.backbone.aux_heads[0].weight.grad is None or \
-        m.backbone.aux_heads[0].weight.grad.abs().sum() == 0
+    assert m.backbone.aux_heads[0].conv_seg.weight.grad is None or \
+        m.backbone.aux_heads[0].conv_seg.weight.grad.abs().sum() == 0
+
+
+def test_feature_distillation_mse():
+    """The authors' distiller: pixel KL (weight 1.0) plus 0.5 * MSE between the last backbone
+    feature maps, from targets ``{'outputs': logits, 'features': {'backbone': feats}}``."""
+    m = _build(_cfg('pup', threshold=0.3)).eval()
+    x, samples = torch.randn(2, 3, IMG, IMG), _samples(2)
+    with torch.no_grad():
+        feats = m.backbone(x)
+        student = m.decode_head(feats)
+    t_logits = torch.randn(student.shape)
+    t_feat = torch.randn(feats[-1].shape)
+    m.distill_targets = {'outputs': t_logits, 'features': {'backbone': (t_feat, )}}
+    losses = m.loss(x, samples)
+    p_t = t_logits.softmax(1)
+    kl = (p_t * (p_t.log() - student.log_softmax(1))).sum(1).mean()
+    assert torch.allclose(losses['distill.loss_distill'], kl, atol=1e-5)
+    mse = ((feats[-1] - t_feat) ** 2).sum() / feats[-1].numel()
+    assert torch.allclose(losses['distill.loss_feat'], 0.5 * mse, atol=1e-5)
+    m.feat_distill_weight = None
+    assert 'distill.loss_feat' not in m.loss(x, samples)
 
 
 def test_distillation_eq11():
@@ -137,7 +163,7 @@ def test_distillation_eq11():
     losses = m.loss(x, samples)
     with torch.no_grad():
         student = m.decode_head(m.extract_feat(x))
-    expect = PixelKLDistillLoss(loss_weight=0.4)(student, teacher)
+    expect = PixelKLDistillLoss(loss_weight=1.0)(student, teacher)
     assert torch.allclose(losses['distill.loss_distill'], expect, atol=1e-6)
     # a teacher at another resolution is resized to the student's logits
     m.distill_targets = F.interpolate(teacher, size=(8, 8), mode='bilinear')
@@ -227,7 +253,7 @@ def test_everything_stopped_at_first_decision_through_the_segmentor(head):
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total)
     total.backward()
-    assert m.backbone.aux_heads[0].weight.grad.abs().sum() > 0
+    assert m.backbone.aux_heads[0].conv_seg.weight.grad.abs().sum() > 0
 
 
 def test_bad_arguments():
@@ -263,7 +289,9 @@ def test_convert_mmseg_segmentor_checkpoint(head, tmp_path):
     dyn = _build(cfg, seed=9).eval()
     missing, unexpected = load_segmentor_checkpoint(dyn, str(ckpt))
     assert not unexpected
-    assert sorted(missing) == sorted(k for k in dyn.state_dict() if '.aux_heads.' in k)
+    # (torch does not report a BatchNorm's missing num_batches_tracked)
+    assert sorted(missing) == sorted(k for k in dyn.state_dict() if '.aux_heads.' in k
+                                     and not k.endswith('num_batches_tracked'))
     x = torch.randn(2, 3, IMG, IMG)
     with torch.no_grad():
         assert torch.allclose(dyn(x, mode='tensor'), ref(x, mode='tensor'), atol=1e-5)
@@ -295,3 +323,94 @@ def test_dovit_loads_timm_layout_backbone_checkpoint(tmp_path):
     x = torch.randn(2, 3, IMG, IMG)
     with torch.no_grad():
         assert torch.allclose(d.eval()(x)[0], vit.eval()(x)[0], atol=1e-5)
+
+
+# ------------------------------------------------- checkpoints of the authors' DoViT code
+_OFFICIAL_BLOCK_NAMES = (('norm1.', 'ln1.'), ('norm2.', 'ln2.'), ('attn.proj.', 'attn.proj.'),
+                         ('ffn.fc1.', 'ffn.layers.0.0.'), ('ffn.fc2.', 'ffn.layers.1.'))
+
+
+def _official_layout(model):
+    """The state dict of the authors' ``DoEncoderDecoder`` for the weights of a (tiny) mmdyn
+    DoViT segmentor, written key by key from their module names: mmseg-0.x-style
+    ``layers.<i>`` blocks with ``ln1`` / ``ln2``, a fused timm-style ``attn.qkv`` and
+    ``attn.proj``, ``ffn.layers.0.0`` / ``ffn.layers.1``, the final norm ``ln1`` and the
+    auxiliary heads on the backbone as ``auxiliary_head.<k>``."""
+    sd = model.state_dict()
+    out = {}
+    for k, v in sd.items():
+        if k.startswith('backbone.blocks.'):
+            i, rest = k[len('backbone.blocks.'):].split('.', 1)
+            pre = f'backbone.layers.{i}.'
+            if rest.startswith('attn.q.'):
+                kv = sd[k.replace('.attn.q.', '.attn.kv.')]
+                out[pre + 'attn.qkv.' + rest[len('attn.q.'):]] = torch.cat([v, kv], 0)
+            elif not rest.startswith('attn.kv.'):
+                (ours, theirs), = [p for p in _OFFICIAL_BLOCK_NAMES if rest.startswith(p[0])]
+                out[pre + theirs + rest[len(ours):]] = v
+        elif k.startswith('backbone.norm.'):
+            out['backbone.ln1.' + k[len('backbone.norm.'):]] = v
+        elif k.startswith('backbone.aux_heads.'):
+            out['backbone.auxiliary_head.' + k[len('backbone.aux_heads.'):]] = v
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.mark.parametrize('layout', ['encoder_decoder', 'distiller'])
+def test_convert_official_dovit_checkpoint(layout, tmp_path):
+    """A checkpoint in the authors' layout (their segmentor, or their distiller: student under
+    ``student.``, plus ``teacher.*`` and the unused ``generation.*``) converts whole: strict
+    loading, the same logits and decisions as the model it was written from."""
+    from mmdyn.models.segmentors.dovit_segmentor import load_segmentor_checkpoint
+    import importlib.util
+    import os.path as osp
+    spec = importlib.util.spec_from_file_location('dovit2mmdyn', osp.join(
+        osp.dirname(__file__), '..', '..', '..', 'tools', 'model_converters', 'dovit2mmdyn.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    convert = tool.main
+    cfg = _cfg('segmenter', threshold=0.5)
+    cfg.backbone.update(final_norm=True)
+    src = _build(cfg, seed=4).eval()
+    official = _official_layout(src)
+    # the auxiliary heads are the authors' FCN heads: these are their keys
+    assert sorted(k for k in official if 'auxiliary_head.1.' in k) == sorted(
+        'backbone.auxiliary_head.1.' + n for n in (
+            'convs.0.conv.weight', 'convs.0.bn.weight', 'convs.0.bn.bias',
+            'convs.0.bn.running_mean', 'convs.0.bn.running_var',
+            'convs.0.bn.num_batches_tracked', 'conv_seg.weight', 'conv_seg.bias'))
+    if layout == 'distiller':
+        official = dict({'student.' + k: v for k, v in official.items()},
+                        **{'teacher.' + k: v for k, v in official.items()},
+                        **{'generation.0.weight': torch.randn(4, 4, 3, 3)})
+    path = tmp_path / 'official.pth'
+    torch.save({'meta': {}, 'state_dict': official}, path)
+    out = tmp_path / 'converted.pth'
+    convert([str(path), str(out)])
+    dst = _build(cfg, seed=8).eval()
+    assert load_segmentor_checkpoint(dst, str(out), strict=True) == ([], [])
+    # (the original file loads directly too)
+    assert load_segmentor_checkpoint(_build(cfg, seed=8), str(path), strict=True) == ([], [])
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        a = src(x, mode='tensor')
+        ka = src.backbone.last_block_tokens.clone()
+        b = dst(x, mode='tensor')
+    assert torch.equal(dst.backbone.last_block_tokens, ka)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_official_conversion_refuses_other_layouts(tmp_path):
+    from mmdyn.models.segmentors.dovit_segmentor import dovit_official_to_mmdyn
+    with pytest.raises(ValueError, match='auxiliary_head'):
+        dovit_official_to_mmdyn({'state_dict': {'backbone.layers.0.ln1.weight': torch.ones(2)}})
+    cfg = _cfg('segmenter')
+    m = _build(cfg)
+    bad = _official_layout(m)
+    bad['backbone.auxiliary_head.5.conv_seg.weight'] = torch.ones(1)
+    path = tmp_path / 'bad.pth'
+    torch.save(bad, path)
+    from mmdyn.models.segmentors.dovit_segmentor import load_segmentor_checkpoint
+    with pytest.raises(KeyError, match='unexpected'):
+        load_segmentor_checkpoint(m, str(path), strict=True)

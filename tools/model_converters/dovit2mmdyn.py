@@ -1,0 +1,42 @@
+"""Convert a DoViT segmentor checkpoint of the authors' code (FLHonker/DoViT-code) to mmdyn.
+
+    python tools/model_converters/dovit2mmdyn.py SRC DST [--config CONFIG]
+
+SRC: a ``DoEncoderDecoder`` checkpoint (``backbone.layers.*``, ``backbone.auxiliary_head.<k>.*``,
+``decode_head.*``) or a ``DoViTDistiller`` one (the same under ``student.``; the teacher and the
+unused ``generation.*`` are dropped). DST holds ``{'state_dict': ...}`` in the layout of
+``mmdyn.DoViTEncoderDecoder`` (:func:`mmdyn.models.segmentors.dovit_official_to_mmdyn`). With
+``--config`` the converted weights are loaded into that config's model and a missing or
+unexpected key is an error (the position embedding is resized to the config's grid).
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
+
+
+def main(argv=None):
+    from mmdyn.models.segmentors.dovit_segmentor import (dovit_official_to_mmdyn,
+                                                         load_segmentor_checkpoint)
+    from mmdyn.models.utils.ckpt_convert import load_checkpoint_file, save_converted
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src', help='source checkpoint')
+    parser.add_argument('dst', help='output checkpoint')
+    parser.add_argument('--config', help='check the result against this config (strict)')
+    args = parser.parse_args(argv)
+    sd = dovit_official_to_mmdyn(load_checkpoint_file(args.src))
+    save_converted(sd, args.dst, 'DoViT-code', args.src)
+    if args.config:
+        from mmengine.config import Config
+        from mmengine.registry import MODELS, init_default_scope
+        cfg = Config.fromfile(args.config)
+        init_default_scope(cfg.get('default_scope', 'mmseg'))
+        cfg.model.backbone.init_cfg = None
+        model = MODELS.build(cfg.model)
+        load_segmentor_checkpoint(model, args.dst, strict=True)
+        print(f'{args.dst}: every key of {osp.basename(args.config)} loaded, none left over')
+
+
+if __name__ == '__main__':
+    main()
