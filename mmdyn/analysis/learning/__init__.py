@@ -3,7 +3,7 @@ accuracy per FLOP? One module per method (``run(seed, ...)`` and ``CLAIMS``), sh
 ``tools/analysis_tools/learning_check.py`` and the tests."""
 import importlib
 
-METHODS = ('dge', 'dit', 'dvt', 'msvit')
+METHODS = ('dge', 'dit', 'dovit', 'dvt', 'msvit')
 
 
 def get_protocol(method: str):

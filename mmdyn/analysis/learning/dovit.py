@@ -1,0 +1,176 @@
+"""DoViT learning check: tokens on the flat background stop early, tokens on the shapes run
+on, and accuracy per FLOP against a smaller static input.
+
+Task: 5-label segmentation (background + the 4 shape classes) of 48x48 scenes of
+:func:`mmdyn.datasets.toy.draw_scene`.
+
+* Dynamic: a tiny DoViT (32 dims, 4 blocks, patch 4: 12x12 tokens; decisions after blocks 1, 2
+  and 3, each with the paper's 1x1-convolution auxiliary head, ``aux_head='conv1x1'``, cheap on
+  a CPU; the authors' FCN head is the library default) and a 1x1 decode head on the last map.
+  Loss: decode cross-entropy + 0.4 x each auxiliary cross-entropy (the authors' weight). The
+  threshold is held at 1.0 (nothing stops, the static host) for ``warmup`` iterations, then set
+  to ``xi`` for ``iters`` more (the training ramp 1.0 -> xi in two steps).
+* Static: the same ViT (no auxiliary heads) on the input resized to the size whose FLOPs are
+  closest to DoViT's realised FLOPs, trained ``warmup + iters`` iterations with the decode loss.
+
+Measured on 64 new scenes: the share of shape and of background tokens still running after
+each decision (a token is "shape" when more than half its pixels are), the mIoU, the realised
+FLOPs per image.
+"""
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .common import closest_static_size, mean_iou, num_threads, scenes
+
+SIZE = 48
+PATCH = 4
+NUM_CLASSES = 5
+ARCH = dict(embed_dims=32, depth=4, num_heads=2, mlp_ratio=2)
+RECIPE = dict(warmup=600, iters=400, batch=8, lr=2e-3, aux_weight=0.4)
+STATIC_SIDES = tuple(range(24, SIZE + 1, PATCH))
+DEFAULT_TARGETS = (0.95, )  # the threshold xi
+METRIC = 'miou'
+
+
+class TinySegmenter(nn.Module):
+    """Backbone, 1x1 decode head on the last map, bilinear up to 48x48 (input resized to
+    ``in_size`` first when given)."""
+
+    def __init__(self, backbone, in_size=None):
+        super().__init__()
+        self.backbone = backbone
+        self.in_size = None if in_size is None else tuple(in_size)
+        self.head = nn.Conv2d(ARCH['embed_dims'], NUM_CLASSES, 1)
+
+    def forward(self, x):
+        if self.in_size is not None and tuple(x.shape[-2:]) != self.in_size:
+            x = F.interpolate(x, size=self.in_size, mode='bilinear', align_corners=False,
+                              antialias=True)
+        return F.interpolate(self.head(self.backbone(x)[-1]), size=(SIZE, SIZE),
+                             mode='bilinear', align_corners=False)
+
+
+def _vit(size):
+    from mmdyn.models.backbones.vit import ViT
+    m = ViT(arch=ARCH, img_size=size, patch_size=PATCH, out_indices=(ARCH['depth'] - 1, ),
+            drop_path_rate=0.)
+    m.init_weights()
+    return m
+
+
+def _fit(model, data, iters, gen, r, aux=False):
+    x_train, y_train = data
+    opt = torch.optim.AdamW(model.parameters(), lr=r['lr'], weight_decay=0.)
+    model.train()
+    for _ in range(iters):
+        idx = torch.randint(0, len(x_train), (r['batch'], ), generator=gen)
+        y = y_train[idx]
+        loss = F.cross_entropy(model(x_train[idx]), y)
+        if aux:
+            for logits in model.backbone.aux_logits:
+                up = F.interpolate(logits, size=y.shape[-2:], mode='bilinear',
+                                   align_corners=False)
+                loss = loss + r['aux_weight'] * F.cross_entropy(up, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def make_data():
+    return scenes(np.random.default_rng(123), 64, SIZE)
+
+
+def static_flops_at(size: Tuple[int, int]) -> float:
+    return float(_vit(size).static_flops(size))
+
+
+def running_share(bb, label: torch.Tensor) -> Dict[str, float]:
+    """Share of shape / background tokens still running after each decision."""
+    shape = F.avg_pool2d((label > 0)[:, None].float(), PATCH)[:, 0] > 0.5
+    out = {}
+    keys = sorted(k for k in bb.last_maps if k.startswith('keep_'))
+    for k in keys:
+        keep = bb.last_maps[k]
+        out[f'running_on_shapes_{k[5:]}'] = float(keep[shape].mean())
+        out[f'running_on_background_{k[5:]}'] = float(keep[~shape].mean())
+    out['running_on_shapes'] = float(np.mean([out[f'running_on_shapes_{k[5:]}'] for k in keys]))
+    out['running_on_background'] = float(np.mean(
+        [out[f'running_on_background_{k[5:]}'] for k in keys]))
+    return out
+
+
+def train_dynamic(seed: int, xi: float, val, **kw) -> Dict:
+    from mmdyn.models.backbones.dovit import DoViT
+    r = dict(RECIPE, **kw)
+    torch.manual_seed(seed)
+    data = scenes(np.random.default_rng(seed), 512, SIZE)
+    gen = torch.Generator().manual_seed(seed)
+    bb = DoViT(arch=ARCH, num_classes=NUM_CLASSES, img_size=SIZE, patch_size=PATCH,
+               threshold=1.0, aux_head='conv1x1', out_indices=(ARCH['depth'] - 1, ),
+               drop_path_rate=0.)
+    bb.init_weights()
+    model = TinySegmenter(bb)
+    _fit(model, data, r['warmup'], gen, r, aux=True)
+    x, y = val
+    with torch.no_grad():
+        host_pred = model(x).argmax(1)  # threshold 1.0: the static host
+    static_gflops = float(bb.last_flops.double().mean()) / 1e9
+    bb.threshold = xi
+    _fit(model, data, r['iters'], gen, r, aux=True)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return dict(running_share(bb, y), miou=mean_iou(pred, y, NUM_CLASSES),
+                host_miou=mean_iou(host_pred, y, NUM_CLASSES),
+                gflops=float(bb.last_flops.double().mean()) / 1e9, static_gflops=static_gflops)
+
+
+def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
+    r = dict(RECIPE, **kw)
+    torch.manual_seed(seed)
+    data = scenes(np.random.default_rng(seed), 512, SIZE)
+    gen = torch.Generator().manual_seed(seed)
+    model = TinySegmenter(_vit(size), in_size=size)
+    _fit(model, data, r['warmup'] + r['iters'], gen, r)
+    x, y = val
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return dict(miou=mean_iou(pred, y, NUM_CLASSES),
+                gflops=float(model.backbone.static_flops(size)) / 1e9)
+
+
+def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
+        data=None, threads: int = 1, **kw) -> Dict:
+    val = data if data is not None else make_data()
+    points = []
+    with num_threads(threads):
+        for xi in targets:
+            d = train_dynamic(seed, xi, val, **kw)
+            point = dict(seed=seed, target=xi, **d)
+            if static:
+                size, _ = closest_static_size(static_flops_at, d['gflops'] * 1e9, STATIC_SIDES)
+                st = train_static(seed, size, val, **kw)
+                point.update(static_size=f'{size[0]}x{size[1]}', static_at_gflops=st['gflops'],
+                             static_miou=st['miou'])
+            points.append(point)
+    return dict(method='dovit', seed=seed, points=points)
+
+
+REPORT = ('seed', 'target', 'running_on_shapes', 'running_on_background', 'miou', 'host_miou',
+          'gflops', 'static_gflops', 'static_size', 'static_at_gflops', 'static_miou')
+CLAIMS = {
+    'tokens running on shapes > background + 0.2':
+        lambda p: p['running_on_shapes'] > p['running_on_background'] + 0.2,
+    'FLOPs matched within 5 %':
+        lambda p: abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05,
+    'mIoU >= static host at matched FLOPs': lambda p: p['miou'] >= p['static_miou'],
+}
+CLAIM_KEYS = {
+    'tokens running on shapes > background + 0.2': ('running_on_shapes', ),
+    'FLOPs matched within 5 %': ('static_at_gflops', ),
+    'mIoU >= static host at matched FLOPs': ('static_miou', ),
+}
