@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write ``configs/<method>/metafile.yml``, the top-level ``model-index.yml`` and the model-zoo
-section of ``README.md`` from mmdyn's configs.
+page ``docs/model_zoo.md`` from mmdyn's configs.
 
     python tools/misc/make_metafiles.py            # measure what is missing, then write
     python tools/misc/make_metafiles.py --no-measure   # write from the cache only
@@ -36,7 +36,7 @@ sys.path.insert(0, HERE)
 import complexity_cache as cc  # noqa: E402
 
 REPO = cc.REPO
-README = osp.join(REPO, 'README.md')
+README = osp.join(REPO, 'docs', 'model_zoo.md')  # the generated model-zoo page
 MODEL_INDEX = osp.join(REPO, 'model-index.yml')
 PAPER_RESULTS = osp.join(HERE, 'paper_results.yml')
 ZOO_START = '<!-- model-zoo:start -->'
@@ -409,7 +409,11 @@ def readme_section(metafiles: dict, cache: dict, papers: dict) -> str:
 
 
 def update_readme(section: str, path: str = README) -> str:
-    """The README with its model-zoo section replaced (or appended)."""
+    """The model-zoo page with its generated section replaced (or appended); links are made
+    relative to the page's folder (``docs/``)."""
+    section = section.replace('](configs/', '](../configs/')
+    if not osp.exists(path):
+        return '# mmdyn model zoo\n\n' + section + '\n'
     with open(path) as f:
         text = f.read()
     if ZOO_START in text and ZOO_END in text:
@@ -461,7 +465,7 @@ def main(argv=None):
                    help='do not measure: write what the cache holds (missing figures as -)')
     p.add_argument('--no-realised', action='store_true',
                    help='do not measure realised FLOPs (the slowest part)')
-    p.add_argument('--no-readme', action='store_true', help='leave README.md alone')
+    p.add_argument('--no-readme', action='store_true', help='leave docs/model_zoo.md alone')
     args = p.parse_args(argv)
 
     configs_by_method = all_configs()
@@ -514,7 +518,7 @@ def main(argv=None):
               + ', '.join(missing[:10]) + (' ...' if len(missing) > 10 else ''),
               file=sys.stderr)
     print(f'wrote {len(METHODS)} metafiles ({len(flat)} configs) and model-index.yml'
-          + ('' if args.no_readme else ' and the README model zoo'), file=sys.stderr)
+          + ('' if args.no_readme else ' and docs/model_zoo.md'), file=sys.stderr)
     return 0
 
 
