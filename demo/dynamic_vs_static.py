@@ -129,7 +129,8 @@ def main(argv=None):
     from rich.table import Table
 
     from mmdyn.analysis.learning import dge
-    from mmdyn.analysis.learning.common import num_threads
+    from mmdyn.analysis.learning.common import (closest_static_size, fit_segmenter,
+                                                num_threads)
     os.makedirs(args.work_dir, exist_ok=True)
     console = Console()
     r = dict(dge.RECIPE, warmup=args.warmup, iters=args.iters)
@@ -147,7 +148,7 @@ def main(argv=None):
         gen = torch.Generator()
         gen.set_state(host['gen_state'])
         bar.update(task, description='static host: 400 more iterations')
-        dge._fit(static, host['data'], r['iters'], gen, r['batch'], r['lr'], progress=step)
+        fit_segmenter(static, host['data'], r['iters'], gen, r['batch'], r['lr'], progress=step)
         rows.append(evaluate(static, val, 'static PVT',
                              lambda: float(static.backbone.static_flops((dge.SIZE,) * 2)) / 1e9))
         models = {}
@@ -159,8 +160,8 @@ def main(argv=None):
                                  lambda: float(m.backbone.last_flops.double().mean()) / 1e9))
         # the static host made as cheap as the first budget's DGE in the obvious way: a smaller
         # input (the size whose FLOPs are closest), trained as long as the others in all
-        size, _ = dge.closest_static_size(dge.static_flops_at, rows[1]['gflops'] * 1e9,
-                                          dge.STATIC_SIDES)
+        size, _ = closest_static_size(dge.static_flops_at, rows[1]['gflops'] * 1e9,
+                                      dge.STATIC_SIDES)
         bar.update(task, description=f'static PVT at {size[0]}x{size[1]}: '
                    f'{r["warmup"] + r["iters"]} iterations')
         from mmdyn.models.backbones.dge import DGEPVT
@@ -168,8 +169,8 @@ def main(argv=None):
         small = dge.TinySegmenter(DGEPVT(dge=False, **dge.HOST), in_size=size)
         small.backbone.init_weights()
         gen = torch.Generator().manual_seed(args.seed)
-        dge._fit(small, host['data'], r['warmup'] + r['iters'], gen, r['batch'], r['lr'],
-                 progress=step)
+        fit_segmenter(small, host['data'], r['warmup'] + r['iters'], gen, r['batch'], r['lr'],
+                      progress=step)
         rows.append(evaluate(small, val, f'static PVT, {size[0]}x{size[1]} input',
                              lambda: float(small.backbone.static_flops(size)) / 1e9))
     # decisions of the first budget, re-run on the validation images

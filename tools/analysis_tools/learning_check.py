@@ -75,8 +75,8 @@ def main(argv=None):
     print('\nall seeds:')
     print(table(points, keys))
     held = {}
-    for name, fn in proto.CLAIMS.items():
-        ok = [bool(fn(p)) for p in points if all(k in p for k in proto.CLAIM_KEYS[name])]
+    for name, (needs, fn) in proto.CLAIMS.items():
+        ok = [bool(fn(p)) for p in points if all(k in p for k in needs)]
         if ok:
             held[name] = f'{sum(ok)} of {len(ok)}'
             print(f'{name}: {held[name]}')

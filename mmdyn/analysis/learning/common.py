@@ -15,10 +15,11 @@ tool (``tools/analysis_tools/learning_check.py``) and the tests share one implem
 """
 import contextlib
 import logging
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mmdyn.datasets.toy import draw_scene
 
@@ -94,11 +95,6 @@ def closest_static_size(flops_of: Callable[[Tuple[int, int]], float], target: fl
     return best
 
 
-def seed_summary(runs: Sequence[Dict], claims: Dict[str, Callable[[Dict], bool]]) -> Dict:
-    """How many seeds each claim holds for: ``{claim: [held per seed]}``."""
-    return {name: [bool(fn(r)) for r in runs] for name, fn in claims.items()}
-
-
 def table(rows: List[Dict], keys: Sequence[str]) -> str:
     """A Markdown table of ``rows`` (floats with 3 decimals)."""
     def fmt(v):
@@ -106,3 +102,56 @@ def table(rows: List[Dict], keys: Sequence[str]) -> str:
     out = ['| ' + ' | '.join(keys) + ' |', '|' + ' --- |' * len(keys)]
     out += ['| ' + ' | '.join(fmt(r.get(k, '')) for k in keys) + ' |' for r in rows]
     return '\n'.join(out)
+
+
+def fit_segmenter(model, data, iters: int, gen: torch.Generator, batch: int, lr: float,
+                  extra_loss: Optional[Callable] = None,
+                  progress: Optional[Callable[[], None]] = None) -> None:
+    """``iters`` AdamW steps (no weight decay) of pixel cross-entropy on random batches of
+    ``data`` (``extra_loss(model, labels)`` added when given: budget or auxiliary losses)."""
+    x_train, y_train = data
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.)
+    model.train()
+    for _ in range(iters):
+        idx = torch.randint(0, len(x_train), (batch, ), generator=gen)
+        y = y_train[idx]
+        loss = F.cross_entropy(model(x_train[idx]), y)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress()
+    model.eval()
+
+
+def run_budgets(method: str, seed: int, targets: Sequence[float],
+                dynamic: Callable[[float], Dict],
+                static: Optional[Callable[[Tuple[int, int]], Dict]],
+                static_flops_at: Callable[[Tuple[int, int]], float],
+                sizes: Iterable[int]) -> Dict:
+    """One seed: ``dynamic(target)`` per budget (a dict with ``gflops``), and, when ``static``
+    is given, the static host at the input size whose FLOPs are closest to the dynamic model's
+    (``static(size)``: a dict with ``gflops`` and its metrics, reported as ``static_<key>``)."""
+    points = []
+    for t in targets:
+        d = dynamic(t)
+        point = dict(seed=seed, target=t, **d)
+        if static is not None:
+            size, _ = closest_static_size(static_flops_at, d['gflops'] * 1e9, sizes)
+            st = dict(static(size))
+            point.update(static_size=f'{size[0]}x{size[1]}', static_at_gflops=st.pop('gflops'),
+                         **{f'static_{k}': v for k, v in st.items()})
+        points.append(point)
+    return dict(method=method, seed=seed, points=points)
+
+
+def matched_claims(metric: str) -> Dict[str, Tuple[Tuple[str, ...], Callable[[Dict], bool]]]:
+    """The accuracy-per-FLOP claims every protocol checks: ``{name: (keys read, test)}``."""
+    return {
+        'FLOPs matched within 5 %': (
+            ('static_at_gflops', ), lambda p: abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05),
+        f'{metric} >= static host at matched FLOPs': (
+            (f'static_{metric}', ), lambda p: p[metric] >= p[f'static_{metric}']),
+    }

@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import closest_static_size, mean_iou, num_threads, paint, scenes
+from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, paint,
+                     run_budgets, scenes)
 
 SIZE = 64
 NUM_CLASSES = 5  # background + the four shape classes
@@ -61,21 +62,8 @@ class TinySegmenter(nn.Module):
                              align_corners=False)
 
 
-def _fit(model, data, iters, gen, batch, lr, budget=False, progress=None):
-    x_train, y_train = data
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.)
-    model.train()
-    for _ in range(iters):
-        idx = torch.randint(0, len(x_train), (batch, ), generator=gen)
-        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-        if budget:
-            loss = loss + model.backbone.aux_losses.pop('loss_budget')
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress()
-    model.eval()
+def _budget_loss(model, _labels):
+    return model.backbone.aux_losses.pop('loss_budget')
 
 
 def make_data(seed: int = 0):
@@ -98,7 +86,7 @@ def train_host(seed: int, progress: Optional[Callable[[], None]] = None, **kw) -
     gen = torch.Generator().manual_seed(seed)
     static = TinySegmenter(DGEPVT(dge=False, **HOST))
     static.backbone.init_weights()
-    _fit(static, data, r['warmup'], gen, r['batch'], r['lr'], progress=progress)
+    fit_segmenter(static, data, r['warmup'], gen, r['batch'], r['lr'], progress=progress)
     return dict(model=static, data=data, recipe=r, gen_state=gen.get_state(),
                 rng_state=torch.get_rng_state())
 
@@ -120,8 +108,8 @@ def finetune(host: Dict, gamma: float, iters: Optional[int] = None,
     if unexpected or not missing or not all('.gate.' in k for k in missing):
         raise RuntimeError(f'DGE learning check: only the gates should be new ({missing}, '
                            f'{unexpected})')
-    _fit(model, host['data'], r['iters'] if iters is None else iters, gen, r['batch'], r['lr'],
-         budget=True, progress=progress)
+    fit_segmenter(model, host['data'], r['iters'] if iters is None else iters, gen, r['batch'],
+                  r['lr'], extra_loss=_budget_loss, progress=progress)
     return model
 
 
@@ -161,7 +149,7 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
     gen = torch.Generator().manual_seed(seed)
     model = TinySegmenter(DGEPVT(dge=False, **HOST), in_size=size)
     model.backbone.init_weights()
-    _fit(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
+    fit_segmenter(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
     x, y = val
     with torch.no_grad():
         pred = model(x).argmax(1)
@@ -171,37 +159,27 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
 
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
         data=None, threads: int = 1, **kw) -> Dict:
-    """One seed: the dynamic model at each budget gamma and (``static``) the static host at
-    the matched input size."""
+    """One seed: the dynamic model at each budget gamma (one warm-up shared by every budget)
+    and (``static``) the static host at the matched input size."""
     val = data if data is not None else make_data()
-    points = []
     with num_threads(threads):
-        host = train_host(seed, **kw)  # one warm-up, shared by every budget
-        for gamma in targets:
+        host = train_host(seed, **kw)
+
+        def dynamic(gamma):
             d = measure(finetune(host, gamma), host['model'], val)
             d.pop('layers')
-            point = dict(seed=seed, target=gamma, **d)
-            if static:
-                size, _ = closest_static_size(static_flops_at, d['gflops'] * 1e9, STATIC_SIDES)
-                st = train_static(seed, size, val, **kw)
-                point.update(static_size=f'{size[0]}x{size[1]}', static_at_gflops=st['gflops'],
-                             static_miou=st['miou'])
-            points.append(point)
-    return dict(method='dge', seed=seed, points=points)
+            return d
+
+        return run_budgets('dge', seed, targets, dynamic,
+                           (lambda size: train_static(seed, size, val, **kw)) if static else None,
+                           static_flops_at, STATIC_SIDES)
 
 
 REPORT = ('seed', 'target', 'fine_on_shapes', 'fine_on_background', 'beta', 'flops_ratio',
           'miou', 'host_miou', 'gflops', 'static_size', 'static_at_gflops', 'static_miou')
-CLAIMS = {
-    'fine queries on shapes > 2x background':
-        lambda p: p['fine_on_shapes'] > 2 * p['fine_on_background'],
-    'FLOPs matched within 5 %':
-        lambda p: abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05,
-    'mIoU >= static host at matched FLOPs': lambda p: p['miou'] >= p['static_miou'],
-}
-CLAIM_KEYS = {
-    'fine queries on shapes > 2x background': ('fine_on_shapes', ),
-    'FLOPs matched within 5 %': ('static_at_gflops', ),
-    'mIoU >= static host at matched FLOPs': ('static_miou', ),
-}
 METRIC = 'miou'
+CLAIMS = {
+    'fine queries on shapes > 2x background': (
+        ('fine_on_shapes', ), lambda p: p['fine_on_shapes'] > 2 * p['fine_on_background']),
+    **matched_claims(METRIC),
+}

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import closest_static_size, mean_iou, num_threads, paint, scenes
+from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, paint,
+                     run_budgets, scenes)
 
 SIZE = 64
 NUM_CLASSES = 5
@@ -63,20 +64,10 @@ def _pvt(**kw):
     return m
 
 
-def _fit(model, data, iters, gen, batch, lr, budget=False):
-    x_train, y_train = data
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.)
-    model.train()
-    for _ in range(iters):
-        idx = torch.randint(0, len(x_train), (batch, ), generator=gen)
-        loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-        if budget:
-            loss = loss + sum(model.backbone.aux_losses.values())
-            model.backbone.aux_losses = {}
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+def _budget_loss(model, _labels):
+    loss = sum(model.backbone.aux_losses.values())
+    model.backbone.aux_losses = {}
+    return loss
 
 
 def make_data():
@@ -110,7 +101,7 @@ def train_dynamic(seed: int, mu: float, val, **kw) -> Dict:
     data = scenes(np.random.default_rng(seed), 512, SIZE)
     gen = torch.Generator().manual_seed(seed)
     static = TinySegmenter(_pvt())
-    _fit(static, data, r['warmup'], gen, r['batch'], r['lr'])
+    fit_segmenter(static, data, r['warmup'], gen, r['batch'], r['lr'])
 
     dit = DiT(arch=dict(TINY), num_stages=4, budget=mu, gate_momentum=None, out_indices=(0, 1),
               drop_path_rate=0.)
@@ -122,7 +113,7 @@ def train_dynamic(seed: int, mu: float, val, **kw) -> Dict:
     if unexpected or not all('gate' in k for k in missing):
         raise RuntimeError(f'DiT learning check: only the gates should be new ({missing}, '
                            f'{unexpected})')
-    _fit(model, data, r['iters'], gen, r['batch'], r['lr'], budget=True)
+    fit_segmenter(model, data, r['iters'], gen, r['batch'], r['lr'], extra_loss=_budget_loss)
 
     x, y = val
     with torch.no_grad():
@@ -142,7 +133,7 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
     data = scenes(np.random.default_rng(seed), 512, SIZE)
     gen = torch.Generator().manual_seed(seed)
     model = TinySegmenter(_pvt(), in_size=size)
-    _fit(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
+    fit_segmenter(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
     x, y = val
     with torch.no_grad():
         pred = model(x).argmax(1)
@@ -153,31 +144,16 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
         data=None, threads: int = 1, **kw) -> Dict:
     val = data if data is not None else make_data()
-    points = []
     with num_threads(threads):
-        for mu in targets:
-            d = train_dynamic(seed, mu, val, **kw)
-            point = dict(seed=seed, target=mu, **d)
-            if static:
-                size, _ = closest_static_size(static_flops_at, d['gflops'] * 1e9, STATIC_SIDES)
-                st = train_static(seed, size, val, **kw)
-                point.update(static_size=f'{size[0]}x{size[1]}', static_at_gflops=st['gflops'],
-                             static_miou=st['miou'])
-            points.append(point)
-    return dict(method='dit', seed=seed, points=points)
+        return run_budgets('dit', seed, targets, lambda mu: train_dynamic(seed, mu, val, **kw),
+                           (lambda size: train_static(seed, size, val, **kw)) if static else None,
+                           static_flops_at, STATIC_SIDES)
 
 
 REPORT = ('seed', 'target', 'routed_on_shapes', 'routed_on_background', 'miou', 'host_miou',
           'gflops', 'pvt_gflops', 'static_size', 'static_at_gflops', 'static_miou')
 CLAIMS = {
-    'tokens routed on shapes > background + 0.1':
-        lambda p: p['routed_on_shapes'] > p['routed_on_background'] + 0.1,
-    'FLOPs matched within 5 %':
-        lambda p: abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05,
-    'mIoU >= static host at matched FLOPs': lambda p: p['miou'] >= p['static_miou'],
-}
-CLAIM_KEYS = {
-    'tokens routed on shapes > background + 0.1': ('routed_on_shapes', ),
-    'FLOPs matched within 5 %': ('static_at_gflops', ),
-    'mIoU >= static host at matched FLOPs': ('static_miou', ),
+    'tokens routed on shapes > 1.5x background': (
+        ('routed_on_shapes', ), lambda p: p['routed_on_shapes'] > 1.5 * p['routed_on_background']),
+    **matched_claims(METRIC),
 }

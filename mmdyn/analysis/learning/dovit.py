@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import closest_static_size, mean_iou, num_threads, scenes
+from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, run_budgets,
+                     scenes)
 
 SIZE = 48
 PATCH = 4
@@ -62,23 +63,13 @@ def _vit(size):
     return m
 
 
-def _fit(model, data, iters, gen, r, aux=False):
-    x_train, y_train = data
-    opt = torch.optim.AdamW(model.parameters(), lr=r['lr'], weight_decay=0.)
-    model.train()
-    for _ in range(iters):
-        idx = torch.randint(0, len(x_train), (r['batch'], ), generator=gen)
-        y = y_train[idx]
-        loss = F.cross_entropy(model(x_train[idx]), y)
-        if aux:
-            for logits in model.backbone.aux_logits:
-                up = F.interpolate(logits, size=y.shape[-2:], mode='bilinear',
-                                   align_corners=False)
-                loss = loss + r['aux_weight'] * F.cross_entropy(up, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+def _aux_loss(model, labels):
+    """The auxiliary heads' cross-entropy (the authors' weight per head)."""
+    loss = 0.
+    for logits in model.backbone.aux_logits:
+        up = F.interpolate(logits, size=labels.shape[-2:], mode='bilinear', align_corners=False)
+        loss = loss + RECIPE['aux_weight'] * F.cross_entropy(up, labels)
+    return loss
 
 
 def make_data():
@@ -115,13 +106,13 @@ def train_dynamic(seed: int, xi: float, val, **kw) -> Dict:
                drop_path_rate=0.)
     bb.init_weights()
     model = TinySegmenter(bb)
-    _fit(model, data, r['warmup'], gen, r, aux=True)
+    fit_segmenter(model, data, r['warmup'], gen, r['batch'], r['lr'], extra_loss=_aux_loss)
     x, y = val
     with torch.no_grad():
         host_pred = model(x).argmax(1)  # threshold 1.0: the static host
     static_gflops = float(bb.last_flops.double().mean()) / 1e9
     bb.threshold = xi
-    _fit(model, data, r['iters'], gen, r, aux=True)
+    fit_segmenter(model, data, r['iters'], gen, r['batch'], r['lr'], extra_loss=_aux_loss)
     with torch.no_grad():
         pred = model(x).argmax(1)
     return dict(running_share(bb, y), miou=mean_iou(pred, y, NUM_CLASSES),
@@ -135,7 +126,7 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
     data = scenes(np.random.default_rng(seed), 512, SIZE)
     gen = torch.Generator().manual_seed(seed)
     model = TinySegmenter(_vit(size), in_size=size)
-    _fit(model, data, r['warmup'] + r['iters'], gen, r)
+    fit_segmenter(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
     x, y = val
     with torch.no_grad():
         pred = model(x).argmax(1)
@@ -146,31 +137,17 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
         data=None, threads: int = 1, **kw) -> Dict:
     val = data if data is not None else make_data()
-    points = []
     with num_threads(threads):
-        for xi in targets:
-            d = train_dynamic(seed, xi, val, **kw)
-            point = dict(seed=seed, target=xi, **d)
-            if static:
-                size, _ = closest_static_size(static_flops_at, d['gflops'] * 1e9, STATIC_SIDES)
-                st = train_static(seed, size, val, **kw)
-                point.update(static_size=f'{size[0]}x{size[1]}', static_at_gflops=st['gflops'],
-                             static_miou=st['miou'])
-            points.append(point)
-    return dict(method='dovit', seed=seed, points=points)
+        return run_budgets('dovit', seed, targets, lambda xi: train_dynamic(seed, xi, val, **kw),
+                           (lambda size: train_static(seed, size, val, **kw)) if static else None,
+                           static_flops_at, STATIC_SIDES)
 
 
 REPORT = ('seed', 'target', 'running_on_shapes', 'running_on_background', 'miou', 'host_miou',
           'gflops', 'static_gflops', 'static_size', 'static_at_gflops', 'static_miou')
 CLAIMS = {
-    'tokens running on shapes > background + 0.2':
-        lambda p: p['running_on_shapes'] > p['running_on_background'] + 0.2,
-    'FLOPs matched within 5 %':
-        lambda p: abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05,
-    'mIoU >= static host at matched FLOPs': lambda p: p['miou'] >= p['static_miou'],
-}
-CLAIM_KEYS = {
-    'tokens running on shapes > background + 0.2': ('running_on_shapes', ),
-    'FLOPs matched within 5 %': ('static_at_gflops', ),
-    'mIoU >= static host at matched FLOPs': ('static_miou', ),
+    'tokens running on shapes > background + 0.2': (
+        ('running_on_shapes', ),
+        lambda p: p['running_on_shapes'] > p['running_on_background'] + 0.2),
+    **matched_claims(METRIC),
 }

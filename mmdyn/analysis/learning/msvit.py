@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdyn.datasets.toy import ADE20K_BACKGROUND, make_toy_dataset
-from .common import auc, closest_static_size, mean_iou, num_threads
+from .common import auc, matched_claims, mean_iou, num_threads, run_budgets
 
 SIZE = 48
 SF, SC = 4, 8
@@ -211,42 +211,30 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
     """One seed: the dynamic model at each budget ``g*`` and (``static``) the static host at the
     matched input size. Returns ``{'points': [...], ...}``, one point per budget."""
     data = data or make_data()
-    points = []
+
+    def dynamic(t):
+        dyn = train_dynamic(data, seed=seed, target=t, **kw)
+        return dict(dyn['final'], fine_on_shapes_warmup=dyn['warmup']['fine_on_shapes'],
+                    gate_auc_warmup=dyn['warmup']['gate_auc'])
+
+    def static_at(size):
+        st = train_static(data, size, seed=seed, **kw)
+        st.pop('size')
+        return st
+
     with num_threads(threads):
-        for t in targets:
-            dyn = train_dynamic(data, seed=seed, target=t, **kw)
-            f = dyn['final']
-            point = dict(seed=seed, target=t, **f,
-                         fine_on_shapes_warmup=dyn['warmup']['fine_on_shapes'],
-                         gate_auc_warmup=dyn['warmup']['gate_auc'])
-            if static:
-                size, sflops = closest_static_size(static_flops_at, f['gflops'] * 1e9,
-                                                   STATIC_SIDES)
-                st = train_static(data, size, seed=seed, **kw)
-                point.update(static_size=f'{size[0]}x{size[1]}', static_at_gflops=st['gflops'],
-                             static_acc=st['acc'], static_miou=st['miou'])
-            points.append(point)
-    return dict(method='msvit', seed=seed, points=points)
+        return run_budgets('msvit', seed, targets, dynamic, static_at if static else None,
+                           static_flops_at, STATIC_SIDES)
 
 
 #: Columns of the tool's table.
 REPORT = ('seed', 'target', 'fine_on_shapes', 'fine_on_background', 'gate_auc', 'miou',
           'gflops', 'static_size', 'static_at_gflops', 'static_miou')
-
-#: The claims checked per seed and budget (the tool counts how many hold).
-CLAIMS = {
-    'fine tokens on shapes > background + 0.2':
-        lambda p: p['fine_on_shapes'] > p['fine_on_background'] + 0.2,
-    'gate AUC shape vs background > 0.65': lambda p: p['gate_auc'] > 0.65,
-    'FLOPs matched within 5 %':
-        lambda p: abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05,
-    'mIoU >= static host at matched FLOPs': lambda p: p['miou'] >= p['static_miou'],
-}
-#: The keys each claim reads (a claim is skipped for points without them).
-CLAIM_KEYS = {
-    'fine tokens on shapes > background + 0.2': ('fine_on_shapes', ),
-    'gate AUC shape vs background > 0.65': ('gate_auc', ),
-    'FLOPs matched within 5 %': ('static_at_gflops', ),
-    'mIoU >= static host at matched FLOPs': ('static_miou', ),
-}
 METRIC = 'miou'
+#: The claims checked per seed and budget: ``{name: (keys read, test)}``.
+CLAIMS = {
+    'fine tokens on shapes > background + 0.2': (
+        ('fine_on_shapes', ), lambda p: p['fine_on_shapes'] > p['fine_on_background'] + 0.2),
+    'gate AUC shape vs background > 0.65': (('gate_auc', ), lambda p: p['gate_auc'] > 0.65),
+    **matched_claims(METRIC),
+}
