@@ -142,6 +142,30 @@ def test_gate_gradients_and_budget_loss():
     # the expected cost with hard decisions equals the realised cost with the stages'
     # full cost scaled by the kept fraction (Eq. 5): bounded by the fully connected net
     assert (ratio.detach() * m.base_flops((64, 64)) <= m.fully_flops((64, 64)) + 1).all()
+    # ... and its value (Eq. 5-6), recomputed from the decisions: stem + for every reached
+    # node F[i][j], its row gate (a linear C -> 2 per token) + kept fraction x the stage's
+    # full cost, its column gate (a linear C -> 2 on the pooled token) + the column path if on
+    assert m.last_reached is not None and m.last_reached.any(2).all()
+    shapes = m.scale_shapes((64, 64))
+    want = torch.full((2, ), float(m.stem.flops((64, 64))), dtype=torch.float64)
+    for i, hw in enumerate(shapes):
+        n = hw[0] * hw[1]
+        for j in range(m.num_stages + 1):
+            on = m.last_reached[:, i, j].double()
+            if j < m.num_stages:
+                frac = m.last_maps[f'row_{i}_{j}'].flatten(1).double().mean(1)
+                full = sum(float(blk.flops(n, hw)) for blk in m.stages[i][j])
+                gate = m.row_gates[i][j].proj
+                want += on * (frac * full + n * gate.in_features * gate.out_features)
+            if i < 3:
+                col = m.last_maps[f'col_{i}_{j}'].flatten().double()
+                gate = m.col_gates[i][j].proj
+                want += col * m.downs[i][j].flops(hw) + on * gate.in_features * gate.out_features
+    torch.testing.assert_close(ratio.detach().double(), want / m.base_flops((64, 64)),
+                               rtol=1e-6, atol=0)
+    fracs = torch.cat([v.flatten(1).mean(1) for k, v in m.last_maps.items()
+                       if k.startswith('row_')])
+    assert ((fracs > 0) & (fracs < 1)).any()  # a real mix of kept and skipped tokens
 
 
 def test_realised_flops_match_block_count():
