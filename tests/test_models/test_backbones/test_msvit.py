@@ -573,3 +573,24 @@ def test_force_fine_map_training_and_errors():
         m(x)
     with pytest.raises(ValueError, match='force_fine must be in'):
         MSViT(arch=ARCH, img_size=64, force_fine=1.5)
+
+
+def test_realised_flops_match_ops_that_ran():
+    """The realised FLOPs against a count of the ops that actually ran (torch's
+    ``FlopCounterMode`` on the explicit-attention path), for one image with half of its regions
+    coarse. Our FLOPs are multiply-adds, the counter counts 2 per multiply-add. Covered: the
+    fine and coarse patch-embedding convolutions, the gate's linears, every
+    linear of the blocks and the attention matmuls on the tokens that ran. Counted by neither:
+    the bilinear downsampling of the image for the coarse tokens, the position-table resizes,
+    norms, activations, softmax and biases."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmdyn.models.layers.attention import explicit_attention
+    m = mixed_model()
+    x = torch.randn(1, 3, 64, 96)  # the global generator, seeded by mixed_model
+    with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(x)
+    k = int(m.last_maps['fine'].sum())
+    assert 0 < k < 6  # real mixing: some regions coarse (fewer tokens), some fine
+    assert m.last_stats['num_tokens'].item() == 1 + (6 - k) + 4 * k
+    assert fc.get_total_flops() == 2 * m.last_flops.item()
