@@ -508,3 +508,25 @@ def test_dpvt_granularity_one_equals_static_and_modes_agree():
     with torch.device('meta'):
         from mmdyn.models.backbones.dge import DPVT
         assert all(len(DPVT(a).stages) == 4 for a in ('tiny', 'small', 'medium', 'large'))
+
+
+def test_realised_flops_match_ops_that_ran():
+    """The realised FLOPs against a count of the ops that actually ran (torch's
+    ``FlopCounterMode`` on the explicit-attention path), for one image whose gates pick a mix of
+    granularities. Our FLOPs are multiply-adds, the counter counts 2 per multiply-add. Covered:
+    the patch-embedding and spatial-reduction convolutions, the gates' linears, the q / kv /
+    proj / fc1 / fc2 linears on the queries that ran and the attention matmuls. Counted by
+    neither: the region pooling that feeds the gates, the pooling of the coarse queries and
+    their copy back to the fine positions, norms, activations, softmax and biases."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmdyn.models.layers.attention import explicit_attention
+    m, _ = pvt_pair()
+    randomize_gates(m, seed=1)
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(x)
+    grains = torch.cat([v.flatten() for v in m.last_maps.values()])
+    assert set(grains.tolist()) == {1, 2, 4}  # every granularity ran somewhere
+    assert 0 < float(m.last_stats['kept_ratio']) < 1
+    assert fc.get_total_flops() == 2 * m.last_flops.item()
