@@ -265,11 +265,19 @@ def test_forced_config_and_cfg_options():
         bb(x)
         full(x)
     assert full.last_flops.item() == bb.base_flops((64, 64))
-    # every stage of the path keeps floor(N / 2) tokens: FLOPs between 0.5 and 1 of PVTv2
+    # every stage of the path keeps floor(N / 2) tokens; the realised FLOPs are exactly the
+    # stem + each stage B[i][i] at those kept tokens + each PVTv2 column path P[i][i+1]
+    # (no gate runs under forcing, no other stage or column path is reached)
     shapes = bb.scale_shapes((64, 64))
+    want = float(bb.stem.flops((64, 64)))
     for i, hw in enumerate(shapes):
-        assert bb.last_maps[f'row_{i}_{i}'].sum().item() == (hw[0] * hw[1]) // 2
-    assert 0.5 < bb.last_flops.item() / full.last_flops.item() < 0.9
+        k = (hw[0] * hw[1]) // 2
+        assert bb.last_maps[f'row_{i}_{i}'].sum().item() == k
+        want += sum(float(blk.flops(k, hw)) for blk in bb.stages[i][i])
+        if i < 3:
+            want += bb.downs[i][i + 1].flops(hw)
+    assert bb.last_flops.item() == want
+    assert 0.5 < want / full.last_flops.item() < 0.9
 
 
 

@@ -407,8 +407,45 @@ def test_forced_fractions_for_benchmarks():
         first = {k: v.clone() for k, v in m.last_maps.items()}
         m(torch.randn(1, 3, 128, 128))
     assert all(torch.equal(first[k], m.last_maps[k]) for k in first)  # input-independent
-    assert 0.3 < float(m.last_stats['budget_ratio']) < 0.7
-    assert 0.3 < float(m.last_stats['fine_ratio']) < 0.7
+    # exact values from the forced decisions: a region of S x S = 4 x 4 patches at granularity
+    # g holds (4 / g)^2 queries (every grid here is a whole number of regions, equal areas)
+    hws = {0: (32, 32), 1: (16, 16), 2: (8, 8), 3: (4, 4)}
+    psi, full, fine, cq = {}, {}, {}, {}
+    for i, st in enumerate(m.stages):
+        for j, blk in enumerate(st.blocks):
+            key, hw = f'stage{i}.block{j}', hws[i]
+            g = m.last_maps[key][0].double()
+            assert g.shape == (hw[0] // 4, hw[1] // 4)
+            psi[key] = float(((4 / g) ** 2).sum())
+            full[key] = float(hw[0] * hw[1])
+            fine[key] = float((g == 1).double().mean())
+            cq[key] = float(blk.flops(1, hw) - blk.flops(0, hw))  # MACs of one query
+    assert len(psi) == 5
+    torch.testing.assert_close(float(m.last_stats['fine_ratio']), sum(fine.values()) / 5,
+                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(float(m.last_stats['kept_ratio']),
+                               sum(psi.values()) / sum(full.values()), rtol=1e-6, atol=0)
+    assert 0.3 < float(m.last_stats['fine_ratio']) < 0.7  # the fractions are really mixed
+    # the default ('authors') budget: vtpack's per-layer cost at those query counts
+    num, den = [m._authors_static_cost((128, 128))] * 2
+    for i, st in enumerate(m.stages):
+        for j, blk in enumerate(st.blocks):
+            enc, key = m.dge[i][j], f'stage{i}.block{j}'
+            num += float(m._authors_layer_cost(enc, blk, hws[i], 0, psi[key]))
+            den += float(m._authors_layer_cost(enc, blk, hws[i], 0, full[key]))
+    torch.testing.assert_close(float(m.last_stats['budget_ratio']), num / den, rtol=1e-6,
+                               atol=0)
+    # Eq. 7 ('paper'): sum_l C_l psi_l / sum_l C_l N_l with C_l the host block's cost of a query
+    torch.manual_seed(0)
+    p = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0., forced_fractions=(0.45, 0.1, 0.45),
+               budget_convention='paper').eval()
+    with torch.no_grad():
+        p(x)
+    assert all(torch.equal(first[k], p.last_maps[k]) for k in first)
+    torch.testing.assert_close(
+        float(p.last_stats['budget_ratio']),
+        sum(cq[k] * psi[k] for k in psi) / sum(cq[k] * full[k] for k in psi), rtol=1e-6,
+        atol=0)
     with pytest.raises(ValueError, match='sum to 1'):
         DGEPVT(arch=dict(TINY_PVT), forced_fractions=(0.5, 0.1, 0.1))
     with pytest.raises(ValueError, match='entries'):
@@ -471,3 +508,25 @@ def test_dpvt_granularity_one_equals_static_and_modes_agree():
     with torch.device('meta'):
         from mmdyn.models.backbones.dge import DPVT
         assert all(len(DPVT(a).stages) == 4 for a in ('tiny', 'small', 'medium', 'large'))
+
+
+def test_realised_flops_match_ops_that_ran():
+    """The realised FLOPs against a count of the ops that actually ran (torch's
+    ``FlopCounterMode`` on the explicit-attention path), for one image whose gates pick a mix of
+    granularities. Our FLOPs are multiply-adds, the counter counts 2 per multiply-add. Covered:
+    the patch-embedding and spatial-reduction convolutions, the gates' linears, the q / kv /
+    proj / fc1 / fc2 linears on the queries that ran and the attention matmuls. Counted by
+    neither: the region pooling that feeds the gates, the pooling of the coarse queries and
+    their copy back to the fine positions, norms, activations, softmax and biases."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmdyn.models.layers.attention import explicit_attention
+    m, _ = pvt_pair()
+    randomize_gates(m, seed=1)
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(x)
+    grains = torch.cat([v.flatten() for v in m.last_maps.values()])
+    assert set(grains.tolist()) == {1, 2, 4}  # every granularity ran somewhere
+    assert 0 < float(m.last_stats['kept_ratio']) < 1
+    assert fc.get_total_flops() == 2 * m.last_flops.item()

@@ -142,6 +142,30 @@ def test_gate_gradients_and_budget_loss():
     # the expected cost with hard decisions equals the realised cost with the stages'
     # full cost scaled by the kept fraction (Eq. 5): bounded by the fully connected net
     assert (ratio.detach() * m.base_flops((64, 64)) <= m.fully_flops((64, 64)) + 1).all()
+    # ... and its value (Eq. 5-6), recomputed from the decisions: stem + for every reached
+    # node F[i][j], its row gate (a linear C -> 2 per token) + kept fraction x the stage's
+    # full cost, its column gate (a linear C -> 2 on the pooled token) + the column path if on
+    assert m.last_reached is not None and m.last_reached.any(2).all()
+    shapes = m.scale_shapes((64, 64))
+    want = torch.full((2, ), float(m.stem.flops((64, 64))), dtype=torch.float64)
+    for i, hw in enumerate(shapes):
+        n = hw[0] * hw[1]
+        for j in range(m.num_stages + 1):
+            on = m.last_reached[:, i, j].double()
+            if j < m.num_stages:
+                frac = m.last_maps[f'row_{i}_{j}'].flatten(1).double().mean(1)
+                full = sum(float(blk.flops(n, hw)) for blk in m.stages[i][j])
+                gate = m.row_gates[i][j].proj
+                want += on * (frac * full + n * gate.in_features * gate.out_features)
+            if i < 3:
+                col = m.last_maps[f'col_{i}_{j}'].flatten().double()
+                gate = m.col_gates[i][j].proj
+                want += col * m.downs[i][j].flops(hw) + on * gate.in_features * gate.out_features
+    torch.testing.assert_close(ratio.detach().double(), want / m.base_flops((64, 64)),
+                               rtol=1e-6, atol=0)
+    fracs = torch.cat([v.flatten(1).mean(1) for k, v in m.last_maps.items()
+                       if k.startswith('row_')])
+    assert ((fracs > 0) & (fracs < 1)).any()  # a real mix of kept and skipped tokens
 
 
 def test_realised_flops_match_block_count():
@@ -439,3 +463,42 @@ def test_attention_selection_ablation():
     col_gates = sum(2 * m.embed_dims[i] * m.last_reached[:, i, j].double()
                     for i in range(3) for j in range(5))
     assert torch.allclose(flops_attn, m.last_flops + extra + col_gates)
+
+
+def test_realised_flops_match_ops_that_ran():
+    """The realised FLOPs against a count of the ops that actually ran (torch's
+    ``FlopCounterMode`` on the explicit-attention path), for one image with real skipping (mixed
+    kept tokens, a skipped column path, unreached nodes). Our FLOPs are multiply-adds, the
+    counter counts 2 per multiply-add. Covered by the counter: the stem and column-path
+    convolutions, every linear (q, kv, proj, fc1, fc2, the row and column gates), the spatial
+    reduction conv and the attention matmuls. Not counted by the counter and added here: the
+    MixFFN depth-wise conv, which the ``'gather'`` sparse path runs as element-wise products at
+    the kept tokens (k*k*hidden MACs per kept token). Neither side counts norms, activations,
+    softmax, biases or the gathers / scatters. (The default ``'map'`` path runs the depth-wise
+    conv on the whole map, which the counter would see at full size while the realised FLOPs
+    count the kept tokens.)"""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmdyn.models.layers.attention import explicit_attention
+    torch.manual_seed(0)
+    m = tiny(sparse_dwconv='gather')
+    shake_gates(m)
+    m.eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(x)
+    dw = 0
+    kept = []
+    for i in range(4):
+        for j in range(m.num_stages):
+            k = m.last_maps[f'row_{i}_{j}'].sum().item()
+            n = m.last_maps[f'row_{i}_{j}'][0].numel()
+            kept.append(k / n)
+            if 0 < k < n:  # a stage keeping every token runs densely: the counter sees its conv
+                dw += sum(k * blk.ffn.dwconv.weight.numel() for blk in m.stages[i][j])
+    # real skipping: partly kept stages, a column path off and nodes never reached (and here
+    # one stage keeping all of its tokens, the dense path)
+    assert any(0 < r < 1 for r in kept) and 1 in kept
+    assert any(m.last_maps[f'col_{i}_{j}'].item() == 0 for i in range(3) for j in range(5))
+    assert not m.last_reached.all()
+    assert fc.get_total_flops() + 2 * dw == 2 * m.last_flops.item()

@@ -255,10 +255,22 @@ def test_gate_position_encoding_after_first_layer():
 def test_gate_losses(kind, name):
     m = mixed_model(gate_loss=kind, target=0.25, loss_weight=4.0)
     m.train()
-    m(torch.randn(4, 3, 64, 64))
+    m.stochastic_gate = False  # soft gate values = sigmoid(logits), no Gumbel noise
+    x = torch.randn(4, 3, 64, 64)
+    m(x)
     assert set(m.aux_losses) == {name}
     loss = m.aux_losses[name]
     assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
+    # the wiring: the loss is the loss module applied to the gate's probabilities, computed
+    # here from the gate's own logits ([B, 2, 2] for gBaS, flattened to [B, 4] otherwise)
+    with torch.no_grad():
+        probs = torch.sigmoid(m.tokenizer.logits(x))
+        assert probs.shape == (4, 2, 2)
+        want = m.gate_loss(probs if kind == 'gbas' else probs.flatten(1))
+        wrong = m.gate_loss(m.tokenizer.logits(x).flatten(1) if kind != 'gbas'
+                            else m.tokenizer.logits(x))
+    torch.testing.assert_close(loss.detach(), want, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(want, wrong)  # logits instead of probabilities would differ
     assert m.gate_loss.loss_weight == 4.0
     loss.backward()
     assert m.tokenizer.fc_in.weight.grad.abs().sum() > 0
@@ -472,9 +484,13 @@ def test_load_gate_trained_at_another_size(tmp_path):
     dst = make(img_size=512, gate_checkpoint=str(ckpt), freeze_gate=True)
     assert dst.tokenizer.pos_embed.shape == (1, 256, 16)
     torch.testing.assert_close(dst.tokenizer.fc_in.weight, src.tokenizer.fc_in.weight)
-    torch.testing.assert_close(
-        dst.tokenizer.pos_embed.reshape(16, 16, 16).mean((0, 1)),
-        src.tokenizer.pos_embed.reshape(7, 7, 16).mean((0, 1)), atol=0.05, rtol=0)
+    # the exact bilinear resize of the 7x7 source table to the 16x16 grid (written here with
+    # F.interpolate on the [1, C, 7, 7] grid, not with the library's resize helper)
+    grid = src.tokenizer.pos_embed.detach().reshape(1, 7, 7, 16).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(16, 16), mode='bilinear', align_corners=False)
+    want = want.permute(0, 2, 3, 1).reshape(1, 256, 16)
+    torch.testing.assert_close(dst.tokenizer.pos_embed.detach(), want, atol=1e-6, rtol=0)
+    assert not torch.allclose(want, torch.zeros_like(want), atol=1e-3)  # a real table
 
 
 def test_pretrained_msvit_checkpoint_keeps_its_gate(tmp_path):
@@ -557,3 +573,24 @@ def test_force_fine_map_training_and_errors():
         m(x)
     with pytest.raises(ValueError, match='force_fine must be in'):
         MSViT(arch=ARCH, img_size=64, force_fine=1.5)
+
+
+def test_realised_flops_match_ops_that_ran():
+    """The realised FLOPs against a count of the ops that actually ran (torch's
+    ``FlopCounterMode`` on the explicit-attention path), for one image with half of its regions
+    coarse. Our FLOPs are multiply-adds, the counter counts 2 per multiply-add. Covered: the
+    fine and coarse patch-embedding convolutions, the gate's linears, every
+    linear of the blocks and the attention matmuls on the tokens that ran. Counted by neither:
+    the bilinear downsampling of the image for the coarse tokens, the position-table resizes,
+    norms, activations, softmax and biases."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmdyn.models.layers.attention import explicit_attention
+    m = mixed_model()
+    x = torch.randn(1, 3, 64, 96)  # the global generator, seeded by mixed_model
+    with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(x)
+    k = int(m.last_maps['fine'].sum())
+    assert 0 < k < 6  # real mixing: some regions coarse (fewer tokens), some fine
+    assert m.last_stats['num_tokens'].item() == 1 + (6 - k) + 4 * k
+    assert fc.get_total_flops() == 2 * m.last_flops.item()

@@ -58,10 +58,8 @@ def test_equivalent_to_mmseg(with_cls_token):
 
 
 def _mmpretrain_vit(**kw):
-    try:
-        from mmpretrain.models.backbones import VisionTransformer
-    except Exception as e:  # noqa: BLE001 - mmpretrain needs a working torchvision
-        pytest.skip(f'mmpretrain unavailable: {e}')
+    # mmpretrain is a hard dependency: a broken install (or torchvision) must fail, not skip
+    from mmpretrain.models.backbones import VisionTransformer
     return VisionTransformer(arch=dict(embed_dims=16, num_layers=2, num_heads=2,
                                        feedforward_channels=32), img_size=32, patch_size=8,
                              final_norm=True, interpolate_mode='bicubic', **kw)
