@@ -128,8 +128,17 @@ def _positive(s):
     return v
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments raise :class:`mmdyn.utils.cli.ToolError` (one line through
+    ``friendly_errors`` in :func:`main`) instead of printing the usage."""
+
+    def error(self, message):
+        from mmdyn.utils.cli import ToolError
+        raise ToolError(' '.join(str(message).split()))
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Every dynamic method against its static host')
+    p = _Parser(description='Every dynamic method against its static host')
     p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     p.add_argument('--amp', choices=['fp16', 'bf16'], default=None,
                    help='time under torch.autocast with this dtype (default fp32)')
@@ -387,11 +396,11 @@ def plot(out: dict, path: str) -> None:
 
 
 def main(argv=None):
-    args = parse_args(argv)
     from mmdyn.analysis.complexity import stdout_to_stderr
     from mmdyn.utils.cli import friendly_errors
     try:
         with friendly_errors(None, code=1):
+            args = parse_args(argv)
             with stdout_to_stderr():  # stdout carries the table only
                 out = run(args)
                 os.makedirs(args.out_dir, exist_ok=True)
