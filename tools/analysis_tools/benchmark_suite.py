@@ -199,7 +199,9 @@ def _dvt_set_share(model, inputs, share):
     import torch
 
     from mmdyn.models.utils.dynamic import full_compute
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    here = osp.dirname(osp.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from dvt_thresholds import thresholds_for_shares
     with torch.no_grad(), full_compute(model):
         _, _, all_logits = model.early_exit(inputs)
