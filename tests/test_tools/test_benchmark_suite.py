@@ -135,3 +135,21 @@ def test_cuda_missing_is_one_line(tmp_path, capsys):
     assert suite.main(['--device', 'cuda', '--tiny', '--out-dir', str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == 'error: --device cuda: CUDA is not available'
+
+
+def test_training_rows(tmp_path):
+    """--train (without --quick) adds a training step row per method (no peak memory on the
+    CPU); --quick leaves it out."""
+    base = ['--tiny', '--methods', 'msvit', '--levels', '0.5', '--batches', '2', '--rounds', '1',
+            '--warmup', '0', '--train']
+    assert suite.main(base + ['--out-dir', str(tmp_path / 'a')]) == 0
+    data = json.loads((tmp_path / 'a' / 'suite.json').read_text())
+    (tr,) = data['train_rows']
+    assert tr['method'] == 'msvit' and tr['batch'] == 2
+    assert tr['host']['step_ms_median'] > 0 and tr['dynamic']['step_ms_median'] > 0
+    assert tr['host']['peak_mem_mib'] is None
+    assert tr['train_speedup'] == pytest.approx(
+        tr['host']['step_ms_median'] / tr['dynamic']['step_ms_median'])
+    assert f'{tr["train_speedup"]:.3f}' in (tmp_path / 'a' / 'suite.md').read_text()
+    assert suite.main(base + ['--quick', '--out-dir', str(tmp_path / 'b')]) == 0
+    assert json.loads((tmp_path / 'b' / 'suite.json').read_text())['train_rows'] == []

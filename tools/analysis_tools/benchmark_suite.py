@@ -249,6 +249,22 @@ def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None):
     return row
 
 
+def _with_targets(samples, inputs):
+    """Class-0 ground truth on generated data samples (segmentation maps of the padded input
+    size, classification labels) so that ``mode='loss'`` runs."""
+    import torch
+    if samples is None:
+        return samples
+    for s in samples:
+        if hasattr(s, 'set_gt_label'):
+            s.set_gt_label(0)
+        elif type(s).__name__ == 'SegDataSample':
+            from mmengine.structures import PixelData
+            s.gt_sem_seg = PixelData(data=torch.zeros(
+                1, *inputs.shape[-2:], dtype=torch.long, device=inputs.device))
+    return samples
+
+
 def _train_step_row(args, host, dyn, shape, batch):
     """Median training step (loss forward, backward, SGD step) of each, and CUDA peak memory."""
     import statistics
@@ -261,6 +277,7 @@ def _train_step_row(args, host, dyn, shape, batch):
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     for name, model in (('host', host), ('dynamic', dyn)):
         inputs, samples = generated_batch(model, shape, batch)
+        samples = _with_targets(samples, inputs)
         model.train()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
