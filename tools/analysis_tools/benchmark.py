@@ -31,9 +31,10 @@ an efficiency of 1 means the time fell exactly as the FLOPs did.
 import argparse
 import json
 import os.path as osp
-import statistics
 import sys
-import time
+
+# shared with benchmark_suite.py (re-exported here)
+from mmdyn.analysis.benchmarking import call_flops, latency_stats, time_calls  # noqa: F401
 
 
 def parse_args(argv=None):
@@ -71,39 +72,6 @@ def parse_args(argv=None):
     return args
 
 
-def latency_stats(times_s, batch):
-    """Summary of per-call times (seconds) in ms, plus images/s at the median."""
-    ms = sorted(t * 1e3 for t in times_s)
-    n = len(ms)
-    med = statistics.median(ms)
-    if n >= 2:
-        q = statistics.quantiles(ms, n=4, method='inclusive')
-        q1, q3 = q[0], q[2]
-        std = statistics.stdev(ms)
-    else:
-        q1 = q3 = ms[0]
-        std = 0.
-    return dict(latency_ms_median=med, latency_ms_iqr=q3 - q1, latency_ms_q1=q1,
-                latency_ms_q3=q3, latency_ms_std=std, latency_ms_mean=statistics.fmean(ms),
-                latency_ms_min=ms[0], latency_ms_max=ms[-1],
-                throughput_img_s=batch / (med / 1e3) if med > 0 else float('inf'))
-
-
-def time_calls(fn, repeats, warmup, sync=lambda: None):
-    """Per-call wall times (s) of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def benchmark_config(config, args, checkpoint=None, options=None):
     import torch
 
@@ -138,19 +106,6 @@ def benchmark_config(config, args, checkpoint=None, options=None):
     row.update(latency_stats(times, args.batch))
     row.update(call_flops(model, inputs, samples, what == 'backbone'))
     return row
-
-
-def call_flops(model, inputs, samples, backbone_only):
-    """Static and realised GFLOPs per image of the timed batch (realised = static for static
-    models), from one more untimed run."""
-    from mmdyn.analysis.complexity import model_complexity
-    res = model_complexity(model, inputs=inputs, data_samples=samples,
-                           backbone_only=backbone_only)
-    static = float(res['flops']) / 1e9
-    dyn = res.get('flops_dynamic')
-    realised = static if dyn is None else float(dyn.mean()) / 1e9
-    return dict(gflops_static=static, gflops_realised=realised,
-                is_dynamic=bool(res['is_dynamic']))
 
 
 def run(args) -> dict:

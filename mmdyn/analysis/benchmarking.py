@@ -1,0 +1,82 @@
+"""Timing and FLOPs pieces shared by ``tools/analysis_tools/benchmark.py`` and
+``tools/analysis_tools/benchmark_suite.py``.
+
+* :func:`latency_stats`: median, spread (IQR, std), mean, min, max of per-call times and the
+  throughput ``batch / median``;
+* :func:`time_calls`: per-call wall times after untimed warm-up calls, with ``sync`` (e.g.
+  ``torch.cuda.synchronize``) before and after each timed call;
+* :func:`alternating_times`: several callables timed in alternating rounds (the order reversed
+  every other round), so that slow drifts of a shared machine hit every callable alike;
+* :func:`call_flops`: static and realised GFLOPs per image of a model call, from the models' own
+  records (``model_complexity``: ``static_flops`` / ``last_flops``).
+"""
+import statistics
+import time
+from typing import Callable, Dict, List, Sequence
+
+__all__ = ['latency_stats', 'time_calls', 'alternating_times', 'call_flops']
+
+
+def latency_stats(times_s, batch):
+    """Summary of per-call times (seconds) in ms, plus images/s at the median."""
+    ms = sorted(t * 1e3 for t in times_s)
+    n = len(ms)
+    med = statistics.median(ms)
+    if n >= 2:
+        q = statistics.quantiles(ms, n=4, method='inclusive')
+        q1, q3 = q[0], q[2]
+        std = statistics.stdev(ms)
+    else:
+        q1 = q3 = ms[0]
+        std = 0.
+    return dict(latency_ms_median=med, latency_ms_iqr=q3 - q1, latency_ms_q1=q1,
+                latency_ms_q3=q3, latency_ms_std=std, latency_ms_mean=statistics.fmean(ms),
+                latency_ms_min=ms[0], latency_ms_max=ms[-1],
+                throughput_img_s=batch / (med / 1e3) if med > 0 else float('inf'))
+
+
+def time_calls(fn, repeats, warmup, sync=lambda: None):
+    """Per-call wall times (s) of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def alternating_times(fns: Sequence[Callable], rounds: int, per_round: int, warmup: int,
+                      sync: Callable = lambda: None) -> List[List[float]]:
+    """Per-call wall times (s) of each of ``fns``: ``warmup`` untimed calls of each first, then
+    ``rounds`` rounds of ``per_round`` timed calls of each, in the given order on even rounds and
+    reversed on odd ones. Returns one list of ``rounds * per_round`` times per callable."""
+    out = [[] for _ in fns]
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    sync()
+    for r in range(rounds):
+        order = list(range(len(fns)))
+        if r % 2:
+            order.reverse()
+        for i in order:
+            out[i].extend(time_calls(fns[i], per_round, 0, sync))
+    return out
+
+
+def call_flops(model, inputs, samples, backbone_only) -> Dict:
+    """Static and realised GFLOPs per image of the timed batch (realised = static for static
+    models), from one more untimed run."""
+    from mmdyn.analysis.complexity import model_complexity
+    res = model_complexity(model, inputs=inputs, data_samples=samples,
+                           backbone_only=backbone_only)
+    static = float(res['flops']) / 1e9
+    dyn = res.get('flops_dynamic')
+    realised = static if dyn is None else float(dyn.mean()) / 1e9
+    return dict(gflops_static=static, gflops_realised=realised,
+                is_dynamic=bool(res['is_dynamic']))

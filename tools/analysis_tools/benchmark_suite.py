@@ -1,0 +1,441 @@
+#!/usr/bin/env python
+"""Every dynamic method against its static host, in one process: latency, throughput, FLOPs ratio
+and efficiency at forced budgets, written as a Markdown table, a JSON file and a plot.
+
+    python tools/analysis_tools/benchmark_suite.py [--device cpu|cuda] [--amp fp16|bf16]
+        [--quick] [--tiny] [--out-dir DIR] [--methods dge dit dovit msvit dvt]
+        [--batches B ...] [--levels L ...] [--rounds R] [--per-round N] [--warmup W]
+        [--threads N] [--train]
+
+Pairs (static host first, the dynamic model second; the speed-up is host median / dynamic
+median):
+
+* DGE: PVT-S vs DGE-PVT-S (FPN segmentors, backbone timed, 512x512); level ``l``: the gates
+  forced to ``forced_fractions=[l, 0, 1-l]`` (a share ``l`` of the regions at the finest
+  granularity, the rest at the coarsest);
+* DiT: PVTv2-B2 vs DiT-B2 (classifiers, backbone, 224); ``forced_keep_ratio=l`` on the PVTv2
+  path (``forced_columns='pvt'``);
+* DoViT: ViT-S vs DoViT-S (Segmenter encoders, 512x512); ``forced_keep_ratios=[l, ...]``;
+* MSViT: ViT-S vs MSViT-S (classifiers, backbone, 224); ``force_fine=l``;
+* DVT: T2T-ViT-12 vs the 2-exit DVT-T2T-ViT-12 (whole cascade with real early exit, 224);
+  level ``l``: a share ``l`` of the timed batch stops at the first exit (thresholds solved on
+  that batch as ``dvt_thresholds.py --exit-shares`` does; at batch 1 the share is rounded to
+  0 or 1 image, the realised share is recorded).
+
+``--tiny`` runs the same pairs on the CPU smoke configs of ``configs/_tiny_`` at 64x64 (tiny
+widths; to test the suite's logic, not for results); there the host is the dynamic model itself
+at full budget (level 1: everything fine / kept; DVT: thresholds 1.0, no early exit).
+
+For every pair, level and batch, the two models are timed in alternating rounds
+(:func:`mmdyn.analysis.benchmarking.alternating_times`: ``W`` untimed warm-up calls of each,
+then ``R`` rounds of ``N`` timed calls of each, the order reversed every other round) under
+``torch.no_grad()`` (and ``torch.autocast`` with ``--amp``), with ``torch.cuda.synchronize()``
+before and after each timed call on CUDA. Reported: median and IQR (ms per batch),
+throughput (images/s), the realised GFLOPs per image of both from the models' own records
+(one more untimed call each, ``model_complexity``: ``static_flops`` / ``last_flops``), the
+FLOPs ratio dynamic / host, and ``efficiency = speed-up x FLOPs ratio`` (1 = time falls as the
+FLOPs do). ``--train`` (off with ``--quick``) adds one row per pair: the median time of a
+training step (forward with the loss, backward, SGD step) at the largest batch, without
+forcing, and the peak memory on CUDA.
+
+Batches: 1 and 8 (CUDA: also 32 and 64). ``--quick``: levels 0.25 / 0.5 / 0.75, fewer rounds;
+budgeted to finish in a few minutes on one GPU. Outputs in ``--out-dir`` (default
+``work_dirs/benchmark_suite``): ``suite.md``, ``suite.json``, ``suite.png``; the table is
+printed too.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+METHODS = ('dge', 'dit', 'dovit', 'msvit', 'dvt')
+
+
+def _cfg(*parts):
+    return osp.join(REPO, 'configs', *parts)
+
+
+def _dovit_levels(cfg, level):
+    layers = cfg.model.backbone.get('decision_layers', None)
+    if layers is None:
+        depth = cfg.model.backbone.get('arch', {})
+        depth = depth.get('num_layers', 12) if isinstance(depth, dict) else 12
+        layers = {12: (3, 6, 9), 24: (6, 12, 18)}.get(depth, (3, 6, 9))
+    return {'model.backbone.forced_keep_ratios': [float(level)] * len(layers)}
+
+
+#: the knob of each method at a level in (0, 1]; ``cfg`` is the loaded dynamic config
+KNOBS = {
+    'dge': ('forced_fractions[0] (finest share)',
+            lambda cfg, l: {'model.backbone.forced_fractions': [float(l), 0., 1. - float(l)]}),
+    'dit': ('forced_keep_ratio',
+            lambda cfg, l: {'model.backbone.forced_keep_ratio': float(l),
+                            'model.backbone.forced_columns': 'pvt'}),
+    'dovit': ('forced_keep_ratios', _dovit_levels),
+    'msvit': ('force_fine', lambda cfg, l: {'model.backbone.force_fine': float(l)}),
+    'dvt': ('exit share at exit 1', None),  # thresholds solved on the timed batch
+}
+
+#: full-size pairs: (host config, host options, dynamic config, dynamic options, shape, timed)
+FULL = {
+    'dge': (_cfg('dge', 'fpn_pvt-s_4xb8-80k_ade20k-512x512.py'), {},
+            _cfg('dge', 'fpn_dge-pvt-s_4xb8-80k_ade20k-512x512.py'), {}, (512, 512), 'backbone'),
+    'dit': (_cfg('dit', 'pvtv2-b2_8xb128_in1k.py'), {},
+            _cfg('dit', 'dit-b2_8xb128_in1k.py'), {}, (224, 224), 'backbone'),
+    'dovit': (_cfg('dovit', 'segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py'), {},
+              _cfg('dovit', 'segmenter_dovit-s_mask_8xb1-160k_ade20k-512x512.py'), {},
+              (512, 512), 'backbone'),
+    'msvit': (_cfg('msvit', 'vit-s-p16_1xb512-20e_in1k-224px.py'), {},
+              _cfg('msvit', 'msvit-s-p16-32_gbas-ctr-g0.5-w4_1xb512-20e_in1k.py'), {},
+              (224, 224), 'backbone'),
+    'dvt': (_cfg('dvt', 't2t-vit-12_8xb128_in1k.py'), {},
+            _cfg('dvt', 'dvt-2exit_t2t-vit-12_8xb128_in1k.py'), {'model.thresholds_file': None},
+            (224, 224), 'model'),
+}
+
+#: tiny pairs (CPU logic checks): the host is the dynamic config at full budget
+TINY = {
+    'dge': (_cfg('_tiny_', 'fpn_dge-pvt-tiny_toy-ade20k.py'),
+            {'model.backbone.forced_fractions': [1., 0., 0.]},
+            _cfg('_tiny_', 'fpn_dge-pvt-tiny_toy-ade20k.py'), {}, (64, 64), 'backbone'),
+    'dit': (_cfg('_tiny_', 'fpn_dit-tiny_toy-ade20k.py'),
+            {'model.backbone.forced_keep_ratio': 1.0, 'model.backbone.forced_columns': 'pvt'},
+            _cfg('_tiny_', 'fpn_dit-tiny_toy-ade20k.py'), {}, (64, 64), 'backbone'),
+    'dovit': (_cfg('_tiny_', 'setr_dovit-tiny_toy-ade20k.py'),
+              {'model.backbone.forced_keep_ratios': [1.0, 1.0]},
+              _cfg('_tiny_', 'setr_dovit-tiny_toy-ade20k.py'), {}, (64, 64), 'backbone'),
+    'msvit': (_cfg('_tiny_', 'msvit-tiny_toy-imagenet.py'), {'model.backbone.force_fine': 1.0},
+              _cfg('_tiny_', 'msvit-tiny_toy-imagenet.py'), {}, (64, 64), 'backbone'),
+    'dvt': (_cfg('_tiny_', 'dvt-tiny_toy-imagenet.py'), {'model.thresholds': [1.0, 1.0]},
+            _cfg('_tiny_', 'dvt-tiny_toy-imagenet.py'), {}, (64, 64), 'model'),
+}
+
+
+def _fraction(s):
+    v = float(s)
+    if not 0. < v <= 1.:
+        raise argparse.ArgumentTypeError(f'a level is a fraction in (0, 1], got {s}')
+    return v
+
+
+def _positive(s):
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {s}')
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments raise :class:`mmdyn.utils.cli.ToolError` (one line through
+    ``friendly_errors`` in :func:`main`) instead of printing the usage."""
+
+    def error(self, message):
+        from mmdyn.utils.cli import ToolError
+        raise ToolError(' '.join(str(message).split()))
+
+
+def parse_args(argv=None):
+    p = _Parser(description='Every dynamic method against its static host')
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    p.add_argument('--amp', choices=['fp16', 'bf16'], default=None,
+                   help='time under torch.autocast with this dtype (default fp32)')
+    p.add_argument('--quick', action='store_true',
+                   help='fewer rounds, no training rows (a few minutes on one GPU)')
+    p.add_argument('--tiny', action='store_true',
+                   help='tiny-width CPU smoke configs at 64x64 (tests the logic, not results)')
+    p.add_argument('--out-dir', default=osp.join('work_dirs', 'benchmark_suite'))
+    p.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
+    p.add_argument('--batches', nargs='+', type=_positive, default=None,
+                   help='batch sizes (default 1 8; CUDA: 1 8 32 64)')
+    p.add_argument('--levels', nargs='+', type=_fraction, default=None,
+                   help='forced budgets as fractions (default 0.25 0.5 0.75)')
+    p.add_argument('--rounds', type=_positive, default=None,
+                   help='alternating rounds (default 5; --quick 3)')
+    p.add_argument('--per-round', type=_positive, default=None,
+                   help='timed calls of each model per round (default 4 on CUDA, 1 on CPU; '
+                        '--quick CUDA 3)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed calls of each (default 2)')
+    p.add_argument('--threads', type=_positive, default=None, help='torch CPU threads')
+    p.add_argument('--train', action='store_true',
+                   help='also training step time and peak memory (ignored with --quick)')
+    args = p.parse_args(argv)
+    if args.warmup is not None and args.warmup < 0:
+        p.error('--warmup must be >= 0')
+    if args.amp == 'fp16' and args.device == 'cpu':
+        p.error('--amp fp16 needs --device cuda (use --amp bf16 on the CPU)')
+    cuda = args.device == 'cuda'
+    args.batches = args.batches or ([1, 8, 32, 64] if cuda else [1, 8])
+    args.levels = args.levels or [0.25, 0.5, 0.75]
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.per_round = args.per_round or ((3 if args.quick else 4) if cuda else 1)
+    args.warmup = 2 if args.warmup is None else args.warmup
+    return args
+
+
+# ------------------------------------------------------------------------------ models
+def _build(config, options, device):
+    import torch
+
+    from mmdyn.analysis.complexity import build_model_from_cfg, load_config
+    cfg = load_config(config, options or None)
+    torch.manual_seed(0)
+    return cfg, build_model_from_cfg(cfg, device=device)
+
+
+def _call(model, timed, inputs, samples):
+    backbone = getattr(model, 'backbone', model)
+    if timed == 'backbone' or (backbone is model and not hasattr(model, 'data_preprocessor')):
+        return (lambda: backbone(inputs)), True
+    return (lambda: model(inputs, samples, mode='tensor')), backbone is model
+
+
+def _dvt_set_share(model, inputs, share):
+    """Thresholds that make ``share`` of ``inputs`` stop at the first exit (2-exit cascades; a
+    deeper cascade runs the rest to the last exit). Returns the realised share."""
+    import numpy as np
+    import torch
+
+    from mmdyn.models.utils.dynamic import full_compute
+    here = osp.dirname(osp.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from dvt_thresholds import thresholds_for_shares
+    with torch.no_grad(), full_compute(model):
+        _, _, all_logits = model.early_exit(inputs)
+    conf = np.stack([a.float().softmax(-1).max(-1).values.cpu().numpy() for a in all_logits])
+    shares = [share] + [0.] * (conf.shape[0] - 2)
+    model.set_thresholds(thresholds_for_shares(conf, shares))
+    with torch.no_grad():
+        _, exit_idx, _ = model.early_exit(inputs)
+    return float((exit_idx == 0).float().mean())
+
+
+def _autocast(args):
+    import contextlib
+
+    import torch
+    if args.amp is None:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if args.amp == 'fp16' else torch.bfloat16
+    return torch.autocast(args.device, dtype=dtype)
+
+
+def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None):
+    """One row: the host and the dynamic model on the same generated batch, alternating."""
+    import torch
+
+    from mmdyn.analysis.benchmarking import alternating_times, call_flops, latency_stats
+    from mmdyn.analysis.complexity import generated_batch
+    inputs, samples = generated_batch(host, shape, batch)
+    d_inputs, d_samples = generated_batch(dyn, shape, batch)
+    row = dict(batch=batch, shape=list(shape), level=level)
+    if method == 'dvt' and level is not None:
+        row['exit_share_realised'] = _dvt_set_share(dyn, d_inputs, level)
+    h_fn, h_bare = _call(host, timed, inputs, samples)
+    d_fn, d_bare = _call(dyn, timed, d_inputs, d_samples)
+    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+    with torch.no_grad(), _autocast(args):
+        th, td = alternating_times([h_fn, d_fn], args.rounds, args.per_round, args.warmup, sync)
+        hf = call_flops(host, inputs, samples, h_bare)
+        df = call_flops(dyn, d_inputs, d_samples, d_bare)
+    hs, ds = latency_stats(th, batch), latency_stats(td, batch)
+    row.update(host={**hs, **hf}, dynamic={**ds, **df}, timed_calls=len(th))
+    row['speedup'] = hs['latency_ms_median'] / ds['latency_ms_median']
+    row['flops_ratio'] = df['gflops_realised'] / hf['gflops_realised']
+    row['efficiency'] = row['speedup'] * row['flops_ratio']
+    return row
+
+
+def _with_targets(samples, inputs):
+    """Class-0 ground truth on generated data samples (segmentation maps of the padded input
+    size, classification labels) so that ``mode='loss'`` runs."""
+    import torch
+    if samples is None:
+        return samples
+    for s in samples:
+        if hasattr(s, 'set_gt_label'):
+            s.set_gt_label(0)
+        elif type(s).__name__ == 'SegDataSample':
+            from mmengine.structures import PixelData
+            s.gt_sem_seg = PixelData(data=torch.zeros(
+                1, *inputs.shape[-2:], dtype=torch.long, device=inputs.device))
+    return samples
+
+
+def _train_step_row(args, host, dyn, shape, batch):
+    """Median training step (loss forward, backward, SGD step) of each, and CUDA peak memory."""
+    import statistics
+
+    import torch
+
+    from mmdyn.analysis.benchmarking import time_calls
+    from mmdyn.analysis.complexity import generated_batch
+    out = dict(batch=batch, shape=list(shape))
+    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+    for name, model in (('host', host), ('dynamic', dyn)):
+        inputs, samples = generated_batch(model, shape, batch)
+        samples = _with_targets(samples, inputs)
+        model.train()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with _autocast(args):
+                losses = model(inputs, samples, mode='loss')
+            loss, _ = model.parse_losses(losses)
+            loss.backward()
+            opt.step()
+        if args.device == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+        times = time_calls(step, args.rounds, args.warmup, sync)
+        model.eval()
+        out[name] = dict(step_ms_median=statistics.median(times) * 1e3,
+                         peak_mem_mib=(torch.cuda.max_memory_allocated() / 2**20
+                                       if args.device == 'cuda' else None))
+    out['train_speedup'] = out['host']['step_ms_median'] / out['dynamic']['step_ms_median']
+    return out
+
+
+def run(args) -> dict:
+    import torch
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        from mmdyn.analysis.complexity import ConfigError
+        raise ConfigError('--device cuda: CUDA is not available')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs = TINY if args.tiny else FULL
+    t0 = time.perf_counter()
+    rows, train_rows = [], []
+    for method in args.methods:
+        h_cfg, h_opts, d_cfg, d_opts, shape, timed = pairs[method]
+        _, host = _build(h_cfg, h_opts, args.device)
+        knob_name, knob = KNOBS[method]
+        for level in args.levels:
+            if knob is None:  # DVT: one model, thresholds per batch
+                _, dyn = _build(d_cfg, d_opts, args.device)
+            else:
+                from mmdyn.analysis.complexity import load_config
+                opts = dict(d_opts, **knob(load_config(d_cfg, d_opts or None), level))
+                _, dyn = _build(d_cfg, opts, args.device)
+            for batch in args.batches:
+                row = _time_pair(args, host, dyn, timed, shape, batch, level, method)
+                row.update(method=method, knob=knob_name, host_config=osp.relpath(h_cfg, REPO),
+                           dynamic_config=osp.relpath(d_cfg, REPO), timed=timed)
+                rows.append(row)
+                print(f'[{time.perf_counter() - t0:7.1f}s] {method} level {level} batch '
+                      f'{batch}: speed-up {row["speedup"]:.3f}x, FLOPs ratio '
+                      f'{row["flops_ratio"]:.3f}, efficiency {row["efficiency"]:.3f}',
+                      file=sys.stderr, flush=True)
+            del dyn
+        if args.train and not args.quick:
+            _, dyn = _build(d_cfg, d_opts, args.device)
+            tr = _train_step_row(args, host, dyn, shape, max(args.batches))
+            tr.update(method=method)
+            train_rows.append(tr)
+        del host
+        if args.device == 'cuda':
+            torch.cuda.empty_cache()
+    return dict(device=args.device, device_name=(torch.cuda.get_device_name()
+                                                 if args.device == 'cuda' else 'cpu'),
+                threads=torch.get_num_threads() if args.device == 'cpu' else None,
+                amp=args.amp, quick=args.quick, tiny=args.tiny, rounds=args.rounds,
+                per_round=args.per_round, warmup=args.warmup, levels=args.levels,
+                batches=args.batches, unit='ms per batch; throughput in images/s; GFLOPs per '
+                'image (1 FLOP = 1 multiply-add)', rows=rows, train_rows=train_rows,
+                seconds=time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------ outputs
+def format_markdown(out: dict) -> str:
+    lines = [f'Device {out["device_name"]}' + (f', {out["threads"]} threads' if out['threads']
+                                               else '') + f', {out["amp"] or "fp32"}, '
+             f'{out["rounds"]} alternating rounds x {out["per_round"]} calls after '
+             f'{out["warmup"]} warm-up calls' + (', tiny configs' if out['tiny'] else ''), '',
+             '| method | level | batch | host ms (IQR) | dynamic ms (IQR) | host img/s | '
+             'dynamic img/s | host GFLOPs | dynamic GFLOPs | FLOPs ratio | speed-up | '
+             'efficiency |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    for r in out['rows']:
+        h, d = r['host'], r['dynamic']
+        lines.append(
+            f'| {r["method"]} | {r["level"]:.2f} | {r["batch"]} | '
+            f'{h["latency_ms_median"]:.2f} ({h["latency_ms_iqr"]:.2f}) | '
+            f'{d["latency_ms_median"]:.2f} ({d["latency_ms_iqr"]:.2f}) | '
+            f'{h["throughput_img_s"]:.1f} | {d["throughput_img_s"]:.1f} | '
+            f'{h["gflops_realised"]:.4f} | {d["gflops_realised"]:.4f} | '
+            f'{r["flops_ratio"]:.3f} | {r["speedup"]:.3f} | {r["efficiency"]:.3f} |')
+    if out['train_rows']:
+        lines += ['', '| method | batch | host train step ms | dynamic train step ms | '
+                  'train speed-up | host peak MiB | dynamic peak MiB |',
+                  '| --- | --- | --- | --- | --- | --- | --- |']
+        for r in out['train_rows']:
+            def mem(x):
+                return '-' if x is None else f'{x:.0f}'
+            lines.append(f'| {r["method"]} | {r["batch"]} | {r["host"]["step_ms_median"]:.2f} | '
+                         f'{r["dynamic"]["step_ms_median"]:.2f} | {r["train_speedup"]:.3f} | '
+                         f'{mem(r["host"]["peak_mem_mib"])} | '
+                         f'{mem(r["dynamic"]["peak_mem_mib"])} |')
+    lines += ['', 'level: each method\'s forcing knob (' + '; '.join(
+        f'{m}: {KNOBS[m][0]}' for m in METHODS) + '). speed-up = host median / dynamic median; '
+        'FLOPs ratio = dynamic / host realised GFLOPs per image (models\' records); efficiency '
+        '= speed-up x FLOPs ratio (1 = time falls as the FLOPs do).']
+    return '\n'.join(lines)
+
+
+def plot(out: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ratios = [r['flops_ratio'] for r in out['rows']]
+    lo, hi = min(ratios + [0.2]) * 0.9, max(ratios + [1.0]) * 1.1
+    x = np.linspace(lo, hi, 200)
+    ax.plot(x, 1 / x, 'k--', label='ideal: speed-up = 1 / FLOPs ratio')
+    markers = {1: 'o', 8: 's', 32: '^', 64: 'D'}
+    for i, m in enumerate(dict.fromkeys(r['method'] for r in out['rows'])):
+        for r in (r for r in out['rows'] if r['method'] == m):
+            ax.scatter(r['flops_ratio'], r['speedup'], color=f'C{i}',
+                       marker=markers.get(r['batch'], 'x'))
+        ax.scatter([], [], color=f'C{i}', label=m)
+    for b, mk in markers.items():
+        if b in out['batches']:
+            ax.scatter([], [], color='gray', marker=mk, label=f'batch {b}')
+    ax.set_xlabel('FLOPs ratio (dynamic / host)')
+    ax.set_ylabel('speed-up (host latency / dynamic latency)')
+    ax.set_title(f'{out["device_name"]}, {out["amp"] or "fp32"}')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format='png', dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    from mmdyn.analysis.complexity import stdout_to_stderr
+    from mmdyn.utils.cli import friendly_errors
+    try:
+        with friendly_errors(None, code=1):
+            args = parse_args(argv)
+            with stdout_to_stderr():  # stdout carries the table only
+                out = run(args)
+                os.makedirs(args.out_dir, exist_ok=True)
+                text = format_markdown(out)
+                with open(osp.join(args.out_dir, 'suite.md'), 'w') as f:
+                    f.write(text + '\n')
+                with open(osp.join(args.out_dir, 'suite.json'), 'w') as f:
+                    json.dump(out, f, indent=1)
+                plot(out, osp.join(args.out_dir, 'suite.png'))
+    except SystemExit as e:
+        return e.code
+    print(text)
+    print(f'wrote {osp.join(args.out_dir, "suite.md")}, suite.json, suite.png '
+          f'({out["seconds"]:.0f} s)', file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
