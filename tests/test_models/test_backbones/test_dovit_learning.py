@@ -6,9 +6,9 @@ The protocol is :mod:`mmdyn.analysis.learning.dovit` (also run by
 for 600 iterations with the threshold at 1.0 (nothing stops), then 400 with xi = 0.95. Nothing
 is told where the shapes are: a token stops when its auxiliary prediction is confident.
 
-Measured (docs/learning_checks.md, seeds 0-1 so far): shape tokens still running after the
-decisions 0.93-0.98 (mean over the three), background tokens 0.08-0.09; realised FLOPs 0.4 of
-the static host; mIoU 0.51-0.55. The test runs seed 0 with wide margins.
+Measured over seeds 0-4 (docs/learning_checks.md): shape tokens still running after the
+decisions 0.88-0.98 (mean over the three), background tokens 0.08-0.13; realised FLOPs 0.38-0.40
+of the static host; mIoU 0.48-0.55. The test runs seed 0 with margins below the worst seed.
 """
 from mmdyn.analysis.learning import dovit as protocol
 from mmdyn.analysis.learning.common import num_threads
