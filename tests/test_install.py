@@ -25,7 +25,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     for script in ('quickstart.sh', 'run_tests.sh'):
         body = [ln.strip() for ln in open(osp.join(REPO, 'tools', script)).read().splitlines()
                 if ln.strip() and not ln.startswith('#')]
-        assert 'bash tools/install.sh' in body, script
+        assert any(ln.startswith('bash tools/install.sh') for ln in body), script
     run = open(osp.join(REPO, 'tools', 'run_tests.sh')).read()
     assert '-m pytest' in run and '-n "${MMDYN_TEST_WORKERS:-2}" --dist loadgroup' in run
 
