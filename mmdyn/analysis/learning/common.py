@@ -155,3 +155,20 @@ def matched_claims(metric: str) -> Dict[str, Tuple[Tuple[str, ...], Callable[[Di
         f'{metric} >= static host at matched FLOPs': (
             (f'static_{metric}', ), lambda p: p[metric] >= p[f'static_{metric}']),
     }
+
+
+def train_static_segmenter(seed: int, build: Callable[[], torch.nn.Module], size: Tuple[int, int],
+                           val, num_classes: int, recipe: Dict, image_size: int) -> Dict:
+    """The static host made cheaper (``build()``: its segmenter on a ``size`` input) trained
+    ``warmup + iters`` iterations on the seed's scenes; its mIoU on ``val`` and its FLOPs."""
+    torch.manual_seed(seed)
+    data = scenes(np.random.default_rng(seed), 512, image_size)
+    gen = torch.Generator().manual_seed(seed)
+    model = build()
+    fit_segmenter(model, data, recipe['warmup'] + recipe['iters'], gen, recipe['batch'],
+                  recipe['lr'])
+    x, y = val
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return dict(miou=mean_iou(pred, y, num_classes),
+                gflops=float(model.backbone.static_flops(size)) / 1e9)

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, paint,
-                     run_budgets, scenes)
+                     run_budgets, scenes, train_static_segmenter)
 
 SIZE = 64
 NUM_CLASSES = 5  # background + the four shape classes
@@ -140,21 +140,17 @@ def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
     return measure(finetune(host, gamma), host['model'], val)
 
 
-def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
-    """The static host on a ``size`` input for ``warmup + iters`` iterations."""
+def _static_host(size):
     from mmdyn.models.backbones.dge import DGEPVT
-    r = dict(RECIPE, **kw)
-    torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE)
-    gen = torch.Generator().manual_seed(seed)
     model = TinySegmenter(DGEPVT(dge=False, **HOST), in_size=size)
     model.backbone.init_weights()
-    fit_segmenter(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
-    x, y = val
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    return dict(miou=mean_iou(pred, y, NUM_CLASSES),
-                gflops=float(model.backbone.static_flops(size)) / 1e9)
+    return model
+
+
+def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
+    """The static host on a ``size`` input for ``warmup + iters`` iterations."""
+    return train_static_segmenter(seed, lambda: _static_host(size), size, val, NUM_CLASSES,
+                                  dict(RECIPE, **kw), SIZE)
 
 
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,

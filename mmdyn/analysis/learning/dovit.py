@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, run_budgets,
-                     scenes)
+                     scenes, train_static_segmenter)
 
 SIZE = 48
 PATCH = 4
@@ -121,17 +121,9 @@ def train_dynamic(seed: int, xi: float, val, **kw) -> Dict:
 
 
 def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
-    r = dict(RECIPE, **kw)
-    torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE)
-    gen = torch.Generator().manual_seed(seed)
-    model = TinySegmenter(_vit(size), in_size=size)
-    fit_segmenter(model, data, r['warmup'] + r['iters'], gen, r['batch'], r['lr'])
-    x, y = val
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    return dict(miou=mean_iou(pred, y, NUM_CLASSES),
-                gflops=float(model.backbone.static_flops(size)) / 1e9)
+    """The static host on a ``size`` input for ``warmup + iters`` iterations."""
+    return train_static_segmenter(seed, lambda: TinySegmenter(_vit(size), in_size=size), size, val, NUM_CLASSES,
+                                  dict(RECIPE, **kw), SIZE)
 
 
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
