@@ -381,8 +381,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         self._is_init = True
 
     def _convert_checkpoint(self, ckpt) -> dict:
-        from ..utils.ckpt_convert import unwrap_state_dict
-        sd = unwrap_state_dict(ckpt)
+        from ..utils.ckpt_convert import backbone_state_dict
+        sd = backbone_state_dict(ckpt)
         if any(k.startswith('row_gates.') or k.startswith('downs.') for k in sd):
             return sd  # a DiT checkpoint
         return self.pvtv2_to_dit(pvt_to_mmdyn(ckpt), tile=self.tile_pretrained)

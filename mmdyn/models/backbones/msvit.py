@@ -65,14 +65,8 @@ GATE_LOSSES = ('l0', 'bas', 'gbas')
 
 def _raw_state_dict(ckpt) -> dict:
     """The tensor dict of a checkpoint, keys untouched (no prefix stripped)."""
-    sd = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in checkpoint of type {type(ckpt).__name__}')
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    from mmdyn.utils.checkpoint import unwrap_state_dict
+    return unwrap_state_dict(ckpt)
 
 
 def _pair(x) -> Tuple[int, int]:
@@ -375,14 +369,14 @@ class MSViT(DynamicModuleMixin, ViT):
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is not None:
             # an MSViT checkpoint brings its gate along; otherwise re-initialise the gate
-            from ..utils.ckpt_convert import load_checkpoint_file, unwrap_state_dict
+            from ..utils.ckpt_convert import backbone_state_dict, load_checkpoint_file
             ckpt = load_checkpoint_file(pre['checkpoint'])
             p = pre.get('prefix') or ''
             if p:
                 p = p if p.endswith('.') else p + '.'
                 pre_keys = {k[len(p):] for k in _raw_state_dict(ckpt) if k.startswith(p)}
             else:
-                pre_keys = set(unwrap_state_dict(ckpt))
+                pre_keys = set(backbone_state_dict(ckpt))
         if not any(k.startswith('tokenizer.') for k in pre_keys):
             self.tokenizer.init_weights()
         if self.gate_checkpoint is not None:

@@ -24,6 +24,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule, ModuleList
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.checkpoint import unwrap_state_dict
 from ..layers.transformer_blocks import ViTBlock
 
 __all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
@@ -271,23 +272,7 @@ class T2TViT(BaseModule):
         return self.tokenizer_flops() + int(sum(blk.flops(n) for blk in self.blocks))
 
 
-
 # ------------------------------------------------------------------------ checkpoint layouts
-def _unwrap(ckpt, use_ema: bool = False) -> Dict[str, torch.Tensor]:
-    sd = ckpt
-    keys = (('state_dict_ema', ) if use_ema else ()) + ('state_dict', 'model', 'module')
-    for key in keys:
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in a checkpoint of type {type(ckpt).__name__}')
-    sd = OrderedDict((k, v) for k, v in sd.items() if isinstance(v, torch.Tensor))
-    if sd and all(k.startswith('module.') for k in sd):
-        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
-    return sd
-
-
 def detect_t2t_layout(sd: Dict[str, torch.Tensor]) -> str:
     """``'official'`` (the public T2T-ViT code), ``'mmpretrain'`` (``T2T_ViT``, with or without
     the classifier's ``backbone.`` prefix) or ``'mmdyn'``."""
@@ -337,7 +322,7 @@ def t2t_to_mmdyn(ckpt, use_ema: bool = False) -> Dict[str, torch.Tensor]:
     ``encoder.N``; ``head.layers.head`` or ``head.fc`` of its classifier) and mmdyn's own
     (returned with the ``backbone.`` prefix removed). The fixed sinusoidal ``pos_embed`` is
     dropped (mmdyn's is a non-persistent buffer of the same table)."""
-    sd = _unwrap(ckpt, use_ema)
+    sd = unwrap_state_dict(ckpt, use_ema=use_ema)
     layout = detect_t2t_layout(sd)
     out = OrderedDict()
     for k, v in sd.items():

@@ -398,15 +398,8 @@ OFFICIAL_EXIT_NAMES = ('less_less_token', 'less_token', 'normal_token')
 def _dvt_state_dict(ckpt) -> Dict[str, torch.Tensor]:
     """The tensors of a DVT checkpoint (``model_state_dict`` of the public code's files,
     ``state_dict`` / ``model`` / ``module`` otherwise), without a ``module.`` prefix."""
-    sd = ckpt
-    for key in ('model_state_dict', 'state_dict', 'model', 'module'):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in a checkpoint of type {type(ckpt).__name__}')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()
-            if isinstance(v, torch.Tensor)}
+    from mmdyn.utils.checkpoint import unwrap_state_dict
+    return unwrap_state_dict(ckpt)
 
 
 def official_exit_names(sd: Dict[str, torch.Tensor]) -> Tuple[str, ...]:
@@ -689,12 +682,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         n = self.num_exits
 
         def convert(c):
-            raw = c
-            for key in ('state_dict', 'model', 'module'):
-                if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-                    raw = raw[key]
-                    break
-            if isinstance(raw, dict) and is_single_t2t(raw):
+            if is_single_t2t(_dvt_state_dict(c)):
                 return t2t_to_dvt_exits(c, n)
             sd = dvt_official_to_mmdyn(c, n)
             own = set(self.state_dict())

@@ -48,10 +48,11 @@ from typing import Dict, Tuple
 
 import torch
 
+from mmdyn.utils.checkpoint import unwrap_state_dict
 from mmdyn.utils.errors import UserValueError
 
 __all__ = [
-    'unwrap_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
+    'unwrap_state_dict', 'backbone_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
     'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted',
     'save_converted', 'pretrained_init_cfg', 'split_dge_gates', 'dge_granularities',
     'classifier_head_keys'
@@ -81,23 +82,15 @@ def load_checkpoint_file(filename: str, logger=None):
     return read_checkpoint(filename, map_location='cpu')
 
 
-def unwrap_state_dict(ckpt) -> StateDict:
-    """The tensor dict inside a checkpoint, without ``module.``/``backbone.`` prefixes."""
-    sd = ckpt
-    for key in ('state_dict', 'model', 'module'):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in checkpoint of type {type(ckpt).__name__}')
-    sd = OrderedDict((k, v) for k, v in sd.items() if isinstance(v, torch.Tensor))
-    if sd and all(k.startswith('module.') for k in sd):
-        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
+def backbone_state_dict(ckpt) -> StateDict:
+    """The backbone tensors of a checkpoint (:func:`~mmdyn.utils.checkpoint.unwrap_state_dict`):
+    of a whole detector, segmentor or classifier the keys under ``backbone.``, of vtpack's
+    ``export_model.py`` files those under ``bottom_up.model.``, both without the prefix."""
+    sd = unwrap_state_dict(ckpt)
     if any(k.startswith('backbone.') for k in sd):
-        sd = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items()
-                         if k.startswith('backbone.'))
+        sd = unwrap_state_dict(sd, prefix='backbone.')
     if sd and all(k.startswith('bottom_up.model.') for k in sd):  # vtpack's export_model.py
-        sd = OrderedDict((k[len('bottom_up.model.'):], v) for k, v in sd.items())
+        sd = unwrap_state_dict(sd, prefix='bottom_up.model.')
     return sd
 
 
@@ -154,7 +147,7 @@ def classifier_head_keys(ckpt, head: str = 'linear') -> StateDict:
     """The classification head of an official (whai362 / vtpack / timm) classifier checkpoint
     in mmpretrain names: ``head.fc.*`` (``LinearClsHead``, ``head='linear'``) or
     ``head.layers.head.*`` (``VisionTransformerClsHead``, ``head='vit'``)."""
-    sd = unwrap_state_dict(ckpt)
+    sd = backbone_state_dict(ckpt)
     names = {'linear': 'head.fc.', 'vit': 'head.layers.head.'}
     if head not in names:
         raise ValueError(f'head must be one of {sorted(names)}, got {head!r}')
@@ -288,7 +281,7 @@ def _pvt_mmdet(sd: StateDict) -> StateDict:
 
 def pvt_to_mmdyn(ckpt) -> StateDict:
     """Convert a PVT / PVTv2 checkpoint (any recognised layout) to mmdyn's layout."""
-    sd, gates = split_dge_gates(unwrap_state_dict(ckpt))
+    sd, gates = split_dge_gates(backbone_state_dict(ckpt))
     layout = detect_pvt_layout(sd)
     if layout == 'official':
         sd = _pvt_official(sd)
@@ -387,7 +380,7 @@ def _vit_mm(sd: StateDict, layout: str) -> StateDict:
 
 def vit_to_mmdyn(ckpt) -> StateDict:
     """Convert a ViT / DeiT checkpoint (any recognised layout) to mmdyn's layout."""
-    sd, gates = split_dge_gates(unwrap_state_dict(ckpt))
+    sd, gates = split_dge_gates(backbone_state_dict(ckpt))
     layout = detect_vit_layout(sd)
     if layout in ('timm', 'vtpack'):
         sd = _vit_timm(sd)
@@ -434,15 +427,10 @@ def load_converted(model: torch.nn.Module, filename: str, convert, adapt=None, p
     logger = logger or MMLogger.get_current_instance()
     ckpt = load_checkpoint_file(filename, logger=logger)
     if prefix:
-        raw = ckpt
-        for key in ('state_dict', 'model'):
-            if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-                raw = raw[key]
-                break
-        p = prefix if prefix.endswith('.') else prefix + '.'
-        ckpt = OrderedDict((k[len(p):], v) for k, v in raw.items() if k.startswith(p))
-        if not ckpt:
-            raise ValueError(f'no key of {filename} starts with prefix {prefix!r}')
+        try:
+            ckpt = unwrap_state_dict(ckpt, prefix=prefix)
+        except KeyError:
+            raise ValueError(f'no key of {filename} starts with prefix {prefix!r}') from None
     sd = convert(ckpt)
     if adapt is not None:
         sd = adapt(sd)

@@ -82,6 +82,15 @@ class DynamicModuleMixin:
         raise NotImplementedError
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside its wrappers (mmengine's ``MMDistributedDataParallel`` and every
+    registered wrapper, torch's ``DataParallel`` / ``DistributedDataParallel``)."""
+    from mmengine.model import is_model_wrapper
+    while is_model_wrapper(model):
+        model = model.module
+    return model
+
+
 def find_dynamic_modules(model: nn.Module) -> List[nn.Module]:
     """Outermost dynamic modules of ``model`` (nested dynamic modules are not listed twice)."""
     found = []
