@@ -80,7 +80,7 @@ from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
 from ..utils.checks import check_loss_weight
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import BlockRecord, DynamicModuleMixin
 from ..utils.min_size import pad_to_min_size
 from .pvt import PVT, _linspace
 from .vit import ViT
@@ -579,6 +579,7 @@ class _DGEHostMixin(DynamicModuleMixin):
             flops = torch.full((b, ), float(f0 + cq * full_q), dtype=torch.float64,
                                device=x.device)
             acc['flops'] = acc['flops'] + flops
+            acc['blocks'].append(BlockRecord(idx, float(full_q), full_q, flops))
             acc['num'] = acc['num'] + cq * torch.full((b, ), float(full_q), dtype=torch.float64,
                                                       device=x.device)
             acc['queries'] += float(full_q)
@@ -590,7 +591,9 @@ class _DGEHostMixin(DynamicModuleMixin):
         acc['num'] = acc['num'] + cq * psi
         acc['a_num'] = acc['a_num'] + self._authors_layer_cost(enc, block, hw, num_extra, psi)
         ran = info['ran_queries'] if not self.training else info['num_queries']
-        acc['flops'] = acc['flops'] + (f0 + cq * ran) + enc.gate_flops(hw)
+        layer_flops = (f0 + cq * ran) + enc.gate_flops(hw)
+        acc['flops'] = acc['flops'] + layer_flops
+        acc['blocks'].append(BlockRecord(idx, ran, full_q, layer_flops))
         acc['queries'] = acc['queries'] + info['num_queries']
         acc['tokens'] += full_q
         # area at the finest granularity (extra tokens not counted)
@@ -605,7 +608,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         b = x.shape[0]
         z = torch.zeros(b, dtype=torch.float64, device=x.device)
         return dict(flops=z.clone(), num=z.clone(), den=0.0, queries=z.clone(), tokens=0,
-                    fine=[], maps={}, a_num=z.clone(), a_den=0.0)
+                    fine=[], maps={}, a_num=z.clone(), a_den=0.0, blocks=[])
 
     # ------------------------------------------------------------------ budget conventions
     _authors_attention = 'pvt'  # vtpack's PVT counts q @ k once; its DeiT counts it twice
@@ -663,7 +666,7 @@ class _DGEHostMixin(DynamicModuleMixin):
             stats['fine_ratio'] = sum(acc['fine']) / len(acc['fine'])
         use_gates = self.dge_enabled and not self.force_full
         self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
-                            maps=acc['maps'])
+                            maps=acc['maps'], blocks=acc['blocks'])
         if self.training and use_gates:
             self.set_aux_losses(
                 {self.budget_loss.loss_name: self.budget_loss(beta.float().mean())})

@@ -55,7 +55,7 @@ from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
 from ..utils.checks import check_loss_weight
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import DynamicModuleMixin, image_hw
 from .vit import ViT
 
 __all__ = ['MSViT', 'MixedScaleGate', 'masked_block_forward']
@@ -67,12 +67,6 @@ def _raw_state_dict(ckpt) -> dict:
     """The tensor dict of a checkpoint, keys untouched (no prefix stripped)."""
     from mmdyn.utils.checkpoint import unwrap_state_dict
     return unwrap_state_dict(ckpt)
-
-
-def _pair(x) -> Tuple[int, int]:
-    if isinstance(x, (tuple, list)):
-        return int(x[0]), int(x[1])
-    return int(x), int(x)
 
 
 class _GradScale(torch.autograd.Function):
@@ -414,7 +408,7 @@ class MSViT(DynamicModuleMixin, ViT):
 
     # ------------------------------------------------------------------ shapes and FLOPs
     def padded_shape(self, img_shape: Sequence[int]) -> Tuple[int, int]:
-        h, w = _pair(img_shape)
+        h, w = image_hw(img_shape)
         s = self.coarse_size
         ph, pw = -(-h // s) * s, -(-w // s) * s
         if (ph, pw) != (h, w) and not self.pad_input:
@@ -657,9 +651,9 @@ class MSViT(DynamicModuleMixin, ViT):
             maps=dict(fine=fine.new_ones(b, *chw)))
         return tuple(outs)
 
-    def block_table(self) -> List[Dict[str, float]]:
-        """Per transformer block of the last forward, averaged over its images (printed by
-        ``tools/analysis_tools/get_flops.py``): ``block`` (1-based), ``tokens`` (tokens the block
+    def _block_rows(self) -> List[Dict[str, float]]:
+        """Rows of :meth:`block_table`: per transformer block of the last forward, averaged over
+        its images: ``block`` (``'blocks.<i>'``), ``tokens`` (tokens the block
         ran, cls included), ``kept_ratio`` (patch tokens / fine patch tokens) and ``flops``
         (MACs of the block at each image's count). Every block runs the same tokens (the scale
         is chosen once, before the first block); the gate and the two patch embeddings
@@ -668,7 +662,7 @@ class MSViT(DynamicModuleMixin, ViT):
             raise RuntimeError('MSViT.block_table: run a forward first')
         n = self.last_stats['num_tokens'].double().cpu()
         kept = float(self.last_stats['kept_ratio'].double().mean())
-        return [dict(block=i + 1, tokens=float(n.mean()), kept_ratio=kept,
+        return [dict(block=f'blocks.{i}', tokens=float(n.mean()), kept_ratio=kept,
                      flops=float(torch.as_tensor(blk.flops(n), dtype=torch.float64).mean()))
                 for i, blk in enumerate(self.blocks)]
 

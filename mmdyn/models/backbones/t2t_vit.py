@@ -26,6 +26,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmdyn.registry import MODELS
 from mmdyn.utils.checkpoint import unwrap_state_dict
 from ..layers.transformer_blocks import ViTBlock
+from ..utils.dynamic import image_hw
 
 __all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
            'detect_t2t_layout', 'adapt_t2t_state_dict']
@@ -267,7 +268,11 @@ class T2TViT(BaseModule):
         return int(self.token1.flops(g0 * g0) + self.token2.flops(g1 * g1)
                    + g2 * g2 * self.token_dims * 9 * self.embed_dims)
 
-    def static_flops(self, img_shape=None) -> int:
+    def static_flops(self, img_shape: Optional[Sequence[int]] = None) -> int:
+        """MACs for the one input size the model takes, ``img_size`` (also when ``None``)."""
+        if img_shape is not None and image_hw(img_shape) != (self.img_size, self.img_size):
+            raise ValueError(f'T2TViT takes {self.img_size}x{self.img_size} images only, '
+                             f'got img_shape={tuple(img_shape)}')
         n = self.grids[2] ** 2 + 1
         return self.tokenizer_flops() + int(sum(blk.flops(n) for blk in self.blocks))
 

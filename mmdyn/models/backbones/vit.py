@@ -21,6 +21,7 @@ from ..layers.embed import PatchEmbed, resize_pos_embed
 from ..layers.transformer_blocks import ViTBlock
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, vit_to_mmdyn)
+from ..utils.dynamic import image_hw
 
 __all__ = ['ViT']
 
@@ -263,12 +264,13 @@ class ViT(BaseModule):
 
     # ------------------------------------------------------------------ FLOPs
     def num_tokens(self, img_shape: Sequence[int]) -> int:
-        h, w = self.patch_embed.out_shape(img_shape)
+        h, w = self.patch_embed.out_shape(image_hw(img_shape))
         return h * w + self.num_extra_tokens
 
     def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
         """MACs of the patch embedding and of each block (``'patch_embed'``, ``'blocks.0'``...).
         All blocks run, whatever ``out_indices`` is."""
+        img_shape = image_hw(img_shape)
         n = self.num_tokens(img_shape)
         res = {'patch_embed': self.patch_embed.flops(img_shape)}
         for i, blk in enumerate(self.blocks):

@@ -70,7 +70,7 @@ from mmdyn.registry import MODELS
 from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import DynamicModuleMixin, image_hw
 
 __all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'upsample_relation', 'exits_at',
            'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t',
@@ -734,8 +734,23 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
             out.append(acc)
         return out
 
+    def _block_rows(self) -> List[Dict[str, float]]:
+        """Rows of :meth:`block_table`, one per exit (``exits.<k>``): an image ran exit ``k``
+        when it stopped at ``k`` or later (every exit without an ``exit`` map: training, full
+        cascade); ``tokens`` are the exit's ``grid ** 2 + 1`` for those images, 0 for others."""
+        stop = self.last_maps.get('exit')
+        rows = []
+        for k, e in enumerate(self.exits):
+            ran = 1.0 if stop is None else float((stop.flatten() >= k).double().mean())
+            n = e.grid ** 2 + 1
+            rows.append(dict(block=f'exits.{k}', tokens=ran * n, kept_ratio=ran,
+                             flops=ran * float(e.flops())))
+        return rows
+
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
-        """Every exit run (the cascade with no early exit)."""
+        """Every exit run (the cascade with no early exit). The same for every ``(H, W)``:
+        each exit resizes the image to its own grid first."""
+        image_hw(img_shape)  # a wrong-length shape is still an error
         return int(sum(self.exit_flops()))
 
     # ------------------------------------------------------------------ forward

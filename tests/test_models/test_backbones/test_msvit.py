@@ -388,7 +388,7 @@ def test_last_stats_keys_for_get_flops():
     rec = collect_dynamic_records(m)
     assert set(rec) == set(st) | {'flops'}
     rows = m.block_table()
-    assert [r['block'] for r in rows] == [1, 2]
+    assert [r['block'] for r in rows] == ['blocks.0', 'blocks.1']
     for r, blk in zip(rows, m.blocks):
         assert r['tokens'] == pytest.approx(n.double().mean().item())
         assert r['flops'] == pytest.approx(sum(blk.flops(int(v)) for v in n) / 3)
