@@ -4,7 +4,6 @@ Both return a list of NCHW maps, one per stage in ``out_indices`` (strides 4, 8,
 mmdet's ``PyramidVisionTransformer(V2)``. They load the official whai362 checkpoints, mmdet's
 state dicts and their own through :mod:`mmdyn.models.utils.ckpt_convert`.
 """
-import copy
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -18,6 +17,7 @@ from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
+from ..utils.checks import parse_arch
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
 from ..utils.min_size import pad_to_min_size, padded_input_shape
@@ -266,23 +266,12 @@ class PVT(BaseModule):
     # ------------------------------------------------------------------ config
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_zoo:
-                raise KeyError(f'{cls.__name__}: unknown arch {arch!r}; choose one of '
-                               f'{sorted(cls.arch_zoo)} or give a dict')
-            return copy.deepcopy(cls.arch_zoo[arch.lower()])
-        if not isinstance(arch, dict):
-            raise TypeError(f'{cls.__name__}: arch must be a str or a dict, got {type(arch)}')
-        missing = [k for k in _STAGE_KEYS if k not in arch]
-        if missing:
-            raise KeyError(f'{cls.__name__}: arch dict misses {missing} (needs {_STAGE_KEYS})')
-        unknown = set(arch) - set(_STAGE_KEYS) - {'linear'}
-        if unknown:
-            raise KeyError(f'{cls.__name__}: unknown arch keys {sorted(unknown)}')
-        lens = {k: len(arch[k]) for k in _STAGE_KEYS}
-        if len(set(lens.values())) != 1:
-            raise ValueError(f'{cls.__name__}: arch lists differ in length: {lens}')
-        return copy.deepcopy(dict(arch))
+        settings = parse_arch(cls, arch, _STAGE_KEYS, optional=('linear', ))
+        if not isinstance(arch, str):
+            lens = {k: len(arch[k]) for k in _STAGE_KEYS}
+            if len(set(lens.values())) != 1:
+                raise ValueError(f'{cls.__name__}: arch lists differ in length: {lens}')
+        return settings
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):

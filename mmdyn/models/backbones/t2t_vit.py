@@ -218,14 +218,8 @@ class T2TViT(BaseModule):
         checkpoint=...)``."""
         from mmengine.model.weight_init import trunc_normal_
         from ..utils.ckpt_convert import find_pretrained_cfg, load_converted
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        from .vit import vit_style_init
+        vit_style_init(self.modules())
         trunc_normal_(self.cls_token, std=.02)
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None:

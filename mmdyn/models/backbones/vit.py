@@ -5,7 +5,6 @@ sizes). ``out_type='featmap'`` gives NCHW patch-token maps for dense prediction 
 ``'cls_token'`` the cls token for classification (mmpretrain style), ``'raw'`` the token
 sequences. Loads timm/DeiT, mmseg, mmpretrain and mmdyn checkpoints.
 """
-import copy
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -19,11 +18,25 @@ from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
 from ..layers.transformer_blocks import ViTBlock
+from ..utils.checks import parse_arch
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, vit_to_mmdyn)
 from ..utils.dynamic import image_hw
 
-__all__ = ['ViT']
+__all__ = ['ViT', 'vit_style_init']
+
+
+def vit_style_init(modules) -> None:
+    """The ViT / DeiT family's random initialisation of ``modules``: linear layers truncated
+    normal (std 0.02) with zero biases, LayerNorms to ones / zeros."""
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 _ARCH_KEYS = ('embed_dims', 'depth', 'num_heads', 'mlp_ratio')
 
@@ -149,31 +162,11 @@ class ViT(BaseModule):
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_zoo:
-                raise KeyError(f'{cls.__name__}: unknown arch {arch!r}; choose one of '
-                               f'{sorted(cls.arch_zoo)} or give a dict')
-            return copy.deepcopy(cls.arch_zoo[arch.lower()])
-        if not isinstance(arch, dict):
-            raise TypeError(f'{cls.__name__}: arch must be a str or a dict, got {type(arch)}')
-        missing = [k for k in _ARCH_KEYS if k not in arch]
-        if missing:
-            raise KeyError(f'{cls.__name__}: arch dict misses {missing} (needs {_ARCH_KEYS})')
-        unknown = set(arch) - set(_ARCH_KEYS)
-        if unknown:
-            raise KeyError(f'{cls.__name__}: unknown arch keys {sorted(unknown)}')
-        return copy.deepcopy(dict(arch))
+        return parse_arch(cls, arch, _ARCH_KEYS)
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        vit_style_init(self.modules())
         trunc_normal_(self.pos_embed, std=.02)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=.02)

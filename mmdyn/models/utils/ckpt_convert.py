@@ -42,6 +42,7 @@ Checkpoints wrapped in ``state_dict`` / ``model`` / ``module`` and keys prefixed
 Classification heads and DeiT's distillation token are dropped (:func:`classifier_head_keys`
 converts the heads); the PVT v1 class token becomes ``cls_token`` / ``cls_pos_embed``.
 """
+import functools
 import re
 from collections import OrderedDict
 from typing import Dict, Tuple
@@ -281,12 +282,17 @@ def _pvt_mmdet(sd: StateDict) -> StateDict:
 
 def pvt_to_mmdyn(ckpt) -> StateDict:
     """Convert a PVT / PVTv2 checkpoint (any recognised layout) to mmdyn's layout."""
+    return _convert_layout(ckpt, detect_pvt_layout,
+                           dict(official=_pvt_official, mmdet=_pvt_mmdet))
+
+
+def _convert_layout(ckpt, detect, converters) -> StateDict:
+    """The backbone tensors of ``ckpt`` converted by ``converters[detect(tensors)]`` (a layout
+    without a converter is mmdyn's own), DGE gates taken out first and put back after."""
     sd, gates = split_dge_gates(backbone_state_dict(ckpt))
-    layout = detect_pvt_layout(sd)
-    if layout == 'official':
-        sd = _pvt_official(sd)
-    elif layout == 'mmdet':
-        sd = _pvt_mmdet(sd)
+    layout = detect(sd)
+    if layout in converters:
+        sd = converters[layout](sd)
     sd.update(gates)
     return sd
 
@@ -380,14 +386,9 @@ def _vit_mm(sd: StateDict, layout: str) -> StateDict:
 
 def vit_to_mmdyn(ckpt) -> StateDict:
     """Convert a ViT / DeiT checkpoint (any recognised layout) to mmdyn's layout."""
-    sd, gates = split_dge_gates(backbone_state_dict(ckpt))
-    layout = detect_vit_layout(sd)
-    if layout in ('timm', 'vtpack'):
-        sd = _vit_timm(sd)
-    elif layout in ('mmseg', 'mmpretrain'):
-        sd = _vit_mm(sd, layout)
-    sd.update(gates)
-    return sd
+    return _convert_layout(ckpt, detect_vit_layout, dict(
+        timm=_vit_timm, vtpack=_vit_timm, mmseg=functools.partial(_vit_mm, layout='mmseg'),
+        mmpretrain=functools.partial(_vit_mm, layout='mmpretrain')))
 
 
 def pretrained_init_cfg(pretrained, init_cfg):

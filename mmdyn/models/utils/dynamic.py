@@ -207,14 +207,21 @@ def collect_dynamic_records(model: nn.Module) -> Optional[Dict[str, torch.Tensor
 
 
 @contextlib.contextmanager
+def attributes_set(modules: List[nn.Module], name: str, value):
+    """Within the block ``m.<name> = value`` for every module ``m`` of ``modules``; each
+    module's own value is restored after, also when the block raises."""
+    old = [getattr(m, name) for m in modules]
+    for m in modules:
+        setattr(m, name, value)
+    try:
+        yield modules
+    finally:
+        for m, o in zip(modules, old):
+            setattr(m, name, o)
+
+
+@contextlib.contextmanager
 def full_compute(model: nn.Module):
     """Within the block every dynamic module of ``model`` runs with every gate on."""
-    mods = find_dynamic_modules(model)
-    old = [m.force_full for m in mods]
-    for m in mods:
-        m.force_full = True
-    try:
+    with attributes_set(find_dynamic_modules(model), 'force_full', True):
         yield model
-    finally:
-        for m, o in zip(mods, old):
-            m.force_full = o
