@@ -183,9 +183,7 @@ class PVT(BaseModule):
                  pretrained: Optional[str] = None,
                  init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
-
-        self.arch_settings = self._parse_arch(arch)
-        s = self.arch_settings
+        s = self.arch_settings = self._parse_arch(arch)
         self.linear = bool(s.get('linear', False))
         self.num_stages = len(s['embed_dims'])
         self.embed_dims = list(s['embed_dims'])

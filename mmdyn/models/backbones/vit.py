@@ -110,8 +110,7 @@ class ViT(BaseModule):
                  pretrained: Optional[str] = None,
                  init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
-        self.arch_settings = self._parse_arch(arch)
-        s = self.arch_settings
+        s = self.arch_settings = self._parse_arch(arch)
         self.embed_dims = s['embed_dims']
         self.depth = s['depth']
         if out_type not in self.OUT_TYPES:

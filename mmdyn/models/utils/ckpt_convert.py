@@ -45,7 +45,7 @@ converts the heads); the PVT v1 class token becomes ``cls_token`` / ``cls_pos_em
 import functools
 import re
 from collections import OrderedDict
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -53,10 +53,10 @@ from mmdyn.utils.checkpoint import unwrap_state_dict
 from mmdyn.utils.errors import UserValueError
 
 __all__ = [
-    'unwrap_state_dict', 'backbone_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
-    'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted',
-    'save_converted', 'pretrained_init_cfg', 'split_dge_gates', 'dge_granularities',
-    'classifier_head_keys'
+    'unwrap_state_dict', 'backbone_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn',
+    'detect_vit_layout', 'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg',
+    'load_converted', 'save_converted', 'pretrained_init_cfg', 'split_dge_gates',
+    'dge_granularities', 'classifier_head_keys'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -159,16 +159,23 @@ def classifier_head_keys(ckpt, head: str = 'linear') -> StateDict:
     return out
 
 
+def _first_layout(keys, rules) -> Optional[str]:
+    """The layout of the first ``(pattern, layout)`` rule whose pattern matches the start of
+    some key; ``None`` when none does."""
+    for pattern, layout in rules:
+        if any(re.match(pattern, k) for k in keys):
+            return layout
+    return None
+
+
 # --------------------------------------------------------------------------------------- PVT
 def detect_pvt_layout(sd: StateDict) -> str:
     """``'mmdyn'``, ``'official'`` (whai362) or ``'mmdet'``."""
     keys = list(sd)
-    if any(k.startswith('stages.') for k in keys):
-        return 'mmdyn'
-    if any(re.match(r'(patch_embed|block)\d+\.', k) for k in keys):
-        return 'official'
-    if any(re.match(r'layers\.\d+\.0\.projection\.', k) for k in keys):
-        return 'mmdet'
+    layout = _first_layout(keys, ((r'stages\.', 'mmdyn'), (r'(patch_embed|block)\d+\.', 'official'),
+                                  (r'layers\.\d+\.0\.projection\.', 'mmdet')))
+    if layout is not None:
+        return layout
     raise UserValueError('unrecognised PVT checkpoint layout (expected whai362 keys like '
                      '"patch_embed1.proj.weight", mmdet keys like "layers.0.0.projection.weight" '
                      f'or mmdyn keys like "stages.0..."); first keys: {keys[:5]}')
@@ -302,18 +309,15 @@ def detect_vit_layout(sd: StateDict) -> str:
     """``'mmdyn'``, ``'timm'`` (timm / DeiT / official ViT in timm names), ``'vtpack'`` (its
     DeiT: timm names with separate ``attn.q`` / ``attn.kv``), ``'mmseg'`` or ``'mmpretrain'``."""
     keys = list(sd)
-    if any(re.match(r'blocks\.\d+\.attn\.q\.weight$', k) for k in keys):
+    if _first_layout(keys, ((r'blocks\.\d+\.attn\.q\.weight$', 'separate q / kv'), )):
         # vtpack's DeiT: separate q / kv as mmdyn, timm's other names
-        if any(re.match(r'blocks\.\d+\.mlp\.', k) or k.startswith('patch_embed.proj.')
-               for k in keys):
-            return 'vtpack'
-        return 'mmdyn'
-    if any(re.match(r'blocks\.\d+\.attn\.qkv\.weight$', k) for k in keys):
-        return 'timm'
-    if any(re.match(r'layers\.\d+\.attn\.attn\.in_proj_weight$', k) for k in keys):
-        return 'mmseg'
-    if any(re.match(r'layers\.\d+\.attn\.qkv\.weight$', k) for k in keys):
-        return 'mmpretrain'
+        return _first_layout(keys, ((r'blocks\.\d+\.mlp\.|patch_embed\.proj\.', 'vtpack'), )) \
+            or 'mmdyn'
+    layout = _first_layout(keys, ((r'blocks\.\d+\.attn\.qkv\.weight$', 'timm'),
+                                  (r'layers\.\d+\.attn\.attn\.in_proj_weight$', 'mmseg'),
+                                  (r'layers\.\d+\.attn\.qkv\.weight$', 'mmpretrain')))
+    if layout is not None:
+        return layout
     raise UserValueError('unrecognised ViT checkpoint layout (expected timm keys like '
                      '"blocks.0.attn.qkv.weight", mmseg "layers.0.attn.attn.in_proj_weight", '
                      'mmpretrain "layers.0.attn.qkv.weight" or mmdyn "blocks.0.attn.q.weight"); '
