@@ -18,8 +18,7 @@ from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
 from ..utils.checks import parse_arch
-from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
-                                  pretrained_init_cfg, pvt_to_mmdyn)
+from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, pvt_to_mmdyn
 from ..utils.min_size import pad_to_min_size, padded_input_shape
 
 __all__ = ['PVT', 'PVTv2', 'PVTStage', 'MMDET_NORMS']
@@ -278,13 +277,7 @@ class PVT(BaseModule):
             if st.pos_embed is not None:
                 trunc_normal_(st.pos_embed, std=.02)
         self._init_cls_token()
-        pre = find_pretrained_cfg(self.init_cfg)
-        if pre is None and self.init_cfg is not None:
-            super().init_weights()  # other init_cfg types, applied by mmengine
-        if pre is not None:
-            load_converted(self, pre['checkpoint'], pvt_to_mmdyn, adapt=self._adapt_state_dict,
-                           prefix=pre.get('prefix'))
-        self._is_init = True
+        apply_init_cfg(self, pvt_to_mmdyn, self._adapt_state_dict, super().init_weights)
 
     def _init_cls_token(self):
         if self.with_cls_token:  # as the official code: trunc-normal 0.02 (its position too)

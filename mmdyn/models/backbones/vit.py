@@ -19,8 +19,7 @@ from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
 from ..layers.transformer_blocks import ViTBlock
 from ..utils.checks import parse_arch
-from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
-                                  pretrained_init_cfg, vit_to_mmdyn)
+from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, vit_to_mmdyn
 from ..utils.dynamic import image_hw
 
 __all__ = ['ViT', 'vit_style_init']
@@ -169,13 +168,7 @@ class ViT(BaseModule):
         trunc_normal_(self.pos_embed, std=.02)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=.02)
-        pre = find_pretrained_cfg(self.init_cfg)
-        if pre is None and self.init_cfg is not None:
-            super().init_weights()  # other init_cfg types, applied by mmengine
-        if pre is not None:
-            load_converted(self, pre['checkpoint'], vit_to_mmdyn, adapt=self._adapt_state_dict,
-                           prefix=pre.get('prefix'))
-        self._is_init = True
+        apply_init_cfg(self, vit_to_mmdyn, self._adapt_state_dict, super().init_weights)
 
     def _adapt_state_dict(self, sd: dict) -> dict:
         """Match the checkpoint's position embedding to this model: add/drop the cls slot,

@@ -55,8 +55,8 @@ from mmdyn.utils.errors import UserValueError
 __all__ = [
     'unwrap_state_dict', 'backbone_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn',
     'detect_vit_layout', 'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg',
-    'load_converted', 'save_converted', 'pretrained_init_cfg', 'split_dge_gates',
-    'dge_granularities', 'classifier_head_keys'
+    'load_converted', 'save_converted', 'pretrained_init_cfg', 'apply_init_cfg',
+    'split_dge_gates', 'dge_granularities', 'classifier_head_keys'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -393,6 +393,19 @@ def vit_to_mmdyn(ckpt) -> StateDict:
     return _convert_layout(ckpt, detect_vit_layout, dict(
         timm=_vit_timm, vtpack=_vit_timm, mmseg=functools.partial(_vit_mm, layout='mmseg'),
         mmpretrain=functools.partial(_vit_mm, layout='mmpretrain')))
+
+
+def apply_init_cfg(model, convert, adapt=None, base_init=None) -> None:
+    """The end of a backbone's ``init_weights``, after its own random initialisation: a
+    ``Pretrained`` ``init_cfg`` is loaded through ``convert`` (:func:`load_converted`, ``adapt``
+    fixing shapes), any other ``init_cfg`` is applied by ``base_init`` (mmengine's
+    ``BaseModule.init_weights`` of the model); the model is then marked initialised."""
+    pre = find_pretrained_cfg(model.init_cfg)
+    if pre is not None:
+        load_converted(model, pre['checkpoint'], convert, adapt=adapt, prefix=pre.get('prefix'))
+    elif model.init_cfg is not None and base_init is not None:
+        base_init()
+    model._is_init = True
 
 
 def pretrained_init_cfg(pretrained, init_cfg):
