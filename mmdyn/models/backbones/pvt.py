@@ -272,12 +272,17 @@ class PVT(BaseModule):
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):
+        self.random_init()
+        apply_init_cfg(self, pvt_to_mmdyn, self._adapt_state_dict, super().init_weights)
+
+    def random_init(self) -> None:
+        """The random initialisation alone, ``init_cfg`` untouched: what a subclass that
+        converts its own checkpoints runs before :func:`apply_init_cfg` with its converter."""
         pvt_style_init(self.modules())
         for st in self.stages:
             if st.pos_embed is not None:
                 trunc_normal_(st.pos_embed, std=.02)
         self._init_cls_token()
-        apply_init_cfg(self, pvt_to_mmdyn, self._adapt_state_dict, super().init_weights)
 
     def _init_cls_token(self):
         if self.with_cls_token:  # as the official code: trunc-normal 0.02 (its position too)

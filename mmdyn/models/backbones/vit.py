@@ -164,11 +164,16 @@ class ViT(BaseModule):
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):
+        self.random_init()
+        apply_init_cfg(self, vit_to_mmdyn, self._adapt_state_dict, super().init_weights)
+
+    def random_init(self) -> None:
+        """The random initialisation alone, ``init_cfg`` untouched: what a subclass that
+        converts its own checkpoints runs before :func:`apply_init_cfg` with its converter."""
         vit_style_init(self.modules())
         trunc_normal_(self.pos_embed, std=.02)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=.02)
-        apply_init_cfg(self, vit_to_mmdyn, self._adapt_state_dict, super().init_weights)
 
     def _adapt_state_dict(self, sd: dict) -> dict:
         """Match the checkpoint's position embedding to this model: add/drop the cls slot,
