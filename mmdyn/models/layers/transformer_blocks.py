@@ -119,6 +119,28 @@ class TransformerBlock(BaseModule):
         y = self.attn_residual(x, hw_shape, query, key_padding_mask, attn_bias)
         return self.ffn_residual(y, hw_shape, query_index)
 
+    def forward_masked(self, x: torch.Tensor, mask: torch.Tensor,
+                       hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Update every token of ``x`` with a multiplicative key mask (MSViT Eq. 10).
+
+        ``A(i, j) = m_j exp(q_i k_j) / sum_p m_p exp(q_i k_p)``: keys with ``m_j = 0`` get
+        exactly zero weight; ``mask`` (``[B, Nk]``, 0/1 values, possibly carrying a
+        straight-through gradient) enters multiplicatively, so its gradient reaches every key,
+        masked ones included (see ``padded_attention``'s ``key_weights``). The FFN runs on
+        every token (the outputs of masked tokens are the caller's to ignore); a row with no
+        unmasked key gets a zero attention update.
+
+        Args:
+            x (Tensor): ``[B, N, C]`` tokens.
+            mask (Tensor): ``[B, Nk]`` key weights (``Nk``: keys after any reduction).
+            hw_shape (tuple, optional): ``(H, W)`` of ``x``, needed with a reduction or MixFFN.
+
+        Returns:
+            Tensor ``[B, N, C]``.
+        """
+        out = self.attn(self.norm1(x), hw_shape, key_weights=mask)
+        return self.ffn_residual(x + self.drop_path(out), hw_shape)
+
     def flops(self, num_queries, hw_shape: Optional[Sequence[int]] = None, num_keys=None,
               num_dw_tokens=None):
         """MACs of one forward.
