@@ -62,16 +62,23 @@ class TransformerBlock(BaseModule):
         self.embed_dims = embed_dims
         hidden = int(embed_dims * mlp_ratio)
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.attn = SRAttention(embed_dims, num_heads, sr_ratio=sr_ratio, linear=linear,
-                                qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
-                                proj_drop=drop,
-                                norm_cfg=norm_cfg if sr_norm_cfg is None else sr_norm_cfg)
+        self.attn = self.build_attention(
+            embed_dims, num_heads, sr_ratio=sr_ratio, linear=linear, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
+            norm_cfg=norm_cfg if sr_norm_cfg is None else sr_norm_cfg)
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
         if use_conv_ffn:
             self.ffn = MixFFN(embed_dims, hidden, linear=linear, act_cfg=act_cfg, drop=drop)
         else:
             self.ffn = MLP(embed_dims, hidden, act_cfg=act_cfg, drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def build_attention(self, embed_dims: int, num_heads: int, **cfg) -> nn.Module:
+        """The token mixer (called by ``__init__``): :class:`SRAttention` with ``cfg``
+        (``sr_ratio``, ``linear``, ``qkv_bias``, ``qk_scale``, ``attn_drop``, ``proj_drop``,
+        ``norm_cfg``). A block with another attention (e.g. DPVT's deformable one) overrides
+        it."""
+        return SRAttention(embed_dims, num_heads, **cfg)
 
     def attn_residual(self, x: torch.Tensor, hw_shape: Optional[Sequence[int]] = None,
                       query: Optional[torch.Tensor] = None,
