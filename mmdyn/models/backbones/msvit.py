@@ -22,8 +22,9 @@ Tokenizer (paper Sec. 2.1)
 Transformer on mixed tokens (Sec. 2.3)
     * training with a trainable gate: masked attention (Eq. 10, the hard mask multiplies the
       exponentiated logits, so the straight-through gradient reaches the gate through every
-      attention; ``TransformerBlock.forward_masked``) with adaptive trimming: each image's tokens are ordered active first and the
-      batch is trimmed to the largest active count of the batch.
+      attention; ``TransformerBlock.forward_masked``) with adaptive trimming: each image's
+      tokens are ordered active first and the batch is trimmed to the largest active count of
+      the batch.
     * eval (and training with a frozen gate, where the mask carries no gradient): only each
       image's active tokens run, gathered into a padded token set (key padding mask).
     * ``force_full``: every region fine, the static ViT/16 with the same weights.

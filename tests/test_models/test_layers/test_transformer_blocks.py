@@ -126,6 +126,13 @@ def test_block_forward_masked_gradient_is_eq10():
     torch.testing.assert_close(blk.forward_masked(x, m), want, atol=1e-5, rtol=0)
     torch.testing.assert_close(m.grad, m2.grad, atol=1e-5, rtol=1e-4)
     assert (m.grad[m == 0].abs() > 0).all()  # masked keys reach the gradient too
+    # an image with no unmasked key: finite, a zero attention (the projection bias only)
+    none = torch.zeros(1, 5, requires_grad=True)
+    out = blk.forward_masked(x[:1], none)
+    y = x[:1] + a.proj.bias
+    torch.testing.assert_close(out, y + blk.ffn(blk.norm2(y)), atol=1e-6, rtol=0)
+    out.sum().backward()
+    assert torch.isfinite(none.grad).all()
 
 
 def test_attention_bad_input():
