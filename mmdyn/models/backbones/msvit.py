@@ -22,8 +22,9 @@ Tokenizer (paper Sec. 2.1)
 Transformer on mixed tokens (Sec. 2.3)
     * training with a trainable gate: masked attention (Eq. 10, the hard mask multiplies the
       exponentiated logits, so the straight-through gradient reaches the gate through every
-      attention) with adaptive trimming: each image's tokens are ordered active first and the
-      batch is trimmed to the largest active count of the batch.
+      attention; ``TransformerBlock.forward_masked``) with adaptive trimming: each image's
+      tokens are ordered active first and the batch is trimmed to the largest active count of
+      the batch.
     * eval (and training with a frozen gate, where the mask carries no gradient): only each
       image's active tokens run, gathered into a padded token set (key padding mask).
     * ``force_full``: every region fine, the static ViT/16 with the same weights.
@@ -58,7 +59,7 @@ from ..utils.checks import check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin, image_hw
 from .vit import ViT
 
-__all__ = ['MSViT', 'MixedScaleGate', 'masked_block_forward']
+__all__ = ['MSViT', 'MixedScaleGate']
 
 GATE_LOSSES = ('l0', 'bas', 'gbas')
 
@@ -170,36 +171,6 @@ class MixedScaleGate(nn.Module):
             if isinstance(m, nn.Linear):
                 total = total + fl.linear_flops(n, m.in_features, m.out_features)
         return total
-
-
-def masked_block_forward(blk: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One ViT block with masked attention (MSViT Eq. 10).
-
-    ``A(i, j) = m_j exp(q_i k_j) / sum_p m_p exp(q_i k_p)``: inactive keys get exactly zero
-    weight; ``mask`` (``[B, N]``, 0/1 values, possibly carrying a straight-through gradient)
-    enters multiplicatively, so its gradient is the one of Eq. 18 of the paper. The FFN runs on
-    every token (inactive outputs are ignored downstream). Every image needs one active token.
-    """
-    attn = blk.attn
-    if attn.has_reduction:
-        raise ValueError('masked attention supports plain (non-reduced) attention only')
-    b, n, c = x.shape
-    xn = blk.norm1(x)
-    q = attn._split_heads(attn.q(xn))
-    k, v = attn.kv(xn).chunk(2, dim=-1)
-    k, v = attn._split_heads(k), attn._split_heads(v)
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
-    m = mask.to(logits.dtype)[:, None, None, :]
-    active = (mask.detach() > 0.5)[:, None, None, :]
-    shift = logits.detach().masked_fill(~active, float('-inf')).amax(-1, keepdim=True)
-    e = torch.exp((logits - shift).masked_fill(~active, 0.)) * m
-    w = e / e.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
-    if attn.training and attn.attn_drop > 0:
-        w = F.dropout(w, p=attn.attn_drop)
-    out = (w @ v).transpose(1, 2).reshape(b, n, c)
-    out = attn.proj_drop(attn.proj(out))
-    x = x + blk.drop_path(out)
-    return blk.ffn_residual(x)
 
 
 @MODELS.register_module()
@@ -573,7 +544,7 @@ class MSViT(DynamicModuleMixin, ViT):
         outs = []
         for i, blk in enumerate(self.blocks):
             if masked:
-                h = masked_block_forward(blk, h, m)
+                h = blk.forward_masked(h, m)
             else:
                 h = blk(h, key_padding_mask=kpm)
             if i == self.depth - 1:

@@ -142,6 +142,9 @@ class PVT(BaseModule):
             stage (``stages[-1].norm``, also without ``norm_after_stage``), and the last stage's
             output is then the normalised class token ``[B, C]`` (for a linear head, no neck)
             instead of its map. Default False (dense-prediction hosts).
+        final_norm (bool, optional): A norm (``norm_cfg``) after the last stage only
+            (``stages[-1].norm``), as vtpack's DPVT classifier has before its global average
+            pooling. Default None: only with ``cls_token`` (or ``norm_after_stage``).
         frozen_stages (int): Stages ``0..frozen_stages`` are frozen (eval mode, no grad).
         pretrained (str, optional): Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``
             (mmseg's segmentors push it in).
@@ -178,6 +181,7 @@ class PVT(BaseModule):
                  patch_norm_cfg: Optional[dict] = None,
                  sr_norm_cfg: Optional[dict] = None,
                  cls_token: bool = False,
+                 final_norm: Optional[bool] = None,
                  frozen_stages: int = -1,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
@@ -231,11 +235,10 @@ class PVT(BaseModule):
                                 norm_cfg=patch_norm_cfg)
                 stride *= self.patch_sizes[i]
             blocks = [
-                PVTBlock(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
-                         sr_ratio=s['sr_ratios'][i], linear=self.linear,
-                         use_conv_ffn=self._use_conv_ffn, qkv_bias=qkv_bias, drop=drop_rate,
-                         attn_drop=attn_drop_rate, drop_path=dpr[cur + j], norm_cfg=norm_cfg,
-                         act_cfg=act_cfg, sr_norm_cfg=sr_norm_cfg)
+                self.build_block(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
+                                 sr_ratio=s['sr_ratios'][i], qkv_bias=qkv_bias, drop=drop_rate,
+                                 attn_drop=attn_drop_rate, drop_path=dpr[cur + j],
+                                 norm_cfg=norm_cfg, act_cfg=act_cfg)
                 for j in range(self.depths[i])
             ]
             pos_shape = None
@@ -243,7 +246,8 @@ class PVT(BaseModule):
                 pos_shape = (self.pretrain_img_size[0] // stride,
                              self.pretrain_img_size[1] // stride)
             last = i == self.num_stages - 1
-            with_norm = norm_after_stage or (cls_token and last)
+            with_norm = norm_after_stage or (last and (
+                cls_token if final_norm is None else final_norm))
             norm = build_norm_layer(norm_cfg, c)[1] if with_norm else None
             self.stages.append(PVTStage(pe, blocks, pos_shape, drop_rate, norm))
             cur += self.depths[i]
@@ -259,6 +263,15 @@ class PVT(BaseModule):
             self.cls_token = nn.Parameter(torch.zeros(1, 1, c_in))
             self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, c_in))
         self._freeze_stages()
+
+    def build_block(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
+                    **kwargs) -> nn.Module:
+        """One transformer block of a stage (called by ``__init__``; a host with another block,
+        e.g. DPVT's deformable one, overrides it). ``kwargs``: ``qkv_bias``, ``drop``,
+        ``attn_drop``, ``drop_path``, ``norm_cfg``, ``act_cfg``."""
+        return PVTBlock(embed_dims, num_heads, mlp_ratio=mlp_ratio, sr_ratio=sr_ratio,
+                        linear=self.linear, use_conv_ffn=self._use_conv_ffn,
+                        sr_norm_cfg=self.sr_norm_cfg, **kwargs)
 
     # ------------------------------------------------------------------ config
     @classmethod

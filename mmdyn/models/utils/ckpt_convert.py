@@ -219,6 +219,7 @@ def _pvt_official(sd: StateDict) -> StateDict:
         if m:
             rest = m.group(3)
             rest = rest.replace('mlp.dwconv.dwconv.', 'ffn.dwconv.').replace('mlp.', 'ffn.')
+            rest = rest.replace('attn.attn_weight.', 'attn.weights.')  # vtpack's DPVT
             out[f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.{rest}'] = v
             continue
         m = re.match(r'norm(\d+)\.(.*)', k)
