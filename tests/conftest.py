@@ -14,6 +14,28 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
 
 
+# Modules known to take the longest (seconds, 2 idle cores): with ``-n 2 --dist loadgroup`` they
+# start first, so that no long test is left alone on one worker at the end of the run
+# (longest-first scheduling); the ``multiprocess`` xdist group, one unit of work, goes first.
+LONG_FIRST = ('test_bad_input.py', 'test_dist_train_methods.py', 'test_train_test_tools.py',
+              'test_complexity_metric.py', 'test_model_index.py', 'test_benchmark_suite.py',
+              '_learning.py', 'test_random_state_hook.py', 'test_dge_vtpack.py')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long-first order (stable; the same on every xdist worker, as xdist requires)."""
+
+    def rank(item):
+        group = item.get_closest_marker('xdist_group')
+        if group is not None and group.args and group.args[0] == 'multiprocess':
+            return 0
+        name = item.nodeid.split('::')[0]
+        return next((1 + i for i, key in enumerate(LONG_FIRST) if name.endswith(key)),
+                    1 + len(LONG_FIRST))
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def _no_default_scope_from_earlier_tests():
     """Each test starts with no mmengine default scope (a Runner or ``init_default_scope`` in an

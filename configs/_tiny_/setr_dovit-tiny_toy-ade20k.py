@@ -1,12 +1,12 @@
-# CPU smoke config (not for results): DoViT's SETR-PUP config
-# (../dovit/setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py) with a tiny 4-layer DoViT (decisions
+# CPU smoke config (not for results): DoViT's SETR-Naive config
+# (../dovit/setr_dovit-s_naive_8xb2-160k_ade20k-512x512.py) with a tiny 4-layer DoViT (decisions
 # after layers 1 and 2), 64x64 crops of the generated ADE20K-layout data set and 4 iterations;
 # validates at the end (sliding window) and keeps the last checkpoint (iter_4.pth). No trained
 # static teacher exists here, so the self-distillation teacher is the student with every token
 # kept (SelfDistillationHook(self_teacher=True)) instead of a separate SETR checkpoint. One
 # threshold for the two decisions and no diff_conf: the untrained auxiliary heads predict
 # near-uniform classes, which diff_conf = 0.02 would stop everywhere.
-_base_ = '../dovit/setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py'
+_base_ = '../dovit/setr_dovit-s_naive_8xb2-160k_ade20k-512x512.py'
 from mmdyn.utils.config_parts import toy_segmentation_run as __toy_run  # noqa: E402
 
 data_root = 'data/toy_ade20k'

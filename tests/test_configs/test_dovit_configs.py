@@ -23,14 +23,14 @@ CS = '8xb1-80k_cityscapes-768x768.py'
 L_ARCH = dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4)
 ADE_SETR_XI = (0.96, 0.955, 0.95)  # the authors' ADE20K SETR-S/B configs
 DOVIT = {
-    'setr_dovit-b_pup_8xb2-160k_ade20k-512x512.py':
-    ('setr_vit-b_pup_8xb2-160k_ade20k-512x512.py', ADE_SETR_XI, 'vit-b', 150, (2, 5, 8)),
+    'setr_dovit-b_naive_8xb2-160k_ade20k-512x512.py':
+    ('setr_vit-b_naive_8xb2-160k_ade20k-512x512.py', ADE_SETR_XI, 'vit-b', 150, (2, 5, 8)),
     'segmenter_dovit-s_mask_8xb1-160k_ade20k-512x512.py':
     ('segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py', 0.96, 'vit-s', 150, (2, 5, 8)),
-    'setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py':
-    ('setr_vit-s_pup_8xb2-160k_ade20k-512x512.py', ADE_SETR_XI, 'vit-s', 150, (2, 5, 8)),
-    'setr_dodeit-b_pup_8xb2-160k_ade20k-512x512.py':
-    ('setr_deit-b_pup_8xb2-160k_ade20k-512x512.py', 0.96, 'deit-b', 150, (2, 5, 8)),
+    'setr_dovit-s_naive_8xb2-160k_ade20k-512x512.py':
+    ('setr_vit-s_naive_8xb2-160k_ade20k-512x512.py', ADE_SETR_XI, 'vit-s', 150, (2, 5, 8)),
+    'setr_dodeit-b_naive_8xb2-160k_ade20k-512x512.py':
+    ('setr_deit-b_naive_8xb2-160k_ade20k-512x512.py', 0.96, 'deit-b', 150, (2, 5, 8)),
     'setr_dovit-b_naive_' + CS: ('setr_vit-b_naive_' + CS, 0.985, 'vit-b', 19, (2, 5, 8)),
     'setr_dovit-s_naive_' + CS: ('setr_vit-s_naive_' + CS, 0.985, 'vit-s', 19, (2, 5, 8)),
     'setr_dodeit-b_naive_' + CS: ('setr_deit-b_naive_' + CS, 0.985, 'deit-b', 19, (2, 5, 8)),
@@ -48,9 +48,9 @@ DOVIT = {
 # bicubic) and diff_conf (None: not set; their Segmenter-S Cityscapes 0.0 stops nothing either).
 # The DeiT hosts have no config of theirs and follow the ViT ones.
 OFFICIAL = {
-    'setr_dovit-b_pup_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', None),
-    'setr_dovit-s_pup_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', 0.02),
-    'setr_dodeit-b_pup_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', None),
+    'setr_dovit-b_naive_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', None),
+    'setr_dovit-s_naive_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', 0.02),
+    'setr_dodeit-b_naive_8xb2-160k_ade20k-512x512.py': (False, 'bilinear', None),
     'segmenter_dovit-s_mask_8xb1-160k_ade20k-512x512.py': (True, 'bicubic', 0.02),
     'setr_dovit-b_naive_' + CS: (True, 'bilinear', None),
     'setr_dovit-s_naive_' + CS: (True, 'bilinear', None),
@@ -63,8 +63,8 @@ OFFICIAL = {
 }
 # threshold sweep: name -> (parent, xi)
 XI = {
-    f'setr_dovit-{a}_pup_8xb2-160k_ade20k-512x512_xi{xi}.py':
-    (f'setr_dovit-{a}_pup_8xb2-160k_ade20k-512x512.py', xi)
+    f'setr_dovit-{a}_naive_8xb2-160k_ade20k-512x512_xi{xi}.py':
+    (f'setr_dovit-{a}_naive_8xb2-160k_ade20k-512x512.py', xi)
     for xi in (0.985, 0.98, 0.96) for a in ('b', 's')
 }
 ABLATIONS = {
@@ -405,3 +405,30 @@ def test_params_equal_the_papers_table1(name):
     n += sum(p.numel() for p in MODELS.build(cfg.model.decode_head).parameters())
     assert cfg.model.get('auxiliary_head') is None
     assert round(n / 1e6, 2) == PAPER_PARAMS[name]
+
+
+# every ADE20K SETR config (static teachers, DoViT students, sweeps): embedding width
+ADE_SETR = {n: (384 if '-s_' in n else 768) for n in ALL if n.startswith('setr_')
+            and '_ade20k-' in n}
+
+
+@pytest.mark.parametrize('name', sorted(ADE_SETR))
+def test_ade20k_setr_decoder_is_the_authors_naive_head(name):
+    """The authors' DoViT ADE20K SETR configs decode with SETR-Naive (mmseg's setr_naive base):
+    one SETR-UP stage, LN(E) -> 1x1 conv E->256 (no bias) + BN + ReLU -> x4 -> 1x1 conv 256->150,
+    reading the last output; the static teachers' auxiliary heads are the same head at weight
+    0.4. Parameter count written out by hand."""
+    assert len(ADE_SETR) == 12
+    cfg = load(name)
+    dh = cfg.model.decode_head
+    assert (dh.type, dh.num_convs, dh.kernel_size, dh.up_scale, dh.channels) == (
+        'SETRUPHead', 1, 1, 4, 256)
+    assert dh.in_index in (3, -1) and len(cfg.model.backbone.out_indices) == 4
+    init_default_scope(cfg.default_scope)
+    head = revert_sync_batchnorm(MODELS.build(dh))
+    e = ADE_SETR[name]
+    assert sum(p.numel() for p in head.parameters()) == (
+        2 * e + e * 256 + 2 * 256 + 256 * 150 + 150)
+    for aux in cfg.model.get('auxiliary_head') or []:
+        assert (aux.num_convs, aux.kernel_size, aux.up_scale) == (1, 1, 4)
+        assert aux.loss_decode.loss_weight == 0.4

@@ -178,12 +178,20 @@ def test_imagenet_layout_loads_with_mmpretrain(toy_imagenet):
         assert tuple(ds[0]['inputs'].shape) == (3, 32, 32)
 
 
-def test_cli_writes_and_reports(tmp_path, run_tool):
+def test_cli_writes_and_reports(tmp_path, run_tool, repo_root):
     r = run_tool('dataset_converters/make_toy_dataset.py', '--layout', 'coco', '--out',
                  tmp_path / 'c', '--num', 3, '--size', 48, 64, '--seed', 2)
     assert r.returncode == 0, r.stderr
     assert 'train 3' in r.stdout and 'val 2' in r.stdout
     assert osp.isfile(tmp_path / 'c' / 'annotations' / 'instances_val2017.json')
-    r = run_tool('dataset_converters/make_toy_dataset.py', '--layout', 'ade20k', '--out',
-                 tmp_path / 'd', '--num', 0)
-    assert r.returncode != 0 and 'error: --num must be >= 1' in r.stderr
+    # the error path in this process (no second interpreter start): sys.exit(message) is what
+    # a program prints on stderr before exiting with status 1
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        '_make_toy_dataset_tool',
+        osp.join(repo_root, 'tools', 'dataset_converters', 'make_toy_dataset.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(SystemExit) as e:
+        tool.main(['--layout', 'ade20k', '--out', str(tmp_path / 'd'), '--num', '0'])
+    assert isinstance(e.value.code, str) and 'error: --num must be >= 1' in e.value.code

@@ -1,11 +1,14 @@
 """tools/train.py, tools/test.py, dist_train.sh, resume and the one-line errors."""
+import importlib.util
 import os.path as osp
+import types
 
 import pytest
 import torch
 
-# runs several processes at once: one xdist worker takes every such module in turn
-pytestmark = pytest.mark.xdist_group('multiprocess')
+# the tests that run several processes at once (and those sharing their trained checkpoint):
+# one xdist worker takes every such test in turn; the others are spread over the workers
+multiprocess = pytest.mark.xdist_group('multiprocess')
 
 QUICKSTART = 'configs/_quickstart_/fpn_dge-pvt-tiny_1xb8-300iter_toy-ade20k-128x128.py'
 
@@ -43,11 +46,21 @@ log_processor = dict(by_epoch=True)
 '''
 
 
-def test_train_then_test(tmp_path, repo_root, toy_ade20k, run_tool):
-    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
-    wd = tmp_path / 'wd'
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, repo_root, toy_ade20k, run_tool):
+    """One ``python tools/train.py`` run of the tiny config (4 iterations, validated at the
+    end), shared by the tests that read its log or its checkpoint iter_4.pth."""
+    tmp = tmp_path_factory.mktemp('trained')
+    cfg = tiny_config(tmp, repo_root, toy_ade20k)
+    wd = tmp / 'wd'
     r = run_tool('train.py', cfg, '--work-dir', wd)
     assert r.returncode == 0, r.stderr[-3000:]
+    return cfg, wd, r
+
+
+@multiprocess
+def test_train_then_test(tmp_path, trained, run_tool):
+    cfg, wd, r = trained
     ckpt = wd / 'iter_4.pth'
     assert ckpt.is_file()
     assert 'mIoU' in r.stdout + r.stderr  # validated with the real metric
@@ -91,12 +104,9 @@ def test_resume_continues_epoch_iteration_optimizer_and_scheduler(tmp_path, repo
     assert ep3['param_schedulers'][0]['last_step'] == 3
 
 
-def test_weights_only_load_needs_the_allow_list(tmp_path, run_cmd, repo_root, toy_ade20k,
-                                                run_tool):
-    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
-    wd = tmp_path / 'wo'
-    assert run_tool('train.py', cfg, '--work-dir', wd).returncode == 0
-    ckpt = str(wd / 'iter_4.pth')
+@multiprocess
+def test_weights_only_load_needs_the_allow_list(run_cmd, trained):
+    ckpt = str(trained[1] / 'iter_4.pth')
     import sys
     bare = run_cmd([sys.executable, '-c', f'import torch; torch.load({ckpt!r})'])
     assert bare.returncode != 0 and 'weights_only' in bare.stderr.replace(' ', '_').lower() \
@@ -107,6 +117,7 @@ def test_weights_only_load_needs_the_allow_list(tmp_path, run_cmd, repo_root, to
     assert 'message_hub' in ok.stdout and 'optimizer' in ok.stdout
 
 
+@multiprocess
 def test_dist_train_two_processes_on_cpu(tmp_path, repo_root, toy_ade20k, run_cmd):
     cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
     wd = tmp_path / 'dist'
@@ -121,6 +132,28 @@ def test_dist_train_two_processes_on_cpu(tmp_path, repo_root, toy_ade20k, run_cm
 
 
 # --------------------------------------------------------------------- one-line errors
+@pytest.fixture(scope='module')
+def tool_main(repo_root):
+    """``main`` of tools/train.py and tools/test.py run in this process (no interpreter start
+    per check): a failing run's exit status and stderr, as a CompletedProcess would give them;
+    ``test_train_then_test`` runs the scripts as programs."""
+    mains = {}
+    for script in ('train.py', 'test.py'):
+        spec = importlib.util.spec_from_file_location(
+            '_train_test_tools_' + script[:-3], osp.join(repo_root, 'tools', script))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mains[script] = mod.main
+
+    def run(capsys, script, *args):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            mains[script]([str(a) for a in args])
+        return types.SimpleNamespace(returncode=e.value.code, stderr=capsys.readouterr().err)
+
+    return run
+
+
 def _one_line_error(r, *needles):
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
@@ -128,30 +161,32 @@ def _one_line_error(r, *needles):
     assert any(all(n in ln for n in needles) for ln in lines), r.stderr
 
 
-def test_error_missing_data_root(tmp_path, repo_root, run_tool):
+def test_error_missing_data_root(tmp_path, repo_root, tool_main, capsys):
     cfg = tiny_config(tmp_path, repo_root, str(tmp_path / 'nope'))
-    _one_line_error(run_tool('train.py', cfg), 'data root', 'does not exist')
+    _one_line_error(tool_main(capsys, 'train.py', cfg), 'data root', 'does not exist')
 
 
-def test_error_unknown_type(tmp_path, repo_root, toy_ade20k, run_tool):
+def test_error_unknown_type(tmp_path, repo_root, toy_ade20k, tool_main, capsys):
     cfg = tiny_config(tmp_path, repo_root, toy_ade20k,
                       extra="model = dict(backbone=dict(_delete_=True, type='mmdyn.NoSuchNet'))")
-    _one_line_error(run_tool('train.py', cfg, '--work-dir', tmp_path / 'w'), 'unknown type',
-                    'NoSuchNet')
+    _one_line_error(tool_main(capsys, 'train.py', cfg, '--work-dir', tmp_path / 'w'),
+                    'unknown type', 'NoSuchNet')
 
 
-def test_error_unreadable_checkpoint(tmp_path, repo_root, toy_ade20k, run_tool):
+def test_error_unreadable_checkpoint(tmp_path, repo_root, toy_ade20k, tool_main, capsys):
     cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint')
-    _one_line_error(run_tool('test.py', cfg, bad), f'not a readable checkpoint: {bad} (not a torch '
-                    'checkpoint: unrecognised bytes)')
-    _one_line_error(run_tool('test.py', cfg, tmp_path / 'missing.pth'), 'checkpoint',
+    _one_line_error(tool_main(capsys, 'test.py', cfg, bad), f'not a readable checkpoint: {bad} '
+                    '(not a torch checkpoint: unrecognised bytes)')
+    _one_line_error(tool_main(capsys, 'test.py', cfg, tmp_path / 'missing.pth'), 'checkpoint',
                     'does not exist')
 
 
-def test_error_missing_config(run_tool):
-    _one_line_error(run_tool('train.py', 'configs/nope.py'), 'config file', 'does not exist')
+def test_error_missing_config(repo_root, tool_main, capsys, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    _one_line_error(tool_main(capsys, 'train.py', 'configs/nope.py'), 'config file',
+                    'does not exist')
 
 
 def test_error_codebase_not_installed(tmp_path, monkeypatch):
@@ -167,13 +202,12 @@ def test_error_codebase_not_installed(tmp_path, monkeypatch):
     assert cli.one_line(RuntimeError('a real bug')) is None
 
 
-def test_dist_test_two_processes_on_cpu(tmp_path, repo_root, toy_ade20k, run_tool, run_cmd):
-    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
-    wd = tmp_path / 'wd'
-    t = run_tool('train.py', cfg, '--work-dir', wd)
-    assert t.returncode == 0, t.stderr[-3000:]
+@multiprocess
+def test_dist_test_two_processes_on_cpu(tmp_path, repo_root, trained, run_cmd):
+    cfg, _, t = trained
     r = run_cmd(['bash', osp.join(repo_root, 'tools', 'dist_test.sh'), cfg,
-                 str(wd / 'iter_4.pth'), '2', '--work-dir', str(wd)], env={'PORT': '29534'})
+                 str(trained[1] / 'iter_4.pth'), '2', '--work-dir', str(tmp_path / 'wd')],
+                env={'PORT': '29534'})
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert 'GPU number: 2' in r.stdout + r.stderr
     # the 2-process metrics equal the 1-process ones of the same weights: the validation that

@@ -165,10 +165,16 @@ def test_distillation_eq11():
         student = m.decode_head(m.extract_feat(x))
     expect = PixelKLDistillLoss(loss_weight=1.0)(student, teacher)
     assert torch.allclose(losses['distill.loss_distill'], expect, atol=1e-6)
-    # a teacher at another resolution is resized to the student's logits
-    m.distill_targets = F.interpolate(teacher, size=(8, 8), mode='bilinear')
+    # a teacher at another resolution is resized (bilinear, corners not aligned) to the
+    # student's logits: KL(teacher || student) written out on the resized teacher
+    small = F.interpolate(teacher, size=(8, 8), mode='bilinear')
+    m.distill_targets = small
     assert shape[-1] != 8
-    assert m.loss(x, samples)['distill.loss_distill'] > 0
+    p_t = F.interpolate(small, size=shape[-2:], mode='bilinear', align_corners=False).softmax(1)
+    kl = (p_t * (p_t.log() - student.log_softmax(1))).sum(1).mean()
+    got = m.loss(x, samples)['distill.loss_distill']
+    assert torch.allclose(got, kl, atol=1e-6) and kl > 1e-3
+    assert not torch.allclose(got, expect, atol=1e-3)  # not the full-size teacher's value
     # a teacher equal to the student gives zero
     m.distill_targets = student
     assert m.loss(x, samples)['distill.loss_distill'].abs() < 1e-6

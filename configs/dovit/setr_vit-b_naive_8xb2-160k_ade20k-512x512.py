@@ -1,10 +1,11 @@
-# Static baseline (and DoViT teacher): SETR-PUP with a ViT-B/16 backbone on ADE20K, 512x512,
-# 160k iterations, 8 GPUs x 2 images. mmseg's SETR-PUP recipe (SGD lr 1e-3, no weight decay,
-# heads at 10x lr, poly schedule) with mmdyn's ViT-B host, so that the DoViT student loads these
-# weights one to one. Outputs after blocks 3, 6, 9, 12 (1-based): the last feeds the PUP decoder,
-# the others SETR's three auxiliary heads.
+# Static baseline (and DoViT teacher): SETR-Naive with a ViT-B/16 backbone on ADE20K, 512x512,
+# 160k iterations, 8 GPUs x 2 images: the decoder the authors' DoViT ADE20K SETR configs use
+# (mmseg's SETR-Naive: one 1x1 conv + BN + ReLU, x4 bilinear, 1x1 classifier) with mmseg's
+# SETR ADE20K recipe (SGD lr 1e-3, no weight decay, heads at 10x lr, poly schedule) and mmdyn's
+# ViT-B host, so that the DoViT student loads these weights one to one. Outputs after blocks
+# 3, 6, 9, 12 (1-based): the last feeds the decoder, the others SETR's three auxiliary heads.
 _base_ = [
-    'mmseg::_base_/models/setr_pup.py', 'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/models/setr_naive.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py',
     './_base_/vit-hosts.py'
 ]
@@ -16,8 +17,8 @@ norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(size=crop_size)
 setr_aux_head = dict(
     type='SETRUPHead', in_channels=768, channels=256, num_classes=num_classes,
-    dropout_ratio=0, norm_cfg=norm_cfg, act_cfg=dict(type='ReLU'), num_convs=2, kernel_size=3,
-    align_corners=False,
+    dropout_ratio=0, norm_cfg=norm_cfg, act_cfg=dict(type='ReLU'), num_convs=1, up_scale=4,
+    kernel_size=1, align_corners=False,
     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
 model = dict(
     data_preprocessor=data_preprocessor,
