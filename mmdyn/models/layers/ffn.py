@@ -61,7 +61,9 @@ class SubsetPlan(NamedTuple):
     ``k*k`` neighbours in the table of the ``B * L`` subset rows followed by one zero row (row
     ``B * L``: a neighbour outside the map, not in the subset, or any neighbour of a padding
     slot). ``mode='map'``: ``rows`` (``Long[B * L]``) is each slot's row in a ``[B * H * W, C]``
-    map, ``valid`` (``Bool[B * L]`` or None when every slot is real) marks the real slots.
+    map, ``valid`` (``Bool[B * L]`` or None when every slot is real) marks the real slots, and
+    ``grid`` is that zero map, shared by the MixFFNs the plan is used for (each writes only the
+    subset rows, so the other rows stay zero: one zero fill per subset, not per block).
     """
     mode: str
     hw: tuple
@@ -69,6 +71,7 @@ class SubsetPlan(NamedTuple):
     nbr: Optional[torch.Tensor] = None
     rows: Optional[torch.Tensor] = None
     valid: Optional[torch.Tensor] = None
+    grid: Optional[torch.Tensor] = None
 
 
 def _subset_neighbours(index: torch.Tensor, hw: Sequence[int], k: int) -> torch.Tensor:
@@ -155,10 +158,11 @@ class MixFFN(BaseModule):
         return self.drop(self.fc2(h))
 
     def subset_plan(self, index: torch.Tensor, hw_shape: Sequence[int],
-                    mode: str = 'gather') -> SubsetPlan:
+                    mode: str = 'gather', dtype: Optional[torch.dtype] = None) -> SubsetPlan:
         """Where the tokens ``index`` (``Long[B, L]``, their positions in the ``H*W`` map, -1 for
         padding slots) sit, for :meth:`forward_subset`; build it once per token subset and
-        pass it to every MixFFN of that map (the same kernel size)."""
+        pass it to every MixFFN of that map with the same kernel size (and, for ``'map'``,
+        the same hidden width: the zero map of ``dtype``, default the fc1 weight's, is shared)."""
         if index.dim() != 2:
             raise ValueError(f'index must be [B, L], got shape {tuple(index.shape)}')
         hw = (int(hw_shape[0]), int(hw_shape[1]))
@@ -168,9 +172,11 @@ class MixFFN(BaseModule):
         if mode == 'map':
             base = torch.arange(index.shape[0], device=index.device)[:, None] * (hw[0] * hw[1])
             valid = (index >= 0).reshape(-1)
+            grid = torch.zeros(index.shape[0] * hw[0] * hw[1], self.hidden_dims,
+                               dtype=dtype or self.fc1.weight.dtype, device=index.device)
             return SubsetPlan('map', hw, self.kernel_size,
                               rows=(index.clamp(min=0) + base).reshape(-1),
-                              valid=None if bool(valid.all()) else valid)
+                              valid=None if bool(valid.all()) else valid, grid=grid)
         raise ValueError(f"mode must be 'gather' or 'map', got {mode!r}")
 
     def forward_subset(self, x: torch.Tensor, index: Optional[torch.Tensor] = None,
@@ -200,22 +206,28 @@ class MixFFN(BaseModule):
             raise ValueError(f'plan has {nbr.shape[0]} slots, x has {h.shape[0]}')
         c = h.shape[1]
         table = torch.cat([h, h.new_zeros(1, c)])
-        wt = self.dwconv.weight.reshape(c, -1)
+        wt = self.dwconv.weight.reshape(c, -1).t().contiguous()   # [k*k, C]
         centre = nbr.shape[1] // 2  # a real slot's centre neighbour is itself
         if self.dwconv.bias is None:
-            out = h * wt[:, centre]
+            out = h * wt[centre]
         else:
-            out = torch.addcmul(self.dwconv.bias, h, wt[:, centre])
+            out = torch.addcmul(self.dwconv.bias, h, wt[centre])
+        # without autograd, one buffer holds the neighbour rows of every offset in turn
+        buf = None if torch.is_grad_enabled() else torch.empty_like(h)
         for t in range(nbr.shape[1]):
             if t != centre:
-                out.addcmul_(table.index_select(0, nbr[:, t]), wt[:, t])
+                out.addcmul_(torch.index_select(table, 0, nbr[:, t], out=buf)
+                             if buf is not None else table.index_select(0, nbr[:, t]), wt[t])
         return out
 
     def _dw_map(self, h: torch.Tensor, b: int, plan: SubsetPlan) -> torch.Tensor:
-        """Depth-wise convolution of the subset rows ``h`` placed on a zero channels-last map."""
+        """Depth-wise convolution of the subset rows ``h`` placed on a zero channels-last map
+        (the plan's map: only the subset rows are written, the others stay zero)."""
         hh, ww = plan.hw
         c = h.shape[1]
-        grid = h.new_zeros(b * hh * ww, c)
+        grid = plan.grid
+        if grid is None or grid.shape != (b * hh * ww, c) or grid.dtype != h.dtype:
+            grid = h.new_zeros(b * hh * ww, c)
         if plan.valid is None:
             grid.index_copy_(0, plan.rows, h)
         else:

@@ -83,6 +83,26 @@ def test_forward_subset_builds_its_plan_and_checks_it():
         ffn.forward_subset(xs[:, :-1], plan=ffn.subset_plan(index, hw))
 
 
+@pytest.mark.parametrize('mode', ['gather', 'map'])
+def test_one_plan_serves_several_ffns(mode):
+    """A stage shares one plan (and, for 'map', its zero map) between its blocks: reusing it
+    gives what a fresh plan gives, for another FFN and other values at the same tokens."""
+    torch.manual_seed(2)
+    ffns = [MixFFN(4, 8).eval() for _ in range(3)]
+    hw = (6, 5)
+    keep = torch.rand(2, 30) < 0.4
+    keep[:, 3] = True
+    keep[1, :20] = False
+    xs, index = _subset(torch.randn(2, 30, 4), keep)
+    shared = ffns[0].subset_plan(index, hw, mode=mode)
+    with torch.no_grad():
+        for ffn in ffns:
+            x = torch.randn_like(xs)
+            got = ffn.forward_subset(x, plan=shared)
+            want = ffn.forward_subset(x, plan=ffn.subset_plan(index, hw, mode=mode))
+            assert torch.equal(got[keep.sum(1) > 0], want[keep.sum(1) > 0])
+
+
 def test_gather_plan_neighbours_by_hand():
     """A 3x3 map keeping positions 0, 1, 4 (corner, its right neighbour, the centre): each
     kept token's neighbours are the kept ones around it, everything else is the zero row."""
