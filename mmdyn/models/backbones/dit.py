@@ -250,12 +250,13 @@ class DiT(DynamicModuleMixin, BaseModule):
         forced_columns (str): Column paths under ``forced_keep_ratio``: ``'pvt'`` (the PVTv2
             staircase only; nodes that cannot reach an output are pruned) or ``'all'``.
         sparse_dwconv (str): How eval computes the MixFFN depth-wise convolution of a token
-            subset (zeros at the skipped positions, the same result in every mode): ``'map'``
-            (default: the kept rows are copied onto a zero map laid out channels-last, the
-            convolution runs on the whole map, the kept rows are read back; the fastest on CPU
-            here), ``'gather'`` (only at the kept positions: for each of the ``k*k`` offsets the
-            neighbours' rows are gathered and weighted, work proportional to the kept count, as
-            the FLOPs count it) or ``'core'`` (the core MixFFN's ``index=`` path).
+            subset (zeros at the skipped positions, the same result in every mode), i.e. the
+            ``mode`` of :meth:`MixFFN.subset_plan`: ``'map'`` (default: the kept rows are
+            written onto one zero channels-last map per stage, the convolution runs on the
+            whole map, the kept rows are read back; the fastest on CPU here), ``'gather'``
+            (only at the kept positions: each kept token reads its ``k*k`` neighbours among
+            the kept tokens, work proportional to the kept count, as the FLOPs count it) or
+            ``'core'`` (the core MixFFN's ``index=`` path, through the whole block).
         drop_path_rate (float): Stochastic depth, linear over the PVTv2 path's blocks; block
             ``k`` of scale ``i`` gets the same rate in every column. Default 0.1.
         in_channels, qkv_bias, drop_rate, attn_drop_rate, norm_cfg, act_cfg: as PVTv2.
