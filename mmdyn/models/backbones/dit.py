@@ -37,7 +37,7 @@ from ..layers.attention import nlc_to_nchw
 from ..layers.embed import overlap_patch_embed
 from ..layers.ffn import MixFFN
 from ..layers.gates import GumbelSoftmaxGate, categorical_eval, gumbel_softmax_st
-from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
+from ..layers.token_sets import make_token_set
 from ..layers.transformer_blocks import PVTBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
@@ -113,6 +113,110 @@ class StaticColMask(nn.Module):
         return categorical_eval(lg).decision[..., 1]
 
 
+def _node_input(left, up):
+    """Value and reach indicator of a node from its row input ``left`` and column input ``up``
+    (each ``(value, alive)`` or None): ``F = B(left) + g*P(up)``, reached if either path
+    carries it (``1 - (1 - a_left)(1 - a_up)``, which keeps the column gates' gradient)."""
+    if left is None and up is None:
+        return None
+    if up is None:
+        return left
+    if left is None:
+        return up
+    return left[0] + up[0], 1 - (1 - left[1]) * (1 - up[1])
+
+
+class _Accounts:
+    """What one DiT forward records (per image): realised MACs, the expected cost of Eq. 5-6,
+    kept tokens, valid parameters (eval), nodes reached, decision maps and per-part MACs."""
+
+    def __init__(self, model: 'DiT', tokens: torch.Tensor, costs: dict):
+        b, dev = tokens.shape[0], tokens.device
+        self.model, self.costs, self.b, self.dev = model, costs, b, dev
+        self.flops = torch.full((b, ), float(costs['stem']), dtype=torch.float64, device=dev)
+        self.exp_cost = tokens.new_full((b, ), float(costs['stem']))
+        self.kept_tok = torch.zeros(b, dtype=torch.float64, device=dev)
+        self.all_tok = sum(h * w for h, w in costs['shapes']) * model.num_stages
+        self.params = model.param_groups() if not model.training else None
+        self.vparams = None if self.params is None else torch.full(
+            (b, ), float(self.params['stem']), dtype=torch.float64, device=dev)
+        self.maps, self.parts = {}, {}  # parts: ('B' | 'P', i, j) -> MACs per image
+        self.reached = torch.zeros(b, NUM_SCALES, model.num_stages + 1, dtype=torch.bool,
+                                   device=dev)
+        self.a_hard = None
+
+    def absent_row(self, i, j, hw):
+        self.maps[f'row_{i}_{j}'] = torch.zeros(self.b, *hw, device=self.dev)
+
+    def absent_col(self, i, j):
+        self.maps[f'col_{i}_{j}'] = torch.zeros(self.b, 1, 1, device=self.dev)
+
+    def absent(self, i, j, hw):
+        """Node ``F[i][j]`` not reached (or pruned): its paths do not run."""
+        if j < self.model.num_stages:
+            self.absent_row(i, j, hw)
+        if i < NUM_SCALES - 1:
+            self.absent_col(i, j)
+
+    def reach(self, i, j, a):
+        self.a_hard = (a > 0).to(torch.float64).detach()
+        self.reached[:, i, j] = self.a_hard > 0
+
+    def row(self, i, j, hw, g, a):
+        """``B[i][j]`` ran with decisions ``g`` (``[B, N]``) on a node reached by ``a``."""
+        m, a_hard = self.model, self.a_hard
+        kept = (g > 0).sum(1)
+        self.kept_tok += kept.double()
+        blk_f = sum(blk.flops(kept.double(), hw) for blk in m.stages[i][j])
+        blk_f = torch.where(kept > 0, blk_f, torch.zeros_like(blk_f))
+        gate_f = m._row_gate_flops(i, j, hw, self.costs)
+        self.flops += blk_f + gate_f * a_hard
+        self.parts[('B', i, j)] = (blk_f + gate_f * a_hard).detach()
+        self.exp_cost = self.exp_cost + a * (g.mean(1) * self.costs['row'][i][j] + gate_f)
+        self.maps[f'row_{i}_{j}'] = g.detach().reshape(self.b, *hw)
+        if self.vparams is not None:
+            self.vparams += (kept > 0).double() * self.params['stages'][i][j]
+            if m._row_gate_runs() or (m.row_mode == 'static' and not m._imposed()):
+                self.vparams += a_hard * self.params['row_gates'][i][j]
+
+    def col(self, i, j, c, a):
+        """``P[i][j]``'s decisions ``c`` (``[B]``) on a node reached by ``a``."""
+        m, a_hard = self.model, self.a_hard
+        gate_f = self.costs['col_gate'][i] if m._col_gate_runs() else 0
+        c_hard = (c > 0).double().detach()
+        self.flops += c_hard * self.costs['col'][i][j] + gate_f * a_hard
+        self.parts[('P', i, j)] = c_hard * self.costs['col'][i][j] + gate_f * a_hard
+        self.exp_cost = self.exp_cost + c * self.costs['col'][i][j] + a * gate_f
+        self.maps[f'col_{i}_{j}'] = c.detach().reshape(self.b, 1, 1)
+        if self.vparams is not None:
+            self.vparams += c_hard * self.params['downs'][i][j]
+            if m._col_gate_runs() or (m.col_mode == 'static' and not m._imposed()):
+                self.vparams += a_hard * self.params['col_gates'][i][j]
+
+    def finish(self, img_shape) -> torch.Tensor:
+        """Record everything on the model; returns the expected cost ratio ``C_space/C_base``."""
+        m, S, M = self.model, NUM_SCALES, self.model.num_stages
+        ratio = self.exp_cost / self.costs['base']
+        stats = dict(kept_ratio=self.kept_tok / max(self.all_tok, 1),
+                     flops_ratio=self.flops / m.static_flops(img_shape),
+                     pvt_ratio=self.flops / self.costs['base'])
+        if self.vparams is not None:
+            for i in m.out_indices:  # output norms of the outputs that were reached
+                self.vparams += self.reached[:, i, m.out_column(i)].double() * \
+                    self.params['out_norms'][i]
+            m.last_valid_params = self.vparams
+            stats['valid_params'] = self.vparams
+            stats['param_ratio'] = self.vparams / self.params['total']
+        # panels ordered scale-major (rows of Fig. 3: one scale, M stages), then column gates
+        order = [f'row_{i}_{j}' for i in range(S) for j in range(M)] + [
+            f'col_{i}_{j}' for i in range(S - 1) for j in range(M + 1)]
+        m.last_reached = self.reached
+        m._last_part_flops = self.parts
+        m.record_dynamic(self.flops, stats, expected_cost=ratio if m.training else None,
+                         maps={k: self.maps[k] for k in order})
+        return ratio
+
+
 @MODELS.register_module()
 class DiT(DynamicModuleMixin, BaseModule):
     """DiT backbone (dynamic token routing over scales x stages, PVTv2 blocks).
@@ -146,12 +250,13 @@ class DiT(DynamicModuleMixin, BaseModule):
         forced_columns (str): Column paths under ``forced_keep_ratio``: ``'pvt'`` (the PVTv2
             staircase only; nodes that cannot reach an output are pruned) or ``'all'``.
         sparse_dwconv (str): How eval computes the MixFFN depth-wise convolution of a token
-            subset (zeros at the skipped positions, the same result in every mode): ``'map'``
-            (default: the kept rows are copied onto a zero map laid out channels-last, the
-            convolution runs on the whole map, the kept rows are read back; the fastest on CPU
-            here), ``'gather'`` (only at the kept positions: for each of the ``k*k`` offsets the
-            neighbours' rows are gathered and weighted, work proportional to the kept count, as
-            the FLOPs count it) or ``'core'`` (the core MixFFN's ``index=`` path).
+            subset (zeros at the skipped positions, the same result in every mode), i.e. the
+            ``mode`` of :meth:`MixFFN.subset_plan`: ``'map'`` (default: the kept rows are
+            written onto one zero channels-last map per stage, the convolution runs on the
+            whole map, the kept rows are read back; the fastest on CPU here), ``'gather'``
+            (only at the kept positions: each kept token reads its ``k*k`` neighbours among
+            the kept tokens, work proportional to the kept count, as the FLOPs count it) or
+            ``'core'`` (the core MixFFN's ``index=`` path, through the whole block).
         drop_path_rate (float): Stochastic depth, linear over the PVTv2 path's blocks; block
             ``k`` of scale ``i`` gets the same rate in every column. Default 0.1.
         in_channels, qkv_bias, drop_rate, attn_drop_rate, norm_cfg, act_cfg: as PVTv2.
@@ -296,10 +401,8 @@ class DiT(DynamicModuleMixin, BaseModule):
                 self.col_gates.append(gates)
         self.out_norms = ModuleList(
             [build_norm_layer(norm_cfg, self.embed_dims[i])[1] for i in range(S)])
-        # C_base: the PVTv2 of the same settings (built on the meta device: no memory)
-        with torch.device('meta'):
-            self._base = [PVTv2(arch=copy.deepcopy(settings))]  # list: not a submodule
         self._cost_cache: Dict[Tuple[int, int], dict] = {}
+        self._param_counts = self._count_params()
         self.reset_dynamic_records()
         self.aux_losses: Dict[str, torch.Tensor] = {}
         self.last_valid_params: Optional[torch.Tensor] = None
@@ -320,11 +423,22 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.routing = routing
         self.row_mode, self.col_mode = ROUTINGS[routing]
 
+    def _rules(self) -> Tuple[str, str]:
+        """The (row, column) rules in force, the one place that ranks them: ``force_full``
+        (every gate on), then ``fixed_decisions`` (``'fixed'``), then ``forced_keep_ratio``
+        (``'forced'`` rows, ``forced_columns`` columns), then the routing rule."""
+        if self.force_full:
+            return 'on', 'on'
+        if self.fixed_decisions is not None:
+            return 'fixed', 'fixed'
+        if self.forced_keep_ratio is not None:
+            return 'forced', 'on' if self.forced_columns == 'all' else 'pvt'
+        return self.row_mode, self.col_mode
+
     def _imposed(self) -> bool:
         """Decisions come from outside the gates (``force_full``, ``fixed_decisions`` or
         ``forced_keep_ratio``): no gate runs."""
-        return self.force_full or self.fixed_decisions is not None or \
-            self.forced_keep_ratio is not None
+        return self.force_full or self._rules()[0] in ('fixed', 'forced')
 
     def _row_gate_runs(self) -> bool:
         return self.row_mode == 'dynamic' and not self._imposed()
@@ -332,11 +446,11 @@ class DiT(DynamicModuleMixin, BaseModule):
     def _col_gate_runs(self) -> bool:
         return self.col_mode == 'dynamic' and not self._imposed()
 
-    def forced_row_mask(self, n: int) -> torch.Tensor:
+    def forced_row_mask(self, n: int, device=None) -> torch.Tensor:
         """``Bool[n]``: the tokens a stage of ``n`` tokens keeps under ``forced_keep_ratio``
-        (evenly spaced, ``floor(n * ratio)`` of them)."""
+        (evenly spaced, ``floor(n * ratio)`` of them), made on ``device`` (no host copy)."""
         r = self.forced_keep_ratio
-        k = torch.arange(n + 1, dtype=torch.float64)
+        k = torch.arange(n + 1, dtype=torch.float64, device=device)
         c = torch.floor(k * r + 1e-9)
         return c[1:] > c[:-1]
 
@@ -454,9 +568,12 @@ class DiT(DynamicModuleMixin, BaseModule):
         row_gate = [2 * shapes[i][0] * shapes[i][1] * self.embed_dims[i]
                     for i in range(NUM_SCALES)]
         col_gate = [2 * self.embed_dims[i] for i in range(NUM_SCALES)]
-        res = dict(shapes=shapes, stem=self.stem.flops(key), row=row, col=col,
-                   row_gate=row_gate, col_gate=col_gate,
-                   base=self._base[0].static_flops(key))
+        # C_base: the PVTv2 of the same settings is the stem, one stage per scale and one
+        # patch embedding between scales, i.e. column 0 of the grid (every column costs the same)
+        c_stem = self.stem.flops(key)
+        base = c_stem + sum(r[0] for r in row) + sum(c[0] for c in col)
+        res = dict(shapes=shapes, stem=c_stem, row=row, col=col,
+                   row_gate=row_gate, col_gate=col_gate, base=base)
         self._cost_cache[key] = res
         return res
 
@@ -481,9 +598,11 @@ class DiT(DynamicModuleMixin, BaseModule):
         return int(self._costs(img_shape)['base'])
 
     def param_groups(self) -> dict:
-        """Parameter counts of the routing space's parts (cached)."""
-        if getattr(self, '_param_cache', None) is not None:
-            return self._param_cache
+        """Parameter counts of the routing space's parts (fixed by the constructor: counted
+        once, at the end of ``__init__``)."""
+        return self._param_counts
+
+    def _count_params(self) -> dict:
         def n(m):
             return sum(p.numel() for p in m.parameters())
         res = dict(stem=n(self.stem),
@@ -494,22 +613,17 @@ class DiT(DynamicModuleMixin, BaseModule):
                     col_gates=[[n(g) for g in self.col_gates[i]] for i in range(NUM_SCALES - 1)],
                     out_norms=[n(m) for m in self.out_norms],
                     total=n(self))
-        self._param_cache = res
         return res
 
     # ------------------------------------------------------------------ decisions
     def _row_decision(self, i: int, j: int, x: torch.Tensor, hw) -> torch.Tensor:
         """``[B, N]`` 0/1 (straight-through in training) decisions of ``B[i][j]``."""
-        mode = 'on' if self.force_full else self.row_mode
+        mode = self._rules()[0]
         b, n = x.shape[:2]
-        if self.fixed_decisions is not None and not self.force_full:
+        if mode == 'fixed':
             return self.fixed_decisions[('row', i, j)].to(x.device, x.dtype)
-        if self.forced_keep_ratio is not None and not self.force_full:
-            key = (n, self.forced_keep_ratio, x.device, x.dtype)
-            cache = self.__dict__.setdefault('_forced_cache', {})
-            if key not in cache:  # one host-to-device copy per map size, not per call
-                cache[key] = self.forced_row_mask(n).to(x.device, x.dtype)
-            return cache[key][None].expand(b, n)
+        if mode == 'forced':
+            return self.forced_row_mask(n, x.device).to(x.dtype)[None].expand(b, n)
         if mode == 'on':
             return x.new_ones(b, n)
         if mode == 'random':
@@ -549,12 +663,10 @@ class DiT(DynamicModuleMixin, BaseModule):
 
     def _col_decision(self, i: int, j: int, x: torch.Tensor) -> torch.Tensor:
         """``[B]`` 0/1 decisions of ``P[i][j]``."""
-        mode = 'on' if self.force_full else self.col_mode
+        mode = self._rules()[1]
         b = x.shape[0]
-        if self.fixed_decisions is not None and not self.force_full:
+        if mode == 'fixed':
             return self.fixed_decisions[('col', i, j)].to(x.device, x.dtype)
-        if self.forced_keep_ratio is not None and not self.force_full:
-            mode = 'on' if self.forced_columns == 'all' else 'pvt'
         if mode == 'on':
             return x.new_ones(b)
         if mode == 'pvt':
@@ -569,10 +681,9 @@ class DiT(DynamicModuleMixin, BaseModule):
         """Nodes whose value can reach an output (static column rules only prune)."""
         M = self.num_stages
         need = [[False] * (M + 1) for _ in range(NUM_SCALES)]
-        col_mode = self.col_mode
-        if self.forced_keep_ratio is not None and self.fixed_decisions is None:
-            col_mode = 'on' if self.forced_columns == 'all' else 'pvt'
-        static_cols = col_mode == 'pvt' and not self.force_full
+        col_rule = self._rules()[1]
+        # imposed decisions are pruned as the routing rule would be
+        static_cols = col_rule == 'pvt' or (col_rule == 'fixed' and self.col_mode == 'pvt')
         outs = {(i, self.out_column(i)) for i in self.out_indices}
         for j in range(M, -1, -1):
             for i in range(NUM_SCALES - 1, -1, -1):
@@ -603,8 +714,7 @@ class DiT(DynamicModuleMixin, BaseModule):
 
     def _run_stage_sparse(self, i, j, x, hw, keep):
         """Eval: only the kept tokens run (gathered per image, keys from the whole map)."""
-        counts = keep.sum(1)
-        sel = counts > 0
+        sel = keep.any(1)
         if not bool(sel.any()):
             return x
         all_sel = bool(sel.all())
@@ -614,95 +724,41 @@ class DiT(DynamicModuleMixin, BaseModule):
             # every token of these images computes: the plain dense stage (no gather/scatter)
             for blk in self.stages[i][j]:
                 xs = blk(xs, hw)
-            if all_sel:
-                return xs
-            out = x.clone()
-            out[sel] = xs
-            return out
-        ts = make_token_set(ks)
-        qidx = torch.where(ts.mask, ts.index, torch.full_like(ts.index, -1))
-        nb = None
-        for blk in self.stages[i][j]:
-            q = gather_tokens(xs, ts)
-            if self.sparse_dwconv != 'core' and isinstance(blk.ffn, MixFFN):
-                if nb is None:
-                    nb = self._dw_neighbours(qidx, hw, blk.ffn.dwconv) \
-                        if self.sparse_dwconv == 'gather' else self._dw_rows(qidx, hw)
-                y = blk.attn_residual(xs, hw, query=q)
-                q = y + blk.drop_path(self._mixffn_at(blk.ffn, blk.norm2(y), nb, hw))
-            else:
-                q = blk(xs, hw, query=q, query_index=qidx)
-            xs = scatter_tokens(q, ts, xs)
+        else:
+            xs = self._run_blocks_on_subset(self.stages[i][j], xs, hw, ks)
         if all_sel:
             return xs
         out = x.clone()
         out[sel] = xs
         return out
 
-    @staticmethod
-    def _dw_rows(qidx: torch.Tensor, hw):
-        """For ``sparse_dwconv='map'``: rows of the tokens ``qidx`` (``[B, L]``, -1 for padding)
-        in a ``[B * H * W, C]`` table, and which of them are real."""
-        n = hw[0] * hw[1]
-        base = torch.arange(qidx.shape[0], device=qidx.device)[:, None] * n
-        rows = (qidx.clamp(min=0) + base).reshape(-1)
-        valid = (qidx >= 0).reshape(-1)
-        return 'map', rows, None if bool(valid.all()) else valid
-
-    @staticmethod
-    def _dw_neighbours(qidx: torch.Tensor, hw, conv: nn.Conv2d):
-        """For ``sparse_dwconv='gather'``: positions of the tokens ``qidx`` (``[B, L]``, -1 for
-        padding) on the zero-padded map, and of their ``k*k`` neighbours."""
-        k = conv.kernel_size[0]
-        p = conv.padding[0]
-        if conv.kernel_size != (k, k) or conv.padding != (p, p) or conv.stride != (1, 1) \
-                or conv.dilation != (1, 1) or 2 * p != k - 1:
-            raise ValueError('sparse_dwconv=gather needs a square, stride-1, same-size conv')
-        h, w = hw
-        hp, wp = h + 2 * p, w + 2 * p
-        pos = qidx.clamp(min=0)
-        flat = (pos // w + p) * wp + pos % w + p
-        flat = torch.where(qidx >= 0, flat, torch.full_like(flat, hp * wp))  # a spare slot
-        offs = torch.tensor([(dy - p) * wp + (dx - p) for dy in range(k) for dx in range(k)],
-                            device=qidx.device)
-        nb = (flat[..., None] + offs).clamp(0, hp * wp)   # padding slots: anything in range
-        return 'gather', flat, nb, hp * wp + 1
-
-    @staticmethod
-    def _mixffn_at(ffn: MixFFN, x: torch.Tensor, nb, hw) -> torch.Tensor:
-        """``ffn(x)`` for a token subset ``x`` (``[B, L, C]``) of an ``hw`` map: the depth-wise
-        convolution sees zeros at the other positions (as the core's ``index=`` path)."""
-        h = ffn.relu(ffn.fc1(x))
-        b, l, c = h.shape
-        if nb[0] == 'map':
-            _, rows, valid = nb
-            hh, ww = hw
-            grid = h.new_zeros(b * hh * ww, c)
-            hv = h.reshape(b * l, c)
-            if valid is None:
-                grid.index_copy_(0, rows, hv)
+    def _run_blocks_on_subset(self, blocks, x, hw, keep):
+        """The blocks on the kept tokens of ``x`` (``[B, N, C]``, every image keeps one at
+        least); the others keep their values. One working copy of the map per stage: the kept
+        rows are read and written back in place, block after block."""
+        b, n, c = x.shape
+        ts = make_token_set(keep)
+        qidx = torch.where(ts.mask, ts.index, torch.full_like(ts.index, -1))
+        rows = (ts.index + torch.arange(b, device=x.device)[:, None] * n).reshape(-1)
+        real = None if bool(ts.mask.all()) else ts.mask.reshape(-1)
+        xs = x.clone()
+        flat = xs.view(b * n, c)
+        plan = None
+        for blk in blocks:
+            q = flat.index_select(0, rows).view(b, -1, c)
+            if self.sparse_dwconv != 'core' and isinstance(blk.ffn, MixFFN):
+                if plan is None:
+                    plan = blk.ffn.subset_plan(qidx, hw, mode=self.sparse_dwconv, dtype=x.dtype)
+                y = blk.attn_residual(xs, hw, query=q)
+                q = y + blk.drop_path(blk.ffn.forward_subset(blk.norm2(y), plan=plan))
             else:
-                grid.index_copy_(0, rows[valid], hv[valid])
-            # [B, H, W, C] memory seen as NCHW: a channels-last map, no copy
-            m = ffn.dwconv(grid.view(b, hh, ww, c).permute(0, 3, 1, 2))
-            m = m.permute(0, 2, 3, 1).reshape(b * hh * ww, c)
-            h = ffn.drop(ffn.act(m.index_select(0, rows).view(b, l, c)))
-            return ffn.drop(ffn.fc2(h))
-        _, flat, nbr, slots = nb
-        # rows of one flat [B * slots, C] table: row copies (index_select) are much cheaper
-        # than an element-wise gather with an expanded index
-        base = torch.arange(b, device=h.device)[:, None] * slots
-        grid = h.new_zeros(b * slots, c)
-        grid.index_copy_(0, (flat + base).reshape(-1), h.reshape(b * l, c))
-        rows = (nbr + base[..., None]).reshape(b * l, -1)
-        wt = ffn.dwconv.weight.reshape(c, -1)
-        out = h.new_zeros(b * l, c) if ffn.dwconv.bias is None else \
-            ffn.dwconv.bias.expand(b * l, c).clone()
-        for t in range(rows.shape[-1]):
-            out.addcmul_(grid.index_select(0, rows[:, t]), wt[:, t])
-        out = out.view(b, l, c)
-        h = ffn.drop(ffn.act(out))
-        return ffn.drop(ffn.fc2(h))
+                q = blk(xs, hw, query=q, query_index=qidx)
+            q = q.reshape(-1, c)
+            if real is None:
+                flat.index_copy_(0, rows, q)
+            else:
+                flat.index_copy_(0, rows[real], q[real])
+        return xs
 
     def _run_down(self, i, j, x, hw, c):
         """``c * P(x)``; in eval only the images whose column gate is on run."""
@@ -726,133 +782,55 @@ class DiT(DynamicModuleMixin, BaseModule):
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every scale takes
         img_shape = tuple(x.shape[-2:])
         costs = self._costs(img_shape)
-        shapes = costs['shapes']
-        M, S = self.num_stages, NUM_SCALES
-        b = x.shape[0]
-        dev = x.device
-        train = self.training
-        need = self._needed()
-        gated = self._gated() and not self._imposed()
-
         tokens, _ = self.stem(x)
-        feats = [[None] * (M + 1) for _ in range(S)]   # node maps [B, N, C]
-        alive = [[None] * (M + 1) for _ in range(S)]   # [B] 0/1 (with ST grad in training)
-        row_out = [[None] * (M + 1) for _ in range(S)]
-        col_out = [[None] * (M + 1) for _ in range(S)]
-        row_alive = [[None] * (M + 1) for _ in range(S)]
-        col_alive = [[None] * (M + 1) for _ in range(S)]
-        flops = torch.full((b, ), float(costs['stem']), dtype=torch.float64, device=dev)
-        exp_cost = tokens.new_full((b, ), float(costs['stem']))
-        kept_tok = torch.zeros(b, dtype=torch.float64, device=dev)
-        all_tok = 0
-        params = self.param_groups() if not train else None
-        vparams = torch.full((b, ), float(params['stem']), dtype=torch.float64,
-                             device=dev) if params else None
-        maps, stats = {}, {}
-        part_flops = {}  # ('B' | 'P', i, j) -> MACs per image of that stage / column path
-        reached = torch.zeros(b, S, M + 1, dtype=torch.bool, device=dev)
+        acc = _Accounts(self, tokens, costs)
+        feats = self._run_grid(tokens, costs['shapes'], acc)
+        outs = []
+        for i in self.out_indices:
+            f, hw = feats.get((i, self.out_column(i))), costs['shapes'][i]
+            if f is None:  # nothing reached this output: zeros
+                outs.append(tokens.new_zeros(x.shape[0], self.embed_dims[i], *hw)
+                            + 0 * tokens.sum())
+            else:
+                outs.append(nlc_to_nchw(self.out_norms[i](f), hw))
+        ratio = acc.finish(img_shape)
+        if self.training and self._gated() and not self._imposed():
+            self.set_aux_losses({self.budget_loss.loss_name: self.budget_loss(ratio)})
+        return tuple(outs)
 
+    def _run_grid(self, tokens: torch.Tensor, shapes, acc: '_Accounts') -> dict:
+        """Every node of the grid, column by column (Eq. 4): routing (is the node reached,
+        which tokens / images take its paths), compute (the stage and the column path on
+        them), accounting (``acc``). Returns the reached nodes' values ``{(i, j): [B, N, C]}``."""
+        M, S = self.num_stages, NUM_SCALES
+        need = self._needed()
+        feats, row_out, col_out = {}, {}, {}   # row_out / col_out: (i, j) -> (value, alive)
         for j in range(M + 1):
             for i in range(S):
                 hw = shapes[i]
-                n_tok = hw[0] * hw[1]
-                if j < M:
-                    all_tok += n_tok
-                # ---- node value (Eq. 4)
-                if i == 0 and j == 0:
-                    f, a = tokens, tokens.new_ones(b)
-                else:
-                    f, a = None, None
-                    if j > 0 and row_out[i][j - 1] is not None:
-                        f, a = row_out[i][j - 1], row_alive[i][j - 1]
-                    if i > 0 and col_out[i - 1][j] is not None:
-                        cf, ca = col_out[i - 1][j], col_alive[i - 1][j]
-                        f = cf if f is None else f + cf
-                        a = ca if a is None else 1 - (1 - a) * (1 - ca)
-                if f is None or not need[i][j] or not bool((a > 0).any()):
-                    if j < M:
-                        maps[f'row_{i}_{j}'] = torch.zeros(b, *hw, device=dev)
-                    if i < S - 1:
-                        maps[f'col_{i}_{j}'] = torch.zeros(b, 1, 1, device=dev)
+                node = (tokens, tokens.new_ones(tokens.shape[0])) if i == j == 0 else \
+                    _node_input(row_out.get((i, j - 1)), col_out.get((i - 1, j)))
+                if node is None or not need[i][j] or not bool((node[1] > 0).any()):
+                    acc.absent(i, j, hw)
                     continue
-                feats[i][j], alive[i][j] = f, a
-                a_hard = (a > 0).to(torch.float64).detach()
-                reached[:, i, j] = a_hard > 0
-                # ---- row path B[i][j]
-                if j < M and (need[i][j + 1]):
+                f, a = node
+                feats[(i, j)] = f
+                acc.reach(i, j, a)
+                if j < M and need[i][j + 1]:
                     g = self._row_decision(i, j, f, hw) * a[:, None]
-                    if train:
-                        row_out[i][j] = self._run_stage_dense(i, j, f, hw, g)
-                    else:
-                        row_out[i][j] = self._run_stage_sparse(i, j, f, hw, g > 0)
-                    row_alive[i][j] = a
-                    kept = (g > 0).sum(1)
-                    kept_tok += kept.double()
-                    blk_f = sum(blk.flops(kept.double(), hw) for blk in self.stages[i][j])
-                    blk_f = torch.where(kept > 0, blk_f, torch.zeros_like(blk_f))
-                    gate_f = self._row_gate_flops(i, j, hw, costs)
-                    flops += blk_f + gate_f * a_hard
-                    part_flops[('B', i, j)] = (blk_f + gate_f * a_hard).detach()
-                    exp_cost = exp_cost + a * (g.mean(1) * costs['row'][i][j] + gate_f)
-                    maps[f'row_{i}_{j}'] = g.detach().reshape(b, *hw)
-                    if vparams is not None:
-                        vparams += (kept > 0).double() * params['stages'][i][j]
-                        if self._row_gate_runs() or (self.row_mode == 'static'
-                                                     and not self._imposed()):
-                            vparams += a_hard * params['row_gates'][i][j]
+                    run = self._run_stage_dense if self.training else self._run_stage_sparse
+                    row_out[(i, j)] = (run(i, j, f, hw, g if self.training else g > 0), a)
+                    acc.row(i, j, hw, g, a)
                 elif j < M:
-                    maps[f'row_{i}_{j}'] = torch.zeros(b, *hw, device=dev)
-                # ---- column path P[i][j]
+                    acc.absent_row(i, j, hw)
                 if i < S - 1 and need[i + 1][j]:
                     c = self._col_decision(i, j, f) * a
                     if bool((c > 0).any()):
-                        col_out[i][j] = self._run_down(i, j, f, hw, c)
-                        col_alive[i][j] = c
-                    gate_f = costs['col_gate'][i] if self._col_gate_runs() else 0
-                    c_hard = (c > 0).double().detach()
-                    flops += c_hard * costs['col'][i][j] + gate_f * a_hard
-                    part_flops[('P', i, j)] = c_hard * costs['col'][i][j] + gate_f * a_hard
-                    exp_cost = exp_cost + c * costs['col'][i][j] + a * gate_f
-                    maps[f'col_{i}_{j}'] = c.detach().reshape(b, 1, 1)
-                    if vparams is not None:
-                        vparams += c_hard * params['downs'][i][j]
-                        if self._col_gate_runs() or (self.col_mode == 'static'
-                                                     and not self._imposed()):
-                            vparams += a_hard * params['col_gates'][i][j]
+                        col_out[(i, j)] = (self._run_down(i, j, f, hw, c), c)
+                    acc.col(i, j, c, a)
                 elif i < S - 1:
-                    maps[f'col_{i}_{j}'] = torch.zeros(b, 1, 1, device=dev)
-
-        outs = []
-        for i in self.out_indices:
-            j = self.out_column(i)
-            f = feats[i][j]
-            if f is None:  # nothing reached this output: zeros
-                hw = shapes[i]
-                outs.append(tokens.new_zeros(b, self.embed_dims[i], *hw)
-                            + 0 * tokens.sum())
-                continue
-            outs.append(nlc_to_nchw(self.out_norms[i](f), shapes[i]))
-
-        ratio = exp_cost / costs['base']
-        stats = dict(kept_ratio=kept_tok / max(all_tok, 1),
-                     flops_ratio=flops / self.static_flops(img_shape),
-                     pvt_ratio=flops / costs['base'])
-        if vparams is not None:
-            for i in self.out_indices:  # output norms of the outputs that were reached
-                vparams += reached[:, i, self.out_column(i)].double() * params['out_norms'][i]
-            self.last_valid_params = vparams
-            stats['valid_params'] = vparams
-            stats['param_ratio'] = vparams / params['total']
-        # panels ordered scale-major (rows of Fig. 3: one scale, M stages), then column gates
-        order = [f'row_{i}_{j}' for i in range(S) for j in range(M)] + [
-            f'col_{i}_{j}' for i in range(S - 1) for j in range(M + 1)]
-        maps = {k: maps[k] for k in order}
-        self.last_reached = reached
-        self._last_part_flops = part_flops
-        self.record_dynamic(flops, stats, expected_cost=ratio if train else None, maps=maps)
-        if train and gated:
-            self.set_aux_losses({self.budget_loss.loss_name: self.budget_loss(ratio)})
-        return tuple(outs)
+                    acc.absent_col(i, j)
+        return feats
 
     def _block_rows(self) -> List[dict]:
         """Rows of :meth:`block_table` (the core schema), per stage ``B[i][j]`` and column
@@ -885,7 +863,3 @@ class DiT(DynamicModuleMixin, BaseModule):
                                      reached=float(r.mean()), skip_reached=skip))
         return rows
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._base[0].train(mode)
-        return self

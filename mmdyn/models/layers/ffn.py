@@ -6,8 +6,16 @@ Both take ``(x, hw_shape=None, index=None)``. ``index`` (``LongTensor [B, N]``) 
 of a dynamic method, padded per image; a padding slot has index ``-1``). The MLP ignores it;
 MixFFN uses it to place the hidden tokens on a zero map for its depth-wise convolution, so the
 convolution sees zeros where tokens were not computed.
+
+``MixFFN.forward_subset(x, index, hw)`` is the eval path for such a subset (DiT's kept tokens,
+any PVTv2 host): the same result as ``forward(x, hw, index)`` at the kept tokens, but the
+depth-wise convolution is evaluated at the kept positions only (``mode='gather'``: each kept
+token reads its ``k*k`` neighbours among the kept tokens, a skipped or out-of-map neighbour is
+zero), so it costs per kept token, not per map position. ``mode='map'`` places the kept rows on a
+zero channels-last map instead and convolves the whole map. :meth:`MixFFN.subset_plan` builds
+the neighbour table once for a token subset, to share it between the blocks of a stage.
 """
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -16,7 +24,7 @@ from mmengine.model import BaseModule
 
 from mmdyn.analysis import flops as fl
 
-__all__ = ['MLP', 'MixFFN']
+__all__ = ['MLP', 'MixFFN', 'SubsetPlan']
 
 
 class MLP(BaseModule):
@@ -44,6 +52,48 @@ class MLP(BaseModule):
     def flops(self, num_tokens, num_dw_tokens=None):
         """MACs for ``num_tokens`` tokens (``num_dw_tokens`` is accepted and ignored)."""
         return fl.mlp_flops(num_tokens, self.embed_dims, self.hidden_dims)
+
+
+class SubsetPlan(NamedTuple):
+    """Where a token subset sits on its map, for :meth:`MixFFN.forward_subset`.
+
+    ``mode='gather'``: ``nbr`` (``Long[B * L, k*k]``) is, for every slot, the row of each of its
+    ``k*k`` neighbours in the table of the ``B * L`` subset rows followed by one zero row (row
+    ``B * L``: a neighbour outside the map, not in the subset, or any neighbour of a padding
+    slot). ``mode='map'``: ``rows`` (``Long[B * L]``) is each slot's row in a ``[B * H * W, C]``
+    map, ``valid`` (``Bool[B * L]`` or None when every slot is real) marks the real slots, and
+    ``grid`` is that zero map, shared by the MixFFNs the plan is used for (each writes only the
+    subset rows, so the other rows stay zero: one zero fill per subset, not per block).
+    """
+    mode: str
+    hw: tuple
+    kernel_size: int
+    nbr: Optional[torch.Tensor] = None
+    rows: Optional[torch.Tensor] = None
+    valid: Optional[torch.Tensor] = None
+    grid: Optional[torch.Tensor] = None
+
+
+def _subset_neighbours(index: torch.Tensor, hw: Sequence[int], k: int) -> torch.Tensor:
+    """``Long[B * L, k*k]`` neighbour rows of :class:`SubsetPlan` (``index``: ``[B, L]``, -1
+    marks padding)."""
+    b, l = index.shape
+    h, w = hw
+    zero = b * l
+    real = index >= 0
+    pos = index.clamp(min=0)
+    # map position -> row of the subset table (the zero row where no kept token sits)
+    slot = torch.arange(b * l, device=index.device).view(b, l)
+    lookup = torch.full((b, h * w + 1), zero, dtype=torch.long, device=index.device)
+    lookup.scatter_(1, torch.where(real, pos, torch.full_like(pos, h * w)), slot)
+    lookup[:, h * w] = zero
+    p = k // 2
+    d = torch.arange(-p, p + 1, device=index.device)
+    y = (pos // w)[..., None, None] + d[:, None]          # [B, L, k, 1]
+    x = (pos % w)[..., None, None] + d[None, :]           # [B, L, 1, k]
+    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w) & real[..., None, None]
+    at = torch.where(inside, y * w + x, torch.full_like(y * w + x, h * w)).view(b, -1)
+    return lookup.gather(1, at).view(b * l, k * k)
 
 
 class MixFFN(BaseModule):
@@ -106,6 +156,85 @@ class MixFFN(BaseModule):
         h = self.relu(self.fc1(x))
         h = self.drop(self.act(self._dw(h, hw_shape, index)))
         return self.drop(self.fc2(h))
+
+    def subset_plan(self, index: torch.Tensor, hw_shape: Sequence[int],
+                    mode: str = 'gather', dtype: Optional[torch.dtype] = None) -> SubsetPlan:
+        """Where the tokens ``index`` (``Long[B, L]``, their positions in the ``H*W`` map, -1 for
+        padding slots) sit, for :meth:`forward_subset`; build it once per token subset and
+        pass it to every MixFFN of that map with the same kernel size (and, for ``'map'``,
+        the same hidden width: the zero map of ``dtype``, default the fc1 weight's, is shared)."""
+        if index.dim() != 2:
+            raise ValueError(f'index must be [B, L], got shape {tuple(index.shape)}')
+        hw = (int(hw_shape[0]), int(hw_shape[1]))
+        if mode == 'gather':
+            return SubsetPlan('gather', hw, self.kernel_size,
+                              nbr=_subset_neighbours(index, hw, self.kernel_size))
+        if mode == 'map':
+            base = torch.arange(index.shape[0], device=index.device)[:, None] * (hw[0] * hw[1])
+            valid = (index >= 0).reshape(-1)
+            grid = torch.zeros(index.shape[0] * hw[0] * hw[1], self.hidden_dims,
+                               dtype=dtype or self.fc1.weight.dtype, device=index.device)
+            return SubsetPlan('map', hw, self.kernel_size,
+                              rows=(index.clamp(min=0) + base).reshape(-1),
+                              valid=None if bool(valid.all()) else valid, grid=grid)
+        raise ValueError(f"mode must be 'gather' or 'map', got {mode!r}")
+
+    def forward_subset(self, x: torch.Tensor, index: Optional[torch.Tensor] = None,
+                       hw_shape: Optional[Sequence[int]] = None,
+                       plan: Optional[SubsetPlan] = None) -> torch.Tensor:
+        """The FFN of a token subset ``x`` (``[B, L, C]``) of an ``hw_shape`` map whose other
+        positions are zero for the depth-wise convolution: equal to ``forward(x, hw_shape,
+        index)`` (at the real slots). Give ``index`` and ``hw_shape`` (a ``'gather'`` plan is
+        built) or a ``plan`` from :meth:`subset_plan`."""
+        if plan is None:
+            if index is None or hw_shape is None:
+                raise ValueError('forward_subset needs `index` and `hw_shape`, or a `plan`')
+            plan = self.subset_plan(index, hw_shape)
+        if plan.kernel_size != self.kernel_size:
+            raise ValueError(f'plan is for a {plan.kernel_size}x{plan.kernel_size} kernel, '
+                             f'this MixFFN has {self.kernel_size}')
+        b, l, _ = x.shape
+        h = self.relu(self.fc1(x)).reshape(b * l, self.hidden_dims)
+        m = self._dw_gather(h, plan.nbr) if plan.mode == 'gather' else \
+            self._dw_map(h, b, plan)
+        h = self.drop(self.act(m.view(b, l, self.hidden_dims)))
+        return self.drop(self.fc2(h))
+
+    def _dw_gather(self, h: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+        """Depth-wise convolution at the subset rows ``h`` only (``[R, C]``)."""
+        if nbr.shape[0] != h.shape[0]:
+            raise ValueError(f'plan has {nbr.shape[0]} slots, x has {h.shape[0]}')
+        c = h.shape[1]
+        table = torch.cat([h, h.new_zeros(1, c)])
+        wt = self.dwconv.weight.reshape(c, -1).t().contiguous()   # [k*k, C]
+        centre = nbr.shape[1] // 2  # a real slot's centre neighbour is itself
+        if self.dwconv.bias is None:
+            out = h * wt[centre]
+        else:
+            out = torch.addcmul(self.dwconv.bias, h, wt[centre])
+        # without autograd, one buffer holds the neighbour rows of every offset in turn
+        buf = None if torch.is_grad_enabled() else torch.empty_like(h)
+        for t in range(nbr.shape[1]):
+            if t != centre:
+                out.addcmul_(torch.index_select(table, 0, nbr[:, t], out=buf)
+                             if buf is not None else table.index_select(0, nbr[:, t]), wt[t])
+        return out
+
+    def _dw_map(self, h: torch.Tensor, b: int, plan: SubsetPlan) -> torch.Tensor:
+        """Depth-wise convolution of the subset rows ``h`` placed on a zero channels-last map
+        (the plan's map: only the subset rows are written, the others stay zero)."""
+        hh, ww = plan.hw
+        c = h.shape[1]
+        grid = plan.grid
+        if grid is None or grid.shape != (b * hh * ww, c) or grid.dtype != h.dtype:
+            grid = h.new_zeros(b * hh * ww, c)
+        if plan.valid is None:
+            grid.index_copy_(0, plan.rows, h)
+        else:
+            grid.index_copy_(0, plan.rows[plan.valid], h[plan.valid])
+        # [B, H, W, C] memory seen as NCHW: a channels-last map, no copy
+        m = self.dwconv(grid.view(b, hh, ww, c).permute(0, 3, 1, 2))
+        return m.permute(0, 2, 3, 1).reshape(b * hh * ww, c).index_select(0, plan.rows)
 
     def flops(self, num_tokens, num_dw_tokens=None):
         """MACs for ``num_tokens`` tokens; the depth-wise convolution is counted at

@@ -294,3 +294,57 @@ def test_sparse_dwconv_modes_agree():
         assert torch.equal(ms[mode].last_flops, ms['core'].last_flops)
     with pytest.raises(ValueError, match='sparse_dwconv'):
         tiny(sparse_dwconv='conv')
+
+
+def test_one_decision_rule_ranks_the_overrides():
+    """``_rules`` is the one place that ranks force_full > fixed_decisions > forced_keep_ratio
+    > routing; the row / column decisions and the pruning follow it."""
+    m = tiny(routing='pvt', forced_keep_ratio=0.5, forced_columns='all')
+    assert m._rules() == ('forced', 'on')
+    x = torch.randn(2, 10, 8)
+    assert torch.equal(m._row_decision(0, 0, x, (2, 5))[0],
+                       m.forced_row_mask(10).float())
+    assert m._col_decision(0, 3, x).tolist() == [1., 1.]
+    assert all(all(r) for r in m._needed())        # every column may run: nothing pruned
+    fixed = {('row', 0, 0): torch.tensor([[1., 0.] * 5] * 2), ('col', 0, 3): torch.tensor([0., 1.])}
+    m.fixed_decisions = fixed
+    assert m._rules() == ('fixed', 'fixed') and m._imposed()
+    assert torch.equal(m._row_decision(0, 0, x, (2, 5)), fixed[('row', 0, 0)])
+    assert m._col_decision(0, 3, x).tolist() == [0., 1.]
+    assert not all(all(r) for r in m._needed())    # imposed decisions pruned as 'pvt' would be
+    m.force_full = True
+    assert m._rules() == ('on', 'on')
+    assert m._row_decision(0, 0, x, (2, 5)).sum() == 20
+    m.force_full, m.fixed_decisions, m.forced_keep_ratio = False, None, None
+    assert m._rules() == ('on', 'pvt') and not m._imposed()
+    assert m._col_decision(0, 3, x).tolist() == [0., 0.]   # P[0][3] is off the PVTv2 path
+    assert m._col_decision(0, 1, x).tolist() == [1., 1.]
+
+
+def test_node_input_and_accounts_alone():
+    """The routing and accounting pieces of the forward, by hand: a node's value and reach
+    from its two inputs (Eq. 4), and the records of one row stage and one column path."""
+    from mmdyn.models.backbones.dit import _Accounts, _node_input
+    v1, v2 = torch.ones(2, 3, 4), 2 * torch.ones(2, 3, 4)
+    a1, a2 = torch.tensor([1., 0.]), torch.tensor([0., 1.])
+    assert _node_input(None, None) is None
+    assert _node_input((v1, a1), None)[1] is a1 and _node_input(None, (v2, a2))[0] is v2
+    f, a = _node_input((v1, a1), (v2, a2))
+    assert torch.equal(f, 3 * torch.ones(2, 3, 4)) and a.tolist() == [1., 1.]
+    m = tiny(forced_keep_ratio=0.5)
+    costs = m._costs(IMG)
+    hw = costs['shapes'][1]
+    n = hw[0] * hw[1]
+    acc = _Accounts(m, torch.zeros(2, 5, 8), costs)
+    acc.reach(1, 0, torch.tensor([1., 0.]))
+    g = torch.zeros(2, n)
+    g[0, :3] = 1
+    acc.row(1, 0, hw, g, torch.tensor([1., 0.]))
+    acc.col(1, 0, torch.tensor([0., 0.]), torch.tensor([1., 0.]))
+    blk = sum(float(b.flops(3, hw)) for b in m.stages[1][0])
+    assert acc.flops.tolist() == [costs['stem'] + blk, costs['stem']]
+    assert acc.exp_cost.tolist() == pytest.approx(
+        [costs['stem'] + 3 / n * costs['row'][1][0], costs['stem']])
+    assert acc.kept_tok.tolist() == [3., 0.]
+    assert acc.vparams.tolist() == [nparams(m.stem) + nparams(m.stages[1][0]), nparams(m.stem)]
+    assert acc.reached[:, 1, 0].tolist() == [True, False]

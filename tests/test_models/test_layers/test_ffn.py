@@ -1,0 +1,115 @@
+"""MixFFN's token-subset path (``subset_plan`` / ``forward_subset``) against the dense MixFFN."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdyn.models.layers.ffn import MixFFN
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def _dense_at(ffn, x_full, keep, hw):
+    """Reference written out with the dense ops: fc1 on the whole map, hidden rows of the
+    skipped tokens set to zero, an NCHW depth-wise ``F.conv2d``, act, fc2."""
+    b, n, _ = x_full.shape
+    h = ffn.relu(ffn.fc1(x_full)) * keep[..., None].to(x_full.dtype)
+    m = h.transpose(1, 2).reshape(b, -1, *hw)
+    m = F.conv2d(m, ffn.dwconv.weight, ffn.dwconv.bias, padding=ffn.kernel_size // 2,
+                 groups=ffn.hidden_dims)
+    return ffn.fc2(ffn.act(m.flatten(2).transpose(1, 2)))
+
+
+def _subset(x_full, keep):
+    """Padded batch of the kept tokens (positions ascending) and their index, -1 = padding."""
+    b = x_full.shape[0]
+    counts = keep.sum(1)
+    l = int(counts.max()) if keep.numel() else 0
+    index = torch.full((b, l), -1, dtype=torch.long)
+    xs = torch.zeros(b, l, x_full.shape[2])
+    for i in range(b):
+        pos = keep[i].nonzero().flatten()
+        index[i, :len(pos)] = pos
+        xs[i, :len(pos)] = x_full[i, pos]
+    return xs, index
+
+
+@pytest.mark.parametrize('linear', [False, True])
+@pytest.mark.parametrize('mode', ['gather', 'map'])
+@pytest.mark.parametrize('hw,fracs', [((5, 7), (0.0, 0.3)), ((6, 6), (1.0, 0.6)),
+                                      ((9, 4), (0.5, 0.5)), ((3, 11), (1.0, 1.0)),
+                                      ((4, 4), (0.0, 0.0)), ((1, 1), (1.0, 0.0))])
+def test_forward_subset_equals_dense_at_kept_tokens(mode, hw, fracs, linear):
+    torch.manual_seed(0)
+    ffn = MixFFN(6, 10, linear=linear).eval()
+    nn_ = hw[0] * hw[1]
+    g = torch.Generator().manual_seed(hash((hw, fracs)) % 1000)
+    keep = torch.stack([torch.randperm(nn_, generator=g) < round(f * nn_) for f in fracs])
+    x_full = torch.randn(2, nn_, 6)
+    xs, index = _subset(x_full, keep)
+    plan = ffn.subset_plan(index, hw, mode=mode)
+    with torch.no_grad():
+        got = ffn.forward_subset(xs, plan=plan)
+        want = _dense_at(ffn, x_full, keep, hw)
+        core = ffn(xs, hw, index)   # the index= path places the same subset on a zero map
+    assert got.shape == xs.shape
+    for i in range(2):
+        k = int(keep[i].sum())
+        pos = index[i, :k]
+        torch.testing.assert_close(got[i, :k], want[i, pos], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[i, :k], core[i, :k], rtol=1e-5, atol=1e-6)
+    if keep.all():   # every token kept: the dense MixFFN itself
+        torch.testing.assert_close(got, ffn(x_full, hw), rtol=1e-5, atol=1e-6)
+
+
+def test_forward_subset_builds_its_plan_and_checks_it():
+    torch.manual_seed(1)
+    ffn = MixFFN(4, 8).eval()
+    hw = (5, 5)
+    keep = torch.rand(3, 25) < 0.5
+    keep[:, 0] = True
+    x_full = torch.randn(3, 25, 4)
+    xs, index = _subset(x_full, keep)
+    with torch.no_grad():
+        a = ffn.forward_subset(xs, index, hw)
+        b = ffn.forward_subset(xs, plan=ffn.subset_plan(index, hw))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match='needs .index. and .hw_shape.'):
+        ffn.forward_subset(xs)
+    with pytest.raises(ValueError, match='kernel'):
+        MixFFN(4, 8, kernel_size=5).forward_subset(xs, plan=ffn.subset_plan(index, hw))
+    with pytest.raises(ValueError, match='mode'):
+        ffn.subset_plan(index, hw, mode='conv')
+    with pytest.raises(ValueError, match='slots'):
+        ffn.forward_subset(xs[:, :-1], plan=ffn.subset_plan(index, hw))
+
+
+@pytest.mark.parametrize('mode', ['gather', 'map'])
+def test_one_plan_serves_several_ffns(mode):
+    """A stage shares one plan (and, for 'map', its zero map) between its blocks: reusing it
+    gives what a fresh plan gives, for another FFN and other values at the same tokens."""
+    torch.manual_seed(2)
+    ffns = [MixFFN(4, 8).eval() for _ in range(3)]
+    hw = (6, 5)
+    keep = torch.rand(2, 30) < 0.4
+    keep[:, 3] = True
+    keep[1, :20] = False
+    xs, index = _subset(torch.randn(2, 30, 4), keep)
+    shared = ffns[0].subset_plan(index, hw, mode=mode)
+    with torch.no_grad():
+        for ffn in ffns:
+            x = torch.randn_like(xs)
+            got = ffn.forward_subset(x, plan=shared)
+            want = ffn.forward_subset(x, plan=ffn.subset_plan(index, hw, mode=mode))
+            assert torch.equal(got[keep.sum(1) > 0], want[keep.sum(1) > 0])
+
+
+def test_gather_plan_neighbours_by_hand():
+    """A 3x3 map keeping positions 0, 1, 4 (corner, its right neighbour, the centre): each
+    kept token's neighbours are the kept ones around it, everything else is the zero row."""
+    ffn = MixFFN(2, 2)
+    plan = ffn.subset_plan(torch.tensor([[0, 1, 4]]), (3, 3))
+    z = 3  # the zero row
+    want = torch.tensor([[z, z, z, z, 0, 1, z, z, 2],    # (0,0): centre self, right 1, SE 4
+                         [z, z, z, 0, 1, z, z, 2, z],    # (0,1): W 0, self, S 4
+                         [0, 1, z, z, 2, z, z, z, z]])   # (1,1): NW 0, N 1, self
+    assert torch.equal(plan.nbr, want)
