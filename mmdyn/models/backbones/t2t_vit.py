@@ -24,7 +24,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule, ModuleList
 
 from mmdyn.registry import MODELS
-from ..layers.transformer_blocks import ViTBlock
+from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
 
 __all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
            'detect_t2t_layout', 'adapt_t2t_state_dict']
@@ -140,6 +140,9 @@ class T2TViT(BaseModule):
         norm_eps (float): Epsilon of the blocks' and the final LayerNorms (default 1e-5, torch's
             and mmpretrain's default, which T2T-ViT uses).
         drop_path_rate (float): Default 0.
+        layer_cfgs (dict | Sequence[dict], optional): Further :class:`ViTBlock` arguments, for
+            every block or one dict per block (e.g. ``dict(ffn_extra_dims=48)``: DVT's feature
+            reuse widens each block's FFN input).
         init_cfg (dict | list, optional): ``dict(type='Pretrained', checkpoint=...)`` loads a
             T2T-ViT checkpoint in the public code's, mmpretrain's or mmdyn's layout (converted
             by :func:`t2t_to_mmdyn`; a first soft split of another kernel size is resampled,
@@ -160,7 +163,8 @@ class T2TViT(BaseModule):
                  in_channels: int = 3, qkv_bias: bool = False,
                  qk_scale: Union[float, str, None] = None,
                  token_qk_scale: Optional[float] = None, norm_eps: float = 1e-5,
-                 drop_path_rate: float = 0., init_cfg=None):
+                 drop_path_rate: float = 0.,
+                 layer_cfgs: Union[dict, Sequence[dict], None] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
             if arch not in self.arch_zoo:
@@ -203,7 +207,8 @@ class T2TViT(BaseModule):
         self.blocks = ModuleList([
             ViTBlock(self.embed_dims, s['num_heads'], mlp_ratio=s['mlp_ratio'],
                      qkv_bias=qkv_bias, qk_scale=qk_scale, drop_path=dpr[i],
-                     norm_cfg=dict(type='LN', eps=norm_eps))
+                     norm_cfg=dict(type='LN', eps=norm_eps),
+                     **layer_cfg_at(layer_cfgs, i, self.depth))
             for i in range(self.depth)
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps)
@@ -261,12 +266,27 @@ class T2TViT(BaseModule):
             t = blk(t, hw)
         return (self.norm(t)[:, 0], )
 
+    def _check_img_shape(self, img_shape) -> None:
+        """The tokenizer's grids and position table are fixed for ``img_size``: FLOPs at another
+        input size would describe a model that cannot run."""
+        if img_shape is None:
+            return
+        hw = tuple(int(v) for v in img_shape[-2:])
+        if hw != (self.img_size, self.img_size):
+            raise ValueError(f'T2TViT is built for {self.img_size}x{self.img_size} inputs, '
+                             f'not {hw[0]}x{hw[1]}')
+
     def tokenizer_flops(self, img_shape=None) -> int:
+        """MACs of the tokenizer for an ``img_size`` input (``img_shape``: checked)."""
+        self._check_img_shape(img_shape)
         g0, g1, g2 = self.grids
         return int(self.token1.flops(g0 * g0) + self.token2.flops(g1 * g1)
                    + g2 * g2 * self.token_dims * 9 * self.embed_dims)
 
     def static_flops(self, img_shape=None) -> int:
+        """MACs of the tokenizer and the blocks for an ``img_size`` input (``img_shape``, if
+        given, must be that size)."""
+        self._check_img_shape(img_shape)
         n = self.grids[2] ** 2 + 1
         return self.tokenizer_flops() + int(sum(blk.flops(n) for blk in self.blocks))
 

@@ -61,11 +61,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import trunc_normal_
+from mmengine.model.weight_init import initialize, trunc_normal_
 from mmpretrain.models.classifiers import BaseClassifier
 from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.structures import DataSample
 
+from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
@@ -94,14 +95,6 @@ def resize_matrix(n: int, new_n: int, dtype=torch.float32, device=None) -> torch
     eye = torch.eye(n, dtype=dtype, device=device).reshape(n, 1, n)
     up = F.interpolate(eye, size=2 * n, mode='nearest')
     return F.adaptive_avg_pool1d(up, new_n).reshape(n, new_n).t().contiguous()
-
-
-def resize_grid_macs(old_hw: Sequence[int], new_hw: Sequence[int]) -> int:
-    """Multiply-adds of :func:`resize_grid` for one ``[h, w]`` map (0 when nothing changes)."""
-    (h, w), (H, W) = old_hw, new_hw
-    if (h, w) == (H, W):
-        return 0
-    return H * h * w + H * W * w
 
 
 def resize_grid(x: torch.Tensor, new_hw: Sequence[int]) -> torch.Tensor:
@@ -167,7 +160,7 @@ class FeatureReuse(BaseModule):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
     def flops(self, num_tokens: int) -> int:
-        return num_tokens * (self.in_dims * self.hidden + self.hidden * self.out_dims)
+        return fl.mlp_flops(num_tokens, self.out_dims, self.hidden, in_dims=self.in_dims)
 
 
 class RelationReuse(BaseModule):
@@ -192,7 +185,7 @@ class RelationReuse(BaseModule):
         return x.permute(0, 3, 1, 2)
 
     def flops(self, num_positions: int) -> int:
-        return num_positions * 2 * self.channels * self.fc1.out_features
+        return fl.mlp_flops(num_positions, self.channels, self.fc1.out_features)
 
 
 class DVTExit(BaseModule):
@@ -233,6 +226,14 @@ class DVTExit(BaseModule):
         self.grid = int(grid)
         self.patch_size = int(patch_size)
         cfg = dict(backbone_cfg or {})
+        if feature_reuse:
+            # the host's extension point: each block's FFN also reads the reused features
+            layer_cfgs = cfg.get('layer_cfgs') or {}
+            if isinstance(layer_cfgs, dict):
+                layer_cfgs = dict(layer_cfgs, ffn_extra_dims=FEATURE_REUSE_DIMS)
+            else:
+                layer_cfgs = [dict(c, ffn_extra_dims=FEATURE_REUSE_DIMS) for c in layer_cfgs]
+            cfg['layer_cfgs'] = layer_cfgs
         if host == 'vit':
             self.input_size = int(input_size or self.grid * self.patch_size)
             cfg.update(arch=arch, img_size=self.input_size, patch_size=self.patch_size,
@@ -277,11 +278,6 @@ class DVTExit(BaseModule):
             eps = self.backbone.blocks[0].norm2.eps
             self.feature_modules = ModuleList(
                 [FeatureReuse(prev.embed_dims, eps=eps) for _ in range(self.depth)])
-            for blk in self.backbone.blocks:
-                # the FFN of each block reads [tokens, reused features]
-                hidden = blk.ffn.hidden_dims
-                blk.norm2 = nn.LayerNorm(self.embed_dims + FEATURE_REUSE_DIMS, eps=eps)
-                blk.ffn.fc1 = nn.Linear(self.embed_dims + FEATURE_REUSE_DIMS, hidden)
         if self.relation_reuse:
             if prev.depth != self.depth or prev.num_heads != self.num_heads:
                 raise ValueError(
@@ -340,18 +336,11 @@ class DVTExit(BaseModule):
         need_logits = self.export_relations
         relations = []
         for i, blk in enumerate(bb.blocks):
-            b_i = None if bias is None else bias[i]
+            x = blk(x, hw, attn_bias=None if bias is None else bias[i],
+                    ffn_extra=None if feats is None else feats[i], return_logits=need_logits)
             if need_logits:
-                out, logits = blk.attn(blk.norm1(x), hw, attn_bias=b_i, return_logits=True)
-                x = x + blk.drop_path(out)
+                x, logits = x
                 relations.append(logits)
-            else:
-                x = blk.attn_residual(x, hw, attn_bias=b_i)
-            if feats is None:
-                x = blk.ffn_residual(x, hw)
-            else:
-                y = blk.norm2(torch.cat([x, feats[i]], dim=-1))
-                x = x + blk.drop_path(blk.ffn(y, hw))
         state = dict(tokens=x[:, 1:])
         if need_logits:
             state['relations'] = torch.cat(relations, dim=1)
@@ -371,22 +360,19 @@ class DVTExit(BaseModule):
             total = bb.patch_embed.flops((self.input_size, self.input_size))
         else:
             total = bb.tokenizer_flops()
-        for blk in bb.blocks:
-            total += int(blk.attn.flops(n)) + n * blk.ffn.fc1.in_features * blk.ffn.hidden_dims \
-                + n * blk.ffn.hidden_dims * self.embed_dims
-        total += self.embed_dims * self.head.num_classes
+        # the blocks count their wider FFN input themselves (``ffn_extra_dims``)
+        total += sum(int(blk.flops(n)) for blk in bb.blocks)
+        total += fl.linear_flops(1, self.embed_dims, self.head.num_classes)
         old, new = (self.prev_grid, ) * 2, (self.grid, ) * 2
         if self.feature_reuse:
             p = self.prev_grid * self.prev_grid
             total += sum(m.flops(p) for m in self.feature_modules)
-            # the resize of each module's maps to this grid (two small matrix products)
-            total += sum(m.out_dims for m in self.feature_modules) * resize_grid_macs(old, new)
+            # each module's maps resized to this grid (two small matrix products per map)
+            total += fl.grid_resize_flops(old, new, sum(m.out_dims for m in self.feature_modules))
         if self.relation_reuse:
             np_ = self.prev_grid * self.prev_grid + 1
             total += self.relation_module.flops(np_ * np_)
-            # 2-D aware up-sampling: the keys of every old query row, then the queries of every
-            # new key column, each map resized on the grid
-            total += self.relation_module.channels * (np_ + n) * resize_grid_macs(old, new)
+            total += fl.relation_upsample_flops(self.relation_module.channels, old, new)
         return int(total)
 
 
@@ -679,13 +665,16 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None:
             return super().init_weights()
+        # mmengine's own Pretrained loader cannot read these layouts: the other initialisers
+        # and every part's init_weights run as BaseModule orders them, then the converted file
         cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
         others = [c for c in cfgs if c is not pre]
-        self.init_cfg = others or None
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = cfgs if len(cfgs) > 1 else pre
+        if others:
+            initialize(self, others)
+        for m in self.children():
+            if hasattr(m, 'init_weights') and not getattr(m, 'is_init', False):
+                m.init_weights()
+        self._is_init = True
         n = self.num_exits
 
         def convert(c):
@@ -747,7 +736,12 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         return out
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
-        """Every exit run (the cascade with no early exit)."""
+        """Every exit run (the cascade with no early exit). Each exit resizes its input to its
+        own ``input_size`` first, so the count is the same for every ``img_shape`` (the resize
+        itself is not counted); ``img_shape`` must still be a valid ``(H, W)``."""
+        h, w = (int(v) for v in img_shape[-2:])
+        if h < 1 or w < 1:
+            raise ValueError(f'img_shape must be a positive (H, W), got {tuple(img_shape)}')
         return int(sum(self.exit_flops()))
 
     # ------------------------------------------------------------------ forward
@@ -776,10 +770,14 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         for e in self.exits:
             logits, state = e(inputs, state)
             outs.append(logits)
-        b = inputs.shape[0]
-        flops = torch.full((b, ), float(self.static_flops()), dtype=torch.float64)
-        self.record_dynamic(flops, stats=dict(exit_ratio=torch.zeros(b)))
+        self._record_full(inputs)
         return outs
+
+    def _record_full(self, inputs: torch.Tensor) -> None:
+        """Record every exit run for each image (on the input's device)."""
+        b, dev = inputs.shape[0], inputs.device
+        flops = torch.full((b, ), float(self.static_flops()), dtype=torch.float64, device=dev)
+        self.record_dynamic(flops, stats=dict(exit_ratio=torch.zeros(b, device=dev)))
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample]) -> Dict:
         """Sum of the exits' cross-entropies (Eq. 1), one entry per exit."""
@@ -787,9 +785,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         for k, e in enumerate(self.exits):
             logits, state = e(inputs, state)
             losses[f'loss_exit{k}'] = e.head._get_loss(logits, data_samples)['loss']
-        b = inputs.shape[0]
-        self.record_dynamic(torch.full((b, ), float(self.static_flops()), dtype=torch.float64),
-                            stats=dict(exit_ratio=torch.zeros(b)))
+        self._record_full(inputs)
         return losses
 
     def early_exit(self, inputs: torch.Tensor):
