@@ -7,8 +7,10 @@ classification head, run in sequence on the same image with more tokens each tim
 7x7, 10x10 and 14x14 at 224). An exit's token grid comes from its host's tokenizer:
 
 * ``host='vit'`` (default): the core's :class:`mmdyn.models.backbones.ViT` (DeiT-S); the input
-  is resized to ``grid * patch_size`` pixels so that the patch embedding gives a ``grid x grid``
-  map (no resize when the input already has that size, e.g. ``patch_size=32`` for 7x7 at 224);
+  is resized to ``input_size`` (default ``grid * patch_size``) pixels so that the patch
+  embedding gives a ``grid x grid`` map (no resize when the input already has that size). The
+  DeiT configs give the public code's tokenizers per exit: 224 px with patch 32 (7x7), 23 and
+  padding 3 (10x10), 16 (14x14);
 * ``host='t2t'``: :class:`mmdyn.models.backbones.T2TViT` (T2T-ViT-12/14); the input is resized
   to ``img_size`` (224) and the first soft split sets the grid (14/8/3 -> 7x7, 11/6/5 -> 10x10,
   7/4/2 -> 14x14, the public code's settings).
@@ -19,14 +21,17 @@ Reuse between consecutive exits (each switchable):
   go, in every block ``l`` of the downstream exit, through ``LN -> Linear(C, 128) -> GELU ->
   Linear(128, 48)`` (a separate module per block), are resized to the new grid (nearest to twice
   the old grid, then adaptive average pooling, as the public code does for 7->10 and 10->14) and
-  concatenated to the block's FFN input; the class token gets zeros. The block's second norm and
-  first FFN linear take ``C + 48`` channels, the residual stays ``C`` wide.
+  concatenated to the block's FFN input; the class token gets zeros. The host builds its
+  blocks with ``layer_cfgs=dict(ffn_extra_dims=48)`` (the core block's extension point: its
+  second norm and first FFN linear take ``C + 48`` channels, the residual stays ``C`` wide, and
+  its ``flops`` count the wider input); the exit passes the features as ``ffn_extra``.
 * **relationship reuse** (Eq. 8-9): the previous exit's pre-softmax attention logits of all its
   ``L`` layers, ``[B, heads * L, n, n]``, go through a per-position MLP
   ``heads*L -> 3*heads*L -> heads*L`` (GELU), then the 2-D aware up-sampling of Fig. 5 (the
   spatial part of the key axis, then of the query axis, is resized on the token grid; the class
   token's row and column are carried unchanged), are split into ``L`` chunks of ``heads`` and
-  chunk ``l`` is added to layer ``l``'s logits (the core attention's ``attn_bias``). Needs the
+  chunk ``l`` is added to layer ``l``'s logits (the core block's ``attn_bias``; an exit whose
+  relations are reused asks its blocks for their logits with ``return_logits``). Needs the
   same depth and heads in both exits.
 
 Modes:
@@ -49,8 +54,9 @@ Modes:
   ``get_flops.py`` runs, so its realised FLOPs are the early-exit ones).
 
 FLOPs are MACs (one multiply-add), as everywhere in mmdyn; per exit: patch embedding + blocks
-(the core's analytic counts) + head + the reuse modules (reuse MLPs and the wider FFN input;
-the nearest/average-pool resizes and norms are not counted).
+(the core's analytic counts, the wider FFN input included) + head + the reuse modules (reuse
+MLPs, the grid resizes of the reused maps as two small matrix products per map; norms are not
+counted), all through :mod:`mmdyn.analysis.flops`.
 """
 import json
 import os.path as osp
