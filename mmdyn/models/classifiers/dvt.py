@@ -217,6 +217,8 @@ class DVTExit(BaseModule):
             224 with ``patch_size=32`` for 7x7 or ``patch_size=23, patch_pad=3`` for 10x10 (the
             public code's DeiT tokenizers).
         patch_pad (int | str, optional): ViT host: patch-embedding padding.
+        export_relations (bool): The next exit reuses this exit's relations: the forward also
+            returns every block's attention logits in its state.
     """
 
     def __init__(self, arch, grid: int, patch_size: int, num_classes: int,
@@ -224,7 +226,8 @@ class DVTExit(BaseModule):
                  relation_reuse: bool = False, backbone_cfg: Optional[dict] = None,
                  head_init_cfg: Optional[dict] = None, loss: Optional[dict] = None,
                  host: str = 'vit', img_size: int = 224, soft_split=None,
-                 input_size: Optional[int] = None, patch_pad=None):
+                 input_size: Optional[int] = None, patch_pad=None,
+                 export_relations: bool = False):
         super().__init__()
         if host not in HOSTS:
             raise ValueError(f'host must be one of {HOSTS}, got {host!r}')
@@ -276,7 +279,7 @@ class DVTExit(BaseModule):
                                   loss=loss, **head_kw)
         self.feature_reuse = bool(feature_reuse)
         self.relation_reuse = bool(relation_reuse)
-        self.export_relations = False  # set by the cascade when the next exit reuses them
+        self.export_relations = bool(export_relations)
         if (feature_reuse or relation_reuse) and prev is None:
             raise ValueError('the first exit has no previous exit to reuse')
         self.prev_grid = prev.grid if prev is not None else None
@@ -291,7 +294,9 @@ class DVTExit(BaseModule):
                     f'got depth {prev.depth} / heads {prev.num_heads} (exit at {prev.grid}x'
                     f'{prev.grid}) and depth {self.depth} / heads {self.num_heads} (exit at '
                     f'{self.grid}x{self.grid})')
-            prev.export_relations = True
+            if not prev.export_relations:
+                raise ValueError('relationship reuse needs the previous exit built with '
+                                 'export_relations=True')
             self.relation_module = RelationReuse(self.num_heads * self.depth)
 
     def init_weights(self):
@@ -646,7 +651,8 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                 relation_reuse=relation_reuse and k > 0, backbone_cfg=backbone_cfg,
                 head_init_cfg=head_init_cfg, loss=loss, host=s.get('host', host),
                 img_size=img_size, soft_split=s.get('soft_split'),
-                input_size=s.get('input_size'), patch_pad=s.get('patch_pad')))
+                input_size=s.get('input_size'), patch_pad=s.get('patch_pad'),
+                export_relations=relation_reuse and k < len(specs) - 1))
         self.num_classes = num_classes
         self.thresholds_file = thresholds_file
         if thresholds_file is not None and osp.isfile(thresholds_file):

@@ -233,7 +233,6 @@ def test_exit_flops_match_flop_counter(reuse):
     m = make(reuse=reuse)
     x = images(1)
     with explicit_attention(m):
-        m.exits[-1].export_relations = m.exits[-1].export_relations  # unchanged
         state = None
         for e in m.exits:
             with FlopCounterMode(display=False) as fc:
