@@ -194,6 +194,13 @@ class RelationReuse(BaseModule):
         return fl.mlp_flops(num_positions, self.channels, self.fc1.out_features)
 
 
+def _with_ffn_extra(layer_cfgs, extra: int):
+    """A host's ``layer_cfgs`` (None, one dict or one per block) with ``ffn_extra_dims``."""
+    if layer_cfgs is None or isinstance(layer_cfgs, dict):
+        return dict(layer_cfgs or {}, ffn_extra_dims=extra)
+    return [dict(c, ffn_extra_dims=extra) for c in layer_cfgs]
+
+
 class DVTExit(BaseModule):
     """One transformer of the cascade: a core :class:`ViT` at ``grid x grid`` tokens, its head,
     and the modules that reuse the previous exit.
@@ -237,37 +244,9 @@ class DVTExit(BaseModule):
         cfg = dict(backbone_cfg or {})
         if feature_reuse:
             # the host's extension point: each block's FFN also reads the reused features
-            layer_cfgs = cfg.get('layer_cfgs') or {}
-            if isinstance(layer_cfgs, dict):
-                layer_cfgs = dict(layer_cfgs, ffn_extra_dims=FEATURE_REUSE_DIMS)
-            else:
-                layer_cfgs = [dict(c, ffn_extra_dims=FEATURE_REUSE_DIMS) for c in layer_cfgs]
-            cfg['layer_cfgs'] = layer_cfgs
-        if host == 'vit':
-            self.input_size = int(input_size or self.grid * self.patch_size)
-            cfg.update(arch=arch, img_size=self.input_size, patch_size=self.patch_size,
-                       out_type='cls_token', with_cls_token=True, final_norm=True)
-            if patch_pad is not None:
-                cfg['patch_pad'] = patch_pad
-            self.backbone = ViT(**cfg)
-            if tuple(self.backbone.patch_resolution) != (self.grid, self.grid):
-                r = self.backbone.patch_resolution
-                raise ValueError(f'patch {self.patch_size} (padding {cfg.get("patch_pad")}) '
-                                 f'gives a {r[0]}x{r[1]} grid at {self.input_size} px, not '
-                                 f'{self.grid}x{self.grid}')
-        else:
-            self.input_size = int(img_size)
-            if soft_split is None:
-                if self.grid not in T2T_SOFT_SPLITS or self.input_size != 224:
-                    raise ValueError(f'give soft_split for a T2T exit of grid {self.grid} at '
-                                     f'{self.input_size} px')
-                soft_split = T2T_SOFT_SPLITS[self.grid]
-            cfg.update(arch=arch, img_size=self.input_size, soft_split=soft_split)
-            self.backbone = T2TViT(**cfg)
-            if self.backbone.grids[2] != self.grid:
-                raise ValueError(f'T2T soft split {tuple(soft_split)} gives a '
-                                 f'{self.backbone.grids[2]}x{self.backbone.grids[2]} grid at '
-                                 f'{self.input_size} px, not {self.grid}x{self.grid}')
+            cfg['layer_cfgs'] = _with_ffn_extra(cfg.get('layer_cfgs'), FEATURE_REUSE_DIMS)
+        self.backbone, self.input_size = self._build_host(arch, cfg, img_size, soft_split,
+                                                          input_size, patch_pad)
         self.embed_dims = self.backbone.embed_dims
         self.depth = self.backbone.depth
         self.num_heads = self.backbone.arch_settings['num_heads']
@@ -298,6 +277,37 @@ class DVTExit(BaseModule):
                 raise ValueError('relationship reuse needs the previous exit built with '
                                  'export_relations=True')
             self.relation_module = RelationReuse(self.num_heads * self.depth)
+
+    def _build_host(self, arch, cfg: dict, img_size: int, soft_split, input_size,
+                    patch_pad):
+        """The exit's host transformer at ``grid x grid`` tokens and the input side it reads."""
+        host = self.host
+        if host == 'vit':
+            size = int(input_size or self.grid * self.patch_size)
+            cfg.update(arch=arch, img_size=size, patch_size=self.patch_size,
+                       out_type='cls_token', with_cls_token=True, final_norm=True)
+            if patch_pad is not None:
+                cfg['patch_pad'] = patch_pad
+            backbone = ViT(**cfg)
+            if tuple(backbone.patch_resolution) != (self.grid, self.grid):
+                r = backbone.patch_resolution
+                raise ValueError(f'patch {self.patch_size} (padding {cfg.get("patch_pad")}) '
+                                 f'gives a {r[0]}x{r[1]} grid at {size} px, not '
+                                 f'{self.grid}x{self.grid}')
+        else:
+            size = int(img_size)
+            if soft_split is None:
+                if self.grid not in T2T_SOFT_SPLITS or size != 224:
+                    raise ValueError(f'give soft_split for a T2T exit of grid {self.grid} at '
+                                     f'{size} px')
+                soft_split = T2T_SOFT_SPLITS[self.grid]
+            cfg.update(arch=arch, img_size=size, soft_split=soft_split)
+            backbone = T2TViT(**cfg)
+            if backbone.grids[2] != self.grid:
+                raise ValueError(f'T2T soft split {tuple(soft_split)} gives a '
+                                 f'{backbone.grids[2]}x{backbone.grids[2]} grid at '
+                                 f'{size} px, not {self.grid}x{self.grid}')
+        return backbone, size
 
     def init_weights(self):
         """The public code's init of the reuse modules: the feature-reuse MLPs' ``Linear``
