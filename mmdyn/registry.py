@@ -19,20 +19,19 @@ from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmdyn',
-                  locations=['mmdyn.models'])
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmdyn',
-                 locations=['mmdyn.engine.hooks'])
-METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mmdyn',
-                   locations=['mmdyn.evaluation'])
-VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS, scope='mmdyn',
-                       locations=['mmdyn.visualization'])
-VISBACKENDS = Registry('vis_backend', parent=MMENGINE_VISBACKENDS, scope='mmdyn',
-                       locations=['mmdyn.visualization'])
-DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='mmdyn',
-                    locations=['mmdyn.datasets'])
-TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='mmdyn',
-                      locations=['mmdyn.datasets.transforms'])
+
+def _child(name: str, parent: Registry, location: str) -> Registry:
+    """A registry of scope ``mmdyn`` under mmengine's ``parent``, filled from ``location``."""
+    return Registry(name, parent=parent, scope='mmdyn', locations=[location])
+
+
+MODELS = _child('model', MMENGINE_MODELS, 'mmdyn.models')
+HOOKS = _child('hook', MMENGINE_HOOKS, 'mmdyn.engine.hooks')
+METRICS = _child('metric', MMENGINE_METRICS, 'mmdyn.evaluation')
+VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS, 'mmdyn.visualization')
+VISBACKENDS = _child('vis_backend', MMENGINE_VISBACKENDS, 'mmdyn.visualization')
+DATASETS = _child('dataset', MMENGINE_DATASETS, 'mmdyn.datasets')
+TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'mmdyn.datasets.transforms')
 
 
 def build_in_mmdyn_scope(registry, cfg, **kwargs):

@@ -9,32 +9,22 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_40k.py',
 ]
 custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
+from mmdyn.utils.config_parts import pvtv2_adamw as __pvtv2_adamw  # noqa: E402
+from mmdyn.utils.config_parts import pvtv2_backbone as __pvtv2_backbone  # noqa: E402
 
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.PVTv2',
-        arch='b1',
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://github.com/whai362/PVT/releases/download/v2/pvt_v2_b1.pth')),
+    backbone=__pvtv2_backbone('b1'),
     neck=dict(in_channels=[64, 128, 320, 512], out_channels=256, num_outs=4),
     decode_head=dict(channels=128, num_classes=150))
 
 # 4 GPUs x 8 images = 32 images per iteration
 train_dataloader = dict(batch_size=8)
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
-    clip_grad=None)
+optim_wrapper = __pvtv2_adamw()
 param_scheduler = [
     dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40000, by_epoch=False)
 ]

@@ -9,21 +9,11 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
+from mmdyn.utils.config_parts import pvtv2_adamw as __pvtv2_adamw  # noqa: E402
+from mmdyn.utils.config_parts import pvtv2_backbone as __pvtv2_backbone  # noqa: E402
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmdyn.PVTv2',
-        arch='b2',
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://github.com/whai362/PVT/releases/download/v2/pvt_v2_b2.pth')),
+    backbone=__pvtv2_backbone('b2'),
     neck=dict(in_channels=[64, 128, 320, 512], out_channels=256, num_outs=5))
 
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
-    clip_grad=None)
+optim_wrapper = __pvtv2_adamw()

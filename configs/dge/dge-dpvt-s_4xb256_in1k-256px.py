@@ -1,7 +1,8 @@
 # DPVT-small + DGE on ImageNet-1k at 256x256 (Fig. 5(b) has DPVT in the budget sweep).
 _base_ = './dge-pvt-s_4xb256_in1k-256px.py'
 
-# DPVT classifies by global average pooling, no class token (vtpack's DPVT has none)
+# DPVT classifies as vtpack's DPVT: no class token, a final norm (LN eps 1e-6) on the
+# stage-4 tokens, global average pooling, the linear head
 model = dict(
-    backbone=dict(type='mmdyn.DGEDPVT', arch='small', cls_token=False),
+    backbone=dict(type='mmdyn.DGEDPVT', arch='small', cls_token=False, final_norm=True),
     neck=dict(_delete_=True, type='GlobalAveragePooling'))

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from mmdyn.models.utils.dynamic import find_dynamic_modules, full_compute
+from mmdyn.models.utils.dynamic import find_dynamic_modules, full_compute, unwrap_model
 
 __all__ = [
     'model_complexity', 'get_backbone', 'count_params', 'backbone_static_flops',
@@ -52,17 +52,9 @@ UNIT = 'GFLOPs (1 FLOP = 1 multiply-add)'
 
 
 # ----------------------------------------------------------------------------- helpers
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DataParallel / DistributedDataParallel (mmengine's too)."""
-    while hasattr(model, 'module') and isinstance(getattr(model, 'module'), nn.Module) and (
-            type(model).__name__.endswith('DataParallel')):
-        model = model.module
-    return model
-
-
 def get_backbone(model: nn.Module) -> nn.Module:
     """``model.backbone`` when the model has one, else the model itself (a bare backbone)."""
-    model = _unwrap(model)
+    model = unwrap_model(model)
     bb = getattr(model, 'backbone', None)
     return bb if isinstance(bb, nn.Module) else model
 
@@ -75,7 +67,7 @@ def count_params(module: nn.Module) -> int:
 def _codebase(model: nn.Module) -> Optional[str]:
     """``'mmdet' | 'mmseg' | 'mmpretrain'`` from the model's class hierarchy (mmdyn subclasses
     of their models count as theirs), else None."""
-    for cls in type(_unwrap(model)).__mro__:
+    for cls in type(unwrap_model(model)).__mro__:
         root = cls.__module__.split('.')[0]
         if root in ('mmdet', 'mmseg', 'mmpretrain'):
             return root
@@ -385,7 +377,7 @@ def model_complexity(model: nn.Module,
         None for static models or without ``inputs``), ``unsupported_ops`` (ops the tracer could
         not count).
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     backbone = get_backbone(model)
     bare = backbone is model
     if bare:
@@ -654,7 +646,7 @@ def generated_batch(model: nn.Module, shape: Sequence[int], batch_size: int = 1,
 
 def preprocess(model: nn.Module, imgs: list, samples: Optional[list]
                ) -> Tuple[torch.Tensor, Optional[list]]:
-    model = _unwrap(model)
+    model = unwrap_model(model)
     pre = getattr(model, 'data_preprocessor', None)
     data = dict(inputs=imgs)
     if samples is not None:
@@ -692,7 +684,7 @@ def dataset_batches(cfg, model: nn.Module, num: int):
     dl_cfg['persistent_workers'] = False
     dl_cfg.pop('prefetch_factor', None)
     loader = Runner.build_dataloader(dl_cfg)
-    model = _unwrap(model)
+    model = unwrap_model(model)
     for i, data in enumerate(loader):
         if i >= num:
             break

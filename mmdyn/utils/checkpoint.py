@@ -10,6 +10,9 @@ statistics *functions* (``HistoryBuffer.min`` ...), which unpickle through ``bui
 global that must never be allow-listed. Those functions are class state that every process
 rebuilds on import, so mmdyn makes ``HistoryBuffer`` pickle its data only.
 """
+from collections import OrderedDict
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -123,14 +126,38 @@ def read_checkpoint(path: str, map_location='cpu') -> dict:
     return ckpt
 
 
-def checkpoint_state_dict(ckpt: dict) -> dict:
-    """The model weights of an mmengine (``state_dict``) or plain checkpoint, without a
-    ``module.`` prefix (DDP)."""
-    sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+# Where checkpoints keep their weights, in the order they are looked for: mmengine and most
+# codebases (``state_dict``), the public DVT code (``model_state_dict``), DeiT / timm (``model``),
+# some DDP dumps (``module``). ``state_dict_ema`` (timm's EMA weights) comes first on request.
+STATE_DICT_KEYS = ('state_dict', 'model_state_dict', 'model', 'module')
+
+
+def unwrap_state_dict(ckpt, prefix: Optional[str] = None,
+                      use_ema: bool = False) -> 'OrderedDict[str, torch.Tensor]':
+    """The tensors of a checkpoint, the one place that knows how checkpoints wrap them.
+
+    ``ckpt`` is a loaded checkpoint: a state dict, or a dict holding one under the first of
+    :data:`STATE_DICT_KEYS` that maps to a dict (``state_dict_ema`` first when ``use_ema``).
+    Non-tensor entries are dropped; a ``module.`` prefix on every key (a DDP dump) is removed.
+    ``prefix`` (e.g. ``'backbone.'``) keeps only the keys under it, without it, and is a
+    ``KeyError`` when no key has it. Raises ``TypeError`` when no dict is found.
+    """
+    sd = ckpt
+    keys = (('state_dict_ema', ) if use_ema else ()) + STATE_DICT_KEYS
+    for key in keys:
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
     if not isinstance(sd, dict):
-        return {}
+        raise TypeError(f'no state dict found in a checkpoint of type {type(ckpt).__name__}')
+    sd = OrderedDict((k, v) for k, v in sd.items() if isinstance(v, torch.Tensor))
     if sd and all(k.startswith('module.') for k in sd):
-        sd = {k[len('module.'):]: v for k, v in sd.items()}
+        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
+    if prefix:
+        p = prefix if prefix.endswith('.') else prefix + '.'
+        sd = OrderedDict((k[len(p):], v) for k, v in sd.items() if k.startswith(p))
+        if not sd:
+            raise KeyError(f'no key of the checkpoint starts with prefix {prefix!r}')
     return sd
 
 

@@ -193,8 +193,8 @@ def check_optimizer_match(model, cfg, ckpt: dict, path: str) -> None:
 
 def check_weights_match(model, ckpt: dict, path: str, hint: str = '') -> None:
     """Raise naming the first keys when a checkpoint's weights do not fit ``model``."""
-    from .checkpoint import checkpoint_state_dict, describe_mismatch, state_dict_mismatch
-    sd = checkpoint_state_dict(ckpt)
+    from .checkpoint import describe_mismatch, state_dict_mismatch, unwrap_state_dict
+    sd = unwrap_state_dict(ckpt)
     problems = state_dict_mismatch(model, sd)
     if any(problems):
         raise ToolError(f'checkpoint {path} does not fit the model of the config: '

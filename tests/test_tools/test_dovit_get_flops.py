@@ -53,7 +53,7 @@ def test_block_table_and_realised_flops(tmp_path, ratios, counts):
     from mmdyn.models.backbones import DoViT
     bb = DoViT(arch=dict(embed_dims=32, depth=6, num_heads=2, mlp_ratio=2), num_classes=19,
                img_size=(S, S), decision_layers=(2, 4), aux_head='setr_up')
-    assert [r['block'] for r in rows] == list(range(1, 7))
+    assert [r['block'] for r in rows] == [f'blocks.{i}' for i in range(6)]
     assert [r['tokens'] for r in rows] == [float(c) for c in counts]
     assert [r['kept_ratio'] for r in rows] == [(c - 1) / 16 for c in counts]
     block_flops = [int(bb.blocks[i].flops(c)) for i, c in enumerate(counts)]

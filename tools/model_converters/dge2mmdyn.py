@@ -29,8 +29,8 @@ from collections import OrderedDict
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmdyn.models.utils.ckpt_convert import (  # noqa: E402
-    classifier_head_keys, dge_granularities, load_checkpoint_file, pvt_to_mmdyn, save_converted,
-    unwrap_state_dict, vit_to_mmdyn)
+    backbone_state_dict, classifier_head_keys, dge_granularities, load_checkpoint_file,
+    pvt_to_mmdyn, save_converted, vit_to_mmdyn)
 
 
 def detect_host(sd) -> str:
@@ -78,7 +78,7 @@ def build_reference(sd, host: str):
 
 def convert(ckpt, classifier: bool = False):
     """``(state_dict, host, note)``; raises on any key that does not convert or fit."""
-    sd = unwrap_state_dict(ckpt)
+    sd = backbone_state_dict(ckpt)
     host = detect_host(sd)
     phi = dge_granularities(sd)
     splits = [k for k in sd if k.endswith('.dge.splits')]

@@ -20,8 +20,8 @@ from collections import OrderedDict
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmdyn.models.utils.ckpt_convert import (  # noqa: E402
-    classifier_head_keys, detect_pvt_layout, load_checkpoint_file, pvt_to_mmdyn, save_converted,
-    unwrap_state_dict)
+    backbone_state_dict, classifier_head_keys, detect_pvt_layout, load_checkpoint_file,
+    pvt_to_mmdyn, save_converted)
 
 
 def main(argv=None):
@@ -34,7 +34,7 @@ def main(argv=None):
     from mmdyn.utils.cli import friendly_errors
     with friendly_errors('pvt2mmdyn.py'):  # one line for a bad SRC
         ckpt = load_checkpoint_file(args.src)
-        layout = detect_pvt_layout(unwrap_state_dict(ckpt))
+        layout = detect_pvt_layout(backbone_state_dict(ckpt))
         sd = pvt_to_mmdyn(ckpt)
         if args.classifier:
             sd = OrderedDict([(f'backbone.{k}', v) for k, v in sd.items()] +

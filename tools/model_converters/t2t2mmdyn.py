@@ -44,11 +44,11 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from mmdyn.models.backbones.t2t_vit import (_unwrap, detect_t2t_layout,  # noqa: E402
-                                            t2t_to_mmdyn)
+from mmdyn.models.backbones.t2t_vit import detect_t2t_layout, t2t_to_mmdyn  # noqa: E402
 from mmdyn.models.classifiers.dvt import (dvt_official_to_mmdyn, is_official_dvt,  # noqa: E402
                                           official_thresholds, t2t_to_dvt_exits)
 from mmdyn.models.utils.ckpt_convert import load_checkpoint_file, save_converted  # noqa: E402
+from mmdyn.utils.checkpoint import unwrap_state_dict  # noqa: E402
 
 
 def convert(ckpt, dvt_exits: int = 0, use_ema: bool = False):
@@ -87,7 +87,7 @@ def main(argv=None):
         else:
             if args.thresholds_out:
                 parser.error('--thresholds-out needs a public DVT checkpoint')
-            layout = detect_t2t_layout(_unwrap(ckpt, args.ema))
+            layout = detect_t2t_layout(unwrap_state_dict(ckpt, use_ema=args.ema))
         sd = convert(ckpt, args.dvt_exits, args.ema)
         save_converted(sd, args.dst, layout, args.src)
     if args.thresholds_out:

@@ -19,8 +19,8 @@ from collections import OrderedDict
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmdyn.models.utils.ckpt_convert import (  # noqa: E402
-    classifier_head_keys, detect_vit_layout, load_checkpoint_file, save_converted,
-    unwrap_state_dict, vit_to_mmdyn)
+    backbone_state_dict, classifier_head_keys, detect_vit_layout, load_checkpoint_file,
+    save_converted, vit_to_mmdyn)
 
 
 def main(argv=None):
@@ -33,7 +33,7 @@ def main(argv=None):
     from mmdyn.utils.cli import friendly_errors
     with friendly_errors('vit2mmdyn.py'):  # one line for a bad SRC
         ckpt = load_checkpoint_file(args.src)
-        layout = detect_vit_layout(unwrap_state_dict(ckpt))
+        layout = detect_vit_layout(backbone_state_dict(ckpt))
         sd = vit_to_mmdyn(ckpt)
         if args.classifier:
             sd = OrderedDict([(f'backbone.{k}', v) for k, v in sd.items()] +

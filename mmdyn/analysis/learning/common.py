@@ -147,6 +147,25 @@ def run_budgets(method: str, seed: int, targets: Sequence[float],
     return dict(method=method, seed=seed, points=points)
 
 
+def run_segmentation_seed(method: str, seed: int, targets: Sequence[float], val,
+                          train_dynamic: Callable[..., Dict],
+                          static_segmenter: Callable[[Tuple[int, int]], torch.nn.Module],
+                          static_flops_at: Callable[[Tuple[int, int]], float],
+                          sizes: Iterable[int], num_classes: int, recipe: Dict, image_size: int,
+                          static: bool = True, threads: int = 1, **kw) -> Dict:
+    """One seed of a segmentation protocol (:func:`run_budgets`): the dynamic model
+    ``train_dynamic(seed, target, val, **kw)`` at each target and (``static``) the static host
+    made cheaper, ``static_segmenter(size)`` trained by :func:`train_static_segmenter` with
+    ``recipe`` updated by ``kw``, at the input size whose FLOPs match."""
+    def train_static(size):
+        return train_static_segmenter(seed, lambda: static_segmenter(size), size, val,
+                                      num_classes, dict(recipe, **kw), image_size)
+
+    with num_threads(threads):
+        return run_budgets(method, seed, targets, lambda t: train_dynamic(seed, t, val, **kw),
+                           train_static if static else None, static_flops_at, sizes)
+
+
 def matched_claims(metric: str) -> Dict[str, Tuple[Tuple[str, ...], Callable[[Dict], bool]]]:
     """The accuracy-per-FLOP claims every protocol checks: ``{name: (keys read, test)}``."""
     return {

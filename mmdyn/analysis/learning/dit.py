@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, paint,
-                     run_budgets, scenes, train_static_segmenter)
+from .common import fit_segmenter, matched_claims, mean_iou, paint, run_segmentation_seed, scenes
 
 SIZE = 64
 NUM_CLASSES = 5
@@ -127,19 +126,13 @@ def train_dynamic(seed: int, mu: float, val, **kw) -> Dict:
                 pvt_gflops=float(static.backbone.static_flops((SIZE, SIZE))) / 1e9)
 
 
-def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
-    """The static host on a ``size`` input for ``warmup + iters`` iterations."""
-    return train_static_segmenter(seed, lambda: TinySegmenter(_pvt(), in_size=size), size, val, NUM_CLASSES,
-                                  dict(RECIPE, **kw), SIZE)
-
-
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
         data=None, threads: int = 1, **kw) -> Dict:
-    val = data if data is not None else make_data()
-    with num_threads(threads):
-        return run_budgets('dit', seed, targets, lambda mu: train_dynamic(seed, mu, val, **kw),
-                           (lambda size: train_static(seed, size, val, **kw)) if static else None,
-                           static_flops_at, STATIC_SIDES)
+    """One seed: DiT at each budget mu and (``static``) the PVTv2 host on a smaller input."""
+    return run_segmentation_seed(
+        'dit', seed, targets, data if data is not None else make_data(), train_dynamic,
+        lambda size: TinySegmenter(_pvt(), in_size=size), static_flops_at, STATIC_SIDES,
+        NUM_CLASSES, RECIPE, SIZE, static, threads, **kw)
 
 
 REPORT = ('seed', 'target', 'routed_on_shapes', 'routed_on_background', 'miou', 'host_miou',

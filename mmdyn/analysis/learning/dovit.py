@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, run_budgets,
-                     scenes, train_static_segmenter)
+from .common import fit_segmenter, matched_claims, mean_iou, run_segmentation_seed, scenes
 
 SIZE = 48
 PATCH = 4
@@ -120,19 +119,13 @@ def train_dynamic(seed: int, xi: float, val, **kw) -> Dict:
                 gflops=float(bb.last_flops.double().mean()) / 1e9, static_gflops=static_gflops)
 
 
-def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
-    """The static host on a ``size`` input for ``warmup + iters`` iterations."""
-    return train_static_segmenter(seed, lambda: TinySegmenter(_vit(size), in_size=size), size, val, NUM_CLASSES,
-                                  dict(RECIPE, **kw), SIZE)
-
-
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
         data=None, threads: int = 1, **kw) -> Dict:
-    val = data if data is not None else make_data()
-    with num_threads(threads):
-        return run_budgets('dovit', seed, targets, lambda xi: train_dynamic(seed, xi, val, **kw),
-                           (lambda size: train_static(seed, size, val, **kw)) if static else None,
-                           static_flops_at, STATIC_SIDES)
+    """One seed: DoViT at each threshold xi and (``static``) the ViT host on a smaller input."""
+    return run_segmentation_seed(
+        'dovit', seed, targets, data if data is not None else make_data(), train_dynamic,
+        lambda size: TinySegmenter(_vit(size), in_size=size), static_flops_at, STATIC_SIDES,
+        NUM_CLASSES, RECIPE, SIZE, static, threads, **kw)
 
 
 REPORT = ('seed', 'target', 'running_on_shapes', 'running_on_background', 'miou', 'host_miou',

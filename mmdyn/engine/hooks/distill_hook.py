@@ -40,19 +40,13 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.registry import MODELS, DefaultScope
 
 from mmdyn.models.utils.dynamic import full_compute
+from mmdyn.models.utils.dynamic import unwrap_model as _unwrap
 from mmdyn.registry import HOOKS
 
 TARGET_ATTR = 'distill_targets'
-
-
-def _unwrap(model):
-    while is_model_wrapper(model):
-        model = model.module
-    return model
 
 
 def _run(model, data, mode):

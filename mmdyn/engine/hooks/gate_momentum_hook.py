@@ -3,16 +3,15 @@ from typing import List, Optional
 
 import torch.nn as nn
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
+from mmdyn.models.utils.dynamic import unwrap_model
 from mmdyn.registry import HOOKS
 
 
 def find_momentum_gates(model: nn.Module) -> List[nn.Module]:
     """Modules of ``model`` (wrappers unwrapped) with a ``momentum_update`` method and a
     ``momentum`` that is not None."""
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     return [m for m in model.modules()
             if callable(getattr(m, 'momentum_update', None))
             and getattr(m, 'momentum', None) is not None]

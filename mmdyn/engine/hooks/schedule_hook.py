@@ -47,19 +47,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 
+from mmdyn.models.utils.dynamic import unwrap_model as _unwrap
 from mmdyn.registry import HOOKS
 from mmdyn.utils.errors import UserAttributeError, UserTypeError, UserValueError
 
 _TYPES = ('constant', 'linear', 'cosine', 'step')
 _CKPT_KEY = 'mmdyn_schedule'
-
-
-def _unwrap(model):
-    while is_model_wrapper(model):
-        model = model.module
-    return model
 
 
 class _Schedule:

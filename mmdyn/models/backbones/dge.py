@@ -74,15 +74,15 @@ from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
 from ..layers.gates import GumbelSoftmaxGate, straight_through
-from ..layers.region_pool import region_pool
+from ..layers.region_pool import region_extents, region_grid, region_ids, region_pool_tokens
 from ..layers.token_sets import gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
 from ..utils.checks import check_loss_weight
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import BlockRecord, DynamicModuleMixin
 from ..utils.min_size import pad_to_min_size
-from .pvt import PVT, _linspace
+from .pvt import PVT
 from .vit import ViT
 
 __all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'DGEDPVT', 'DPVT', 'DPVTBlock',
@@ -200,26 +200,17 @@ class DynamicGrainedEncoder(nn.Module):
         return len(self.granularities)
 
     # ------------------------------------------------------------------ geometry
-    def region_grid(self, hw: Sequence[int]) -> Tuple[int, int]:
-        if self.layer_wise:
-            return 1, 1
-        s = self.region_size
-        return -(-hw[0] // s), -(-hw[1] // s)
+    @property
+    def _side(self) -> Optional[int]:
+        """Region side for :mod:`~mmdyn.models.layers.region_pool` (None: one region)."""
+        return None if self.layer_wise else self.region_size
 
-    def _region_extent(self, hw, device):
-        """Real rows / columns of every region row / column."""
-        h, w = hw
-        if self.layer_wise:
-            return (torch.tensor([h], device=device), torch.tensor([w], device=device))
-        s = self.region_size
-        gh, gw = self.region_grid(hw)
-        rows = (h - torch.arange(gh, device=device) * s).clamp(max=s)
-        cols = (w - torch.arange(gw, device=device) * s).clamp(max=s)
-        return rows, cols
+    def region_grid(self, hw: Sequence[int]) -> Tuple[int, int]:
+        return region_grid(hw, self._side)
 
     def query_counts(self, hw, device=None) -> torch.Tensor:
         """``[gh, gw, K]`` number of queries each region gives at each granularity."""
-        rows, cols = self._region_extent(hw, device)
+        rows, cols = region_extents(hw, self._side, device)
         out = []
         for p in self.granularities:
             if p == 0:
@@ -229,37 +220,13 @@ class DynamicGrainedEncoder(nn.Module):
         return torch.stack(out, -1).to(torch.float64)
 
     def _patch_regions(self, hw, p, device) -> torch.Tensor:
-        """Region index (row-major) of every ``p x p`` patch of the map, ``Long[n_p]``."""
-        h, w = hw
-        ph, pw = -(-h // p), -(-w // p)
-        if self.layer_wise:
-            return torch.zeros(ph * pw, dtype=torch.long, device=device)
-        s = self.region_size
-        gh, gw = self.region_grid(hw)
-        r = torch.arange(ph, device=device) * p // s
-        c = torch.arange(pw, device=device) * p // s
-        return (r[:, None] * gw + c[None, :]).reshape(-1)
+        """Region index (row-major) of every ``p x p`` patch of the map, ``Long[n_p]`` (``p``
+        divides ``S``: regions of ``S / p`` patches on the patch grid)."""
+        patch_grid = (-(-hw[0] // p), -(-hw[1] // p))
+        return region_ids(patch_grid, None if self.layer_wise else self.region_size // p,
+                          device)
 
     # ------------------------------------------------------------------ gate
-    @staticmethod
-    def _pool(t: torch.Tensor, hw, p: int, r: Optional[int] = None) -> torch.Tensor:
-        """Average ``p x p`` patches of a token-layout map, ``[B, ceil(H/p), ceil(W/p), C]``.
-
-        ``t`` is ``[B, H*W, C]``, or (with ``r``) a ``[B, H/(p/r), W/(p/r), C]`` map already
-        pooled at ``p / r`` to be pooled by ``r`` more. A map that divides by ``p`` is summed in
-        its own layout (two strided sums: on CPU several times faster than ``avg_pool2d`` on the
-        channels-last view of the tokens); other maps go through :func:`region_pool` (bottom/
-        right padding, border patches average their real tokens)."""
-        h, w = hw
-        b, c = t.shape[0], t.shape[-1]
-        if h % p == 0 and w % p == 0:
-            r = p if r is None else r
-            s = t.reshape(b, h // p, r, w // p, r, c).sum(4).sum(2)
-            return s * (1.0 / (r * r))
-        if r is not None:
-            raise ValueError('a pooled map can only be pooled further when the map divides')
-        return region_pool(nlc_to_nchw(t.reshape(b, h * w, c), hw), p).permute(0, 2, 3, 1)
-
     def _pooled_maps(self, t: torch.Tensor, hw) -> Dict[int, torch.Tensor]:
         """Token-layout pools ``[B, ceil(H/p), ceil(W/p), C]`` of the ``[B, H*W, C]`` tokens for
         every size needed (the granularities and ``S``), each computed from the largest smaller
@@ -272,9 +239,9 @@ class DynamicGrainedEncoder(nn.Module):
         for p in sizes:
             src = max(q for q in out if p % q == 0)
             if src > 1 and h % p == 0 and w % p == 0:
-                out[p] = self._pool(out[src], hw, p, p // src)
+                out[p] = region_pool_tokens(out[src], hw, p, p // src)
             else:
-                out[p] = self._pool(t, hw, p)
+                out[p] = region_pool_tokens(t, hw, p)
         return out
 
     def route(self, t: torch.Tensor, hw, pooled_maps: Optional[Dict[int, torch.Tensor]] = None):
@@ -288,7 +255,7 @@ class DynamicGrainedEncoder(nn.Module):
         elif pooled_maps is not None and self.region_size in pooled_maps:
             pooled = pooled_maps[self.region_size]
         else:
-            pooled = self._pool(t, hw, self.region_size)
+            pooled = region_pool_tokens(t, hw, self.region_size)
         out = self.gate(pooled)  # [B, gh, gw, C]
         decision = out.decision
         if self.forced_choice is not None:
@@ -318,16 +285,12 @@ class DynamicGrainedEncoder(nn.Module):
         cache = getattr(self, '_owner_cache', None)
         if cache is not None and cache[0] == key:
             return cache[1]
-        h, w = hw
-        r = torch.arange(h, device=device)[:, None]
-        c = torch.arange(w, device=device)[None, :]
         rows = []
         for p, off in zip(self.granularities, offsets):
             if p == 0:
-                rows.append(torch.full((h * w, ), -1, dtype=torch.long, device=device))
-            else:
-                pw = -(-w // p)
-                rows.append((off + (r // p) * pw + c // p).reshape(-1))
+                rows.append(torch.full((hw[0] * hw[1], ), -1, dtype=torch.long, device=device))
+            else:  # the p x p patch of every token: un-pooling
+                rows.append(off + region_ids(hw, p, device))
         table = torch.stack(rows)
         self._owner_cache = (key, table)
         return table
@@ -349,16 +312,6 @@ class DynamicGrainedEncoder(nn.Module):
             refs.append(torch.stack([cx[None, :].expand(len(cy), -1).reshape(-1),
                                      cy[:, None].expand(-1, len(cx)).reshape(-1)], -1))
         return torch.cat(refs, 0)
-
-    def _token_regions(self, hw, device) -> torch.Tensor:
-        h, w = hw
-        if self.layer_wise:
-            return torch.zeros(h * w, dtype=torch.long, device=device)
-        s = self.region_size
-        gw = -(-w // s)
-        r = torch.arange(h, device=device)[:, None] // s
-        c = torch.arange(w, device=device)[None, :] // s
-        return (r * gw + c).reshape(-1)
 
     def _unpool_chosen(self, delta, owner, x_sp):
         """``x_sp`` plus, for every token, the update of the chosen query covering it (``owner``
@@ -425,7 +378,7 @@ class DynamicGrainedEncoder(nn.Module):
         q_all = None if single else torch.cat(queries, 1)
         num_chosen = keep_all.sum(1).to(torch.float64)
         # the query covering each token under the chosen granularity (-1: none)
-        tok_choice = hard_flat.index_select(1, self._token_regions(hw, x.device))  # [B, H*W]
+        tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))  # [B, H*W]
         owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
 
         needs_ref = getattr(block, 'needs_query_ref', False)
@@ -579,6 +532,7 @@ class _DGEHostMixin(DynamicModuleMixin):
             flops = torch.full((b, ), float(f0 + cq * full_q), dtype=torch.float64,
                                device=x.device)
             acc['flops'] = acc['flops'] + flops
+            acc['blocks'].append(BlockRecord(idx, float(full_q), full_q, flops))
             acc['num'] = acc['num'] + cq * torch.full((b, ), float(full_q), dtype=torch.float64,
                                                       device=x.device)
             acc['queries'] += float(full_q)
@@ -590,12 +544,14 @@ class _DGEHostMixin(DynamicModuleMixin):
         acc['num'] = acc['num'] + cq * psi
         acc['a_num'] = acc['a_num'] + self._authors_layer_cost(enc, block, hw, num_extra, psi)
         ran = info['ran_queries'] if not self.training else info['num_queries']
-        acc['flops'] = acc['flops'] + (f0 + cq * ran) + enc.gate_flops(hw)
+        layer_flops = (f0 + cq * ran) + enc.gate_flops(hw)
+        acc['flops'] = acc['flops'] + layer_flops
+        acc['blocks'].append(BlockRecord(idx, ran, full_q, layer_flops))
         acc['queries'] = acc['queries'] + info['num_queries']
         acc['tokens'] += full_q
         # area at the finest granularity (extra tokens not counted)
         finest = (info['choice'] == 0).to(torch.float64)
-        rows, cols = enc._region_extent(hw, x.device)
+        rows, cols = region_extents(hw, enc._side, x.device)
         area = (rows[:, None] * cols[None, :]).to(torch.float64)
         acc['fine'].append((finest * area).sum((1, 2)) / area.sum())
         acc['maps'][idx] = torch.tensor(enc.granularities, device=x.device)[info['choice']]
@@ -605,7 +561,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         b = x.shape[0]
         z = torch.zeros(b, dtype=torch.float64, device=x.device)
         return dict(flops=z.clone(), num=z.clone(), den=0.0, queries=z.clone(), tokens=0,
-                    fine=[], maps={}, a_num=z.clone(), a_den=0.0)
+                    fine=[], maps={}, a_num=z.clone(), a_den=0.0, blocks=[])
 
     # ------------------------------------------------------------------ budget conventions
     _authors_attention = 'pvt'  # vtpack's PVT counts q @ k once; its DeiT counts it twice
@@ -663,7 +619,7 @@ class _DGEHostMixin(DynamicModuleMixin):
             stats['fine_ratio'] = sum(acc['fine']) / len(acc['fine'])
         use_gates = self.dge_enabled and not self.force_full
         self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
-                            maps=acc['maps'])
+                            maps=acc['maps'], blocks=acc['blocks'])
         if self.training and use_gates:
             self.set_aux_losses(
                 {self.budget_loss.loss_name: self.budget_loss(beta.float().mean())})
@@ -862,15 +818,21 @@ class DPVTBlock(TransformerBlock):
 
     ``forward(x, hw, query=None, query_ref=None)``: queries at reference points ``query_ref``
     (token units; default the token positions) with values from the full map ``x``.
+    ``attn_drop`` drops sampling-point weights in training; the spatial-reduction arguments of
+    :class:`TransformerBlock` do not apply.
     """
     needs_query_ref = True
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4.,
-                 num_points: int = 4, qkv_bias: bool = True, drop: float = 0., **kwargs):
-        super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                         drop=drop, **kwargs)
-        self.attn = DeformablePointAttention(embed_dims, num_heads, num_points,
-                                             qkv_bias=qkv_bias, proj_drop=drop)
+                 num_points: int = 4, **kwargs):
+        self.num_points = num_points  # a plain int, read by build_attention during __init__
+        super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, **kwargs)
+
+    def build_attention(self, embed_dims: int, num_heads: int, qkv_bias: bool = True,
+                        attn_drop: float = 0., proj_drop: float = 0., **unused) -> nn.Module:
+        return DeformablePointAttention(embed_dims, num_heads, self.num_points,
+                                        qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                        proj_drop=proj_drop)
 
     def forward(self, x, hw_shape=None, query=None, query_ref=None, **kwargs):
         xn = self.norm1(x)
@@ -884,28 +846,20 @@ class DPVTBlock(TransformerBlock):
 class DGEDPVT(DGEPVT):
     """DPVT (PVT v1 with deformable point attention, 4 points, no spatial reduction) with DGE.
 
-    Args: as :class:`DGEPVT` (``sr_ratios`` of the arch are unused), plus ``num_points``.
-    DGE's pooled queries sample around the centre of their patch. ``dge=False`` (or
-    :class:`DPVT`) is the static DPVT.
+    Args: as :class:`DGEPVT` (``sr_ratios`` of the arch are unused; ``attn_drop_rate`` drops
+    sampling-point weights), plus ``num_points``. DGE's pooled queries sample around the
+    centre of their patch. ``dge=False`` (or :class:`DPVT`) is the static DPVT.
     """
 
     def __init__(self, arch='small', num_points: int = 4, **kwargs):
+        self.num_points = num_points  # a plain int, read by build_block during __init__
         super().__init__(arch=arch, **kwargs)
-        s = self.arch_settings
-        dpr = _linspace(kwargs.get('drop_path_rate', 0.1), sum(self.depths))
-        cur = 0
-        for i, st in enumerate(self.stages):
-            st.blocks = ModuleList([
-                DPVTBlock(self.embed_dims[i], s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
-                          num_points=num_points, qkv_bias=kwargs.get('qkv_bias', True),
-                          drop=kwargs.get('drop_rate', 0.), drop_path=dpr[cur + j],
-                          norm_cfg=kwargs.get('norm_cfg', dict(type='LN', eps=1e-6)),
-                          act_cfg=kwargs.get('act_cfg', dict(type='GELU')))
-                for j in range(self.depths[i])
-            ])
-            cur += self.depths[i]
-        self.num_points = num_points
-        self._freeze_stages()
+
+    def build_block(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
+                    **kwargs) -> nn.Module:
+        """A :class:`DPVTBlock` (``sr_ratio`` unused)."""
+        return DPVTBlock(embed_dims, num_heads, mlp_ratio=mlp_ratio, num_points=self.num_points,
+                         **kwargs)
 
     def init_weights(self):
         super().init_weights()

@@ -381,8 +381,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         self._is_init = True
 
     def _convert_checkpoint(self, ckpt) -> dict:
-        from ..utils.ckpt_convert import unwrap_state_dict
-        sd = unwrap_state_dict(ckpt)
+        from ..utils.ckpt_convert import backbone_state_dict
+        sd = backbone_state_dict(ckpt)
         if any(k.startswith('row_gates.') or k.startswith('downs.') for k in sd):
             return sd  # a DiT checkpoint
         return self.pvtv2_to_dit(pvt_to_mmdyn(ckpt), tile=self.tile_pretrained)
@@ -854,15 +854,16 @@ class DiT(DynamicModuleMixin, BaseModule):
             self.set_aux_losses({self.budget_loss.loss_name: self.budget_loss(ratio)})
         return tuple(outs)
 
-    def block_table(self) -> List[dict]:
-        """Per stage ``B[i][j]`` and column path ``P[i][j]`` of the last forward, averaged over
-        its images (``tools/analysis_tools/get_flops.py`` prints it): ``reached`` (fraction of
-        images whose node ``F[i][j]`` was reached), ``computed`` (for ``B``: fraction of the
-        stage's tokens computed, over all images; for ``P``: fraction of images taking the
-        path), ``skip_reached`` (``B``: fraction of the tokens skipped among the images that
-        reached the node, NaN if none did), ``flops`` (MACs per image, gates included)."""
+    def _block_rows(self) -> List[dict]:
+        """Rows of :meth:`block_table` (the core schema), per stage ``B[i][j]`` and column
+        path ``P[i][j]``: ``tokens`` (tokens of scale ``i`` the stage computed, or that the
+        path down-sampled, per image), ``kept_ratio`` (for ``B``: fraction of the stage's
+        tokens computed, over all images; for ``P``: fraction of images taking the path),
+        ``flops`` (MACs per image, gates included), then ``reached`` (fraction of images whose
+        node ``F[i][j]`` was reached) and ``skip_reached`` (``B``: fraction of the tokens
+        skipped among the images that reached the node, NaN if none did)."""
         if self.last_reached is None or not self.last_maps:
-            return []
+            raise RuntimeError('DiT.block_table: run a forward first')
         reached = self.last_reached.double().cpu()
         parts = getattr(self, '_last_part_flops', {})
         rows = []
@@ -877,9 +878,11 @@ class DiT(DynamicModuleMixin, BaseModule):
                     if kind == 'B' and r.sum() > 0:
                         skip = float(1 - dec[r > 0].mean())
                     f = parts.get((kind, i, j))
-                    rows.append(dict(block=f'{kind}[{i}][{j}]', reached=float(r.mean()),
-                                     computed=float(dec.mean()), skip_reached=skip,
-                                     flops=0. if f is None else float(f.double().mean())))
+                    n = self.last_maps[f'row_{i}_0'][0].numel()
+                    rows.append(dict(block=f'{kind}[{i}][{j}]', tokens=float(dec.mean()) * n,
+                                     kept_ratio=float(dec.mean()),
+                                     flops=0. if f is None else float(f.double().mean()),
+                                     reached=float(r.mean()), skip_reached=skip))
         return rows
 
     def train(self, mode: bool = True):

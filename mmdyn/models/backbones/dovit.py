@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import DynamicModuleMixin, image_hw
 from .vit import ViT
 
 __all__ = ['DoViT']
@@ -314,7 +314,7 @@ class DoViT(DynamicModuleMixin, ViT):
     def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
         """Static MACs: patch embedding, blocks (all tokens) and auxiliary heads."""
         res = super().flops_breakdown(img_shape)
-        hw = self.patch_embed.out_shape(img_shape)
+        hw = self.patch_embed.out_shape(image_hw(img_shape))
         for k in range(len(self.aux_heads)):
             res[f'aux_heads.{k}'] = self.aux_head_flops(hw)
         return res
@@ -435,9 +435,9 @@ class DoViT(DynamicModuleMixin, ViT):
         out.scatter_(1, order, True)
         return out & keep
 
-    def block_table(self) -> List[Dict[str, float]]:
-        """Per block of the last forward, averaged over its images (the paper's Fig. 6), one
-        dict of plain Python numbers per block: ``block`` (1-based, int), ``tokens`` (kept
+    def _block_rows(self) -> List[Dict[str, float]]:
+        """Rows of :meth:`block_table`: per block of the last forward, averaged over its images
+        (the paper's Fig. 6): ``block`` (``'blocks.<i>'``), ``tokens`` (kept
         tokens, class token included), ``kept_ratio`` (kept patch tokens / patch tokens) and
         ``flops`` (MACs of the block at those counts; 1 FLOP = 1 multiply-add, the project's
         unit). The patch embedding and the auxiliary heads (:meth:`aux_head_flops` each) are
@@ -449,7 +449,7 @@ class DoViT(DynamicModuleMixin, ViT):
         rows = []
         for i, blk in enumerate(self.blocks):
             c = counts[:, i]
-            rows.append(dict(block=i + 1, tokens=float(c.mean()),
+            rows.append(dict(block=f'blocks.{i}', tokens=float(c.mean()),
                              kept_ratio=float(((c - 1) / n_patch).mean()),
                              flops=float(blk.flops(c).mean())))
         return rows

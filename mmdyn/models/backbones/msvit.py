@@ -22,8 +22,9 @@ Tokenizer (paper Sec. 2.1)
 Transformer on mixed tokens (Sec. 2.3)
     * training with a trainable gate: masked attention (Eq. 10, the hard mask multiplies the
       exponentiated logits, so the straight-through gradient reaches the gate through every
-      attention) with adaptive trimming: each image's tokens are ordered active first and the
-      batch is trimmed to the largest active count of the batch.
+      attention; ``TransformerBlock.forward_masked``) with adaptive trimming: each image's
+      tokens are ordered active first and the batch is trimmed to the largest active count of
+      the batch.
     * eval (and training with a frozen gate, where the mask carries no gradient): only each
       image's active tokens run, gathered into a padded token set (key padding mask).
     * ``force_full``: every region fine, the static ViT/16 with the same weights.
@@ -55,30 +56,18 @@ from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
 from ..utils.checks import check_loss_weight
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import DynamicModuleMixin, image_hw
 from .vit import ViT
 
-__all__ = ['MSViT', 'MixedScaleGate', 'masked_block_forward']
+__all__ = ['MSViT', 'MixedScaleGate']
 
 GATE_LOSSES = ('l0', 'bas', 'gbas')
 
 
 def _raw_state_dict(ckpt) -> dict:
     """The tensor dict of a checkpoint, keys untouched (no prefix stripped)."""
-    sd = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in checkpoint of type {type(ckpt).__name__}')
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-
-
-def _pair(x) -> Tuple[int, int]:
-    if isinstance(x, (tuple, list)):
-        return int(x[0]), int(x[1])
-    return int(x), int(x)
+    from mmdyn.utils.checkpoint import unwrap_state_dict
+    return unwrap_state_dict(ckpt)
 
 
 class _GradScale(torch.autograd.Function):
@@ -182,36 +171,6 @@ class MixedScaleGate(nn.Module):
             if isinstance(m, nn.Linear):
                 total = total + fl.linear_flops(n, m.in_features, m.out_features)
         return total
-
-
-def masked_block_forward(blk: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One ViT block with masked attention (MSViT Eq. 10).
-
-    ``A(i, j) = m_j exp(q_i k_j) / sum_p m_p exp(q_i k_p)``: inactive keys get exactly zero
-    weight; ``mask`` (``[B, N]``, 0/1 values, possibly carrying a straight-through gradient)
-    enters multiplicatively, so its gradient is the one of Eq. 18 of the paper. The FFN runs on
-    every token (inactive outputs are ignored downstream). Every image needs one active token.
-    """
-    attn = blk.attn
-    if attn.has_reduction:
-        raise ValueError('masked attention supports plain (non-reduced) attention only')
-    b, n, c = x.shape
-    xn = blk.norm1(x)
-    q = attn._split_heads(attn.q(xn))
-    k, v = attn.kv(xn).chunk(2, dim=-1)
-    k, v = attn._split_heads(k), attn._split_heads(v)
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
-    m = mask.to(logits.dtype)[:, None, None, :]
-    active = (mask.detach() > 0.5)[:, None, None, :]
-    shift = logits.detach().masked_fill(~active, float('-inf')).amax(-1, keepdim=True)
-    e = torch.exp((logits - shift).masked_fill(~active, 0.)) * m
-    w = e / e.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
-    if attn.training and attn.attn_drop > 0:
-        w = F.dropout(w, p=attn.attn_drop)
-    out = (w @ v).transpose(1, 2).reshape(b, n, c)
-    out = attn.proj_drop(attn.proj(out))
-    x = x + blk.drop_path(out)
-    return blk.ffn_residual(x)
 
 
 @MODELS.register_module()
@@ -375,14 +334,14 @@ class MSViT(DynamicModuleMixin, ViT):
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is not None:
             # an MSViT checkpoint brings its gate along; otherwise re-initialise the gate
-            from ..utils.ckpt_convert import load_checkpoint_file, unwrap_state_dict
+            from ..utils.ckpt_convert import backbone_state_dict, load_checkpoint_file
             ckpt = load_checkpoint_file(pre['checkpoint'])
             p = pre.get('prefix') or ''
             if p:
                 p = p if p.endswith('.') else p + '.'
                 pre_keys = {k[len(p):] for k in _raw_state_dict(ckpt) if k.startswith(p)}
             else:
-                pre_keys = set(unwrap_state_dict(ckpt))
+                pre_keys = set(backbone_state_dict(ckpt))
         if not any(k.startswith('tokenizer.') for k in pre_keys):
             self.tokenizer.init_weights()
         if self.gate_checkpoint is not None:
@@ -420,7 +379,7 @@ class MSViT(DynamicModuleMixin, ViT):
 
     # ------------------------------------------------------------------ shapes and FLOPs
     def padded_shape(self, img_shape: Sequence[int]) -> Tuple[int, int]:
-        h, w = _pair(img_shape)
+        h, w = image_hw(img_shape)
         s = self.coarse_size
         ph, pw = -(-h // s) * s, -(-w // s) * s
         if (ph, pw) != (h, w) and not self.pad_input:
@@ -585,7 +544,7 @@ class MSViT(DynamicModuleMixin, ViT):
         outs = []
         for i, blk in enumerate(self.blocks):
             if masked:
-                h = masked_block_forward(blk, h, m)
+                h = blk.forward_masked(h, m)
             else:
                 h = blk(h, key_padding_mask=kpm)
             if i == self.depth - 1:
@@ -663,9 +622,9 @@ class MSViT(DynamicModuleMixin, ViT):
             maps=dict(fine=fine.new_ones(b, *chw)))
         return tuple(outs)
 
-    def block_table(self) -> List[Dict[str, float]]:
-        """Per transformer block of the last forward, averaged over its images (printed by
-        ``tools/analysis_tools/get_flops.py``): ``block`` (1-based), ``tokens`` (tokens the block
+    def _block_rows(self) -> List[Dict[str, float]]:
+        """Rows of :meth:`block_table`: per transformer block of the last forward, averaged over
+        its images: ``block`` (``'blocks.<i>'``), ``tokens`` (tokens the block
         ran, cls included), ``kept_ratio`` (patch tokens / fine patch tokens) and ``flops``
         (MACs of the block at each image's count). Every block runs the same tokens (the scale
         is chosen once, before the first block); the gate and the two patch embeddings
@@ -674,7 +633,7 @@ class MSViT(DynamicModuleMixin, ViT):
             raise RuntimeError('MSViT.block_table: run a forward first')
         n = self.last_stats['num_tokens'].double().cpu()
         kept = float(self.last_stats['kept_ratio'].double().mean())
-        return [dict(block=i + 1, tokens=float(n.mean()), kept_ratio=kept,
+        return [dict(block=f'blocks.{i}', tokens=float(n.mean()), kept_ratio=kept,
                      flops=float(torch.as_tensor(blk.flops(n), dtype=torch.float64).mean()))
                 for i, blk in enumerate(self.blocks)]
 

@@ -4,7 +4,6 @@ Both return a list of NCHW maps, one per stage in ``out_indices`` (strides 4, 8,
 mmdet's ``PyramidVisionTransformer(V2)``. They load the official whai362 checkpoints, mmdet's
 state dicts and their own through :mod:`mmdyn.models.utils.ckpt_convert`.
 """
-import copy
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -18,8 +17,8 @@ from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
-from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
-                                  pretrained_init_cfg, pvt_to_mmdyn)
+from ..utils.checks import parse_arch
+from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, pvt_to_mmdyn
 from ..utils.min_size import pad_to_min_size, padded_input_shape
 
 __all__ = ['PVT', 'PVTv2', 'PVTStage', 'MMDET_NORMS']
@@ -143,6 +142,9 @@ class PVT(BaseModule):
             stage (``stages[-1].norm``, also without ``norm_after_stage``), and the last stage's
             output is then the normalised class token ``[B, C]`` (for a linear head, no neck)
             instead of its map. Default False (dense-prediction hosts).
+        final_norm (bool, optional): A norm (``norm_cfg``) after the last stage only
+            (``stages[-1].norm``), as vtpack's DPVT classifier has before its global average
+            pooling. Default None: only with ``cls_token`` (or ``norm_after_stage``).
         frozen_stages (int): Stages ``0..frozen_stages`` are frozen (eval mode, no grad).
         pretrained (str, optional): Deprecated alias of ``init_cfg=dict(type='Pretrained', ...)``
             (mmseg's segmentors push it in).
@@ -179,13 +181,12 @@ class PVT(BaseModule):
                  patch_norm_cfg: Optional[dict] = None,
                  sr_norm_cfg: Optional[dict] = None,
                  cls_token: bool = False,
+                 final_norm: Optional[bool] = None,
                  frozen_stages: int = -1,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
-
-        self.arch_settings = self._parse_arch(arch)
-        s = self.arch_settings
+        s = self.arch_settings = self._parse_arch(arch)
         self.linear = bool(s.get('linear', False))
         self.num_stages = len(s['embed_dims'])
         self.embed_dims = list(s['embed_dims'])
@@ -234,11 +235,10 @@ class PVT(BaseModule):
                                 norm_cfg=patch_norm_cfg)
                 stride *= self.patch_sizes[i]
             blocks = [
-                PVTBlock(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
-                         sr_ratio=s['sr_ratios'][i], linear=self.linear,
-                         use_conv_ffn=self._use_conv_ffn, qkv_bias=qkv_bias, drop=drop_rate,
-                         attn_drop=attn_drop_rate, drop_path=dpr[cur + j], norm_cfg=norm_cfg,
-                         act_cfg=act_cfg, sr_norm_cfg=sr_norm_cfg)
+                self.build_block(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
+                                 sr_ratio=s['sr_ratios'][i], qkv_bias=qkv_bias, drop=drop_rate,
+                                 attn_drop=attn_drop_rate, drop_path=dpr[cur + j],
+                                 norm_cfg=norm_cfg, act_cfg=act_cfg)
                 for j in range(self.depths[i])
             ]
             pos_shape = None
@@ -246,7 +246,8 @@ class PVT(BaseModule):
                 pos_shape = (self.pretrain_img_size[0] // stride,
                              self.pretrain_img_size[1] // stride)
             last = i == self.num_stages - 1
-            with_norm = norm_after_stage or (cls_token and last)
+            with_norm = norm_after_stage or (last and (
+                cls_token if final_norm is None else final_norm))
             norm = build_norm_layer(norm_cfg, c)[1] if with_norm else None
             self.stages.append(PVTStage(pe, blocks, pos_shape, drop_rate, norm))
             cur += self.depths[i]
@@ -263,41 +264,38 @@ class PVT(BaseModule):
             self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, c_in))
         self._freeze_stages()
 
+    def build_block(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
+                    **kwargs) -> nn.Module:
+        """One transformer block of a stage (called by ``__init__``; a host with another block,
+        e.g. DPVT's deformable one, overrides it). ``kwargs``: ``qkv_bias``, ``drop``,
+        ``attn_drop``, ``drop_path``, ``norm_cfg``, ``act_cfg``."""
+        return PVTBlock(embed_dims, num_heads, mlp_ratio=mlp_ratio, sr_ratio=sr_ratio,
+                        linear=self.linear, use_conv_ffn=self._use_conv_ffn,
+                        sr_norm_cfg=self.sr_norm_cfg, **kwargs)
+
     # ------------------------------------------------------------------ config
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_zoo:
-                raise KeyError(f'{cls.__name__}: unknown arch {arch!r}; choose one of '
-                               f'{sorted(cls.arch_zoo)} or give a dict')
-            return copy.deepcopy(cls.arch_zoo[arch.lower()])
-        if not isinstance(arch, dict):
-            raise TypeError(f'{cls.__name__}: arch must be a str or a dict, got {type(arch)}')
-        missing = [k for k in _STAGE_KEYS if k not in arch]
-        if missing:
-            raise KeyError(f'{cls.__name__}: arch dict misses {missing} (needs {_STAGE_KEYS})')
-        unknown = set(arch) - set(_STAGE_KEYS) - {'linear'}
-        if unknown:
-            raise KeyError(f'{cls.__name__}: unknown arch keys {sorted(unknown)}')
-        lens = {k: len(arch[k]) for k in _STAGE_KEYS}
-        if len(set(lens.values())) != 1:
-            raise ValueError(f'{cls.__name__}: arch lists differ in length: {lens}')
-        return copy.deepcopy(dict(arch))
+        settings = parse_arch(cls, arch, _STAGE_KEYS, optional=('linear', ))
+        if not isinstance(arch, str):
+            lens = {k: len(arch[k]) for k in _STAGE_KEYS}
+            if len(set(lens.values())) != 1:
+                raise ValueError(f'{cls.__name__}: arch lists differ in length: {lens}')
+        return settings
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):
+        self.random_init()
+        apply_init_cfg(self, pvt_to_mmdyn, self._adapt_state_dict, super().init_weights)
+
+    def random_init(self) -> None:
+        """The random initialisation alone, ``init_cfg`` untouched: what a subclass that
+        converts its own checkpoints runs before :func:`apply_init_cfg` with its converter."""
         pvt_style_init(self.modules())
         for st in self.stages:
             if st.pos_embed is not None:
                 trunc_normal_(st.pos_embed, std=.02)
         self._init_cls_token()
-        pre = find_pretrained_cfg(self.init_cfg)
-        if pre is None and self.init_cfg is not None:
-            super().init_weights()  # other init_cfg types, applied by mmengine
-        if pre is not None:
-            load_converted(self, pre['checkpoint'], pvt_to_mmdyn, adapt=self._adapt_state_dict,
-                           prefix=pre.get('prefix'))
-        self._is_init = True
 
     def _init_cls_token(self):
         if self.with_cls_token:  # as the official code: trunc-normal 0.02 (its position too)

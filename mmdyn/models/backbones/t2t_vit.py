@@ -24,7 +24,9 @@ import torch.nn as nn
 from mmengine.model import BaseModule, ModuleList
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.checkpoint import unwrap_state_dict
 from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
+from ..utils.dynamic import image_hw
 
 __all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
            'detect_t2t_layout', 'adapt_t2t_state_dict']
@@ -221,14 +223,8 @@ class T2TViT(BaseModule):
         checkpoint=...)``."""
         from mmengine.model.weight_init import trunc_normal_
         from ..utils.ckpt_convert import find_pretrained_cfg, load_converted
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        from .vit import vit_style_init
+        vit_style_init(self.modules())
         trunc_normal_(self.cls_token, std=.02)
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None:
@@ -266,48 +262,21 @@ class T2TViT(BaseModule):
             t = blk(t, hw)
         return (self.norm(t)[:, 0], )
 
-    def _check_img_shape(self, img_shape) -> None:
-        """The tokenizer's grids and position table are fixed for ``img_size``: FLOPs at another
-        input size would describe a model that cannot run."""
-        if img_shape is None:
-            return
-        hw = tuple(int(v) for v in img_shape[-2:])
-        if hw != (self.img_size, self.img_size):
-            raise ValueError(f'T2TViT is built for {self.img_size}x{self.img_size} inputs, '
-                             f'not {hw[0]}x{hw[1]}')
-
     def tokenizer_flops(self, img_shape=None) -> int:
-        """MACs of the tokenizer for an ``img_size`` input (``img_shape``: checked)."""
-        self._check_img_shape(img_shape)
         g0, g1, g2 = self.grids
         return int(self.token1.flops(g0 * g0) + self.token2.flops(g1 * g1)
                    + g2 * g2 * self.token_dims * 9 * self.embed_dims)
 
-    def static_flops(self, img_shape=None) -> int:
-        """MACs of the tokenizer and the blocks for an ``img_size`` input (``img_shape``, if
-        given, must be that size)."""
-        self._check_img_shape(img_shape)
+    def static_flops(self, img_shape: Optional[Sequence[int]] = None) -> int:
+        """MACs for the one input size the model takes, ``img_size`` (also when ``None``)."""
+        if img_shape is not None and image_hw(img_shape) != (self.img_size, self.img_size):
+            raise ValueError(f'T2TViT takes {self.img_size}x{self.img_size} images only, '
+                             f'got img_shape={tuple(img_shape)}')
         n = self.grids[2] ** 2 + 1
         return self.tokenizer_flops() + int(sum(blk.flops(n) for blk in self.blocks))
 
 
-
 # ------------------------------------------------------------------------ checkpoint layouts
-def _unwrap(ckpt, use_ema: bool = False) -> Dict[str, torch.Tensor]:
-    sd = ckpt
-    keys = (('state_dict_ema', ) if use_ema else ()) + ('state_dict', 'model', 'module')
-    for key in keys:
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in a checkpoint of type {type(ckpt).__name__}')
-    sd = OrderedDict((k, v) for k, v in sd.items() if isinstance(v, torch.Tensor))
-    if sd and all(k.startswith('module.') for k in sd):
-        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
-    return sd
-
-
 def detect_t2t_layout(sd: Dict[str, torch.Tensor]) -> str:
     """``'official'`` (the public T2T-ViT code), ``'mmpretrain'`` (``T2T_ViT``, with or without
     the classifier's ``backbone.`` prefix) or ``'mmdyn'``."""
@@ -357,7 +326,7 @@ def t2t_to_mmdyn(ckpt, use_ema: bool = False) -> Dict[str, torch.Tensor]:
     ``encoder.N``; ``head.layers.head`` or ``head.fc`` of its classifier) and mmdyn's own
     (returned with the ``backbone.`` prefix removed). The fixed sinusoidal ``pos_embed`` is
     dropped (mmdyn's is a non-persistent buffer of the same table)."""
-    sd = _unwrap(ckpt, use_ema)
+    sd = unwrap_state_dict(ckpt, use_ema=use_ema)
     layout = detect_t2t_layout(sd)
     out = OrderedDict()
     for k, v in sd.items():

@@ -5,7 +5,6 @@ sizes). ``out_type='featmap'`` gives NCHW patch-token maps for dense prediction 
 ``'cls_token'`` the cls token for classification (mmpretrain style), ``'raw'`` the token
 sequences. Loads timm/DeiT, mmseg, mmpretrain and mmdyn checkpoints.
 """
-import copy
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -19,10 +18,24 @@ from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
 from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
-from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
-                                  pretrained_init_cfg, vit_to_mmdyn)
+from ..utils.checks import parse_arch
+from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, vit_to_mmdyn
+from ..utils.dynamic import image_hw
 
-__all__ = ['ViT']
+__all__ = ['ViT', 'vit_style_init']
+
+
+def vit_style_init(modules) -> None:
+    """The ViT / DeiT family's random initialisation of ``modules``: linear layers truncated
+    normal (std 0.02) with zero biases, LayerNorms to ones / zeros."""
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 _ARCH_KEYS = ('embed_dims', 'depth', 'num_heads', 'mlp_ratio')
 
@@ -100,8 +113,7 @@ class ViT(BaseModule):
                  pretrained: Optional[str] = None,
                  init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
-        self.arch_settings = self._parse_arch(arch)
-        s = self.arch_settings
+        s = self.arch_settings = self._parse_arch(arch)
         self.embed_dims = s['embed_dims']
         self.depth = s['depth']
         if out_type not in self.OUT_TYPES:
@@ -153,41 +165,20 @@ class ViT(BaseModule):
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_zoo:
-                raise KeyError(f'{cls.__name__}: unknown arch {arch!r}; choose one of '
-                               f'{sorted(cls.arch_zoo)} or give a dict')
-            return copy.deepcopy(cls.arch_zoo[arch.lower()])
-        if not isinstance(arch, dict):
-            raise TypeError(f'{cls.__name__}: arch must be a str or a dict, got {type(arch)}')
-        missing = [k for k in _ARCH_KEYS if k not in arch]
-        if missing:
-            raise KeyError(f'{cls.__name__}: arch dict misses {missing} (needs {_ARCH_KEYS})')
-        unknown = set(arch) - set(_ARCH_KEYS)
-        if unknown:
-            raise KeyError(f'{cls.__name__}: unknown arch keys {sorted(unknown)}')
-        return copy.deepcopy(dict(arch))
+        return parse_arch(cls, arch, _ARCH_KEYS)
 
     # ------------------------------------------------------------------ init / loading
     def init_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.random_init()
+        apply_init_cfg(self, vit_to_mmdyn, self._adapt_state_dict, super().init_weights)
+
+    def random_init(self) -> None:
+        """The random initialisation alone, ``init_cfg`` untouched: what a subclass that
+        converts its own checkpoints runs before :func:`apply_init_cfg` with its converter."""
+        vit_style_init(self.modules())
         trunc_normal_(self.pos_embed, std=.02)
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=.02)
-        pre = find_pretrained_cfg(self.init_cfg)
-        if pre is None and self.init_cfg is not None:
-            super().init_weights()  # other init_cfg types, applied by mmengine
-        if pre is not None:
-            load_converted(self, pre['checkpoint'], vit_to_mmdyn, adapt=self._adapt_state_dict,
-                           prefix=pre.get('prefix'))
-        self._is_init = True
 
     def _adapt_state_dict(self, sd: dict) -> dict:
         """Match the checkpoint's position embedding to this model: add/drop the cls slot,
@@ -268,12 +259,13 @@ class ViT(BaseModule):
 
     # ------------------------------------------------------------------ FLOPs
     def num_tokens(self, img_shape: Sequence[int]) -> int:
-        h, w = self.patch_embed.out_shape(img_shape)
+        h, w = self.patch_embed.out_shape(image_hw(img_shape))
         return h * w + self.num_extra_tokens
 
     def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
         """MACs of the patch embedding and of each block (``'patch_embed'``, ``'blocks.0'``...).
         All blocks run, whatever ``out_indices`` is."""
+        img_shape = image_hw(img_shape)
         n = self.num_tokens(img_shape)
         res = {'patch_embed': self.patch_embed.flops(img_shape)}
         for i, blk in enumerate(self.blocks):

@@ -77,7 +77,7 @@ from mmdyn.registry import MODELS
 from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import DynamicModuleMixin, image_hw
 
 __all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'upsample_relation', 'exits_at',
            'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t',
@@ -405,15 +405,8 @@ OFFICIAL_EXIT_NAMES = ('less_less_token', 'less_token', 'normal_token')
 def _dvt_state_dict(ckpt) -> Dict[str, torch.Tensor]:
     """The tensors of a DVT checkpoint (``model_state_dict`` of the public code's files,
     ``state_dict`` / ``model`` / ``module`` otherwise), without a ``module.`` prefix."""
-    sd = ckpt
-    for key in ('model_state_dict', 'state_dict', 'model', 'module'):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in a checkpoint of type {type(ckpt).__name__}')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()
-            if isinstance(v, torch.Tensor)}
+    from mmdyn.utils.checkpoint import unwrap_state_dict
+    return unwrap_state_dict(ckpt)
 
 
 def official_exit_names(sd: Dict[str, torch.Tensor]) -> Tuple[str, ...]:
@@ -700,12 +693,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         n = self.num_exits
 
         def convert(c):
-            raw = c
-            for key in ('state_dict', 'model', 'module'):
-                if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-                    raw = raw[key]
-                    break
-            if isinstance(raw, dict) and is_single_t2t(raw):
+            if is_single_t2t(_dvt_state_dict(c)):
                 return t2t_to_dvt_exits(c, n)
             sd = dvt_official_to_mmdyn(c, n)
             own = set(self.state_dict())
@@ -757,13 +745,23 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
             out.append(acc)
         return out
 
+    def _block_rows(self) -> List[Dict[str, float]]:
+        """Rows of :meth:`block_table`, one per exit (``exits.<k>``): an image ran exit ``k``
+        when it stopped at ``k`` or later (every exit without an ``exit`` map: training, full
+        cascade); ``tokens`` are the exit's ``grid ** 2 + 1`` for those images, 0 for others."""
+        stop = self.last_maps.get('exit')
+        rows = []
+        for k, e in enumerate(self.exits):
+            ran = 1.0 if stop is None else float((stop.flatten() >= k).double().mean())
+            n = e.grid ** 2 + 1
+            rows.append(dict(block=f'exits.{k}', tokens=ran * n, kept_ratio=ran,
+                             flops=ran * float(e.flops())))
+        return rows
+
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
-        """Every exit run (the cascade with no early exit). Each exit resizes its input to its
-        own ``input_size`` first, so the count is the same for every ``img_shape`` (the resize
-        itself is not counted); ``img_shape`` must still be a valid ``(H, W)``."""
-        h, w = (int(v) for v in img_shape[-2:])
-        if h < 1 or w < 1:
-            raise ValueError(f'img_shape must be a positive (H, W), got {tuple(img_shape)}')
+        """Every exit run (the cascade with no early exit). The same for every ``(H, W)``:
+        each exit resizes the image to its own grid first."""
+        image_hw(img_shape)  # a wrong-length shape is still an error
         return int(sum(self.exit_flops()))
 
     # ------------------------------------------------------------------ forward

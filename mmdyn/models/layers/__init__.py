@@ -1,9 +1,8 @@
 from .gates import (GateOutput, GumbelSigmoidGate, GumbelSoftmaxGate,  # noqa: F401
                     binary_eval, categorical_eval, gumbel_sigmoid_st, gumbel_softmax_st,
                     straight_through)
-from .region_pool import (multi_region_pool, region_grid, region_ids,  # noqa: F401
-                          region_pool, region_pool_tokens, region_unpool,
-                          region_unpool_tokens)
+from .region_pool import (region_extents, region_grid, region_ids,  # noqa: F401
+                          region_pool, region_pool_tokens)
 from .token_sets import (TokenSet, gather_tokens, make_token_set,  # noqa: F401
                          padded_attention, scatter_tokens, select_tokens)
 from .attention import SRAttention, explicit_attention, nchw_to_nlc, nlc_to_nchw  # noqa: F401

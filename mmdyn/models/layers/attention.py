@@ -6,7 +6,9 @@ LN, GELU). Its parameters use the official PVT layout (``q``, ``kv``, ``proj``, 
 ``norm``), so the dynamic methods can compute queries for a subset of the tokens while keys and
 values come from the full (reduced) map.
 
-Attention is computed with :func:`torch.nn.functional.scaled_dot_product_attention`. Setting
+Attention is computed by :func:`~mmdyn.models.layers.token_sets.padded_attention` (the one
+masked attention of the library: NaN-safe for a query with no valid key) with
+:func:`torch.nn.functional.scaled_dot_product_attention`. Setting
 ``use_sdpa = False`` on a module (or :func:`explicit_attention` on a model) switches to explicit
 ``q @ k^T`` / ``softmax`` / ``@ v`` matrix products, numerically the same; FLOP counters that do
 not see SDPA (``FlopCounterMode`` on CPU, mmengine's analyzer) can count that path.
@@ -16,11 +18,11 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 
 from mmdyn.analysis import flops as fl
+from .token_sets import padded_attention
 
 __all__ = ['SRAttention', 'explicit_attention', 'nlc_to_nchw', 'nchw_to_nlc']
 
@@ -157,8 +159,12 @@ class SRAttention(BaseModule):
                 query: Optional[torch.Tensor] = None,
                 key_padding_mask: Optional[torch.Tensor] = None,
                 attn_bias: Optional[torch.Tensor] = None,
-                return_logits: bool = False):
+                return_logits: bool = False,
+                key_weights: Optional[torch.Tensor] = None):
         """Attention of ``query`` (default ``x``) over keys/values from ``x``.
+
+        The attention itself is :func:`~mmdyn.models.layers.token_sets.padded_attention`: a
+        query with no valid key gives zeros (never NaN).
 
         Args:
             x (Tensor): ``[B, N, C]`` tokens keys and values are computed from. With a spatial
@@ -174,6 +180,9 @@ class SRAttention(BaseModule):
             return_logits (bool): Also return the scaled pre-softmax logits
                 ``[B, heads, Nq, Nk]`` (bias included, mask not applied); uses the explicit
                 path.
+            key_weights (Tensor, optional): ``[B, Nk]`` multiplicative key mask (0/1 values,
+                possibly with a straight-through gradient; keys at 0 get no weight), see
+                ``padded_attention``; uses the explicit path.
 
         Returns:
             Tensor ``[B, Nq, C]`` (and the logits if asked).
@@ -187,38 +196,18 @@ class SRAttention(BaseModule):
         q = self._split_heads(self.q(q_in))
         k, v = self.kv(kv_in).chunk(2, dim=-1)
         k, v = self._split_heads(k), self._split_heads(v)
-        nk = k.shape[2]
-
-        mask = None
+        key_mask = None
         if key_padding_mask is not None:
-            if key_padding_mask.shape != (x.shape[0], nk):
-                raise ValueError(f'key_padding_mask must be [B, Nk] = {(x.shape[0], nk)}, '
-                                 f'got {tuple(key_padding_mask.shape)}')
-            mask = ~key_padding_mask.bool()[:, None, None, :]  # True = attend
-        drop = self.attn_drop if self.training else 0.
-
-        if self.use_sdpa and not return_logits:
-            attn_mask = mask
-            if attn_bias is not None:
-                attn_mask = attn_bias.to(q.dtype)
-                if mask is not None:
-                    neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
-                    attn_mask = attn_mask + neg.masked_fill(~mask, float('-inf'))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop,
-                                                 scale=self.scale)
-            logits = None
-        else:
-            logits = (q * self.scale) @ k.transpose(-2, -1)
-            if attn_bias is not None:
-                logits = logits + attn_bias
-            weights = logits
-            if mask is not None:
-                weights = weights.masked_fill(~mask, float('-inf'))
-            weights = weights.softmax(dim=-1)
-            if drop > 0:
-                weights = F.dropout(weights, p=drop)
-            out = weights @ v
-
+            if key_padding_mask.shape != (x.shape[0], k.shape[2]):
+                raise ValueError(f'key_padding_mask must be [B, Nk] = '
+                                 f'{(x.shape[0], k.shape[2])}, got {tuple(key_padding_mask.shape)}')
+            key_mask = ~key_padding_mask.bool()
+        out = padded_attention(q, k, v, key_mask=key_mask,
+                               dropout_p=self.attn_drop if self.training else 0.,
+                               scale=self.scale, attn_bias=attn_bias, key_weights=key_weights,
+                               explicit=not self.use_sdpa, return_logits=return_logits)
+        if return_logits:
+            out, logits = out
         out = out.transpose(1, 2).reshape(q_in.shape[0], q_in.shape[1], self.embed_dims)
         out = self.proj_drop(self.proj(out))
         if return_logits:

@@ -41,12 +41,14 @@ class DeformablePointAttention(BaseModule):
         num_heads (int): Heads (must divide ``C``).
         num_points (int): Sampling points per head. Default 4 (the paper's).
         qkv_bias (bool): Bias of the value projection.
+        attn_drop (float): Dropout of the sampling-point weights (training only).
         proj_drop (float): Dropout after the output projection.
     """
     has_reduction = False
 
     def __init__(self, embed_dims: int, num_heads: int, num_points: int = 4,
-                 qkv_bias: bool = True, proj_drop: float = 0., init_cfg=None):
+                 qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0.,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
@@ -56,6 +58,7 @@ class DeformablePointAttention(BaseModule):
         self.num_heads = num_heads
         self.num_points = num_points
         self.head_dims = embed_dims // num_heads
+        self.attn_drop = attn_drop
         self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.offsets = nn.Linear(embed_dims, num_heads * num_points * 2)
         self.weights = nn.Linear(embed_dims, num_heads * num_points)
@@ -132,6 +135,8 @@ class DeformablePointAttention(BaseModule):
         sampled = F.grid_sample(v, grid, mode='bilinear', padding_mode='zeros',
                                 align_corners=True)  # [B*heads, hd, Nq, P]
         attn = self.weights(q).reshape(b, nq, heads, pts).softmax(-1)
+        if self.training and self.attn_drop > 0:
+            attn = F.dropout(attn, p=self.attn_drop)
         attn = attn.permute(0, 2, 1, 3).reshape(b * heads, 1, nq, pts)
         out = (sampled * attn).sum(-1)  # [B*heads, hd, Nq]
         out = out.reshape(b, heads * hd, nq).transpose(1, 2)

@@ -144,8 +144,10 @@ def select_tokens(x: torch.Tensor, keep: torch.Tensor, pad_to: Optional[int] = N
 def padded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      key_mask: Optional[torch.Tensor] = None,
                      query_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
-                     scale: Optional[float] = None) -> torch.Tensor:
-    """Scaled dot-product attention over padded sets.
+                     scale: Optional[float] = None, attn_bias: Optional[torch.Tensor] = None,
+                     key_weights: Optional[torch.Tensor] = None, explicit: bool = False,
+                     return_logits: bool = False):
+    """Scaled dot-product attention over padded sets: the one masked attention of the library.
 
     Queries come from one padded set, keys/values from the same or another one (e.g. all tokens,
     or spatially reduced tokens). Masked keys get no weight; a query whose image has no valid
@@ -155,14 +157,27 @@ def padded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         query (Tensor): ``[B, Lq, D]`` or ``[B, heads, Lq, D]``.
         key (Tensor): ``[B, Lk, D]`` or ``[B, heads, Lk, D]``.
         value (Tensor): ``[B, Lk, Dv]`` or ``[B, heads, Lk, Dv]``.
-        key_mask (Tensor, optional): ``Bool[B, Lk]``, True for real keys. None: all real.
+        key_mask (Tensor, optional): ``Bool[B, Lk]``, True for real keys. None: all real (or,
+            with ``key_weights``, the keys whose weight is above 0.5).
         query_mask (Tensor, optional): ``Bool[B, Lq]``, True for real queries; outputs of the
             others are zeroed. None: all real.
         dropout_p (float): Attention dropout (pass 0 in eval).
         scale (float, optional): Softmax scale, default ``D ** -0.5``.
+        attn_bias (Tensor, optional): Additive float bias broadcastable to
+            ``[B, (heads,) Lq, Lk]``, added to the scaled logits.
+        key_weights (Tensor, optional): ``[B, Lk]`` multiplicative key weights ``m`` (e.g. 0/1
+            decisions carrying a straight-through gradient, MSViT Eq. 10):
+            ``A_ij = m_j exp(l_ij) / sum_p m_p exp(l_ip)``. A key outside ``key_mask`` takes
+            part with the row's largest valid logit in place of its own (its weight is 0 in
+            the forward; this keeps the gradient w.r.t. ``m_j`` finite). Explicit path.
+        explicit (bool): Explicit ``softmax(q k^T) v`` matrix products instead of
+            :func:`torch.nn.functional.scaled_dot_product_attention` (numerically the same;
+            visible to FLOP counters).
+        return_logits (bool): Also return the scaled logits ``[B, (heads,) Lq, Lk]`` (bias
+            included, mask not applied); explicit path.
 
     Returns:
-        Tensor: ``[B, (heads,) Lq, Dv]``.
+        Tensor: ``[B, (heads,) Lq, Dv]`` (and the logits if asked).
     """
     if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
         raise ValueError(f'query/key/value must all be 3-D or 4-D, got {tuple(query.shape)}, '
@@ -171,30 +186,71 @@ def padded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     if key.shape[:-1] != value.shape[:-1] or key.shape[:-2] != query.shape[:-2]:
         raise ValueError(f'incompatible query/key/value shapes {tuple(query.shape)}, '
                          f'{tuple(key.shape)}, {tuple(value.shape)}')
-    for name, m, n in (('key_mask', key_mask, lk), ('query_mask', query_mask, lq)):
+    for name, m, n in (('key_mask', key_mask, lk), ('query_mask', query_mask, lq),
+                       ('key_weights', key_weights, lk)):
         if m is not None and m.shape != (b, n):
             raise ValueError(f'{name} must be [B={b}, {n}], got {tuple(m.shape)}')
     heads = (1, ) * (query.dim() - 3)  # broadcast over the heads dim when there is one
-    out_shape = query.shape[:-1] + value.shape[-1:]
-    if lk == 0 or lq == 0:
-        # nothing to attend to / nothing asked: zeros, still attached to the graph
-        return query.new_zeros(out_shape) + 0 * (query.sum() + key.sum() + value.sum())
-    attn_mask = None
-    has_key = None
+    if key_mask is None and key_weights is not None:
+        key_mask = key_weights.detach() > 0.5
+    has_key = safe = None
     if key_mask is not None:
         key_mask = key_mask.bool()
         has_key = key_mask.any(1)
         # rows with no valid key would give NaN: let them attend everywhere, zero them after
-        safe = key_mask | ~has_key[:, None]
-        attn_mask = safe.view(b, *heads, 1, lk)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
-                                         dropout_p=dropout_p, scale=scale)
-    valid = None
-    if has_key is not None:
-        valid = has_key.view(b, *heads, 1, 1)
+        safe = (key_mask | ~has_key[:, None]).view(b, *heads, 1, lk)
+    explicit = explicit or return_logits or key_weights is not None
+    logits = None
+    if lk == 0 or lq == 0:
+        # nothing to attend to / nothing asked: zeros, still attached to the graph
+        out = query.new_zeros(query.shape[:-1] + value.shape[-1:]) + 0 * (
+            query.sum() + key.sum() + value.sum())
+        logits = query.new_zeros(query.shape[:-1] + (lk, )) if return_logits else None
+    elif explicit:
+        weights = None if key_weights is None else key_weights.view(b, *heads, 1, lk)
+        out, logits = _explicit_attention(query, key, value, safe, attn_bias, weights,
+                                          dropout_p, scale)
+    else:
+        out = F.scaled_dot_product_attention(query, key, value,
+                                             attn_mask=_sdpa_mask(safe, attn_bias, query.dtype),
+                                             dropout_p=dropout_p, scale=scale)
+    valid = None if has_key is None else has_key.view(b, *heads, 1, 1)
     if query_mask is not None:
         q_valid = query_mask.bool().view(b, *heads, lq, 1)
         valid = q_valid if valid is None else valid & q_valid
-    if valid is not None:
+    if valid is not None and lq and lk:
         out = torch.where(valid, out, out.new_zeros(()))
-    return out
+    return (out, logits) if return_logits else out
+
+
+def _sdpa_mask(safe: Optional[torch.Tensor], attn_bias: Optional[torch.Tensor], dtype):
+    """SDPA's ``attn_mask``: the boolean mask, or the bias with ``-inf`` at masked keys."""
+    if attn_bias is None:
+        return safe
+    bias = attn_bias.to(dtype)
+    if safe is None:
+        return bias
+    neg = torch.zeros(safe.shape, dtype=dtype, device=bias.device)
+    return bias + neg.masked_fill(~safe, float('-inf'))
+
+
+def _explicit_attention(query, key, value, safe, attn_bias, weights, dropout_p, scale):
+    """Explicit attention of :func:`padded_attention`; returns ``(out, logits)``."""
+    if scale is None:
+        scale = query.shape[-1] ** -0.5
+    logits = (query * scale) @ key.transpose(-2, -1)
+    if attn_bias is not None:
+        logits = logits + attn_bias
+    if weights is None:
+        attn = logits if safe is None else logits.masked_fill(~safe, float('-inf'))
+        attn = attn.softmax(dim=-1)
+    else:
+        # m_j exp(l_j - shift) / sum_p m_p exp(l_p - shift), shift = the largest valid logit;
+        # invalid keys stand at the shift (exp 0 = 1) so that exp never overflows
+        active = weights.detach() > 0.5 if safe is None else safe
+        shift = logits.detach().masked_fill(~active, float('-inf')).amax(-1, keepdim=True)
+        e = torch.exp((logits - shift).masked_fill(~active, 0.)) * weights.to(logits.dtype)
+        attn = e / e.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
+    if dropout_p > 0:
+        attn = F.dropout(attn, p=dropout_p)
+    return attn @ value, logits

@@ -71,10 +71,10 @@ class TransformerBlock(BaseModule):
             raise ValueError('ffn_extra_dims needs the plain MLP FFN, not MixFFN')
         hidden = int(embed_dims * mlp_ratio)
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.attn = SRAttention(embed_dims, num_heads, sr_ratio=sr_ratio, linear=linear,
-                                qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
-                                proj_drop=drop,
-                                norm_cfg=norm_cfg if sr_norm_cfg is None else sr_norm_cfg)
+        self.attn = self.build_attention(
+            embed_dims, num_heads, sr_ratio=sr_ratio, linear=linear, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
+            norm_cfg=norm_cfg if sr_norm_cfg is None else sr_norm_cfg)
         ffn_in = embed_dims + self.ffn_extra_dims
         self.norm2 = build_norm_layer(norm_cfg, ffn_in)[1]
         if use_conv_ffn:
@@ -82,6 +82,13 @@ class TransformerBlock(BaseModule):
         else:
             self.ffn = MLP(embed_dims, hidden, act_cfg=act_cfg, drop=drop, in_dims=ffn_in)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def build_attention(self, embed_dims: int, num_heads: int, **cfg) -> nn.Module:
+        """The token mixer (called by ``__init__``): :class:`SRAttention` with ``cfg``
+        (``sr_ratio``, ``linear``, ``qkv_bias``, ``qk_scale``, ``attn_drop``, ``proj_drop``,
+        ``norm_cfg``). A block with another attention (e.g. DPVT's deformable one) overrides
+        it."""
+        return SRAttention(embed_dims, num_heads, **cfg)
 
     def attn_residual(self, x: torch.Tensor, hw_shape: Optional[Sequence[int]] = None,
                       query: Optional[torch.Tensor] = None,
@@ -150,6 +157,28 @@ class TransformerBlock(BaseModule):
             y, logits = y
             return self.ffn_residual(y, hw_shape, query_index, ffn_extra), logits
         return self.ffn_residual(y, hw_shape, query_index, ffn_extra)
+
+    def forward_masked(self, x: torch.Tensor, mask: torch.Tensor,
+                       hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Update every token of ``x`` with a multiplicative key mask (MSViT Eq. 10).
+
+        ``A(i, j) = m_j exp(q_i k_j) / sum_p m_p exp(q_i k_p)``: keys with ``m_j = 0`` get
+        exactly zero weight; ``mask`` (``[B, Nk]``, 0/1 values, possibly carrying a
+        straight-through gradient) enters multiplicatively, so its gradient reaches every key,
+        masked ones included (see ``padded_attention``'s ``key_weights``). The FFN runs on
+        every token (the outputs of masked tokens are the caller's to ignore); a row with no
+        unmasked key gets a zero attention update.
+
+        Args:
+            x (Tensor): ``[B, N, C]`` tokens.
+            mask (Tensor): ``[B, Nk]`` key weights (``Nk``: keys after any reduction).
+            hw_shape (tuple, optional): ``(H, W)`` of ``x``, needed with a reduction or MixFFN.
+
+        Returns:
+            Tensor ``[B, N, C]``.
+        """
+        out = self.attn(self.norm1(x), hw_shape, key_weights=mask)
+        return self.ffn_residual(x + self.drop_path(out), hw_shape)
 
     def flops(self, num_queries, hw_shape: Optional[Sequence[int]] = None, num_keys=None,
               num_dw_tokens=None):

@@ -28,6 +28,7 @@ from mmseg.utils import add_prefix
 from mmdyn.registry import MODELS
 from ..losses.distill_loss import PixelKLDistillLoss
 from ..utils.checks import check_loss_weight
+from mmdyn.utils.checkpoint import unwrap_state_dict
 from ..utils.ckpt_convert import load_checkpoint_file, vit_to_mmdyn
 
 __all__ = ['DoViTEncoderDecoder', 'segmentor_to_mmdyn', 'load_segmentor_checkpoint',
@@ -45,15 +46,7 @@ def dovit_official_to_mmdyn(ckpt) -> 'OrderedDict[str, torch.Tensor]':
     are dropped). The backbone is converted like any ViT checkpoint, the auxiliary heads move
     to ``backbone.aux_heads.{k}.*`` (mmseg heads: same names inside), the decode head is kept.
     """
-    sd = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'dovit_official_to_mmdyn: no state dict in a {type(ckpt).__name__}')
-    sd = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
-                     for k, v in sd.items() if isinstance(v, torch.Tensor))
+    sd = unwrap_state_dict(ckpt)
     if any(k.startswith('student.') for k in sd):  # DoViTDistiller
         sd = OrderedDict((k[len('student.'):], v) for k, v in sd.items()
                          if k.startswith('student.'))
@@ -74,15 +67,7 @@ def segmentor_to_mmdyn(ckpt) -> 'OrderedDict[str, torch.Tensor]':
     ``backbone.*`` in mmseg's ``VisionTransformer`` layout, or timm/DeiT/mmpretrain/mmdyn
     layouts) to the mmdyn layout: the backbone keys are converted with
     :func:`mmdyn.models.utils.ckpt_convert.vit_to_mmdyn`, the heads and the neck are kept."""
-    sd = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'segmentor_to_mmdyn: no state dict in a {type(ckpt).__name__}')
-    sd = OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
-                     for k, v in sd.items() if isinstance(v, torch.Tensor))
+    sd = unwrap_state_dict(ckpt)
     bb = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items()
                      if k.startswith('backbone.'))
     if not bb:
@@ -99,12 +84,7 @@ def load_segmentor_checkpoint(model, filename: str, strict: bool = False) -> Tup
     (:func:`dovit_official_to_mmdyn`, detected by its ``auxiliary_head`` keys). Returns
     ``(missing_keys, unexpected_keys)``; ``strict=True`` raises if either is not empty."""
     ckpt = load_checkpoint_file(filename)
-    raw = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-            raw = raw[key]
-            break
-    if any('backbone.auxiliary_head.' in k for k in raw):
+    if any('backbone.auxiliary_head.' in k for k in unwrap_state_dict(ckpt)):
         sd = dovit_official_to_mmdyn(ckpt)
     else:
         sd = segmentor_to_mmdyn(ckpt)

@@ -4,12 +4,14 @@
 :class:`~mmdyn.engine.DynamicScheduleHook` may move, so that a schedule leaving it is refused when
 training starts rather than when the value crosses the edge.
 """
+import copy
 import math
 from numbers import Number
+from typing import Sequence
 
 from mmdyn.utils.errors import UserValueError
 
-__all__ = ['check_loss_weight', 'NON_NEGATIVE', 'POSITIVE', 'UNIT']
+__all__ = ['check_loss_weight', 'parse_arch', 'NON_NEGATIVE', 'POSITIVE', 'UNIT']
 
 #: ``value_ranges`` entries: ``[0, inf)``, ``(0, inf)`` and ``[0, 1]``.
 NON_NEGATIVE = (0.0, None)
@@ -26,3 +28,24 @@ def check_loss_weight(value, name: str = 'loss_weight', owner: str = '') -> floa
         where = f'{owner}: ' if owner else ''
         raise UserValueError(f'{where}{name} must be a finite number >= 0, got {value!r}')
     return float(value)
+
+
+def parse_arch(owner: type, arch, keys: Sequence[str], optional: Sequence[str] = ()) -> dict:
+    """A copy of the settings of ``arch``: a name of ``owner.arch_zoo`` (case-insensitive) or a
+    dict with every one of ``keys`` and nothing outside ``keys`` and ``optional``; anything
+    else is a ``KeyError`` / ``TypeError`` naming ``owner``."""
+    name = owner.__name__
+    if isinstance(arch, str):
+        if arch.lower() not in owner.arch_zoo:
+            raise KeyError(f'{name}: unknown arch {arch!r}; choose one of '
+                           f'{sorted(owner.arch_zoo)} or give a dict')
+        return copy.deepcopy(owner.arch_zoo[arch.lower()])
+    if not isinstance(arch, dict):
+        raise TypeError(f'{name}: arch must be a str or a dict, got {type(arch)}')
+    missing = [k for k in keys if k not in arch]
+    if missing:
+        raise KeyError(f'{name}: arch dict misses {missing} (needs {tuple(keys)})')
+    unknown = set(arch) - set(keys) - set(optional)
+    if unknown:
+        raise KeyError(f'{name}: unknown arch keys {sorted(unknown)}')
+    return copy.deepcopy(dict(arch))

@@ -42,19 +42,21 @@ Checkpoints wrapped in ``state_dict`` / ``model`` / ``module`` and keys prefixed
 Classification heads and DeiT's distillation token are dropped (:func:`classifier_head_keys`
 converts the heads); the PVT v1 class token becomes ``cls_token`` / ``cls_pos_embed``.
 """
+import functools
 import re
 from collections import OrderedDict
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
+from mmdyn.utils.checkpoint import unwrap_state_dict
 from mmdyn.utils.errors import UserValueError
 
 __all__ = [
-    'unwrap_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn', 'detect_vit_layout',
-    'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg', 'load_converted',
-    'save_converted', 'pretrained_init_cfg', 'split_dge_gates', 'dge_granularities',
-    'classifier_head_keys'
+    'unwrap_state_dict', 'backbone_state_dict', 'detect_pvt_layout', 'pvt_to_mmdyn',
+    'detect_vit_layout', 'vit_to_mmdyn', 'load_checkpoint_file', 'find_pretrained_cfg',
+    'load_converted', 'save_converted', 'pretrained_init_cfg', 'apply_init_cfg',
+    'split_dge_gates', 'dge_granularities', 'classifier_head_keys'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -81,23 +83,15 @@ def load_checkpoint_file(filename: str, logger=None):
     return read_checkpoint(filename, map_location='cpu')
 
 
-def unwrap_state_dict(ckpt) -> StateDict:
-    """The tensor dict inside a checkpoint, without ``module.``/``backbone.`` prefixes."""
-    sd = ckpt
-    for key in ('state_dict', 'model', 'module'):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict):
-        raise TypeError(f'no state dict found in checkpoint of type {type(ckpt).__name__}')
-    sd = OrderedDict((k, v) for k, v in sd.items() if isinstance(v, torch.Tensor))
-    if sd and all(k.startswith('module.') for k in sd):
-        sd = OrderedDict((k[len('module.'):], v) for k, v in sd.items())
+def backbone_state_dict(ckpt) -> StateDict:
+    """The backbone tensors of a checkpoint (:func:`~mmdyn.utils.checkpoint.unwrap_state_dict`):
+    of a whole detector, segmentor or classifier the keys under ``backbone.``, of vtpack's
+    ``export_model.py`` files those under ``bottom_up.model.``, both without the prefix."""
+    sd = unwrap_state_dict(ckpt)
     if any(k.startswith('backbone.') for k in sd):
-        sd = OrderedDict((k[len('backbone.'):], v) for k, v in sd.items()
-                         if k.startswith('backbone.'))
+        sd = unwrap_state_dict(sd, prefix='backbone.')
     if sd and all(k.startswith('bottom_up.model.') for k in sd):  # vtpack's export_model.py
-        sd = OrderedDict((k[len('bottom_up.model.'):], v) for k, v in sd.items())
+        sd = unwrap_state_dict(sd, prefix='bottom_up.model.')
     return sd
 
 
@@ -154,7 +148,7 @@ def classifier_head_keys(ckpt, head: str = 'linear') -> StateDict:
     """The classification head of an official (whai362 / vtpack / timm) classifier checkpoint
     in mmpretrain names: ``head.fc.*`` (``LinearClsHead``, ``head='linear'``) or
     ``head.layers.head.*`` (``VisionTransformerClsHead``, ``head='vit'``)."""
-    sd = unwrap_state_dict(ckpt)
+    sd = backbone_state_dict(ckpt)
     names = {'linear': 'head.fc.', 'vit': 'head.layers.head.'}
     if head not in names:
         raise ValueError(f'head must be one of {sorted(names)}, got {head!r}')
@@ -165,16 +159,23 @@ def classifier_head_keys(ckpt, head: str = 'linear') -> StateDict:
     return out
 
 
+def _first_layout(keys, rules) -> Optional[str]:
+    """The layout of the first ``(pattern, layout)`` rule whose pattern matches the start of
+    some key; ``None`` when none does."""
+    for pattern, layout in rules:
+        if any(re.match(pattern, k) for k in keys):
+            return layout
+    return None
+
+
 # --------------------------------------------------------------------------------------- PVT
 def detect_pvt_layout(sd: StateDict) -> str:
     """``'mmdyn'``, ``'official'`` (whai362) or ``'mmdet'``."""
     keys = list(sd)
-    if any(k.startswith('stages.') for k in keys):
-        return 'mmdyn'
-    if any(re.match(r'(patch_embed|block)\d+\.', k) for k in keys):
-        return 'official'
-    if any(re.match(r'layers\.\d+\.0\.projection\.', k) for k in keys):
-        return 'mmdet'
+    layout = _first_layout(keys, ((r'stages\.', 'mmdyn'), (r'(patch_embed|block)\d+\.', 'official'),
+                                  (r'layers\.\d+\.0\.projection\.', 'mmdet')))
+    if layout is not None:
+        return layout
     raise UserValueError('unrecognised PVT checkpoint layout (expected whai362 keys like '
                      '"patch_embed1.proj.weight", mmdet keys like "layers.0.0.projection.weight" '
                      f'or mmdyn keys like "stages.0..."); first keys: {keys[:5]}')
@@ -218,6 +219,7 @@ def _pvt_official(sd: StateDict) -> StateDict:
         if m:
             rest = m.group(3)
             rest = rest.replace('mlp.dwconv.dwconv.', 'ffn.dwconv.').replace('mlp.', 'ffn.')
+            rest = rest.replace('attn.attn_weight.', 'attn.weights.')  # vtpack's DPVT
             out[f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.{rest}'] = v
             continue
         m = re.match(r'norm(\d+)\.(.*)', k)
@@ -288,12 +290,17 @@ def _pvt_mmdet(sd: StateDict) -> StateDict:
 
 def pvt_to_mmdyn(ckpt) -> StateDict:
     """Convert a PVT / PVTv2 checkpoint (any recognised layout) to mmdyn's layout."""
-    sd, gates = split_dge_gates(unwrap_state_dict(ckpt))
-    layout = detect_pvt_layout(sd)
-    if layout == 'official':
-        sd = _pvt_official(sd)
-    elif layout == 'mmdet':
-        sd = _pvt_mmdet(sd)
+    return _convert_layout(ckpt, detect_pvt_layout,
+                           dict(official=_pvt_official, mmdet=_pvt_mmdet))
+
+
+def _convert_layout(ckpt, detect, converters) -> StateDict:
+    """The backbone tensors of ``ckpt`` converted by ``converters[detect(tensors)]`` (a layout
+    without a converter is mmdyn's own), DGE gates taken out first and put back after."""
+    sd, gates = split_dge_gates(backbone_state_dict(ckpt))
+    layout = detect(sd)
+    if layout in converters:
+        sd = converters[layout](sd)
     sd.update(gates)
     return sd
 
@@ -303,18 +310,15 @@ def detect_vit_layout(sd: StateDict) -> str:
     """``'mmdyn'``, ``'timm'`` (timm / DeiT / official ViT in timm names), ``'vtpack'`` (its
     DeiT: timm names with separate ``attn.q`` / ``attn.kv``), ``'mmseg'`` or ``'mmpretrain'``."""
     keys = list(sd)
-    if any(re.match(r'blocks\.\d+\.attn\.q\.weight$', k) for k in keys):
+    if _first_layout(keys, ((r'blocks\.\d+\.attn\.q\.weight$', 'separate q / kv'), )):
         # vtpack's DeiT: separate q / kv as mmdyn, timm's other names
-        if any(re.match(r'blocks\.\d+\.mlp\.', k) or k.startswith('patch_embed.proj.')
-               for k in keys):
-            return 'vtpack'
-        return 'mmdyn'
-    if any(re.match(r'blocks\.\d+\.attn\.qkv\.weight$', k) for k in keys):
-        return 'timm'
-    if any(re.match(r'layers\.\d+\.attn\.attn\.in_proj_weight$', k) for k in keys):
-        return 'mmseg'
-    if any(re.match(r'layers\.\d+\.attn\.qkv\.weight$', k) for k in keys):
-        return 'mmpretrain'
+        return _first_layout(keys, ((r'blocks\.\d+\.mlp\.|patch_embed\.proj\.', 'vtpack'), )) \
+            or 'mmdyn'
+    layout = _first_layout(keys, ((r'blocks\.\d+\.attn\.qkv\.weight$', 'timm'),
+                                  (r'layers\.\d+\.attn\.attn\.in_proj_weight$', 'mmseg'),
+                                  (r'layers\.\d+\.attn\.qkv\.weight$', 'mmpretrain')))
+    if layout is not None:
+        return layout
     raise UserValueError('unrecognised ViT checkpoint layout (expected timm keys like '
                      '"blocks.0.attn.qkv.weight", mmseg "layers.0.attn.attn.in_proj_weight", '
                      'mmpretrain "layers.0.attn.qkv.weight" or mmdyn "blocks.0.attn.q.weight"); '
@@ -387,14 +391,22 @@ def _vit_mm(sd: StateDict, layout: str) -> StateDict:
 
 def vit_to_mmdyn(ckpt) -> StateDict:
     """Convert a ViT / DeiT checkpoint (any recognised layout) to mmdyn's layout."""
-    sd, gates = split_dge_gates(unwrap_state_dict(ckpt))
-    layout = detect_vit_layout(sd)
-    if layout in ('timm', 'vtpack'):
-        sd = _vit_timm(sd)
-    elif layout in ('mmseg', 'mmpretrain'):
-        sd = _vit_mm(sd, layout)
-    sd.update(gates)
-    return sd
+    return _convert_layout(ckpt, detect_vit_layout, dict(
+        timm=_vit_timm, vtpack=_vit_timm, mmseg=functools.partial(_vit_mm, layout='mmseg'),
+        mmpretrain=functools.partial(_vit_mm, layout='mmpretrain')))
+
+
+def apply_init_cfg(model, convert, adapt=None, base_init=None) -> None:
+    """The end of a backbone's ``init_weights``, after its own random initialisation: a
+    ``Pretrained`` ``init_cfg`` is loaded through ``convert`` (:func:`load_converted`, ``adapt``
+    fixing shapes), any other ``init_cfg`` is applied by ``base_init`` (mmengine's
+    ``BaseModule.init_weights`` of the model); the model is then marked initialised."""
+    pre = find_pretrained_cfg(model.init_cfg)
+    if pre is not None:
+        load_converted(model, pre['checkpoint'], convert, adapt=adapt, prefix=pre.get('prefix'))
+    elif model.init_cfg is not None and base_init is not None:
+        base_init()
+    model._is_init = True
 
 
 def pretrained_init_cfg(pretrained, init_cfg):
@@ -434,15 +446,10 @@ def load_converted(model: torch.nn.Module, filename: str, convert, adapt=None, p
     logger = logger or MMLogger.get_current_instance()
     ckpt = load_checkpoint_file(filename, logger=logger)
     if prefix:
-        raw = ckpt
-        for key in ('state_dict', 'model'):
-            if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-                raw = raw[key]
-                break
-        p = prefix if prefix.endswith('.') else prefix + '.'
-        ckpt = OrderedDict((k[len(p):], v) for k, v in raw.items() if k.startswith(p))
-        if not ckpt:
-            raise ValueError(f'no key of {filename} starts with prefix {prefix!r}')
+        try:
+            ckpt = unwrap_state_dict(ckpt, prefix=prefix)
+        except KeyError:
+            raise ValueError(f'no key of {filename} starts with prefix {prefix!r}') from None
     sd = convert(ckpt)
     if adapt is not None:
         sd = adapt(sd)

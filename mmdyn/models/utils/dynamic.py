@@ -14,7 +14,8 @@ without knowing the method:
     (``last_flops / static_flops``). Methods may add their own keys.
 ``static_flops(img_shape)``
     FLOPs of the same module with every gate on (the static model), for an input of
-    ``img_shape = (H, W)``.
+    ``img_shape = (H, W)`` (an int is a square; anything else, e.g. a 4-D ``x.shape``, is a
+    ``ValueError``: :func:`image_hw` reads it).
 ``expected_cost``
     In training: a differentiable tensor (scalar or ``[B]``) of the expected cost ratio, which
     budget losses use. ``None`` when not applicable.
@@ -26,6 +27,15 @@ without knowing the method:
     ``dict[str, Tensor]`` set in a training forward with :meth:`set_aux_losses`: losses the
     method adds to the model's loss (budget, gate losses). ``attach_dynamic_records`` (installed
     by ``mmdyn.DynamicStatsHook``) adds them to the top-level model's loss dict and empties it.
+``block_table()``
+    One row per block (per decision point) of the last forward, averaged over its images, in
+    one schema for every method: ``block`` (str, the block's name), ``tokens`` (float, tokens
+    the block ran per image, extra tokens such as a class token included), ``kept_ratio``
+    (float, the mean over images of those tokens over the tokens the static block runs) and
+    ``flops`` (float, MACs of the block per image). A method may add columns after these (DiT:
+    ``reached``, ``skip_reached``). A ``RuntimeError`` before the first forward. A method either
+    hands :meth:`record_dynamic` per-block ``blocks`` (averaged here) or overrides
+    :meth:`_block_rows`.
 ``force_full``
     ``bool`` attribute. When True every gate is on and the module computes exactly what the static
     model with the same weights computes (the "eval, full" mode). :func:`full_compute` sets it
@@ -33,10 +43,27 @@ without knowing the method:
 """
 import contextlib
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+
+BLOCK_TABLE_KEYS = ('block', 'tokens', 'kept_ratio', 'flops')
+
+
+class BlockRecord(NamedTuple):
+    """What one block ran in a forward: ``tokens`` and ``flops`` per image (``Tensor[B]`` or a
+    number for every image), ``full_tokens`` the tokens of the static block."""
+    block: str
+    tokens: Union[torch.Tensor, float]
+    full_tokens: float
+    flops: Union[torch.Tensor, float]
+
+
+def _image_mean(v) -> float:
+    return float(torch.as_tensor(v, dtype=torch.float64).mean())
 
 
 class DynamicModuleMixin:
@@ -51,14 +78,30 @@ class DynamicModuleMixin:
         self.expected_cost: Optional[torch.Tensor] = None
         self.last_maps: Dict[str, torch.Tensor] = {}
         self.aux_losses: Dict[str, torch.Tensor] = {}
+        self.last_blocks: Optional[List[BlockRecord]] = None
 
     def record_dynamic(self, flops: torch.Tensor, stats: Optional[Dict[str, torch.Tensor]] = None,
                        expected_cost: Optional[torch.Tensor] = None,
-                       maps: Optional[Dict[str, torch.Tensor]] = None) -> None:
-        self.last_flops = flops.detach().to(torch.float64)
-        self.last_stats = {k: v.detach().float() for k, v in (stats or {}).items()}
+                       maps: Optional[Dict[str, torch.Tensor]] = None,
+                       blocks: Optional[List[BlockRecord]] = None) -> None:
+        """Store the records of a forward (see the module docstring). ``last_flops``,
+        ``last_stats`` and ``last_maps`` go to the device the module (hence its input) is on,
+        whatever device the method counted on."""
+        dev = self._records_device(flops)
+        self.last_flops = flops.detach().to(dev, torch.float64)
+        self.last_stats = {k: v.detach().to(dev, torch.float32) for k, v in (stats or {}).items()}
         self.expected_cost = expected_cost
-        self.last_maps = {k: v.detach() for k, v in (maps or {}).items()}
+        self.last_maps = {k: v.detach().to(dev) for k, v in (maps or {}).items()}
+        self.last_blocks = None if blocks is None else [
+            BlockRecord(*(v.detach() if isinstance(v, torch.Tensor) else v for v in b))
+            for b in blocks]
+
+    def _records_device(self, fallback: torch.Tensor) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return fallback.device
 
     def set_aux_losses(self, losses: Dict[str, torch.Tensor]) -> None:
         """Hand losses to the model's loss dict (see ``aux_losses`` above).
@@ -80,6 +123,55 @@ class DynamicModuleMixin:
 
     def static_flops(self, img_shape: Tuple[int, int]) -> float:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def block_table(self) -> List[Dict[str, Union[str, float]]]:
+        """Per block of the last forward, averaged over its images (schema: module docstring)."""
+        if getattr(self, 'last_flops', None) is None:
+            raise RuntimeError(f'{type(self).__name__}.block_table: run a forward first')
+        rows = self._block_rows()
+        for r in rows:
+            if tuple(r)[:len(BLOCK_TABLE_KEYS)] != BLOCK_TABLE_KEYS:
+                raise KeyError(f'{type(self).__name__}.block_table: a row starts with '
+                               f'{tuple(r)[:4]}, not {BLOCK_TABLE_KEYS}')
+        return [{k: str(v) if k == 'block' else float(v) for k, v in r.items()} for r in rows]
+
+    def _block_rows(self) -> List[Dict[str, Union[str, float]]]:
+        """The rows of :meth:`block_table` from the ``blocks`` handed to :meth:`record_dynamic`;
+        methods that keep their own per-block records override this."""
+        if getattr(self, 'last_blocks', None) is None:
+            raise NotImplementedError(f'{type(self).__name__} records no per-block table')
+        return [dict(block=b.block, tokens=_image_mean(b.tokens),
+                     kept_ratio=_image_mean(torch.as_tensor(b.tokens, dtype=torch.float64)
+                                            / b.full_tokens),
+                     flops=_image_mean(b.flops)) for b in self.last_blocks]
+
+
+def image_hw(img_shape) -> Tuple[int, int]:
+    """``(H, W)`` of an image shape given as ``(H, W)`` or one int (a square).
+
+    Every ``static_flops`` / FLOPs function of mmdyn reads its ``img_shape`` through this, so
+    that a wrong-length shape (``x.shape`` of a batch, ``(C, H, W)``) is an error that says so
+    rather than a silently wrong number.
+    """
+    if isinstance(img_shape, (int, np.integer)) and not isinstance(img_shape, bool):
+        hw = (int(img_shape), int(img_shape))
+    elif isinstance(img_shape, (tuple, list, torch.Size)) and len(img_shape) == 2:
+        hw = (int(img_shape[0]), int(img_shape[1]))
+    else:
+        raise ValueError(f'img_shape must be (H, W) or one int, got {img_shape!r}'
+                         ' (for an input x [B, C, H, W] pass x.shape[-2:])')
+    if min(hw) < 1:
+        raise ValueError(f'img_shape must be positive, got {img_shape!r}')
+    return hw
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside its wrappers (mmengine's ``MMDistributedDataParallel`` and every
+    registered wrapper, torch's ``DataParallel`` / ``DistributedDataParallel``)."""
+    from mmengine.model import is_model_wrapper
+    while is_model_wrapper(model):
+        model = model.module
+    return model
 
 
 def find_dynamic_modules(model: nn.Module) -> List[nn.Module]:
@@ -115,14 +207,21 @@ def collect_dynamic_records(model: nn.Module) -> Optional[Dict[str, torch.Tensor
 
 
 @contextlib.contextmanager
+def attributes_set(modules: List[nn.Module], name: str, value):
+    """Within the block ``m.<name> = value`` for every module ``m`` of ``modules``; each
+    module's own value is restored after, also when the block raises."""
+    old = [getattr(m, name) for m in modules]
+    for m in modules:
+        setattr(m, name, value)
+    try:
+        yield modules
+    finally:
+        for m, o in zip(modules, old):
+            setattr(m, name, o)
+
+
+@contextlib.contextmanager
 def full_compute(model: nn.Module):
     """Within the block every dynamic module of ``model`` runs with every gate on."""
-    mods = find_dynamic_modules(model)
-    old = [m.force_full for m in mods]
-    for m in mods:
-        m.force_full = True
-    try:
+    with attributes_set(find_dynamic_modules(model), 'force_full', True):
         yield model
-    finally:
-        for m, o in zip(mods, old):
-            m.force_full = o

@@ -10,13 +10,19 @@ functions count the padded size, so that they agree with what runs.
 """
 from typing import List, Sequence, Tuple
 
+import weakref
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dynamic import image_hw
+
 __all__ = ['min_input_size', 'padded_input_shape', 'pad_to_min_size']
 
 _MAX = 1 << 14
+# A backbone's minimum size depends on its architecture only, fixed at construction.
+_MIN_SIZES: 'weakref.WeakKeyDictionary[nn.Module, int]' = weakref.WeakKeyDictionary()
 
 
 def _sr_kernel(block: nn.Module) -> int:
@@ -53,20 +59,20 @@ def _fits(embeds, reductions, n: int) -> bool:
 
 
 def min_input_size(backbone: nn.Module) -> int:
-    """The smallest image side every stage of ``backbone`` accepts (cached on the module)."""
-    cached = backbone.__dict__.get('_mmdyn_min_input_size')
-    if cached is not None:
-        return cached
-    embeds, reductions = _embeds_and_reductions(backbone)
-    n = next((n for n in range(1, _MAX) if _fits(embeds, reductions, n)), 1)
-    backbone.__dict__['_mmdyn_min_input_size'] = n
-    return n
+    """The smallest image side every stage of ``backbone`` accepts (computed once per
+    backbone)."""
+    if backbone not in _MIN_SIZES:
+        embeds, reductions = _embeds_and_reductions(backbone)
+        _MIN_SIZES[backbone] = next(
+            (n for n in range(1, _MAX) if _fits(embeds, reductions, n)), 1)
+    return _MIN_SIZES[backbone]
 
 
 def padded_input_shape(backbone: nn.Module, img_shape: Sequence[int]) -> Tuple[int, int]:
     """``img_shape`` (H, W) raised to the backbone's minimum size, side by side."""
+    h, w = image_hw(img_shape)
     m = min_input_size(backbone)
-    return max(int(img_shape[0]), m), max(int(img_shape[1]), m)
+    return max(h, m), max(w, m)
 
 
 def pad_to_min_size(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 
 from .dynamic import find_dynamic_modules
+from .dynamic import unwrap_model as _unwrap
 
 __all__ = ['attach_dynamic_records', 'detach_dynamic_records', 'get_record_collector',
            'summarize_dynamic_records', 'samples_records', 'DynamicRecordCollector']
@@ -53,13 +54,6 @@ _COLLECTOR_ATTR = '_mmdyn_record_collector'
 # A forward of the top-level model rarely has more calls than this (sliding windows); the cap
 # only bounds memory when dynamic modules are called without a top-level forward.
 _MAX_CALLS = 4096
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    from mmengine.model import is_model_wrapper
-    while is_model_wrapper(model):
-        model = model.module
-    return model
 
 
 def _first_tensor(args, kwargs) -> Optional[torch.Tensor]:

@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmdyn.models.backbones import PVT, ViT
 from mmdyn.models.backbones.dge import DGEPVT, DGEViT, DynamicGrainedEncoder
-from mmdyn.models.layers.region_pool import region_pool_tokens
 from mmdyn.models.layers.transformer_blocks import PVTBlock, ViTBlock
 from mmdyn.registry import MODELS
 
@@ -112,8 +112,7 @@ def test_encoder_pools_queries_and_unpools_updates():
     x = torch.randn(2, 60, 8)
     with torch.no_grad():
         out, info = enc(blk, x, hw)
-        q, grid = region_pool_tokens(x, hw, 2)
-        assert grid == (3, 5)
+        q = F.avg_pool2d(x.transpose(1, 2).reshape(2, 8, 6, 10), 2).flatten(2).transpose(1, 2)
         delta = blk(x, hw, query=q) - q
         ref = x + delta.reshape(2, 3, 5, 8).repeat_interleave(2, 1).repeat_interleave(
             2, 2).reshape(2, 60, 8)
@@ -508,6 +507,41 @@ def test_dpvt_granularity_one_equals_static_and_modes_agree():
     with torch.device('meta'):
         from mmdyn.models.backbones.dge import DPVT
         assert all(len(DPVT(a).stages) == 4 for a in ('tiny', 'small', 'medium', 'large'))
+
+
+def test_dpvt_builds_only_its_blocks_and_honours_attn_drop(monkeypatch):
+    from mmdyn.models.backbones import pvt
+    from mmdyn.models.backbones.dge import DPVT
+    from mmdyn.models.layers import transformer_blocks
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('DPVT built a PVT block / SR attention')
+
+    with monkeypatch.context() as mp:  # nothing is built to be discarded
+        mp.setattr(pvt, 'PVTBlock', refuse)
+        mp.setattr(transformer_blocks, 'SRAttention', refuse)
+        plain = DPVT(arch=dict(TINY_PVT), drop_path_rate=0.)
+        dropped = DPVT(arch=dict(TINY_PVT), drop_path_rate=0., attn_drop_rate=0.5)
+    layout = {k: v.shape for k, v in plain.state_dict().items()}
+    assert layout == {k: v.shape for k, v in dropped.state_dict().items()}
+    attns = [blk.attn for st in dropped.stages for blk in st.blocks]
+    assert len(attns) == sum(TINY_PVT['depths']) and all(a.attn_drop == 0.5 for a in attns)
+    dropped.init_weights()
+    with torch.no_grad():  # non-uniform point weights
+        for n, p in dropped.named_parameters():
+            if '.attn.weights.weight' in n:
+                p.normal_(0, 0.3)
+    plain.load_state_dict(dropped.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        dropped.train()
+        a, b = dropped(x)[-1], dropped(x)[-1]
+        assert (a - b).abs().max() > 1e-3  # a new dropout draw each forward
+        dropped.eval()
+        ev = dropped(x)[-1]
+        torch.testing.assert_close(dropped(x)[-1], ev, atol=0, rtol=0)
+        torch.testing.assert_close(plain.eval()(x)[-1], ev, atol=0, rtol=0)
+        torch.testing.assert_close(plain.train()(x)[-1], ev, atol=1e-5, rtol=0)
 
 
 def test_realised_flops_match_ops_that_ran():

@@ -380,6 +380,81 @@ def test_vtpack_dge_deit_checkpoint_converts_whole_and_gives_same_logits(tmp_pat
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4), (got - ref).abs().max()
 
 
+def vtpack_dpvt_sd(seed=0, classes=10, points=4):
+    """Random weights in the key layout of vtpack's static DPVT (``dpvt_*_256``): deformable
+    point attention (``attn.v``, ``attn.offsets``, ``attn.attn_weight``), no class token, a
+    final ``norm`` before the average pooling."""
+    r, sd, c_in, grid = _gen(seed), {}, 3, IMG
+    a = PVT_ARCH
+    for s in range(1, 5):
+        c, p, heads = a['embed_dims'][s - 1], 4 if s == 1 else 2, a['num_heads'][s - 1]
+        grid //= p
+        sd[f'patch_embed{s}.proj.weight'] = r(c, c_in, p, p)
+        sd[f'patch_embed{s}.proj.bias'] = r(c)
+        sd[f'patch_embed{s}.norm.weight'], sd[f'patch_embed{s}.norm.bias'] = r(c, mean=1.0), r(c)
+        sd[f'pos_embed{s}'] = r(1, grid * grid, c)
+        for j in range(a['depths'][s - 1]):
+            pre, hid = f'block{s}.{j}', c * a['mlp_ratios'][s - 1]
+            for n in ('norm1', 'norm2'):
+                sd[f'{pre}.{n}.weight'], sd[f'{pre}.{n}.bias'] = r(c, mean=1.0), r(c)
+            for n, rows in (('v', c), ('attn_weight', heads * points),
+                            ('offsets', heads * points * 2), ('proj', c)):
+                sd[f'{pre}.attn.{n}.weight'], sd[f'{pre}.attn.{n}.bias'] = r(rows, c), r(rows)
+            sd[f'{pre}.mlp.fc1.weight'], sd[f'{pre}.mlp.fc1.bias'] = r(hid, c), r(hid)
+            sd[f'{pre}.mlp.fc2.weight'], sd[f'{pre}.mlp.fc2.bias'] = r(c, hid), r(c)
+        c_in = c
+    sd['norm.weight'], sd['norm.bias'] = r(c_in, std=0.5, mean=1.0), r(c_in, std=0.5)
+    sd['head.weight'], sd['head.bias'] = r(classes, c_in), r(classes)
+    return sd
+
+
+@pytest.mark.parametrize('config', ['dpvt-s_4xb256_in1k-256px.py',
+                                    'dge-dpvt-s_4xb256_in1k-256px.py'])
+def test_vtpack_dpvt_classifier_norms_before_pooling(tmp_path, config):
+    """vtpack's DPVT classifier: ``head(mean_tokens(LN_1e-6(stage-4 tokens)))``. The official
+    layout through ``pvt2mmdyn.py --classifier`` loads whole into the ImageNet DPVT configs
+    (DGE-DPVT: every region at the finest granularity is the static DPVT), and the logits are
+    the head of the average of the normalised stage-4 tokens, computed here from the source
+    tensors and the tokens the last block wrote."""
+    sd = vtpack_dpvt_sd()
+    conv = _convert_file(tmp_path, sd, 'pvt2mmdyn', '--classifier')
+    assert len(conv) == len(sd)
+    model = _classifier_from_config(config, dict(PVT_ARCH), pretrain_img_size=IMG).eval()
+    missing, unexpected = model.load_state_dict(conv, strict=False)
+    assert not unexpected and all('.gate.' in k for k in missing)
+    bb = model.backbone
+    if hasattr(bb, 'force_choice'):
+        bb.force_choice(0)
+    seen = []
+    hook = bb.stages[3].blocks[-1].register_forward_hook(lambda m, a, out: seen.append(out))
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        got = model(x, mode='tensor')
+    hook.remove()
+    tokens = seen[-1]  # [B, 4*4, 32], before any final norm
+    feat = F.layer_norm(tokens, (32, ), sd['norm.weight'], sd['norm.bias'], EPS_BLOCK).mean(1)
+    want = F.linear(feat, sd['head.weight'], sd['head.bias'])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # without the final norm (the dense-prediction hosts' layout) the logits differ
+    no_norm = F.linear(tokens.mean(1), sd['head.weight'], sd['head.bias'])
+    assert (no_norm - want).abs().max() > 0.1
+
+
+def test_dense_dpvt_configs_keep_no_final_norm():
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    from mmdyn.models.backbones.dge import DPVT
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    for name in ('fpn_dpvt-s_4xb8-80k_ade20k-512x512.py', 'mask-rcnn_dge-dpvt-s_fpn_1x_coco.py'):
+        bb = Config.fromfile(osp.join(repo, 'configs', 'dge', name)).model.backbone
+        assert not bb.get('final_norm') and not bb.get('cls_token')
+    assert isinstance(DPVT(arch=dict(PVT_ARCH)).stages[3].norm, torch.nn.Identity)
+    assert isinstance(DPVT(arch=dict(PVT_ARCH), final_norm=True).stages[3].norm,
+                      torch.nn.LayerNorm)
+
+
 def test_export_model_layout_and_init_cfg_loading(tmp_path):
     """vtpack's tools/export_model.py prefix; loading through init_cfg takes the gates too."""
     from mmdyn.models.backbones.dge import DGEPVT

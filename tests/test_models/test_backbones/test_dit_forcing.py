@@ -245,16 +245,20 @@ def test_block_table():
     m(torch.randn(2, 3, *IMG))
     rows = m.block_table()
     assert len(rows) == 16 + 15
+    assert all(list(r) == ['block', 'tokens', 'kept_ratio', 'flops', 'reached', 'skip_reached']
+               for r in rows)
     assert rows[0]['block'] == 'B[0][0]' and rows[16]['block'] == 'P[0][0]'
     total = m.stem.flops(IMG) + sum(r['flops'] for r in rows)
     assert total == pytest.approx(m.last_flops.mean().item())
     by = {r['block']: r for r in rows}
     # image 0 reaches scale 1 only at column 2: B[1][0], B[1][1] run for image 1 only
     assert by['B[1][0]']['reached'] == 0.5
-    assert by['B[1][0]']['computed'] == pytest.approx(fixed[('row', 1, 0)][1].mean().item() / 2)
+    assert by['B[1][0]']['kept_ratio'] == pytest.approx(
+        fixed[('row', 1, 0)][1].mean().item() / 2)
+    assert by['B[1][0]']['tokens'] == pytest.approx(fixed[('row', 1, 0)][1].sum().item() / 2)
     assert by['B[1][0]']['skip_reached'] == pytest.approx(
         1 - fixed[('row', 1, 0)][1].mean().item())
-    assert by['P[0][1]']['computed'] == 0.5 and by['P[0][2]']['computed'] == 1.0
+    assert by['P[0][1]']['kept_ratio'] == 0.5 and by['P[0][2]']['kept_ratio'] == 1.0
     assert by['P[0][1]']['flops'] == pytest.approx(m.downs[0][1].flops(shapes[0]) / 2)
 
 

@@ -281,10 +281,10 @@ def test_records_and_maps():
     assert m.last_flops.dtype == torch.float64 and m.last_flops.shape == (2, )
     assert set(m.last_stats) == {'kept_ratio', 'flops_ratio', 'kept_ratio_d0', 'kept_ratio_d1'}
     rows = m.block_table()
-    assert [r['block'] for r in rows] == list(range(1, 7))
+    assert [r['block'] for r in rows] == [f'blocks.{i}' for i in range(6)]
     for r in rows:  # plain Python numbers (get_flops averages and prints them)
         assert list(r) == ['block', 'tokens', 'kept_ratio', 'flops']
-        assert type(r['block']) is int
+        assert type(r['block']) is str
         assert all(type(r[k]) is float for k in ('tokens', 'kept_ratio', 'flops'))
     counts = m.last_block_tokens
     for i, r in enumerate(rows):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmdyn.models.backbones.msvit import MSViT, masked_block_forward
+from mmdyn.models.backbones.msvit import MSViT
 from mmdyn.models.backbones.vit import ViT
 from mmdyn.models.utils.dynamic import full_compute
 
@@ -179,7 +179,7 @@ def test_masked_block_ignores_inactive_tokens():
     x = torch.randn(2, 7, 32)
     mask = torch.tensor([[1, 1, 0, 1, 0, 0, 1], [1, 0, 1, 1, 1, 0, 0]], dtype=torch.float)
     with torch.no_grad():
-        out = masked_block_forward(blk, x, mask)
+        out = blk.forward_masked(x, mask)
         for b in range(2):
             keep = mask[b].bool()
             alone = blk(x[b:b + 1, keep])
@@ -187,7 +187,7 @@ def test_masked_block_ignores_inactive_tokens():
             # garbage in inactive tokens changes nothing for the active ones
             y = x.clone()
             y[b, ~keep] = 1e3 * torch.randn_like(y[b, ~keep])
-            torch.testing.assert_close(masked_block_forward(blk, y, mask)[b, keep],
+            torch.testing.assert_close(blk.forward_masked(y, mask)[b, keep],
                                        out[b, keep], atol=1e-4, rtol=0)
 
 
@@ -388,7 +388,7 @@ def test_last_stats_keys_for_get_flops():
     rec = collect_dynamic_records(m)
     assert set(rec) == set(st) | {'flops'}
     rows = m.block_table()
-    assert [r['block'] for r in rows] == [1, 2]
+    assert [r['block'] for r in rows] == ['blocks.0', 'blocks.1']
     for r, blk in zip(rows, m.blocks):
         assert r['tokens'] == pytest.approx(n.double().mean().item())
         assert r['flops'] == pytest.approx(sum(blk.flops(int(v)) for v in n) / 3)

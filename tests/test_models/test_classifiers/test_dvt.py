@@ -528,7 +528,7 @@ def test_static_flops_img_shape_and_records_device():
     t2t = m.exits[1].backbone
     assert isinstance(t2t, T2TViT)
     assert t2t.static_flops((64, 64)) == t2t.static_flops() > 0
-    with pytest.raises(ValueError, match='built for 64x64'):
+    with pytest.raises(ValueError, match='takes 64x64 images only'):
         t2t.static_flops((32, 32))
     x = torch.randn(2, 3, 64, 64)
     m.train()

@@ -2,9 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmdyn.models.layers.region_pool import (multi_region_pool, region_grid, region_ids,
-                                             region_pool, region_pool_tokens, region_unpool,
-                                             region_unpool_tokens)
+from mmdyn.models.layers.region_pool import (region_extents, region_grid, region_ids,
+                                             region_pool, region_pool_tokens)
 
 
 def _naive_pool(x, s):
@@ -34,9 +33,13 @@ def test_pool_and_unpool_against_loops(hw, s):
     r = region_pool(x, s)
     assert r.shape == (2, 3) + region_grid(hw, s)
     assert torch.allclose(r, _naive_pool(x, s), atol=1e-12)
-    u = region_unpool(r, s, hw)
-    assert u.shape == (2, 3, h, w)
+    # un-pooling: gather the region values with the region index of every pixel
+    u = r.flatten(2)[..., region_ids(hw, s)].reshape(2, 3, h, w)
     assert torch.equal(u, _naive_unpool(r, s, h, w))
+    rows, cols = region_extents(hw, s)
+    ones = torch.ones(1, 1, h, w, dtype=torch.float64)
+    want = F.avg_pool2d(F.pad(ones, (0, (-w) % s, 0, (-h) % s)), s, s, divisor_override=1)
+    assert torch.equal((rows[:, None] * cols[None, :]).double(), want[0, 0])  # real pixels
 
 
 def test_divisible_equals_avg_pool_and_constant_is_kept():
@@ -50,10 +53,17 @@ def test_divisible_equals_avg_pool_and_constant_is_kept():
 def test_three_d_input_and_integer_unpool():
     x = torch.randn(2, 6, 7)
     assert torch.allclose(region_pool(x, 3), _naive_pool(x[:, None], 3)[:, 0], atol=1e-6)
-    choice = torch.tensor([[[0, 2], [1, 0]]])
-    u = region_unpool(choice, 2, (3, 4))
+    choice = torch.tensor([[0, 2, 1, 0]])  # a 2x2 region grid, row-major
+    u = choice[:, region_ids((3, 4), 2)].reshape(1, 3, 4)
     assert u.dtype == torch.long
     assert torch.equal(u, torch.tensor([[[0, 0, 2, 2], [0, 0, 2, 2], [1, 1, 0, 0]]]))
+
+
+def test_one_region_covers_the_map():
+    assert region_grid((5, 7), None) == (1, 1)
+    rows, cols = region_extents((5, 7), None)
+    assert rows.tolist() == [5] and cols.tolist() == [7]
+    assert torch.equal(region_ids((5, 7), None), torch.zeros(35, dtype=torch.long))
 
 
 def test_pool_gradient_is_one_over_real_count():
@@ -66,32 +76,28 @@ def test_pool_gradient_is_one_over_real_count():
     assert torch.allclose(x.grad[0, 0], expect)
 
 
-def test_multi_region_pool():
-    x = torch.randn(1, 2, 9, 6)
-    outs = multi_region_pool(x, [1, 2, 4])
-    assert [tuple(o.shape[-2:]) for o in outs] == [(9, 6), (5, 3), (3, 2)]
-    for o, s in zip(outs, [1, 2, 4]):
-        assert torch.allclose(o, _naive_pool(x, s), atol=1e-6)
-
-
-def test_token_layout_matches_map_layout():
+@pytest.mark.parametrize('hw', [(5, 7), (8, 12)])
+def test_token_layout_matches_map_layout(hw):
     torch.manual_seed(0)
-    h, w, s = 5, 7, 2
+    (h, w), s = hw, 2
     x = torch.randn(2, h * w, 3)
-    r, grid = region_pool_tokens(x, (h, w), s)
-    assert grid == (3, 4) and r.shape == (2, 12, 3)
+    r = region_pool_tokens(x, (h, w), s)
+    grid = region_grid((h, w), s)
+    assert r.shape == (2, ) + grid + (3, )
     xm = x.transpose(1, 2).reshape(2, 3, h, w)
-    assert torch.allclose(r, _naive_pool(xm, s).flatten(2).transpose(1, 2), atol=1e-6)
-    u = region_unpool_tokens(r, s, (h, w))
-    ref = _naive_unpool(r.transpose(1, 2).reshape(2, 3, 3, 4), s, h, w)
-    assert torch.equal(u, ref.flatten(2).transpose(1, 2))
+    assert torch.allclose(r, _naive_pool(xm, s).permute(0, 2, 3, 1), atol=1e-6)
+    if h % 4 == 0 and w % 4 == 0:  # pooled once more from the map pooled at 2
+        r4 = region_pool_tokens(r, (h, w), 4, factor=2)
+        assert torch.allclose(r4, _naive_pool(xm, 4).permute(0, 2, 3, 1), atol=1e-6)
+    else:
+        with pytest.raises(ValueError, match='divides'):
+            region_pool_tokens(r, (h, w), 4, factor=2)
 
 
 def test_region_ids():
     h, w, s = 5, 7, 3
     ids = region_ids((h, w), s)
-    gw = region_grid((h, w), s)[1]
-    ref = torch.tensor([(y // s) * gw + x // s for y in range(h) for x in range(w)])
+    ref = torch.tensor([(y // s) * 3 + x // s for y in range(h) for x in range(w)])
     assert torch.equal(ids, ref)
 
 
@@ -104,9 +110,7 @@ def test_errors():
         region_pool(torch.randn(4, 4), 2)
     with pytest.raises(ValueError, match='floating point'):
         region_pool(torch.ones(1, 1, 4, 4, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match='r must be'):
-        region_unpool(torch.randn(1, 1, 3, 3), 2, (4, 4))
     with pytest.raises(ValueError, match='x must be'):
         region_pool_tokens(torch.randn(1, 10, 3), (3, 3), 2)
-    with pytest.raises(ValueError, match='sizes'):
-        multi_region_pool(x, [])
+    with pytest.raises(ValueError, match='region size'):
+        region_pool(x, None)

@@ -81,6 +81,60 @@ def test_attention_key_padding_mask_ignores_padding():
         attn(padded, key_padding_mask=mask[:, :4])
 
 
+@pytest.mark.parametrize('use_sdpa', [True, False])
+@pytest.mark.parametrize('cfg', [dict(sr_ratio=1), dict(sr_ratio=2)])
+def test_attention_fully_masked_row_gives_zeros(cfg, use_sdpa):
+    attn = randomize(SRAttention(8, 2, **cfg))
+    attn.use_sdpa = use_sdpa
+    x = torch.randn(2, 16, 8, requires_grad=True)
+    nk = attn.num_keys((4, 4))
+    mask = torch.zeros(2, nk, dtype=torch.bool)
+    mask[0] = True  # image 0: every key is padding
+    mask[1, :nk // 2] = True
+    out = attn(x, (4, 4), key_padding_mask=mask)
+    assert torch.isfinite(out).all()
+    # no key: a zero attention, i.e. the output projection of zeros (its bias)
+    torch.testing.assert_close(out[0], attn.proj.bias.expand(16, -1), atol=0, rtol=0)
+    ref = attn(x[1:], (4, 4), key_padding_mask=mask[1:])
+    torch.testing.assert_close(out[1:], ref, atol=1e-6, rtol=0)
+    out.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[1].abs().sum() > 0
+
+
+def test_block_forward_masked_gradient_is_eq10():
+    """``forward_masked``: A_ij = m_j e_ij / sum_p m_p e_ip, with the key weights' gradient
+    computed by hand (a masked key stands at its row's largest active logit)."""
+    blk = randomize(ViTBlock(8, 2, mlp_ratio=2.))
+    x = torch.randn(2, 5, 8)
+    m = torch.tensor([[1., 0., 1., 1., 0.], [0., 1., 1., 0., 1.]], requires_grad=True)
+    g = torch.randn(2, 5, 8)
+    (blk.forward_masked(x, m) * g).sum().backward()
+
+    a = blk.attn
+    m2 = m.detach().clone().requires_grad_(True)
+    xn = blk.norm1(x)
+    q = a.q(xn).view(2, 5, 2, 4).transpose(1, 2)
+    k, v = (t.reshape(2, 5, 2, 4).transpose(1, 2) for t in a.kv(xn).chunk(2, -1))
+    logits = (q @ k.transpose(-2, -1)) * a.scale
+    active = m.detach().bool()[:, None, None, :]
+    top = logits.masked_fill(~active, -1e9).amax(-1, keepdim=True)
+    e = torch.where(active, logits, top).exp() * m2[:, None, None, :]
+    att = (e / e.sum(-1, keepdim=True)) @ v
+    y = x + a.proj(att.transpose(1, 2).reshape(2, 5, 8))
+    want = y + blk.ffn(blk.norm2(y))
+    (want * g).sum().backward()
+    torch.testing.assert_close(blk.forward_masked(x, m), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.grad, m2.grad, atol=1e-5, rtol=1e-4)
+    assert (m.grad[m == 0].abs() > 0).all()  # masked keys reach the gradient too
+    # an image with no unmasked key: finite, a zero attention (the projection bias only)
+    none = torch.zeros(1, 5, requires_grad=True)
+    out = blk.forward_masked(x[:1], none)
+    y = x[:1] + a.proj.bias
+    torch.testing.assert_close(out, y + blk.ffn(blk.norm2(y)), atol=1e-6, rtol=0)
+    out.sum().backward()
+    assert torch.isfinite(none.grad).all()
+
+
 def test_attention_bad_input():
     with pytest.raises(ValueError, match='divisible'):
         SRAttention(10, 3)

@@ -1,0 +1,76 @@
+"""The one checkpoint unwrapping (``unwrap_state_dict``) and the one model-wrapper unwrapping
+(``unwrap_model``) that every loader, hook and tool of mmdyn goes through."""
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmdyn.models.utils import unwrap_model
+from mmdyn.models.utils.ckpt_convert import backbone_state_dict
+from mmdyn.utils.checkpoint import unwrap_state_dict
+
+A, B = torch.zeros(2), torch.ones(3)
+
+
+@pytest.mark.parametrize('wrap', [
+    lambda sd: sd,
+    lambda sd: {'state_dict': sd, 'meta': {'epoch': 3}},         # mmengine
+    lambda sd: {'model_state_dict': sd, 'optimizer': {}},       # public DVT code
+    lambda sd: {'model': sd, 'epoch': 1},                       # DeiT / timm
+    lambda sd: {'module': sd},
+])
+def test_every_container_gives_the_same_tensors(wrap):
+    sd = OrderedDict([('x.weight', A), ('y.bias', B)])
+    out = unwrap_state_dict(wrap(sd))
+    assert list(out) == ['x.weight', 'y.bias']
+    assert out['x.weight'] is A and out['y.bias'] is B
+
+
+def test_ddp_prefix_non_tensors_and_ema():
+    ckpt = {'state_dict': {'module.a': A, 'module.b': B, 'module.step': 7},
+            'state_dict_ema': {'a': B}}
+    assert dict(unwrap_state_dict(ckpt)) == {'a': A, 'b': B}
+    assert dict(unwrap_state_dict(ckpt, use_ema=True)) == {'a': B}
+    # a prefix only on some keys is a real key name, not a DDP prefix
+    mixed = unwrap_state_dict({'module.a': A, 'b': B})
+    assert list(mixed) == ['module.a', 'b']
+
+
+def test_prefix_keeps_only_its_keys():
+    ckpt = {'state_dict': {'backbone.a': A, 'backbone.b.c': B, 'decode_head.w': A}}
+    assert dict(unwrap_state_dict(ckpt, prefix='backbone')) == {'a': A, 'b.c': B}
+    assert dict(unwrap_state_dict(ckpt, prefix='backbone.')) == {'a': A, 'b.c': B}
+    with pytest.raises(KeyError, match="prefix 'neck.'"):
+        unwrap_state_dict(ckpt, prefix='neck.')
+    with pytest.raises(TypeError, match='no state dict found in a checkpoint of type list'):
+        unwrap_state_dict([A])
+
+
+def test_backbone_state_dict():
+    whole = {'state_dict': {'backbone.a': A, 'head.w': B}}
+    assert dict(backbone_state_dict(whole)) == {'a': A}
+    bare = {'a': A, 'head.w': B}
+    assert dict(backbone_state_dict(bare)) == bare
+    vtpack = {'model': {'backbone.bottom_up.model.a': A, 'backbone.bottom_up.model.b': B}}
+    assert dict(backbone_state_dict(vtpack)) == {'a': A, 'b': B}
+
+
+def test_unwrap_model_every_wrapper():
+    from mmengine.model import MMDistributedDataParallel
+    inner = nn.Linear(2, 2)
+    assert unwrap_model(inner) is inner
+    assert unwrap_model(nn.DataParallel(nn.DataParallel(inner))) is inner
+    # a wrapper instance built without a process group: only its class matters here
+    ddp = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    nn.Module.__init__(ddp)
+    ddp.module = inner
+    assert unwrap_model(ddp) is inner
+
+    class NotAWrapper(nn.Module):  # has a `.module` and a wrapper-like name, but is not one
+        def __init__(self):
+            super().__init__()
+            self.module = inner
+    NotAWrapper.__name__ = 'FakeDataParallel'
+    fake = NotAWrapper()
+    assert unwrap_model(fake) is fake
