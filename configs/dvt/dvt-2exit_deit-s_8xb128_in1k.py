@@ -3,6 +3,6 @@
 _base_ = './dvt_deit-s_8xb128_in1k.py'
 
 model = dict(
-    exits=[7, 14],
+    exits=[dict(grid=7, patch_size=32, input_size=224), dict(grid=14, patch_size=16)],
     thresholds=[1.0],
     thresholds_file='work_dirs/dvt-2exit_deit-s_8xb128_in1k/thresholds.json')

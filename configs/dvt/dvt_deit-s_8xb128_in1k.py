@@ -1,4 +1,5 @@
-# DVT on DeiT-S, 3 exits (7x7, 10x10, 14x14 tokens at 224), feature + relationship reuse.
+# DVT on DeiT-S, 3 exits (7x7, 10x10, 14x14 tokens at 224, the public code's tokenizers),
+# feature + relationship reuse.
 # Recipe: the DeiT-S baseline of configs/baselines (mmpretrain's DeiT-S: AdamW, lr 1e-3 for a
 # total batch of 1024, weight decay 0.05, 300 epochs, cosine to 1e-5 after 20 linear warm-up
 # epochs, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, RandAugment m9, random erasing 0.25)
@@ -12,7 +13,15 @@ model = dict(
     _delete_=True,
     type='mmdyn.DVTClassifier',
     arch='deit-s',
-    exits=[7, 10, 14],
+    # the public DVT code's DeiT tokenizers: every exit reads the 224 px image; 7x7 tokens from
+    # 32x32 patches, 10x10 from 23x23 patches with padding 3, 14x14 from 16x16 patches (the
+    # layout of the released DVT_Deit_small weights). The paper does not say how; resizing the
+    # image for one patch-16 tokenizer instead: dvt-resize_deit-s_8xb128_in1k.py
+    exits=[
+        dict(grid=7, patch_size=32, input_size=224),
+        dict(grid=10, patch_size=23, patch_pad=3, input_size=224),
+        dict(grid=14, patch_size=16),
+    ],
     patch_size=16,
     num_classes=1000,
     feature_reuse=True,

@@ -12,7 +12,12 @@ custom_imports = dict(imports=['mmdyn'], allow_failed_imports=False)
 model = dict(
     type='mmdyn.DVTClassifier',
     arch='deit-s',
-    exits=[7, 10, 14],
+    # the ImageNet model's tokenizers (the public code's, see dvt_deit-s_8xb128_in1k.py)
+    exits=[
+        dict(grid=7, patch_size=32, input_size=224),
+        dict(grid=10, patch_size=23, patch_pad=3, input_size=224),
+        dict(grid=14, patch_size=16),
+    ],
     patch_size=16,
     num_classes=10,
     feature_reuse=True,

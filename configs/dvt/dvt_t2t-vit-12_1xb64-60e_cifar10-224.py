@@ -10,6 +10,8 @@ _base_ = './dvt_deit-s_8xb16-50e_cifar10-224.py'
 
 model = dict(
     host='t2t',
+    # the T2T exits' grids come from their first soft split (not the DeiT tokenizers of the base)
+    exits=[7, 10, 14],
     arch='t2t-vit-12',
     img_size=224,
     thresholds_file='work_dirs/dvt_t2t-vit-12_1xb64-60e_cifar10-224/thresholds.json',

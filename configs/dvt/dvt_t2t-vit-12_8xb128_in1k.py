@@ -7,6 +7,8 @@ _base_ = './dvt_deit-s_8xb128_in1k.py'
 
 model = dict(
     host='t2t',
+    # the T2T exits' grids come from their first soft split (not the DeiT tokenizers of the base)
+    exits=[7, 10, 14],
     arch='t2t-vit-12',
     img_size=224,
     thresholds_file='work_dirs/dvt_t2t-vit-12_8xb128_in1k/thresholds.json',

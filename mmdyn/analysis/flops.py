@@ -24,7 +24,7 @@ ints (the result is then an exact ``int``), floats (e.g. average counts) or tens
 dynamic forward; the result is then a float64 tensor of the same shape), so the same formulas
 give static figures, realised per-image figures and differentiable expected costs.
 """
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -33,7 +33,7 @@ Count = Union[int, float, torch.Tensor]
 __all__ = [
     'linear_flops', 'conv2d_flops', 'conv2d_out_shape', 'dwconv_flops', 'patch_embed_flops',
     'attention_matmul_flops', 'attention_flops', 'sr_out_shape', 'sr_num_keys', 'sr_flops',
-    'mlp_flops', 'mixffn_flops', 'to_int'
+    'mlp_flops', 'mixffn_flops', 'to_int', 'grid_resize_flops', 'relation_upsample_flops'
 ]
 
 
@@ -157,9 +157,14 @@ def sr_flops(hw_shape: Sequence[int], embed_dims: int, sr_ratio: int, linear: bo
     return 0
 
 
-def mlp_flops(num_tokens: Count, embed_dims: int, hidden_dims: int) -> Count:
-    """Two-layer MLP (``fc1``, ``fc2``)."""
-    return to_int(2 * _num(num_tokens) * embed_dims * hidden_dims)
+def mlp_flops(num_tokens: Count, embed_dims: int, hidden_dims: int,
+              in_dims: Optional[int] = None) -> Count:
+    """Two-layer MLP (``fc1``, ``fc2``): ``fc1`` reads ``in_dims`` channels (default
+    ``embed_dims``, e.g. wider when extra features are concatenated to the FFN input), ``fc2``
+    writes ``embed_dims``."""
+    if in_dims is None:
+        return to_int(2 * _num(num_tokens) * embed_dims * hidden_dims)
+    return to_int(_num(num_tokens) * hidden_dims * (in_dims + embed_dims))
 
 
 def mixffn_flops(num_tokens: Count, embed_dims: int, hidden_dims: int, kernel_size=3,
@@ -173,3 +178,27 @@ def mixffn_flops(num_tokens: Count, embed_dims: int, hidden_dims: int, kernel_si
         num_dw_tokens = num_tokens
     return mlp_flops(num_tokens, embed_dims, hidden_dims) + dwconv_flops(
         num_dw_tokens, hidden_dims, kernel_size)
+
+
+def grid_resize_flops(old_hw: Sequence[int], new_hw: Sequence[int], num_maps: Count = 1) -> Count:
+    """Resizing ``num_maps`` ``[h, w]`` maps to ``[H, W]`` as two separable matrix products
+    (a ``[H, h]`` matrix on the rows, then a ``[W, w]`` one on the columns):
+    ``H * h * w + H * W * w`` per map; 0 when the grid does not change. This is how DVT resizes
+    its reused features and relations (nearest x2 then adaptive average pooling, both linear
+    and separable)."""
+    h, w = _pair(old_hw)
+    H, W = _pair(new_hw)
+    if (h, w) == (H, W):
+        return 0
+    return to_int(_num(num_maps) * (H * h * w + H * W * w))
+
+
+def relation_upsample_flops(channels: int, old_hw: Sequence[int],
+                            new_hw: Sequence[int]) -> Count:
+    """DVT's 2-D aware up-sampling of ``channels`` attention-logit maps over ``1 + h*w`` tokens
+    (a class token first) to ``1 + H*W``: the spatial keys of each of the ``1 + h*w`` old query
+    rows are resized on the grid, then the spatial queries of each of the ``1 + H*W`` new key
+    columns (:func:`grid_resize_flops` per row / column)."""
+    h, w = _pair(old_hw)
+    H, W = _pair(new_hw)
+    return grid_resize_flops(old_hw, new_hw, channels * (1 + h * w + 1 + H * W))

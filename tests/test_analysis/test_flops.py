@@ -116,3 +116,29 @@ def test_exact_reference_values():
     got = _static_gmacs('ViT', 'vit-s', 0) * 1e9
     assert round(got) == vit_s
     assert abs((vit_s + 384 * 1000) / 1e9 - 4.60) < 0.005  # 4.60 GMACs
+
+
+def test_reuse_formulas_by_hand_and_counted():
+    """DVT's reuse costs: an FFN whose fc1 reads extra channels, the separable grid resize and
+    the 2-D aware relation up-sampling; by hand and as counted on the real operators."""
+    from mmdyn.models.classifiers.dvt import resize_grid, upsample_relation
+    from mmdyn.models.layers.ffn import MLP
+    # fc1: (384 + 48) -> 1536, fc2: 1536 -> 384, on 101 tokens
+    assert fl.mlp_flops(101, 384, 1536, in_dims=432) == 101 * (432 * 1536 + 1536 * 384)
+    assert fl.mlp_flops(101, 384, 1536, in_dims=384) == fl.mlp_flops(101, 384, 1536)
+    # feature-reuse MLP 384 -> 128 -> 48 on 49 tokens
+    assert fl.mlp_flops(49, 48, 128, in_dims=384) == 49 * (384 * 128 + 128 * 48)
+    # rows [10, 7] @ [7, 7] then columns [10, 7] @ [7, 10], 48 maps
+    assert fl.grid_resize_flops((7, 7), (10, 10), 48) == 48 * (10 * 7 * 7 + 10 * 10 * 7)
+    assert fl.grid_resize_flops((10, 10), (10, 10), 48) == 0
+    # 72 maps: the 1 + 49 old query rows resized, then the 1 + 100 new key columns
+    assert fl.relation_upsample_flops(72, (7, 7), (10, 10)) == 72 * (50 + 101) * 1190
+    mlp = MLP(8, 12, in_dims=11)
+    assert mlp.fc1.in_features == 11 and mlp.fc2.out_features == 8
+    assert counted_macs(mlp, torch.randn(1, 5, 11)) == mlp.flops(5) == \
+        fl.mlp_flops(5, 8, 12, in_dims=11)
+    assert counted_macs(resize_grid, torch.randn(1, 6, 3, 4), (5, 7)) == \
+        fl.grid_resize_flops((3, 4), (5, 7), 6)
+    rel = torch.randn(1, 6, 1 + 3 * 3, 1 + 3 * 3)
+    assert counted_macs(upsample_relation, rel, (3, 3), (5, 5)) == \
+        fl.relation_upsample_flops(6, (3, 3), (5, 5))

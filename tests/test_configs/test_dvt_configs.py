@@ -19,7 +19,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DVT = osp.join(REPO, 'configs', 'dvt')
 IN1K = ['dvt_deit-s_8xb128_in1k.py', 'dvt-2exit_deit-s_8xb128_in1k.py',
         'dvt-noreuse_deit-s_8xb128_in1k.py', 'dvt-freuse_deit-s_8xb128_in1k.py',
-        'dvt-rreuse_deit-s_8xb128_in1k.py', 'dvt-pubtok_deit-s_8xb128_in1k.py']
+        'dvt-rreuse_deit-s_8xb128_in1k.py', 'dvt-resize_deit-s_8xb128_in1k.py']
 CIFAR = ['dvt_deit-s_8xb16-50e_cifar10-224.py', 'dvt_deit-s_8xb16-50e_cifar100-224.py']
 T2T = ['dvt_t2t-vit-12_8xb128_in1k.py', 'dvt_t2t-vit-14_8xb64_in1k.py',
        'dvt-2exit_t2t-vit-12_8xb128_in1k.py']
@@ -74,7 +74,7 @@ def test_common(name):
 def test_imagenet_recipe():
     cfg = load('dvt_deit-s_8xb128_in1k.py')
     m = cfg.model
-    assert m.exits == [7, 10, 14] and m.patch_size == 16
+    assert [e['grid'] for e in m.exits] == [7, 10, 14]
     assert m.feature_reuse and m.relation_reuse
     assert m.backbone_cfg.drop_path_rate == 0.1
     assert m.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
@@ -89,15 +89,19 @@ def test_imagenet_recipe():
     assert cos.type == 'CosineAnnealingLR' and cos.eta_min == 1e-5
     ema = [h for h in cfg.custom_hooks if h['type'] == 'EMAHook']
     assert ema and ema[0]['momentum'] == pytest.approx(1 - 0.99996)
-    assert load('dvt-2exit_deit-s_8xb128_in1k.py').model.exits == [7, 14]
-    pub = load('dvt-pubtok_deit-s_8xb128_in1k.py').model.exits
+    two = load('dvt-2exit_deit-s_8xb128_in1k.py').model.exits
+    assert [(e['grid'], e['patch_size']) for e in two] == [(7, 32), (14, 16)]
+    # the default follows the public code's tokenizers (patch 32 / 23 + padding 3 / 16 at 224)
+    pub = m.exits
     assert [e['patch_size'] for e in pub] == [32, 23, 16] and pub[1]['patch_pad'] == 3
     init_default_scope('mmpretrain')
     with torch.device('meta'):
-        m = MODELS.build(dict(load('dvt-pubtok_deit-s_8xb128_in1k.py').model,
-                              thresholds_file=None))
+        m = MODELS.build(dict(m, thresholds_file=None))
     assert [e.backbone.patch_resolution for e in m.exits] == [(7, 7), (10, 10), (14, 14)]
     assert all(e.input_size == 224 for e in m.exits)
+    # the earlier default stays available: patch 16 on the image resized to grid * 16
+    res = load('dvt-resize_deit-s_8xb128_in1k.py').model
+    assert res.exits == [7, 10, 14] and res.patch_size == 16
     for name, f, r in (('dvt-noreuse', False, False), ('dvt-freuse', True, False),
                        ('dvt-rreuse', False, True)):
         m = load(f'{name}_deit-s_8xb128_in1k.py').model
@@ -109,6 +113,8 @@ def test_cifar_recipe(name):
     cfg = load(name)
     n = 10 if 'cifar10-' in name else 100
     assert cfg.model.num_classes == n == cfg.model.data_preprocessor.num_classes
+    # the tokenizers of the ImageNet model it fine-tunes
+    assert cfg.model.exits == load('dvt_deit-s_8xb128_in1k.py').model.exits
     assert cfg.train_dataloader.dataset.type == f'CIFAR{n}'
     # fine-tuning at 224 so the exits see the ImageNet token grids
     assert cfg.train_dataloader.dataset.pipeline[0] == dict(type='Resize', scale=224,
@@ -325,3 +331,36 @@ def test_runner_train_and_val_on_toy_imagenet(tmp_path, toy_imagenet):
     assert metrics['complexity/exit0_ratio'] == pytest.approx(1.0)
     assert metrics['complexity/static_gflops'] == pytest.approx(sum(model.exit_flops()) / 1e9)
     assert 'accuracy/top1' in metrics
+
+
+def _public_deit_exit_params(patch, pad_grid, reuse, num_classes=1000):
+    """Elements of one exit of the public code's DVT-DeiT-S, counted from its module list
+    (timm ViT: conv patch embedding, class token, position table, 12 blocks with a fused qkv,
+    final norm, head; with reuse the FFN input of every block is 384 + 48 wide, a per-block
+    LN -> 128 -> 48 MLP and one 1x1-conv relation MLP 72 -> 216 -> 72)."""
+    c, depth, hidden, m = 384, 12, 4 * 384, 6 * 12
+    e = 48 if reuse else 0
+    block = (2 * c + 3 * c * c + 3 * c + c * c + c + 2 * (c + e) + (c + e) * hidden + hidden
+             + hidden * c + c)
+    total = 3 * patch * patch * c + c + (pad_grid ** 2 + 1) * c + c + depth * block + 2 * c \
+        + c * num_classes + num_classes
+    if reuse:
+        total += depth * (2 * c + c * 128 + 128 + 128 * 48 + 48)
+        total += m * 3 * m + 3 * m + 3 * m * m + m
+    return total
+
+
+@pytest.mark.parametrize('name,exits', [
+    ('dvt_deit-s_8xb128_in1k.py', ((32, 7, False), (23, 10, True), (16, 14, True))),
+    ('dvt-2exit_deit-s_8xb128_in1k.py', ((32, 7, False), (16, 14, True)))])
+def test_deit_default_is_public_layout(name, exits):
+    """The DeiT DVT configs build the public code's model: parameter count of each exit equal
+    to the count from the public module list (70.44 M for the three exits, the element count
+    of the released DVT_Deit_small)."""
+    init_default_scope('mmpretrain')
+    with torch.device('meta'):
+        model = MODELS.build(dict(load(name).model, thresholds_file=None))
+    got = [sum(p.numel() for p in e.parameters()) for e in model.exits]
+    assert got == [_public_deit_exit_params(*e) for e in exits]
+    if len(exits) == 3:
+        assert sum(got) == 70442232

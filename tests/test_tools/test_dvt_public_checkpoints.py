@@ -293,7 +293,7 @@ def test_tiny_public_checkpoint_equals_public_forward(tmp_path, host):
 RELEASES = {  # config, host, embed, depth, heads, mlp ratio
     'DVT_T2t_vit_12': ('dvt_t2t-vit-12_8xb128_in1k.py', 't2t', 256, 12, 4, 2),
     'DVT_T2t_vit_14': ('dvt_t2t-vit-14_8xb64_in1k.py', 't2t', 384, 14, 6, 3),
-    'DVT_Deit_small': ('dvt-pubtok_deit-s_8xb128_in1k.py', 'deit', 384, 12, 6, 4),
+    'DVT_Deit_small': ('dvt_deit-s_8xb128_in1k.py', 'deit', 384, 12, 6, 4),
 }
 
 

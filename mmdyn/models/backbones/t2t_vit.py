@@ -25,7 +25,7 @@ from mmengine.model import BaseModule, ModuleList
 
 from mmdyn.registry import MODELS
 from mmdyn.utils.checkpoint import unwrap_state_dict
-from ..layers.transformer_blocks import ViTBlock
+from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
 from ..utils.dynamic import image_hw
 
 __all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
@@ -142,6 +142,9 @@ class T2TViT(BaseModule):
         norm_eps (float): Epsilon of the blocks' and the final LayerNorms (default 1e-5, torch's
             and mmpretrain's default, which T2T-ViT uses).
         drop_path_rate (float): Default 0.
+        layer_cfgs (dict | Sequence[dict], optional): Further :class:`ViTBlock` arguments, for
+            every block or one dict per block (e.g. ``dict(ffn_extra_dims=48)``: DVT's feature
+            reuse widens each block's FFN input).
         init_cfg (dict | list, optional): ``dict(type='Pretrained', checkpoint=...)`` loads a
             T2T-ViT checkpoint in the public code's, mmpretrain's or mmdyn's layout (converted
             by :func:`t2t_to_mmdyn`; a first soft split of another kernel size is resampled,
@@ -162,7 +165,8 @@ class T2TViT(BaseModule):
                  in_channels: int = 3, qkv_bias: bool = False,
                  qk_scale: Union[float, str, None] = None,
                  token_qk_scale: Optional[float] = None, norm_eps: float = 1e-5,
-                 drop_path_rate: float = 0., init_cfg=None):
+                 drop_path_rate: float = 0.,
+                 layer_cfgs: Union[dict, Sequence[dict], None] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
             if arch not in self.arch_zoo:
@@ -205,7 +209,8 @@ class T2TViT(BaseModule):
         self.blocks = ModuleList([
             ViTBlock(self.embed_dims, s['num_heads'], mlp_ratio=s['mlp_ratio'],
                      qkv_bias=qkv_bias, qk_scale=qk_scale, drop_path=dpr[i],
-                     norm_cfg=dict(type='LN', eps=norm_eps))
+                     norm_cfg=dict(type='LN', eps=norm_eps),
+                     **layer_cfg_at(layer_cfgs, i, self.depth))
             for i in range(self.depth)
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps)

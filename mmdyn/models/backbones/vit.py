@@ -17,7 +17,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
-from ..layers.transformer_blocks import ViTBlock
+from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
 from ..utils.checks import parse_arch
 from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, vit_to_mmdyn
 from ..utils.dynamic import image_hw
@@ -70,6 +70,9 @@ class ViT(BaseModule):
         drop_rate, attn_drop_rate, drop_path_rate (float): Default 0.
         norm_cfg (dict): Default ``dict(type='LN', eps=1e-6)``.
         act_cfg (dict): Default GELU.
+        layer_cfgs (dict | Sequence[dict], optional): Further :class:`ViTBlock` arguments, for
+            every block or one dict per block (e.g. ``dict(ffn_extra_dims=48)``: DVT's feature
+            reuse).
         frozen_stages (int): Freeze the embeddings and blocks ``0..frozen_stages-1``
             (``0``: embeddings only, -1: nothing).
         pretrained (str, optional): Deprecated alias of ``init_cfg`` Pretrained.
@@ -106,6 +109,7 @@ class ViT(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
                  frozen_stages: int = -1,
+                 layer_cfgs: Union[dict, Sequence[dict], None] = None,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
@@ -152,7 +156,8 @@ class ViT(BaseModule):
         self.blocks = ModuleList([
             ViTBlock(self.embed_dims, s['num_heads'], mlp_ratio=s['mlp_ratio'], qkv_bias=qkv_bias,
                      drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
-                     norm_cfg=norm_cfg, act_cfg=act_cfg) for i in range(self.depth)
+                     norm_cfg=norm_cfg, act_cfg=act_cfg,
+                     **layer_cfg_at(layer_cfgs, i, self.depth)) for i in range(self.depth)
         ])
         self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1] if final_norm \
             else nn.Identity()

@@ -7,8 +7,10 @@ classification head, run in sequence on the same image with more tokens each tim
 7x7, 10x10 and 14x14 at 224). An exit's token grid comes from its host's tokenizer:
 
 * ``host='vit'`` (default): the core's :class:`mmdyn.models.backbones.ViT` (DeiT-S); the input
-  is resized to ``grid * patch_size`` pixels so that the patch embedding gives a ``grid x grid``
-  map (no resize when the input already has that size, e.g. ``patch_size=32`` for 7x7 at 224);
+  is resized to ``input_size`` (default ``grid * patch_size``) pixels so that the patch
+  embedding gives a ``grid x grid`` map (no resize when the input already has that size). The
+  DeiT configs give the public code's tokenizers per exit: 224 px with patch 32 (7x7), 23 and
+  padding 3 (10x10), 16 (14x14);
 * ``host='t2t'``: :class:`mmdyn.models.backbones.T2TViT` (T2T-ViT-12/14); the input is resized
   to ``img_size`` (224) and the first soft split sets the grid (14/8/3 -> 7x7, 11/6/5 -> 10x10,
   7/4/2 -> 14x14, the public code's settings).
@@ -19,14 +21,17 @@ Reuse between consecutive exits (each switchable):
   go, in every block ``l`` of the downstream exit, through ``LN -> Linear(C, 128) -> GELU ->
   Linear(128, 48)`` (a separate module per block), are resized to the new grid (nearest to twice
   the old grid, then adaptive average pooling, as the public code does for 7->10 and 10->14) and
-  concatenated to the block's FFN input; the class token gets zeros. The block's second norm and
-  first FFN linear take ``C + 48`` channels, the residual stays ``C`` wide.
+  concatenated to the block's FFN input; the class token gets zeros. The host builds its
+  blocks with ``layer_cfgs=dict(ffn_extra_dims=48)`` (the core block's extension point: its
+  second norm and first FFN linear take ``C + 48`` channels, the residual stays ``C`` wide, and
+  its ``flops`` count the wider input); the exit passes the features as ``ffn_extra``.
 * **relationship reuse** (Eq. 8-9): the previous exit's pre-softmax attention logits of all its
   ``L`` layers, ``[B, heads * L, n, n]``, go through a per-position MLP
   ``heads*L -> 3*heads*L -> heads*L`` (GELU), then the 2-D aware up-sampling of Fig. 5 (the
   spatial part of the key axis, then of the query axis, is resized on the token grid; the class
   token's row and column are carried unchanged), are split into ``L`` chunks of ``heads`` and
-  chunk ``l`` is added to layer ``l``'s logits (the core attention's ``attn_bias``). Needs the
+  chunk ``l`` is added to layer ``l``'s logits (the core block's ``attn_bias``; an exit whose
+  relations are reused asks its blocks for their logits with ``return_logits``). Needs the
   same depth and heads in both exits.
 
 Modes:
@@ -49,8 +54,9 @@ Modes:
   ``get_flops.py`` runs, so its realised FLOPs are the early-exit ones).
 
 FLOPs are MACs (one multiply-add), as everywhere in mmdyn; per exit: patch embedding + blocks
-(the core's analytic counts) + head + the reuse modules (reuse MLPs and the wider FFN input;
-the nearest/average-pool resizes and norms are not counted).
+(the core's analytic counts, the wider FFN input included) + head + the reuse modules (reuse
+MLPs, the grid resizes of the reused maps as two small matrix products per map; norms are not
+counted), all through :mod:`mmdyn.analysis.flops`.
 """
 import json
 import os.path as osp
@@ -61,11 +67,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import trunc_normal_
+from mmengine.model.weight_init import initialize, trunc_normal_
 from mmpretrain.models.classifiers import BaseClassifier
 from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.structures import DataSample
 
+from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
@@ -94,14 +101,6 @@ def resize_matrix(n: int, new_n: int, dtype=torch.float32, device=None) -> torch
     eye = torch.eye(n, dtype=dtype, device=device).reshape(n, 1, n)
     up = F.interpolate(eye, size=2 * n, mode='nearest')
     return F.adaptive_avg_pool1d(up, new_n).reshape(n, new_n).t().contiguous()
-
-
-def resize_grid_macs(old_hw: Sequence[int], new_hw: Sequence[int]) -> int:
-    """Multiply-adds of :func:`resize_grid` for one ``[h, w]`` map (0 when nothing changes)."""
-    (h, w), (H, W) = old_hw, new_hw
-    if (h, w) == (H, W):
-        return 0
-    return H * h * w + H * W * w
 
 
 def resize_grid(x: torch.Tensor, new_hw: Sequence[int]) -> torch.Tensor:
@@ -167,7 +166,7 @@ class FeatureReuse(BaseModule):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
     def flops(self, num_tokens: int) -> int:
-        return num_tokens * (self.in_dims * self.hidden + self.hidden * self.out_dims)
+        return fl.mlp_flops(num_tokens, self.out_dims, self.hidden, in_dims=self.in_dims)
 
 
 class RelationReuse(BaseModule):
@@ -192,7 +191,14 @@ class RelationReuse(BaseModule):
         return x.permute(0, 3, 1, 2)
 
     def flops(self, num_positions: int) -> int:
-        return num_positions * 2 * self.channels * self.fc1.out_features
+        return fl.mlp_flops(num_positions, self.channels, self.fc1.out_features)
+
+
+def _with_ffn_extra(layer_cfgs, extra: int):
+    """A host's ``layer_cfgs`` (None, one dict or one per block) with ``ffn_extra_dims``."""
+    if layer_cfgs is None or isinstance(layer_cfgs, dict):
+        return dict(layer_cfgs or {}, ffn_extra_dims=extra)
+    return [dict(c, ffn_extra_dims=extra) for c in layer_cfgs]
 
 
 class DVTExit(BaseModule):
@@ -218,6 +224,8 @@ class DVTExit(BaseModule):
             224 with ``patch_size=32`` for 7x7 or ``patch_size=23, patch_pad=3`` for 10x10 (the
             public code's DeiT tokenizers).
         patch_pad (int | str, optional): ViT host: patch-embedding padding.
+        export_relations (bool): The next exit reuses this exit's relations: the forward also
+            returns every block's attention logits in its state.
     """
 
     def __init__(self, arch, grid: int, patch_size: int, num_classes: int,
@@ -225,7 +233,8 @@ class DVTExit(BaseModule):
                  relation_reuse: bool = False, backbone_cfg: Optional[dict] = None,
                  head_init_cfg: Optional[dict] = None, loss: Optional[dict] = None,
                  host: str = 'vit', img_size: int = 224, soft_split=None,
-                 input_size: Optional[int] = None, patch_pad=None):
+                 input_size: Optional[int] = None, patch_pad=None,
+                 export_relations: bool = False):
         super().__init__()
         if host not in HOSTS:
             raise ValueError(f'host must be one of {HOSTS}, got {host!r}')
@@ -233,31 +242,11 @@ class DVTExit(BaseModule):
         self.grid = int(grid)
         self.patch_size = int(patch_size)
         cfg = dict(backbone_cfg or {})
-        if host == 'vit':
-            self.input_size = int(input_size or self.grid * self.patch_size)
-            cfg.update(arch=arch, img_size=self.input_size, patch_size=self.patch_size,
-                       out_type='cls_token', with_cls_token=True, final_norm=True)
-            if patch_pad is not None:
-                cfg['patch_pad'] = patch_pad
-            self.backbone = ViT(**cfg)
-            if tuple(self.backbone.patch_resolution) != (self.grid, self.grid):
-                r = self.backbone.patch_resolution
-                raise ValueError(f'patch {self.patch_size} (padding {cfg.get("patch_pad")}) '
-                                 f'gives a {r[0]}x{r[1]} grid at {self.input_size} px, not '
-                                 f'{self.grid}x{self.grid}')
-        else:
-            self.input_size = int(img_size)
-            if soft_split is None:
-                if self.grid not in T2T_SOFT_SPLITS or self.input_size != 224:
-                    raise ValueError(f'give soft_split for a T2T exit of grid {self.grid} at '
-                                     f'{self.input_size} px')
-                soft_split = T2T_SOFT_SPLITS[self.grid]
-            cfg.update(arch=arch, img_size=self.input_size, soft_split=soft_split)
-            self.backbone = T2TViT(**cfg)
-            if self.backbone.grids[2] != self.grid:
-                raise ValueError(f'T2T soft split {tuple(soft_split)} gives a '
-                                 f'{self.backbone.grids[2]}x{self.backbone.grids[2]} grid at '
-                                 f'{self.input_size} px, not {self.grid}x{self.grid}')
+        if feature_reuse:
+            # the host's extension point: each block's FFN also reads the reused features
+            cfg['layer_cfgs'] = _with_ffn_extra(cfg.get('layer_cfgs'), FEATURE_REUSE_DIMS)
+        self.backbone, self.input_size = self._build_host(arch, cfg, img_size, soft_split,
+                                                          input_size, patch_pad)
         self.embed_dims = self.backbone.embed_dims
         self.depth = self.backbone.depth
         self.num_heads = self.backbone.arch_settings['num_heads']
@@ -269,7 +258,7 @@ class DVTExit(BaseModule):
                                   loss=loss, **head_kw)
         self.feature_reuse = bool(feature_reuse)
         self.relation_reuse = bool(relation_reuse)
-        self.export_relations = False  # set by the cascade when the next exit reuses them
+        self.export_relations = bool(export_relations)
         if (feature_reuse or relation_reuse) and prev is None:
             raise ValueError('the first exit has no previous exit to reuse')
         self.prev_grid = prev.grid if prev is not None else None
@@ -277,11 +266,6 @@ class DVTExit(BaseModule):
             eps = self.backbone.blocks[0].norm2.eps
             self.feature_modules = ModuleList(
                 [FeatureReuse(prev.embed_dims, eps=eps) for _ in range(self.depth)])
-            for blk in self.backbone.blocks:
-                # the FFN of each block reads [tokens, reused features]
-                hidden = blk.ffn.hidden_dims
-                blk.norm2 = nn.LayerNorm(self.embed_dims + FEATURE_REUSE_DIMS, eps=eps)
-                blk.ffn.fc1 = nn.Linear(self.embed_dims + FEATURE_REUSE_DIMS, hidden)
         if self.relation_reuse:
             if prev.depth != self.depth or prev.num_heads != self.num_heads:
                 raise ValueError(
@@ -289,8 +273,41 @@ class DVTExit(BaseModule):
                     f'got depth {prev.depth} / heads {prev.num_heads} (exit at {prev.grid}x'
                     f'{prev.grid}) and depth {self.depth} / heads {self.num_heads} (exit at '
                     f'{self.grid}x{self.grid})')
-            prev.export_relations = True
+            if not prev.export_relations:
+                raise ValueError('relationship reuse needs the previous exit built with '
+                                 'export_relations=True')
             self.relation_module = RelationReuse(self.num_heads * self.depth)
+
+    def _build_host(self, arch, cfg: dict, img_size: int, soft_split, input_size,
+                    patch_pad):
+        """The exit's host transformer at ``grid x grid`` tokens and the input side it reads."""
+        host = self.host
+        if host == 'vit':
+            size = int(input_size or self.grid * self.patch_size)
+            cfg.update(arch=arch, img_size=size, patch_size=self.patch_size,
+                       out_type='cls_token', with_cls_token=True, final_norm=True)
+            if patch_pad is not None:
+                cfg['patch_pad'] = patch_pad
+            backbone = ViT(**cfg)
+            if tuple(backbone.patch_resolution) != (self.grid, self.grid):
+                r = backbone.patch_resolution
+                raise ValueError(f'patch {self.patch_size} (padding {cfg.get("patch_pad")}) '
+                                 f'gives a {r[0]}x{r[1]} grid at {size} px, not '
+                                 f'{self.grid}x{self.grid}')
+        else:
+            size = int(img_size)
+            if soft_split is None:
+                if self.grid not in T2T_SOFT_SPLITS or size != 224:
+                    raise ValueError(f'give soft_split for a T2T exit of grid {self.grid} at '
+                                     f'{size} px')
+                soft_split = T2T_SOFT_SPLITS[self.grid]
+            cfg.update(arch=arch, img_size=size, soft_split=soft_split)
+            backbone = T2TViT(**cfg)
+            if backbone.grids[2] != self.grid:
+                raise ValueError(f'T2T soft split {tuple(soft_split)} gives a '
+                                 f'{backbone.grids[2]}x{backbone.grids[2]} grid at '
+                                 f'{size} px, not {self.grid}x{self.grid}')
+        return backbone, size
 
     def init_weights(self):
         """The public code's init of the reuse modules: the feature-reuse MLPs' ``Linear``
@@ -340,18 +357,11 @@ class DVTExit(BaseModule):
         need_logits = self.export_relations
         relations = []
         for i, blk in enumerate(bb.blocks):
-            b_i = None if bias is None else bias[i]
+            x = blk(x, hw, attn_bias=None if bias is None else bias[i],
+                    ffn_extra=None if feats is None else feats[i], return_logits=need_logits)
             if need_logits:
-                out, logits = blk.attn(blk.norm1(x), hw, attn_bias=b_i, return_logits=True)
-                x = x + blk.drop_path(out)
+                x, logits = x
                 relations.append(logits)
-            else:
-                x = blk.attn_residual(x, hw, attn_bias=b_i)
-            if feats is None:
-                x = blk.ffn_residual(x, hw)
-            else:
-                y = blk.norm2(torch.cat([x, feats[i]], dim=-1))
-                x = x + blk.drop_path(blk.ffn(y, hw))
         state = dict(tokens=x[:, 1:])
         if need_logits:
             state['relations'] = torch.cat(relations, dim=1)
@@ -371,22 +381,19 @@ class DVTExit(BaseModule):
             total = bb.patch_embed.flops((self.input_size, self.input_size))
         else:
             total = bb.tokenizer_flops()
-        for blk in bb.blocks:
-            total += int(blk.attn.flops(n)) + n * blk.ffn.fc1.in_features * blk.ffn.hidden_dims \
-                + n * blk.ffn.hidden_dims * self.embed_dims
-        total += self.embed_dims * self.head.num_classes
+        # the blocks count their wider FFN input themselves (``ffn_extra_dims``)
+        total += sum(int(blk.flops(n)) for blk in bb.blocks)
+        total += fl.linear_flops(1, self.embed_dims, self.head.num_classes)
         old, new = (self.prev_grid, ) * 2, (self.grid, ) * 2
         if self.feature_reuse:
             p = self.prev_grid * self.prev_grid
             total += sum(m.flops(p) for m in self.feature_modules)
-            # the resize of each module's maps to this grid (two small matrix products)
-            total += sum(m.out_dims for m in self.feature_modules) * resize_grid_macs(old, new)
+            # each module's maps resized to this grid (two small matrix products per map)
+            total += fl.grid_resize_flops(old, new, sum(m.out_dims for m in self.feature_modules))
         if self.relation_reuse:
             np_ = self.prev_grid * self.prev_grid + 1
             total += self.relation_module.flops(np_ * np_)
-            # 2-D aware up-sampling: the keys of every old query row, then the queries of every
-            # new key column, each map resized on the grid
-            total += self.relation_module.channels * (np_ + n) * resize_grid_macs(old, new)
+            total += fl.relation_upsample_flops(self.relation_module.channels, old, new)
         return int(total)
 
 
@@ -647,7 +654,8 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                 relation_reuse=relation_reuse and k > 0, backbone_cfg=backbone_cfg,
                 head_init_cfg=head_init_cfg, loss=loss, host=s.get('host', host),
                 img_size=img_size, soft_split=s.get('soft_split'),
-                input_size=s.get('input_size'), patch_pad=s.get('patch_pad')))
+                input_size=s.get('input_size'), patch_pad=s.get('patch_pad'),
+                export_relations=relation_reuse and k < len(specs) - 1))
         self.num_classes = num_classes
         self.thresholds_file = thresholds_file
         if thresholds_file is not None and osp.isfile(thresholds_file):
@@ -672,13 +680,16 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         pre = find_pretrained_cfg(self.init_cfg)
         if pre is None:
             return super().init_weights()
+        # mmengine's own Pretrained loader cannot read these layouts: the other initialisers
+        # and every part's init_weights run as BaseModule orders them, then the converted file
         cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
         others = [c for c in cfgs if c is not pre]
-        self.init_cfg = others or None
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = cfgs if len(cfgs) > 1 else pre
+        if others:
+            initialize(self, others)
+        for m in self.children():
+            if hasattr(m, 'init_weights') and not getattr(m, 'is_init', False):
+                m.init_weights()
+        self._is_init = True
         n = self.num_exits
 
         def convert(c):
@@ -779,10 +790,14 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         for e in self.exits:
             logits, state = e(inputs, state)
             outs.append(logits)
-        b = inputs.shape[0]
-        flops = torch.full((b, ), float(self.static_flops()), dtype=torch.float64)
-        self.record_dynamic(flops, stats=dict(exit_ratio=torch.zeros(b)))
+        self._record_full(inputs)
         return outs
+
+    def _record_full(self, inputs: torch.Tensor) -> None:
+        """Record every exit run for each image (on the input's device)."""
+        b, dev = inputs.shape[0], inputs.device
+        flops = torch.full((b, ), float(self.static_flops()), dtype=torch.float64, device=dev)
+        self.record_dynamic(flops, stats=dict(exit_ratio=torch.zeros(b, device=dev)))
 
     def loss(self, inputs: torch.Tensor, data_samples: List[DataSample]) -> Dict:
         """Sum of the exits' cross-entropies (Eq. 1), one entry per exit."""
@@ -790,9 +805,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         for k, e in enumerate(self.exits):
             logits, state = e(inputs, state)
             losses[f'loss_exit{k}'] = e.head._get_loss(logits, data_samples)['loss']
-        b = inputs.shape[0]
-        self.record_dynamic(torch.full((b, ), float(self.static_flops()), dtype=torch.float64),
-                            stats=dict(exit_ratio=torch.zeros(b)))
+        self._record_full(inputs)
         return losses
 
     def early_exit(self, inputs: torch.Tensor):

@@ -28,18 +28,23 @@ __all__ = ['MLP', 'MixFFN', 'SubsetPlan']
 
 
 class MLP(BaseModule):
-    """``fc1 -> act -> drop -> fc2 -> drop``."""
+    """``fc1 -> act -> drop -> fc2 -> drop``.
+
+    ``in_dims`` (default ``embed_dims``): channels ``fc1`` reads, e.g. the tokens with extra
+    features concatenated (DVT's feature reuse); ``fc2`` writes ``embed_dims``."""
 
     def __init__(self,
                  embed_dims: int,
                  hidden_dims: int,
                  act_cfg: dict = dict(type='GELU'),
                  drop: float = 0.,
-                 init_cfg=None):
+                 init_cfg=None,
+                 in_dims: Optional[int] = None):
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
         self.hidden_dims = hidden_dims
-        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.in_dims = embed_dims if in_dims is None else int(in_dims)
+        self.fc1 = nn.Linear(self.in_dims, hidden_dims)
         self.act = build_activation_layer(act_cfg)
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
@@ -51,7 +56,8 @@ class MLP(BaseModule):
 
     def flops(self, num_tokens, num_dw_tokens=None):
         """MACs for ``num_tokens`` tokens (``num_dw_tokens`` is accepted and ignored)."""
-        return fl.mlp_flops(num_tokens, self.embed_dims, self.hidden_dims)
+        return fl.mlp_flops(num_tokens, self.embed_dims, self.hidden_dims,
+                            in_dims=None if self.in_dims == self.embed_dims else self.in_dims)
 
 
 class SubsetPlan(NamedTuple):

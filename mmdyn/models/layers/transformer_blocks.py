@@ -8,7 +8,7 @@ subset of the tokens: ``query`` are the tokens to update (gathered by the caller
 padded batch), keys and values come from the full map ``x``. The block returns the updated
 query tokens; the caller scatters them back.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ from mmengine.model import BaseModule
 from .attention import SRAttention
 from .ffn import MLP, MixFFN
 
-__all__ = ['TransformerBlock', 'PVTBlock', 'ViTBlock']
+__all__ = ['TransformerBlock', 'PVTBlock', 'ViTBlock', 'layer_cfg_at']
 
 
 class TransformerBlock(BaseModule):
@@ -40,6 +40,11 @@ class TransformerBlock(BaseModule):
         act_cfg (dict): FFN activation.
         sr_norm_cfg (dict, optional): Norm of the reduced keys/values; default ``norm_cfg``
             (the official PVT v1 uses LN eps 1e-5 there, 1e-6 in the block norms).
+        ffn_extra_dims (int): Extension point for methods that feed extra per-token features
+            to the FFN (DVT's feature reuse): ``norm2`` and the FFN's ``fc1`` read
+            ``embed_dims + ffn_extra_dims`` channels, the concatenation of the tokens and the
+            ``extra`` tensor given to :meth:`ffn_residual` / ``forward(ffn_extra=...)``; the
+            residual stays ``embed_dims`` wide. Default 0 (plain MLP only).
     """
 
     def __init__(self,
@@ -57,20 +62,25 @@ class TransformerBlock(BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
                  sr_norm_cfg: Optional[dict] = None,
+                 ffn_extra_dims: int = 0,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
+        self.ffn_extra_dims = int(ffn_extra_dims)
+        if self.ffn_extra_dims and use_conv_ffn:
+            raise ValueError('ffn_extra_dims needs the plain MLP FFN, not MixFFN')
         hidden = int(embed_dims * mlp_ratio)
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.attn = self.build_attention(
             embed_dims, num_heads, sr_ratio=sr_ratio, linear=linear, qkv_bias=qkv_bias,
             qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
             norm_cfg=norm_cfg if sr_norm_cfg is None else sr_norm_cfg)
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        ffn_in = embed_dims + self.ffn_extra_dims
+        self.norm2 = build_norm_layer(norm_cfg, ffn_in)[1]
         if use_conv_ffn:
             self.ffn = MixFFN(embed_dims, hidden, linear=linear, act_cfg=act_cfg, drop=drop)
         else:
-            self.ffn = MLP(embed_dims, hidden, act_cfg=act_cfg, drop=drop)
+            self.ffn = MLP(embed_dims, hidden, act_cfg=act_cfg, drop=drop, in_dims=ffn_in)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def build_attention(self, embed_dims: int, num_heads: int, **cfg) -> nn.Module:
@@ -83,20 +93,33 @@ class TransformerBlock(BaseModule):
     def attn_residual(self, x: torch.Tensor, hw_shape: Optional[Sequence[int]] = None,
                       query: Optional[torch.Tensor] = None,
                       key_padding_mask: Optional[torch.Tensor] = None,
-                      attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``q + drop_path(attn(norm1(q), keys/values from norm1(x)))`` with ``q = query or x``."""
+                      attn_bias: Optional[torch.Tensor] = None,
+                      return_logits: bool = False):
+        """``q + drop_path(attn(norm1(q), keys/values from norm1(x)))`` with ``q = query or x``;
+        with ``return_logits`` also the attention's pre-softmax logits (see
+        :class:`SRAttention`)."""
         xn = self.norm1(x)
         qn = None if query is None else self.norm1(query)
         base = x if query is None else query
         out = self.attn(xn, hw_shape, query=qn, key_padding_mask=key_padding_mask,
-                        attn_bias=attn_bias)
+                        attn_bias=attn_bias, return_logits=return_logits)
+        if return_logits:
+            out, logits = out
+            return base + self.drop_path(out), logits
         return base + self.drop_path(out)
 
     def ffn_residual(self, x: torch.Tensor, hw_shape: Optional[Sequence[int]] = None,
-                     index: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     index: Optional[torch.Tensor] = None,
+                     extra: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x + drop_path(ffn(norm2(x)))``; ``index`` places a token subset on the map for
-        MixFFN (see :mod:`mmdyn.models.layers.ffn`)."""
-        return x + self.drop_path(self.ffn(self.norm2(x), hw_shape, index))
+        MixFFN (see :mod:`mmdyn.models.layers.ffn`). With ``ffn_extra_dims``, ``extra``
+        (``[B, N, ffn_extra_dims]``) is concatenated to ``x`` before ``norm2``:
+        ``x + drop_path(ffn(norm2([x, extra])))``."""
+        if (extra is None) != (self.ffn_extra_dims == 0):
+            raise ValueError(f'this block reads {self.ffn_extra_dims} extra FFN channels; got '
+                             f'extra={None if extra is None else tuple(extra.shape)}')
+        y = x if extra is None else torch.cat([x, extra], dim=-1)
+        return x + self.drop_path(self.ffn(self.norm2(y), hw_shape, index))
 
     def forward(self,
                 x: torch.Tensor,
@@ -104,7 +127,9 @@ class TransformerBlock(BaseModule):
                 query: Optional[torch.Tensor] = None,
                 query_index: Optional[torch.Tensor] = None,
                 key_padding_mask: Optional[torch.Tensor] = None,
-                attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                attn_bias: Optional[torch.Tensor] = None,
+                ffn_extra: Optional[torch.Tensor] = None,
+                return_logits: bool = False):
         """Update ``query`` (default: all of ``x``).
 
         Args:
@@ -117,14 +142,21 @@ class TransformerBlock(BaseModule):
             key_padding_mask (BoolTensor, optional): ``[B, Nk]``, True for padding keys (keys
                 after any reduction).
             attn_bias (Tensor, optional): additive attention bias ``[B, heads, Nq, Nk]``.
+            ffn_extra (Tensor, optional): ``[B, Nq, ffn_extra_dims]`` features concatenated to
+                the FFN input (needed exactly when the block has ``ffn_extra_dims``).
+            return_logits (bool): Also return the attention's pre-softmax logits
+                ``[B, heads, Nq, Nk]``.
 
         Returns:
-            Tensor ``[B, Nq, C]``.
+            Tensor ``[B, Nq, C]`` (and the logits with ``return_logits``).
         """
         if query is not None and query_index is None and isinstance(self.ffn, MixFFN):
             raise ValueError('a MixFFN block updating a token subset needs query_index')
-        y = self.attn_residual(x, hw_shape, query, key_padding_mask, attn_bias)
-        return self.ffn_residual(y, hw_shape, query_index)
+        y = self.attn_residual(x, hw_shape, query, key_padding_mask, attn_bias, return_logits)
+        if return_logits:
+            y, logits = y
+            return self.ffn_residual(y, hw_shape, query_index, ffn_extra), logits
+        return self.ffn_residual(y, hw_shape, query_index, ffn_extra)
 
     def forward_masked(self, x: torch.Tensor, mask: torch.Tensor,
                        hw_shape: Optional[Sequence[int]] = None) -> torch.Tensor:
@@ -180,3 +212,16 @@ class ViTBlock(TransformerBlock):
             if kwargs.pop(k, None):
                 raise ValueError(f'ViTBlock does not take {k}')
         super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, **kwargs)
+
+
+def layer_cfg_at(layer_cfgs: Union[dict, Sequence[dict], None], index: int,
+                 num_layers: int) -> dict:
+    """Extra block arguments of layer ``index`` from a host's ``layer_cfgs`` (the OpenMMLab
+    backbones' convention): one dict for every layer, or one dict per layer."""
+    if layer_cfgs is None:
+        return {}
+    if isinstance(layer_cfgs, dict):
+        return dict(layer_cfgs)
+    if len(layer_cfgs) != num_layers:
+        raise ValueError(f'{len(layer_cfgs)} layer_cfgs for {num_layers} layers')
+    return dict(layer_cfgs[index])

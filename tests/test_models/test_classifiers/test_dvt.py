@@ -233,7 +233,6 @@ def test_exit_flops_match_flop_counter(reuse):
     m = make(reuse=reuse)
     x = images(1)
     with explicit_attention(m):
-        m.exits[-1].export_relations = m.exits[-1].export_relations  # unchanged
         state = None
         for e in m.exits:
             with FlopCounterMode(display=False) as fc:
@@ -515,3 +514,23 @@ def test_resize_grid_equals_upsample_then_pool(old, new):
     m = resize_matrix(old[0], new[0])
     assert m.shape == (new[0], old[0]) and torch.allclose(m.sum(1), torch.ones(new[0]))
     assert resize_grid(x, old) is x
+
+
+def test_static_flops_img_shape_and_records_device():
+    """Each exit resizes its input, so the cascade's count does not depend on ``img_shape``;
+    a T2T host is built for one size and refuses another instead of ignoring it. The records
+    of every mode live on the input's device."""
+    from mmdyn.models.backbones import T2TViT
+    m = make_t2t(reuse=True)
+    assert m.static_flops((64, 64)) == m.static_flops((32, 48)) == sum(m.exit_flops())
+    with pytest.raises(ValueError, match='img_shape'):
+        m.static_flops((0, 64))
+    t2t = m.exits[1].backbone
+    assert isinstance(t2t, T2TViT)
+    assert t2t.static_flops((64, 64)) == t2t.static_flops() > 0
+    with pytest.raises(ValueError, match='takes 64x64 images only'):
+        t2t.static_flops((32, 32))
+    x = torch.randn(2, 3, 64, 64)
+    m.train()
+    m(x, mode='tensor')
+    assert m.last_flops.device == x.device and m.last_flops.tolist() == [m.static_flops()] * 2

@@ -114,7 +114,7 @@ def _groups(cfg_name, model):
 @pytest.mark.parametrize('cfg_name,host', [('dvt_t2t-vit-12_8xb128_in1k.py', 't2t'),
                                            ('dvt_t2t-vit-14_8xb64_in1k.py', 't2t'),
                                            ('dvt_deit-s_8xb128_in1k.py', 'vit'),
-                                           ('dvt-pubtok_deit-s_8xb128_in1k.py', 'vit')])
+                                           ('dvt-resize_deit-s_8xb128_in1k.py', 'vit')])
 def test_official_optimizer_groups_and_no_clipping(cfg_name, host):
     """The public rule (timm add_weight_decay with an empty skip list): no decay exactly for
     parameters with one dimension or a name ending in '.bias'; so the class tokens (and the DeiT
