@@ -32,12 +32,15 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 
 def registry_names(reg) -> Set[str]:
-    """The names an mmengine registry resolves without a scope prefix (its own and its
-    parents')."""
+    """The names an mmengine registry resolves: its own and its parents' without a scope
+    prefix, and those of the other codebases' registries with theirs (``mmdyn.DiT``)."""
     names: Set[str] = set()
+    root = reg
     while reg is not None:
         names.update(reg.module_dict)
-        reg = reg.parent
+        root, reg = reg, reg.parent
+    for scope, child in root.children.items():
+        names.update(f'{scope}.{n}' for n in child.module_dict)
     return names
 
 

@@ -72,23 +72,49 @@ def _train_line(tools, capsys, root, tmp_path, *opts):
     ('default_hooks.logger.intervall=3',
      "default_hooks.logger: LoggerHook: unexpected argument 'intervall' (did you mean "
      "'interval'?)"),
-    ('model.backbone.granularitie=(1,2)',
-     "the model cannot be built: model.backbone: DGEPVT: unexpected argument 'granularitie' "
-     "(did you mean 'granularities'?)"),
 ])
-def test_train_bad_runner_parts(tools, capsys, toy_ade20k, tmp_path, opt, expect):
-    assert _train_line(tools, capsys, toy_ade20k, tmp_path, opt) == f'train.py: error: {expect}'
+def test_bad_runner_parts(seg_model, opt, expect):
+    """The checks train.py runs before the Runner, on the tiny config with one override."""
+    from mmengine.config import DictAction
+
+    from mmdyn.utils.cli import ToolError, load_config
+    from mmdyn.utils.preflight import check_runner_parts
+    key, value = opt.split('=', 1)
+    cfg = load_config(SEG, {key: DictAction._parse_iterable(value)})
+    with pytest.raises(ToolError) as e:
+        check_runner_parts(cfg, seg_model, ('train', 'val'))
+    assert str(e.value) == expect
 
 
-def test_pipeline_value_and_hook_type(tools, capsys, toy_ade20k, tmp_path):
-    line = _train_line(tools, capsys, toy_ade20k, tmp_path,
-                       'train_dataloader.dataset.pipeline.2.scalee=1')
-    assert line.startswith('train.py: error: train_dataloader.dataset.pipeline.2: RandomResize:')
-    assert "'scalee'" in line
-    line = _train_line(tools, capsys, toy_ade20k, tmp_path,
-                       'custom_hooks.0.type=DynamicStatsHookk')
-    assert line.startswith("train.py: error: custom_hooks.0.type: unknown type "
-                           "'DynamicStatsHookk'")
+@pytest.fixture(scope='module')
+def seg_model():
+    from mmdyn.utils.cli import build_model, load_config
+    return build_model(load_config(SEG))
+
+
+def test_train_tool_one_line_before_the_runner(tools, capsys, toy_ade20k, tmp_path):
+    line = _train_line(tools, capsys, toy_ade20k, tmp_path, 'optim_wrapper.optimizer.lr=-1')
+    assert line == 'train.py: error: optim_wrapper: Invalid learning rate: -1'
+    line = _train_line(tools, capsys, toy_ade20k, tmp_path, 'model.backbone.granularitie=(1,2)')
+    assert line == ("train.py: error: the model cannot be built: model.backbone: DGEPVT: "
+                    "unexpected argument 'granularitie' (did you mean 'granularities'?)")
+
+
+@pytest.mark.parametrize('opt, expect', [
+    # RandomResize hands **kwargs on to Resize: the transform is built to find out
+    ('train_dataloader.dataset.pipeline.2.scalee=1',
+     "train_dataloader.dataset.pipeline.2: Resize.__init__() got an unexpected keyword "
+     "argument 'scalee'"),
+    # a bare assert of the transform: the class is named all the same
+    ('train_dataloader.dataset.pipeline.3.crop_size=(-1,5)',
+     'train_dataloader.dataset.pipeline.3: RandomCrop: an argument has a value it does not '
+     'accept (a check without a message; MMDYN_DEBUG=1 shows which)'),
+    ('custom_hooks.0.type=DynamicStatsHookk',
+     "custom_hooks.0.type: unknown type 'DynamicStatsHookk' (not in the mmseg::hook registry) "
+     "(did you mean 'mmdyn.DynamicStatsHook'?)"),
+])
+def test_pipeline_values_and_hook_types(seg_model, opt, expect):
+    test_bad_runner_parts(seg_model, opt, expect)
 
 
 def test_test_tool_bad_loader_and_evaluator(tools, capsys, toy_ade20k, tmp_path):
@@ -154,3 +180,26 @@ def test_check_arguments_subclass_and_open_kwargs():
     assert accepted_arguments(Host) == {'a', 'b'}
     assert accepted_arguments(Host, follow_kwargs=False) is None
     assert closest('lr', ['lr', 'betas']) == 'lr' and closest('zzzz', ['lr']) is None
+
+
+def test_sixteen_bit_and_rgba_arrays_like_opencv_reads_the_files(tmp_path):
+    """A 16-bit or BGRA array to the inference API is the image OpenCV reads from the same PNG
+    in colour (what ``LoadImageFromFile`` does with a path), not 0..65535 values silently fed
+    to a preprocessor normalising 0..255; a bool array is refused in one line."""
+    import cv2
+    import numpy as np
+
+    from mmdyn.apis.inference import as_bgr_image
+    rng = np.random.default_rng(0)
+    for name, img in (('deep.png', rng.integers(0, 65536, (5, 7, 3), dtype=np.uint16)),
+                      ('gray16.png', rng.integers(0, 65536, (5, 7), dtype=np.uint16)),
+                      ('bgra.png', rng.integers(0, 256, (5, 7, 4), dtype=np.uint8))):
+        path = str(tmp_path / name)
+        assert cv2.imwrite(path, img)
+        raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        assert raw.dtype == img.dtype and raw.shape == img.shape
+        got = as_bgr_image(raw)
+        assert got.dtype == np.uint8 and got.shape == (5, 7, 3)
+        np.testing.assert_array_equal(got, cv2.imread(path, cv2.IMREAD_COLOR))
+    with pytest.raises(TypeError, match=r'^image has dtype bool; expected uint8'):
+        as_bgr_image(np.zeros((4, 4, 3), bool))
