@@ -231,6 +231,9 @@ def check_weights_match(model, ckpt: dict, path: str, hint: str = '') -> None:
 _REGISTRY_MISS = re.compile(r"(\S+) is not in the (\S+) registry")
 
 
+#: What a class refusing its arguments with a bare ``assert`` (no message) is reported as.
+NO_MESSAGE = ('an argument has a value it does not accept (a check without a message; '
+              'MMDYN_DEBUG=1 shows which)')
 _BUILD_PREFIX = re.compile(r'^class `(\w+)` in [^:]+:(?: |$)')
 _BAD_ARGS = re.compile(r'unexpected keyword argument|missing \d+ required positional argument'
                        r'|takes \d+ positional arguments? but')
@@ -262,8 +265,7 @@ def _strip_build_prefixes(text: str) -> str:
     if len(text) > 1 and text[0] == text[-1] == "'":  # KeyError quotes its message
         text = text[1:-1]
     if name and not text:  # a bare ``assert`` of the class refused a value
-        text = ('an argument has a value it does not accept (a check without a message; '
-                'MMDYN_DEBUG=1 shows which)')
+        text = NO_MESSAGE
     return f'{name}: {text}' if name else text
 
 

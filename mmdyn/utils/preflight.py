@@ -10,7 +10,7 @@ from typing import Iterator, Optional, Tuple
 
 from .arguments import (accepted_arguments, did_you_mean, registry_names,
                         unknown_argument_message)
-from .cli import ToolError, construction_error, one_line
+from .cli import NO_MESSAGE, ToolError, construction_error, one_line
 
 __all__ = ['check_spec', 'check_runner_parts']
 
@@ -54,6 +54,8 @@ def _built(registry, scope, spec, path, **default_args):
             msg = one_line(e) or construction_error(e)
             if msg is None:
                 raise
+            if not e.args:  # mmengine names the class only for an error with a message
+                msg = f"{str(spec['type']).split('.')[-1]}: {NO_MESSAGE}"
             raise ToolError(f'{path}: {msg}') from e
 
 

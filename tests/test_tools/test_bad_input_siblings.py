@@ -203,3 +203,34 @@ def test_sixteen_bit_and_rgba_arrays_like_opencv_reads_the_files(tmp_path):
         np.testing.assert_array_equal(got, cv2.imread(path, cv2.IMREAD_COLOR))
     with pytest.raises(TypeError, match=r'^image has dtype bool; expected uint8'):
         as_bgr_image(np.zeros((4, 4, 3), bool))
+
+
+@pytest.mark.parametrize('args, expect', [
+    (['dist_train.sh', SEG, '0'], "dist_train.sh: error: NUM_PROCESSES must be a positive "
+     "integer, got '0'"),
+    (['dist_train.sh', SEG, 'two'], "dist_train.sh: error: NUM_PROCESSES must be a positive "
+     "integer, got 'two'"),
+    (['dist_test.sh', SEG, 'w.pth', '-1'], "dist_test.sh: error: NUM_PROCESSES must be a "
+     "positive integer, got '-1'"),
+    (['dist_test.sh', 'nope.py', 'w.pth', '2'],
+     "dist_test.sh: error: config file 'nope.py' does not exist"),
+])
+def test_dist_scripts_bad_process_count(run_cmd, args, expect):
+    r = run_cmd(['bash', osp.join(REPO, 'tools', args[0]), *args[1:]], timeout=60)
+    assert r.returncode == 2 and r.stdout == ''
+    assert r.stderr.splitlines()[0].startswith(expect) and len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize('name', ['dge2mmdyn', 'dovit2mmdyn'])
+def test_converters_missing_or_odd_source(capsys, tmp_path, name):
+    spec = importlib.util.spec_from_file_location(
+        '_siblings_' + name, osp.join(REPO, 'tools', 'model_converters', name + '.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    missing, odd = str(tmp_path / 'missing.pth'), tmp_path / 'odd.pth'
+    odd.write_bytes(b'not a checkpoint at all')
+    line = fails(capsys, tool.main, [missing, str(tmp_path / 'out.pth')])
+    assert line == f'{name}.py: error: not a readable checkpoint: {missing} (it does not exist)'
+    line = fails(capsys, tool.main, [str(odd), str(tmp_path / 'out.pth')])
+    assert line.startswith(f'{name}.py: error: not a readable checkpoint: {odd} (')
+    assert not (tmp_path / 'out.pth').exists()
