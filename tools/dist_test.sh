@@ -3,6 +3,14 @@
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
+if [ -z "$GPUS" ] || ! [[ "$GPUS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "dist_test.sh: error: NUM_PROCESSES must be a positive integer, got '$GPUS' (usage: bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [test.py options])" >&2
+    exit 2
+fi
+if [ ! -f "$CONFIG" ]; then
+    echo "dist_test.sh: error: config file '$CONFIG' does not exist" >&2
+    exit 2
+fi
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}

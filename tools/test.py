@@ -58,6 +58,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdyn.utils.cli import (build_model, check_checkpoint, check_data_roots,
                                  check_weights_match, friendly_errors, load_config)
+    from mmdyn.utils.preflight import check_runner_parts
     with friendly_errors(PROG):
         cfg = load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher
@@ -74,6 +75,8 @@ def main(argv=None):
             check_weights_match(model, ckpt, args.checkpoint,
                                 ' (another config? --allow-key-mismatch tests it anyway)')
         del model, ckpt
+        # the parts the Runner builds late (data, evaluators, hooks): one line, before it starts
+        check_runner_parts(cfg, splits=('test', ))
         if args.show_dir:
             enable_drawing(cfg, args.show_dir)
         if args.out:

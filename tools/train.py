@@ -54,6 +54,7 @@ def main(argv=None):
                                  check_optimizer_match, check_schedule_hooks,
                                  check_weights_match, friendly_errors, latest_checkpoint,
                                  load_config)
+    from mmdyn.utils.preflight import check_runner_parts
     with friendly_errors(PROG):
         cfg = load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher
@@ -94,6 +95,8 @@ def main(argv=None):
         # a bad value or argument of the model: one line, before the Runner logs the config
         model = build_model(cfg)
         check_schedule_hooks(cfg, model)
+        # the parts the Runner builds late (optimizer, data, hooks): one line, before it starts
+        check_runner_parts(cfg, model, ('train', 'val'))
         if resume_from is not None:
             ckpt = check_checkpoint(resume_from)
             if ckpt:

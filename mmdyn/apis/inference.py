@@ -105,7 +105,9 @@ def init_model(config: Union[str, Config], checkpoint: Optional[str] = None,
 def as_bgr_image(img, where: str = 'image'):
     """A path as it is; an array as an ``H x W x 3`` BGR image: a grayscale ``H x W`` (or
     ``H x W x 1``) array is repeated over three channels, the alpha channel of ``H x W x 4``
-    dropped. Anything else is a ``ValueError`` naming the shape."""
+    dropped; a 16-bit array is brought to 8 bits as OpenCV reads a 16-bit PNG in colour (the high
+    byte), since the data preprocessors' mean and std are for 0..255. Anything else is a
+    ``ValueError`` naming the shape or the dtype."""
     if isinstance(img, (str, os.PathLike)):
         path = os.fspath(img)
         if not osp.isfile(path):
@@ -114,6 +116,11 @@ def as_bgr_image(img, where: str = 'image'):
     if not isinstance(img, np.ndarray):
         raise UserTypeError(f'{where} must be a file path or a numpy array, not '
                             f'{type(img).__name__}')
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype == np.bool_ or img.dtype.kind not in 'uif':
+        raise UserTypeError(f'{where} has dtype {img.dtype}; expected uint8 (0..255), uint16 '
+                            'or float')
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or min(img.shape[:2]) < 1:

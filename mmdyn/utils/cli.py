@@ -154,7 +154,34 @@ def build_model(cfg, what: str = 'the model'):
             msg = one_line(e) or construction_error(e)
             if msg is None:
                 raise
-            raise ToolError(f'{what} cannot be built: {msg}') from e
+            raise ToolError(f'{what} cannot be built: {_with_key_path(cfg.model, msg)}') from e
+
+
+def _type_path(spec, name: str, path: str = 'model') -> Optional[str]:
+    """The key path of the first config dict under ``spec`` whose ``type`` is ``name`` (with
+    or without a scope prefix), or None."""
+    if isinstance(spec, dict):
+        kind = spec.get('type')
+        if isinstance(kind, str) and name in (kind, re.split(r'[.:]', kind)[-1]):
+            return path
+        items = spec.items()
+    elif isinstance(spec, (list, tuple)):
+        items = enumerate(spec)
+    else:
+        return None
+    for key, sub in items:
+        found = _type_path(sub, name, f'{path}.{key}')
+        if found:
+            return found
+    return None
+
+
+def _with_key_path(model_cfg, msg: str) -> str:
+    """``Class: why`` -> ``model.backbone: Class: why`` where the config says which part
+    that class is (likewise for an unknown type)."""
+    m = re.match(r"(\w+): |unknown type '([^']+)'", msg)
+    path = m and _type_path(model_cfg, m.group(1) or m.group(2))
+    return f'{path}: {msg}' if path else msg
 
 
 def check_schedule_hooks(cfg, model) -> None:
@@ -204,7 +231,10 @@ def check_weights_match(model, ckpt: dict, path: str, hint: str = '') -> None:
 _REGISTRY_MISS = re.compile(r"(\S+) is not in the (\S+) registry")
 
 
-_BUILD_PREFIX = re.compile(r'^class `(\w+)` in [^:]+: ')
+#: What a class refusing its arguments with a bare ``assert`` (no message) is reported as.
+NO_MESSAGE = ('an argument has a value it does not accept (a check without a message; '
+              'MMDYN_DEBUG=1 shows which)')
+_BUILD_PREFIX = re.compile(r'^class `(\w+)` in [^:]+:(?: |$)')
 _BAD_ARGS = re.compile(r'unexpected keyword argument|missing \d+ required positional argument'
                        r'|takes \d+ positional arguments? but')
 
@@ -234,7 +264,26 @@ def _strip_build_prefixes(text: str) -> str:
         m = _BUILD_PREFIX.match(text)
     if len(text) > 1 and text[0] == text[-1] == "'":  # KeyError quotes its message
         text = text[1:-1]
+    if name and not text:  # a bare ``assert`` of the class refused a value
+        text = NO_MESSAGE
     return f'{name}: {text}' if name else text
+
+
+def _registry_suggestion(kind: str, where: str) -> str:
+    """`` (did you mean 'X'?)`` for ``kind`` missing from the registry ``scope::name``."""
+    import mmengine.registry as registries
+    from .arguments import did_you_mean, registry_names
+    scope, _, name = where.rpartition('::')
+    roots = [r for r in vars(registries).values()
+             if isinstance(r, registries.Registry) and r.name == name and r.parent is None]
+    if not roots:
+        return ''
+    try:
+        with roots[0].switch_scope_and_registry(scope or None) as reg:
+            names = registry_names(reg)
+    except Exception:  # noqa: BLE001 - a suggestion only
+        return ''
+    return did_you_mean(kind, names)
 
 
 def one_line(exc: BaseException) -> Optional[str]:
@@ -244,8 +293,9 @@ def one_line(exc: BaseException) -> Optional[str]:
     text = str(exc.args[0]) if exc.args else str(exc)
     m = _REGISTRY_MISS.search(text)
     if isinstance(exc, KeyError) and m:
-        return (f'unknown type {m.group(1)!r}: it is not in the {m.group(2)} registry (check '
-                f'the spelling; mmdyn modules need the prefix, e.g. type=\'mmdyn.DiT\', and '
+        return (f'unknown type {m.group(1)!r}: it is not in the {m.group(2)} registry'
+                f'{_registry_suggestion(m.group(1), m.group(2))} (check the spelling; mmdyn '
+                f"modules need the prefix, e.g. type='mmdyn.DiT', and "
                 f"custom_imports=dict(imports=['mmdyn']))")
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split('.')[0]

@@ -82,9 +82,9 @@ def test_bad_backbone_value_and_misspelt_argument(tools, capsys, toy_ade20k, tmp
                     'in [0, 1], got 2')
     line = fails(capsys, tools['train'].main,
                  [SEG, *wd, '--cfg-options', *data_opts(toy_ade20k), 'model.backbone.budgett=1'])
-    # DGEPVT hands unknown arguments on to its host, PVT
-    assert line == ("train.py: error: the model cannot be built: PVT.__init__() got an "
-                    "unexpected keyword argument 'budgett'")
+    # DGEPVT hands unknown arguments on to its host, PVT, but the message names DGEPVT
+    assert line == ("train.py: error: the model cannot be built: model.backbone: DGEPVT: "
+                    "unexpected argument 'budgett' (did you mean 'budget'?)")
     line = fails(capsys, tools['test'].main,
                  [SEG, ckpts['seg'], *wd, '--cfg-options', *data_opts(toy_ade20k),
                   'model.backbone.budget_weight=-1'])

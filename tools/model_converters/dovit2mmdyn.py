@@ -25,15 +25,15 @@ def main(argv=None):
     parser.add_argument('dst', help='output checkpoint')
     parser.add_argument('--config', help='check the result against this config (strict)')
     args = parser.parse_args(argv)
-    sd = dovit_official_to_mmdyn(load_checkpoint_file(args.src))
-    save_converted(sd, args.dst, 'DoViT-code', args.src)
-    if args.config:
-        from mmengine.config import Config
-        from mmengine.registry import MODELS, init_default_scope
-        cfg = Config.fromfile(args.config)
-        init_default_scope(cfg.get('default_scope', 'mmseg'))
+    from mmdyn.utils.cli import build_model, friendly_errors, load_config
+    with friendly_errors('dovit2mmdyn.py'):  # one line for a bad SRC or --config
+        cfg = load_config(args.config) if args.config else None
+        sd = dovit_official_to_mmdyn(load_checkpoint_file(args.src))
+        save_converted(sd, args.dst, 'DoViT-code', args.src)
+        if cfg is None:
+            return
         cfg.model.backbone.init_cfg = None
-        model = MODELS.build(cfg.model)
+        model = build_model(cfg)
         load_segmentor_checkpoint(model, args.dst, strict=True)
         print(f'{args.dst}: every key of {osp.basename(args.config)} loaded, none left over')
 
