@@ -27,6 +27,9 @@ def parse_args(argv=None):
                    help="budgets (the method's target; default: the protocol's)")
     p.add_argument('--no-static', action='store_true',
                    help='skip the static host at matched FLOPs (decisions only)')
+    p.add_argument('--scene', default='shapes', choices=('shapes', 'detail'),
+                   help="generated scenes: 'shapes' (the toy datasets' large textured shapes) or "
+                   "'detail' (small objects whose class only a fine texture tells; dge, dovit)")
     p.add_argument('--work-dir', default='work_dirs/learning_check')
     return p.parse_args(argv)
 
@@ -63,7 +66,11 @@ def main(argv=None):
         sys.exit('learning_check: --seeds must be at least 1')
     os.makedirs(args.work_dir, exist_ok=True)
     kw = {} if args.targets is None else dict(targets=args.targets)
-    data = proto.make_data()
+    if args.scene != 'shapes':
+        if args.scene not in getattr(proto, 'SCENES', ('shapes', )):
+            sys.exit(f'learning_check: {args.method} has no {args.scene!r} scenes')
+        kw['scene'] = args.scene
+    data = proto.make_data(**({} if args.scene == 'shapes' else dict(scene=args.scene)))
     points = []
     for seed in range(args.seeds):
         t0 = time.time()
@@ -80,9 +87,10 @@ def main(argv=None):
         if ok:
             held[name] = f'{sum(ok)} of {len(ok)}'
             print(f'{name}: {held[name]}')
-    out = osp.join(args.work_dir, f'learning_{args.method}')
+    suffix = '' if args.scene == 'shapes' else f'_{args.scene}'
+    out = osp.join(args.work_dir, f'learning_{args.method}{suffix}')
     with open(out + '.json', 'w') as f:
-        json.dump(dict(method=args.method, points=points, claims=held), f, indent=1)
+        json.dump(dict(method=args.method, scene=args.scene, points=points, claims=held), f, indent=1)
     plot(points, out + '.png', args.method, proto.METRIC)
     print(f'wrote {out}.json and {out}.png')
 

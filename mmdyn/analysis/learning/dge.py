@@ -35,7 +35,9 @@ TINY = dict(embed_dims=[16, 32], depths=[2, 1], num_heads=[1, 2], mlp_ratios=[2,
             sr_ratios=[4, 2])
 HOST = dict(arch=TINY, patch_sizes=(4, 2), pretrain_img_size=SIZE, drop_path_rate=0.,
             out_indices=(0, 1))
-RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3)
+RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3, scene='shapes')
+#: Scene kinds this protocol runs on (:func:`.common.scenes`).
+SCENES = ('shapes', 'detail')
 #: Static input sides tried when matching FLOPs (multiples of the total stride 8).
 STATIC_SIDES = tuple(range(24, SIZE + 1, 8))
 DEFAULT_TARGETS = (0.2, )
@@ -66,9 +68,9 @@ def _budget_loss(model, _labels):
     return model.backbone.aux_losses.pop('loss_budget')
 
 
-def make_data(seed: int = 0):
+def make_data(scene: str = 'shapes'):
     """Training scenes are drawn per seed inside :func:`run`; this gives the validation set."""
-    return scenes(np.random.default_rng(123), 64, SIZE)
+    return scenes(np.random.default_rng(123), 64, SIZE, kind=scene)
 
 
 def static_flops_at(size: Tuple[int, int]) -> float:
@@ -82,7 +84,7 @@ def train_host(seed: int, progress: Optional[Callable[[], None]] = None, **kw) -
     from mmdyn.models.backbones.dge import DGEPVT
     r = dict(RECIPE, **kw)
     torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE)
+    data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
     gen = torch.Generator().manual_seed(seed)
     static = TinySegmenter(DGEPVT(dge=False, **HOST))
     static.backbone.init_weights()
