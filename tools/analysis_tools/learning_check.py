@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument('--scene', default='shapes', choices=('shapes', 'detail'),
                    help="generated scenes: 'shapes' (the toy datasets' large textured shapes) or "
                    "'detail' (small objects whose class only a fine texture tells; dge, dovit)")
+    p.add_argument('--shallow', action='store_true',
+                   help='also the static host with fewer blocks on the full input (dge)')
     p.add_argument('--work-dir', default='work_dirs/learning_check')
     return p.parse_args(argv)
 
@@ -44,7 +46,11 @@ def plot(points, path, method, metric):
     st = [(p['static_at_gflops'] * 1e3, p[f'static_{metric}']) for p in points
           if f'static_{metric}' in p]
     if st:
-        ax.scatter(*zip(*st), label='static host, equally cheap', marker='s')
+        ax.scatter(*zip(*st), label='static host, smaller input', marker='s')
+    sh = [(p['shallow_at_gflops'] * 1e3, p[f'shallow_{metric}']) for p in points
+          if f'shallow_{metric}' in p]
+    if sh:
+        ax.scatter(*zip(*sh), label='static host, fewer blocks', marker='^')
     ax.set_xlabel('realised MFLOPs (MACs) per image, backbone')
     ax.set_ylabel(f'{metric} (validation)')
     ax.legend()
@@ -70,6 +76,10 @@ def main(argv=None):
         if args.scene not in getattr(proto, 'SCENES', ('shapes', )):
             sys.exit(f'learning_check: {args.method} has no {args.scene!r} scenes')
         kw['scene'] = args.scene
+    if args.shallow:
+        if not hasattr(proto, 'train_shallow'):
+            sys.exit(f'learning_check: {args.method} has no fewer-blocks host')
+        kw['shallow'] = True
     data = proto.make_data(**({} if args.scene == 'shapes' else dict(scene=args.scene)))
     points = []
     for seed in range(args.seeds):

@@ -76,13 +76,14 @@ DETAIL_SCALE = (0.06, 0.11)
 
 
 def detail_pattern(cls: int, h: int, w: int, phase: Tuple[int, int]) -> np.ndarray:
-    """The ``[h, w]`` 0/1 texture of class ``cls``, all four with mean 1/2 and a period of
-    2-3 pixels: 0 horizontal lines, 1 vertical lines (period 2), 2 a one-pixel checkerboard,
-    3 diagonal bands two pixels wide (period 2.8). Down-sampled by 3/4 or more (with
-    anti-aliasing) all four become the same flat tone."""
+    """The ``[h, w]`` 0/1 texture of class ``cls``, all four with mean 1/2 and all their
+    energy at half the sampling rate along at least one axis: 0 horizontal lines, 1 vertical
+    lines, 2 a one-pixel checkerboard, 3 vertical lines whose phase flips every two rows.
+    Down-sampled with anti-aliasing (by 3/4 or more), all four become nearly the same flat
+    tone."""
     y, x = np.mgrid[0:h, 0:w]
     y, x = y + phase[0], x + phase[1]
-    pattern = (y % 2, x % 2, (x + y) % 2, ((x - y) // 2) % 2)[cls]
+    pattern = (y % 2, x % 2, (x + y) % 2, (x + y // 2) % 2)[cls]
     return pattern.astype(np.float32)
 
 
