@@ -2,6 +2,7 @@
 
     python tools/analysis_tools/learning_check.py msvit --seeds 5
     python tools/analysis_tools/learning_check.py dge --seeds 5 --targets 0.2 0.35 0.5
+    python tools/analysis_tools/learning_check.py dge --seeds 5 --scene detail --shallow
 
 Trains tiny models on the generated scenes (CPU, one thread per run), prints one row per seed
 and budget (decisions on shapes vs background, the dynamic model's metric and realised GFLOPs,
