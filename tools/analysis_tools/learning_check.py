@@ -2,6 +2,7 @@
 
     python tools/analysis_tools/learning_check.py msvit --seeds 5
     python tools/analysis_tools/learning_check.py dge --seeds 5 --targets 0.2 0.35 0.5
+    python tools/analysis_tools/learning_check.py dge --seeds 5 --scene detail --shallow
 
 Trains tiny models on the generated scenes (CPU, one thread per run), prints one row per seed
 and budget (decisions on shapes vs background, the dynamic model's metric and realised GFLOPs,
@@ -27,6 +28,11 @@ def parse_args(argv=None):
                    help="budgets (the method's target; default: the protocol's)")
     p.add_argument('--no-static', action='store_true',
                    help='skip the static host at matched FLOPs (decisions only)')
+    p.add_argument('--scene', default='shapes', choices=('shapes', 'detail'),
+                   help="generated scenes: 'shapes' (the toy datasets' large textured shapes) or "
+                   "'detail' (small objects whose class only a fine texture tells; dge, dovit)")
+    p.add_argument('--shallow', action='store_true',
+                   help='also the static host with fewer blocks on the full input (dge)')
     p.add_argument('--work-dir', default='work_dirs/learning_check')
     return p.parse_args(argv)
 
@@ -41,7 +47,11 @@ def plot(points, path, method, metric):
     st = [(p['static_at_gflops'] * 1e3, p[f'static_{metric}']) for p in points
           if f'static_{metric}' in p]
     if st:
-        ax.scatter(*zip(*st), label='static host, equally cheap', marker='s')
+        ax.scatter(*zip(*st), label='static host, smaller input', marker='s')
+    sh = [(p['shallow_at_gflops'] * 1e3, p[f'shallow_{metric}']) for p in points
+          if f'shallow_{metric}' in p]
+    if sh:
+        ax.scatter(*zip(*sh), label='static host, fewer blocks', marker='^')
     ax.set_xlabel('realised MFLOPs (MACs) per image, backbone')
     ax.set_ylabel(f'{metric} (validation)')
     ax.legend()
@@ -63,7 +73,15 @@ def main(argv=None):
         sys.exit('learning_check: --seeds must be at least 1')
     os.makedirs(args.work_dir, exist_ok=True)
     kw = {} if args.targets is None else dict(targets=args.targets)
-    data = proto.make_data()
+    if args.scene != 'shapes':
+        if args.scene not in getattr(proto, 'SCENES', ('shapes', )):
+            sys.exit(f'learning_check: {args.method} has no {args.scene!r} scenes')
+        kw['scene'] = args.scene
+    if args.shallow:
+        if not hasattr(proto, 'train_shallow'):
+            sys.exit(f'learning_check: {args.method} has no fewer-blocks host')
+        kw['shallow'] = True
+    data = proto.make_data(**({} if args.scene == 'shapes' else dict(scene=args.scene)))
     points = []
     for seed in range(args.seeds):
         t0 = time.time()
@@ -80,9 +98,10 @@ def main(argv=None):
         if ok:
             held[name] = f'{sum(ok)} of {len(ok)}'
             print(f'{name}: {held[name]}')
-    out = osp.join(args.work_dir, f'learning_{args.method}')
+    suffix = '' if args.scene == 'shapes' else f'_{args.scene}'
+    out = osp.join(args.work_dir, f'learning_{args.method}{suffix}')
     with open(out + '.json', 'w') as f:
-        json.dump(dict(method=args.method, points=points, claims=held), f, indent=1)
+        json.dump(dict(method=args.method, scene=args.scene, points=points, claims=held), f, indent=1)
     plot(points, out + '.png', args.method, proto.METRIC)
     print(f'wrote {out}.json and {out}.png')
 

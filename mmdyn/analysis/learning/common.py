@@ -17,11 +17,12 @@ import contextlib
 import logging
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmdyn.datasets.toy import draw_scene
+from mmdyn.datasets.toy import SHAPES, Instance, _polygon, draw_scene
 
 
 @contextlib.contextmanager
@@ -40,13 +41,26 @@ def num_threads(n: int):
         logger.setLevel(level)
 
 
+#: Scene kinds of :func:`scenes`: ``'shapes'`` (the toy datasets' generator) and
+#: ``'detail'`` (:func:`detail_scene`).
+SCENE_KINDS = ('shapes', 'detail')
+
+
 def scenes(rng: np.random.Generator, n: int, size: int,
-           num_objects: Tuple[int, int] = (1, 3)) -> Tuple[torch.Tensor, torch.Tensor]:
+           num_objects: Tuple[int, int] = (1, 3),
+           kind: str = 'shapes') -> Tuple[torch.Tensor, torch.Tensor]:
     """``n`` generated scenes: images in [-1, 1] (NCHW float) and labels (0 background,
-    1..4 the shape classes)."""
+    1..4 the object classes). ``kind='shapes'``: :func:`mmdyn.datasets.toy.draw_scene` (large
+    shapes, class = silhouette and texture); ``'detail'``: :func:`detail_scene` (small objects
+    whose class only a fine texture tells)."""
+    if kind not in SCENE_KINDS:
+        raise ValueError(f'unknown scene kind {kind!r}; choose one of {SCENE_KINDS}')
+    draw = draw_scene if kind == 'shapes' else detail_scene
+    if kind == 'detail' and num_objects == (1, 3):
+        num_objects = DETAIL_OBJECTS
     imgs, labels = [], []
     for _ in range(n):
-        img, instances = draw_scene(rng, (size, size), num_objects=num_objects)
+        img, instances = draw(rng, (size, size), num_objects=num_objects)
         lbl = np.zeros((size, size), np.int64)
         for inst in instances:
             lbl[inst.mask] = inst.cls + 1
@@ -54,6 +68,67 @@ def scenes(rng: np.random.Generator, n: int, size: int,
         labels.append(lbl)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return x, torch.from_numpy(np.stack(labels))
+
+
+#: Detail scenes: objects per scene and half-size range (fraction of the side).
+DETAIL_OBJECTS = (2, 4)
+DETAIL_SCALE = (0.06, 0.11)
+
+
+def detail_pattern(cls: int, h: int, w: int, phase: Tuple[int, int]) -> np.ndarray:
+    """The ``[h, w]`` 0/1 texture of class ``cls``, all four with mean 1/2 and all their
+    energy at half the sampling rate along at least one axis: 0 horizontal lines, 1 vertical
+    lines, 2 a one-pixel checkerboard, 3 vertical lines whose phase flips every two rows.
+    Down-sampled with anti-aliasing (by 3/4 or more), all four become nearly the same flat
+    tone."""
+    y, x = np.mgrid[0:h, 0:w]
+    y, x = y + phase[0], x + phase[1]
+    pattern = (y % 2, x % 2, (x + y) % 2, (x + y // 2) % 2)[cls]
+    return pattern.astype(np.float32)
+
+
+def detail_scene(rng: np.random.Generator, size: Tuple[int, int],
+                 num_objects: Tuple[int, int] = DETAIL_OBJECTS,
+                 scale: Tuple[float, float] = DETAIL_SCALE):
+    """A scene whose detail is localised: a flat background with a smooth gradient and weak
+    noise over most of the image, and a few small objects (silhouette drawn independently of
+    the class) whose class is given only by a high-frequency texture
+    (:func:`detail_pattern`); an object's mean colour differs from the background, so *where*
+    the objects are survives a smaller input, *what* they are does not.
+
+    Returns ``(image, instances)`` like :func:`mmdyn.datasets.toy.draw_scene` (RGB order is
+    irrelevant here: uint8 ``[H, W, 3]``)."""
+    h, w = size
+    base = rng.uniform(60, 200, size=3)
+    gy, gx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * gx + np.sin(angle) * gy)[..., None]
+    img = base + ramp * rng.uniform(-25, 25, size=3) + rng.normal(0, 2.0, size=(h, w, 3))
+    occupied = np.zeros((h, w), bool)
+    instances = []
+    m = min(h, w)
+    for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
+        cls = int(rng.integers(len(SHAPES)))
+        for _attempt in range(20):
+            rx = rng.uniform(*scale) * m
+            ry = rx * rng.uniform(0.8, 1.25)
+            cx, cy = rng.uniform(rx + 1, w - rx - 1), rng.uniform(ry + 1, h - ry - 1)
+            poly = _polygon(SHAPES[int(rng.integers(len(SHAPES)))], cx, cy, rx, ry, rng)
+            mask = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+            mask = mask.astype(bool)
+            # one free pixel around each object, so that two objects never touch
+            if mask.sum() >= 9 and not (cv2.dilate(mask.astype(np.uint8), np.ones(
+                    (3, 3), np.uint8)).astype(bool) & occupied).any():
+                break
+        else:
+            continue
+        occupied |= mask
+        mean = np.clip(base + rng.choice([-1, 1], 3) * rng.uniform(35, 70, 3), 50, 205)
+        tex = detail_pattern(cls, h, w, tuple(rng.integers(0, 4, 2)))[..., None]
+        img[mask] = (mean + 50 * (2 * tex - 1))[mask]
+        instances.append(Instance(cls, mask, poly))
+    return np.clip(img, 0, 255).astype(np.uint8), instances
 
 
 def mean_iou(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> float:
@@ -181,7 +256,7 @@ def train_static_segmenter(seed: int, build: Callable[[], torch.nn.Module], size
     """The static host made cheaper (``build()``: its segmenter on a ``size`` input) trained
     ``warmup + iters`` iterations on the seed's scenes; its mIoU on ``val`` and its FLOPs."""
     torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, image_size)
+    data = scenes(np.random.default_rng(seed), 512, image_size, kind=recipe.get('scene', 'shapes'))
     gen = torch.Generator().manual_seed(seed)
     model = build()
     fit_segmenter(model, data, recipe['warmup'] + recipe['iters'], gen, recipe['batch'],

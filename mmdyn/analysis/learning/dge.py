@@ -35,10 +35,14 @@ TINY = dict(embed_dims=[16, 32], depths=[2, 1], num_heads=[1, 2], mlp_ratios=[2,
             sr_ratios=[4, 2])
 HOST = dict(arch=TINY, patch_sizes=(4, 2), pretrain_img_size=SIZE, drop_path_rate=0.,
             out_indices=(0, 1))
-RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3)
+RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3, scene='shapes')
+#: Scene kinds this protocol runs on (:func:`.common.scenes`).
+SCENES = ('shapes', 'detail')
 #: Static input sides tried when matching FLOPs (multiples of the total stride 8).
 STATIC_SIDES = tuple(range(24, SIZE + 1, 8))
 DEFAULT_TARGETS = (0.2, )
+#: Stage depths tried for the fewer-blocks static host (the host has (2, 1)).
+SHALLOW_DEPTHS = ((2, 1), (1, 1), (2, 0), (1, 0))
 
 
 class TinySegmenter(nn.Module):
@@ -66,9 +70,9 @@ def _budget_loss(model, _labels):
     return model.backbone.aux_losses.pop('loss_budget')
 
 
-def make_data(seed: int = 0):
+def make_data(scene: str = 'shapes'):
     """Training scenes are drawn per seed inside :func:`run`; this gives the validation set."""
-    return scenes(np.random.default_rng(123), 64, SIZE)
+    return scenes(np.random.default_rng(123), 64, SIZE, kind=scene)
 
 
 def static_flops_at(size: Tuple[int, int]) -> float:
@@ -82,7 +86,7 @@ def train_host(seed: int, progress: Optional[Callable[[], None]] = None, **kw) -
     from mmdyn.models.backbones.dge import DGEPVT
     r = dict(RECIPE, **kw)
     torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE)
+    data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
     gen = torch.Generator().manual_seed(seed)
     static = TinySegmenter(DGEPVT(dge=False, **HOST))
     static.backbone.init_weights()
@@ -153,10 +157,30 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
                                   dict(RECIPE, **kw), SIZE)
 
 
+def _shallow_host(depths: Tuple[int, int]):
+    from mmdyn.models.backbones.dge import DGEPVT
+    model = TinySegmenter(DGEPVT(dge=False, **dict(HOST, arch=dict(TINY, depths=list(depths)))))
+    model.backbone.init_weights()
+    return model
+
+
+def train_shallow(seed: int, target_flops: float, val, **kw) -> Dict:
+    """The other obvious cheap host: the same PVT on the full input with fewer blocks (the
+    stage depths of :data:`SHALLOW_DEPTHS` whose FLOPs are closest to ``target_flops``),
+    trained ``warmup + iters`` iterations; keys prefixed ``shallow_``."""
+    depths = min(SHALLOW_DEPTHS, key=lambda d: abs(
+        float(_shallow_host(d).backbone.static_flops((SIZE, SIZE))) - target_flops))
+    st = train_static_segmenter(seed, lambda: _shallow_host(depths), (SIZE, SIZE), val,
+                                NUM_CLASSES, dict(RECIPE, **kw), SIZE)
+    return dict(shallow_depths='-'.join(map(str, depths)), shallow_at_gflops=st['gflops'],
+                shallow_miou=st['miou'])
+
+
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
-        data=None, threads: int = 1, **kw) -> Dict:
+        data=None, threads: int = 1, shallow: bool = False, **kw) -> Dict:
     """One seed: the dynamic model at each budget gamma (one warm-up shared by every budget)
-    and (``static``) the static host at the matched input size."""
+    and (``static``) the static host at the matched input size; ``shallow``: also the host
+    with fewer blocks at the full size (:func:`train_shallow`)."""
     val = data if data is not None else make_data()
     with num_threads(threads):
         host = train_host(seed, **kw)
@@ -164,6 +188,8 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
         def dynamic(gamma):
             d = measure(finetune(host, gamma), host['model'], val)
             d.pop('layers')
+            if shallow:
+                d.update(train_shallow(seed, d['gflops'] * 1e9, val, **kw))
             return d
 
         return run_budgets('dge', seed, targets, dynamic,
@@ -172,10 +198,13 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
 
 
 REPORT = ('seed', 'target', 'fine_on_shapes', 'fine_on_background', 'beta', 'flops_ratio',
-          'miou', 'host_miou', 'gflops', 'static_size', 'static_at_gflops', 'static_miou')
+          'miou', 'host_miou', 'gflops', 'static_size', 'static_at_gflops', 'static_miou',
+          'shallow_depths', 'shallow_at_gflops', 'shallow_miou')
 METRIC = 'miou'
 CLAIMS = {
     'fine queries on shapes > 2x background': (
         ('fine_on_shapes', ), lambda p: p['fine_on_shapes'] > 2 * p['fine_on_background']),
     **matched_claims(METRIC),
+    'miou >= fewer-blocks host (full input)': (
+        ('shallow_miou', ), lambda p: p['miou'] >= p['shallow_miou']),
 }

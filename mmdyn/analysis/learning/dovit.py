@@ -30,7 +30,9 @@ SIZE = 48
 PATCH = 4
 NUM_CLASSES = 5
 ARCH = dict(embed_dims=32, depth=4, num_heads=2, mlp_ratio=2)
-RECIPE = dict(warmup=600, iters=400, batch=8, lr=2e-3, aux_weight=0.4)
+RECIPE = dict(warmup=600, iters=400, batch=8, lr=2e-3, aux_weight=0.4, scene='shapes')
+#: Scene kinds this protocol runs on (:func:`.common.scenes`).
+SCENES = ('shapes', 'detail')
 STATIC_SIDES = tuple(range(24, SIZE + 1, PATCH))
 DEFAULT_TARGETS = (0.95, )  # the threshold xi
 METRIC = 'miou'
@@ -71,8 +73,8 @@ def _aux_loss(model, labels):
     return loss
 
 
-def make_data():
-    return scenes(np.random.default_rng(123), 64, SIZE)
+def make_data(scene: str = 'shapes'):
+    return scenes(np.random.default_rng(123), 64, SIZE, kind=scene)
 
 
 def static_flops_at(size: Tuple[int, int]) -> float:
@@ -98,7 +100,7 @@ def train_dynamic(seed: int, xi: float, val, **kw) -> Dict:
     from mmdyn.models.backbones.dovit import DoViT
     r = dict(RECIPE, **kw)
     torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE)
+    data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
     gen = torch.Generator().manual_seed(seed)
     bb = DoViT(arch=ARCH, num_classes=NUM_CLASSES, img_size=SIZE, patch_size=PATCH,
                threshold=1.0, aux_head='conv1x1', out_indices=(ARCH['depth'] - 1, ),
