@@ -24,6 +24,7 @@ def test_summary_picture_and_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / 'summary.json').read_text())
     rows = summary['rows']
+    assert summary['scene'] == 'detail'  # the default: small objects a smaller input blurs
     assert [r['model'] for r in rows][:3] == ['static PVT', 'DGE gamma=0.3', 'DGE gamma=0.6']
     assert rows[3]['model'].startswith('static PVT, ') and 'input' in rows[3]['model']
     from mmdyn.analysis.learning import dge
