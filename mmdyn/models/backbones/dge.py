@@ -81,7 +81,7 @@ from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
 from ..utils.checks import check_loss_weight
 from ..utils.dynamic import (BlockRecord, DynamicModuleMixin,
-                             reject_removed_args)
+                             removed_override_arguments)
 from ..utils.min_size import pad_to_min_size
 from .pvt import PVT
 from .vit import ViT
@@ -484,6 +484,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         return [m for m in self.modules() if isinstance(m, DynamicGrainedEncoder)]
 
     OVERRIDE_KEYS = ('fractions', 'choice')
+    REMOVED_ARGUMENTS = removed_override_arguments(forced_fractions='fractions')
 
     def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
         """The DGE keys of :attr:`decision_override`: ``fractions`` (one probability per
@@ -683,7 +684,6 @@ class DGEPVT(_DGEHostMixin, PVT):
                  decision_override: Optional[dict] = None,
                  budget_convention: str = 'authors', budget_head_flops: float = 0,
                  **kwargs):
-        reject_removed_args('DGEPVT', kwargs, dict(forced_fractions='fractions'))
         super().__init__(arch=arch, **kwargs)
         dge_stages = list(range(self.num_stages)) if dge_stages is None else list(dge_stages)
         if any(not 0 <= s < self.num_stages for s in dge_stages):
@@ -780,7 +780,6 @@ class DGEViT(_DGEHostMixin, ViT):
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
                  train_path: str = 'dense', decision_override: Optional[dict] = None,
                  budget_convention: str = 'authors', budget_head_flops: float = 0, **kwargs):
-        reject_removed_args('DGEViT', kwargs, dict(forced_fractions='fractions'))
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
                                 budget_weight, tau, init_prob, train_path,

@@ -44,7 +44,7 @@ from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
 from ..utils.checks import check_loss_weight
 from ..utils.dynamic import (DynamicModuleMixin, evenly_spaced,
-                             reject_removed_args)
+                             removed_override_arguments)
 from ..utils.min_size import pad_to_min_size, padded_input_shape
 from .pvt import PVTv2, pvt_style_init
 
@@ -295,12 +295,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  act_cfg: dict = dict(type='GELU'),
                  pretrained: Optional[str] = None,
-                 init_cfg=None,
-                 **removed):
-        reject_removed_args('DiT', removed, dict(forced_keep_ratio='keep_ratio',
-                                                 forced_columns='columns'))
-        if removed:
-            raise TypeError(f'DiT: unexpected arguments {sorted(removed)}')
+                 init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         # ------------------------------------------------------------ validation
         if isinstance(arch, str):
@@ -433,6 +428,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         return self.row_mode, self.col_mode
 
     OVERRIDE_KEYS = ('keep_ratio', 'columns', 'decisions')
+    REMOVED_ARGUMENTS = removed_override_arguments(forced_keep_ratio='keep_ratio',
+                                                   forced_columns='columns')
 
     def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
         """The DiT keys of :attr:`decision_override` (see the class docstring)."""

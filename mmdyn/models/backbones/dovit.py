@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
-from ..utils.dynamic import DynamicModuleMixin, image_hw, reject_removed_args
+from ..utils.dynamic import DynamicModuleMixin, image_hw, removed_override_arguments
 from .vit import ViT
 
 __all__ = ['DoViT']
@@ -204,7 +204,6 @@ class DoViT(DynamicModuleMixin, ViT):
                  aux_head: Union[str, dict] = 'fcn',
                  decision_override: Optional[dict] = None,
                  **kwargs):
-        reject_removed_args('DoViT', kwargs, dict(forced_keep_ratios='keep_ratios'))
         settings = self._parse_arch(arch)
         if settings['embed_dims'] % settings['num_heads']:
             raise ValueError(f"DoViT: num_heads {settings['num_heads']} does not divide the "
@@ -415,6 +414,7 @@ class DoViT(DynamicModuleMixin, ViT):
         return torch.bucketize(conf, edges)
 
     OVERRIDE_KEYS = ('keep_ratios', )
+    REMOVED_ARGUMENTS = removed_override_arguments(forced_keep_ratios='keep_ratios')
 
     def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
         """The DoViT key of :attr:`decision_override` (see the class docstring)."""

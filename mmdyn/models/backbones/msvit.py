@@ -57,7 +57,7 @@ from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
 from ..utils.checks import check_loss_weight
 from ..utils.dynamic import (DynamicModuleMixin, evenly_spaced, image_hw,
-                             reject_removed_args)
+                             removed_override_arguments)
 from .vit import ViT
 
 __all__ = ['MSViT', 'MixedScaleGate']
@@ -248,7 +248,6 @@ class MSViT(DynamicModuleMixin, ViT):
                  pad_input: bool = True,
                  decision_override: Optional[dict] = None,
                  **kwargs):
-        reject_removed_args('MSViT', kwargs, dict(force_fine='fine_ratio'))
         if isinstance(coarse_size, bool) or not isinstance(coarse_size, int) or \
                 isinstance(patch_size, bool) or not isinstance(patch_size, int):
             raise TypeError(f'patch_size and coarse_size must be ints, got {patch_size!r}, '
@@ -444,6 +443,7 @@ class MSViT(DynamicModuleMixin, ViT):
         return x
 
     OVERRIDE_KEYS = ('fine_ratio', 'fine_map')
+    REMOVED_ARGUMENTS = removed_override_arguments(force_fine='fine_ratio')
 
     def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
         """The MSViT keys of :attr:`decision_override` (see the class docstring)."""

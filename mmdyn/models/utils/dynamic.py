@@ -277,15 +277,13 @@ def evenly_spaced(n: int, ratio: float, device=None) -> torch.Tensor:
     return c[1:] > c[:-1]
 
 
-def reject_removed_args(owner: str, kwargs: dict, renamed: Dict[str, str]) -> None:
-    """Raise a one-line ``ValueError`` naming the new spelling for a removed constructor
-    argument of ``owner`` given in ``kwargs`` (``renamed``: old name -> the key of
-    ``decision_override``)."""
-    for old, new in renamed.items():
-        if old in kwargs:
-            raise ValueError(
-                f'{owner}: {old}= was removed; use decision_override=dict({new}=...) or '
-                f'mmdyn.models.utils.override_decisions(model, {new}=...)')
+def removed_override_arguments(**renamed: str) -> Dict[str, str]:
+    """``REMOVED_ARGUMENTS`` of a backbone whose old constructor arguments became keys of
+    ``decision_override`` (``renamed``: old name -> new key): what to use instead, which
+    :func:`mmdyn.utils.arguments.check_arguments` puts in its one-line error."""
+    return {old: f'use decision_override=dict({new}=...) or '
+                 f'mmdyn.models.utils.override_decisions(model, {new}=...)'
+            for old, new in renamed.items()}
 
 
 @contextlib.contextmanager
