@@ -8,17 +8,13 @@
 * :func:`alternating_times`: several callables timed in alternating rounds (the order reversed
   every other round), so that slow drifts of a shared machine hit every callable alike;
 * :func:`call_flops`: static and realised GFLOPs per image of a model call, from the models' own
-  records (``model_complexity``: ``static_flops`` / ``last_flops``);
-* :func:`decisions_overridden`: the decisions of a dynamic model forced for a ``with`` block
-  (:func:`mmdyn.models.utils.override_decisions`), a no-op for a model that takes none.
+  records (``model_complexity``: ``static_flops`` / ``last_flops``).
 """
-import contextlib
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
-__all__ = ['latency_stats', 'time_calls', 'alternating_times', 'call_flops',
-           'decisions_overridden', 'takes_decision_override']
+__all__ = ['latency_stats', 'time_calls', 'alternating_times', 'call_flops']
 
 
 def latency_stats(times_s, batch):
@@ -84,19 +80,3 @@ def call_flops(model, inputs, samples, backbone_only) -> Dict:
     realised = static if dyn is None else float(dyn.mean()) / 1e9
     return dict(gflops_static=static, gflops_realised=realised,
                 is_dynamic=bool(res['is_dynamic']))
-
-
-def takes_decision_override(model) -> bool:
-    """Whether a dynamic module of ``model`` takes a decision override."""
-    from mmdyn.models.utils.dynamic import find_dynamic_modules, unwrap_model
-    return any(m.OVERRIDE_KEYS for m in find_dynamic_modules(unwrap_model(model)))
-
-
-def decisions_overridden(model, spec: Optional[dict]):
-    """``override_decisions(model, **spec)`` when ``spec`` is given and ``model`` takes a
-    decision override (:func:`takes_decision_override`), else a null context (a static
-    reference model is timed as it is)."""
-    if not spec or not takes_decision_override(model):
-        return contextlib.nullcontext(model)
-    from mmdyn.models.utils.dynamic import override_decisions
-    return override_decisions(model, **spec)

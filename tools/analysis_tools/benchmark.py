@@ -40,7 +40,6 @@ import sys
 
 # shared with benchmark_suite.py (re-exported here)
 from mmdyn.analysis.benchmarking import call_flops, latency_stats, time_calls  # noqa: F401
-from mmdyn.analysis.benchmarking import decisions_overridden, takes_decision_override
 
 
 def parse_args(argv=None):
@@ -85,6 +84,7 @@ def benchmark_config(config, args, checkpoint=None, options=None):
 
     from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
                                            generated_batch, load_config)
+    from mmdyn.models.utils.dynamic import decisions_overridden, takes_decision_override
     cfg = load_config(config, dict(args.cfg_options or {}, **(options or {})) or None)
     model = build_model_from_cfg(cfg, device=args.device, checkpoint=checkpoint)
     shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)

@@ -296,7 +296,7 @@ def _train_step_row(args, host, dyn, shape, batch):
 def run(args) -> dict:
     import torch
 
-    from mmdyn.analysis.benchmarking import decisions_overridden
+    from mmdyn.models.utils.dynamic import decisions_overridden
     if args.device == 'cuda' and not torch.cuda.is_available():
         from mmdyn.analysis.complexity import ConfigError
         raise ConfigError('--device cuda: CUDA is not available')

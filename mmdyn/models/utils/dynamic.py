@@ -306,6 +306,20 @@ def override_decisions(model: nn.Module, **spec):
             m.set_decision_override(o)
 
 
+def takes_decision_override(model: nn.Module) -> bool:
+    """Whether a dynamic module of ``model`` takes a decision override."""
+    return any(m.OVERRIDE_KEYS for m in find_dynamic_modules(unwrap_model(model)))
+
+
+def decisions_overridden(model: nn.Module, spec: Optional[dict]):
+    """:func:`override_decisions` with ``spec`` when it is given and ``model`` takes a
+    decision override, else a null context: what tools use to force the dynamic model of a
+    pair and time or draw a static one as it is."""
+    if not spec or not takes_decision_override(model):
+        return contextlib.nullcontext(model)
+    return override_decisions(model, **spec)
+
+
 @contextlib.contextmanager
 def full_compute(model: nn.Module):
     """Within the block every dynamic module of ``model`` runs with every gate on."""
