@@ -81,8 +81,9 @@ def check_arguments(cls: type) -> type:
     """Make ``cls`` refuse a keyword argument that neither it nor the bases it hands
     ``**kwargs`` to accept, with :func:`unknown_argument_message` naming ``cls`` (a
     :class:`~mmdyn.utils.errors.UserTypeError`; one of ``cls.REMOVED_ARGUMENTS``: a
-    :class:`~mmdyn.utils.errors.UserValueError` with its advice). Only the class being built checks, so a
-    subclass's own arguments are never refused by its base. Returns ``cls`` (a decorator)."""
+    :class:`~mmdyn.utils.errors.UserValueError` with its advice). Only the class being built
+    checks, so a subclass's own arguments are never refused by its base. Returns ``cls`` (a
+    decorator)."""
     init = cls.__dict__.get('__init__')
     if init is None or getattr(init, '_checks_arguments', False):
         return cls

@@ -460,6 +460,8 @@ class _DGEHostMixin(DynamicModuleMixin):
         self.budget_convention = budget_convention
         self.budget_head_flops = float(budget_head_flops)
         self.dge_enabled = bool(dge)
+        if not self.dge_enabled:
+            self.OVERRIDE_KEYS = ()  # the static host: no decision to override
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, budget, train_path, init_prob)
         self.layer_wise = bool(layer_wise)

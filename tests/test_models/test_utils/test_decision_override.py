@@ -118,8 +118,9 @@ def test_unknown_keys_are_refused(name):
 
 
 def test_models_without_an_override():
-    """A static model and DVT (its exits are set by thresholds) take no override."""
-    for m in (PVT(arch=dict(TINY_PVT)),
+    """A static model (also DGE's host with ``dge=False``) and DVT (its exits are set by
+    thresholds) take no override."""
+    for m in (PVT(arch=dict(TINY_PVT)), DGEPVT(arch=dict(TINY_PVT), dge=False),
               DVTClassifier(arch=dict(TINY_VIT, depth=2), exits=(2, 4), patch_size=8,
                             num_classes=5)):
         with pytest.raises(ValueError, match='no dynamic module that takes a decision'):
