@@ -126,3 +126,26 @@ def test_models_without_an_override():
         with pytest.raises(ValueError, match='no dynamic module that takes a decision'):
             with override_decisions(m, keep_ratio=0.5):
                 pass
+
+
+@pytest.mark.parametrize('backbone,old,new', [
+    (dict(type='mmdyn.DGEPVT', arch=TINY_PVT), dict(forced_fractions=[1, 0, 0]), 'fractions'),
+    (dict(type='mmdyn.DiT', arch=TINY_DIT), dict(forced_keep_ratio=0.5), 'keep_ratio'),
+    (dict(type='mmdyn.DiT', arch=TINY_DIT), dict(forced_columns='pvt'), 'columns'),
+    (dict(type='mmdyn.DoViT', arch=TINY_VIT), dict(forced_keep_ratios=[0.5]), 'keep_ratios'),
+    (dict(type='mmdyn.MSViT', arch=TINY_VIT), dict(force_fine=0.5), 'fine_ratio')])
+def test_old_arguments_in_a_config_are_one_line(backbone, old, new):
+    """A config that still uses a removed forcing argument fails in one line that names the
+    backbone's key path and the new spelling (what train.py / test.py print)."""
+    from mmengine.config import Config
+
+    from mmdyn.utils.cli import ToolError, build_model
+    cfg = Config(dict(default_scope='mmpretrain',
+                      model=dict(type='ImageClassifier', backbone=dict(backbone, **old))))
+    with pytest.raises(ToolError) as e:
+        build_model(cfg)
+    (name, ), cls = old, backbone['type'].split('.')[-1]
+    assert str(e.value) == (
+        f'the model cannot be built: model.backbone: {cls}: {name}= was removed; use '
+        f'decision_override=dict({new}=...) or '
+        f'mmdyn.models.utils.override_decisions(model, {new}=...)')
