@@ -6,13 +6,15 @@ A class whose ``__init__`` takes ``**kwargs`` and hands them on to its base (``D
 (``PVT.__init__() got an unexpected keyword argument``), which is not the class in the config.
 :func:`accepted_arguments` follows ``**kwargs`` along the method resolution order;
 :func:`check_arguments` makes a class refuse unknown arguments itself, naming itself.
+A class lists the arguments it no longer takes in ``REMOVED_ARGUMENTS`` (name -> what to use
+instead); those are refused with that advice.
 """
 import difflib
 import functools
 import inspect
 from typing import Iterable, Optional, Set
 
-from .errors import UserTypeError
+from .errors import UserTypeError, UserValueError
 
 __all__ = ['accepted_arguments', 'check_arguments', 'closest', 'did_you_mean',
            'registry_names', 'unknown_argument_message']
@@ -78,8 +80,10 @@ def unknown_argument_message(owner: str, name: str, valid: Iterable[str]) -> str
 def check_arguments(cls: type) -> type:
     """Make ``cls`` refuse a keyword argument that neither it nor the bases it hands
     ``**kwargs`` to accept, with :func:`unknown_argument_message` naming ``cls`` (a
-    :class:`~mmdyn.utils.errors.UserTypeError`). Only the class being built checks, so a
-    subclass's own arguments are never refused by its base. Returns ``cls`` (a decorator)."""
+    :class:`~mmdyn.utils.errors.UserTypeError`; one of ``cls.REMOVED_ARGUMENTS``: a
+    :class:`~mmdyn.utils.errors.UserValueError` with its advice). Only the class being built
+    checks, so a subclass's own arguments are never refused by its base. Returns ``cls`` (a
+    decorator)."""
     init = cls.__dict__.get('__init__')
     if init is None or getattr(init, '_checks_arguments', False):
         return cls
@@ -89,6 +93,10 @@ def check_arguments(cls: type) -> type:
         if type(self) is cls:
             valid = accepted_arguments(cls)
             unknown = [k for k in kwargs if valid is not None and k not in valid]
+            removed = getattr(cls, 'REMOVED_ARGUMENTS', {})
+            for k in unknown:
+                if k in removed:
+                    raise UserValueError(f'{cls.__name__}: {k}= was removed; {removed[k]}')
             if unknown:
                 raise UserTypeError(unknown_argument_message(cls.__name__, unknown[0], valid))
         init(self, *args, **kwargs)

@@ -252,10 +252,10 @@ def test_forced_config_and_cfg_options():
     them), and its realised FLOPs are those of the forced pattern."""
     from mmdyn.analysis.complexity import load_config
     cfg = load(FORCED)
-    assert cfg.model.backbone.forced_keep_ratio == 0.5
-    assert cfg.model.backbone.forced_columns == 'pvt'
-    cfg2 = load_config(osp.join(DIT, CLS[1]), {'model.backbone.forced_keep_ratio': 0.5,
-                                               'model.backbone.forced_columns': 'pvt'})
+    assert cfg.model.backbone.decision_override == dict(keep_ratio=0.5, columns='pvt')
+    cfg2 = load_config(osp.join(DIT, CLS[1]), {
+        'model.backbone.decision_override.keep_ratio': 0.5,
+        'model.backbone.decision_override.columns': 'pvt'})
     assert cfg2.model.to_dict() == cfg.model.to_dict()
     bb = build(cfg).backbone.eval()
     full = build(load(CLS[1])).backbone.eval()

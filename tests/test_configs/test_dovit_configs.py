@@ -106,8 +106,9 @@ def tiny(cfg):
         for key in ('threshold', 'train_threshold'):
             if isinstance(m.backbone.get(key), (list, tuple)):
                 m.backbone[key] = m.backbone[key][:2]
-        if m.backbone.get('forced_keep_ratios') is not None:
-            m.backbone.forced_keep_ratios = m.backbone.forced_keep_ratios[:2]
+        if m.backbone.get('decision_override') is not None:
+            m.backbone.decision_override.keep_ratios = \
+                m.backbone.decision_override.keep_ratios[:2]
     m.data_preprocessor.size = (S, S)
     dh = m.decode_head
     dh.in_channels = 32
@@ -345,7 +346,7 @@ def test_benchmark_config_forces_the_kept_ratio(name):
     so the FLOPs, follow the requested ratios whatever the (random) weights."""
     parent, ratios = BENCH[name]
     cfg, p = load(name), load(parent)
-    assert cfg.model.backbone.pop('forced_keep_ratios') == ratios
+    assert cfg.model.backbone.pop('decision_override') == dict(keep_ratios=ratios)
     assert cfg.model == p.model and cfg.custom_hooks == p.custom_hooks
     model = build(tiny(load(name))).eval()
     bb = model.backbone

@@ -90,25 +90,33 @@ def test_flops_next_to_times(tmp_path, capsys, repo_root):
     """Each row carries the FLOPs of what it timed; the comparison gives the FLOPs ratio and the
     efficiency speedup x ratio. The same dynamic config (tiny DGE-PVT) with every region forced
     to the finest granularity, against all regions forced to the coarsest, via the per-config
-    options."""
+    options (the constructor's ``decision_override``) and via ``--override``."""
     from mmdyn.analysis.complexity import build_model_from_cfg, generated_batch, load_config
     from mmdyn.analysis.complexity import model_complexity
     cfg = osp.join(repo_root, 'configs', '_quickstart_',
                    'fpn_dge-pvt-tiny_1xb8-300iter_toy-ade20k-128x128.py')
     out = bench.run(bench.parse_args([
         cfg, '--compare', cfg, '--shape', '64', '--repeats', '2', '--warmup', '0',
-        '--backbone-only', '--config-options', 'model.backbone.forced_fractions=[1,0,0]',
-        '--compare-options', 'model.backbone.forced_fractions=[0,0,1]']))
+        '--backbone-only', '--config-options',
+        'model.backbone.decision_override.fractions=[1,0,0]',
+        '--compare-options', 'model.backbone.decision_override.fractions=[0,0,1]']))
     fine, coarse = out['rows']
     assert fine['is_dynamic'] and coarse['is_dynamic']
     assert fine['gflops_static'] == pytest.approx(coarse['gflops_static'])
     assert coarse['gflops_realised'] < fine['gflops_realised']
     # independent count: the same forced model's realised backbone FLOPs
-    c = load_config(cfg, {'model.backbone.forced_fractions': [0, 0, 1]})
+    c = load_config(cfg, {'model.backbone.decision_override': dict(fractions=[0, 0, 1])})
     model = build_model_from_cfg(c)
     x, s = generated_batch(model, (64, 64), 1)
     ref = model_complexity(model, inputs=x, data_samples=s, backbone_only=True)
     assert coarse['gflops_realised'] == pytest.approx(float(ref['flops_dynamic'][0]) / 1e9)
+    assert fine['decision_override'] is None  # set by the config, not by --override
+    # --override forces the same decisions on the built model (override_decisions)
+    over = bench.run(bench.parse_args([
+        cfg, '--shape', '64', '--repeats', '1', '--warmup', '0', '--backbone-only',
+        '--override', 'fractions=[0,0,1]']))['rows'][0]
+    assert over['decision_override'] == dict(fractions=[0, 0, 1])
+    assert over['gflops_realised'] == pytest.approx(coarse['gflops_realised'], rel=1e-12)
     ratio = coarse['gflops_realised'] / fine['gflops_realised']
     assert out['flops_ratio'] == pytest.approx(ratio)
     assert out['ideal_speedup'] == pytest.approx(1 / ratio)
@@ -122,6 +130,9 @@ def test_flops_next_to_times(tmp_path, capsys, repo_root):
     assert not row['is_dynamic'] and row['gflops_realised'] == row['gflops_static'] > 0
     assert bench.main([static, '--compare-options', 'model.pretrained=None']) == 1
     assert 'needs --compare' in capsys.readouterr().err
+    assert bench.main([static, '--shape', '64', '--repeats', '1', '--warmup', '0',
+                       '--override', 'keep_ratio=0.5']) == 1
+    assert 'no model here takes a decision override' in capsys.readouterr().err
 
 
 def test_errors(tmp_path, capsys):

@@ -80,18 +80,18 @@ def test_flops_ratios_equal_model_records(result):
     tiny = osp.join(REPO, 'configs', '_tiny_')
     # DiT: forced keep ratio 0.5 on the PVTv2 path vs the same model at ratio 1
     cfg = osp.join(tiny, 'fpn_dit-tiny_toy-ade20k.py')
-    dyn = _backbone_gflops(cfg, {'model.backbone.forced_keep_ratio': 0.5,
-                                 'model.backbone.forced_columns': 'pvt'}, (64, 64), 2)
-    host = _backbone_gflops(cfg, {'model.backbone.forced_keep_ratio': 1.0,
-                                  'model.backbone.forced_columns': 'pvt'}, (64, 64), 2)
+    # (the constructor's decision_override here, the suite's override_decisions block there)
+    key = 'model.backbone.decision_override'
+    dyn = _backbone_gflops(cfg, {key: dict(keep_ratio=0.5, columns='pvt')}, (64, 64), 2)
+    host = _backbone_gflops(cfg, {key: dict(keep_ratio=1.0, columns='pvt')}, (64, 64), 2)
     assert dyn < host
     assert by['dit']['dynamic']['gflops_realised'] == pytest.approx(dyn, rel=1e-9)
     assert by['dit']['host']['gflops_realised'] == pytest.approx(host, rel=1e-9)
     assert by['dit']['flops_ratio'] == pytest.approx(dyn / host, rel=1e-9)
     # DoViT: half the tokens kept after each decision layer
     cfg = osp.join(tiny, 'setr_dovit-tiny_toy-ade20k.py')
-    dyn = _backbone_gflops(cfg, {'model.backbone.forced_keep_ratios': [0.5, 0.5]}, (64, 64), 2)
-    host = _backbone_gflops(cfg, {'model.backbone.forced_keep_ratios': [1., 1.]}, (64, 64), 2)
+    dyn = _backbone_gflops(cfg, {key: dict(keep_ratios=[0.5, 0.5])}, (64, 64), 2)
+    host = _backbone_gflops(cfg, {key: dict(keep_ratios=[1., 1.])}, (64, 64), 2)
     assert by['dovit']['flops_ratio'] == pytest.approx(dyn / host, rel=1e-9) and dyn < host
     # DVT: one of the two images stops at the first exit; the cascade's own per-image records
     r = by['dvt']

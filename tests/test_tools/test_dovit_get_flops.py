@@ -31,7 +31,7 @@ def tiny_config(tmp_path, ratios):
             backbone=dict(
                 arch=dict(_delete_=True, embed_dims=32, depth=6, num_heads=2, mlp_ratio=2),
                 img_size=({S}, {S}), init_cfg=None, out_indices=(1, 3, 5),
-                decision_layers=(2, 4), forced_keep_ratios={ratios!r}),
+                decision_layers=(2, 4), decision_override=dict(keep_ratios={ratios!r})),
             decode_head=dict(in_channels=32, channels=16, in_index=2),
             test_cfg=dict(mode='whole'))
         test_dataloader = dict(dataset=dict(data_root='{tmp_path / 'no_such_root'}'))

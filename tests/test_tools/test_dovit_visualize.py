@@ -31,7 +31,7 @@ def tiny_model():
     m = copy.deepcopy(cfg.model)
     m.backbone.update(arch=dict(embed_dims=32, depth=4, num_heads=2, mlp_ratio=2),
                       img_size=(S, S), init_cfg=None, out_indices=(0, 1, 2, 3),
-                      decision_layers=(1, 2), forced_keep_ratios=(0.5, 0.25))
+                      decision_layers=(1, 2), decision_override=dict(keep_ratios=(0.5, 0.25)))
     m.decode_head.update(in_channels=32, channels=16)
     m.data_preprocessor.size = (S, S)
     m.test_cfg = dict(mode='whole')

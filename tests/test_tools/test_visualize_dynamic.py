@@ -33,9 +33,16 @@ class CheckerBackbone(DynamicModuleMixin, nn.Module):
         i = torch.arange(h // 8)[:, None]
         j = torch.arange(w // 8)[None, :]
         keep = ((i + j) % 2).expand(b, -1, -1)
+        if self.decision_override is not None:  # every token kept
+            keep = torch.ones_like(keep)
         scale = (torch.arange(w // 16)[None, :] % 3).expand(b, h // 16, -1)
         self.record_dynamic(flops=torch.ones(b), maps=dict(keep=keep, scale=scale))
         return x.mean((1, 2, 3))
+
+    OVERRIDE_KEYS = ('keep_all', )
+
+    def _set_decision_override(self, spec):
+        return spec
 
 
 @MODELS.register_module(force=True)
@@ -144,6 +151,40 @@ def test_without_pipeline_no_titles(setup, tmp_path):
     written = load_tool().main(
         [cfg, img, '--out', str(out_dir), '--device', 'cpu', '--no-titles'])
     check_png(written[0], 40, 56, rows_from=0)
+
+
+def test_override_draws_the_forced_decisions(setup, tmp_path):
+    """``--override`` draws the decisions of a decision override (here: every token kept, the
+    whole first panel tinted) and gives the model its own decisions back after."""
+    import mmdyn.models.utils.dynamic as dynamic
+    cfg, img = setup('plain.png', (40, 56), pipeline=False)
+    seen = []
+    real = dynamic.override_decisions
+
+    def spy(model, **spec):
+        seen.append((model.backbone, spec))
+        return real(model, **spec)
+
+    dynamic.override_decisions = spy
+    try:
+        written = load_tool().main([cfg, img, '--out', str(tmp_path / 'o'), '--device', 'cpu',
+                                    '--no-titles', '--override', 'keep_all=1'])
+    finally:
+        dynamic.override_decisions = real
+    out = mmcv.imread(written[0], channel_order='rgb').astype(int)
+    assert np.abs(out[:, :56] - np.round(0.5 * BG + 0.5 * CRIMSON)).max() <= 1
+    (bb, spec), = seen
+    assert spec == dict(keep_all=1) and bb.decision_override is None
+
+
+def test_override_needs_a_model_that_takes_one(setup, tmp_path, capsys, monkeypatch):
+    cfg, img = setup('plain.png', (40, 56), pipeline=False)
+    tool = load_tool()
+    import mmdyn.models.utils.dynamic as dynamic
+    monkeypatch.setattr(dynamic, 'takes_decision_override', lambda model: False)
+    with pytest.raises(SystemExit):
+        tool.main([cfg, img, '--out', str(tmp_path / 'o'), '--override', 'keep_all=1'])
+    assert 'takes no decision override' in capsys.readouterr().err
 
 
 def test_checkpoint_argument(setup, tmp_path):

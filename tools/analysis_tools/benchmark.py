@@ -5,11 +5,16 @@
         [--batch B] [--repeats R] [--warmup W] [--backbone-only] [--mode tensor|predict]
         [--device cpu|cuda] [--threads N] [--checkpoint CKPT] [--json]
         [--cfg-options KEY=VALUE ...] [--config-options ...] [--compare-options ...]
+        [--override KEY=VALUE ...]
 
 Put the reference first and the model to judge second (``STATIC --compare DYNAMIC``): the
 speed-up printed is the first's median latency over the second's. ``--cfg-options`` apply to
-both configs, ``--config-options`` / ``--compare-options`` to one of them (e.g. a forced gate
-setting that only the dynamic config has).
+both configs, ``--config-options`` / ``--compare-options`` to one of them. ``--override``
+forces the decisions of every dynamic model that takes a decision override (the static
+reference is timed as it is) for the timed calls and the FLOPs count, through
+:func:`mmdyn.models.utils.override_decisions`: e.g. ``--override fine_ratio=0.5`` (MSViT),
+``keep_ratio=0.5 columns=pvt`` (DiT), ``keep_ratios=0.5`` (DoViT), ``fractions=[0.45,0.1,0.45]``
+(DGE); the keys are listed in :mod:`mmdyn.models.utils.dynamic`.
 
 Each model is built in eval mode (random weights unless ``--checkpoint``) and fed one batch of
 ``B`` generated images of ``--shape`` (through its data preprocessor, which is not timed). A
@@ -61,6 +66,8 @@ def parse_args(argv=None):
                    help='override settings of CONFIG only (after --cfg-options)')
     p.add_argument('--compare-options', nargs='+', action=DictAction,
                    help='override settings of the --compare config only (after --cfg-options)')
+    p.add_argument('--override', nargs='+', action=DictAction,
+                   help='force the decisions of the dynamic model(s), key=value (see above)')
     args = p.parse_args(argv)
     if args.shape is not None:
         if len(args.shape) == 1:
@@ -77,6 +84,7 @@ def benchmark_config(config, args, checkpoint=None, options=None):
 
     from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
                                            generated_batch, load_config)
+    from mmdyn.models.utils.dynamic import decisions_overridden, takes_decision_override
     cfg = load_config(config, dict(args.cfg_options or {}, **(options or {})) or None)
     model = build_model_from_cfg(cfg, device=args.device, checkpoint=checkpoint)
     shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)
@@ -97,14 +105,18 @@ def benchmark_config(config, args, checkpoint=None, options=None):
             return model(inputs, samples, mode='tensor')
         what = 'tensor'
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
-    with torch.no_grad():
-        times = time_calls(call, args.repeats, args.warmup, sync)
+    spec = dict(args.override or {})
+    forced = bool(spec) and takes_decision_override(model)
+    with decisions_overridden(model, spec):
+        with torch.no_grad():
+            times = time_calls(call, args.repeats, args.warmup, sync)
+        flops = call_flops(model, inputs, samples, what == 'backbone')
     row = dict(config=config, model=type(model).__name__, backbone=type(backbone).__name__,
                timed=what, device=args.device, batch=args.batch, shape=list(shape),
                input_shape=[int(s) for s in inputs.shape[-2:]], repeats=args.repeats,
-               warmup=args.warmup)
+               warmup=args.warmup, decision_override=spec if forced else None)
     row.update(latency_stats(times, args.batch))
-    row.update(call_flops(model, inputs, samples, what == 'backbone'))
+    row.update(flops)
     return row
 
 
@@ -122,6 +134,9 @@ def run(args) -> dict:
     elif args.compare_options:
         from mmdyn.analysis.complexity import ConfigError
         raise ConfigError('--compare-options needs --compare')
+    if args.override and not any(r['decision_override'] for r in rows):
+        from mmdyn.analysis.complexity import ConfigError
+        raise ConfigError('--override: no model here takes a decision override')
     out = dict(unit='ms per batch; throughput in images/s', device=args.device,
                threads=torch.get_num_threads() if args.device == 'cpu' else None, rows=rows)
     if len(rows) == 2:

@@ -11,12 +11,12 @@ Pairs (static host first, the dynamic model second; the speed-up is host median 
 median):
 
 * DGE: PVT-S vs DGE-PVT-S (FPN segmentors, backbone timed, 512x512); level ``l``: the gates
-  forced to ``forced_fractions=[l, 0, 1-l]`` (a share ``l`` of the regions at the finest
+  forced to ``fractions=[l, 0, 1-l]`` (a share ``l`` of the regions at the finest
   granularity, the rest at the coarsest);
-* DiT: PVTv2-B2 vs DiT-B2 (classifiers, backbone, 224); ``forced_keep_ratio=l`` on the PVTv2
-  path (``forced_columns='pvt'``);
-* DoViT: ViT-S vs DoViT-S (Segmenter encoders, 512x512); ``forced_keep_ratios=[l, ...]``;
-* MSViT: ViT-S vs MSViT-S (classifiers, backbone, 224); ``force_fine=l``;
+* DiT: PVTv2-B2 vs DiT-B2 (classifiers, backbone, 224); ``keep_ratio=l`` on the PVTv2 path
+  (``columns='pvt'``);
+* DoViT: ViT-S vs DoViT-S (Segmenter encoders, 512x512); ``keep_ratios=l`` (every decision);
+* MSViT: ViT-S vs MSViT-S (classifiers, backbone, 224); ``fine_ratio=l``;
 * DVT: T2T-ViT-12 vs the 2-exit DVT-T2T-ViT-12 (whole cascade with real early exit, 224);
   level ``l``: a share ``l`` of the timed batch stops at the first exit (thresholds solved on
   that batch as ``dvt_thresholds.py --exit-shares`` does; at batch 1 the share is rounded to
@@ -25,6 +25,10 @@ median):
 ``--tiny`` runs the same pairs on the CPU smoke configs of ``configs/_tiny_`` at 64x64 (tiny
 widths; to test the suite's logic, not for results); there the host is the dynamic model itself
 at full budget (level 1: everything fine / kept; DVT: thresholds 1.0, no early exit).
+
+The levels of DGE, DiT, DoViT and MSViT are decision overrides
+(:func:`mmdyn.models.utils.override_decisions`) of one built dynamic model, applied for the
+timed calls and the FLOPs count of that level and lifted after.
 
 For every pair, level and batch, the two models are timed in alternating rounds
 (:func:`mmdyn.analysis.benchmarking.alternating_times`: ``W`` untimed warm-up calls of each,
@@ -58,24 +62,13 @@ def _cfg(*parts):
     return osp.join(REPO, 'configs', *parts)
 
 
-def _dovit_levels(cfg, level):
-    layers = cfg.model.backbone.get('decision_layers', None)
-    if layers is None:
-        depth = cfg.model.backbone.get('arch', {})
-        depth = depth.get('num_layers', 12) if isinstance(depth, dict) else 12
-        layers = {12: (3, 6, 9), 24: (6, 12, 18)}.get(depth, (3, 6, 9))
-    return {'model.backbone.forced_keep_ratios': [float(level)] * len(layers)}
-
-
-#: the knob of each method at a level in (0, 1]; ``cfg`` is the loaded dynamic config
+#: the decision override of each method at a level in (0, 1] (DVT: thresholds per batch)
 KNOBS = {
-    'dge': ('forced_fractions[0] (finest share)',
-            lambda cfg, l: {'model.backbone.forced_fractions': [float(l), 0., 1. - float(l)]}),
-    'dit': ('forced_keep_ratio',
-            lambda cfg, l: {'model.backbone.forced_keep_ratio': float(l),
-                            'model.backbone.forced_columns': 'pvt'}),
-    'dovit': ('forced_keep_ratios', _dovit_levels),
-    'msvit': ('force_fine', lambda cfg, l: {'model.backbone.force_fine': float(l)}),
+    'dge': ('fractions [l, 0, 1-l] (finest share)',
+            lambda l: dict(fractions=[float(l), 0., 1. - float(l)])),
+    'dit': ('keep_ratio (columns pvt)', lambda l: dict(keep_ratio=float(l), columns='pvt')),
+    'dovit': ('keep_ratios (every decision)', lambda l: dict(keep_ratios=float(l))),
+    'msvit': ('fine_ratio', lambda l: dict(fine_ratio=float(l))),
     'dvt': ('exit share at exit 1', None),  # thresholds solved on the timed batch
 }
 
@@ -99,15 +92,16 @@ FULL = {
 #: tiny pairs (CPU logic checks): the host is the dynamic config at full budget
 TINY = {
     'dge': (_cfg('_tiny_', 'fpn_dge-pvt-tiny_toy-ade20k.py'),
-            {'model.backbone.forced_fractions': [1., 0., 0.]},
+            {'model.backbone.decision_override': dict(fractions=[1., 0., 0.])},
             _cfg('_tiny_', 'fpn_dge-pvt-tiny_toy-ade20k.py'), {}, (64, 64), 'backbone'),
     'dit': (_cfg('_tiny_', 'fpn_dit-tiny_toy-ade20k.py'),
-            {'model.backbone.forced_keep_ratio': 1.0, 'model.backbone.forced_columns': 'pvt'},
+            {'model.backbone.decision_override': dict(keep_ratio=1.0, columns='pvt')},
             _cfg('_tiny_', 'fpn_dit-tiny_toy-ade20k.py'), {}, (64, 64), 'backbone'),
     'dovit': (_cfg('_tiny_', 'setr_dovit-tiny_toy-ade20k.py'),
-              {'model.backbone.forced_keep_ratios': [1.0, 1.0]},
+              {'model.backbone.decision_override': dict(keep_ratios=1.0)},
               _cfg('_tiny_', 'setr_dovit-tiny_toy-ade20k.py'), {}, (64, 64), 'backbone'),
-    'msvit': (_cfg('_tiny_', 'msvit-tiny_toy-imagenet.py'), {'model.backbone.force_fine': 1.0},
+    'msvit': (_cfg('_tiny_', 'msvit-tiny_toy-imagenet.py'),
+              {'model.backbone.decision_override': dict(fine_ratio=1.0)},
               _cfg('_tiny_', 'msvit-tiny_toy-imagenet.py'), {}, (64, 64), 'backbone'),
     'dvt': (_cfg('_tiny_', 'dvt-tiny_toy-imagenet.py'), {'model.thresholds': [1.0, 1.0]},
             _cfg('_tiny_', 'dvt-tiny_toy-imagenet.py'), {}, (64, 64), 'model'),
@@ -301,6 +295,8 @@ def _train_step_row(args, host, dyn, shape, batch):
 
 def run(args) -> dict:
     import torch
+
+    from mmdyn.models.utils.dynamic import decisions_overridden
     if args.device == 'cuda' and not torch.cuda.is_available():
         from mmdyn.analysis.complexity import ConfigError
         raise ConfigError('--device cuda: CUDA is not available')
@@ -313,15 +309,11 @@ def run(args) -> dict:
         h_cfg, h_opts, d_cfg, d_opts, shape, timed = pairs[method]
         _, host = _build(h_cfg, h_opts, args.device)
         knob_name, knob = KNOBS[method]
+        _, dyn = _build(d_cfg, d_opts, args.device)
         for level in args.levels:
-            if knob is None:  # DVT: one model, thresholds per batch
-                _, dyn = _build(d_cfg, d_opts, args.device)
-            else:
-                from mmdyn.analysis.complexity import load_config
-                opts = dict(d_opts, **knob(load_config(d_cfg, d_opts or None), level))
-                _, dyn = _build(d_cfg, opts, args.device)
             for batch in args.batches:
-                row = _time_pair(args, host, dyn, timed, shape, batch, level, method)
+                with decisions_overridden(dyn, knob and knob(level)):
+                    row = _time_pair(args, host, dyn, timed, shape, batch, level, method)
                 row.update(method=method, knob=knob_name, host_config=osp.relpath(h_cfg, REPO),
                            dynamic_config=osp.relpath(d_cfg, REPO), timed=timed)
                 rows.append(row)
@@ -329,13 +321,11 @@ def run(args) -> dict:
                       f'{batch}: speed-up {row["speedup"]:.3f}x, FLOPs ratio '
                       f'{row["flops_ratio"]:.3f}, efficiency {row["efficiency"]:.3f}',
                       file=sys.stderr, flush=True)
-            del dyn
         if args.train and not args.quick:
-            _, dyn = _build(d_cfg, d_opts, args.device)
             tr = _train_step_row(args, host, dyn, shape, max(args.batches))
             tr.update(method=method)
             train_rows.append(tr)
-        del host
+        del host, dyn
         if args.device == 'cuda':
             torch.cuda.empty_cache()
     return dict(device=args.device, device_name=(torch.cuda.get_device_name()

@@ -3,7 +3,7 @@
 Usage::
 
     python tools/analysis_tools/visualize_dynamic.py CONFIG [CHECKPOINT] IMAGE [IMAGE ...] \\
-        --out DIR [--device cpu] [--cfg-options key=value ...]
+        --out DIR [--device cpu] [--cfg-options key=value ...] [--override key=value ...]
 
 The model is built from CONFIG (its ``custom_imports`` are honoured and its ``default_scope`` is
 used), loaded from CHECKPOINT when one is given (a path ending in .pth / .pt / .ckpt, or passed
@@ -12,7 +12,10 @@ as ``--checkpoint``) and run in eval mode on each image, after the config's test
 Without a pipeline in the config the image is only loaded (and resized with ``--img-scale``).
 Sliding-window inference is switched to whole-image inference so that each decision map covers
 the whole image. For every image ``DIR/<name>.png`` holds one panel per decision point: the
-``last_maps`` of every dynamic module, named ``<module>/<key>``.
+``last_maps`` of every dynamic module, named ``<module>/<key>``. ``--override`` draws the
+decisions forced by a decision override instead of the model's own
+(:func:`mmdyn.models.utils.override_decisions`, e.g. ``--override fine_ratio=0.5`` for MSViT;
+the keys of each method are listed in :mod:`mmdyn.models.utils.dynamic`).
 """
 import argparse
 import os
@@ -46,6 +49,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                         help='channel order of the pipeline output image (mmcv loads BGR)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, as in tools/train.py')
+    parser.add_argument('--override', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='draw the decisions of this decision override (see above)')
     args = parser.parse_args(argv)
     from mmdyn.utils.cli import arg_error
     prog = 'visualize_dynamic.py'
@@ -204,7 +209,8 @@ def _main(args) -> List[str]:
     from mmengine.registry import init_default_scope
 
     import mmdyn  # noqa: F401  (registries, checkpoint loading fixes)
-    from mmdyn.models.utils.dynamic import find_dynamic_modules
+    from mmdyn.models.utils.dynamic import (decisions_overridden, find_dynamic_modules,
+                                            takes_decision_override)
     from mmdyn.utils.cli import ToolError, check_checkpoint, check_device, load_config
     from mmdyn.visualization import DynamicVisualizer
     cfg = load_config(args.config, args.cfg_options)  # runs custom_imports
@@ -219,6 +225,8 @@ def _main(args) -> List[str]:
     if not find_dynamic_modules(model):
         raise ToolError(f'the model of {args.config} has no dynamic module: there are no token '
                         'decisions to draw (a static config?)')
+    if args.override and not takes_decision_override(model):
+        raise ToolError(f'--override: the model of {args.config} takes no decision override')
     pipeline_cfg = test_pipeline_cfg(cfg)
     pipeline = None
     if pipeline_cfg:
@@ -226,8 +234,9 @@ def _main(args) -> List[str]:
         pipeline = Compose(pipeline_cfg)
     vis = DynamicVisualizer(name=f'visualize_dynamic_{os.getpid()}', alpha=args.alpha,
                             ncols=args.ncols, draw_titles=not args.no_titles)
-    written = visualize(model, args.images, args.out, pipeline, vis, args.img_scale,
-                        args.channel_order)
+    with decisions_overridden(model, args.override):
+        written = visualize(model, args.images, args.out, pipeline, vis, args.img_scale,
+                            args.channel_order)
     for f in written:
         print(f)
     return written

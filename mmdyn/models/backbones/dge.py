@@ -80,7 +80,8 @@ from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
 from ..utils.checks import check_loss_weight
-from ..utils.dynamic import BlockRecord, DynamicModuleMixin
+from ..utils.dynamic import (BlockRecord, DynamicModuleMixin,
+                             removed_override_arguments)
 from ..utils.min_size import pad_to_min_size
 from .pvt import PVT
 from .vit import ViT
@@ -178,7 +179,7 @@ class DynamicGrainedEncoder(nn.Module):
     Attributes:
         forced_choice: ``None`` (the gate decides), an ``int`` index into :attr:`granularities`
             for every region, or a callable ``logits[B, gh, gw, K] -> LongTensor[B, gh, gw]``.
-            For tests and benchmarks (a gate forced to a budget).
+            Set by the host's decision override (:meth:`_DGEHostMixin._set_decision_override`).
     """
 
     def __init__(self, embed_dims: int, granularities: Sequence[int] = (1, 2, 4),
@@ -449,8 +450,8 @@ class _DGEHostMixin(DynamicModuleMixin):
     """Shared bookkeeping of the DGE hosts (records, budget loss, forced choices)."""
 
     def _init_dge(self, dge, granularities, region_size, layer_wise, budget, budget_weight, tau,
-                  init_prob, train_path, dims_per_layer, forced_fractions=None,
-                  budget_convention='authors', budget_head_flops=0):
+                  init_prob, train_path, dims_per_layer, budget_convention='authors',
+                  budget_head_flops=0):
         if budget_convention not in BUDGET_CONVENTIONS:
             raise ValueError(f'DGE: budget_convention must be one of {BUDGET_CONVENTIONS}, got '
                              f'{budget_convention!r}')
@@ -459,6 +460,8 @@ class _DGEHostMixin(DynamicModuleMixin):
         self.budget_convention = budget_convention
         self.budget_head_flops = float(budget_head_flops)
         self.dge_enabled = bool(dge)
+        if not self.dge_enabled:
+            self.OVERRIDE_KEYS = ()  # the static host: no decision to override
         self.granularities, self.region_size = check_dge_args(
             granularities, region_size, layer_wise, budget, train_path, init_prob)
         self.layer_wise = bool(layer_wise)
@@ -467,13 +470,6 @@ class _DGEHostMixin(DynamicModuleMixin):
             budget_weight, 'budget_weight', 'DGE'))
         self.reset_dynamic_records()
         self.aux_losses = {}
-        if forced_fractions is not None:
-            if len(forced_fractions) != len(self.granularities):
-                raise ValueError(f'forced_fractions needs {len(self.granularities)} entries '
-                                 f'(one per granularity in {self.granularities})')
-            self._forced = FractionChoice(forced_fractions)
-        else:
-            self._forced = None
         if not self.dge_enabled:
             return None
         return [[DynamicGrainedEncoder(c, granularities, region_size, layer_wise, tau, init_prob,
@@ -489,15 +485,34 @@ class _DGEHostMixin(DynamicModuleMixin):
             return []
         return [m for m in self.modules() if isinstance(m, DynamicGrainedEncoder)]
 
-    def force_choice(self, choice) -> None:
-        """Set :attr:`DynamicGrainedEncoder.forced_choice` on every layer (``None`` frees the
-        gates). An int granularity value ``phi in Phi`` can be given as ``('phi', value)``."""
-        if isinstance(choice, tuple) and len(choice) == 2 and choice[0] == 'phi':
-            if choice[1] not in self.granularities:
-                raise ValueError(f'granularity {choice[1]} not in {self.granularities}')
-            choice = self.granularities.index(choice[1])
+    OVERRIDE_KEYS = ('fractions', 'choice')
+    REMOVED_ARGUMENTS = removed_override_arguments(forced_fractions='fractions')
+
+    def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
+        """The DGE keys of :attr:`decision_override`: ``fractions`` (one probability per
+        granularity, gate order: every region draws one, :class:`FractionChoice`) or
+        ``choice`` (an index into :attr:`granularities`, ``('phi', value)`` or a callable
+        ``logits[B, gh, gw, K] -> LongTensor[B, gh, gw]``); it becomes
+        :attr:`DynamicGrainedEncoder.forced_choice` of every layer."""
+        choice = None
+        if spec is not None:
+            if len(spec) != 1:
+                raise ValueError('DGE: decision_override takes fractions or choice, not both')
+            if 'fractions' in spec:
+                if len(spec['fractions']) != len(self.granularities):
+                    raise ValueError(f'DGE: decision_override fractions needs '
+                                     f'{len(self.granularities)} entries (one per granularity '
+                                     f'in {self.granularities})')
+                choice = FractionChoice(spec['fractions'])
+            else:
+                choice = spec['choice']
+            if isinstance(choice, tuple) and len(choice) == 2 and choice[0] == 'phi':
+                if choice[1] not in self.granularities:
+                    raise ValueError(f'granularity {choice[1]} not in {self.granularities}')
+                choice = self.granularities.index(choice[1])
         for m in self.dge_layers():
             m.forced_choice = choice
+        return spec
 
     def _load_pretrained(self, pre: dict, convert) -> None:
         """Load an ``init_cfg`` checkpoint. A static host's checkpoint (no gate at all) leaves
@@ -653,9 +668,11 @@ class DGEPVT(_DGEHostMixin, PVT):
         budget_head_flops (float): The classifier's MACs, counted on both sides of the
             ``'authors'`` ratio as vtpack does (``C * num_classes``). Default 0.
         dge_stages (Sequence[int]): Stages with DGE. Default all.
-        forced_fractions (Sequence[float], optional): Force the gates (benchmarks): every region
-            draws granularity ``k`` (gate order, finest first) with this probability
-            (:class:`FractionChoice`). Default None (the gates decide).
+        decision_override (dict, optional): Force the gates (benchmarks; also
+            :func:`mmdyn.models.utils.override_decisions` for a ``with`` block):
+            ``fractions`` (every region draws granularity ``k``, gate order, finest first,
+            with probability ``fractions[k]``, :class:`FractionChoice`) or ``choice`` (see
+            :meth:`_set_decision_override`). Default None (the gates decide).
 
     The gates are parameters ``dge.{stage}.{block}.gate.proj.*``; every other key is the static
     PVT's, so PVT checkpoints (official whai362 v1, mmdet, mmdyn) load through ``init_cfg``.
@@ -666,7 +683,7 @@ class DGEPVT(_DGEHostMixin, PVT):
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
                  train_path: str = 'dense', dge_stages: Optional[Sequence[int]] = None,
-                 forced_fractions: Optional[Sequence[float]] = None,
+                 decision_override: Optional[dict] = None,
                  budget_convention: str = 'authors', budget_head_flops: float = 0,
                  **kwargs):
         super().__init__(arch=arch, **kwargs)
@@ -676,13 +693,13 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.dge_stages = dge_stages
         dims = [[self.embed_dims[i]] * self.depths[i] for i in range(self.num_stages)]
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
-                                budget_weight, tau, init_prob, train_path, dims, forced_fractions,
+                                budget_weight, tau, init_prob, train_path, dims,
                                 budget_convention, budget_head_flops)
         if layers is not None:
             self.dge = ModuleList([
                 ModuleList(layers[i] if i in dge_stages else []) for i in range(self.num_stages)
             ])
-            self.force_choice(self._forced)
+        self.set_decision_override(decision_override)
 
     def init_weights(self):
         pre = find_pretrained_cfg(self.init_cfg)
@@ -752,7 +769,8 @@ class DGEViT(_DGEHostMixin, ViT):
             ``'deit-s'``.
         img_size (int): Default 256 (the paper's input; 16 x 16 tokens, divisible by S = 4).
         dge, granularities, region_size, layer_wise, budget, budget_weight, tau, init_prob,
-        train_path, forced_fractions, budget_convention, budget_head_flops: as :class:`DGEPVT`.
+        train_path, decision_override, budget_convention, budget_head_flops: as
+        :class:`DGEPVT`.
         Every other argument: :class:`mmdyn.models.backbones.ViT`.
 
     The cls token is always its own query (the vanilla path). The gates are parameters
@@ -762,16 +780,16 @@ class DGEViT(_DGEHostMixin, ViT):
     def __init__(self, arch='deit-s', img_size=256, dge: bool = True, granularities=(1, 2, 4),
                  region_size=None, layer_wise: bool = False, budget: float = 0.5,
                  budget_weight: float = 1.0, tau: float = 1.0, init_prob: float = 0.95,
-                 train_path: str = 'dense', forced_fractions: Optional[Sequence[float]] = None,
+                 train_path: str = 'dense', decision_override: Optional[dict] = None,
                  budget_convention: str = 'authors', budget_head_flops: float = 0, **kwargs):
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         layers = self._init_dge(dge, granularities, region_size, layer_wise, budget,
                                 budget_weight, tau, init_prob, train_path,
-                                [[self.embed_dims] * self.depth], forced_fractions,
-                                budget_convention, budget_head_flops)
+                                [[self.embed_dims] * self.depth], budget_convention,
+                                budget_head_flops)
         if layers is not None:
             self.dge = ModuleList(layers[0])
-            self.force_choice(self._forced)
+        self.set_decision_override(decision_override)
 
     def init_weights(self):
         pre = find_pretrained_cfg(self.init_cfg)

@@ -43,7 +43,8 @@ from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
 from ..utils.checks import check_loss_weight
-from ..utils.dynamic import DynamicModuleMixin
+from ..utils.dynamic import (DynamicModuleMixin, evenly_spaced,
+                             removed_override_arguments)
 from ..utils.min_size import pad_to_min_size, padded_input_shape
 from .pvt import PVTv2, pvt_style_init
 
@@ -242,13 +243,14 @@ class DiT(DynamicModuleMixin, BaseModule):
         random_keep (Sequence[float]): Row / column keep probabilities of ``routing='random'``;
             the row entry is also the kept fraction of ``routing='attention'``.
         static_size (int): Image size the ``'static'`` masks are laid out for. Default 224.
-        forced_keep_ratio (float, optional): Deterministic forcing for speed and cost checks
-            (e.g. ``tools/analysis_tools/benchmark.py``): when set, no gate runs; every reached
-            stage computes the same evenly spaced ``floor(N * ratio)`` of its ``N`` tokens
-            (token ``k`` is kept when ``floor((k + 1) r) > floor(k r)``) and the column paths
-            are fixed by ``forced_columns``. Default None (the routing rule decides).
-        forced_columns (str): Column paths under ``forced_keep_ratio``: ``'pvt'`` (the PVTv2
-            staircase only; nodes that cannot reach an output are pruned) or ``'all'``.
+        decision_override (dict, optional): Decisions imposed instead of the routing rule's
+            (:func:`mmdyn.models.utils.override_decisions`, which sets the same for a ``with``
+            block): ``keep_ratio`` r in (0, 1] (no gate runs; every reached stage of ``N``
+            tokens computes the same :func:`~mmdyn.models.utils.evenly_spaced` ``floor(N r)``
+            of them) with ``columns`` (``'pvt'``, default: the PVTv2 staircase's column paths
+            only, nodes that cannot reach an output pruned; ``'all'``), and/or ``decisions``
+            (``{('row', i, j): [B, N] 0/1, ('col', i, j): [B] 0/1}``, ranked before
+            ``keep_ratio``). For speed and cost checks (``dit-b2-forced-half``). Default None.
         sparse_dwconv (str): How eval computes the MixFFN depth-wise convolution of a token
             subset (zeros at the skipped positions, the same result in every mode), i.e. the
             ``mode`` of :meth:`MixFFN.subset_plan`: ``'map'`` (default: the kept rows are
@@ -282,8 +284,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                  col_init_on: Sequence[float] = (0.98, 0.5),
                  random_keep: Sequence[float] = (0.5, 0.5),
                  static_size: int = 224,
-                 forced_keep_ratio: Optional[float] = None,
-                 forced_columns: str = 'pvt',
+                 decision_override: Optional[dict] = None,
                  sparse_dwconv: str = 'map',
                  tile_pretrained: bool = True,
                  in_channels: int = 3,
@@ -325,12 +326,6 @@ class DiT(DynamicModuleMixin, BaseModule):
         for p in (row_init_on, *col_init_on, *random_keep):
             if not 0.0 < p < 1.0:
                 raise ValueError(f'DiT: probabilities must be in (0, 1), got {p}')
-        if forced_keep_ratio is not None and not 0.0 < forced_keep_ratio <= 1.0:
-            raise ValueError(f'DiT: forced_keep_ratio must be in (0, 1], got {forced_keep_ratio}')
-        if forced_columns not in ('pvt', 'all'):
-            raise ValueError(f"DiT: forced_columns must be 'pvt' or 'all', got {forced_columns!r}")
-        if forced_keep_ratio is not None and forced_columns == 'pvt' and num_stages < NUM_SCALES:
-            raise ValueError(f"DiT: forced_columns='pvt' needs num_stages >= {NUM_SCALES}")
         if sparse_dwconv not in ('map', 'gather', 'core'):
             raise ValueError("DiT: sparse_dwconv must be 'map', 'gather' or 'core', "
                              f'got {sparse_dwconv!r}')
@@ -349,8 +344,6 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.in_channels = in_channels
         self.random_keep = tuple(float(p) for p in random_keep)
         self.tile_pretrained = tile_pretrained
-        self.forced_keep_ratio = None if forced_keep_ratio is None else float(forced_keep_ratio)
-        self.forced_columns = forced_columns
         self.sparse_dwconv = sparse_dwconv
         self.budget_loss = BudgetLoss(target=budget, loss_weight=check_loss_weight(
             budget_weight, 'budget_weight', 'DiT'))
@@ -407,9 +400,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.aux_losses: Dict[str, torch.Tensor] = {}
         self.last_valid_params: Optional[torch.Tensor] = None
         self.last_reached: Optional[torch.Tensor] = None  # Bool[B, 4, M + 1]: nodes reached
-        # {('row', i, j): [B, N] 0/1, ('col', i, j): [B] 0/1}: decisions imposed instead of the
-        # gates' (tests, analysis); None: the routing rule decides.
-        self.fixed_decisions: Optional[Dict[tuple, torch.Tensor]] = None
+        self.set_decision_override(decision_override)
 
     def set_routing(self, routing: str) -> None:
         """Switch the routing rule at run time (not to or from ``'static'``, whose masks are
@@ -425,19 +416,46 @@ class DiT(DynamicModuleMixin, BaseModule):
 
     def _rules(self) -> Tuple[str, str]:
         """The (row, column) rules in force, the one place that ranks them: ``force_full``
-        (every gate on), then ``fixed_decisions`` (``'fixed'``), then ``forced_keep_ratio``
-        (``'forced'`` rows, ``forced_columns`` columns), then the routing rule."""
+        (every gate on), then the override's ``decisions`` (``'fixed'``), then its
+        ``keep_ratio`` (``'forced'`` rows, ``columns`` columns), then the routing rule."""
+        spec = self.decision_override or {}
         if self.force_full:
             return 'on', 'on'
-        if self.fixed_decisions is not None:
+        if 'decisions' in spec:
             return 'fixed', 'fixed'
-        if self.forced_keep_ratio is not None:
-            return 'forced', 'on' if self.forced_columns == 'all' else 'pvt'
+        if 'keep_ratio' in spec:
+            return 'forced', 'on' if spec['columns'] == 'all' else 'pvt'
         return self.row_mode, self.col_mode
 
+    OVERRIDE_KEYS = ('keep_ratio', 'columns', 'decisions')
+    REMOVED_ARGUMENTS = removed_override_arguments(forced_keep_ratio='keep_ratio',
+                                                   forced_columns='columns')
+
+    def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
+        """The DiT keys of :attr:`decision_override` (see the class docstring)."""
+        if spec is None:
+            return None
+        r = spec.get('keep_ratio')
+        if r is not None and (isinstance(r, bool) or not 0.0 < float(r) <= 1.0):
+            raise ValueError(f'DiT: decision_override keep_ratio must be in (0, 1], got {r}')
+        cols = spec.setdefault('columns', 'pvt')
+        if cols not in ('pvt', 'all'):
+            raise ValueError(f"DiT: decision_override columns must be 'pvt' or 'all', got "
+                             f'{cols!r}')
+        if r is not None and cols == 'pvt' and self.num_stages < NUM_SCALES:
+            raise ValueError(f"DiT: decision_override columns='pvt' needs num_stages >= "
+                             f'{NUM_SCALES}')
+        if r is not None:
+            spec['keep_ratio'] = float(r)
+        elif 'decisions' not in spec:
+            raise ValueError('DiT: decision_override needs keep_ratio or decisions')
+        else:
+            spec.pop('keep_ratio', None)
+        return spec
+
     def _imposed(self) -> bool:
-        """Decisions come from outside the gates (``force_full``, ``fixed_decisions`` or
-        ``forced_keep_ratio``): no gate runs."""
+        """Decisions come from outside the gates (``force_full`` or
+        :attr:`decision_override`): no gate runs."""
         return self.force_full or self._rules()[0] in ('fixed', 'forced')
 
     def _row_gate_runs(self) -> bool:
@@ -447,12 +465,9 @@ class DiT(DynamicModuleMixin, BaseModule):
         return self.col_mode == 'dynamic' and not self._imposed()
 
     def forced_row_mask(self, n: int, device=None) -> torch.Tensor:
-        """``Bool[n]``: the tokens a stage of ``n`` tokens keeps under ``forced_keep_ratio``
-        (evenly spaced, ``floor(n * ratio)`` of them), made on ``device`` (no host copy)."""
-        r = self.forced_keep_ratio
-        k = torch.arange(n + 1, dtype=torch.float64, device=device)
-        c = torch.floor(k * r + 1e-9)
-        return c[1:] > c[:-1]
+        """``Bool[n]``: the tokens a stage of ``n`` tokens keeps under the override's
+        ``keep_ratio``: :func:`~mmdyn.models.utils.evenly_spaced`, made on ``device``."""
+        return evenly_spaced(n, self.decision_override['keep_ratio'], device)
 
     # ------------------------------------------------------------------ topology
     def out_column(self, i: int) -> int:
@@ -621,7 +636,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         mode = self._rules()[0]
         b, n = x.shape[:2]
         if mode == 'fixed':
-            return self.fixed_decisions[('row', i, j)].to(x.device, x.dtype)
+            return self.decision_override['decisions'][('row', i, j)].to(x.device, x.dtype)
         if mode == 'forced':
             return self.forced_row_mask(n, x.device).to(x.dtype)[None].expand(b, n)
         if mode == 'on':
@@ -666,7 +681,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         mode = self._rules()[1]
         b = x.shape[0]
         if mode == 'fixed':
-            return self.fixed_decisions[('col', i, j)].to(x.device, x.dtype)
+            return self.decision_override['decisions'][('col', i, j)].to(x.device, x.dtype)
         if mode == 'on':
             return x.new_ones(b)
         if mode == 'pvt':

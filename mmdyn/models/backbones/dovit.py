@@ -35,8 +35,9 @@ Records of the last forward (besides the dynamic-module interface): ``last_block
 Fig. 6), ``last_confidences`` (token confidence maps, one per decision point) and ``last_maps``
 (``keep_k``: 0/1 kept tokens after decision ``k``; ``conf_k``: the confidences binned into
 integer levels at :data:`CONF_LEVEL_EDGES`, the paper's Fig. 5). For benchmarks,
-``forced_keep_ratios`` replaces the threshold by fixed kept fractions, so that speed and FLOPs do
-not depend on (random) weights.
+a decision override (``decision_override=dict(keep_ratios=...)`` or
+:func:`mmdyn.models.utils.override_decisions`) replaces the threshold by fixed kept fractions, so
+that speed and FLOPs do not depend on (random) weights.
 """
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
-from ..utils.dynamic import DynamicModuleMixin, image_hw
+from ..utils.dynamic import DynamicModuleMixin, image_hw, removed_override_arguments
 from .vit import ViT
 
 __all__ = ['DoViT']
@@ -175,12 +176,14 @@ class DoViT(DynamicModuleMixin, ViT):
             ``'setr_up'``: their SETR head; ``'conv1x1'``: the paper's single 1x1 conv) or an
             mmseg decode-head config (``in_channels``, ``num_classes``, ``in_index`` filled
             in). Each head's ``loss_decode`` is its auxiliary loss.
-        forced_keep_ratios (Sequence[float], optional): For benchmarks and FLOPs studies only:
-            instead of the threshold, decision ``k`` keeps exactly ``round(r_k * N)`` of the
-            ``N`` patch tokens (the least confident of those still kept; ties by position),
-            so that the kept tokens per block, hence the FLOPs, do not depend on the weights.
-            One ratio per decision layer, in [0, 1], non-increasing (the stops are
-            cumulative). None (default): the confidence threshold decides.
+        decision_override (dict, optional): For benchmarks and FLOPs studies only, the
+            decisions imposed instead of the threshold's
+            (:func:`mmdyn.models.utils.override_decisions` sets the same for a ``with``
+            block): ``keep_ratios``, one ratio per decision layer (or one float for all) in
+            [0, 1], non-increasing (the stops are cumulative): decision ``k`` keeps exactly
+            ``round(r_k * N)`` of the ``N`` patch tokens (the least confident of those still
+            kept; ties by position), so that the kept tokens per block, hence the FLOPs, do
+            not depend on the weights. None (default): the confidence threshold decides.
         **kwargs: Passed to :class:`ViT` (``img_size``, ``out_indices``, ``final_norm``, ...).
     """
     arch_zoo = dict(ViT.arch_zoo)
@@ -199,7 +202,7 @@ class DoViT(DynamicModuleMixin, ViT):
                  merge_tokens: bool = True,
                  agg_rate: float = 0.1,
                  aux_head: Union[str, dict] = 'fcn',
-                 forced_keep_ratios: Optional[Sequence[float]] = None,
+                 decision_override: Optional[dict] = None,
                  **kwargs):
         settings = self._parse_arch(arch)
         if settings['embed_dims'] % settings['num_heads']:
@@ -237,24 +240,10 @@ class DoViT(DynamicModuleMixin, ViT):
         if isinstance(agg_rate, bool) or not isinstance(agg_rate, (int, float)) or \
                 not 0.0 <= agg_rate < 1.0:
             raise ValueError(f'DoViT: agg_rate must be a float in [0, 1), got {agg_rate!r}')
-        if forced_keep_ratios is not None:
-            forced_keep_ratios = tuple(forced_keep_ratios)
-            if len(forced_keep_ratios) != len(decision_layers):
-                raise ValueError(f'DoViT: forced_keep_ratios has {len(forced_keep_ratios)} '
-                                 f'entries, one per decision layer ({len(decision_layers)}) '
-                                 'is needed')
-            for r in forced_keep_ratios:
-                if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
-                    raise ValueError(f'DoViT: forced_keep_ratios must be floats in [0, 1], '
-                                     f'got {forced_keep_ratios}')
-            if any(b > a for a, b in zip(forced_keep_ratios, forced_keep_ratios[1:])):
-                raise ValueError(f'DoViT: forced_keep_ratios must be non-increasing (stops '
-                                 f'are cumulative), got {forced_keep_ratios}')
-            forced_keep_ratios = tuple(float(r) for r in forced_keep_ratios)
         super().__init__(arch=arch, **kwargs)
-        self.forced_keep_ratios = forced_keep_ratios
         self.num_classes = num_classes
         self.decision_layers = decision_layers
+        self.set_decision_override(decision_override)
         self.threshold = threshold
         self.train_threshold = train_threshold
         self.diff_conf = None if diff_conf is None else float(diff_conf)
@@ -375,9 +364,10 @@ class DoViT(DynamicModuleMixin, ViT):
                     maps[f'conf_{k}'] = self.confidence_levels(conf)
                     if self.force_full:
                         pass
-                    elif self.forced_keep_ratios is not None:
-                        keep[:, 1:] = self._forced_keep(conf.flatten(1), keep[:, 1:],
-                                                        self.forced_keep_ratios[k])
+                    elif self.decision_override is not None:
+                        keep[:, 1:] = self._forced_keep(
+                            conf.flatten(1), keep[:, 1:],
+                            self.decision_override['keep_ratios'][k])
                     else:
                         stop = conf.flatten(1) > thr[k]  # Eq. 4: 1 - M~
                         if self.diff_conf is not None:  # near-uniform tokens stop too
@@ -422,6 +412,28 @@ class DoViT(DynamicModuleMixin, ViT):
         CONF_LEVEL_EDGES[j]``."""
         edges = torch.tensor(CONF_LEVEL_EDGES, dtype=conf.dtype, device=conf.device)
         return torch.bucketize(conf, edges)
+
+    OVERRIDE_KEYS = ('keep_ratios', )
+    REMOVED_ARGUMENTS = removed_override_arguments(forced_keep_ratios='keep_ratios')
+
+    def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
+        """The DoViT key of :attr:`decision_override` (see the class docstring)."""
+        if spec is None:
+            return None
+        n = len(self.decision_layers)
+        r = spec['keep_ratios']
+        r = (r, ) * n if isinstance(r, (int, float)) and not isinstance(r, bool) else tuple(r)
+        if len(r) != n:
+            raise ValueError(f'DoViT: decision_override keep_ratios has {len(r)} entries, one '
+                             f'per decision layer ({n}) is needed')
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
+               for v in r):
+            raise ValueError(f'DoViT: decision_override keep_ratios must be floats in [0, 1], '
+                             f'got {r}')
+        if any(b > a for a, b in zip(r, r[1:])):
+            raise ValueError(f'DoViT: decision_override keep_ratios must be non-increasing '
+                             f'(stops are cumulative), got {r}')
+        return dict(keep_ratios=tuple(float(v) for v in r))
 
     @staticmethod
     def _forced_keep(conf: torch.Tensor, keep: torch.Tensor, ratio: float) -> torch.Tensor:

@@ -56,7 +56,8 @@ from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
 from ..utils.checks import check_loss_weight
-from ..utils.dynamic import DynamicModuleMixin, image_hw
+from ..utils.dynamic import (DynamicModuleMixin, evenly_spaced, image_hw,
+                             removed_override_arguments)
 from .vit import ViT
 
 __all__ = ['MSViT', 'MixedScaleGate']
@@ -205,14 +206,15 @@ class MSViT(DynamicModuleMixin, ViT):
         coarse_pos_mode (str): Interpolation of the fine position table to the coarse grid.
             Default ``'bilinear'``.
         pad_input (bool): Zero-pad inputs to a multiple of ``S_c`` (else raise). Default True.
-        force_fine (float, optional): Replace the gate's decisions by a fixed, input-independent
-            pattern with ``round(force_fine * regions)`` fine regions per image, spread evenly
-            over the coarse grid in raster order (0.5 on an even-width grid: alternate
-            columns of regions). The gate still runs (its cost is counted and timed), but its
-            output is ignored; no gate loss. For benchmarks (``benchmark.py --cfg-options
-            model.backbone.force_fine=0.5``) and diagnostics. Also an attribute; a ``[hc, wc]``
-            or ``[B, hc, wc]`` 0/1 tensor set on the attribute forces that exact map.
-            Default None (the gate decides).
+        decision_override (dict, optional): Decisions imposed instead of the gate's
+            (:func:`mmdyn.models.utils.override_decisions` sets the same for a ``with``
+            block): ``fine_ratio`` r in [0, 1] (``round(r n)`` of the ``n`` coarse regions
+            fine, input-independent, :func:`~mmdyn.models.utils.evenly_spaced` in raster
+            order: 0.5 on an even-width grid = alternate columns of regions) or ``fine_map``
+            (a ``[hc, wc]`` or ``[B, hc, wc]`` 0/1 tensor, that exact map). The gate still
+            runs (its cost is counted and timed), but its output is ignored; no gate loss.
+            For benchmarks (``benchmark.py --compare-options
+            model.backbone.decision_override.fine_ratio=0.5``) and diagnostics. Default None.
         **kwargs: The other :class:`ViT` arguments.
 
     Attributes:
@@ -244,7 +246,7 @@ class MSViT(DynamicModuleMixin, ViT):
                  coarse_resize_mode: str = 'area',
                  coarse_pos_mode: str = 'bilinear',
                  pad_input: bool = True,
-                 force_fine: Optional[float] = None,
+                 decision_override: Optional[dict] = None,
                  **kwargs):
         if isinstance(coarse_size, bool) or not isinstance(coarse_size, int) or \
                 isinstance(patch_size, bool) or not isinstance(patch_size, int):
@@ -272,9 +274,7 @@ class MSViT(DynamicModuleMixin, ViT):
         self.gate_checkpoint_prefix = gate_checkpoint_prefix
         self.stochastic_gate: Optional[bool] = None
         self.gate_grad_mult = 1.0
-        if force_fine is not None and not 0. <= float(force_fine) <= 1.:
-            raise ValueError(f'MSViT: force_fine must be in [0, 1], got {force_fine}')
-        self.force_fine = force_fine
+        self.set_decision_override(decision_override)
         self.target = float(target)
         self.loss_weight = check_loss_weight(loss_weight, 'loss_weight', 'MSViT')
         h, w = self.img_size
@@ -442,34 +442,50 @@ class MSViT(DynamicModuleMixin, ViT):
             x = F.pad(x, (0, pw - w, 0, ph - h))
         return x
 
+    OVERRIDE_KEYS = ('fine_ratio', 'fine_map')
+    REMOVED_ARGUMENTS = removed_override_arguments(force_fine='fine_ratio')
+
+    def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
+        """The MSViT keys of :attr:`decision_override` (see the class docstring)."""
+        if spec is None:
+            return None
+        if len(spec) != 1:
+            raise ValueError('MSViT: decision_override takes fine_ratio or fine_map, not both')
+        f = spec.get('fine_ratio')
+        if 'fine_ratio' in spec and (isinstance(f, bool) or not 0. <= float(f) <= 1.):
+            raise ValueError(f'MSViT: decision_override fine_ratio must be in [0, 1], got {f}')
+        if 'fine_map' in spec and not isinstance(spec['fine_map'], torch.Tensor):
+            raise ValueError('MSViT: decision_override fine_map must be a 0/1 tensor')
+        return spec
+
     @staticmethod
-    def spread_pattern(grid: Tuple[int, int], fine_ratio: float) -> torch.Tensor:
-        """``[hc, wc]`` 0/1 map with ``round(fine_ratio * hc * wc)`` ones spread evenly in
-        raster order (region ``i`` is fine iff ``floor((i + 1) k / n) > floor(i k / n)``)."""
+    def fine_pattern(grid: Tuple[int, int], fine_ratio: float) -> torch.Tensor:
+        """``[hc, wc]`` 0/1 map of ``fine_ratio``: ``round(fine_ratio * hc * wc)`` fine regions
+        at the :func:`~mmdyn.models.utils.evenly_spaced` positions of the raster order."""
         n = grid[0] * grid[1]
         k = int(round(float(fine_ratio) * n))
-        i = torch.arange(n)
-        return ((i + 1) * k // n > i * k // n).float().reshape(grid)
+        return evenly_spaced(n, k / n).float().reshape(grid)
 
     def _forced(self, x: torch.Tensor, logits: torch.Tensor):
-        f = self.force_fine
+        spec = self.decision_override
         b, hc, wc = logits.shape
-        if isinstance(f, torch.Tensor):
+        if 'fine_map' in spec:
+            f = spec['fine_map']
             fmap = f.to(device=logits.device, dtype=logits.dtype)
             if fmap.dim() == 2:
                 fmap = fmap[None]
             if fmap.shape[-2:] != (hc, wc) or fmap.shape[0] not in (1, b):
-                raise ValueError(f'MSViT.force_fine map {tuple(f.shape)} does not fit the '
-                                 f'coarse grid {(hc, wc)} of a batch of {b}')
+                raise ValueError(f'MSViT: decision_override fine_map {tuple(f.shape)} does not '
+                                 f'fit the coarse grid {(hc, wc)} of a batch of {b}')
             fmap = (fmap > 0.5).to(logits.dtype)
         else:
-            fmap = self.spread_pattern((hc, wc), f).to(logits)
+            fmap = self.fine_pattern((hc, wc), spec['fine_ratio']).to(logits)
         return fmap.expand(b, hc, wc).clone()
 
     def _gate(self, x: torch.Tensor):
         """Fine-region decisions ``[B, hc, wc]`` (float 0/1, straight-through in training
         with a trainable gate), the soft outputs ``m`` and the logits."""
-        if self.force_fine is not None:
+        if self.decision_override is not None:
             logits = self.tokenizer.logits(x).detach()
             decision = self._forced(x, logits)
             return decision, decision, logits
@@ -561,7 +577,7 @@ class MSViT(DynamicModuleMixin, ViT):
         n_tok = self.tokens_for(decision.detach())
         flops = self.dynamic_flops(img_shape, n_tok.to(torch.float64))
         static = float(self.static_flops(img_shape))
-        probs = decision if self.force_fine is not None else torch.sigmoid(logits)
+        probs = decision if self.decision_override is not None else torch.sigmoid(logits)
         n_exp = e + nc - probs.flatten(1).sum(1) + probs.flatten(1).sum(1) * r * r
         expected = self.dynamic_flops(img_shape, n_exp) / static
         fine_ratio = decision.detach().flatten(1).mean(1)
@@ -574,7 +590,7 @@ class MSViT(DynamicModuleMixin, ViT):
             expected_cost=expected if self.training else None,
             maps=dict(fine=decision.detach()))
         if (self.training and not self.freeze_gate and self.gate_loss is not None
-                and self.force_fine is None):
+                and self.decision_override is None):
             if isinstance(self.gate_loss, GeneralizedBatchShapingLoss):
                 loss = self.gate_loss(soft)
             else:

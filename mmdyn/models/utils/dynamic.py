@@ -40,6 +40,27 @@ without knowing the method:
     ``bool`` attribute. When True every gate is on and the module computes exactly what the static
     model with the same weights computes (the "eval, full" mode). :func:`full_compute` sets it
     on every dynamic module of a model for a ``with`` block.
+``decision_override``
+    ``None`` (the module's own rule decides) or the dict of the decisions imposed instead, for
+    benchmarks, FLOPs studies, tests and diagnostics. Set it with :func:`override_decisions`
+    (a ``with`` block that restores the learned decisions after) or
+    :meth:`~DynamicModuleMixin.set_decision_override`; each method accepts its own keys
+    (``OVERRIDE_KEYS``) and implements :meth:`~DynamicModuleMixin._set_decision_override`:
+
+    * DGE: ``fractions`` (one probability per granularity, each region draws one, seeded by
+      the region grid) or ``choice`` (a granularity index, ``('phi', value)`` or a callable
+      ``logits[B, gh, gw, K] -> Long[B, gh, gw]``);
+    * DiT: ``keep_ratio`` (every reached stage keeps the :func:`evenly_spaced` tokens; no gate
+      runs) with ``columns`` (``'pvt'``, default, or ``'all'``), or ``decisions``
+      (``{('row', i, j): [B, N] 0/1, ('col', i, j): [B] 0/1}``, ranked first);
+    * DoViT: ``keep_ratios`` (one float for every decision layer or one per layer,
+      non-increasing: decision ``k`` keeps the ``round(r_k N)`` least confident tokens);
+    * MSViT: ``fine_ratio`` (``round(r n)`` fine regions of ``n``, :func:`evenly_spaced`) or
+      ``fine_map`` (a ``[hc, wc]`` / ``[B, hc, wc]`` 0/1 map).
+
+    A backbone's ``decision_override=`` constructor argument sets the same dict at build time
+    (for config variants such as ``configs/dit/dit-b2-forced-half_8xb128_in1k.py`` and
+    ``--cfg-options model.backbone.decision_override.keep_ratio=0.5``).
 """
 import contextlib
 import warnings
@@ -71,6 +92,33 @@ class DynamicModuleMixin:
 
     is_dynamic_module = True
     force_full = False
+    #: the decisions imposed instead of the module's own (see the module docstring)
+    decision_override: Optional[dict] = None
+    #: the keys :meth:`set_decision_override` accepts; empty: the module takes no override
+    OVERRIDE_KEYS: Tuple[str, ...] = ()
+
+    def set_decision_override(self, spec: Optional[dict]) -> None:
+        """Impose ``spec`` (a dict of :attr:`OVERRIDE_KEYS`) instead of the module's own
+        decisions until the next call; ``None`` gives the decisions back to the module.
+        :func:`override_decisions` does the same for a ``with`` block."""
+        name = type(self).__name__
+        if spec is not None:
+            if not isinstance(spec, dict):
+                raise ValueError(f'{name}: a decision override is a dict of '
+                                 f'{list(self.OVERRIDE_KEYS)}, got {spec!r}')
+            bad = sorted(set(spec) - set(self.OVERRIDE_KEYS))
+            if not self.OVERRIDE_KEYS or bad or not spec:
+                raise ValueError(f'{name}: a decision override takes the keys '
+                                 f'{list(self.OVERRIDE_KEYS)}, got {sorted(spec)}')
+            spec = dict(spec)
+        self.decision_override = self._set_decision_override(spec)
+
+    def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
+        """The method's hook: validate ``spec`` (known keys only, or ``None``), prepare what
+        its forward reads and return the spec to store as :attr:`decision_override`."""
+        if spec is not None:
+            raise ValueError(f'{type(self).__name__} takes no decision override')
+        return None
 
     def reset_dynamic_records(self) -> None:
         self.last_flops: Optional[torch.Tensor] = None
@@ -218,6 +266,58 @@ def attributes_set(modules: List[nn.Module], name: str, value):
     finally:
         for m, o in zip(modules, old):
             setattr(m, name, o)
+
+
+def evenly_spaced(n: int, ratio: float, device=None) -> torch.Tensor:
+    """``Bool[n]``: the one evenly spaced selection of mmdyn's decision overrides. Position
+    ``i`` is selected when ``floor((i + 1) r) > floor(i r)``, which selects ``floor(n r)``
+    positions (a ratio ``k / n`` selects exactly ``k``), made on ``device``."""
+    k = torch.arange(n + 1, dtype=torch.float64, device=device)
+    c = torch.floor(k * float(ratio) + 1e-9)
+    return c[1:] > c[:-1]
+
+
+def removed_override_arguments(**renamed: str) -> Dict[str, str]:
+    """``REMOVED_ARGUMENTS`` of a backbone whose old constructor arguments became keys of
+    ``decision_override`` (``renamed``: old name -> new key): what to use instead, which
+    :func:`mmdyn.utils.arguments.check_arguments` puts in its one-line error."""
+    return {old: f'use decision_override=dict({new}=...) or '
+                 f'mmdyn.models.utils.override_decisions(model, {new}=...)'
+            for old, new in renamed.items()}
+
+
+@contextlib.contextmanager
+def override_decisions(model: nn.Module, **spec):
+    """Within the block every dynamic module of ``model`` that takes a decision override runs
+    with the decisions of ``spec`` (keys: the module docstring) instead of its own; each
+    module's previous override (usually ``None``: its learned decisions) is restored after,
+    also when the block raises. ``ValueError`` when no module of ``model`` takes one."""
+    mods = [m for m in find_dynamic_modules(unwrap_model(model)) if m.OVERRIDE_KEYS]
+    if not mods:
+        raise ValueError(f'override_decisions: {type(model).__name__} has no dynamic module '
+                         'that takes a decision override')
+    old = [m.decision_override for m in mods]
+    try:
+        for m in mods:
+            m.set_decision_override(spec)
+        yield model
+    finally:
+        for m, o in zip(mods, old):
+            m.set_decision_override(o)
+
+
+def takes_decision_override(model: nn.Module) -> bool:
+    """Whether a dynamic module of ``model`` takes a decision override."""
+    return any(m.OVERRIDE_KEYS for m in find_dynamic_modules(unwrap_model(model)))
+
+
+def decisions_overridden(model: nn.Module, spec: Optional[dict]):
+    """:func:`override_decisions` with ``spec`` when it is given and ``model`` takes a
+    decision override, else a null context: what tools use to force the dynamic model of a
+    pair and time or draw a static one as it is."""
+    if not spec or not takes_decision_override(model):
+        return contextlib.nullcontext(model)
+    return override_decisions(model, **spec)
 
 
 @contextlib.contextmanager

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from mmdyn.models.backbones import PVT, ViT
-from mmdyn.models.backbones.dge import DGEPVT, DGEViT, DynamicGrainedEncoder
+from mmdyn.models.backbones.dge import DGEDPVT, DGEPVT, DGEViT, DynamicGrainedEncoder
 from mmdyn.models.layers.transformer_blocks import PVTBlock, ViTBlock
+from mmdyn.models.utils.dynamic import override_decisions
 from mmdyn.registry import MODELS
 
 TINY_PVT = dict(embed_dims=[16, 16, 32, 32], depths=[1, 2, 1, 1], num_heads=[1, 1, 2, 2],
@@ -63,9 +64,10 @@ def test_pvt_granularity_one_equals_static(shape):
     x = torch.randn(2, 3, *shape)
     with torch.no_grad():
         ref = static(x)
-        dyn.force_choice(('phi', 1))  # every region at granularity 1, routed through DGE
-        out = dyn(x)
-        dyn.force_choice(None)
+        with override_decisions(dyn, choice=('phi', 1)):  # every region at phi = 1, via DGE
+            out = dyn(x)
+        assert dyn.decision_override is None
+        assert all(m.forced_choice is None for m in dyn.dge_layers())
         dyn.force_full = True
         full = dyn(x)
         dyn.force_full = False
@@ -83,7 +85,7 @@ def test_vit_granularity_one_equals_static():
     x = torch.randn(2, 3, 80, 64)  # 5 x 4 tokens: the region grid is padded at the bottom
     with torch.no_grad():
         ref = static(x)[0]
-        dyn.force_choice(0)
+        dyn.set_decision_override(dict(choice=0))
         out = dyn(x)[0]
     assert out.shape == ref.shape == (2, 32, 5, 4)
     assert (out - ref).abs().max() <= 1e-5
@@ -148,7 +150,7 @@ def test_layer_wise_routing():
         dyn(x)
         for name, m in dyn.last_maps.items():
             assert m.shape == (2, 1, 1)  # one decision per layer and image
-        dyn.force_choice(0)
+        dyn.set_decision_override(dict(choice=0))
         out = dyn(x)
         ref = static(x)
     assert all((a - b).abs().max() <= 1e-5 for a, b in zip(out, ref))
@@ -159,7 +161,7 @@ def test_layer_wise_routing():
 @pytest.mark.parametrize('host', ['pvt', 'vit'])
 def test_train_and_eval_agree_with_fixed_gate(path, host):
     dyn, _ = pvt_pair(train_path=path) if host == 'pvt' else vit_pair(train_path=path)
-    dyn.force_choice(random_choice(3))
+    dyn.set_decision_override(dict(choice=random_choice(3)))
     x = torch.randn(2, 3, 64, 80)
     with torch.no_grad():
         ev = dyn.eval()(x)
@@ -218,11 +220,11 @@ def test_beta_matches_eq7():
     dyn, _ = vit_pair(budget=0.25, budget_convention='paper')
     x = torch.randn(2, 3, 64, 64)  # 4 x 4 tokens + cls, one 4x4 region
     dyn.train()
-    dyn.force_choice(('phi', 4))
+    dyn.set_decision_override(dict(choice=('phi', 4)))
     dyn(x)
     assert torch.allclose(dyn.expected_cost, torch.full((2, ), 2 / 17, dtype=torch.float64))
     assert dyn.aux_losses['loss_budget'].item() == pytest.approx((2 / 17 - 0.25) ** 2, rel=1e-5)
-    dyn.force_choice(('phi', 2))
+    dyn.set_decision_override(dict(choice=('phi', 2)))
     dyn(x)
     assert torch.allclose(dyn.expected_cost, torch.full((2, ), 5 / 17, dtype=torch.float64))
 
@@ -258,7 +260,7 @@ def test_realised_flops_independent_count():
     with torch.no_grad():
         costs = []
         for k in range(3):
-            dyn.force_choice(k)
+            dyn.set_decision_override(dict(choice=k))
             dyn(x)
             costs.append(float(dyn.last_flops[0]))
     assert costs[0] > costs[1] > costs[2]
@@ -361,7 +363,7 @@ def test_loads_official_pvt_v1_checkpoint(tmp_path):
     gate = dyn.dge[0][0].gate.proj
     assert gate.bias[0] > gate.bias[1]  # the gate kept its own init (finest first)
     x = torch.randn(1, 3, 64, 64)
-    dyn.eval().force_choice(0)
+    dyn.eval().set_decision_override(dict(choice=0))
     with torch.no_grad():
         assert all((a - b).abs().max() <= 1e-5 for a, b in zip(dyn(x), static(x)))
 
@@ -377,7 +379,7 @@ def test_loads_deit_checkpoint(tmp_path):
                  init_cfg=dict(type='Pretrained', checkpoint=str(f)))
     dyn.init_weights()
     x = torch.randn(1, 3, 64, 64)
-    dyn.eval().force_choice(0)
+    dyn.eval().set_decision_override(dict(choice=0))
     with torch.no_grad():
         assert (dyn(x)[0] - static(x)[0]).abs().max() <= 1e-5
 
@@ -397,9 +399,11 @@ def test_dge_classifier_backbone_loads_into_dense_model(tmp_path):
 
 
 def test_forced_fractions_for_benchmarks():
-    """``forced_fractions`` fixes the gates (benchmark of a forced budget) reproducibly."""
+    """The override's ``fractions`` fix the gates (benchmark of a forced budget)
+    reproducibly."""
     torch.manual_seed(0)
-    m = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0., forced_fractions=(0.45, 0.1, 0.45)).eval()
+    m = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0.,
+               decision_override=dict(fractions=(0.45, 0.1, 0.45))).eval()
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         m(x)
@@ -436,7 +440,8 @@ def test_forced_fractions_for_benchmarks():
                                atol=0)
     # Eq. 7 ('paper'): sum_l C_l psi_l / sum_l C_l N_l with C_l the host block's cost of a query
     torch.manual_seed(0)
-    p = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0., forced_fractions=(0.45, 0.1, 0.45),
+    p = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0.,
+               decision_override=dict(fractions=(0.45, 0.1, 0.45)),
                budget_convention='paper').eval()
     with torch.no_grad():
         p(x)
@@ -446,9 +451,37 @@ def test_forced_fractions_for_benchmarks():
         sum(cq[k] * psi[k] for k in psi) / sum(cq[k] * full[k] for k in psi), rtol=1e-6,
         atol=0)
     with pytest.raises(ValueError, match='sum to 1'):
-        DGEPVT(arch=dict(TINY_PVT), forced_fractions=(0.5, 0.1, 0.1))
+        DGEPVT(arch=dict(TINY_PVT), decision_override=dict(fractions=(0.5, 0.1, 0.1)))
     with pytest.raises(ValueError, match='entries'):
-        DGEPVT(arch=dict(TINY_PVT), forced_fractions=(0.5, 0.5))
+        DGEPVT(arch=dict(TINY_PVT), decision_override=dict(fractions=(0.5, 0.5)))
+    with pytest.raises(ValueError, match='not both'):
+        DGEPVT(arch=dict(TINY_PVT), decision_override=dict(fractions=(1, 0, 0), choice=0))
+    for cls in (DGEPVT, DGEViT, DGEDPVT):
+        with pytest.raises(ValueError, match=r'forced_fractions= was removed; use '
+                                             r'decision_override=dict\(fractions='):
+            cls(forced_fractions=(0.45, 0.1, 0.45))
+
+
+def test_override_context_restores_learned_decisions():
+    """``override_decisions`` gives the outputs and FLOPs of the constructor's override;
+    after the block the gates decide again (outputs equal to a forward before entering)."""
+    torch.manual_seed(0)
+    m = randomize_gates(DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0.)).eval()
+    forced = DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0.,
+                    decision_override=dict(fractions=(0.45, 0.1, 0.45))).eval()
+    forced.load_state_dict(m.state_dict())
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        before, ref = m(x), forced(x)
+        flops = m.last_flops.clone()
+        with override_decisions(m, fractions=(0.45, 0.1, 0.45)):
+            out = m(x)
+            assert torch.equal(m.last_flops, forced.last_flops)
+        after = m(x)
+    assert not torch.equal(flops, forced.last_flops)
+    for a, b, c, d in zip(out, ref, after, before):
+        assert torch.equal(a, b) and torch.equal(c, d)
+    assert torch.equal(m.last_flops, flops)
 
 
 # ----------------------------------------------------------------------------- DPVT
@@ -491,15 +524,15 @@ def test_dpvt_granularity_one_equals_static_and_modes_agree():
     dyn, static = _dpvt_pair()
     x = torch.randn(2, 3, 100, 76)
     with torch.no_grad():
-        dyn.force_choice(0)
+        dyn.set_decision_override(dict(choice=0))
         assert all((a - b).abs().max() <= 1e-5 for a, b in zip(dyn(x), static(x)))
-        randomize_gates(dyn).force_choice(None)
+        randomize_gates(dyn).set_decision_override(None)
         ev = dyn(x)
         flops = dyn.last_flops.clone()
         alone = dyn(x[1:])
         assert all((a[1:] - b).abs().max() <= 1e-5 for a, b in zip(ev, alone))
         assert dyn.last_flops[0] == flops[1]
-        dyn.force_choice(random_choice(1))
+        dyn.set_decision_override(dict(choice=random_choice(1)))
         ev = dyn(x)
         tr = dyn.train()(x)
         assert all((a - b).abs().max() <= 1e-5 for a, b in zip(ev, tr))

@@ -423,8 +423,8 @@ def test_vtpack_dpvt_classifier_norms_before_pooling(tmp_path, config):
     missing, unexpected = model.load_state_dict(conv, strict=False)
     assert not unexpected and all('.gate.' in k for k in missing)
     bb = model.backbone
-    if hasattr(bb, 'force_choice'):
-        bb.force_choice(0)
+    if 'choice' in getattr(bb, 'OVERRIDE_KEYS', ()):
+        bb.set_decision_override(dict(choice=0))
     seen = []
     hook = bb.stages[3].blocks[-1].register_forward_hook(lambda m, a, out: seen.append(out))
     x = torch.randn(2, 3, IMG, IMG)
@@ -536,7 +536,7 @@ def test_budget_conventions_from_the_decisions():
         model = DGEPVT(budget_convention=conv, budget_head_flops=32 * 10, **kw)
         model.init_weights()
         model.train()
-        model.force_choice(_mixed_choice)
+        model.set_decision_override(dict(choice=_mixed_choice))
         model(x)
         betas[conv] = model.expected_cost
         maps = all_maps[conv] = model.last_maps
@@ -593,7 +593,7 @@ def test_paper_convention_is_the_query_ratio_when_every_layer_agrees():
     model = DGEPVT(arch=dict(PVT_ARCH), budget_convention='paper').train()
     x = torch.randn(1, 3, IMG, IMG)
     for phi, ratio in ((4, 1 / 16), (2, 1 / 4), (1, 1.0)):
-        model.force_choice(('phi', phi))
+        model.set_decision_override(dict(choice=('phi', phi)))
         model(x)
         assert model.expected_cost.item() == pytest.approx(ratio, rel=1e-12)
 

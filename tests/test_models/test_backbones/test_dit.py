@@ -113,7 +113,7 @@ def test_train_equals_eval_with_fixed_gates():
     torch.manual_seed(2)
     m = tiny()
     x = torch.randn(2, 3, 64, 80)
-    m.fixed_decisions = random_fixed(m, 2, (64, 80))
+    m.set_decision_override(dict(decisions=random_fixed(m, 2, (64, 80))))
     m.train()
     tr = m(x)
     tr_flops = m.last_flops.clone()
@@ -190,7 +190,7 @@ def test_realised_flops_match_block_count():
         return tot
 
     dense = {k: torch.ones_like(v) for k, v in random_fixed(m, 2, (64, 64)).items()}
-    m.fixed_decisions = dense
+    m.set_decision_override(dict(decisions=dense))
     m(x)
     full = m.last_flops.clone()
     assert torch.allclose(full, count(dense))
@@ -198,7 +198,7 @@ def test_realised_flops_match_block_count():
                                            dtype=torch.float64))
     sparse = random_fixed(m, 2, (64, 64), p_row=0.4, p_col=1.0 - 1e-7, seed=5)
     sparse = {k: (v if k[0] == 'row' else torch.ones_like(v)) for k, v in sparse.items()}
-    m.fixed_decisions = sparse
+    m.set_decision_override(dict(decisions=sparse))
     m(x)
     assert torch.allclose(m.last_flops, count(sparse))
     assert (m.last_flops < full).all()
@@ -216,7 +216,7 @@ def test_unreached_nodes_are_skipped():
     fixed = random_fixed(m, 1, (64, 64), p_row=0.999999)
     fixed = {k: (torch.ones_like(v) if k[0] == 'row' else torch.zeros_like(v))
              for k, v in fixed.items()}
-    m.fixed_decisions = fixed
+    m.set_decision_override(dict(decisions=fixed))
     outs = m(x)
     hw = m.scale_shapes((64, 64))[0]
     expect = m.stem.flops((64, 64)) + sum(
@@ -455,7 +455,7 @@ def test_attention_selection_ablation():
     for key in [k for k in m.last_maps if k.startswith('col')]:
         fixed[('col', ) + tuple(int(v) for v in key.split('_')[1:])] = m.last_maps[key].flatten()
     flops_attn = m.last_flops.clone()
-    m.fixed_decisions = fixed
+    m.set_decision_override(dict(decisions=fixed))
     m(x)  # same decisions imposed: no decision cost
     extra = sum(float(m.stages[i][j][0].attn.flops(hw[0] * hw[1], hw))
                 * m.last_reached[:, i, j].double()

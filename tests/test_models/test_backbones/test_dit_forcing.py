@@ -1,5 +1,5 @@
 """DiT: valid parameters per image (Table 1's "valid parameters utilized") and the deterministic
-forcing used by the speed check (``forced_keep_ratio`` / ``forced_columns``)."""
+forcing used by the speed check (the decision override's ``keep_ratio`` / ``columns``)."""
 import copy
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmdyn.models.backbones.dit import DiT
-from mmdyn.models.utils.dynamic import collect_dynamic_records
+from mmdyn.models.utils.dynamic import collect_dynamic_records, override_decisions
 from mmdyn.registry import MODELS
 
 
@@ -74,7 +74,7 @@ def test_valid_params_match_independent_count():
         if i < 3:
             for j in range(5):
                 fixed[('col', i, j)] = torch.tensor([float(j % 2 == 0), float(j >= 2)])
-    m.fixed_decisions = fixed
+    m.set_decision_override(dict(decisions=fixed))
     m(torch.randn(2, 3, *IMG))
     expect = [independent_valid_params(m, fixed, b) for b in range(2)]
     assert expect[0] != expect[1]
@@ -86,7 +86,7 @@ def test_valid_params_match_independent_count():
     rec = collect_dynamic_records(m)
     assert torch.allclose(rec['valid_params'].double(), torch.tensor(expect, dtype=torch.float64))
     # nothing off: every parameter of the network is valid (no gate ran)
-    m.fixed_decisions = {k: torch.ones_like(v) for k, v in fixed.items()}
+    m.set_decision_override(dict(decisions={k: torch.ones_like(v) for k, v in fixed.items()}))
     m(torch.randn(2, 3, *IMG))
     gates = sum(nparams(g) for gs in list(m.row_gates) + list(m.col_gates) for g in gs)
     assert m.last_valid_params.tolist() == [float(total - gates)] * 2
@@ -151,7 +151,7 @@ def test_forced_keep_ratio_skips_and_flops(columns):
     shapes = None
     flops = {}
     for r in (1.0, 0.5, 0.25):
-        m = tiny(out_indices=(3, ), forced_keep_ratio=r, forced_columns=columns)
+        m = tiny(out_indices=(3, ), decision_override=dict(keep_ratio=r, columns=columns))
         shapes = m.scale_shapes(IMG)
         m(x)
         expect, kept_ratio = forced_count(m, IMG, r, columns)
@@ -186,7 +186,7 @@ def test_forced_outputs_equal_fixed_decisions_and_training():
     """The forcing is the fixed-decision pattern: same outputs as imposing it explicitly, the
     same in training (dense, masked) and in eval (sparse), and no budget loss."""
     torch.manual_seed(1)
-    m = tiny(forced_keep_ratio=0.5, forced_columns='all')
+    m = tiny(decision_override=dict(keep_ratio=0.5, columns='all'))
     x = torch.randn(1, 3, *IMG)
     out = m(x)
     f = m.last_flops.clone()
@@ -197,14 +197,12 @@ def test_forced_outputs_equal_fixed_decisions_and_training():
         if i < 3:
             for j in range(5):
                 fixed[('col', i, j)] = torch.ones(1)
-    m.forced_keep_ratio = None
-    m.fixed_decisions = fixed
+    m.set_decision_override(dict(decisions=fixed))
     ref = m(x)
     for a, b in zip(out, ref):
         assert torch.equal(a, b)
     assert torch.equal(f, m.last_flops)
-    m.fixed_decisions = None
-    m.forced_keep_ratio = 0.5
+    m.set_decision_override(dict(keep_ratio=0.5, columns='all'))
     m.train()
     tr = m(x)
     for a, b in zip(out, tr):
@@ -213,19 +211,56 @@ def test_forced_outputs_equal_fixed_decisions_and_training():
 
 
 def test_forcing_from_config_and_bad_values():
-    m = MODELS.build(dict(type='mmdyn.DiT', arch=copy.deepcopy(TINY), forced_keep_ratio=0.5,
-                          forced_columns='pvt'))
-    assert m.forced_keep_ratio == 0.5 and m.forced_columns == 'pvt'
+    m = MODELS.build(dict(type='mmdyn.DiT', arch=copy.deepcopy(TINY),
+                          decision_override=dict(keep_ratio=0.5, columns='pvt')))
+    assert m.decision_override == dict(keep_ratio=0.5, columns='pvt')
     mask = m.forced_row_mask(10)
     assert mask.tolist() == [False, True] * 5
     assert int(m.forced_row_mask(49).sum()) == 24
+    # the shared evenly spaced rule: floor(7 * 0.4) = 2 of 7 tokens, at 2 and 4
+    m.set_decision_override(dict(keep_ratio=0.4))
+    assert m.forced_row_mask(7).nonzero().flatten().tolist() == [2, 4]
     for bad in (0.0, -0.5, 1.5):
-        with pytest.raises(ValueError, match='forced_keep_ratio'):
-            DiT(arch=copy.deepcopy(TINY), forced_keep_ratio=bad)
-    with pytest.raises(ValueError, match='forced_columns'):
-        DiT(arch=copy.deepcopy(TINY), forced_keep_ratio=0.5, forced_columns='some')
+        with pytest.raises(ValueError, match='keep_ratio'):
+            DiT(arch=copy.deepcopy(TINY), decision_override=dict(keep_ratio=bad))
+    with pytest.raises(ValueError, match='columns'):
+        DiT(arch=copy.deepcopy(TINY), decision_override=dict(keep_ratio=0.5, columns='some'))
     with pytest.raises(ValueError, match='num_stages'):
-        DiT(arch=copy.deepcopy(TINY), num_stages=2, forced_keep_ratio=0.5)
+        DiT(arch=copy.deepcopy(TINY), num_stages=2, decision_override=dict(keep_ratio=0.5))
+    with pytest.raises(ValueError, match='keys'):
+        DiT(arch=copy.deepcopy(TINY), decision_override=dict(keep=0.5))
+    # the removed spellings say the new one
+    with pytest.raises(ValueError, match=r'decision_override=dict\(keep_ratio='):
+        DiT(arch=copy.deepcopy(TINY), forced_keep_ratio=0.5)
+    with pytest.raises(ValueError, match=r'decision_override=dict\(columns='):
+        DiT(arch=copy.deepcopy(TINY), forced_columns='pvt')
+    with pytest.raises(TypeError, match='unexpected'):
+        DiT(arch=copy.deepcopy(TINY), forced=0.5)
+
+
+def test_override_context_restores_learned_decisions():
+    """Inside ``override_decisions`` DiT runs the forced pattern (the outputs and FLOPs of the
+    same override given to the constructor); after it, the learned gates decide again: the
+    outputs equal those of a forward before entering."""
+    torch.manual_seed(2)
+    m = tiny()
+    forced = tiny(decision_override=dict(keep_ratio=0.5, columns='pvt'))
+    forced.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, *IMG)
+    before = m(x)
+    f_before = m.last_flops.clone()
+    ref = forced(x)
+    with override_decisions(m, keep_ratio=0.5, columns='pvt') as same:
+        assert same is m
+        out = m(x)
+        assert torch.equal(m.last_flops, forced.last_flops)
+    for a, b in zip(out, ref):
+        assert torch.equal(a, b)
+    assert m.decision_override is None
+    after = m(x)
+    for a, b in zip(after, before):
+        assert torch.equal(a, b)
+    assert torch.equal(m.last_flops, f_before) and not torch.equal(f_before, forced.last_flops)
 
 
 def test_block_table():
@@ -241,7 +276,7 @@ def test_block_table():
         if i < 3:
             for j in range(5):
                 fixed[('col', i, j)] = torch.tensor([float(j == 2), 1.])
-    m.fixed_decisions = fixed
+    m.set_decision_override(dict(decisions=fixed))
     m(torch.randn(2, 3, *IMG))
     rows = m.block_table()
     assert len(rows) == 16 + 15
@@ -285,7 +320,7 @@ def test_sparse_dwconv_modes_agree():
     x = torch.randn(2, 3, *img)
     outs = {}
     for mode, m in ms.items():
-        m.fixed_decisions = fixed
+        m.set_decision_override(dict(decisions=fixed))
         outs[mode] = m(x)
     for mode in ('map', 'gather'):
         for a, b in zip(outs[mode], outs['core']):
@@ -297,9 +332,9 @@ def test_sparse_dwconv_modes_agree():
 
 
 def test_one_decision_rule_ranks_the_overrides():
-    """``_rules`` is the one place that ranks force_full > fixed_decisions > forced_keep_ratio
-    > routing; the row / column decisions and the pruning follow it."""
-    m = tiny(routing='pvt', forced_keep_ratio=0.5, forced_columns='all')
+    """``_rules`` is the one place that ranks force_full > the override's decisions > its
+    keep_ratio > routing; the row / column decisions and the pruning follow it."""
+    m = tiny(routing='pvt', decision_override=dict(keep_ratio=0.5, columns='all'))
     assert m._rules() == ('forced', 'on')
     x = torch.randn(2, 10, 8)
     assert torch.equal(m._row_decision(0, 0, x, (2, 5))[0],
@@ -307,7 +342,7 @@ def test_one_decision_rule_ranks_the_overrides():
     assert m._col_decision(0, 3, x).tolist() == [1., 1.]
     assert all(all(r) for r in m._needed())        # every column may run: nothing pruned
     fixed = {('row', 0, 0): torch.tensor([[1., 0.] * 5] * 2), ('col', 0, 3): torch.tensor([0., 1.])}
-    m.fixed_decisions = fixed
+    m.set_decision_override(dict(keep_ratio=0.5, columns='all', decisions=fixed))
     assert m._rules() == ('fixed', 'fixed') and m._imposed()
     assert torch.equal(m._row_decision(0, 0, x, (2, 5)), fixed[('row', 0, 0)])
     assert m._col_decision(0, 3, x).tolist() == [0., 1.]
@@ -315,7 +350,8 @@ def test_one_decision_rule_ranks_the_overrides():
     m.force_full = True
     assert m._rules() == ('on', 'on')
     assert m._row_decision(0, 0, x, (2, 5)).sum() == 20
-    m.force_full, m.fixed_decisions, m.forced_keep_ratio = False, None, None
+    m.force_full = False
+    m.set_decision_override(None)
     assert m._rules() == ('on', 'pvt') and not m._imposed()
     assert m._col_decision(0, 3, x).tolist() == [0., 0.]   # P[0][3] is off the PVTv2 path
     assert m._col_decision(0, 1, x).tolist() == [1., 1.]
@@ -331,7 +367,7 @@ def test_node_input_and_accounts_alone():
     assert _node_input((v1, a1), None)[1] is a1 and _node_input(None, (v2, a2))[0] is v2
     f, a = _node_input((v1, a1), (v2, a2))
     assert torch.equal(f, 3 * torch.ones(2, 3, 4)) and a.tolist() == [1., 1.]
-    m = tiny(forced_keep_ratio=0.5)
+    m = tiny(decision_override=dict(keep_ratio=0.5))
     costs = m._costs(IMG)
     hw = costs['shapes'][1]
     n = hw[0] * hw[1]

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from mmdyn.models.backbones import DoViT, ViT
 from mmdyn.models.layers.attention import nlc_to_nchw
-from mmdyn.models.utils.dynamic import full_compute
+from mmdyn.models.utils.dynamic import full_compute, override_decisions
 
 ARCH = dict(embed_dims=32, depth=6, num_heads=2, mlp_ratio=2)
 IMG = 64  # 4 x 4 = 16 patch tokens
@@ -341,7 +341,7 @@ def test_bad_inputs():
 def test_forced_keep_ratios_give_exact_counts_and_flops():
     """Benchmark mode: each decision keeps round(r_k * N) patch tokens, the least confident of
     those still kept, whatever the weights; the FLOPs follow the counts."""
-    m = _build(forced_keep_ratios=(0.5, 0.25))
+    m = _build(decision_override=dict(keep_ratios=(0.5, 0.25)))
     x = torch.randn(3, 3, IMG, IMG)
     with torch.no_grad():
         outs = m(x)
@@ -367,7 +367,7 @@ def test_forced_keep_ratios_give_exact_counts_and_flops():
         assert (kept1 <= kept0).all()
         assert c1[kept1].max() < c1[kept0 & ~kept1].min()
     # the same stops under the threshold rule give the same outputs: forcing only picks the set
-    ref = _build(forced_keep_ratios=None)
+    ref = _build(decision_override=None)
     for b in range(3):
         # a token stops when conf > thr: thresholds midway between the largest kept and the
         # smallest newly stopped confidence (no token near them, whatever the batch layout)
@@ -394,16 +394,42 @@ def test_forced_keep_ratios_give_exact_counts_and_flops():
                                            ((0.0, 0.0), [17, 17, 1, 1, 1, 1]),
                                            ((0.75, 0.75), [17, 17, 13, 13, 13, 13])])
 def test_forced_keep_ratio_extremes(ratios, counts):
-    m = _build(forced_keep_ratios=ratios)
+    m = _build(decision_override=dict(keep_ratios=ratios))
     with torch.no_grad():
         m(torch.randn(2, 3, IMG, IMG))
     assert m.last_block_tokens.tolist() == [counts] * 2
 
 
 def test_bad_forced_keep_ratios():
+    def build(r):
+        return DoViT(arch=ARCH, decision_layers=(2, 4), decision_override=dict(keep_ratios=r))
+
     with pytest.raises(ValueError, match='one per decision layer'):
-        DoViT(arch=ARCH, decision_layers=(2, 4), forced_keep_ratios=(0.5, ))
+        build((0.5, ))
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
-        DoViT(arch=ARCH, decision_layers=(2, 4), forced_keep_ratios=(1.5, 0.5))
+        build((1.5, 0.5))
     with pytest.raises(ValueError, match='non-increasing'):
-        DoViT(arch=ARCH, decision_layers=(2, 4), forced_keep_ratios=(0.25, 0.5))
+        build((0.25, 0.5))
+    assert build(0.5).decision_override == dict(keep_ratios=(0.5, 0.5))  # one for all
+    with pytest.raises(ValueError, match=r'forced_keep_ratios= was removed; use '
+                                         r'decision_override=dict\(keep_ratios='):
+        DoViT(arch=ARCH, decision_layers=(2, 4), forced_keep_ratios=(0.5, 0.5))
+
+
+def test_override_context_restores_learned_decisions():
+    """``override_decisions`` gives the outputs of the constructor's override; after the
+    block the threshold decides again (outputs equal to a forward before entering)."""
+    m = _build(threshold=0.5)
+    forced = _build(threshold=0.5, decision_override=dict(keep_ratios=(0.5, 0.25)))
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        before, ref = m(x), forced(x)
+        tokens = m.last_block_tokens.clone()
+        with override_decisions(m, keep_ratios=(0.5, 0.25)):
+            out = m(x)
+            assert m.last_block_tokens.tolist() == [[17, 17, 9, 9, 5, 5]] * 2
+        after = m(x)
+    assert tokens.tolist() != [[17, 17, 9, 9, 5, 5]] * 2
+    for a, b, c, d in zip(out, ref, after, before):
+        assert torch.equal(a, b) and torch.equal(c, d)
+    assert torch.equal(m.last_block_tokens, tokens)

@@ -148,7 +148,7 @@ def test_agg_rate_end_to_end(kept, merges):
     def run(**kw):
         torch.manual_seed(0)
         m = DoViT(arch=ARCH, num_classes=3, decision_layers=(1, ), img_size=IMG,
-                  out_indices=(3, ), aux_head='conv1x1', forced_keep_ratios=(kept / 16, ),
+                  out_indices=(3, ), aux_head='conv1x1', decision_override=dict(keep_ratios=(kept / 16, )),
                   **kw).eval()
         m.init_weights()
         with torch.no_grad():

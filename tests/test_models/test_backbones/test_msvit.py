@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mmdyn.models.backbones.msvit import MSViT
 from mmdyn.models.backbones.vit import ViT
-from mmdyn.models.utils.dynamic import full_compute
+from mmdyn.models.utils.dynamic import evenly_spaced, full_compute, override_decisions
 
 ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
 GATE = dict(hidden_dims=16)
@@ -505,28 +505,32 @@ def test_pretrained_msvit_checkpoint_keeps_its_gate(tmp_path):
 
 
 # ----------------------------------------------------------------------------- forcing
-def test_spread_pattern_counts_and_spreads():
+def test_fine_pattern_counts_and_spreads():
     for grid, r in [((7, 7), 0.5), ((16, 16), 0.5), ((2, 3), 1 / 3), ((4, 6), 0.25), ((3, 3), 0)]:
-        p = MSViT.spread_pattern(grid, r)
+        p = MSViT.fine_pattern(grid, r)
         n = grid[0] * grid[1]
         assert p.shape == grid and set(p.unique().tolist()) <= {0., 1.}
         assert p.sum().item() == round(r * n)
-    p = MSViT.spread_pattern((4, 6), 0.5).flatten()
+    p = MSViT.fine_pattern((4, 6), 0.5).flatten()
     assert p.tolist() == [0., 1.] * 12  # every other region in raster order
-    assert MSViT.spread_pattern((3, 3), 1.0).sum().item() == 9
+    assert MSViT.fine_pattern((3, 3), 1.0).sum().item() == 9
+    # the shared evenly spaced rule: round(0.3 * 7) = 2 of 7 regions, at 3 and 6
+    assert MSViT.fine_pattern((1, 7), 0.3).flatten().nonzero().flatten().tolist() == [3, 6]
+    assert MSViT.fine_pattern((1, 7), 0.3).flatten().bool().tolist() == \
+        evenly_spaced(7, 2 / 7).tolist()
 
 
 @pytest.mark.parametrize('ratio', [0.0, 0.25, 0.5, 5 / 6, 1.0])
 def test_force_fine_gives_requested_ratio_and_flops(ratio):
     """The deterministic forcing option (benchmarks: half the regions coarse) ignores the
     gate's decisions (the gate still runs and is counted) and the FLOPs follow the tokens."""
-    m = mixed_model(force_fine=ratio)
+    m = mixed_model(decision_override=dict(fine_ratio=ratio))
     x = torch.randn(3, 3, 64, 96)  # 2x3 coarse grid
     with torch.no_grad():
         out = m(x)[0]
     k = round(ratio * 6)
     fine = m.last_maps['fine']
-    assert torch.equal(fine, MSViT.spread_pattern((2, 3), ratio).expand(3, 2, 3))
+    assert torch.equal(fine, MSViT.fine_pattern((2, 3), ratio).expand(3, 2, 3))
     assert m.last_stats['num_fine_regions'].tolist() == [k] * 3
     torch.testing.assert_close(m.last_stats['fine_ratio'], torch.full((3, ), k / 6))
     n = 1 + (6 - k) + 4 * k
@@ -549,7 +553,7 @@ def test_force_fine_flops_drop_with_the_ratio_full_size():
     # ViT-S at 224: 24 of 49 regions fine -> 1 + 25 + 96 = 122 tokens instead of 197
     for m, shape, regions, tokens, ratio in [(vit_s, (224, 224), 49, 122, 0.613),
                                             (seg_s, (512, 512), 256, 641, 0.563)]:
-        k = MSViT.spread_pattern(m.grids(shape)[1], 0.5).sum().item()
+        k = MSViT.fine_pattern(m.grids(shape)[1], 0.5).sum().item()
         s = m.flops_summary(shape, fine_ratio=k / regions)
         assert s['num_tokens'] == tokens
         assert s['dynamic'] / s['static'] == pytest.approx(ratio, abs=1e-3)
@@ -560,7 +564,7 @@ def test_force_fine_flops_drop_with_the_ratio_full_size():
 def test_force_fine_map_training_and_errors():
     m = mixed_model(gate_loss='l0')
     fmap = torch.tensor([[1., 0., 0.], [0., 1., 1.]])
-    m.force_fine = fmap
+    m.set_decision_override(dict(fine_map=fmap))
     m.train()
     x = torch.randn(2, 3, 64, 96)
     out = m(x)[0]
@@ -568,11 +572,32 @@ def test_force_fine_map_training_and_errors():
     assert m.aux_losses == {}  # forced: no gate loss
     out.square().mean().backward()
     assert all(p.grad is None for p in m.tokenizer.parameters())  # the gate gets nothing
-    m.force_fine = torch.ones(3, 3)
+    m.set_decision_override(dict(fine_map=torch.ones(3, 3)))
     with pytest.raises(ValueError, match='does not fit'):
         m(x)
-    with pytest.raises(ValueError, match='force_fine must be in'):
-        MSViT(arch=ARCH, img_size=64, force_fine=1.5)
+    with pytest.raises(ValueError, match='fine_ratio must be in'):
+        MSViT(arch=ARCH, img_size=64, decision_override=dict(fine_ratio=1.5))
+    with pytest.raises(ValueError, match='not both'):
+        m.set_decision_override(dict(fine_ratio=0.5, fine_map=fmap))
+    with pytest.raises(ValueError, match=r'force_fine= was removed; use '
+                                         r'decision_override=dict\(fine_ratio='):
+        MSViT(arch=ARCH, img_size=64, force_fine=0.5)
+
+
+def test_override_context_restores_learned_decisions():
+    """``override_decisions`` gives the outputs of the constructor's override; after the
+    block the gate decides again (outputs equal to a forward before entering)."""
+    m = mixed_model()
+    forced = mixed_model(decision_override=dict(fine_ratio=0.5))
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        before, ref = m(x)[0], forced(x)[0]
+        with override_decisions(m, fine_ratio=0.5):
+            out = m(x)[0]
+            assert torch.equal(m.last_flops, forced.last_flops)
+        after = m(x)[0]
+    assert torch.equal(out, ref) and not torch.equal(before, ref)
+    assert torch.equal(after, before) and m.decision_override is None
 
 
 def test_realised_flops_match_ops_that_ran():
