@@ -71,6 +71,7 @@ import torch.nn.functional as F
 from mmengine.model import ModuleList
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
 from ..layers.gates import GumbelSoftmaxGate, straight_through
@@ -644,6 +645,7 @@ class _DGEHostMixin(DynamicModuleMixin):
 
 
 @MODELS.register_module()
+@check_arguments
 class DGEPVT(_DGEHostMixin, PVT):
     """PVT v1 with a dynamic grained encoder in every block (``dge=False``: the static PVT).
 
@@ -761,6 +763,7 @@ class DGEPVT(_DGEHostMixin, PVT):
 
 
 @MODELS.register_module()
+@check_arguments
 class DGEViT(_DGEHostMixin, ViT):
     """ViT / DeiT with a dynamic grained encoder in every block (``dge=False``: the static ViT).
 
@@ -861,6 +864,7 @@ class DPVTBlock(TransformerBlock):
 
 
 @MODELS.register_module()
+@check_arguments
 class DGEDPVT(DGEPVT):
     """DPVT (PVT v1 with deformable point attention, 4 points, no spatial reduction) with DGE.
 
@@ -888,6 +892,7 @@ class DGEDPVT(DGEPVT):
 
 
 @MODELS.register_module()
+@check_arguments
 class DPVT(DGEDPVT):
     """The static DPVT (``DGEDPVT`` with ``dge=False``)."""
 

@@ -33,6 +33,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import overlap_patch_embed
 from ..layers.ffn import MixFFN
@@ -219,6 +220,7 @@ class _Accounts:
 
 
 @MODELS.register_module()
+@check_arguments
 class DiT(DynamicModuleMixin, BaseModule):
     """DiT backbone (dynamic token routing over scales x stages, PVTv2 blocks).
 

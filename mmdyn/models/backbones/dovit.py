@@ -47,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..utils.dynamic import DynamicModuleMixin, image_hw, removed_override_arguments
@@ -144,6 +145,7 @@ def _check_threshold(value, num: int, name: str = 'threshold') -> None:
 
 
 @MODELS.register_module()
+@check_arguments
 class DoViT(DynamicModuleMixin, ViT):
     """Dynamic token-pass ViT (DoViT).
 

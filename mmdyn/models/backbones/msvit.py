@@ -48,6 +48,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
+from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import resize_pos_embed
 from ..layers.gates import (GumbelSigmoidGate, binary_eval, gumbel_sigmoid_st,
@@ -175,6 +176,7 @@ class MixedScaleGate(nn.Module):
 
 
 @MODELS.register_module()
+@check_arguments
 class MSViT(DynamicModuleMixin, ViT):
     """ViT / DeiT with dynamic mixed-scale tokenization (see the module docstring).
 

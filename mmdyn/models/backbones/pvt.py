@@ -14,6 +14,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
@@ -110,6 +111,7 @@ def _linspace(stop: float, n: int) -> list:
 
 
 @MODELS.register_module()
+@check_arguments
 class PVT(BaseModule):
     """PVT v1 (`Pyramid Vision Transformer <https://arxiv.org/abs/2102.12122>`_).
 
@@ -400,6 +402,7 @@ class PVT(BaseModule):
 
 
 @MODELS.register_module()
+@check_arguments
 class PVTv2(PVT):
     """PVTv2 (`PVT v2: Improved Baselines <https://arxiv.org/abs/2106.13797>`_).
 

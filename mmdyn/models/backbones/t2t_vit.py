@@ -24,6 +24,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule, ModuleList
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.arguments import check_arguments
 from mmdyn.utils.checkpoint import unwrap_state_dict
 from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
 from ..utils.dynamic import image_hw
@@ -120,6 +121,7 @@ class TokenTransformer(BaseModule):
 
 
 @MODELS.register_module()
+@check_arguments
 class T2TViT(BaseModule):
     """T2T-ViT backbone (returns the class token after the final norm).
 

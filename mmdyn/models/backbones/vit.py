@@ -15,6 +15,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 
 from mmdyn.registry import MODELS
+from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
 from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
@@ -47,6 +48,7 @@ def _linspace(stop: float, n: int) -> list:
 
 
 @MODELS.register_module()
+@check_arguments
 class ViT(BaseModule):
     """Vision Transformer / DeiT.
 
