@@ -824,15 +824,17 @@ class DPVTBlock(TransformerBlock):
     needs_query_ref = True
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4.,
-                 num_points: int = 4, **kwargs):
+                 num_points: int = 4, offset_grad_scale: float = 0.1, **kwargs):
         self.num_points = num_points  # a plain int, read by build_attention during __init__
+        self.offset_grad_scale = offset_grad_scale
         super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, **kwargs)
 
     def build_attention(self, embed_dims: int, num_heads: int, qkv_bias: bool = True,
                         attn_drop: float = 0., proj_drop: float = 0., **unused) -> nn.Module:
         return DeformablePointAttention(embed_dims, num_heads, self.num_points,
                                         qkv_bias=qkv_bias, attn_drop=attn_drop,
-                                        proj_drop=proj_drop)
+                                        proj_drop=proj_drop,
+                                        offset_grad_scale=self.offset_grad_scale)
 
     def forward(self, x, hw_shape=None, query=None, query_ref=None, **kwargs):
         xn = self.norm1(x)
@@ -847,19 +849,23 @@ class DGEDPVT(DGEPVT):
     """DPVT (PVT v1 with deformable point attention, 4 points, no spatial reduction) with DGE.
 
     Args: as :class:`DGEPVT` (``sr_ratios`` of the arch are unused; ``attn_drop_rate`` drops
-    sampling-point weights), plus ``num_points``. DGE's pooled queries sample around the
-    centre of their patch. ``dge=False`` (or :class:`DPVT`) is the static DPVT.
+    sampling-point weights), plus ``num_points`` and ``offset_grad_scale`` (the factor of the
+    gradient of the sampling locations, default 0.1 as in the authors' code; 1 turns it off).
+    DGE's pooled queries sample around the centre of their patch. ``dge=False`` (or
+    :class:`DPVT`) is the static DPVT.
     """
 
-    def __init__(self, arch='small', num_points: int = 4, **kwargs):
+    def __init__(self, arch='small', num_points: int = 4, offset_grad_scale: float = 0.1,
+                 **kwargs):
         self.num_points = num_points  # a plain int, read by build_block during __init__
+        self.offset_grad_scale = offset_grad_scale
         super().__init__(arch=arch, **kwargs)
 
     def build_block(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
                     **kwargs) -> nn.Module:
         """A :class:`DPVTBlock` (``sr_ratio`` unused)."""
         return DPVTBlock(embed_dims, num_heads, mlp_ratio=mlp_ratio, num_points=self.num_points,
-                         **kwargs)
+                         offset_grad_scale=self.offset_grad_scale, **kwargs)
 
     def init_weights(self):
         super().init_weights()

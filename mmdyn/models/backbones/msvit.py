@@ -50,8 +50,10 @@ from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import resize_pos_embed
+from ..layers.grad_scale import scale_grad
 from ..layers.gates import (GumbelSigmoidGate, binary_eval, gumbel_sigmoid_st,
                             straight_through)
+from ..layers.region_pool import region_grid, region_ids
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
@@ -68,19 +70,6 @@ def _raw_state_dict(ckpt) -> dict:
     """The tensor dict of a checkpoint, keys untouched (no prefix stripped)."""
     from mmdyn.utils.checkpoint import unwrap_state_dict
     return unwrap_state_dict(ckpt)
-
-
-class _GradScale(torch.autograd.Function):
-    """Identity forward; the backward multiplies the gradient by ``scale``."""
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
 
 
 class MixedScaleGate(nn.Module):
@@ -158,9 +147,7 @@ class MixedScaleGate(nn.Module):
         pos = resize_pos_embed(self.pos_embed, self.grid, (hc, wc), 'bilinear')
         h = self.fc_in(r) + pos.reshape(1, hc, wc, self.hidden_dims)
         out = self.gate.proj(h).squeeze(-1)
-        if grad_scale != 1.0 and out.requires_grad:
-            out = _GradScale.apply(out, float(grad_scale))
-        return out
+        return scale_grad(out, grad_scale)
 
     def flops(self, num_regions) -> int:
         """MACs of the gate on ``num_regions`` regions (biases, GELU, the position add not
@@ -390,8 +377,7 @@ class MSViT(DynamicModuleMixin, ViT):
     def grids(self, img_shape: Sequence[int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """``(fine grid, coarse grid)`` of an input size (after padding)."""
         h, w = self.padded_shape(img_shape)
-        return ((h // self.patch_size, w // self.patch_size),
-                (h // self.coarse_size, w // self.coarse_size))
+        return region_grid((h, w), self.patch_size), region_grid((h, w), self.coarse_size)
 
     def num_tokens(self, img_shape: Sequence[int]) -> int:
         (hf, wf), _ = self.grids(img_shape)
@@ -510,7 +496,7 @@ class MSViT(DynamicModuleMixin, ViT):
             return self._forward_full(extra, fine, fhw, img_shape)
 
         r = self.scale_ratio
-        chw = (fhw[0] // r, fhw[1] // r)
+        chw = region_grid(fhw, r)  # r divides the padded fine grid
         nc, nf = chw[0] * chw[1], fhw[0] * fhw[1]
         decision, soft, logits = self._gate(x)  # [B, hc, wc], 1 = fine
         coarse_img = F.interpolate(x, size=(chw[0] * self.patch_size, chw[1] * self.patch_size),
@@ -524,9 +510,10 @@ class MSViT(DynamicModuleMixin, ViT):
         tokens = torch.cat([extra, coarse, fine], dim=1)
         tokens = self.pre_norm(self.drop_after_pos(tokens))
 
-        fine_up = decision.repeat_interleave(r, 1).repeat_interleave(r, 2)  # [B, hf, wf]
+        parent = region_ids(fhw, r, x.device)  # coarse region of every fine token
+        fine_up = decision.flatten(1)[:, parent]  # [B, nf]
         mask = torch.cat([decision.new_ones(b, e), 1 - decision.flatten(1),
-                          fine_up.flatten(1)], dim=1)  # [B, e + nc + nf]
+                          fine_up], dim=1)  # [B, e + nc + nf]
         keep = mask.detach() > 0.5
         ts = make_token_set(keep)  # active tokens first (original order), trimmed to batch max
         masked = self.training and not self.freeze_gate and mask.requires_grad
@@ -555,7 +542,7 @@ class MSViT(DynamicModuleMixin, ViT):
                         1, idx[..., None].expand(-1, -1, self.embed_dims), h)
                 else:
                     full = scatter_tokens(h, ts, h.new_zeros(b, mask.shape[1], self.embed_dims))
-                outs.append(self._unmix(full, fine_up, chw, fhw))
+                outs.append(self._unmix(full, fine_up, parent, chw, fhw))
 
         # records
         n_tok = self.tokens_for(decision.detach())
@@ -582,16 +569,16 @@ class MSViT(DynamicModuleMixin, ViT):
             self.set_aux_losses({self.gate_loss.loss_name: loss})
         return tuple(outs)
 
-    def _unmix(self, full: torch.Tensor, fine_up: torch.Tensor, chw, fhw) -> torch.Tensor:
+    def _unmix(self, full: torch.Tensor, fine_up: torch.Tensor, parent: torch.Tensor, chw,
+               fhw) -> torch.Tensor:
         """Mixed tokens ``[B, e + nc + nf, C]`` (by original position) -> the output on the
-        fine grid, every coarse token copied into its ``r x r`` fine positions."""
+        fine grid, every coarse token copied into its ``r x r`` fine positions (``parent``:
+        :func:`region_ids` of the fine grid, ``fine_up``: ``[B, nf]`` fine mask)."""
         e = self.num_extra_tokens
         nc = chw[0] * chw[1]
-        r = self.scale_ratio
-        coarse = nlc_to_nchw(full[:, e:e + nc], chw)
-        coarse = coarse.repeat_interleave(r, 2).repeat_interleave(r, 3)
+        coarse = nlc_to_nchw(full[:, e:e + nc][:, parent], fhw)
         fine = nlc_to_nchw(full[:, e + nc:], fhw)
-        w = fine_up[:, None].to(fine.dtype)
+        w = fine_up.reshape(-1, 1, *fhw).to(fine.dtype)
         grid = w * fine + (1 - w) * coarse
         if self.out_type == 'featmap':
             return grid
