@@ -57,7 +57,7 @@ from ..layers.region_pool import region_grid, region_ids
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
-from ..utils.checks import check_loss_weight
+from ..utils.checks import check_images, check_loss_weight
 from ..utils.dynamic import DynamicModuleMixin, image_hw
 from .vit import ViT
 
@@ -419,9 +419,7 @@ class MSViT(DynamicModuleMixin, ViT):
 
     # ------------------------------------------------------------------ forward
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'MSViT expects [B, {self.in_channels}, H, W] images, got '
-                             f'{tuple(x.shape)}')
+        check_images(self, x)
         h, w = x.shape[-2:]
         ph, pw = self.padded_shape((h, w))
         if (ph, pw) != (h, w):
@@ -499,50 +497,14 @@ class MSViT(DynamicModuleMixin, ViT):
         chw = region_grid(fhw, r)  # r divides the padded fine grid
         nc, nf = chw[0] * chw[1], fhw[0] * fhw[1]
         decision, soft, logits = self._gate(x)  # [B, hc, wc], 1 = fine
-        coarse_img = F.interpolate(x, size=(chw[0] * self.patch_size, chw[1] * self.patch_size),
-                                   mode=self.coarse_resize_mode,
-                                   **({} if self.coarse_resize_mode == 'area'
-                                      else dict(align_corners=False)))
-        coarse, _ = self.patch_embed(coarse_img)
-        coarse_pos = resize_pos_embed(self.pos_embed, self.patch_resolution, chw,
-                                      self.coarse_pos_mode, e)[:, e:]
-        coarse = coarse + coarse_pos
-        tokens = torch.cat([extra, coarse, fine], dim=1)
+        tokens = torch.cat([extra, self._coarse_tokens(x, chw), fine], dim=1)
         tokens = self.pre_norm(self.drop_after_pos(tokens))
 
         parent = region_ids(fhw, r, x.device)  # coarse region of every fine token
         fine_up = decision.flatten(1)[:, parent]  # [B, nf]
         mask = torch.cat([decision.new_ones(b, e), 1 - decision.flatten(1),
                           fine_up], dim=1)  # [B, e + nc + nf]
-        keep = mask.detach() > 0.5
-        ts = make_token_set(keep)  # active tokens first (original order), trimmed to batch max
-        masked = self.training and not self.freeze_gate and mask.requires_grad
-        if masked:
-            if self.adaptive_trimming:
-                idx = ts.index
-            else:
-                idx = torch.arange(mask.shape[1], device=x.device).expand(b, -1)
-            h = tokens.gather(1, idx[..., None].expand(-1, -1, self.embed_dims))
-            m = mask.gather(1, idx)
-        else:
-            h = gather_tokens(tokens, ts)
-            kpm = ~ts.mask
-
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            if masked:
-                h = blk.forward_masked(h, m)
-            else:
-                h = blk(h, key_padding_mask=kpm)
-            if i == self.depth - 1:
-                h = self.norm(h)
-            if i in self.out_indices:
-                if masked:
-                    full = h.new_zeros(b, mask.shape[1], self.embed_dims).scatter(
-                        1, idx[..., None].expand(-1, -1, self.embed_dims), h)
-                else:
-                    full = scatter_tokens(h, ts, h.new_zeros(b, mask.shape[1], self.embed_dims))
-                outs.append(self._unmix(full, fine_up, parent, chw, fhw))
+        outs = self._run_mixed(tokens, mask, fine_up, parent, chw, fhw)
 
         # records
         n_tok = self.tokens_for(decision.detach())
@@ -568,6 +530,54 @@ class MSViT(DynamicModuleMixin, ViT):
                 loss = self.gate_loss(soft.flatten(1))
             self.set_aux_losses({self.gate_loss.loss_name: loss})
         return tuple(outs)
+
+    def _coarse_tokens(self, x: torch.Tensor, chw) -> torch.Tensor:
+        """Patch tokens (with their positions) of the image resized to the coarse grid
+        ``chw`` of ``S_f`` patches."""
+        e = self.num_extra_tokens
+        coarse_img = F.interpolate(x, size=(chw[0] * self.patch_size, chw[1] * self.patch_size),
+                                   mode=self.coarse_resize_mode,
+                                   **({} if self.coarse_resize_mode == 'area'
+                                      else dict(align_corners=False)))
+        coarse, _ = self.patch_embed(coarse_img)
+        coarse_pos = resize_pos_embed(self.pos_embed, self.patch_resolution, chw,
+                                      self.coarse_pos_mode, e)[:, e:]
+        return coarse + coarse_pos
+
+    def _run_mixed(self, tokens, mask, fine_up, parent, chw, fhw) -> list:
+        """The blocks on the active tokens of ``tokens`` (``mask`` 1; in gate training all
+        tokens or the trimmed set, weighted by the differentiable mask); the outputs of
+        ``out_indices`` on the fine grid."""
+        b = tokens.shape[0]
+        keep = mask.detach() > 0.5
+        ts = make_token_set(keep)  # active tokens first (original order), trimmed to batch max
+        masked = self.training and not self.freeze_gate and mask.requires_grad
+        if masked:
+            if self.adaptive_trimming:
+                idx = ts.index
+            else:
+                idx = torch.arange(mask.shape[1], device=tokens.device).expand(b, -1)
+            h = tokens.gather(1, idx[..., None].expand(-1, -1, self.embed_dims))
+            m = mask.gather(1, idx)
+        else:
+            h = gather_tokens(tokens, ts)
+            kpm = ~ts.mask
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            if masked:
+                h = blk.forward_masked(h, m)
+            else:
+                h = blk(h, key_padding_mask=kpm)
+            if i == self.depth - 1:
+                h = self.norm(h)
+            if i in self.out_indices:
+                if masked:
+                    full = h.new_zeros(b, mask.shape[1], self.embed_dims).scatter(
+                        1, idx[..., None].expand(-1, -1, self.embed_dims), h)
+                else:
+                    full = scatter_tokens(h, ts, h.new_zeros(b, mask.shape[1], self.embed_dims))
+                outs.append(self._unmix(full, fine_up, parent, chw, fhw))
+        return outs
 
     def _unmix(self, full: torch.Tensor, fine_up: torch.Tensor, parent: torch.Tensor, chw,
                fhw) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
+from .attention import head_dims
 from .grad_scale import scale_grad
 
 __all__ = ['DeformablePointAttention', 'token_reference_points']
@@ -58,14 +59,12 @@ class DeformablePointAttention(BaseModule):
                  qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0.,
                  offset_grad_scale: float = 0.1, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
+        self.head_dims = head_dims(embed_dims, num_heads)
         if num_points < 1:
             raise ValueError(f'num_points must be >= 1, got {num_points}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.num_points = num_points
-        self.head_dims = embed_dims // num_heads
         self.attn_drop = attn_drop
         self.offset_grad_scale = float(offset_grad_scale)
         self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
