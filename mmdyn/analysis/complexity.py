@@ -542,9 +542,7 @@ def model_complexity(model: nn.Module,
         breakdown[f'backbone.{k}'] = float(v)
     breakdown.update(rest_break)
 
-    flops_dyn = None
-    if b_dyn is not None:
-        flops_dyn = b_dyn + rest_total
+    flops_dyn = None if b_dyn is None else b_dyn + rest_total
     return dict(
         img_shape=img_shape,
         batch_size=batch,
