@@ -350,6 +350,128 @@ def group_breakdown(breakdown: Dict[str, float], depth: int = 1) -> 'OrderedDict
 
 
 # ----------------------------------------------------------------------------- main entry
+def _image_shape_and_batch(inputs, img_shape) -> Tuple[Tuple[int, int], int]:
+    """``(img_shape, batch)`` of ``inputs`` (a ``[B, C, H, W]`` tensor), else of
+    ``img_shape`` (batch 1); a ``ValueError`` for neither or a malformed one."""
+    if inputs is None and img_shape is None:
+        raise ValueError('model_complexity needs inputs or img_shape')
+    if inputs is not None:
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+            raise ValueError(f'inputs must be a [B, C, H, W] tensor, got '
+                             f'{getattr(inputs, "shape", type(inputs))}')
+        img_shape = tuple(int(s) for s in inputs.shape[-2:])
+        batch = int(inputs.shape[0])
+    else:
+        if len(img_shape) != 2 or min(int(s) for s in img_shape) <= 0:
+            raise ValueError(f'img_shape must be (H, W), got {img_shape!r}')
+        img_shape = tuple(int(s) for s in img_shape)
+        batch = 1
+    return img_shape, batch
+
+
+def _params_breakdown(model: nn.Module, bare: bool) -> Dict[str, int]:
+    """Parameters per child of ``model`` (``{'backbone': all}`` for a bare backbone)."""
+    params_breakdown = OrderedDict()
+    if bare:
+        params_breakdown['backbone'] = count_params(model)
+    else:
+        for name, child in model.named_children():
+            n = count_params(child)
+            if n:
+                params_breakdown[name] = n
+    return params_breakdown
+
+
+def _traced_backbone_flops(backbone: nn.Module, img_shape, device, dyn_mods,
+                           unsupported: Counter) -> Tuple[float, Dict[str, float]]:
+    """Static FLOPs of a backbone with no analytic count, traced on a zero image (every
+    dynamic module computing all), with its leaf-level breakdown; adds what the tracer could
+    not count to ``unsupported``."""
+    x = torch.zeros((1, _in_channels(backbone)) + img_shape, device=device)
+    ctx = full_compute(backbone) if dyn_mods else contextlib.nullcontext()
+    with ctx:
+        total, by_mod, uns = traced_flops(backbone, (x, ))
+    unsupported.update(uns)
+    b_static = total
+    # leaf-level breakdown: direct children of the backbone's children
+    b_break = {k: v for k, v in by_mod.items() if k and k.count('.') <= 1 and v}
+    b_break = {k: v for k, v in b_break.items()
+               if not any(o.startswith(k + '.') for o in b_break)}
+    return b_static, b_break
+
+
+def _run_backbone(backbone: nn.Module, inputs: torch.Tensor, dyn_mods, b_static, img_shape,
+                  batch: int):
+    """``(features, realised backbone FLOPs Tensor[B] or None)`` of a real run on
+    ``inputs``."""
+    b_dyn = None
+    for m in dyn_mods:  # so that a module that records nothing cannot pass stale records
+        if callable(getattr(m, 'reset_dynamic_records', None)):
+            m.reset_dynamic_records()
+    with torch.no_grad():
+        feats = backbone(inputs)
+    if dyn_mods:
+        missing = [type(m).__name__ for m in dyn_mods
+                   if getattr(m, 'last_flops', None) is None]
+        if missing:
+            raise RuntimeError(f'dynamic modules {missing} recorded no last_flops')
+        if backbone in dyn_mods:
+            b_dyn = backbone.last_flops.detach().double().cpu()
+        else:
+            b_dyn = torch.full((batch, ), float(b_static), dtype=torch.float64)
+            for m in dyn_mods:
+                b_dyn = b_dyn + m.last_flops.detach().double().cpu() - float(
+                    m.static_flops(img_shape))
+        if b_dyn.numel() != batch:
+            raise RuntimeError(f'last_flops has {b_dyn.numel()} entries for a batch of '
+                               f'{batch}')
+    return feats, b_dyn
+
+
+def _rest_of_model(model: nn.Module, backbone: nn.Module, feats, inputs, data_samples,
+                   img_shape, batch: int, device, unsupported: Counter):
+    """``(FLOPs per image, breakdown)`` of everything but the backbone, traced on ``feats``
+    (from a zero image when there are none); adds untraceable ops to ``unsupported``."""
+    rest_break: Dict[str, float] = OrderedDict()
+    if feats is None:
+        shape = (1, _in_channels(backbone)) + img_shape
+        meta = _meta_forward(backbone, shape)
+        if meta is not None:
+            feats = _zeros_like_meta(meta[0], meta[1], device)
+            stand_in = torch.empty(shape, device='meta')
+        else:
+            x = torch.zeros(shape, device=device)
+            with torch.no_grad(), full_compute(backbone):
+                feats = backbone(x)
+            stand_in = x
+        try:
+            total, by_mod, uns = _rest_flops(model, feats, stand_in, data_samples)
+        except Exception:
+            if stand_in.device.type != 'meta':
+                raise
+            # some head looked at the (meta) image: trace again with a real one
+            total, by_mod, uns = _rest_flops(model, feats, torch.zeros(shape, device=device),
+                                             data_samples)
+    else:
+        total, by_mod, uns = _rest_flops(model, feats, inputs, data_samples)
+    unsupported.update(uns)
+    rest_total = total / batch
+    named = 0.
+    for name, _ in model.named_children():
+        if name in ('backbone', 'data_preprocessor'):
+            continue
+        v = by_mod.get(name, 0) / batch
+        if v:
+            rest_break[name] = v
+            named += v
+            for sub, sv in by_mod.items():
+                if sub.startswith(name + '.') and sub.count('.') == 1 and sv:
+                    rest_break[sub] = sv / batch
+    if rest_total - named > 0.5:
+        rest_break['other'] = rest_total - named
+    return rest_total, rest_break
+
+
 def model_complexity(model: nn.Module,
                      inputs: Optional[torch.Tensor] = None,
                      img_shape: Optional[Sequence[int]] = None,
@@ -382,33 +504,14 @@ def model_complexity(model: nn.Module,
     bare = backbone is model
     if bare:
         backbone_only = True
-    if inputs is None and img_shape is None:
-        raise ValueError('model_complexity needs inputs or img_shape')
-    if inputs is not None:
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
-            raise ValueError(f'inputs must be a [B, C, H, W] tensor, got '
-                             f'{getattr(inputs, "shape", type(inputs))}')
-        img_shape = tuple(int(s) for s in inputs.shape[-2:])
-        batch = int(inputs.shape[0])
-    else:
-        if len(img_shape) != 2 or min(int(s) for s in img_shape) <= 0:
-            raise ValueError(f'img_shape must be (H, W), got {img_shape!r}')
-        img_shape = tuple(int(s) for s in img_shape)
-        batch = 1
+    img_shape, batch = _image_shape_and_batch(inputs, img_shape)
     device = _first_param_device(model)
     dyn_mods = find_dynamic_modules(backbone)
     is_dynamic = bool(find_dynamic_modules(model))
     unsupported: Counter = Counter()
 
     # ---- params
-    params_breakdown = OrderedDict()
-    if bare:
-        params_breakdown['backbone'] = count_params(model)
-    else:
-        for name, child in model.named_children():
-            n = count_params(child)
-            if n:
-                params_breakdown[name] = n
+    params_breakdown = _params_breakdown(model, bare)
     params = params_breakdown.get('backbone', 0) if backbone_only else count_params(model)
 
     # ---- backbone, static
@@ -416,41 +519,13 @@ def model_complexity(model: nn.Module,
     method = 'analytic'
     if b_static is None:
         method = 'traced'
-        x = torch.zeros((1, _in_channels(backbone)) + img_shape, device=device)
-        ctx = full_compute(backbone) if dyn_mods else contextlib.nullcontext()
-        with ctx:
-            total, by_mod, uns = traced_flops(backbone, (x, ))
-        unsupported.update(uns)
-        b_static = total
-        # leaf-level breakdown: direct children of the backbone's children
-        b_break = {k: v for k, v in by_mod.items() if k and k.count('.') <= 1 and v}
-        b_break = {k: v for k, v in b_break.items()
-                   if not any(o.startswith(k + '.') for o in b_break)}
+        b_static, b_break = _traced_backbone_flops(backbone, img_shape, device, dyn_mods,
+                                                   unsupported)
 
     # ---- backbone, real run (realised figures and features for the rest)
-    feats = None
-    b_dyn = None
+    feats, b_dyn = None, None
     if inputs is not None and (dyn_mods or not backbone_only):
-        for m in dyn_mods:  # so that a module that records nothing cannot pass stale records
-            if callable(getattr(m, 'reset_dynamic_records', None)):
-                m.reset_dynamic_records()
-        with torch.no_grad():
-            feats = backbone(inputs)
-        if dyn_mods:
-            missing = [type(m).__name__ for m in dyn_mods
-                       if getattr(m, 'last_flops', None) is None]
-            if missing:
-                raise RuntimeError(f'dynamic modules {missing} recorded no last_flops')
-            if backbone in dyn_mods:
-                b_dyn = backbone.last_flops.detach().double().cpu()
-            else:
-                b_dyn = torch.full((batch, ), float(b_static), dtype=torch.float64)
-                for m in dyn_mods:
-                    b_dyn = b_dyn + m.last_flops.detach().double().cpu() - float(
-                        m.static_flops(img_shape))
-            if b_dyn.numel() != batch:
-                raise RuntimeError(f'last_flops has {b_dyn.numel()} entries for a batch of '
-                                   f'{batch}')
+        feats, b_dyn = _run_backbone(backbone, inputs, dyn_mods, b_static, img_shape, batch)
 
     # ---- the rest
     rest_total = 0.
@@ -458,42 +533,8 @@ def model_complexity(model: nn.Module,
     if not backbone_only:
         if data_samples is None:
             data_samples = default_data_samples(model, batch, img_shape)
-        if feats is None:
-            shape = (1, _in_channels(backbone)) + img_shape
-            meta = _meta_forward(backbone, shape)
-            if meta is not None:
-                feats = _zeros_like_meta(meta[0], meta[1], device)
-                stand_in = torch.empty(shape, device='meta')
-            else:
-                x = torch.zeros(shape, device=device)
-                with torch.no_grad(), full_compute(backbone):
-                    feats = backbone(x)
-                stand_in = x
-            try:
-                total, by_mod, uns = _rest_flops(model, feats, stand_in, data_samples)
-            except Exception:
-                if stand_in.device.type != 'meta':
-                    raise
-                # some head looked at the (meta) image: trace again with a real one
-                total, by_mod, uns = _rest_flops(model, feats, torch.zeros(shape, device=device),
-                                                 data_samples)
-        else:
-            total, by_mod, uns = _rest_flops(model, feats, inputs, data_samples)
-        unsupported.update(uns)
-        rest_total = total / batch
-        named = 0.
-        for name, _ in model.named_children():
-            if name in ('backbone', 'data_preprocessor'):
-                continue
-            v = by_mod.get(name, 0) / batch
-            if v:
-                rest_break[name] = v
-                named += v
-                for sub, sv in by_mod.items():
-                    if sub.startswith(name + '.') and sub.count('.') == 1 and sv:
-                        rest_break[sub] = sv / batch
-        if rest_total - named > 0.5:
-            rest_break['other'] = rest_total - named
+        rest_total, rest_break = _rest_of_model(model, backbone, feats, inputs, data_samples,
+                                                img_shape, batch, device, unsupported)
 
     breakdown = OrderedDict()
     breakdown['backbone'] = float(b_static)
@@ -501,9 +542,7 @@ def model_complexity(model: nn.Module,
         breakdown[f'backbone.{k}'] = float(v)
     breakdown.update(rest_break)
 
-    flops_dyn = None
-    if b_dyn is not None:
-        flops_dyn = b_dyn + rest_total
+    flops_dyn = None if b_dyn is None else b_dyn + rest_total
     return dict(
         img_shape=img_shape,
         batch_size=batch,

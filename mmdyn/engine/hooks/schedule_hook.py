@@ -42,7 +42,7 @@ parameter, one element) is filled in place; anything else is replaced by a Pytho
 """
 import math
 from numbers import Number
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from mmengine.hooks import Hook
@@ -104,6 +104,19 @@ class _Schedule:
         self.start_value = self.end_value = None
         self.milestones: List[int] = []
         self.values: List[float] = []
+        self._parse_values(cfg, where, number, count)
+        self.warmup = count('warmup', 0)
+        self.warmup_value = number('warmup_value')
+        if self.warmup and self.warmup_value is None:
+            raise UserValueError(f"{where}: 'warmup_value' is required when warmup > 0")
+        if self.warmup and self.end is not None and self.begin + self.warmup > self.end:
+            raise UserValueError(f'{where}: the warm-up (begin {self.begin} + warmup {self.warmup}) '
+                             f'must end by end ({self.end})')
+        self.cfg = cfg
+
+    def _parse_values(self, cfg: dict, where: str, number: Callable, count: Callable) -> None:
+        """The values of the schedule's type: ``start_value`` / ``end_value`` / ``end``, or
+        the step type's ``milestones`` and ``values``."""
         if self.type == 'constant':
             v = number('value')
             if v is None:
@@ -145,14 +158,6 @@ class _Schedule:
                                      "and 'gamma'")
                 self.values = [start * gamma**k for k in range(len(ms) + 1)]
             self.start_value, self.end_value = self.values[0], self.values[-1]
-        self.warmup = count('warmup', 0)
-        self.warmup_value = number('warmup_value')
-        if self.warmup and self.warmup_value is None:
-            raise UserValueError(f"{where}: 'warmup_value' is required when warmup > 0")
-        if self.warmup and self.end is not None and self.begin + self.warmup > self.end:
-            raise UserValueError(f'{where}: the warm-up (begin {self.begin} + warmup {self.warmup}) '
-                             f'must end by end ({self.end})')
-        self.cfg = cfg
 
     def extremes(self):
         """``(lowest, highest)`` value the schedule ever gives (warm-up included)."""

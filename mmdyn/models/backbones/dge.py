@@ -80,7 +80,7 @@ from ..layers.token_sets import gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
-from ..utils.checks import check_loss_weight
+from ..utils.checks import check_images, check_loss_weight
 from ..utils.dynamic import (BlockRecord, DynamicModuleMixin,
                              removed_override_arguments)
 from ..utils.min_size import pad_to_min_size
@@ -357,7 +357,39 @@ class DynamicGrainedEncoder(nn.Module):
         dec_flat = decision.reshape(b, gh * gw, -1)
         hard_flat = choice.reshape(b, gh * gw)
 
-        # all candidate queries: extras, then every non-zero granularity's pooled patches
+        queries, keeps, weights, offsets = self._candidates(x, hw, num_extra, pooled_maps,
+                                                            dec_flat, hard_flat)
+        keep_all = torch.cat(keeps, 1)
+        # one image at eval: gather the kept queries from each source (no padding, no copy of
+        # all candidates); else concatenate the candidates and gather a padded token set
+        single = b == 1 and not self.training
+        q_all = None if single else torch.cat(queries, 1)
+        num_chosen = keep_all.sum(1).to(torch.float64)
+
+        needs_ref = getattr(block, 'needs_query_ref', False)
+        if needs_ref and num_extra:
+            raise ValueError('extra tokens with deformable attention are not supported')
+        ref_all = self._candidate_refs(hw, x.device) if needs_ref else None
+        if self.training and self.train_path == 'dense':
+            delta, out, ran = self._dense_update(block, x, hw, num_extra, q_all, weights,
+                                                 offsets, ref_all)
+        else:
+            # the query covering each token under the chosen granularity (-1: none)
+            tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))
+            owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
+            delta, out, ran = self._selected_update(block, x, hw, num_extra, queries, keeps,
+                                                    q_all, weights, ref_all, owner)
+        if num_extra:
+            out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
+        info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
+                    grid=(gh, gw), soft=gate_out.soft)
+        return out, info
+
+    def _candidates(self, x, hw, num_extra, pooled_maps, dec_flat, hard_flat):
+        """All candidate queries: the extra tokens, then every non-zero granularity's pooled
+        patches; per source its ``keep`` mask (chosen), gate ``weight`` and start offset."""
+        b, c = x.shape[0], x.shape[2]
+        x_ex, x_sp = x[:, :num_extra], x[:, num_extra:]
         queries, keeps, weights, offsets = [x_ex], [], [], []
         ones = x.new_ones(b, num_extra)
         keeps.append(ones.bool())
@@ -373,69 +405,58 @@ class DynamicGrainedEncoder(nn.Module):
             keeps.append(hard_flat.index_select(1, rid) == k)
             weights.append(dec_flat[..., k].index_select(1, rid))
             pos += q.shape[1]
-        keep_all = torch.cat(keeps, 1)
-        # one image at eval: gather the kept queries from each source (no padding, no copy of
-        # all candidates); else concatenate the candidates and gather a padded token set
-        single = b == 1 and not self.training
-        q_all = None if single else torch.cat(queries, 1)
-        num_chosen = keep_all.sum(1).to(torch.float64)
-        # the query covering each token under the chosen granularity (-1: none)
-        tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))  # [B, H*W]
-        owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
+        return queries, keeps, weights, offsets
 
-        needs_ref = getattr(block, 'needs_query_ref', False)
-        if needs_ref and num_extra:
-            raise ValueError('extra tokens with deformable attention are not supported')
-        ref_all = self._candidate_refs(hw, x.device) if needs_ref else None
-        dense = self.training and self.train_path == 'dense'
-        if dense:
+    def _dense_update(self, block, x, hw, num_extra, q_all, weights, offsets, ref_all):
+        """The authors' dense training path: every candidate runs; ``(delta, new spatial
+        tokens, queries run)``."""
+        b = x.shape[0]
+        w_all = torch.cat(weights, 1)
+        kw = dict(query_ref=ref_all) if ref_all is not None else {}
+        y = block(x, hw, query=q_all, **kw)
+        delta = (y - q_all) * w_all[..., None]  # ST: the gate's gradient
+        ran = torch.full((b, ), float(q_all.shape[1]), dtype=torch.float64, device=x.device)
+        # the authors' estimator: every granularity's un-pooled update times its
+        # straight-through gate value, summed (0 times the others in the forward, so the
+        # output is the chosen update exactly); every candidate's soft score gets the task
+        # gradient <dL/dout, unpool(update_k)>
+        table = self._owner_table(hw, offsets, x.device)
+        upd = None
+        for k, p in enumerate(self.granularities):
+            if p == 0:
+                continue
+            term = delta.index_select(1, table[k])
+            upd = term if upd is None else upd + term
+        return delta, x[:, num_extra:] + upd, ran
+
+    def _selected_update(self, block, x, hw, num_extra, queries, keeps, q_all, weights,
+                         ref_all, owner):
+        """Only the chosen queries run (one image at eval: no padding; else a padded token
+        set); ``(delta, new spatial tokens, queries run)``."""
+        b = x.shape[0]
+        keep_all = torch.cat(keeps, 1)
+        kw = {}
+        if q_all is None:  # one image at eval
+            kept = [kp[0].nonzero().squeeze(1) for kp in keeps]
+            qs = torch.cat([q.index_select(1, i) for q, i in zip(queries, kept)], 1)
+            lengths = keep_all.sum(1).to(torch.float64)
+            if ref_all is not None:
+                kw['query_ref'] = ref_all.index_select(0, keep_all[0].nonzero().squeeze(1))
+        else:
+            ts = make_token_set(keep_all)
+            qs = gather_tokens(q_all, ts)
+            lengths = ts.lengths
+            if ref_all is not None:
+                kw['query_ref'] = gather_tokens(ref_all[None].expand(b, -1, -1), ts)
+        delta = block(x, hw, query=qs, **kw) - qs
+        if self.training:  # 1 in the forward; the gate's gradient
             w_all = torch.cat(weights, 1)
-            kw = dict(query_ref=ref_all) if needs_ref else {}
-            y = block(x, hw, query=q_all, **kw)
-            delta = (y - q_all) * w_all[..., None]  # ST: the gate's gradient
-            ran = torch.full((b, ), float(q_all.shape[1]), dtype=torch.float64, device=x.device)
-        else:
-            kw = {}
-            if single:
-                kept = [kp[0].nonzero().squeeze(1) for kp in keeps]
-                qs = torch.cat([q.index_select(1, i) for q, i in zip(queries, kept)], 1)
-                lengths = num_chosen
-                if needs_ref:
-                    kw['query_ref'] = ref_all.index_select(0, keep_all[0].nonzero().squeeze(1))
-            else:
-                ts = make_token_set(keep_all)
-                qs = gather_tokens(q_all, ts)
-                lengths = ts.lengths
-                if needs_ref:
-                    kw['query_ref'] = gather_tokens(ref_all[None].expand(b, -1, -1), ts)
-            delta = block(x, hw, query=qs, **kw) - qs
-            if self.training:  # 1 in the forward; the gate's gradient
-                w_all = torch.cat(weights, 1)
-                delta = delta * gather_tokens(w_all[..., None], ts)
-            # position of every candidate query among the kept ones
-            slot = keep_all.long().cumsum(1) - 1
-            owner = torch.where(owner < 0, owner, slot.gather(1, owner.clamp_min(0)))
-            ran = lengths.to(torch.float64)
-        if dense:
-            # the authors' estimator: every granularity's un-pooled update times its
-            # straight-through gate value, summed (0 times the others in the forward, so the
-            # output is the chosen update exactly); every candidate's soft score gets the task
-            # gradient <dL/dout, unpool(update_k)>
-            table = self._owner_table(hw, offsets, x.device)
-            upd = None
-            for k, p in enumerate(self.granularities):
-                if p == 0:
-                    continue
-                term = delta.index_select(1, table[k])
-                upd = term if upd is None else upd + term
-            out = x_sp + upd
-        else:
-            out = self._unpool_chosen(delta, owner, x_sp)
-        if num_extra:
-            out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
-        info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
-                    grid=(gh, gw), soft=gate_out.soft)
-        return out, info
+            delta = delta * gather_tokens(w_all[..., None], ts)
+        # position of every candidate query among the kept ones
+        slot = keep_all.long().cumsum(1) - 1
+        owner = torch.where(owner < 0, owner, slot.gather(1, owner.clamp_min(0)))
+        return delta, self._unpool_chosen(delta, owner, x[:, num_extra:]), lengths.to(
+            torch.float64)
 
 
 def _block_flops(block, nq, hw, num_extra):
@@ -527,6 +548,21 @@ class _DGEHostMixin(DynamicModuleMixin):
             raise ValueError(f'{type(self).__name__}: the DGE checkpoint {pre["checkpoint"]} '
                              f'does not convert whole: missing keys {missing}, unexpected keys '
                              f'{unexpected}')
+
+    def _init_host_and_gates(self, host_init, convert) -> None:
+        """The host's generic initialisation (``init_cfg`` set aside), the gates', then the
+        ``init_cfg`` checkpoint (if any) converted with ``convert``."""
+        pre = find_pretrained_cfg(self.init_cfg)
+        saved = self.init_cfg
+        self.init_cfg = None
+        try:
+            host_init(self)  # generic init only
+        finally:
+            self.init_cfg = saved
+        self._reinit_gates()
+        if pre is not None:
+            self._load_pretrained(pre, convert)
+        self._is_init = True
 
     def _reinit_gates(self):
         for m in self.dge_layers():
@@ -704,17 +740,7 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.set_decision_override(decision_override)
 
     def init_weights(self):
-        pre = find_pretrained_cfg(self.init_cfg)
-        saved = self.init_cfg
-        self.init_cfg = None
-        try:
-            PVT.init_weights(self)  # generic init only
-        finally:
-            self.init_cfg = saved
-        self._reinit_gates()
-        if pre is not None:
-            self._load_pretrained(pre, pvt_to_mmdyn)
-        self._is_init = True
+        self._init_host_and_gates(PVT.init_weights, pvt_to_mmdyn)
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the static PVT host (every token a query, no gate)."""
@@ -731,9 +757,7 @@ class DGEPVT(_DGEHostMixin, PVT):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """NCHW maps of the stages in ``out_indices`` (a tuple, as :class:`PVT`)."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
-                             f'images, got {tuple(x.shape)}')
+        check_images(self, x)
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         img_shape = tuple(x.shape[-2:])
         acc = self._new_acc(x)
@@ -795,17 +819,7 @@ class DGEViT(_DGEHostMixin, ViT):
         self.set_decision_override(decision_override)
 
     def init_weights(self):
-        pre = find_pretrained_cfg(self.init_cfg)
-        saved = self.init_cfg
-        self.init_cfg = None
-        try:
-            ViT.init_weights(self)
-        finally:
-            self.init_cfg = saved
-        self._reinit_gates()
-        if pre is not None:
-            self._load_pretrained(pre, vit_to_mmdyn)
-        self._is_init = True
+        self._init_host_and_gates(ViT.init_weights, vit_to_mmdyn)
 
     _authors_attention = 'deit'
 
@@ -845,15 +859,17 @@ class DPVTBlock(TransformerBlock):
     needs_query_ref = True
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float = 4.,
-                 num_points: int = 4, **kwargs):
+                 num_points: int = 4, offset_grad_scale: float = 0.1, **kwargs):
         self.num_points = num_points  # a plain int, read by build_attention during __init__
+        self.offset_grad_scale = offset_grad_scale
         super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, **kwargs)
 
     def build_attention(self, embed_dims: int, num_heads: int, qkv_bias: bool = True,
                         attn_drop: float = 0., proj_drop: float = 0., **unused) -> nn.Module:
         return DeformablePointAttention(embed_dims, num_heads, self.num_points,
                                         qkv_bias=qkv_bias, attn_drop=attn_drop,
-                                        proj_drop=proj_drop)
+                                        proj_drop=proj_drop,
+                                        offset_grad_scale=self.offset_grad_scale)
 
     def forward(self, x, hw_shape=None, query=None, query_ref=None, **kwargs):
         xn = self.norm1(x)
@@ -869,19 +885,23 @@ class DGEDPVT(DGEPVT):
     """DPVT (PVT v1 with deformable point attention, 4 points, no spatial reduction) with DGE.
 
     Args: as :class:`DGEPVT` (``sr_ratios`` of the arch are unused; ``attn_drop_rate`` drops
-    sampling-point weights), plus ``num_points``. DGE's pooled queries sample around the
-    centre of their patch. ``dge=False`` (or :class:`DPVT`) is the static DPVT.
+    sampling-point weights), plus ``num_points`` and ``offset_grad_scale`` (the factor of the
+    gradient of the sampling locations, default 0.1 as in the authors' code; 1 turns it off).
+    DGE's pooled queries sample around the centre of their patch. ``dge=False`` (or
+    :class:`DPVT`) is the static DPVT.
     """
 
-    def __init__(self, arch='small', num_points: int = 4, **kwargs):
+    def __init__(self, arch='small', num_points: int = 4, offset_grad_scale: float = 0.1,
+                 **kwargs):
         self.num_points = num_points  # a plain int, read by build_block during __init__
+        self.offset_grad_scale = offset_grad_scale
         super().__init__(arch=arch, **kwargs)
 
     def build_block(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
                     **kwargs) -> nn.Module:
         """A :class:`DPVTBlock` (``sr_ratio`` unused)."""
         return DPVTBlock(embed_dims, num_heads, mlp_ratio=mlp_ratio, num_points=self.num_points,
-                         **kwargs)
+                         offset_grad_scale=self.offset_grad_scale, **kwargs)
 
     def init_weights(self):
         super().init_weights()

@@ -43,7 +43,7 @@ from ..layers.transformer_blocks import PVTBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
-from ..utils.checks import check_loss_weight
+from ..utils.checks import check_images, check_loss_weight
 from ..utils.dynamic import (DynamicModuleMixin, evenly_spaced,
                              removed_override_arguments)
 from ..utils.min_size import pad_to_min_size, padded_input_shape
@@ -300,34 +300,9 @@ class DiT(DynamicModuleMixin, BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         # ------------------------------------------------------------ validation
-        if isinstance(arch, str):
-            if arch.lower() not in ('b1', 'b2', 'b3', 'b4', 'b5'):
-                raise ValueError(f'DiT: unknown size {arch!r}; choose b1, b2, b3, b4 or b5 '
-                                 'or give a dict')
-            self.arch_name = arch.lower()
-            settings = copy.deepcopy(PVTv2.arch_zoo[self.arch_name])
-        elif isinstance(arch, dict):
-            self.arch_name = None
-            settings = PVTv2._parse_arch(arch)
-        else:
-            raise TypeError(f'DiT: arch must be a str or a dict, got {type(arch)}')
-        if len(settings['embed_dims']) != NUM_SCALES:
-            raise ValueError(f'DiT needs {NUM_SCALES} scales, got {len(settings["embed_dims"])}')
-        if not isinstance(num_stages, int) or num_stages < 1:
-            raise ValueError(f'DiT: num_stages (M) must be an int >= 1, got {num_stages}')
-        if routing not in ROUTINGS:
-            raise ValueError(f'DiT: routing must be one of {sorted(ROUTINGS)}, got {routing!r}')
-        if out_nodes not in ('pvt', 'last'):
-            raise ValueError(f"DiT: out_nodes must be 'pvt' or 'last', got {out_nodes!r}")
-        if budget is None:
-            budget = DEFAULT_MU.get(self.arch_name, 1.0)
-        if not 0.0 < budget <= 1.0:
-            raise ValueError(f'DiT: budget mu must be in (0, 1], got {budget}')
-        if routing in ('pvt', 'depth_only') and num_stages < NUM_SCALES:
-            raise ValueError(f'DiT: routing {routing!r} needs num_stages >= {NUM_SCALES}')
-        for p in (row_init_on, *col_init_on, *random_keep):
-            if not 0.0 < p < 1.0:
-                raise ValueError(f'DiT: probabilities must be in (0, 1), got {p}')
+        self.arch_name, settings = self._parse_dit_arch(arch)
+        budget = self._check_routing_args(num_stages, routing, out_nodes, budget,
+                                          (row_init_on, *col_init_on, *random_keep))
         if sparse_dwconv not in ('map', 'gather', 'core'):
             raise ValueError("DiT: sparse_dwconv must be 'map', 'gather' or 'core', "
                              f'got {sparse_dwconv!r}')
@@ -349,7 +324,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.sparse_dwconv = sparse_dwconv
         self.budget_loss = BudgetLoss(target=budget, loss_weight=check_loss_weight(
             budget_weight, 'budget_weight', 'DiT'))
-        M, S = num_stages, NUM_SCALES
+        S = NUM_SCALES
         linear = bool(settings.get('linear', False))
 
         # ------------------------------------------------------------ modules
@@ -360,40 +335,14 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.downs = ModuleList()    # downs[i][j]: P[i][j], i < 3, j = 0..M
         self.row_gates = ModuleList()
         self.col_gates = ModuleList()
-        cur = 0
+        block_cfg = dict(linear=linear, use_conv_ffn=True, qkv_bias=qkv_bias, drop=drop_rate,
+                         attn_drop=attn_drop_rate, norm_cfg=norm_cfg, act_cfg=act_cfg)
         for i in range(S):
-            c = self.embed_dims[i]
-            self.stages.append(ModuleList([
-                ModuleList([
-                    PVTBlock(c, settings['num_heads'][i], mlp_ratio=settings['mlp_ratios'][i],
-                             sr_ratio=settings['sr_ratios'][i], linear=linear,
-                             use_conv_ffn=True, qkv_bias=qkv_bias, drop=drop_rate,
-                             attn_drop=attn_drop_rate, drop_path=dpr[cur + k],
-                             norm_cfg=norm_cfg, act_cfg=act_cfg)
-                    for k in range(self.depths[i])]) for _ in range(M)]))
-            cur += self.depths[i]
-            stride = 4 * 2 ** i
-            shw = (math.ceil(static_size / stride), ) * 2
-            if self.row_mode == 'static':
-                self.row_gates.append(ModuleList(
-                    [StaticRowMask(shw, row_init_on) for _ in range(M)]))
-            else:
-                self.row_gates.append(ModuleList([
-                    GumbelSoftmaxGate(c, 2, tau=tau, momentum=gate_momentum,
-                                      init_probs=(1 - row_init_on, row_init_on))
-                    for _ in range(M)]))
-            if i < S - 1:
-                self.downs.append(ModuleList([
-                    DownPath(c, self.embed_dims[i + 1], 3, norm_cfg) for _ in range(M + 1)]))
-                gates = ModuleList()
-                for j in range(M + 1):
-                    on = col_init_on[0] if self._on_pvt_path(i, j) else col_init_on[1]
-                    if self.col_mode == 'static':
-                        gates.append(StaticColMask(on))
-                    else:
-                        gates.append(GumbelSoftmaxGate(c, 2, tau=tau, momentum=gate_momentum,
-                                                       init_probs=(1 - on, on)))
-                self.col_gates.append(gates)
+            first = sum(self.depths[:i])
+            self._build_scale(i, block_cfg, dpr[first:first + self.depths[i]], norm_cfg,
+                              dict(tau=tau, momentum=gate_momentum),
+                              (math.ceil(static_size / (4 * 2 ** i)), ) * 2, row_init_on,
+                              col_init_on)
         self.out_norms = ModuleList(
             [build_norm_layer(norm_cfg, self.embed_dims[i])[1] for i in range(S)])
         self._cost_cache: Dict[Tuple[int, int], dict] = {}
@@ -403,6 +352,76 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.last_valid_params: Optional[torch.Tensor] = None
         self.last_reached: Optional[torch.Tensor] = None  # Bool[B, 4, M + 1]: nodes reached
         self.set_decision_override(decision_override)
+
+    @staticmethod
+    def _parse_dit_arch(arch) -> Tuple[Optional[str], dict]:
+        """``(arch name or None, settings)`` of a PVTv2 size name (b1..b5) or a dict."""
+        if isinstance(arch, str):
+            if arch.lower() not in ('b1', 'b2', 'b3', 'b4', 'b5'):
+                raise ValueError(f'DiT: unknown size {arch!r}; choose b1, b2, b3, b4 or b5 '
+                                 'or give a dict')
+            settings = copy.deepcopy(PVTv2.arch_zoo[arch.lower()])
+            name = arch.lower()
+        elif isinstance(arch, dict):
+            name, settings = None, PVTv2._parse_arch(arch)
+        else:
+            raise TypeError(f'DiT: arch must be a str or a dict, got {type(arch)}')
+        if len(settings['embed_dims']) != NUM_SCALES:
+            raise ValueError(f'DiT needs {NUM_SCALES} scales, got {len(settings["embed_dims"])}')
+        return name, settings
+
+    def _check_routing_args(self, num_stages, routing, out_nodes, budget,
+                            probs: Sequence[float]) -> float:
+        """Check the grid / routing arguments; the budget ``mu`` (the size's default for
+        ``None``)."""
+        if not isinstance(num_stages, int) or num_stages < 1:
+            raise ValueError(f'DiT: num_stages (M) must be an int >= 1, got {num_stages}')
+        if routing not in ROUTINGS:
+            raise ValueError(f'DiT: routing must be one of {sorted(ROUTINGS)}, got {routing!r}')
+        if out_nodes not in ('pvt', 'last'):
+            raise ValueError(f"DiT: out_nodes must be 'pvt' or 'last', got {out_nodes!r}")
+        if budget is None:
+            budget = DEFAULT_MU.get(self.arch_name, 1.0)
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f'DiT: budget mu must be in (0, 1], got {budget}')
+        if routing in ('pvt', 'depth_only') and num_stages < NUM_SCALES:
+            raise ValueError(f'DiT: routing {routing!r} needs num_stages >= {NUM_SCALES}')
+        for p in probs:
+            if not 0.0 < p < 1.0:
+                raise ValueError(f'DiT: probabilities must be in (0, 1), got {p}')
+        return budget
+
+    def _build_scale(self, i: int, block_cfg: dict, dpr: Sequence[float], norm_cfg: dict,
+                     gate_cfg: dict, shw: Tuple[int, int], row_init_on: float,
+                     col_init_on: Sequence[float]) -> None:
+        """Append scale ``i``'s blocks ``B[i][j]``, row gates, and (``i < 3``) down paths
+        ``P[i][j]`` and column gates (in this order: the modules draw their initial values from
+        the random stream in it)."""
+        M, c, settings = self.num_stages, self.embed_dims[i], self.settings
+        self.stages.append(ModuleList([
+            ModuleList([
+                PVTBlock(c, settings['num_heads'][i], mlp_ratio=settings['mlp_ratios'][i],
+                         sr_ratio=settings['sr_ratios'][i], drop_path=dpr[k], **block_cfg)
+                for k in range(self.depths[i])]) for _ in range(M)]))
+        if self.row_mode == 'static':
+            self.row_gates.append(ModuleList(
+                [StaticRowMask(shw, row_init_on) for _ in range(M)]))
+        else:
+            self.row_gates.append(ModuleList([
+                GumbelSoftmaxGate(c, 2, init_probs=(1 - row_init_on, row_init_on), **gate_cfg)
+                for _ in range(M)]))
+        if i == NUM_SCALES - 1:
+            return
+        self.downs.append(ModuleList([
+            DownPath(c, self.embed_dims[i + 1], 3, norm_cfg) for _ in range(M + 1)]))
+        gates = ModuleList()
+        for j in range(M + 1):
+            on = col_init_on[0] if self._on_pvt_path(i, j) else col_init_on[1]
+            if self.col_mode == 'static':
+                gates.append(StaticColMask(on))
+            else:
+                gates.append(GumbelSoftmaxGate(c, 2, init_probs=(1 - on, on), **gate_cfg))
+        self.col_gates.append(gates)
 
     def set_routing(self, routing: str) -> None:
         """Switch the routing rule at run time (not to or from ``'static'``, whose masks are
@@ -793,9 +812,7 @@ class DiT(DynamicModuleMixin, BaseModule):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Images ``[B, C, H, W]`` -> a tuple of NCHW maps, one per ``out_indices`` scale."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'DiT expects [B, {self.in_channels}, H, W] images, '
-                             f'got {tuple(x.shape)}')
+        check_images(self, x)
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every scale takes
         img_shape = tuple(x.shape[-2:])
         costs = self._costs(img_shape)

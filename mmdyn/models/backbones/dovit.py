@@ -214,20 +214,7 @@ class DoViT(DynamicModuleMixin, ViT):
             raise ValueError('DoViT needs the class token (with_cls_token=True)')
         if kwargs.get('out_type', 'featmap') != 'featmap':
             raise ValueError("DoViT returns feature maps (out_type='featmap')")
-        depth = settings['depth']
-        if decision_layers is None:
-            decision_layers = DEFAULT_DECISION_LAYERS.get(
-                depth, tuple(sorted({max(1, depth * k // 4) for k in (1, 2, 3)})))
-        decision_layers = tuple(int(d) for d in decision_layers)
-        if not decision_layers:
-            raise ValueError('DoViT: at least one decision layer is needed')
-        for d in decision_layers:
-            if not 1 <= d <= depth - 1:
-                raise ValueError(f'DoViT: decision layer {d} out of range: 1-based block '
-                                 f'indices in [1, {depth - 1}] are allowed for {depth} blocks')
-        if any(b <= a for a, b in zip(decision_layers, decision_layers[1:])):
-            raise ValueError(f'DoViT: decision_layers must be strictly increasing, got '
-                             f'{decision_layers}')
+        decision_layers = self._decision_layers(decision_layers, settings['depth'])
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f'DoViT: num_classes must be a positive int, got {num_classes}')
         _check_threshold(threshold, len(decision_layers))
@@ -259,6 +246,25 @@ class DoViT(DynamicModuleMixin, ViT):
         self.last_block_tokens: Optional[torch.Tensor] = None
         self.last_confidences: List[torch.Tensor] = []
         self.reset_dynamic_records()
+
+    @staticmethod
+    def _decision_layers(decision_layers, depth: int) -> Tuple[int, ...]:
+        """The 1-based decision blocks (the depth's default for ``None``), checked: strictly
+        increasing, in ``[1, depth - 1]``, at least one."""
+        if decision_layers is None:
+            decision_layers = DEFAULT_DECISION_LAYERS.get(
+                depth, tuple(sorted({max(1, depth * k // 4) for k in (1, 2, 3)})))
+        decision_layers = tuple(int(d) for d in decision_layers)
+        if not decision_layers:
+            raise ValueError('DoViT: at least one decision layer is needed')
+        for d in decision_layers:
+            if not 1 <= d <= depth - 1:
+                raise ValueError(f'DoViT: decision layer {d} out of range: 1-based block '
+                                 f'indices in [1, {depth - 1}] are allowed for {depth} blocks')
+        if any(b <= a for a, b in zip(decision_layers, decision_layers[1:])):
+            raise ValueError(f'DoViT: decision_layers must be strictly increasing, got '
+                             f'{decision_layers}')
+        return decision_layers
 
     #: what a schedule may set (DynamicScheduleHook refuses a schedule that leaves the range)
     value_ranges = dict(threshold=(0.0, 1.0), train_threshold=(0.0, 1.0))
@@ -385,11 +391,19 @@ class DoViT(DynamicModuleMixin, ViT):
                 else:
                     token_set = None
 
-        # ---- records
+        self.aux_logits = aux_logits
+        self.last_confidences = confs
+        self._record_forward(block_tokens, img_hw, hw, n_patch, kept_after, maps)
+        return tuple(outs)
+
+    def _record_forward(self, block_tokens, img_hw, hw, n_patch, kept_after, maps) -> None:
+        """Records of a forward: the tokens per block (``last_block_tokens``), the realised
+        FLOPs (patch embedding, blocks, auxiliary heads) and the kept ratios."""
         counts = torch.stack(block_tokens, 1).to(torch.float64)  # [B, depth], cls included
+        b = counts.shape[0]
         self.last_block_tokens = counts
         flops = torch.full((b, ), float(self.patch_embed.flops(img_hw)), dtype=torch.float64,
-                           device=x.device)
+                           device=counts.device)
         for i, blk in enumerate(self.blocks):
             flops = flops + blk.flops(counts[:, i])
         flops = flops + len(self.aux_heads) * self.aux_head_flops(hw)
@@ -400,10 +414,7 @@ class DoViT(DynamicModuleMixin, ViT):
         }
         for k, v in enumerate(kept_after):
             stats[f'kept_ratio_d{k}'] = v
-        self.aux_logits = aux_logits
-        self.last_confidences = confs
         self.record_dynamic(flops, stats, None, maps)
-        return tuple(outs)
 
     @staticmethod
     def confidence_levels(conf: torch.Tensor) -> torch.Tensor:

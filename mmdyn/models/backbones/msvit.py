@@ -51,12 +51,14 @@ from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import resize_pos_embed
+from ..layers.grad_scale import scale_grad
 from ..layers.gates import (GumbelSigmoidGate, binary_eval, gumbel_sigmoid_st,
                             straight_through)
+from ..layers.region_pool import region_grid, region_ids
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..losses.gate_losses import (BatchShapingLoss, GeneralizedBatchShapingLoss,
                                   L0SparsityLoss)
-from ..utils.checks import check_loss_weight
+from ..utils.checks import check_images, check_loss_weight
 from ..utils.dynamic import (DynamicModuleMixin, evenly_spaced, image_hw,
                              removed_override_arguments)
 from .vit import ViT
@@ -70,19 +72,6 @@ def _raw_state_dict(ckpt) -> dict:
     """The tensor dict of a checkpoint, keys untouched (no prefix stripped)."""
     from mmdyn.utils.checkpoint import unwrap_state_dict
     return unwrap_state_dict(ckpt)
-
-
-class _GradScale(torch.autograd.Function):
-    """Identity forward; the backward multiplies the gradient by ``scale``."""
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
 
 
 class MixedScaleGate(nn.Module):
@@ -160,9 +149,7 @@ class MixedScaleGate(nn.Module):
         pos = resize_pos_embed(self.pos_embed, self.grid, (hc, wc), 'bilinear')
         h = self.fc_in(r) + pos.reshape(1, hc, wc, self.hidden_dims)
         out = self.gate.proj(h).squeeze(-1)
-        if grad_scale != 1.0 and out.requires_grad:
-            out = _GradScale.apply(out, float(grad_scale))
-        return out
+        return scale_grad(out, grad_scale)
 
     def flops(self, num_regions) -> int:
         """MACs of the gate on ``num_regions`` regions (biases, GELU, the position add not
@@ -392,8 +379,7 @@ class MSViT(DynamicModuleMixin, ViT):
     def grids(self, img_shape: Sequence[int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """``(fine grid, coarse grid)`` of an input size (after padding)."""
         h, w = self.padded_shape(img_shape)
-        return ((h // self.patch_size, w // self.patch_size),
-                (h // self.coarse_size, w // self.coarse_size))
+        return region_grid((h, w), self.patch_size), region_grid((h, w), self.coarse_size)
 
     def num_tokens(self, img_shape: Sequence[int]) -> int:
         (hf, wf), _ = self.grids(img_shape)
@@ -435,9 +421,7 @@ class MSViT(DynamicModuleMixin, ViT):
 
     # ------------------------------------------------------------------ forward
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'MSViT expects [B, {self.in_channels}, H, W] images, got '
-                             f'{tuple(x.shape)}')
+        check_images(self, x)
         h, w = x.shape[-2:]
         ph, pw = self.padded_shape((h, w))
         if (ph, pw) != (h, w):
@@ -528,52 +512,17 @@ class MSViT(DynamicModuleMixin, ViT):
             return self._forward_full(extra, fine, fhw, img_shape)
 
         r = self.scale_ratio
-        chw = (fhw[0] // r, fhw[1] // r)
+        chw = region_grid(fhw, r)  # r divides the padded fine grid
         nc, nf = chw[0] * chw[1], fhw[0] * fhw[1]
         decision, soft, logits = self._gate(x)  # [B, hc, wc], 1 = fine
-        coarse_img = F.interpolate(x, size=(chw[0] * self.patch_size, chw[1] * self.patch_size),
-                                   mode=self.coarse_resize_mode,
-                                   **({} if self.coarse_resize_mode == 'area'
-                                      else dict(align_corners=False)))
-        coarse, _ = self.patch_embed(coarse_img)
-        coarse_pos = resize_pos_embed(self.pos_embed, self.patch_resolution, chw,
-                                      self.coarse_pos_mode, e)[:, e:]
-        coarse = coarse + coarse_pos
-        tokens = torch.cat([extra, coarse, fine], dim=1)
+        tokens = torch.cat([extra, self._coarse_tokens(x, chw), fine], dim=1)
         tokens = self.pre_norm(self.drop_after_pos(tokens))
 
-        fine_up = decision.repeat_interleave(r, 1).repeat_interleave(r, 2)  # [B, hf, wf]
+        parent = region_ids(fhw, r, x.device)  # coarse region of every fine token
+        fine_up = decision.flatten(1)[:, parent]  # [B, nf]
         mask = torch.cat([decision.new_ones(b, e), 1 - decision.flatten(1),
-                          fine_up.flatten(1)], dim=1)  # [B, e + nc + nf]
-        keep = mask.detach() > 0.5
-        ts = make_token_set(keep)  # active tokens first (original order), trimmed to batch max
-        masked = self.training and not self.freeze_gate and mask.requires_grad
-        if masked:
-            if self.adaptive_trimming:
-                idx = ts.index
-            else:
-                idx = torch.arange(mask.shape[1], device=x.device).expand(b, -1)
-            h = tokens.gather(1, idx[..., None].expand(-1, -1, self.embed_dims))
-            m = mask.gather(1, idx)
-        else:
-            h = gather_tokens(tokens, ts)
-            kpm = ~ts.mask
-
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            if masked:
-                h = blk.forward_masked(h, m)
-            else:
-                h = blk(h, key_padding_mask=kpm)
-            if i == self.depth - 1:
-                h = self.norm(h)
-            if i in self.out_indices:
-                if masked:
-                    full = h.new_zeros(b, mask.shape[1], self.embed_dims).scatter(
-                        1, idx[..., None].expand(-1, -1, self.embed_dims), h)
-                else:
-                    full = scatter_tokens(h, ts, h.new_zeros(b, mask.shape[1], self.embed_dims))
-                outs.append(self._unmix(full, fine_up, chw, fhw))
+                          fine_up], dim=1)  # [B, e + nc + nf]
+        outs = self._run_mixed(tokens, mask, fine_up, parent, chw, fhw)
 
         # records
         n_tok = self.tokens_for(decision.detach())
@@ -600,16 +549,64 @@ class MSViT(DynamicModuleMixin, ViT):
             self.set_aux_losses({self.gate_loss.loss_name: loss})
         return tuple(outs)
 
-    def _unmix(self, full: torch.Tensor, fine_up: torch.Tensor, chw, fhw) -> torch.Tensor:
+    def _coarse_tokens(self, x: torch.Tensor, chw) -> torch.Tensor:
+        """Patch tokens (with their positions) of the image resized to the coarse grid
+        ``chw`` of ``S_f`` patches."""
+        e = self.num_extra_tokens
+        coarse_img = F.interpolate(x, size=(chw[0] * self.patch_size, chw[1] * self.patch_size),
+                                   mode=self.coarse_resize_mode,
+                                   **({} if self.coarse_resize_mode == 'area'
+                                      else dict(align_corners=False)))
+        coarse, _ = self.patch_embed(coarse_img)
+        coarse_pos = resize_pos_embed(self.pos_embed, self.patch_resolution, chw,
+                                      self.coarse_pos_mode, e)[:, e:]
+        return coarse + coarse_pos
+
+    def _run_mixed(self, tokens, mask, fine_up, parent, chw, fhw) -> list:
+        """The blocks on the active tokens of ``tokens`` (``mask`` 1; in gate training all
+        tokens or the trimmed set, weighted by the differentiable mask); the outputs of
+        ``out_indices`` on the fine grid."""
+        b = tokens.shape[0]
+        keep = mask.detach() > 0.5
+        ts = make_token_set(keep)  # active tokens first (original order), trimmed to batch max
+        masked = self.training and not self.freeze_gate and mask.requires_grad
+        if masked:
+            if self.adaptive_trimming:
+                idx = ts.index
+            else:
+                idx = torch.arange(mask.shape[1], device=tokens.device).expand(b, -1)
+            h = tokens.gather(1, idx[..., None].expand(-1, -1, self.embed_dims))
+            m = mask.gather(1, idx)
+        else:
+            h = gather_tokens(tokens, ts)
+            kpm = ~ts.mask
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            if masked:
+                h = blk.forward_masked(h, m)
+            else:
+                h = blk(h, key_padding_mask=kpm)
+            if i == self.depth - 1:
+                h = self.norm(h)
+            if i in self.out_indices:
+                if masked:
+                    full = h.new_zeros(b, mask.shape[1], self.embed_dims).scatter(
+                        1, idx[..., None].expand(-1, -1, self.embed_dims), h)
+                else:
+                    full = scatter_tokens(h, ts, h.new_zeros(b, mask.shape[1], self.embed_dims))
+                outs.append(self._unmix(full, fine_up, parent, chw, fhw))
+        return outs
+
+    def _unmix(self, full: torch.Tensor, fine_up: torch.Tensor, parent: torch.Tensor, chw,
+               fhw) -> torch.Tensor:
         """Mixed tokens ``[B, e + nc + nf, C]`` (by original position) -> the output on the
-        fine grid, every coarse token copied into its ``r x r`` fine positions."""
+        fine grid, every coarse token copied into its ``r x r`` fine positions (``parent``:
+        :func:`region_ids` of the fine grid, ``fine_up``: ``[B, nf]`` fine mask)."""
         e = self.num_extra_tokens
         nc = chw[0] * chw[1]
-        r = self.scale_ratio
-        coarse = nlc_to_nchw(full[:, e:e + nc], chw)
-        coarse = coarse.repeat_interleave(r, 2).repeat_interleave(r, 3)
+        coarse = nlc_to_nchw(full[:, e:e + nc][:, parent], fhw)
         fine = nlc_to_nchw(full[:, e + nc:], fhw)
-        w = fine_up[:, None].to(fine.dtype)
+        w = fine_up.reshape(-1, 1, *fhw).to(fine.dtype)
         grid = w * fine + (1 - w) * coarse
         if self.out_type == 'featmap':
             return grid

@@ -18,7 +18,7 @@ from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock
-from ..utils.checks import parse_arch
+from ..utils.checks import check_images, parse_arch
 from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, pvt_to_mmdyn
 from ..utils.min_size import pad_to_min_size, padded_input_shape
 
@@ -224,36 +224,50 @@ class PVT(BaseModule):
         self.stages = ModuleList()
         c_in = in_channels
         stride = 1
+        block_kw = dict(qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                        norm_cfg=norm_cfg, act_cfg=act_cfg)
         for i in range(self.num_stages):
-            c = self.embed_dims[i]
-            if self._overlap:
-                st_i = 4 if i == 0 else 2
-                pe = overlap_patch_embed(c_in, c, kernel_size=self.patch_sizes[i], stride=st_i,
-                                         norm_cfg=patch_norm_cfg)
-                stride *= st_i
-            else:
-                pe = PatchEmbed(in_channels=c_in, embed_dims=c, kernel_size=self.patch_sizes[i],
-                                stride=self.patch_sizes[i], padding=0,
-                                norm_cfg=patch_norm_cfg)
-                stride *= self.patch_sizes[i]
-            blocks = [
-                self.build_block(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
-                                 sr_ratio=s['sr_ratios'][i], qkv_bias=qkv_bias, drop=drop_rate,
-                                 attn_drop=attn_drop_rate, drop_path=dpr[cur + j],
-                                 norm_cfg=norm_cfg, act_cfg=act_cfg)
-                for j in range(self.depths[i])
-            ]
-            pos_shape = None
-            if self._use_abs_pos_embed:
-                pos_shape = (self.pretrain_img_size[0] // stride,
-                             self.pretrain_img_size[1] // stride)
             last = i == self.num_stages - 1
             with_norm = norm_after_stage or (last and (
                 cls_token if final_norm is None else final_norm))
-            norm = build_norm_layer(norm_cfg, c)[1] if with_norm else None
-            self.stages.append(PVTStage(pe, blocks, pos_shape, drop_rate, norm))
+            stage, stride = self._build_stage(i, c_in, stride, dpr[cur:cur + self.depths[i]],
+                                              block_kw, patch_norm_cfg, drop_rate, with_norm)
+            self.stages.append(stage)
             cur += self.depths[i]
-            c_in = c
+            c_in = self.embed_dims[i]
+        self._add_cls_token(cls_token, c_in)
+        self._freeze_stages()
+
+    def _build_stage(self, i: int, c_in: int, stride: int, dpr: Sequence[float],
+                     block_kw: dict, patch_norm_cfg: dict, drop_rate: float,
+                     with_norm: bool) -> Tuple['PVTStage', int]:
+        """Stage ``i`` (patch embedding, blocks, PVT v1's position embedding, the optional
+        norm) and the total stride after it (``stride``: before it)."""
+        c, s = self.embed_dims[i], self.arch_settings
+        if self._overlap:
+            st_i = 4 if i == 0 else 2
+            pe = overlap_patch_embed(c_in, c, kernel_size=self.patch_sizes[i], stride=st_i,
+                                     norm_cfg=patch_norm_cfg)
+            stride *= st_i
+        else:
+            pe = PatchEmbed(in_channels=c_in, embed_dims=c, kernel_size=self.patch_sizes[i],
+                            stride=self.patch_sizes[i], padding=0,
+                            norm_cfg=patch_norm_cfg)
+            stride *= self.patch_sizes[i]
+        blocks = [
+            self.build_block(c, s['num_heads'][i], mlp_ratio=s['mlp_ratios'][i],
+                             sr_ratio=s['sr_ratios'][i], drop_path=dpr[j], **block_kw)
+            for j in range(self.depths[i])
+        ]
+        pos_shape = None
+        if self._use_abs_pos_embed:
+            pos_shape = (self.pretrain_img_size[0] // stride,
+                         self.pretrain_img_size[1] // stride)
+        norm = build_norm_layer(block_kw['norm_cfg'], c)[1] if with_norm else None
+        return PVTStage(pe, blocks, pos_shape, drop_rate, norm), stride
+
+    def _add_cls_token(self, cls_token: bool, dims: int) -> None:
+        """The class token and its position (PVT v1 with no reduction in the last stage)."""
         self.with_cls_token = bool(cls_token)
         self.num_extra_tokens = 1 if cls_token else 0
         if cls_token:
@@ -261,10 +275,9 @@ class PVT(BaseModule):
                 raise ValueError(f'{type(self).__name__}: cls_token is a PVT v1 option')
             if self.stages[-1].blocks[0].attn.has_reduction:
                 raise ValueError('cls_token needs a last stage without spatial reduction '
-                                 f'(sr_ratios[-1] = 1), got {s["sr_ratios"]}')
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, c_in))
-            self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, c_in))
-        self._freeze_stages()
+                                 f'(sr_ratios[-1] = 1), got {self.arch_settings["sr_ratios"]}')
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dims))
+            self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, dims))
 
     def build_block(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
                     **kwargs) -> nn.Module:
@@ -356,9 +369,7 @@ class PVT(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """NCHW maps of the stages in ``out_indices``, as a tuple (what mmdet/mmseg necks and
         mmpretrain's ``GlobalAveragePooling`` all accept)."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
-                             f'images, got {tuple(x.shape)}')
+        check_images(self, x)
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         outs = []
         for i, st in enumerate(self.stages):

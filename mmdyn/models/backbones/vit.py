@@ -19,7 +19,7 @@ from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
 from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
-from ..utils.checks import parse_arch
+from ..utils.checks import check_images, parse_arch
 from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, vit_to_mmdyn
 from ..utils.dynamic import image_hw
 
@@ -229,9 +229,7 @@ class ViT(BaseModule):
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patch tokens with the cls token prepended and position embeddings added."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
-                             f'images, got {tuple(x.shape)}')
+        check_images(self, x)
         x, hw = self.patch_embed(x)
         hw = tuple(hw)
         if self.cls_token is not None:

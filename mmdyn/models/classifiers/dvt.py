@@ -424,6 +424,53 @@ def is_official_dvt(ckpt) -> bool:
         return False
 
 
+def _convert_official_exit(sub: Dict[str, torch.Tensor], name: str,
+                           pre: str) -> Dict[str, torch.Tensor]:
+    """One exit module ``name`` of a public DVT checkpoint (``sub``: its keys without
+    ``name.``) in mmdyn's keys under ``pre``; every tensor accounted for."""
+    out = {}
+    rest, done = {}, 0
+    for key, v in sub.items():
+        if key.startswith('head.'):
+            out[pre + 'head.fc.' + key[len('head.'):]] = v
+            done += v.numel()
+            continue
+        if key.startswith('relation_reuse_conv.'):
+            idx, leaf = key[len('relation_reuse_conv.'):].split('.')
+            fc = {'0': 'fc1', '2': 'fc2'}[idx]
+            out[pre + f'relation_module.{fc}.{leaf}'] = v.flatten(1) if v.dim() == 4 else v
+            done += v.numel()
+            continue
+        parts = key.split('.')
+        if len(parts) > 3 and parts[0] == 'blocks' and parts[2] == 'feature_resuse_mlp':
+            i, sub_key = parts[1], '.'.join(parts[3:])
+            if sub_key.startswith('0.'):
+                new = 'norm.' + sub_key[2:]
+            else:  # '1.fc1.weight'
+                new = sub_key[2:]
+            out[pre + f'feature_modules.{i}.{new}'] = v
+            done += v.numel()
+            continue
+        rest[key] = v
+    if any(key.startswith('tokens_to_token.') for key in rest):  # T2T-ViT hosts
+        conv = {key: v for key, v in t2t_to_mmdyn(rest).items()
+                if not key.startswith('head.')}
+        dropped = rest['pos_embed'].numel() if 'pos_embed' in rest else 0
+    else:
+        conv = _vit_timm(rest)
+        dropped = 0
+    for key, v in conv.items():
+        out[pre + 'backbone.' + key] = v
+    # every tensor accounted for (the fused qkv splits keep the element count)
+    n_src = sum(v.numel() for v in sub.values())
+    n_out = done + sum(v.numel() for v in conv.values()) + dropped
+    if n_src != n_out:
+        raise ValueError(f'DVT checkpoint: exit {name} has {n_src} elements, {n_out} '
+                         'converted; unrecognised keys in '
+                         f'{sorted(rest)[:8]} ... (expected the public code\'s layout)')
+    return out
+
+
 def dvt_official_to_mmdyn(ckpt, num_exits: Optional[int] = None) -> Dict[str, torch.Tensor]:
     """Convert a checkpoint of the public DVT code to :class:`DVTClassifier` keys, whole.
 
@@ -460,46 +507,7 @@ def dvt_official_to_mmdyn(ckpt, num_exits: Optional[int] = None) -> Dict[str, to
     out = {}
     for k, name in enumerate(names):
         sub = {key[len(name) + 1:]: v for key, v in sd.items() if key.startswith(name + '.')}
-        pre = f'exits.{k}.'
-        rest, done = {}, 0
-        for key, v in sub.items():
-            if key.startswith('head.'):
-                out[pre + 'head.fc.' + key[len('head.'):]] = v
-                done += v.numel()
-                continue
-            if key.startswith('relation_reuse_conv.'):
-                idx, leaf = key[len('relation_reuse_conv.'):].split('.')
-                fc = {'0': 'fc1', '2': 'fc2'}[idx]
-                out[pre + f'relation_module.{fc}.{leaf}'] = v.flatten(1) if v.dim() == 4 else v
-                done += v.numel()
-                continue
-            parts = key.split('.')
-            if len(parts) > 3 and parts[0] == 'blocks' and parts[2] == 'feature_resuse_mlp':
-                i, sub_key = parts[1], '.'.join(parts[3:])
-                if sub_key.startswith('0.'):
-                    new = 'norm.' + sub_key[2:]
-                else:  # '1.fc1.weight'
-                    new = sub_key[2:]
-                out[pre + f'feature_modules.{i}.{new}'] = v
-                done += v.numel()
-                continue
-            rest[key] = v
-        if any(key.startswith('tokens_to_token.') for key in rest):  # T2T-ViT hosts
-            conv = {key: v for key, v in t2t_to_mmdyn(rest).items()
-                    if not key.startswith('head.')}
-            dropped = rest['pos_embed'].numel() if 'pos_embed' in rest else 0
-        else:
-            conv = _vit_timm(rest)
-            dropped = 0
-        for key, v in conv.items():
-            out[pre + 'backbone.' + key] = v
-        # every tensor accounted for (the fused qkv splits keep the element count)
-        n_src = sum(v.numel() for v in sub.values())
-        n_out = done + sum(v.numel() for v in conv.values()) + dropped
-        if n_src != n_out:
-            raise ValueError(f'DVT checkpoint: exit {name} has {n_src} elements, {n_out} '
-                             'converted; unrecognised keys in '
-                             f'{sorted(rest)[:8]} ... (expected the public code\'s layout)')
+        out.update(_convert_official_exit(sub, name, f'exits.{k}.'))
     return out
 
 
@@ -625,22 +633,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
             data_preprocessor = PRETRAIN_MODELS.build(data_preprocessor)
         super().__init__(init_cfg=init_cfg, data_preprocessor=data_preprocessor)
         self.reset_dynamic_records()
-        exits = list(exits)
-        if len(exits) < 2:
-            raise ValueError(f'DVT needs at least 2 exits, got {len(exits)}')
-        specs = [e if isinstance(e, dict) else dict(grid=e) for e in exits]
-        archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(specs)
-        if len(archs) != len(specs):
-            raise ValueError(f'{len(archs)} archs for {len(specs)} exits')
-        grids = []
-        for s in specs:
-            g = s.get('grid')
-            if not isinstance(g, int) or g < 1:
-                raise ValueError(f'each exit needs a positive integer grid, got {s}')
-            grids.append(g)
-        for a, b in zip(grids, grids[1:]):
-            if b <= a:
-                raise ValueError(f'token grids of the exits must grow, got {grids}')
+        specs, archs, grids = self._parse_exits(exits, arch)
         self.num_exits = len(specs)
         self.grids = grids
         self.feature_reuse = bool(feature_reuse)
@@ -658,6 +651,33 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                 export_relations=relation_reuse and k < len(specs) - 1))
         self.num_classes = num_classes
         self.thresholds_file = thresholds_file
+        self.set_thresholds(self._initial_thresholds(thresholds, thresholds_file))
+
+    @staticmethod
+    def _parse_exits(exits, arch) -> Tuple[List[dict], list, List[int]]:
+        """``(exit specs, arch per exit, token grid per exit)``; checks >= 2 exits with
+        growing positive integer grids."""
+        exits = list(exits)
+        if len(exits) < 2:
+            raise ValueError(f'DVT needs at least 2 exits, got {len(exits)}')
+        specs = [e if isinstance(e, dict) else dict(grid=e) for e in exits]
+        archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(specs)
+        if len(archs) != len(specs):
+            raise ValueError(f'{len(archs)} archs for {len(specs)} exits')
+        grids = []
+        for s in specs:
+            g = s.get('grid')
+            if not isinstance(g, int) or g < 1:
+                raise ValueError(f'each exit needs a positive integer grid, got {s}')
+            grids.append(g)
+        for a, b in zip(grids, grids[1:]):
+            if b <= a:
+                raise ValueError(f'token grids of the exits must grow, got {grids}')
+        return specs, archs, grids
+
+    def _initial_thresholds(self, thresholds, thresholds_file) -> Sequence[float]:
+        """The thresholds of ``thresholds_file`` when it exists (a warning when it does not
+        yet), else ``thresholds``, else 1.0 for every exit but the last."""
         if thresholds_file is not None and osp.isfile(thresholds_file):
             thresholds = _load_thresholds(thresholds_file)
         elif thresholds_file is not None:
@@ -666,7 +686,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                           'tools/analysis_tools/dvt_thresholds.py')
         if thresholds is None:
             thresholds = [1.0] * (self.num_exits - 1)
-        self.set_thresholds(thresholds)
+        return thresholds
 
     def init_weights(self):
         """Random init of every part, then ``init_cfg`` ``type='Pretrained'`` weights if given:

@@ -1,6 +1,7 @@
 from .gates import (GateOutput, GumbelSigmoidGate, GumbelSoftmaxGate,  # noqa: F401
                     binary_eval, categorical_eval, gumbel_sigmoid_st, gumbel_softmax_st,
                     straight_through)
+from .grad_scale import scale_grad  # noqa: F401
 from .region_pool import (region_extents, region_grid, region_ids,  # noqa: F401
                           region_pool, region_pool_tokens)
 from .token_sets import (TokenSet, gather_tokens, make_token_set,  # noqa: F401

@@ -24,7 +24,7 @@ from mmengine.model import BaseModule
 from mmdyn.analysis import flops as fl
 from .token_sets import padded_attention
 
-__all__ = ['SRAttention', 'explicit_attention', 'nlc_to_nchw', 'nchw_to_nlc']
+__all__ = ['SRAttention', 'explicit_attention', 'head_dims', 'nlc_to_nchw', 'nchw_to_nlc']
 
 
 def nlc_to_nchw(x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
@@ -34,6 +34,13 @@ def nlc_to_nchw(x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
     if n != h * w:
         raise ValueError(f'{n} tokens do not form a {h}x{w} map')
     return x.transpose(1, 2).reshape(b, c, h, w)
+
+
+def head_dims(embed_dims: int, num_heads: int) -> int:
+    """Channels per head, ``embed_dims // num_heads``; a ``ValueError`` unless it divides."""
+    if embed_dims % num_heads:
+        raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
+    return embed_dims // num_heads
 
 
 def nchw_to_nlc(x: torch.Tensor) -> torch.Tensor:
@@ -74,13 +81,11 @@ class SRAttention(BaseModule):
                  act_cfg: dict = dict(type='GELU'),
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
+        self.head_dims = head_dims(embed_dims, num_heads)
         if sr_ratio < 1:
             raise ValueError(f'sr_ratio must be >= 1, got {sr_ratio}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
-        self.head_dims = embed_dims // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dims ** -0.5
         self.sr_ratio = sr_ratio
         self.linear = linear

@@ -7,6 +7,10 @@ Values are ``Linear(x)`` of the full map (no spatial reduction). The offsets sta
 head ``h`` points in direction ``2 pi h / heads`` (normalised so that ``max(|cos|, |sin|) = 1``),
 point ``p`` at distance ``p + 1``; the offset weights start at zero.
 
+In the backward the gradient of the sampling locations (so of the offset projection) is
+multiplied by ``offset_grad_scale`` (default 0.1, as in the authors' DPVT code); the forward is
+unchanged. ``offset_grad_scale=1`` gives the plain gradient.
+
 A query's reference point is its token position ``(x, y)`` (token units), or any position given
 with ``query_ref`` (DGE's pooled queries sit at the centre of their patch).
 
@@ -21,6 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
+
+from .attention import head_dims
+from .grad_scale import scale_grad
 
 __all__ = ['DeformablePointAttention', 'token_reference_points']
 
@@ -43,22 +50,23 @@ class DeformablePointAttention(BaseModule):
         qkv_bias (bool): Bias of the value projection.
         attn_drop (float): Dropout of the sampling-point weights (training only).
         proj_drop (float): Dropout after the output projection.
+        offset_grad_scale (float): Factor of the gradient of the sampling locations (forward
+            unchanged). Default 0.1 (the authors' DPVT); 1 turns it off.
     """
     has_reduction = False
 
     def __init__(self, embed_dims: int, num_heads: int, num_points: int = 4,
                  qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0.,
-                 init_cfg=None):
+                 offset_grad_scale: float = 0.1, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
+        self.head_dims = head_dims(embed_dims, num_heads)
         if num_points < 1:
             raise ValueError(f'num_points must be >= 1, got {num_points}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.num_points = num_points
-        self.head_dims = embed_dims // num_heads
         self.attn_drop = attn_drop
+        self.offset_grad_scale = float(offset_grad_scale)
         self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.offsets = nn.Linear(embed_dims, num_heads * num_points * 2)
         self.weights = nn.Linear(embed_dims, num_heads * num_points)
@@ -124,6 +132,7 @@ class DeformablePointAttention(BaseModule):
         v = v.reshape(b * heads, hd, h, w)
         off = self.offsets(q).reshape(b, nq, heads, pts, 2)
         loc = query_ref.to(off.dtype)[:, :, None, None, :] + off  # token units
+        loc = scale_grad(loc, self.offset_grad_scale)
         # align_corners=True: token i sits at -1 + 2 i / (size - 1)
         gx = loc[..., 0] * (2.0 / max(w - 1, 1)) - 1.0
         gy = loc[..., 1] * (2.0 / max(h - 1, 1)) - 1.0

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import PatchEmbed as _MMCVPatchEmbed
 
 from mmdyn.analysis import flops as fl
+from ..utils.checks import check_images
 
 __all__ = ['PatchEmbed', 'overlap_patch_embed', 'resize_pos_embed']
 
@@ -59,9 +60,7 @@ class PatchEmbed(_MMCVPatchEmbed):
                                p.kernel_size, p.groups)
 
     def forward(self, x: torch.Tensor):
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'{type(self).__name__} expects [B, {self.in_channels}, H, W] '
-                             f'input, got {tuple(x.shape)}')
+        check_images(self, x, what='input')
         return super().forward(x)
 
 

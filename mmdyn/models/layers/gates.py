@@ -18,7 +18,7 @@ projection weights in buffers (saved in checkpoints), ``ema <- m * ema + (1 - m)
 :meth:`momentum_update` (see :class:`mmdyn.engine.hooks.GateMomentumHook`) and used instead of the
 live weights in eval, as DiT does for stable inference.
 """
-from typing import Dict, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -95,6 +95,18 @@ def sample_logistic(shape, device=None, dtype=None,
     return u.log() - torch.log1p(-u)
 
 
+def _noise_for(logits: torch.Tensor, noise: Optional[torch.Tensor], sample: Callable,
+               generator: Optional[torch.Generator]) -> torch.Tensor:
+    """``noise`` when given (of ``logits``' shape), else ``sample(shape, device, dtype,
+    generator)``."""
+    if noise is None:
+        return sample(logits.shape, logits.device, logits.dtype, generator)
+    if noise.shape != logits.shape:
+        raise ValueError(f'noise shape {tuple(noise.shape)} != logits shape '
+                         f'{tuple(logits.shape)}')
+    return noise
+
+
 def gumbel_softmax_st(logits: torch.Tensor, tau: float = 1.0, dim: int = -1,
                       noise: Optional[torch.Tensor] = None,
                       generator: Optional[torch.Generator] = None) -> GateOutput:
@@ -112,11 +124,7 @@ def gumbel_softmax_st(logits: torch.Tensor, tau: float = 1.0, dim: int = -1,
         ``softmax((logits + noise) / tau)``, ``logits``.
     """
     _check_tau(tau)
-    if noise is None:
-        noise = sample_gumbel(logits.shape, logits.device, logits.dtype, generator)
-    elif noise.shape != logits.shape:
-        raise ValueError(f'noise shape {tuple(noise.shape)} != logits shape '
-                         f'{tuple(logits.shape)}')
+    noise = _noise_for(logits, noise, sample_gumbel, generator)
     soft = F.softmax((logits + noise) / tau, dim=dim)
     hard = torch.zeros_like(soft).scatter_(dim, soft.argmax(dim, keepdim=True), 1.0)
     return GateOutput(straight_through(soft, hard), soft, logits)
@@ -151,11 +159,7 @@ def gumbel_sigmoid_st(logits: torch.Tensor, tau: float = 1.0,
         GateOutput: 0/1 ``decision`` (gradient of ``soft``), ``soft``, ``logits``.
     """
     _check_tau(tau)
-    if noise is None:
-        noise = sample_logistic(logits.shape, logits.device, logits.dtype, generator)
-    elif noise.shape != logits.shape:
-        raise ValueError(f'noise shape {tuple(noise.shape)} != logits shape '
-                         f'{tuple(logits.shape)}')
+    noise = _noise_for(logits, noise, sample_logistic, generator)
     z = logits + noise
     soft = torch.sigmoid(z / tau)
     return GateOutput(straight_through(soft, z > 0), soft, logits)
@@ -243,6 +247,19 @@ class _GateBase(nn.Module):
             ema.copy_(torch.where(first, w, ema * m + w * (1.0 - m)))
         self.ema.num_updates += 1
 
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise the default projection (a given ``proj`` keeps its own init): weights
+        ``N(0, init_std)`` truncated at 2 std, the bias by the gate's ``_init_bias``."""
+        if not self._default_proj:
+            return
+        nn.init.trunc_normal_(self.proj.weight, std=self.init_std,
+                              a=-2 * self.init_std, b=2 * self.init_std)
+        self._init_bias()
+
+    def _init_bias(self) -> None:
+        raise NotImplementedError
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the projection with live or (in eval, see :attr:`uses_ema`) EMA weights."""
         if self.uses_ema:
@@ -286,13 +303,7 @@ class GumbelSoftmaxGate(_GateBase):
         super().__init__(in_channels, num_choices, proj, tau, momentum, init_std)
         self.init_weights()
 
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise the default projection (a given ``proj`` keeps its own init)."""
-        if not self._default_proj:
-            return
-        nn.init.trunc_normal_(self.proj.weight, std=self.init_std,
-                              a=-2 * self.init_std, b=2 * self.init_std)
+    def _init_bias(self) -> None:
         if self.init_probs is None:
             self.proj.bias.zero_()
         else:
@@ -347,13 +358,7 @@ class GumbelSigmoidGate(_GateBase):
         super().__init__(in_channels, 1, proj, tau, momentum, init_std)
         self.init_weights()
 
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise the default projection (a given ``proj`` keeps its own init)."""
-        if not self._default_proj:
-            return
-        nn.init.trunc_normal_(self.proj.weight, std=self.init_std,
-                              a=-2 * self.init_std, b=2 * self.init_std)
+    def _init_bias(self) -> None:
         p = 0.5 if self.init_prob is None else self.init_prob
         self.proj.bias.fill_(float(torch.logit(torch.tensor(p, dtype=torch.float64))))
 

@@ -11,12 +11,20 @@ from typing import Sequence
 
 from mmdyn.utils.errors import UserValueError
 
-__all__ = ['check_loss_weight', 'parse_arch', 'NON_NEGATIVE', 'POSITIVE', 'UNIT']
+__all__ = ['check_images', 'check_loss_weight', 'parse_arch', 'NON_NEGATIVE', 'POSITIVE', 'UNIT']
 
 #: ``value_ranges`` entries: ``[0, inf)``, ``(0, inf)`` and ``[0, 1]``.
 NON_NEGATIVE = (0.0, None)
 POSITIVE = (0.0, None, True, False)
 UNIT = (0.0, 1.0)
+
+
+def check_images(module, x, what: str = 'images') -> None:
+    """A ``ValueError`` naming ``module``'s class unless ``x`` is ``[B, module.in_channels,
+    H, W]``."""
+    if x.dim() != 4 or x.shape[1] != module.in_channels:
+        raise ValueError(f'{type(module).__name__} expects [B, {module.in_channels}, H, W] '
+                         f'{what}, got {tuple(x.shape)}')
 
 
 def check_loss_weight(value, name: str = 'loss_weight', owner: str = '') -> float:

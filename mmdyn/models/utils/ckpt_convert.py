@@ -190,22 +190,48 @@ def _split_in_proj(prefix: str, w: torch.Tensor, b: torch.Tensor, out: StateDict
         out[f'{prefix}kv.bias'] = b[c:]
 
 
+def _renamed(key: str, renames) -> Optional[str]:
+    """The new name of ``key`` by the first ``(pattern, name_of_match)`` of ``renames`` whose
+    pattern matches its start; ``None`` when none does."""
+    for pattern, name in renames:
+        m = re.match(pattern, key)
+        if m:
+            return name(m)
+    return None
+
+
+#: mmdet's PVT keys renamed as they are (patch embeddings, stage positions, stage norms)
+_MMDET_PVT_RENAMES = (
+    (r'layers\.(\d+)\.0\.(projection|norm)\.(.*)',
+     lambda m: f'stages.{m.group(1)}.patch_embed.{m.group(2)}.{m.group(3)}'),
+    (r'layers\.(\d+)\.1\.0\.pos_embed$', lambda m: f'stages.{m.group(1)}.pos_embed'),
+    (r'layers\.(\d+)\.2\.(.*)', lambda m: f'stages.{m.group(1)}.norm.{m.group(2)}'),
+)
+
+
 def _pvt_official(sd: StateDict) -> StateDict:
     out = OrderedDict()
     stages = sorted({int(m.group(1)) for k in sd for m in [re.match(r'patch_embed(\d+)\.', k)]
                      if m})
     last = stages[-1] if stages else 4
     has_cls = 'cls_token' in sd
+    renames = (
+        (r'patch_embed(\d+)\.(proj|norm)\.(.*)',
+         lambda m: f'stages.{int(m.group(1)) - 1}.patch_embed.'
+         f'{"projection" if m.group(2) == "proj" else "norm"}.{m.group(3)}'),
+        (r'norm(\d+)\.(.*)', lambda m: f'stages.{int(m.group(1)) - 1}.norm.{m.group(2)}'),
+        # PVT v1's final norm (after the last stage)
+        (r'norm\.(.*)', lambda m: f'stages.{last - 1}.norm.{m.group(1)}'),
+    )
     for k, v in sd.items():
         if k.startswith('head') or k == 'dist_token':
             continue
         if k == 'cls_token':  # PVT v1 classifiers (PVT(cls_token=True))
             out['cls_token'] = v
             continue
-        m = re.match(r'patch_embed(\d+)\.(proj|norm)\.(.*)', k)
-        if m:
-            name = 'projection' if m.group(2) == 'proj' else 'norm'
-            out[f'stages.{int(m.group(1)) - 1}.patch_embed.{name}.{m.group(3)}'] = v
+        new = _renamed(k, renames)
+        if new is not None:
+            out[new] = v
             continue
         m = re.match(r'pos_embed(\d+)$', k)
         if m:
@@ -222,14 +248,6 @@ def _pvt_official(sd: StateDict) -> StateDict:
             rest = rest.replace('attn.attn_weight.', 'attn.weights.')  # vtpack's DPVT
             out[f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.{rest}'] = v
             continue
-        m = re.match(r'norm(\d+)\.(.*)', k)
-        if m:
-            out[f'stages.{int(m.group(1)) - 1}.norm.{m.group(2)}'] = v
-            continue
-        m = re.match(r'norm\.(.*)', k)
-        if m:  # PVT v1's final norm (after the last stage)
-            out[f'stages.{last - 1}.norm.{m.group(1)}'] = v
-            continue
         out[k] = v
     return out
 
@@ -242,13 +260,9 @@ def _pvt_mmdet(sd: StateDict) -> StateDict:
     conv_ffn = any(re.search(r'\.ffn\.layers\.4\.', k) for k in sd)
     fc2 = '4' if conv_ffn else '3'
     for k, v in sd.items():
-        m = re.match(r'layers\.(\d+)\.0\.(projection|norm)\.(.*)', k)
-        if m:
-            out[f'stages.{m.group(1)}.patch_embed.{m.group(2)}.{m.group(3)}'] = v
-            continue
-        m = re.match(r'layers\.(\d+)\.1\.0\.pos_embed$', k)
-        if m:
-            out[f'stages.{m.group(1)}.pos_embed'] = v
+        new = _renamed(k, _MMDET_PVT_RENAMES)
+        if new is not None:
+            out[new] = v
             continue
         m = re.match(r'layers\.(\d+)\.1\.(\d+)\.(.*)', k)
         if m:
@@ -279,10 +293,6 @@ def _pvt_mmdet(sd: StateDict) -> StateDict:
                 out[f'{pre}ffn.{name}.{p}'] = v
                 continue
             out[pre + rest] = v
-            continue
-        m = re.match(r'layers\.(\d+)\.2\.(.*)', k)
-        if m:
-            out[f'stages.{m.group(1)}.norm.{m.group(2)}'] = v
             continue
         out[k] = v
     return out

@@ -520,6 +520,38 @@ def test_deformable_attention_samples_its_points():
     assert att.flops(12, (3, 4)) == 12 * 64 + 12 * (8 * 3 * 2 + 5 * 8 + 64)
 
 
+def test_deformable_attention_scales_only_the_offset_gradient():
+    """The authors' DPVT multiplies the gradient of the sampling locations by 0.1 (forward
+    unchanged): the offset projection's gradient is 0.1x the unscaled one, the others equal."""
+    from mmdyn.models.backbones.dge import DPVT
+    from mmdyn.models.layers.deformable_attention import DeformablePointAttention
+    torch.manual_seed(0)
+    scaled = DeformablePointAttention(8, 2, num_points=3).double()
+    plain = DeformablePointAttention(8, 2, num_points=3, offset_grad_scale=1.).double()
+    assert scaled.offset_grad_scale == 0.1
+    with torch.no_grad():
+        for p in scaled.parameters():
+            p.normal_(0, 0.5)  # fractional offsets: a non-zero location gradient
+    plain.load_state_dict(scaled.state_dict())
+    x = torch.randn(2, 20, 8, dtype=torch.float64)
+    w = torch.randn(2, 20, 8, dtype=torch.float64)
+    outs = [m(x, (4, 5)) for m in (scaled, plain)]
+    assert torch.equal(outs[0], outs[1])
+    for m, out in zip((scaled, plain), outs):
+        (out * w).sum().backward()
+    g_plain = plain.offsets.weight.grad
+    assert g_plain.abs().max() > 1e-3
+    torch.testing.assert_close(scaled.offsets.weight.grad, 0.1 * g_plain, rtol=1e-12, atol=0)
+    torch.testing.assert_close(scaled.offsets.bias.grad, 0.1 * plain.offsets.bias.grad,
+                               rtol=1e-12, atol=0)
+    for name in ('v', 'weights', 'proj'):
+        assert torch.equal(getattr(scaled, name).weight.grad, getattr(plain, name).weight.grad)
+    for scale in (0.1, 1.):  # the backbone option reaches every attention
+        kw = {} if scale == 0.1 else dict(offset_grad_scale=scale)
+        m = DPVT(arch=dict(TINY_PVT), **kw)
+        assert {blk.attn.offset_grad_scale for st in m.stages for blk in st.blocks} == {scale}
+
+
 def test_dpvt_granularity_one_equals_static_and_modes_agree():
     dyn, static = _dpvt_pair()
     x = torch.randn(2, 3, 100, 76)
