@@ -370,17 +370,7 @@ class DoViT(DynamicModuleMixin, ViT):
                     conf = token_confidence(logits.detach(), hw)  # [B, h, w]
                     confs.append(conf)
                     maps[f'conf_{k}'] = self.confidence_levels(conf)
-                    if self.force_full:
-                        pass
-                    elif self.decision_override is not None:
-                        keep[:, 1:] = self._forced_keep(
-                            conf.flatten(1), keep[:, 1:],
-                            self.decision_override['keep_ratios'][k])
-                    else:
-                        stop = conf.flatten(1) > thr[k]  # Eq. 4: 1 - M~
-                        if self.diff_conf is not None:  # near-uniform tokens stop too
-                            stop |= conf.flatten(1) < self.diff_conf
-                        keep[:, 1:] &= ~stop  # Eq. 5 (cls token always kept)
+                    self._update_keep(k, conf.flatten(1), keep, thr[k])
                     maps[f'keep_{k}'] = keep[:, 1:].reshape(b, *hw).float()
                     kept_after.append(keep[:, 1:].float().mean(1))
                 stopped = ~keep[:, 1:]
@@ -395,6 +385,23 @@ class DoViT(DynamicModuleMixin, ViT):
         self.last_confidences = confs
         self._record_forward(block_tokens, img_hw, hw, n_patch, kept_after, maps)
         return tuple(outs)
+
+    def _update_keep(self, k: int, conf: torch.Tensor, keep: torch.Tensor,
+                     threshold: float) -> None:
+        """Decision ``k`` on ``keep`` (``[B, 1 + N]``, in place) from the tokens' confidences
+        ``conf`` (``[B, N]``): every gate on under ``force_full``, the decision override if one is
+        set, else Eq. 4-5 (a token stops once its confidence passes the threshold; with
+        ``diff_conf``, near-uniform tokens stop too; the class token always runs on)."""
+        if self.force_full:
+            return
+        if self.decision_override is not None:
+            keep[:, 1:] = self._forced_keep(conf, keep[:, 1:],
+                                            self.decision_override['keep_ratios'][k])
+            return
+        stop = conf > threshold  # Eq. 4: 1 - M~
+        if self.diff_conf is not None:
+            stop |= conf < self.diff_conf
+        keep[:, 1:] &= ~stop  # Eq. 5
 
     def _record_forward(self, block_tokens, img_hw, hw, n_patch, kept_after, maps) -> None:
         """Records of a forward: the tokens per block (``last_block_tokens``), the realised
