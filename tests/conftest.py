@@ -36,6 +36,23 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _mim_index_read_once():
+    """mmengine re-reads every metafile of a codebase for each whole ``mmseg::`` / ``mmdet::``
+    config a config inherits; read each index once per session (speed only: same answers,
+    the same ``ValueError`` for a name no metafile lists)."""
+    import importlib.util
+    import mmengine.config.utils as u
+    orig = u._get_cfg_metainfo
+    path = osp.join(REPO, 'tools', 'misc', 'complexity_cache.py')
+    spec = importlib.util.spec_from_file_location('_mmdyn_complexity_cache', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.speed_up_config_loading()
+    yield
+    u._get_cfg_metainfo = orig
+
+
 @pytest.fixture(autouse=True)
 def _no_default_scope_from_earlier_tests():
     """Each test starts with no mmengine default scope (a Runner or ``init_default_scope`` in an

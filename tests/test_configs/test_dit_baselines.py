@@ -35,35 +35,6 @@ def size_of(name):
     return name.split('pvtv2-')[1][:2]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _cached_mim_index():
-    """mmengine reads all metafiles of mmdet / mmseg for every ``pkg::`` config path it
-    resolves; read each package's index once for this module (speed only, same answers)."""
-    from mmengine.config import utils as cfg_utils
-    from mmengine.fileio import load as load_file
-    orig = cfg_utils._get_cfg_metainfo
-
-    @functools.lru_cache(maxsize=None)
-    def table(package_path):
-        out = {}
-        index = load_file(osp.join(package_path, '.mim', 'model-index.yml'))
-        for meta in index['Import']:
-            for model in load_file(osp.join(package_path, '.mim', meta))['Models']:
-                if 'Config' in model:
-                    out.setdefault(model['Config'].partition('/')[-1], model)
-        return out
-
-    def cached(package_path, cfg_path):
-        models = table(package_path)
-        if cfg_path not in models:  # mmengine's answer for a path no metafile lists
-            raise ValueError(f'Expected configs: {models.keys()}, but got {cfg_path}')
-        return models[cfg_path]
-
-    cfg_utils._get_cfg_metainfo = cached
-    yield
-    cfg_utils._get_cfg_metainfo = orig
-
-
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 

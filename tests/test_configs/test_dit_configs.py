@@ -42,33 +42,6 @@ TINY = dict(embed_dims=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 1,
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _cached_mim_index():
-    """mmengine re-reads every metafile of a codebase for each ``pkg::`` config it resolves;
-    the index is the same for the whole module, so read it once (speed only)."""
-    from mmengine.config import utils as cfg_utils
-    orig = cfg_utils._get_cfg_metainfo
-    tables = {}
-
-    def cached(package_path, cfg_path):
-        if package_path not in tables:
-            from mmengine.fileio import load
-            table = {}
-            index = load(osp.join(package_path, '.mim', 'model-index.yml'))
-            for meta_path in index['Import']:
-                for m in load(osp.join(package_path, '.mim', meta_path))['Models']:
-                    if 'Config' in m:
-                        table.setdefault(m['Config'].partition('/')[-1], m)
-            tables[package_path] = table
-        if cfg_path not in tables[package_path]:
-            raise ValueError(f'{cfg_path} has no metafile entry')  # as mmengine: a _base_ file
-        return tables[package_path][cfg_path]
-
-    cfg_utils._get_cfg_metainfo = cached
-    yield
-    cfg_utils._get_cfg_metainfo = orig
-
-
 @functools.lru_cache(maxsize=None)
 def _load(name):
     return Config.fromfile(osp.join(DIT, name))

@@ -36,15 +36,31 @@ INFO_VERSION = 2  # bump when config_info changes: cached infos are read again
 
 def speed_up_config_loading() -> None:
     """mmengine reads every metafile of an installed codebase each time a config inherits a
-    whole config of it (``mmpretrain::deit/...``); remember the answer (it cannot change while
-    the process runs)."""
-    import functools
-
+    whole config of it (``mmseg::segformer/...``: about 0.6 s a base); read each codebase's
+    index once and look configs up in it (it cannot change while the process runs). A name
+    the index lacks raises ``ValueError`` as mmengine's own lookup does."""
     import mmengine.config.utils as u
-    if not getattr(u._get_cfg_metainfo, '_mmdyn_cached', False):
-        cached = functools.lru_cache(maxsize=None)(u._get_cfg_metainfo)
-        cached._mmdyn_cached = True
-        u._get_cfg_metainfo = cached
+    if getattr(u._get_cfg_metainfo, '_mmdyn_cached', False):
+        return
+    from mmengine.fileio import load
+    tables = {}
+
+    def cfg_metainfo(package_path: str, cfg_path: str) -> dict:
+        if package_path not in tables:
+            table = {}
+            index = load(osp.join(package_path, '.mim', 'model-index.yml'))
+            for meta_path in index['Import']:
+                for m in load(osp.join(package_path, '.mim', meta_path))['Models']:
+                    if 'Config' in m:  # the first entry of a config wins, as in mmengine
+                        table.setdefault(m['Config'].partition('/')[-1], m)
+            tables[package_path] = table
+        if cfg_path not in tables[package_path]:
+            raise ValueError(f'Expected configs: {tables[package_path].keys()}, but got '
+                             f'{cfg_path}')
+        return tables[package_path][cfg_path]
+
+    cfg_metainfo._mmdyn_cached = True
+    u._get_cfg_metainfo = cfg_metainfo
 
 
 def rel(path: str) -> str:
