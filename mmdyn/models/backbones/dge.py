@@ -549,17 +549,13 @@ class _DGEHostMixin(DynamicModuleMixin):
                              f'does not convert whole: missing keys {missing}, unexpected keys '
                              f'{unexpected}')
 
-    def _init_host_and_gates(self, host_init, convert) -> None:
-        """The host's generic initialisation (``init_cfg`` set aside), the gates', then the
-        ``init_cfg`` checkpoint (if any) converted with ``convert``."""
-        pre = find_pretrained_cfg(self.init_cfg)
-        saved = self.init_cfg
-        self.init_cfg = None
-        try:
-            host_init(self)  # generic init only
-        finally:
-            self.init_cfg = saved
+    def _init_host_and_gates(self, convert) -> None:
+        """The host's random initialisation (its ``random_init``), the gates', then the
+        ``init_cfg`` checkpoint (if any) converted with ``convert``. Only a ``Pretrained``
+        ``init_cfg`` is applied."""
+        self.random_init()
         self._reinit_gates()
+        pre = find_pretrained_cfg(self.init_cfg)
         if pre is not None:
             self._load_pretrained(pre, convert)
         self._is_init = True
@@ -740,7 +736,7 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.set_decision_override(decision_override)
 
     def init_weights(self):
-        self._init_host_and_gates(PVT.init_weights, pvt_to_mmdyn)
+        self._init_host_and_gates(pvt_to_mmdyn)
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the static PVT host (every token a query, no gate)."""
@@ -819,7 +815,7 @@ class DGEViT(_DGEHostMixin, ViT):
         self.set_decision_override(decision_override)
 
     def init_weights(self):
-        self._init_host_and_gates(ViT.init_weights, vit_to_mmdyn)
+        self._init_host_and_gates(vit_to_mmdyn)
 
     _authors_attention = 'deit'
 
