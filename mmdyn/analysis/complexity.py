@@ -507,7 +507,6 @@ def model_complexity(model: nn.Module,
     img_shape, batch = _image_shape_and_batch(inputs, img_shape)
     device = _first_param_device(model)
     dyn_mods = find_dynamic_modules(backbone)
-    is_dynamic = bool(find_dynamic_modules(model))
     unsupported: Counter = Counter()
 
     # ---- params
@@ -515,12 +514,8 @@ def model_complexity(model: nn.Module,
     params = params_breakdown.get('backbone', 0) if backbone_only else count_params(model)
 
     # ---- backbone, static
-    b_static, b_break = backbone_static_flops(backbone, img_shape)
-    method = 'analytic'
-    if b_static is None:
-        method = 'traced'
-        b_static, b_break = _traced_backbone_flops(backbone, img_shape, device, dyn_mods,
-                                                   unsupported)
+    b_static, b_break, method = _backbone_static(backbone, img_shape, device, dyn_mods,
+                                                 unsupported)
 
     # ---- backbone, real run (realised figures and features for the rest)
     feats, b_dyn = None, None
@@ -535,14 +530,36 @@ def model_complexity(model: nn.Module,
             data_samples = default_data_samples(model, batch, img_shape)
         rest_total, rest_break = _rest_of_model(model, backbone, feats, inputs, data_samples,
                                                 img_shape, batch, device, unsupported)
+    return _complexity_result(
+        model, img_shape, batch, params, params_breakdown, (b_static, b_break, method),
+        (rest_total, rest_break), b_dyn, unsupported)
 
+
+def _backbone_static(backbone: nn.Module, img_shape, device, dyn_mods,
+                     unsupported: Counter) -> Tuple[float, Dict[str, float], str]:
+    """``(static FLOPs, breakdown, method)`` of the backbone: its analytic formulas when it
+    has them, else traced (``'traced'``; untraceable ops added to ``unsupported``)."""
+    b_static, b_break = backbone_static_flops(backbone, img_shape)
+    if b_static is not None:
+        return b_static, b_break, 'analytic'
+    b_static, b_break = _traced_backbone_flops(backbone, img_shape, device, dyn_mods,
+                                               unsupported)
+    return b_static, b_break, 'traced'
+
+
+def _complexity_result(model, img_shape, batch: int, params: int, params_breakdown: dict,
+                       backbone: tuple, rest: tuple, b_dyn: Optional[torch.Tensor],
+                       unsupported: Counter) -> Dict[str, Any]:
+    """:func:`model_complexity`'s result dict from its parts: ``backbone`` is ``(static
+    FLOPs, breakdown, method)``, ``rest`` ``(FLOPs, breakdown)``, ``b_dyn`` the backbone's
+    realised FLOPs per image (or None)."""
+    b_static, b_break, method = backbone
+    rest_total, rest_break = rest
     breakdown = OrderedDict()
     breakdown['backbone'] = float(b_static)
     for k, v in b_break.items():
         breakdown[f'backbone.{k}'] = float(v)
     breakdown.update(rest_break)
-
-    flops_dyn = None if b_dyn is None else b_dyn + rest_total
     return dict(
         img_shape=img_shape,
         batch_size=batch,
@@ -553,8 +570,8 @@ def model_complexity(model: nn.Module,
         rest_flops=float(rest_total),
         backbone_method=method,
         breakdown=breakdown,
-        is_dynamic=is_dynamic,
-        flops_dynamic=flops_dyn,
+        is_dynamic=bool(find_dynamic_modules(model)),
+        flops_dynamic=None if b_dyn is None else b_dyn + rest_total,
         backbone_flops_dynamic=b_dyn,
         unsupported_ops=dict(unsupported),
     )

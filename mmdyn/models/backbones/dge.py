@@ -80,7 +80,7 @@ from ..layers.token_sets import gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
-from ..utils.checks import check_images, check_loss_weight
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import (BlockRecord, DynamicModuleMixin,
                              removed_override_arguments)
 from ..utils.min_size import pad_to_min_size
@@ -753,7 +753,6 @@ class DGEPVT(_DGEHostMixin, PVT):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """NCHW maps of the stages in ``out_indices`` (a tuple, as :class:`PVT`)."""
-        check_images(self, x)
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         img_shape = tuple(x.shape[-2:])
         acc = self._new_acc(x)
