@@ -627,12 +627,8 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
         raise ConfigError(f'cannot build the model: {_one_line(e)}') from e
     model = revert_sync_batchnorm(model)
     if checkpoint is None:
-        # Query-based proposal heads (Sparse R-CNN's EmbeddingRPNHead) only give valid boxes
-        # after their own initialisation; everything else keeps its construction-time weights.
-        for m in model.modules():
-            if type(m).__name__ == 'EmbeddingRPNHead':
-                m.init_weights()
-    if checkpoint is not None:
+        init_task_heads(model)
+    else:
         from mmengine.runner import load_checkpoint
 
         from mmdyn.utils.checkpoint import _REMOTE, read_checkpoint
@@ -642,6 +638,25 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
             check_weights_match(model, read_checkpoint(checkpoint), checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
+
+
+def init_task_heads(model: nn.Module) -> None:
+    """Initialise the model's task heads, its ``*head`` children (mmdet's ``rpn_head`` /
+    ``roi_head`` / ``bbox_head``, mmseg's ``decode_head`` / ``auxiliary_head``, mmpretrain's
+    ``head``), with their own ``init_weights``: a head may give meaningful outputs only
+    after it (Sparse R-CNN's learned proposal boxes are no boxes at PyTorch's default
+    initialisation). The backbone and the neck keep their construction-time weights.
+    mmengine's per-parameter initialisation report (INFO) is not logged."""
+    import logging
+    heads = [child for name, child in model.named_children()
+             if name.endswith('head') and callable(getattr(child, 'init_weights', None))]
+    level = logging.root.manager.disable
+    logging.disable(max(level, logging.INFO))
+    try:
+        for head in heads:
+            head.init_weights()
+    finally:
+        logging.disable(level)
 
 
 def default_img_shape(cfg, model: nn.Module) -> Tuple[int, int]:
