@@ -523,8 +523,7 @@ def model_complexity(model: nn.Module,
         feats, b_dyn = _run_backbone(backbone, inputs, dyn_mods, b_static, img_shape, batch)
 
     # ---- the rest
-    rest_total = 0.
-    rest_break: Dict[str, float] = OrderedDict()
+    rest_total, rest_break = 0., OrderedDict()
     if not backbone_only:
         if data_samples is None:
             data_samples = default_data_samples(model, batch, img_shape)
