@@ -44,8 +44,8 @@ from mmdyn.models.utils.dynamic import find_dynamic_modules, full_compute, unwra
 __all__ = [
     'model_complexity', 'get_backbone', 'count_params', 'backbone_static_flops',
     'default_data_samples', 'traced_flops', 'group_breakdown', 'UNIT', 'ConfigError',
-    'load_config', 'build_model_from_cfg', 'default_img_shape', 'generated_images',
-    'generated_batch', 'dataset_root', 'dataset_batches', 'stdout_to_stderr'
+    'load_config', 'build_model_from_cfg', 'init_task_heads', 'default_img_shape',
+    'generated_images', 'generated_batch', 'dataset_root', 'dataset_batches', 'stdout_to_stderr'
 ]
 
 UNIT = 'GFLOPs (1 FLOP = 1 multiply-add)'
