@@ -647,15 +647,21 @@ def init_task_heads(model: nn.Module) -> None:
     initialisation). The backbone and the neck keep their construction-time weights.
     mmengine's per-parameter initialisation report (INFO) is not logged."""
     import logging
+
+    from mmengine.logging import MMLogger
     heads = [child for name, child in model.named_children()
              if name.endswith('head') and callable(getattr(child, 'init_weights', None))]
-    level = logging.root.manager.disable
-    logging.disable(max(level, logging.INFO))
+    logger = MMLogger.get_current_instance()  # where mmengine reports initialisations
+
+    def above_info(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO
+
+    logger.addFilter(above_info)
     try:
         for head in heads:
             head.init_weights()
     finally:
-        logging.disable(level)
+        logger.removeFilter(above_info)
 
 
 def default_img_shape(cfg, model: nn.Module) -> Tuple[int, int]:
