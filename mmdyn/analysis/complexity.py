@@ -44,8 +44,8 @@ from mmdyn.models.utils.dynamic import find_dynamic_modules, full_compute, unwra
 __all__ = [
     'model_complexity', 'get_backbone', 'count_params', 'backbone_static_flops',
     'default_data_samples', 'traced_flops', 'group_breakdown', 'UNIT', 'ConfigError',
-    'load_config', 'build_model_from_cfg', 'default_img_shape', 'generated_images',
-    'generated_batch', 'dataset_root', 'dataset_batches', 'stdout_to_stderr'
+    'load_config', 'build_model_from_cfg', 'init_task_heads', 'default_img_shape',
+    'generated_images', 'generated_batch', 'dataset_root', 'dataset_batches', 'stdout_to_stderr'
 ]
 
 UNIT = 'GFLOPs (1 FLOP = 1 multiply-add)'
@@ -507,7 +507,6 @@ def model_complexity(model: nn.Module,
     img_shape, batch = _image_shape_and_batch(inputs, img_shape)
     device = _first_param_device(model)
     dyn_mods = find_dynamic_modules(backbone)
-    is_dynamic = bool(find_dynamic_modules(model))
     unsupported: Counter = Counter()
 
     # ---- params
@@ -515,12 +514,8 @@ def model_complexity(model: nn.Module,
     params = params_breakdown.get('backbone', 0) if backbone_only else count_params(model)
 
     # ---- backbone, static
-    b_static, b_break = backbone_static_flops(backbone, img_shape)
-    method = 'analytic'
-    if b_static is None:
-        method = 'traced'
-        b_static, b_break = _traced_backbone_flops(backbone, img_shape, device, dyn_mods,
-                                                   unsupported)
+    b_static, b_break, method = _backbone_static(backbone, img_shape, device, dyn_mods,
+                                                 unsupported)
 
     # ---- backbone, real run (realised figures and features for the rest)
     feats, b_dyn = None, None
@@ -528,21 +523,42 @@ def model_complexity(model: nn.Module,
         feats, b_dyn = _run_backbone(backbone, inputs, dyn_mods, b_static, img_shape, batch)
 
     # ---- the rest
-    rest_total = 0.
-    rest_break: Dict[str, float] = OrderedDict()
+    rest_total, rest_break = 0., OrderedDict()
     if not backbone_only:
         if data_samples is None:
             data_samples = default_data_samples(model, batch, img_shape)
         rest_total, rest_break = _rest_of_model(model, backbone, feats, inputs, data_samples,
                                                 img_shape, batch, device, unsupported)
+    return _complexity_result(
+        model, img_shape, batch, params, params_breakdown, (b_static, b_break, method),
+        (rest_total, rest_break), b_dyn, unsupported)
 
+
+def _backbone_static(backbone: nn.Module, img_shape, device, dyn_mods,
+                     unsupported: Counter) -> Tuple[float, Dict[str, float], str]:
+    """``(static FLOPs, breakdown, method)`` of the backbone: its analytic formulas when it
+    has them, else traced (``'traced'``; untraceable ops added to ``unsupported``)."""
+    b_static, b_break = backbone_static_flops(backbone, img_shape)
+    if b_static is not None:
+        return b_static, b_break, 'analytic'
+    b_static, b_break = _traced_backbone_flops(backbone, img_shape, device, dyn_mods,
+                                               unsupported)
+    return b_static, b_break, 'traced'
+
+
+def _complexity_result(model, img_shape, batch: int, params: int, params_breakdown: dict,
+                       backbone: tuple, rest: tuple, b_dyn: Optional[torch.Tensor],
+                       unsupported: Counter) -> Dict[str, Any]:
+    """:func:`model_complexity`'s result dict from its parts: ``backbone`` is ``(static
+    FLOPs, breakdown, method)``, ``rest`` ``(FLOPs, breakdown)``, ``b_dyn`` the backbone's
+    realised FLOPs per image (or None)."""
+    b_static, b_break, method = backbone
+    rest_total, rest_break = rest
     breakdown = OrderedDict()
     breakdown['backbone'] = float(b_static)
     for k, v in b_break.items():
         breakdown[f'backbone.{k}'] = float(v)
     breakdown.update(rest_break)
-
-    flops_dyn = None if b_dyn is None else b_dyn + rest_total
     return dict(
         img_shape=img_shape,
         batch_size=batch,
@@ -553,8 +569,8 @@ def model_complexity(model: nn.Module,
         rest_flops=float(rest_total),
         backbone_method=method,
         breakdown=breakdown,
-        is_dynamic=is_dynamic,
-        flops_dynamic=flops_dyn,
+        is_dynamic=bool(find_dynamic_modules(model)),
+        flops_dynamic=None if b_dyn is None else b_dyn + rest_total,
         backbone_flops_dynamic=b_dyn,
         unsupported_ops=dict(unsupported),
     )
@@ -610,12 +626,8 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
         raise ConfigError(f'cannot build the model: {_one_line(e)}') from e
     model = revert_sync_batchnorm(model)
     if checkpoint is None:
-        # Query-based proposal heads (Sparse R-CNN's EmbeddingRPNHead) only give valid boxes
-        # after their own initialisation; everything else keeps its construction-time weights.
-        for m in model.modules():
-            if type(m).__name__ == 'EmbeddingRPNHead':
-                m.init_weights()
-    if checkpoint is not None:
+        init_task_heads(model)
+    else:
         from mmengine.runner import load_checkpoint
 
         from mmdyn.utils.checkpoint import _REMOTE, read_checkpoint
@@ -625,6 +637,31 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
             check_weights_match(model, read_checkpoint(checkpoint), checkpoint)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
+
+
+def init_task_heads(model: nn.Module) -> None:
+    """Initialise the model's task heads, its ``*head`` children (mmdet's ``rpn_head`` /
+    ``roi_head`` / ``bbox_head``, mmseg's ``decode_head`` / ``auxiliary_head``, mmpretrain's
+    ``head``), with their own ``init_weights``: a head may give meaningful outputs only
+    after it (Sparse R-CNN's learned proposal boxes are no boxes at PyTorch's default
+    initialisation). The backbone and the neck keep their construction-time weights.
+    mmengine's per-parameter initialisation report (INFO) is not logged."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    heads = [child for name, child in model.named_children()
+             if name.endswith('head') and callable(getattr(child, 'init_weights', None))]
+    logger = MMLogger.get_current_instance()  # where mmengine reports initialisations
+
+    def above_info(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO
+
+    logger.addFilter(above_info)
+    try:
+        for head in heads:
+            head.init_weights()
+    finally:
+        logger.removeFilter(above_info)
 
 
 def default_img_shape(cfg, model: nn.Module) -> Tuple[int, int]:

@@ -416,3 +416,52 @@ def test_sparse_rcnn_tiny(tmp_path):
     b = run_get_flops(cfg, '--shape', 64, 64, '--cfg-options', 'model.rpn_head.num_proposals=50')
     assert a['breakdown']['roi_head'] > 0
     assert b['breakdown']['roi_head'] == pytest.approx(a['breakdown']['roi_head'] / 2, rel=0.02)
+
+
+def test_init_task_heads_initialises_the_heads_only():
+    """Every ``*head`` child runs its own ``init_weights`` (an init_cfg, or an override such as
+    a query-based head's constant proposals); backbone and neck keep their weights; mmengine's
+    per-parameter initialisation report is not logged."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    from mmengine.model import BaseModule
+
+    from mmdyn.analysis.complexity import init_task_heads
+
+    class Linear(BaseModule):
+        def __init__(self):
+            super().__init__(init_cfg=dict(type='Constant', layer='Linear', val=0.5, bias=0.))
+            self.fc = nn.Linear(3, 3)
+
+    class Queries(BaseModule):
+        def __init__(self):
+            super().__init__()
+            self.boxes = nn.Embedding(4, 4)
+
+        def init_weights(self):
+            super().init_weights()
+            nn.init.constant_(self.boxes.weight, 0.25)
+
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.backbone, model.neck, model.rpn_head, model.roi_head = (Linear(), Linear(), Queries(),
+                                                                   Linear())
+    kept = {k: v.clone() for k, v in model.state_dict().items()
+            if k.startswith(('backbone.', 'neck.'))}
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        init_task_heads(model)
+    finally:
+        logger.removeHandler(handler)
+    assert torch.equal(model.rpn_head.boxes.weight, torch.full((4, 4), 0.25))
+    assert torch.equal(model.roi_head.fc.weight, torch.full((3, 3), 0.5))
+    assert torch.equal(model.roi_head.fc.bias, torch.zeros(3))
+    assert len(kept) == 4 and not torch.equal(kept['backbone.fc.weight'], torch.full((3, 3), 0.5))
+    for k, v in kept.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert not [r for r in records if 'torch.Size' in r.getMessage()]

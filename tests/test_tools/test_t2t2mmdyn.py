@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mmdyn.models.backbones.t2t_vit import T2TViT, detect_t2t_layout, t2t_to_mmdyn
 from mmdyn.models.classifiers.dvt import DVTClassifier
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures('one_thread')
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2)
 

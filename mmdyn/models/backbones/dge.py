@@ -80,7 +80,7 @@ from ..layers.token_sets import gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
-from ..utils.checks import check_images, check_loss_weight
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import (BlockRecord, DynamicModuleMixin,
                              removed_override_arguments)
 from ..utils.min_size import pad_to_min_size
@@ -549,17 +549,13 @@ class _DGEHostMixin(DynamicModuleMixin):
                              f'does not convert whole: missing keys {missing}, unexpected keys '
                              f'{unexpected}')
 
-    def _init_host_and_gates(self, host_init, convert) -> None:
-        """The host's generic initialisation (``init_cfg`` set aside), the gates', then the
-        ``init_cfg`` checkpoint (if any) converted with ``convert``."""
-        pre = find_pretrained_cfg(self.init_cfg)
-        saved = self.init_cfg
-        self.init_cfg = None
-        try:
-            host_init(self)  # generic init only
-        finally:
-            self.init_cfg = saved
+    def _init_host_and_gates(self, convert) -> None:
+        """The host's random initialisation (its ``random_init``), the gates', then the
+        ``init_cfg`` checkpoint (if any) converted with ``convert``. Only a ``Pretrained``
+        ``init_cfg`` is applied."""
+        self.random_init()
         self._reinit_gates()
+        pre = find_pretrained_cfg(self.init_cfg)
         if pre is not None:
             self._load_pretrained(pre, convert)
         self._is_init = True
@@ -740,7 +736,7 @@ class DGEPVT(_DGEHostMixin, PVT):
         self.set_decision_override(decision_override)
 
     def init_weights(self):
-        self._init_host_and_gates(PVT.init_weights, pvt_to_mmdyn)
+        self._init_host_and_gates(pvt_to_mmdyn)
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the static PVT host (every token a query, no gate)."""
@@ -757,7 +753,6 @@ class DGEPVT(_DGEHostMixin, PVT):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """NCHW maps of the stages in ``out_indices`` (a tuple, as :class:`PVT`)."""
-        check_images(self, x)
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         img_shape = tuple(x.shape[-2:])
         acc = self._new_acc(x)
@@ -819,7 +814,7 @@ class DGEViT(_DGEHostMixin, ViT):
         self.set_decision_override(decision_override)
 
     def init_weights(self):
-        self._init_host_and_gates(ViT.init_weights, vit_to_mmdyn)
+        self._init_host_and_gates(vit_to_mmdyn)
 
     _authors_attention = 'deit'
 

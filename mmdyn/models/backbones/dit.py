@@ -39,11 +39,11 @@ from ..layers.embed import overlap_patch_embed
 from ..layers.ffn import MixFFN
 from ..layers.gates import GumbelSoftmaxGate, categorical_eval, gumbel_softmax_st
 from ..layers.token_sets import make_token_set
-from ..layers.transformer_blocks import PVTBlock
+from ..layers.transformer_blocks import PVTBlock, drop_path_rates
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import (find_pretrained_cfg, load_converted,
                                   pretrained_init_cfg, pvt_to_mmdyn)
-from ..utils.checks import check_images, check_loss_weight
+from ..utils.checks import check_loss_weight
 from ..utils.dynamic import (DynamicModuleMixin, evenly_spaced,
                              removed_override_arguments)
 from ..utils.min_size import pad_to_min_size, padded_input_shape
@@ -310,6 +310,28 @@ class DiT(DynamicModuleMixin, BaseModule):
         if not out_indices or any(not 0 <= i < NUM_SCALES for i in out_indices):
             raise ValueError(f'DiT: out_indices must be in 0..3, got {out_indices}')
 
+        self._set_options(settings, num_stages, routing, out_nodes, out_indices, in_channels,
+                          random_keep, tile_pretrained, sparse_dwconv)
+        self.budget_loss = BudgetLoss(target=budget, loss_weight=check_loss_weight(
+            budget_weight, 'budget_weight', 'DiT'))
+        block_cfg = dict(linear=bool(settings.get('linear', False)), use_conv_ffn=True,
+                         qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                         norm_cfg=norm_cfg, act_cfg=act_cfg)
+        self._build_modules(block_cfg, drop_path_rate, norm_cfg,
+                            dict(tau=tau, momentum=gate_momentum), static_size, row_init_on,
+                            col_init_on)
+        self._cost_cache: Dict[Tuple[int, int], dict] = {}
+        self._param_counts = self._count_params()
+        self.reset_dynamic_records()
+        self.aux_losses: Dict[str, torch.Tensor] = {}
+        self.last_valid_params: Optional[torch.Tensor] = None
+        self.last_reached: Optional[torch.Tensor] = None  # Bool[B, 4, M + 1]: nodes reached
+        self.set_decision_override(decision_override)
+
+    def _set_options(self, settings: dict, num_stages: int, routing: str, out_nodes: str,
+                     out_indices: Sequence[int], in_channels: int, random_keep: Sequence[float],
+                     tile_pretrained: bool, sparse_dwconv: str) -> None:
+        """The (checked) constructor options as attributes."""
         self.settings = settings
         self.embed_dims = list(settings['embed_dims'])
         self.depths = list(settings['depths'])
@@ -322,36 +344,27 @@ class DiT(DynamicModuleMixin, BaseModule):
         self.random_keep = tuple(float(p) for p in random_keep)
         self.tile_pretrained = tile_pretrained
         self.sparse_dwconv = sparse_dwconv
-        self.budget_loss = BudgetLoss(target=budget, loss_weight=check_loss_weight(
-            budget_weight, 'budget_weight', 'DiT'))
-        S = NUM_SCALES
-        linear = bool(settings.get('linear', False))
 
-        # ------------------------------------------------------------ modules
-        self.stem = overlap_patch_embed(in_channels, self.embed_dims[0], 7, 4, norm_cfg=norm_cfg)
-        total = sum(self.depths)
-        dpr = [drop_path_rate * k / (total - 1) if total > 1 else 0. for k in range(total)]
+    def _build_modules(self, block_cfg: dict, drop_path_rate: float, norm_cfg: dict,
+                       gate_cfg: dict, static_size: int, row_init_on: float,
+                       col_init_on: Sequence[float]) -> None:
+        """The stem, every scale's blocks, gates and down paths (:meth:`_build_scale`), and the
+        output norms, in this order (the modules draw their initial values from the random
+        stream in it); drop-path rates rise linearly over the blocks of all scales."""
+        self.stem = overlap_patch_embed(self.in_channels, self.embed_dims[0], 7, 4,
+                                        norm_cfg=norm_cfg)
+        dpr = drop_path_rates(drop_path_rate, sum(self.depths))
         self.stages = ModuleList()   # stages[i][j]: ModuleList of depths[i] PVT blocks
         self.downs = ModuleList()    # downs[i][j]: P[i][j], i < 3, j = 0..M
         self.row_gates = ModuleList()
         self.col_gates = ModuleList()
-        block_cfg = dict(linear=linear, use_conv_ffn=True, qkv_bias=qkv_bias, drop=drop_rate,
-                         attn_drop=attn_drop_rate, norm_cfg=norm_cfg, act_cfg=act_cfg)
-        for i in range(S):
+        for i in range(NUM_SCALES):
             first = sum(self.depths[:i])
             self._build_scale(i, block_cfg, dpr[first:first + self.depths[i]], norm_cfg,
-                              dict(tau=tau, momentum=gate_momentum),
-                              (math.ceil(static_size / (4 * 2 ** i)), ) * 2, row_init_on,
-                              col_init_on)
+                              gate_cfg, (math.ceil(static_size / (4 * 2 ** i)), ) * 2,
+                              row_init_on, col_init_on)
         self.out_norms = ModuleList(
-            [build_norm_layer(norm_cfg, self.embed_dims[i])[1] for i in range(S)])
-        self._cost_cache: Dict[Tuple[int, int], dict] = {}
-        self._param_counts = self._count_params()
-        self.reset_dynamic_records()
-        self.aux_losses: Dict[str, torch.Tensor] = {}
-        self.last_valid_params: Optional[torch.Tensor] = None
-        self.last_reached: Optional[torch.Tensor] = None  # Bool[B, 4, M + 1]: nodes reached
-        self.set_decision_override(decision_override)
+            [build_norm_layer(norm_cfg, self.embed_dims[i])[1] for i in range(NUM_SCALES)])
 
     @staticmethod
     def _parse_dit_arch(arch) -> Tuple[Optional[str], dict]:
@@ -812,7 +825,6 @@ class DiT(DynamicModuleMixin, BaseModule):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Images ``[B, C, H, W]`` -> a tuple of NCHW maps, one per ``out_indices`` scale."""
-        check_images(self, x)
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every scale takes
         img_shape = tuple(x.shape[-2:])
         costs = self._costs(img_shape)

@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
@@ -114,6 +115,50 @@ def build_aux_head(cfg: dict) -> nn.Module:
     from mmseg.registry import MODELS as SEG_MODELS
     with DefaultScope.overwrite_default_scope('mmseg'):
         return SEG_MODELS.build(cfg)
+
+
+def _conv_chain_flops(module: nn.Module, hw: Tuple[int, int]) -> Tuple[int, Tuple[int, int]]:
+    """``(MACs, output h x w)`` of the 2-D convolutions in ``module`` (a plain chain: its
+    convolutions and up-samplings, modules with a ``size`` or ``scale_factor``, apply in
+    registration order, as in an ``nn.Sequential`` of mmcv ``ConvModule`` s) on an ``h x w``
+    map."""
+    flops = 0
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            out = fl.conv2d_out_shape(hw, m.kernel_size, m.stride, m.padding, m.dilation)
+            flops += fl.conv2d_flops(out, m.in_channels, m.out_channels, m.kernel_size,
+                                     m.groups)
+            hw = out
+        elif getattr(m, 'size', None):  # an up-sampling to a fixed size
+            hw = tuple(m.size) if isinstance(m.size, (tuple, list)) else (m.size, m.size)
+        elif getattr(m, 'scale_factor', None):  # nn.Upsample, mmseg's Upsample
+            s = m.scale_factor if isinstance(m.scale_factor, tuple) else (m.scale_factor, ) * 2
+            hw = (int(hw[0] * s[0]), int(hw[1] * s[1]))
+    return flops, hw
+
+
+def decode_head_flops(head: nn.Module, hw: Sequence[int]) -> int:
+    """MACs of an mmseg decode head on an ``h x w`` input map, from its layout: the
+    ``up_convs`` chains of SETR's up-sampling heads, or the ``convs`` (and ``conv_cat`` on the
+    input joined to their output) of FCN heads, then the ``conv_seg`` classifier. Any other
+    head is a ``TypeError``."""
+    hw = (int(hw[0]), int(hw[1]))
+    flops = 0
+    if isinstance(getattr(head, 'up_convs', None), nn.ModuleList):
+        for chain in head.up_convs:
+            f, hw = _conv_chain_flops(chain, hw)
+            flops += f
+    elif isinstance(getattr(head, 'convs', None), nn.Module):
+        flops, out = _conv_chain_flops(head.convs, hw)
+        if getattr(head, 'concat_input', False):
+            f, out = _conv_chain_flops(head.conv_cat, out)
+            flops += f
+        hw = out
+    else:
+        raise TypeError(f'DoViT: cannot count the FLOPs of auxiliary head '
+                        f'{type(head).__name__} (an FCN head with convs or a SETR up-sampling '
+                        'head with up_convs is needed)')
+    return flops + _conv_chain_flops(head.conv_seg, hw)[0]
 
 
 def token_confidence(logits: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -241,7 +286,7 @@ class DoViT(DynamicModuleMixin, ViT):
         head_cfg = aux_head_cfg(aux_head, self.embed_dims, num_classes)
         self.aux_head_cfg = head_cfg
         self.aux_heads = nn.ModuleList([build_aux_head(head_cfg) for _ in decision_layers])
-        self._aux_flops_cache: Dict[Tuple[int, int], int] = {}
+        decode_head_flops(self.aux_heads[0], (1, 1))  # a head it cannot count: an error now
         self.aux_logits: List[torch.Tensor] = []
         self.last_block_tokens: Optional[torch.Tensor] = None
         self.last_confidences: List[torch.Tensor] = []
@@ -294,19 +339,10 @@ class DoViT(DynamicModuleMixin, ViT):
         return self.aux_heads[k]([feat])
 
     def aux_head_flops(self, hw: Tuple[int, int]) -> int:
-        """MACs of one auxiliary head on an ``h x w`` token map (its convolutions, counted by
-        :class:`torch.utils.flop_counter.FlopCounterMode` on a meta-device copy; 1 FLOP = 1
-        multiply-add). The heads always run on the whole reconstructed map."""
-        hw = (int(hw[0]), int(hw[1]))
-        if hw not in self._aux_flops_cache:
-            from torch.utils.flop_counter import FlopCounterMode
-            head = copy.deepcopy(self.aux_heads[0]).to('meta').eval()
-            x = torch.empty(1, self.embed_dims, *hw, device='meta')
-            counter = FlopCounterMode(display=False)
-            with counter, torch.no_grad():
-                head([x])
-            self._aux_flops_cache[hw] = int(counter.get_total_flops()) // 2
-        return self._aux_flops_cache[hw]
+        """MACs of one auxiliary head on an ``h x w`` token map (its convolutions, 1 FLOP = 1
+        multiply-add; :func:`decode_head_flops`). The heads always run on the whole
+        reconstructed map."""
+        return decode_head_flops(self.aux_heads[0], hw)
 
     def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
         """Static MACs: patch embedding, blocks (all tokens) and auxiliary heads."""

@@ -17,8 +17,8 @@ from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
-from ..layers.transformer_blocks import PVTBlock
-from ..utils.checks import check_images, parse_arch
+from ..layers.transformer_blocks import PVTBlock, drop_path_rates
+from ..utils.checks import check_out_indices, parse_arch
 from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, pvt_to_mmdyn
 from ..utils.min_size import pad_to_min_size, padded_input_shape
 
@@ -105,11 +105,6 @@ class PVTStage(BaseModule):
 
 
 
-def _linspace(stop: float, n: int) -> list:
-    """Stochastic-depth rates ``0 .. stop`` (plain Python: works on the meta device too)."""
-    return [stop * i / (n - 1) if n > 1 else 0. for i in range(n)]
-
-
 @MODELS.register_module()
 @check_arguments
 class PVT(BaseModule):
@@ -188,6 +183,28 @@ class PVT(BaseModule):
                  pretrained: Optional[str] = None,
                  init_cfg=None):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
+        self._set_layout(arch, in_channels, out_indices, pretrain_img_size, patch_sizes)
+        self.frozen_stages = frozen_stages
+        if norm_after_stage is None:
+            norm_after_stage = self._default_norm_after_stage
+        self.norm_after_stage = norm_after_stage
+        if patch_norm_cfg is None:
+            patch_norm_cfg = self._official_aux_norm_cfg or norm_cfg
+        if sr_norm_cfg is None:
+            sr_norm_cfg = self._official_aux_norm_cfg or norm_cfg
+        self.norm_cfg, self.patch_norm_cfg, self.sr_norm_cfg = \
+            dict(norm_cfg), dict(patch_norm_cfg), dict(sr_norm_cfg)
+        block_kw = dict(qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                        norm_cfg=norm_cfg, act_cfg=act_cfg)
+        last_norm = cls_token if final_norm is None else final_norm
+        self._build_stages(drop_path_rate, block_kw, patch_norm_cfg, drop_rate, last_norm)
+        self._add_cls_token(cls_token, self.embed_dims[-1])
+        self._freeze_stages()
+
+    def _set_layout(self, arch, in_channels: int, out_indices, pretrain_img_size,
+                    patch_sizes: Sequence[int]) -> None:
+        """Checked architecture settings, input channels, output stages, pretraining size
+        and patch sizes as attributes."""
         s = self.arch_settings = self._parse_arch(arch)
         self.linear = bool(s.get('linear', False))
         self.num_stages = len(s['embed_dims'])
@@ -196,16 +213,7 @@ class PVT(BaseModule):
         if in_channels < 1:
             raise ValueError(f'in_channels must be positive, got {in_channels}')
         self.in_channels = in_channels
-        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
-        for i in out_indices:
-            if not -self.num_stages <= i < self.num_stages:
-                raise ValueError(f'out_indices {out_indices} out of range for '
-                                 f'{self.num_stages} stages')
-        self.out_indices = tuple(sorted(i % self.num_stages for i in out_indices))
-        self.frozen_stages = frozen_stages
-        if norm_after_stage is None:
-            norm_after_stage = self._default_norm_after_stage
-        self.norm_after_stage = norm_after_stage
+        self.out_indices = check_out_indices(out_indices, self.num_stages, 'stages')
         if isinstance(pretrain_img_size, int):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
         self.pretrain_img_size = tuple(pretrain_img_size)
@@ -213,30 +221,22 @@ class PVT(BaseModule):
             raise ValueError(f'patch_sizes {patch_sizes} must have {self.num_stages} entries')
         self.patch_sizes = list(patch_sizes)
 
-        if patch_norm_cfg is None:
-            patch_norm_cfg = self._official_aux_norm_cfg or norm_cfg
-        if sr_norm_cfg is None:
-            sr_norm_cfg = self._official_aux_norm_cfg or norm_cfg
-        self.norm_cfg, self.patch_norm_cfg, self.sr_norm_cfg = \
-            dict(norm_cfg), dict(patch_norm_cfg), dict(sr_norm_cfg)
-        dpr = _linspace(drop_path_rate, sum(self.depths))
+    def _build_stages(self, drop_path_rate: float, block_kw: dict, patch_norm_cfg: dict,
+                      drop_rate: float, last_norm: bool) -> None:
+        """``self.stages``: every stage, drop-path rates rising linearly over all blocks; a
+        norm after each stage with ``norm_after_stage``, after the last with ``last_norm``."""
+        dpr = drop_path_rates(drop_path_rate, sum(self.depths))
         cur = 0
         self.stages = ModuleList()
-        c_in = in_channels
+        c_in = self.in_channels
         stride = 1
-        block_kw = dict(qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                        norm_cfg=norm_cfg, act_cfg=act_cfg)
         for i in range(self.num_stages):
-            last = i == self.num_stages - 1
-            with_norm = norm_after_stage or (last and (
-                cls_token if final_norm is None else final_norm))
+            with_norm = self.norm_after_stage or (i == self.num_stages - 1 and last_norm)
             stage, stride = self._build_stage(i, c_in, stride, dpr[cur:cur + self.depths[i]],
                                               block_kw, patch_norm_cfg, drop_rate, with_norm)
             self.stages.append(stage)
             cur += self.depths[i]
             c_in = self.embed_dims[i]
-        self._add_cls_token(cls_token, c_in)
-        self._freeze_stages()
 
     def _build_stage(self, i: int, c_in: int, stride: int, dpr: Sequence[float],
                      block_kw: dict, patch_norm_cfg: dict, drop_rate: float,
@@ -369,7 +369,6 @@ class PVT(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """NCHW maps of the stages in ``out_indices``, as a tuple (what mmdet/mmseg necks and
         mmpretrain's ``GlobalAveragePooling`` all accept)."""
-        check_images(self, x)
         x = pad_to_min_size(self, x)  # small / thin images: up to the size every stage takes
         outs = []
         for i, st in enumerate(self.stages):

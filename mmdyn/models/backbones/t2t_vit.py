@@ -26,7 +26,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from mmdyn.utils.checkpoint import unwrap_state_dict
-from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
+from ..layers.transformer_blocks import ViTBlock, drop_path_rates, layer_cfg_at
 from ..utils.dynamic import image_hw
 
 __all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
@@ -207,7 +207,7 @@ class T2TViT(BaseModule):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.register_buffer('pos_embed', sinusoid_table(g2 * g2 + 1, self.embed_dims),
                              persistent=False)
-        dpr = [drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        dpr = drop_path_rates(drop_path_rate, self.depth)
         self.blocks = ModuleList([
             ViTBlock(self.embed_dims, s['num_heads'], mlp_ratio=s['mlp_ratio'],
                      qkv_bias=qkv_bias, qk_scale=qk_scale, drop_path=dpr[i],

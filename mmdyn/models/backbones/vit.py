@@ -18,8 +18,8 @@ from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import PatchEmbed, resize_pos_embed
-from ..layers.transformer_blocks import ViTBlock, layer_cfg_at
-from ..utils.checks import check_images, parse_arch
+from ..layers.transformer_blocks import ViTBlock, drop_path_rates, layer_cfg_at
+from ..utils.checks import check_images, check_out_indices, parse_arch
 from ..utils.ckpt_convert import apply_init_cfg, pretrained_init_cfg, vit_to_mmdyn
 from ..utils.dynamic import image_hw
 
@@ -40,11 +40,6 @@ def vit_style_init(modules) -> None:
 
 _ARCH_KEYS = ('embed_dims', 'depth', 'num_heads', 'mlp_ratio')
 
-
-
-def _linspace(stop: float, n: int) -> list:
-    """Stochastic-depth rates ``0 .. stop`` (plain Python: works on the meta device too)."""
-    return [stop * i / (n - 1) if n > 1 else 0. for i in range(n)]
 
 
 @MODELS.register_module()
@@ -118,6 +113,24 @@ class ViT(BaseModule):
         s = self.arch_settings = self._parse_arch(arch)
         self.embed_dims = s['embed_dims']
         self.depth = s['depth']
+        self._set_options(in_channels, out_type, with_cls_token, final_norm, interpolate_mode,
+                          frozen_stages, img_size, patch_size, out_indices)
+        self._build_embedding(patch_pad, patch_bias, drop_rate, norm_cfg if pre_norm else None)
+        dpr = drop_path_rates(drop_path_rate, self.depth)
+        self.blocks = ModuleList([
+            ViTBlock(self.embed_dims, s['num_heads'], mlp_ratio=s['mlp_ratio'], qkv_bias=qkv_bias,
+                     drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
+                     norm_cfg=norm_cfg, act_cfg=act_cfg,
+                     **layer_cfg_at(layer_cfgs, i, self.depth)) for i in range(self.depth)
+        ])
+        self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1] if final_norm \
+            else nn.Identity()
+        self._freeze()
+
+    def _set_options(self, in_channels: int, out_type: str, with_cls_token: bool,
+                     final_norm: bool, interpolate_mode: str, frozen_stages: int, img_size,
+                     patch_size: int, out_indices) -> None:
+        """The checked constructor options as attributes."""
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'out_type must be one of {self.OUT_TYPES}, got {out_type!r}')
         if out_type == 'cls_token' and not with_cls_token:
@@ -135,35 +148,23 @@ class ViT(BaseModule):
             img_size = (img_size, img_size)
         self.img_size = tuple(img_size)
         self.patch_size = patch_size
+        self.out_indices = check_out_indices(out_indices, self.depth, 'blocks')
 
-        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
-        for i in out_indices:
-            if not -self.depth <= i < self.depth:
-                raise ValueError(f'out_indices {out_indices} out of range for {self.depth} '
-                                 'blocks')
-        self.out_indices = tuple(sorted(i % self.depth for i in out_indices))
-
-        self.patch_embed = PatchEmbed(in_channels=in_channels, embed_dims=self.embed_dims,
-                                      kernel_size=patch_size, stride=patch_size,
+    def _build_embedding(self, patch_pad, patch_bias: bool, drop_rate: float,
+                         pre_norm_cfg: Optional[dict]) -> None:
+        """Patch embedding, class token, position embedding (at ``img_size``), its dropout
+        and the norm before the blocks (``pre_norm_cfg``; None: none)."""
+        self.patch_embed = PatchEmbed(in_channels=self.in_channels, embed_dims=self.embed_dims,
+                                      kernel_size=self.patch_size, stride=self.patch_size,
                                       padding=patch_pad, bias=patch_bias)
         self.patch_resolution = self.patch_embed.out_shape(self.img_size)
         n = self.patch_resolution[0] * self.patch_resolution[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims)) \
-            if with_cls_token else None
+            if self.with_cls_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, n + self.num_extra_tokens, self.embed_dims))
         self.drop_after_pos = nn.Dropout(drop_rate)
-        self.pre_norm = build_norm_layer(norm_cfg, self.embed_dims)[1] if pre_norm \
-            else nn.Identity()
-        dpr = _linspace(drop_path_rate, self.depth)
-        self.blocks = ModuleList([
-            ViTBlock(self.embed_dims, s['num_heads'], mlp_ratio=s['mlp_ratio'], qkv_bias=qkv_bias,
-                     drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
-                     norm_cfg=norm_cfg, act_cfg=act_cfg,
-                     **layer_cfg_at(layer_cfgs, i, self.depth)) for i in range(self.depth)
-        ])
-        self.norm = build_norm_layer(norm_cfg, self.embed_dims)[1] if final_norm \
-            else nn.Identity()
-        self._freeze()
+        self.pre_norm = build_norm_layer(pre_norm_cfg, self.embed_dims)[1] \
+            if pre_norm_cfg is not None else nn.Identity()
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:

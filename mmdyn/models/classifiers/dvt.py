@@ -76,6 +76,7 @@ from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
+from ..layers.ffn import MLP
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin, image_hw
 
@@ -150,27 +151,24 @@ def exits_at(conf: torch.Tensor, threshold: float) -> torch.Tensor:
     return conf >= threshold
 
 
-class FeatureReuse(BaseModule):
-    """``LN -> Linear(C, 128) -> GELU -> Linear(128, 48)`` of one downstream block."""
+class FeatureReuse(MLP):
+    """``LN -> Linear(C, 128) -> GELU -> Linear(128, 48)`` of one downstream block: the core
+    :class:`~mmdyn.models.layers.MLP` (``in_dims -> hidden -> out_dims``) after a LayerNorm."""
 
     def __init__(self, in_dims: int, hidden: int = FEATURE_REUSE_HIDDEN,
                  out_dims: int = FEATURE_REUSE_DIMS, eps: float = 1e-6):
-        super().__init__()
-        self.in_dims, self.hidden, self.out_dims = in_dims, hidden, out_dims
+        super().__init__(out_dims, hidden, in_dims=in_dims)
+        self.out_dims = out_dims
         self.norm = nn.LayerNorm(in_dims, eps=eps)
-        self.fc1 = nn.Linear(in_dims, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, out_dims)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(self.norm(x))))
-
-    def flops(self, num_tokens: int) -> int:
-        return fl.mlp_flops(num_tokens, self.out_dims, self.hidden, in_dims=self.in_dims)
+        return super().forward(self.norm(x))
 
 
-class RelationReuse(BaseModule):
-    """Per-position MLP over the ``heads * L`` relation channels (1x1 convs in the paper).
+class RelationReuse(MLP):
+    """Per-position MLP over the ``heads * L`` relation channels (1x1 convs in the paper): the
+    core :class:`~mmdyn.models.layers.MLP` ``channels -> ratio * channels -> channels`` on the
+    channels-last maps.
 
     Initialised as PyTorch initialises a layer (``reset_parameters``: weights uniform in
     ``+-1/sqrt(fan_in)`` through Kaiming-uniform with ``a = sqrt(5)``, biases uniform in
@@ -179,19 +177,11 @@ class RelationReuse(BaseModule):
     same fan-in draw from the same distributions."""
 
     def __init__(self, channels: int, ratio: int = 3):
-        super().__init__()
+        super().__init__(channels, ratio * channels)
         self.channels = channels
-        self.fc1 = nn.Linear(channels, ratio * channels)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(ratio * channels, channels)
 
     def forward(self, rel):  # [B, M, n, n]
-        x = rel.permute(0, 2, 3, 1)
-        x = self.fc2(self.act(self.fc1(x)))
-        return x.permute(0, 3, 1, 2)
-
-    def flops(self, num_positions: int) -> int:
-        return fl.mlp_flops(num_positions, self.channels, self.fc1.out_features)
+        return super().forward(rel.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def _with_ffn_extra(layer_cfgs, extra: int):

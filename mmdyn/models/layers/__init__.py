@@ -9,4 +9,5 @@ from .token_sets import (TokenSet, gather_tokens, make_token_set,  # noqa: F401
 from .attention import SRAttention, explicit_attention, nchw_to_nlc, nlc_to_nchw  # noqa: F401
 from .embed import PatchEmbed, overlap_patch_embed, resize_pos_embed  # noqa: F401
 from .ffn import MLP, MixFFN  # noqa: F401
-from .transformer_blocks import PVTBlock, TransformerBlock, ViTBlock  # noqa: F401
+from .transformer_blocks import (PVTBlock, TransformerBlock, ViTBlock,  # noqa: F401
+                                 drop_path_rates)

@@ -179,6 +179,32 @@ def padded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     Returns:
         Tensor: ``[B, (heads,) Lq, Dv]`` (and the logits if asked).
     """
+    _check_attention_shapes(query, key, value, key_mask, query_mask, key_weights)
+    b, lq, lk = query.shape[0], query.shape[-2], key.shape[-2]
+    heads = (1, ) * (query.dim() - 3)  # broadcast over the heads dim when there is one
+    has_key, safe = _safe_key_mask(key_mask, key_weights, heads, lk)
+    explicit = explicit or return_logits or key_weights is not None
+    if lk == 0 or lq == 0:
+        # nothing to attend to / nothing asked: zeros, still attached to the graph
+        out = query.new_zeros(query.shape[:-1] + value.shape[-1:]) + 0 * (
+            query.sum() + key.sum() + value.sum())
+        logits = query.new_zeros(query.shape[:-1] + (lk, )) if return_logits else None
+    elif explicit:
+        weights = None if key_weights is None else key_weights.view(b, *heads, 1, lk)
+        out, logits = _explicit_attention(query, key, value, safe, attn_bias, weights,
+                                          dropout_p, scale)
+    else:
+        out, logits = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=_sdpa_mask(safe, attn_bias, query.dtype),
+            dropout_p=dropout_p, scale=scale), None
+    valid = _valid_outputs(has_key, query_mask, heads)
+    if valid is not None and lq and lk:
+        out = torch.where(valid, out, out.new_zeros(()))
+    return (out, logits) if return_logits else out
+
+
+def _check_attention_shapes(query, key, value, key_mask, query_mask, key_weights) -> None:
+    """Shape checks of :func:`padded_attention`'s arguments (one-line ``ValueError``)."""
     if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
         raise ValueError(f'query/key/value must all be 3-D or 4-D, got {tuple(query.shape)}, '
                          f'{tuple(key.shape)}, {tuple(value.shape)}')
@@ -190,37 +216,33 @@ def padded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                        ('key_weights', key_weights, lk)):
         if m is not None and m.shape != (b, n):
             raise ValueError(f'{name} must be [B={b}, {n}], got {tuple(m.shape)}')
-    heads = (1, ) * (query.dim() - 3)  # broadcast over the heads dim when there is one
+
+
+def _safe_key_mask(key_mask: Optional[torch.Tensor], key_weights: Optional[torch.Tensor],
+                   heads: tuple, lk: int) -> tuple:
+    """``(has_key, safe)`` of :func:`padded_attention`: ``Bool[B]`` whether an image has a
+    valid key, and the key mask ``Bool[B, (1,) 1, Lk]`` to attend with (None, None: no mask);
+    ``key_mask`` defaults to the keys whose ``key_weights`` are above 0.5."""
     if key_mask is None and key_weights is not None:
         key_mask = key_weights.detach() > 0.5
-    has_key = safe = None
-    if key_mask is not None:
-        key_mask = key_mask.bool()
-        has_key = key_mask.any(1)
-        # rows with no valid key would give NaN: let them attend everywhere, zero them after
-        safe = (key_mask | ~has_key[:, None]).view(b, *heads, 1, lk)
-    explicit = explicit or return_logits or key_weights is not None
-    logits = None
-    if lk == 0 or lq == 0:
-        # nothing to attend to / nothing asked: zeros, still attached to the graph
-        out = query.new_zeros(query.shape[:-1] + value.shape[-1:]) + 0 * (
-            query.sum() + key.sum() + value.sum())
-        logits = query.new_zeros(query.shape[:-1] + (lk, )) if return_logits else None
-    elif explicit:
-        weights = None if key_weights is None else key_weights.view(b, *heads, 1, lk)
-        out, logits = _explicit_attention(query, key, value, safe, attn_bias, weights,
-                                          dropout_p, scale)
-    else:
-        out = F.scaled_dot_product_attention(query, key, value,
-                                             attn_mask=_sdpa_mask(safe, attn_bias, query.dtype),
-                                             dropout_p=dropout_p, scale=scale)
-    valid = None if has_key is None else has_key.view(b, *heads, 1, 1)
+    if key_mask is None:
+        return None, None
+    key_mask = key_mask.bool()
+    has_key = key_mask.any(1)
+    # rows with no valid key would give NaN: let them attend everywhere, zero them after
+    safe = (key_mask | ~has_key[:, None]).view(key_mask.shape[0], *heads, 1, lk)
+    return has_key, safe
+
+
+def _valid_outputs(has_key: Optional[torch.Tensor], query_mask: Optional[torch.Tensor],
+                   heads: tuple) -> Optional[torch.Tensor]:
+    """``Bool[B, (1,) Lq | 1, 1]``: the outputs :func:`padded_attention` keeps (a query with
+    a valid key in its image and not a padding query); None when all are kept."""
+    valid = None if has_key is None else has_key.view(has_key.shape[0], *heads, 1, 1)
     if query_mask is not None:
-        q_valid = query_mask.bool().view(b, *heads, lq, 1)
+        q_valid = query_mask.bool().view(query_mask.shape[0], *heads, query_mask.shape[1], 1)
         valid = q_valid if valid is None else valid & q_valid
-    if valid is not None and lq and lk:
-        out = torch.where(valid, out, out.new_zeros(()))
-    return (out, logits) if return_logits else out
+    return valid
 
 
 def _sdpa_mask(safe: Optional[torch.Tensor], attn_bias: Optional[torch.Tensor], dtype):

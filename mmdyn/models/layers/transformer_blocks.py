@@ -19,7 +19,7 @@ from mmengine.model import BaseModule
 from .attention import SRAttention
 from .ffn import MLP, MixFFN
 
-__all__ = ['TransformerBlock', 'PVTBlock', 'ViTBlock', 'layer_cfg_at']
+__all__ = ['TransformerBlock', 'PVTBlock', 'ViTBlock', 'drop_path_rates', 'layer_cfg_at']
 
 
 class TransformerBlock(BaseModule):
@@ -212,6 +212,12 @@ class ViTBlock(TransformerBlock):
             if kwargs.pop(k, None):
                 raise ValueError(f'ViTBlock does not take {k}')
         super().__init__(embed_dims, num_heads, mlp_ratio=mlp_ratio, **kwargs)
+
+
+def drop_path_rates(stop: float, n: int) -> list:
+    """Stochastic-depth rates of ``n`` blocks rising linearly from 0 to ``stop`` (plain
+    Python floats: works on the meta device too)."""
+    return [stop * i / (n - 1) if n > 1 else 0. for i in range(n)]
 
 
 def layer_cfg_at(layer_cfgs: Union[dict, Sequence[dict], None], index: int,

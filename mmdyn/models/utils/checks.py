@@ -11,7 +11,7 @@ from typing import Sequence
 
 from mmdyn.utils.errors import UserValueError
 
-__all__ = ['check_images', 'check_loss_weight', 'parse_arch', 'NON_NEGATIVE', 'POSITIVE', 'UNIT']
+__all__ = ['check_images', 'check_loss_weight', 'check_out_indices', 'parse_arch', 'NON_NEGATIVE', 'POSITIVE', 'UNIT']
 
 #: ``value_ranges`` entries: ``[0, inf)``, ``(0, inf)`` and ``[0, 1]``.
 NON_NEGATIVE = (0.0, None)
@@ -36,6 +36,17 @@ def check_loss_weight(value, name: str = 'loss_weight', owner: str = '') -> floa
         where = f'{owner}: ' if owner else ''
         raise UserValueError(f'{where}{name} must be a finite number >= 0, got {value!r}')
     return float(value)
+
+
+def check_out_indices(out_indices, num: int, what: str) -> tuple:
+    """The sorted non-negative indices of ``out_indices`` (an int or a sequence, negative ones
+    counted from the end) into ``num`` ``what`` (e.g. ``'stages'``); a ``ValueError`` when
+    one is out of range."""
+    out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+    for i in out_indices:
+        if not -num <= i < num:
+            raise ValueError(f'out_indices {out_indices} out of range for {num} {what}')
+    return tuple(sorted(i % num for i in out_indices))
 
 
 def parse_arch(owner: type, arch, keys: Sequence[str], optional: Sequence[str] = ()) -> dict:

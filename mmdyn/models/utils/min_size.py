@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import check_images
 from .dynamic import image_hw
 
 __all__ = ['min_input_size', 'padded_input_shape', 'pad_to_min_size']
@@ -76,7 +77,10 @@ def padded_input_shape(backbone: nn.Module, img_shape: Sequence[int]) -> Tuple[i
 
 
 def pad_to_min_size(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` ``[B, C, H, W]`` padded with zeros at the bottom / right up to the minimum size."""
+    """``x`` ``[B, C, H, W]`` padded with zeros at the bottom / right up to the minimum size
+    (a ``ValueError`` naming the backbone unless ``x`` is ``[B, backbone.in_channels, H, W]``:
+    the first step of a PVT-hosted backbone's forward)."""
+    check_images(backbone, x)
     h, w = x.shape[-2:]
     ph, pw = padded_input_shape(backbone, (h, w))
     if (ph, pw) == (h, w):

@@ -199,6 +199,31 @@ def test_aux_head_flops_count_the_heads_convolutions():
     assert fcn.flops_breakdown((IMG, IMG))['aux_heads.0'] == 16 * (32 * 256 + 256 * 7)
 
 
+@pytest.mark.parametrize('aux_head', [
+    'fcn', 'setr_up', 'conv1x1',
+    dict(type='FCNHead', channels=16, num_convs=2, kernel_size=3, dilation=2,
+         concat_input=True, norm_cfg=dict(type='BN'), dropout_ratio=0),
+    dict(type='SETRUPHead', channels=8, num_convs=2, up_scale=2, kernel_size=3,
+         norm_cfg=dict(type='BN'), dropout_ratio=0)])
+def test_aux_head_flops_equal_the_ops_a_real_head_runs(aux_head, one_thread):
+    """The analytic count of every head layout equals FlopCounterMode's count (2 per MAC) of
+    a forward of the real head, on a map of odd size."""
+    from torch.utils.flop_counter import FlopCounterMode
+    m = DoViT(arch=ARCH, num_classes=5, decision_layers=(1, ), img_size=IMG,
+              aux_head=aux_head).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        out = m.aux_heads[0]([torch.zeros(1, 32, 5, 7)])
+    assert out.shape[1] == 5
+    assert m.aux_head_flops((5, 7)) == counter.get_total_flops() // 2 > 0
+
+
+def test_aux_head_that_cannot_be_counted_is_refused():
+    with pytest.raises(TypeError, match='cannot count the FLOPs of auxiliary head PSPHead'):
+        DoViT(arch=ARCH, num_classes=5, decision_layers=(1, ), img_size=IMG,
+              aux_head=dict(type='PSPHead', channels=8, pool_scales=(1, 2)))
+
+
 def test_bad_arguments():
     kw = dict(arch=ARCH, num_classes=3, decision_layers=(1, ), img_size=IMG)
     with pytest.raises(ValueError, match='aux_head'):
