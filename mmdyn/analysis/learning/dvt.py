@@ -3,18 +3,19 @@ the cascade beats a static ViT with fewer tokens at the same average FLOPs.
 
 Data (:func:`draw_item`): 48x48 images of one object on a nearly flat background (a colour,
 a gentle ramp, weak noise); the label is the object's class, and every object of class ``c``,
-easy or hard, has the silhouette ``SHAPES[c]`` *and* the two-tone texture
-:func:`~mmdyn.analysis.learning.common.detail_pattern` ``c`` (all its energy at half the
-sampling rate; random phase; random mean colour). Half the images are *easy* (a large
-object, half-size 0.28-0.36 of the side: its silhouette is readable on the first exit's 24x24
-input, where the texture is averaged away), half *hard* (a small object, half-size
-``HARD_SCALE``: a few pixels across, so that only the texture at full resolution, or the
-silhouette at full resolution, tells the class). So an easy image is easy only because it
-needs fewer tokens; the rule that gives the label is the same for both.
+easy or hard, has the silhouette ``SHAPES[c]`` *and* sinusoidal stripes at orientation
+``c * 45`` degrees drawn in the object's own coordinates (``STRIPES`` periods across its
+width, random phase, a random colour 35-70 grey levels above the background), so the stripes
+scale with the object. Half the images are *easy* (half-size 0.28-0.36 of the side: stripes
+3.8-4.9 px apart on the first exit's 24x24 input), half *hard* (half-size ``HARD_SCALE``:
+stripes 1.9-2.7 px apart at full resolution, mostly averaged away at 24 or 32 px). So an easy
+image is easy only because it needs fewer tokens; the rule that gives the label is the same
+for both.
 
 * Dynamic: a tiny two-exit DVT (32 dims, 2 blocks per exit, patch 8: a 3x3-token exit on the
-  image resized to 24x24, then a 6x6-token exit with relationship reuse and, optionally,
-  feature reuse), both exits trained jointly with the sum of their cross-entropies (Eq. 1).
+  image resized to 24x24, then a 6x6-token exit with feature reuse, its MLPs scaled to
+  ``FEATURE_REUSE_DIMS``, and relationship reuse), both exits trained jointly with the sum of
+  their label-smoothed cross-entropies (Eq. 1); ``RECIPE``.
 * Static: the same ViT at ``static_grid`` x ``static_grid`` tokens (the image resized to
   ``8 * static_grid``), trained for the same number of iterations with the same recipe.
 * The first exit's threshold is set on the validation images so that the cascade's average
