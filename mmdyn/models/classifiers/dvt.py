@@ -19,7 +19,8 @@ Reuse between consecutive exits (each switchable):
 
 * **feature reuse** (Eq. 4-5): the previous exit's final image tokens (before its final norm)
   go, in every block ``l`` of the downstream exit, through ``LN -> Linear(C, 128) -> GELU ->
-  Linear(128, 48)`` (a separate module per block), are resized to the new grid (nearest to twice
+  Linear(128, 48)`` (a separate module per block; ``feature_reuse_dims`` changes the widths
+  128 / 48, the paper's for 384-wide exits), are resized to the new grid (nearest to twice
   the old grid, then adaptive average pooling, as the public code does for 7->10 and 10->14) and
   concatenated to the block's FFN input; the class token gets zeros. The host builds its
   blocks with ``layer_cfgs=dict(ffn_extra_dims=48)`` (the core block's extension point: its
@@ -152,8 +153,9 @@ def exits_at(conf: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 class FeatureReuse(MLP):
-    """``LN -> Linear(C, 128) -> GELU -> Linear(128, 48)`` of one downstream block: the core
-    :class:`~mmdyn.models.layers.MLP` (``in_dims -> hidden -> out_dims``) after a LayerNorm."""
+    """``LN -> Linear(C, hidden) -> GELU -> Linear(hidden, out_dims)`` of one downstream block
+    (default 128 / 48): the core :class:`~mmdyn.models.layers.MLP` (``in_dims -> hidden ->
+    out_dims``) after a LayerNorm."""
 
     def __init__(self, in_dims: int, hidden: int = FEATURE_REUSE_HIDDEN,
                  out_dims: int = FEATURE_REUSE_DIMS, eps: float = 1e-6):
@@ -216,6 +218,8 @@ class DVTExit(BaseModule):
         patch_pad (int | str, optional): ViT host: patch-embedding padding.
         export_relations (bool): The next exit reuses this exit's relations: the forward also
             returns every block's attention logits in its state.
+        feature_reuse_dims (tuple): ``(hidden, out)`` widths of the feature-reuse MLPs.
+            Default ``(128, 48)`` (the paper's, for 384-wide exits).
     """
 
     def __init__(self, arch, grid: int, patch_size: int, num_classes: int,
@@ -224,7 +228,8 @@ class DVTExit(BaseModule):
                  head_init_cfg: Optional[dict] = None, loss: Optional[dict] = None,
                  host: str = 'vit', img_size: int = 224, soft_split=None,
                  input_size: Optional[int] = None, patch_pad=None,
-                 export_relations: bool = False):
+                 export_relations: bool = False,
+                 feature_reuse_dims: Sequence[int] = (FEATURE_REUSE_HIDDEN, FEATURE_REUSE_DIMS)):
         super().__init__()
         if host not in HOSTS:
             raise ValueError(f'host must be one of {HOSTS}, got {host!r}')
@@ -232,9 +237,10 @@ class DVTExit(BaseModule):
         self.grid = int(grid)
         self.patch_size = int(patch_size)
         cfg = dict(backbone_cfg or {})
+        hidden, self.feature_dims = (int(v) for v in feature_reuse_dims)
         if feature_reuse:
             # the host's extension point: each block's FFN also reads the reused features
-            cfg['layer_cfgs'] = _with_ffn_extra(cfg.get('layer_cfgs'), FEATURE_REUSE_DIMS)
+            cfg['layer_cfgs'] = _with_ffn_extra(cfg.get('layer_cfgs'), self.feature_dims)
         self.backbone, self.input_size = self._build_host(arch, cfg, img_size, soft_split,
                                                           input_size, patch_pad)
         self.embed_dims = self.backbone.embed_dims
@@ -255,7 +261,8 @@ class DVTExit(BaseModule):
         if self.feature_reuse:
             eps = self.backbone.blocks[0].norm2.eps
             self.feature_modules = ModuleList(
-                [FeatureReuse(prev.embed_dims, eps=eps) for _ in range(self.depth)])
+                [FeatureReuse(prev.embed_dims, hidden, self.feature_dims, eps=eps)
+                 for _ in range(self.depth)])
         if self.relation_reuse:
             if prev.depth != self.depth or prev.num_heads != self.num_heads:
                 raise ValueError(
@@ -577,6 +584,10 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         num_classes (int): Default 1000.
         feature_reuse, relation_reuse (bool): Reuse between consecutive exits (the first exit
             never reuses). Default True (the released models).
+        feature_reuse_dims (tuple): ``(hidden, out)`` widths of every feature-reuse MLP
+            (``LN -> Linear(C, hidden) -> GELU -> Linear(hidden, out)``; ``out`` channels join
+            each downstream FFN's input). Default ``(128, 48)``, the paper's for 384-wide
+            exits; tiny models scale them down.
         thresholds (Sequence[float], optional): Confidence thresholds ``eta_1..eta_{K-1}`` in
             [0, 1] (the last exit takes everything); an image stops at exit ``k`` when its top
             softmax probability is ``>= thresholds[k]``, except that 1.0 means "nobody stops
@@ -612,7 +623,9 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
                  host: str = 'vit',
-                 img_size: int = 224):
+                 img_size: int = 224,
+                 feature_reuse_dims: Sequence[int] = (FEATURE_REUSE_HIDDEN,
+                                                      FEATURE_REUSE_DIMS)):
         if data_preprocessor is None:
             data_preprocessor = {}
         if isinstance(data_preprocessor, dict):
@@ -638,7 +651,8 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
                 head_init_cfg=head_init_cfg, loss=loss, host=s.get('host', host),
                 img_size=img_size, soft_split=s.get('soft_split'),
                 input_size=s.get('input_size'), patch_pad=s.get('patch_pad'),
-                export_relations=relation_reuse and k < len(specs) - 1))
+                export_relations=relation_reuse and k < len(specs) - 1,
+                feature_reuse_dims=feature_reuse_dims))
         self.num_classes = num_classes
         self.thresholds_file = thresholds_file
         self.set_thresholds(self._initial_thresholds(thresholds, thresholds_file))
@@ -726,7 +740,7 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         for k, e in enumerate(self.exits):
             if e.host == 't2t':
                 sd = adapt_t2t_state_dict(sd, own, prefix=f'exits.{k}.backbone.',
-                                          extra_ffn_dims=FEATURE_REUSE_DIMS
+                                          extra_ffn_dims=e.feature_dims
                                           if e.feature_reuse else 0)
         return sd
 

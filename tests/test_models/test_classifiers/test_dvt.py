@@ -228,10 +228,16 @@ def test_threshold_extremes_and_full_mode():
     assert m.static_flops((32, 32)) == sum(m.exit_flops())
 
 
-@pytest.mark.parametrize('reuse', [True, False])
-def test_exit_flops_match_flop_counter(reuse):
-    m = make(reuse=reuse)
+@pytest.mark.parametrize('reuse,kw', [(True, {}), (False, {}),
+                                      (True, dict(feature_reuse_dims=(16, 8)))])
+def test_exit_flops_match_flop_counter(reuse, kw):
+    m = make(reuse=reuse, **kw)
     x = images(1)
+    if kw:  # narrower feature-reuse MLPs: their widths and each FFN's extra input follow
+        for e in m.exits[1:]:
+            assert [(f.fc1.out_features, f.fc2.out_features) for f in e.feature_modules] == \
+                [(16, 8)] * e.depth
+            assert [b.ffn.fc1.in_features for b in e.backbone.blocks] == [32 + 8] * e.depth
     with explicit_attention(m):
         state = None
         for e in m.exits:
