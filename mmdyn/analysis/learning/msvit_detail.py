@@ -35,10 +35,10 @@ SIZE = 48
 SF, SC = 4, 8
 NUM_CLASSES = 5
 ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
-RECIPE = dict(warmup=400, iters=400, batch=8, lr=2e-3, gate_lr=2e-3, loss_weight=0.1,
+RECIPE = dict(warmup=200, iters=300, batch=8, lr=2e-3, gate_lr=2e-3, gate_loss='l0', loss_weight=0.1,
               init_fine_prob=0.9, gate_hidden=16, snapshot_every=25, tail_steps=100,
               num_train=512)
-DEFAULT_TARGETS = (0.15, 0.25, 0.4)
+DEFAULT_TARGETS = (0.05, 0.1)
 #: Static input sides tried when matching FLOPs (multiples of S_f).
 STATIC_SIDES = tuple(range(16, SIZE + 1, SF))
 
@@ -118,8 +118,9 @@ def _fit(model, opt, data, steps: int, gen: torch.Generator, r: Dict, val=None):
         idx = torch.randint(0, len(x_train), (r['batch'], ), generator=gen)
         loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
         aux = getattr(bb, 'aux_losses', None)
-        if aux:
-            loss = loss + sum(aux.values())
+        if aux:  # the gate loss, while the gate learns (its parameters untouched before)
+            if bb.gate_grad_mult > 0:
+                loss = loss + sum(aux.values())
             bb.aux_losses = {}
         opt.zero_grad()
         loss.backward()
@@ -134,13 +135,14 @@ def _train_data(seed: int, r: Dict):
     return scenes(np.random.default_rng(seed), r['num_train'], SIZE, kind='detail')
 
 
-def _msvit(r: Dict):
-    """The MSViT segmenter and its optimiser (the gate at its own learning rate)."""
+def _msvit(r: Dict, target: float = 0.5):
+    """The MSViT segmenter (gate loss at ``g* = target``) and its optimiser (the gate at its
+    own learning rate)."""
     from mmdyn.models.backbones.msvit import MSViT
     bb = MSViT(arch=ARCH, img_size=SIZE, patch_size=SF, coarse_size=SC, out_type='featmap',
                drop_path_rate=0.,
                gate_cfg=dict(hidden_dims=r['gate_hidden'], init_fine_prob=r['init_fine_prob']),
-               gate_loss='l0', target=0.5, loss_weight=r['loss_weight'])
+               gate_loss=r['gate_loss'], target=target, loss_weight=r['loss_weight'])
     bb.init_weights()
     model = Segmenter(bb)
     gate = list(bb.tokenizer.parameters())
@@ -166,8 +168,10 @@ def train_dynamic(host: Dict, target: float, val) -> Dict:
     """From the warm-up: the gate trained ``iters`` steps with the L0 loss at ``g* = target``;
     the measures averaged over the last snapshots (and those at the end of the warm-up)."""
     r = host['recipe']
-    model, opt = _msvit(r)
-    model.load_state_dict(host['state'])
+    model, opt = _msvit(r, target)
+    # the gate loss's own parameters (gBaS priors) start from their initialisation at g*
+    model.load_state_dict({k: v for k, v in host['state'].items()
+                           if not k.startswith('backbone.gate_loss.')}, strict=False)
     opt.load_state_dict(host['opt'])
     torch.set_rng_state(host['rng_state'])
     gen = torch.Generator()
@@ -175,7 +179,6 @@ def train_dynamic(host: Dict, target: float, val) -> Dict:
     bb = model.backbone
     warm = snapshot(model, val)
     bb.gate_grad_mult = 1.0
-    bb.target = bb.gate_loss.target = float(target)
     out = _fit(model, opt, host['data'], r['iters'], gen, r, val)
     out.update(miou_warmup=warm['miou'], gate_auc_warmup=warm['gate_auc'],
                fine_on_objects_warmup=warm['fine_on_objects'])
@@ -195,11 +198,17 @@ def train_static(seed: int, val, size: Tuple[int, int], depth: int = ARCH['depth
     return dict(miou=out['miou'], gflops=static_flops_at(size, depth) / 1e9)
 
 
+def shallow_depth(target_flops: float) -> int:
+    """The number of blocks (fewer than the host's) whose full-input FLOPs are closest to
+    ``target_flops``."""
+    return min(range(1, ARCH['depth']),
+               key=lambda d: abs(static_flops_at((SIZE, SIZE), d) - target_flops))
+
+
 def train_shallow(seed: int, val, target_flops: float, **kw) -> Dict:
-    """The other obvious cheap host: the ViT on the full input with the number of blocks whose
-    FLOPs are closest to ``target_flops``; keys prefixed ``shallow_``."""
-    depth = min(range(1, ARCH['depth']),
-                key=lambda d: abs(static_flops_at((SIZE, SIZE), d) - target_flops))
+    """The other obvious cheap host: the ViT on the full input with fewer blocks
+    (:func:`shallow_depth`), ``warmup + iters`` steps; keys prefixed ``shallow_``."""
+    depth = shallow_depth(target_flops)
     st = train_static(seed, val, (SIZE, SIZE), depth, **kw)
     return dict(shallow_depths=str(depth), shallow_at_gflops=st['gflops'],
                 shallow_miou=st['miou'])
@@ -208,8 +217,16 @@ def train_shallow(seed: int, val, target_flops: float, **kw) -> Dict:
 def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
         data=None, threads: int = 1, shallow: bool = False, **kw) -> Dict:
     """One seed: one warm-up, MSViT at each budget ``g*`` and (``static``) the ViT on the
-    smaller input whose FLOPs match; ``shallow``: also the ViT with fewer blocks."""
+    smaller input whose FLOPs match; ``shallow``: also the ViT with fewer blocks. A static
+    host that two budgets share (same size or depth) is trained once."""
     val = data if data is not None else make_data()
+    cache = {}
+
+    def once(key, fn):
+        if key not in cache:
+            cache[key] = fn()
+        return dict(cache[key])
+
     with num_threads(threads):
         host = warm_up(seed, **kw)
 
@@ -217,9 +234,13 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
             d = train_dynamic(host, t, val)
             d.pop('model')
             if shallow:
-                d.update(train_shallow(seed, val, d['gflops'] * 1e9, **kw))
+                depth = shallow_depth(d['gflops'] * 1e9)
+                d.update(once(('shallow', depth),
+                              lambda: train_shallow(seed, val, d['gflops'] * 1e9, **kw)))
             return d
 
-        return run_budgets('msvit', seed, targets, dynamic,
-                           (lambda size: train_static(seed, val, size, **kw)) if static else None,
+        def static_at(size):
+            return once(('static', tuple(size)), lambda: train_static(seed, val, size, **kw))
+
+        return run_budgets('msvit', seed, targets, dynamic, static_at if static else None,
                            static_flops_at, STATIC_SIDES)
