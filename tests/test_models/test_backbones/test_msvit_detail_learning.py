@@ -10,8 +10,15 @@ held, then trains the gate with the L0 loss; the same ViT on the input size whos
 closest to MSViT's realised FLOPs trains as many steps in all. Every measure is the mean over
 the validation snapshots of the last steps (decisions oscillate around the budget).
 
-The test runs the shortened recipe below on seed 0. MEASURED is filled in from seeds 0-4 with
-that recipe (one thread, 64 validation scenes); the margins sit below the worst seed.
+The test runs the tool's recipe (200 warm-up + 300 gate steps, 512 scenes) on seed 0 at one
+budget, g* 0.1: shorter recipes did not separate in every seed (150 + 250: seed 3 ended all
+fine, its network had not learned the textures in the warm-up, mIoU 0.41; 200 + 200: seed 0
+objects 0.75 against background 0.59, the gate needs about 300 steps). Measured with the tool
+over seeds 0-4 at g* 0.1 (one thread, 64 validation scenes; docs/learning_checks.md): fine on
+object pixels 0.69-0.79 against 0.08-0.10 on the background (7.2x-8.8x), gate AUC 0.79-0.89
+(0.47-0.53 at the end of the warm-up), realised FLOPs 0.30-0.31 of the full-size host and
+0.98-1.02 of the smaller-input host's (20x48 or 28x36), mIoU 0.68-0.74 against 0.24-0.42
+(difference 0.27-0.49). The margins sit below the worst seed.
 """
 import pytest
 
@@ -19,20 +26,27 @@ from mmdyn.analysis.learning import msvit_detail as protocol
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-SHORT = dict(warmup=100, iters=150, num_train=256, tail_steps=60, snapshot_every=20)
 TARGET = 0.1
+#: below the worst seed measured (0.31 of the full-size host's FLOPs)
+MAX_FLOPS_RATIO = 0.45
+#: below the smallest ratio measured (7.2x)
+MIN_FINE_RATIO = 3.0
+#: below the smallest gate AUC measured (0.79)
+MIN_AUC = 0.7
+#: below the smallest mIoU difference measured (0.27)
+MARGIN = 0.15
 
 
 def test_msvit_beats_smaller_input_host_on_localised_detail():
-    r = protocol.run(seed=0, targets=(TARGET, ), **SHORT)
+    r = protocol.run(seed=0, targets=(TARGET, ))
     (p, ) = r['points']
     print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()})
     # the two points are equally cheap (realised FLOPs of MSViT, static FLOPs of the host)
     assert abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05, p
-    assert p['gflops'] < 0.6 * p['static_gflops'], p
+    assert p['gflops'] < MAX_FLOPS_RATIO * p['static_gflops'], p
     # compute follows the objects: the gate learned it (it starts fine everywhere) ...
     assert p['fine_on_objects_warmup'] == 1.0, p
-    assert p['fine_on_objects'] > 3 * p['fine_on_background'], p
-    assert p['gate_auc'] > 0.8, p
+    assert p['fine_on_objects'] > MIN_FINE_RATIO * p['fine_on_background'], p
+    assert p['gate_auc'] > MIN_AUC, p
     # ... and buys accuracy: the smaller input cannot tell the classes apart
-    assert p['miou'] > p['static_miou'] + 0.2, p
+    assert p['miou'] > p['static_miou'] + MARGIN, p
