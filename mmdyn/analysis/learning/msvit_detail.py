@@ -7,9 +7,9 @@ only by a texture at half the sampling rate), generated in memory, scored by mIo
 each 2x2 pixel block), which turns every one of these textures into its flat mean tone: only a
 fine token can tell the class, and only on the objects does that matter.
 
-* Dynamic: a tiny MSViT (``S_f`` 4, ``S_c`` 8: 6x6 regions, 12x12 fine tokens; 32 dims, 2 blocks; gate
-  MLP of width ``gate_hidden`` starting at P(fine) ``init_fine_prob``; L0 gate loss with target
-  ``g*``) with a 1x1 head on the fine grid, its logits up-sampled to 48x48, pixel
+* Dynamic: a tiny MSViT (``S_f`` 4, ``S_c`` 8: 6x6 regions, 12x12 fine tokens; 32 dims,
+  2 blocks; gate MLP of width ``gate_hidden`` starting at P(fine) ``init_fine_prob``; L0 gate
+  loss with target ``g*``) with a 1x1 head on the fine grid, its logits up-sampled to 48x48, pixel
   cross-entropy. ``warmup`` steps with the gate held (no gradient reaches it: mostly fine,
   some regions coarse by the Gumbel noise), shared by every budget, then ``iters`` steps per
   budget with the gate trained (its own learning rate ``gate_lr``).
