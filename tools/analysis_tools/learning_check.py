@@ -3,6 +3,7 @@
     python tools/analysis_tools/learning_check.py msvit --seeds 5
     python tools/analysis_tools/learning_check.py dge --seeds 5 --targets 0.2 0.35 0.5
     python tools/analysis_tools/learning_check.py dge --seeds 5 --scene detail --shallow
+    python tools/analysis_tools/learning_check.py msvit --seeds 5 --scene detail --shallow
 
 Trains tiny models on the generated scenes (CPU, one thread per run), prints one row per seed
 and budget (decisions on shapes vs background, the dynamic model's metric and realised GFLOPs,
@@ -30,9 +31,10 @@ def parse_args(argv=None):
                    help='skip the static host at matched FLOPs (decisions only)')
     p.add_argument('--scene', default='shapes', choices=('shapes', 'detail'),
                    help="generated scenes: 'shapes' (the toy datasets' large textured shapes) or "
-                   "'detail' (small objects whose class only a fine texture tells; dge, dovit)")
+                   "'detail' (small objects whose class only a fine texture tells; dge, dovit, msvit)")
     p.add_argument('--shallow', action='store_true',
-                   help='also the static host with fewer blocks on the full input (dge)')
+                   help='also the static host with fewer blocks on the full input (dge; msvit '
+                   'with --scene detail)')
     p.add_argument('--work-dir', default='work_dirs/learning_check')
     return p.parse_args(argv)
 

@@ -17,6 +17,9 @@ shapes, not on the flat background.
 
 Decisions oscillate around the budget during training (configs/msvit/README.md), so every
 measure is the mean over the snapshots of the last ``tail_steps`` steps, not one step.
+
+``scene='detail'`` runs the variant of :mod:`.msvit_detail` instead (in-memory scenes whose
+detail is localised, 5 labels, mIoU at full resolution; ``shallow``: also the fewer-blocks host).
 """
 import glob
 import os.path as osp
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdyn.datasets.toy import ADE20K_BACKGROUND, make_toy_dataset
+from . import msvit_detail
 from .common import auc, matched_claims, mean_iou, num_threads, run_budgets
 
 SIZE = 48
@@ -40,6 +44,8 @@ RECIPE = dict(steps=500, warmup=100, batch=8, lr=3e-3, gate_lr=2e-3, target=0.25
               loss_weight=0.04, init_fine_prob=0.9, snapshot_every=25, tail_steps=100)
 #: Static input sides tried when matching FLOPs (multiples of S_f).
 STATIC_SIDES = tuple(range(16, SIZE + 1, SF))
+#: Scene kinds this protocol runs on ('detail': :mod:`.msvit_detail`).
+SCENES = ('shapes', 'detail')
 
 
 def _read_split(root: str, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -54,8 +60,12 @@ def _read_split(root: str, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(np.stack(masks)).long()
 
 
-def make_data(root: Optional[str] = None, num: int = 256, num_val: int = 64):
-    """``((x_train, mask_train), (x_val, mask_val))`` from a written toy ADE20K set."""
+def make_data(root: Optional[str] = None, num: int = 256, num_val: int = 64,
+              scene: str = 'shapes'):
+    """``((x_train, mask_train), (x_val, mask_val))`` from a written toy ADE20K set
+    (``scene='detail'``: the validation scenes of :mod:`.msvit_detail`)."""
+    if scene == 'detail':
+        return msvit_detail.make_data()
     with tempfile.TemporaryDirectory() as tmp:
         root = root or tmp
         make_toy_dataset('ade20k', root, num=num, num_val=num_val, size=(SIZE, SIZE), seed=0)
@@ -206,10 +216,19 @@ def static_flops_at(size: Tuple[int, int]) -> float:
 DEFAULT_TARGETS = (0.25, )
 
 
-def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool = True,
-        data=None, threads: int = 1, **kw) -> Dict:
+def run(seed: int = 0, targets: Optional[Sequence[float]] = None, static: bool = True,
+        data=None, threads: int = 1, scene: str = 'shapes', shallow: bool = False,
+        **kw) -> Dict:
     """One seed: the dynamic model at each budget ``g*`` and (``static``) the static host at the
-    matched input size. Returns ``{'points': [...], ...}``, one point per budget."""
+    matched input size. Returns ``{'points': [...], ...}``, one point per budget.
+    ``scene='detail'``: :func:`.msvit_detail.run` (``shallow``: also the fewer-blocks host)."""
+    if scene == 'detail':
+        return msvit_detail.run(seed, targets or msvit_detail.DEFAULT_TARGETS, static, data,
+                                threads, shallow, **kw)
+    if scene != 'shapes' or shallow:
+        raise ValueError(f'msvit learning check: scene {scene!r}'
+                         f'{" with the fewer-blocks host" if shallow else ""} is not run')
+    targets = targets or DEFAULT_TARGETS
     data = data or make_data()
 
     def dynamic(t):
@@ -228,13 +247,21 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
 
 
 #: Columns of the tool's table.
-REPORT = ('seed', 'target', 'fine_on_shapes', 'fine_on_background', 'gate_auc', 'miou',
-          'gflops', 'static_size', 'static_at_gflops', 'static_miou')
+REPORT = ('seed', 'target', 'fine_on_shapes', 'fine_on_objects', 'fine_on_background',
+          'fine_ratio', 'gate_auc', 'miou', 'miou_warmup', 'gflops', 'static_gflops',
+          'static_size', 'static_at_gflops', 'static_miou', 'shallow_depths',
+          'shallow_at_gflops', 'shallow_miou')
+#: The fewer-blocks host (the tool's ``--shallow``; detail scenes only).
+train_shallow = msvit_detail.train_shallow
 METRIC = 'miou'
 #: The claims checked per seed and budget: ``{name: (keys read, test)}``.
 CLAIMS = {
     'fine tokens on shapes > background + 0.2': (
         ('fine_on_shapes', ), lambda p: p['fine_on_shapes'] > p['fine_on_background'] + 0.2),
+    'fine tokens on objects > 2x background (detail)': (
+        ('fine_on_objects', ), lambda p: p['fine_on_objects'] > 2 * p['fine_on_background']),
     'gate AUC shape vs background > 0.65': (('gate_auc', ), lambda p: p['gate_auc'] > 0.65),
     **matched_claims(METRIC),
+    'miou >= fewer-blocks host (full input)': (
+        ('shallow_miou', ), lambda p: p['miou'] >= p['shallow_miou']),
 }
