@@ -63,6 +63,25 @@ def _no_default_scope_from_earlier_tests():
     DefaultScope._instance_dict.clear()
 
 
+def fresh_instances():
+    """Forget the visualizers and message hubs of earlier runs in this process, as a new process
+    would: the codebases' configs all name their visualizer 'visualizer', and mmengine's
+    ``get_instance`` would hand a later Runner the earlier one (writing to its work dir)."""
+    from mmengine.logging import MessageHub
+    from mmengine.visualization import Visualizer
+    classes = [Visualizer, MessageHub]
+    while classes:
+        cls = classes.pop()
+        cls._instance_dict.clear()
+        classes.extend(cls.__subclasses__())
+
+
+@pytest.fixture(scope='session')
+def fresh_process_state():
+    """:func:`fresh_instances`, for tests that run several Runners in this process."""
+    return fresh_instances
+
+
 @pytest.fixture(scope='module')
 def one_thread():
     """One intra-op thread for a test module (tiny maps: faster than contended parallelism);
