@@ -40,7 +40,10 @@ NUM_CLASSES = 5
 TINY = dict(embed_dims=[16, 24, 32, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
             mlp_ratios=[2, 2, 2, 2], sr_ratios=[4, 2, 1, 1])
 HOST_SCALES = 2
-RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3, scene='shapes', lam=0.8, ramp=0.5)
+#: ``ft_lr`` / ``gate_lr``: learning rates of the fine-tune (None: ``lr``) and of its gates
+#: (None: ``ft_lr``).
+RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3, scene='shapes', lam=0.8, ramp=0.5,
+              ft_lr=None, gate_lr=None)
 #: Scene kinds this protocol runs on (:func:`.common.scenes`).
 SCENES = ('shapes', 'detail')
 STATIC_SIDES = tuple(range(24, SIZE + 1, 8))
@@ -158,8 +161,14 @@ def train_dynamic(seed: int, target: float, val, **kw) -> Dict:
         raise RuntimeError(f'DiT learning check: only the gates should be new ({missing}, '
                            f'{unexpected})')
     final, h2b = dit.budget_loss.target, host_to_base(dit)
-    fit_segmenter(model, data, r['iters'], gen, r['batch'], r['lr'], extra_loss=_budget_loss,
-                  progress=_ramp(dit, final, h2b, int(r['ramp'] * r['iters'])))
+    ft_lr = r['lr'] if r['ft_lr'] is None else r['ft_lr']
+    gates = [p for k, p in model.named_parameters() if 'gates' in k]
+    others = [p for k, p in model.named_parameters() if 'gates' not in k]
+    groups = [dict(params=others),
+              dict(params=gates, lr=ft_lr if r['gate_lr'] is None else r['gate_lr'])]
+    fit_segmenter(model, data, r['iters'], gen, r['batch'], ft_lr, extra_loss=_budget_loss,
+                  progress=_ramp(dit, final, h2b, int(r['ramp'] * r['iters'])),
+                  param_groups=groups)
 
     x, y = val
     with torch.no_grad():
