@@ -42,8 +42,8 @@ TINY = dict(embed_dims=[16, 24, 32, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2
 HOST_SCALES = 2
 #: ``ft_lr`` / ``gate_lr``: learning rates of the fine-tune (None: ``lr``) and of its gates
 #: (None: ``ft_lr``).
-RECIPE = dict(warmup=800, iters=400, batch=8, lr=3e-3, scene='shapes', lam=0.8, ramp=0.5,
-              ft_lr=None, gate_lr=None)
+RECIPE = dict(warmup=600, iters=300, batch=8, lr=3e-3, scene='shapes', lam=4.0, ramp=0.5,
+              ft_lr=1e-3, gate_lr=None)
 #: Scene kinds this protocol runs on (:func:`.common.scenes`).
 SCENES = ('shapes', 'detail')
 STATIC_SIDES = tuple(range(24, SIZE + 1, 8))
