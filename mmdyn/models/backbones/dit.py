@@ -14,7 +14,8 @@ Routing space (Fig. 2, Eq. 4), ``S = 4`` scales (strides 4, 8, 16, 32) x ``M`` s
 * ``P[i][j]``: ``F[i][j] -> F[i+1][j]`` (``i < 3``, ``j = 0..M``), LayerNorm + PVTv2 overlapping
   patch embedding (3x3/2), taken when its column gate is on;
 * ``F[i][j] = G*B(F[i][j-1]) + (1-G)*F[i][j-1] + g_col * P(F[i-1][j])`` (Eq. 4); a node no
-  path reaches is absent and nothing downstream of it runs ("early stopping").
+  path reaches is absent and nothing downstream of it runs ("early stopping"); nor does a node
+  from which no path leads to an output node (only with fewer ``out_indices``).
 
 The "PVTv2 path" is the staircase ``F[0][0] -B-> F[0][1] -P-> F[1][1] -B-> F[1][2] -P-> ...
 -> F[3][4]`` (``M = 4``): with every row gate on and only the column gates of that path on, the
