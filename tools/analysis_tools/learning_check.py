@@ -30,7 +30,7 @@ def parse_args(argv=None):
                    help='skip the static host at matched FLOPs (decisions only)')
     p.add_argument('--scene', default='shapes', choices=('shapes', 'detail'),
                    help="generated scenes: 'shapes' (the toy datasets' large textured shapes) or "
-                   "'detail' (small objects whose class only a fine texture tells; dge, dovit)")
+                   "'detail' (small objects whose class only a fine texture tells; dge, dovit, dit)")
     p.add_argument('--shallow', action='store_true',
                    help='also the static host with fewer blocks on the full input (dge)')
     p.add_argument('--work-dir', default='work_dirs/learning_check')
