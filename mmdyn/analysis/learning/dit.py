@@ -42,7 +42,7 @@ TINY = dict(embed_dims=[16, 24, 32, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2
 HOST_SCALES = 2
 #: ``ft_lr`` / ``gate_lr``: learning rates of the fine-tune (None: ``lr``) and of its gates
 #: (None: ``ft_lr``).
-RECIPE = dict(warmup=600, iters=300, batch=8, lr=3e-3, scene='shapes', lam=4.0, ramp=0.5,
+RECIPE = dict(warmup=600, iters=300, batch=8, lr=3e-3, scene='shapes', lam=10.0, ramp=0.5,
               ft_lr=1e-3, gate_lr=None)
 #: Scene kinds this protocol runs on (:func:`.common.scenes`).
 SCENES = ('shapes', 'detail')
