@@ -12,7 +12,8 @@ routing):
 2. its weights are tiled into a DiT of the :data:`TINY` sizes (``M`` = 4 stages; every
    ``B[i][j]`` of scales 0-1 gets stage ``i``, every ``P[0][j]`` the second patch embedding:
    ``DiT.pvtv2_to_dit``; only the gates are new; scales 2-3 cannot reach the two outputs, so
-   they never run and cost nothing) that trains ``iters`` more iterations (AdamW at ``ft_lr`` 1e-3) with the budget loss.
+   they never run and cost nothing) that trains ``iters`` more iterations (AdamW at ``ft_lr``
+   1e-3) with the budget loss.
    It starts from the PVTv2 path only: the gates off it start closed (``row_init_on`` /
    ``col_init_on`` ``(0.98, 0.02)``), so the fine-tune starts at PVTv2's cost (the paper's "all
    elements of the decision mask are 1" is for training from scratch); the budget target
