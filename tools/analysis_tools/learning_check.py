@@ -31,7 +31,8 @@ def parse_args(argv=None):
                    help='skip the static host at matched FLOPs (decisions only)')
     p.add_argument('--scene', default='shapes', choices=('shapes', 'detail'),
                    help="generated scenes: 'shapes' (the toy datasets' large textured shapes) or "
-                   "'detail' (small objects whose class only a fine texture tells; dge, dovit, msvit)")
+                   "'detail' (small objects whose class only a fine texture tells; dge, dovit, "
+                   "msvit, dit)")
     p.add_argument('--shallow', action='store_true',
                    help='also the static host with fewer blocks on the full input (dge; msvit '
                    'with --scene detail)')

@@ -181,11 +181,14 @@ def table(rows: List[Dict], keys: Sequence[str]) -> str:
 
 def fit_segmenter(model, data, iters: int, gen: torch.Generator, batch: int, lr: float,
                   extra_loss: Optional[Callable] = None,
-                  progress: Optional[Callable[[], None]] = None) -> None:
+                  progress: Optional[Callable[[], None]] = None,
+                  param_groups: Optional[List[Dict]] = None) -> None:
     """``iters`` AdamW steps (no weight decay) of pixel cross-entropy on random batches of
-    ``data`` (``extra_loss(model, labels)`` added when given: budget or auxiliary losses)."""
+    ``data`` (``extra_loss(model, labels)`` added when given: budget or auxiliary losses;
+    ``param_groups``: the optimizer's parameter groups, e.g. a learning rate for the gates)."""
     x_train, y_train = data
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.)
+    opt = torch.optim.AdamW(model.parameters() if param_groups is None else param_groups,
+                            lr=lr, weight_decay=0.)
     model.train()
     for _ in range(iters):
         idx = torch.randint(0, len(x_train), (batch, ), generator=gen)

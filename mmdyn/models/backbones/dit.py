@@ -14,7 +14,8 @@ Routing space (Fig. 2, Eq. 4), ``S = 4`` scales (strides 4, 8, 16, 32) x ``M`` s
 * ``P[i][j]``: ``F[i][j] -> F[i+1][j]`` (``i < 3``, ``j = 0..M``), LayerNorm + PVTv2 overlapping
   patch embedding (3x3/2), taken when its column gate is on;
 * ``F[i][j] = G*B(F[i][j-1]) + (1-G)*F[i][j-1] + g_col * P(F[i-1][j])`` (Eq. 4); a node no
-  path reaches is absent and nothing downstream of it runs ("early stopping").
+  path reaches is absent and nothing downstream of it runs ("early stopping"); nor does a node
+  from which no path leads to an output node (only with fewer ``out_indices``).
 
 The "PVTv2 path" is the staircase ``F[0][0] -B-> F[0][1] -P-> F[1][1] -B-> F[1][2] -P-> ...
 -> F[3][4]`` (``M = 4``): with every row gate on and only the column gates of that path on, the
@@ -239,7 +240,10 @@ class DiT(DynamicModuleMixin, BaseModule):
         tau (float): Gumbel-Softmax temperature of every gate. Default 1.0.
         gate_momentum (float, optional): EMA momentum of the gate weights used in eval
             (Eq. 3; updated by :class:`mmdyn.GateMomentumHook`). Default 0.999.
-        row_init_on (float): Initial probability that a row gate computes a token. 0.98.
+        row_init_on (float | Sequence[float]): Initial probability that a row gate computes
+            a token (the paper: "initially all elements of the decision mask are 1"). 0.98. A
+            pair sets it for the stages on / off the PVTv2 path (``B[i][i]`` / the others),
+            e.g. ``(0.98, 0.02)`` to fine-tune from PVTv2 weights at PVTv2's cost.
         col_init_on (Sequence[float]): Initial "on" probability of the column gates on / off
             the PVTv2 path. Default (0.98, 0.5).
         random_keep (Sequence[float]): Row / column keep probabilities of ``routing='random'``;
@@ -282,7 +286,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                  budget_weight: float = 0.8,
                  tau: float = 1.0,
                  gate_momentum: Optional[float] = 0.999,
-                 row_init_on: float = 0.98,
+                 row_init_on: Union[float, Sequence[float]] = 0.98,
                  col_init_on: Sequence[float] = (0.98, 0.5),
                  random_keep: Sequence[float] = (0.5, 0.5),
                  static_size: int = 224,
@@ -301,8 +305,13 @@ class DiT(DynamicModuleMixin, BaseModule):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         # ------------------------------------------------------------ validation
         self.arch_name, settings = self._parse_dit_arch(arch)
+        row_init_on = tuple(row_init_on) if isinstance(row_init_on, (list, tuple)) else (
+            row_init_on, row_init_on)
+        if len(row_init_on) != 2 or len(col_init_on) != 2:
+            raise ValueError('DiT: row_init_on must be a float or a pair, col_init_on a pair; '
+                             f'got {row_init_on}, {col_init_on}')
         budget = self._check_routing_args(num_stages, routing, out_nodes, budget,
-                                          (row_init_on, *col_init_on, *random_keep))
+                                          (*row_init_on, *col_init_on, *random_keep))
         if sparse_dwconv not in ('map', 'gather', 'core'):
             raise ValueError("DiT: sparse_dwconv must be 'map', 'gather' or 'core', "
                              f'got {sparse_dwconv!r}')
@@ -405,7 +414,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         return budget
 
     def _build_scale(self, i: int, block_cfg: dict, dpr: Sequence[float], norm_cfg: dict,
-                     gate_cfg: dict, shw: Tuple[int, int], row_init_on: float,
+                     gate_cfg: dict, shw: Tuple[int, int], row_init_on: Sequence[float],
                      col_init_on: Sequence[float]) -> None:
         """Append scale ``i``'s blocks ``B[i][j]``, row gates, and (``i < 3``) down paths
         ``P[i][j]`` and column gates (in this order: the modules draw their initial values from
@@ -418,11 +427,11 @@ class DiT(DynamicModuleMixin, BaseModule):
                 for k in range(self.depths[i])]) for _ in range(M)]))
         if self.row_mode == 'static':
             self.row_gates.append(ModuleList(
-                [StaticRowMask(shw, row_init_on) for _ in range(M)]))
+                [StaticRowMask(shw, row_init_on[j != i]) for j in range(M)]))
         else:
             self.row_gates.append(ModuleList([
-                GumbelSoftmaxGate(c, 2, init_probs=(1 - row_init_on, row_init_on), **gate_cfg)
-                for _ in range(M)]))
+                GumbelSoftmaxGate(c, 2, init_probs=(1 - row_init_on[j != i], row_init_on[j != i]),
+                                  **gate_cfg) for j in range(M)]))
         if i == NUM_SCALES - 1:
             return
         self.downs.append(ModuleList([
@@ -727,7 +736,10 @@ class DiT(DynamicModuleMixin, BaseModule):
         return self.col_gates[i][j](x.mean(1)).decision[..., 1]
 
     def _needed(self) -> List[List[bool]]:
-        """Nodes whose value can reach an output (static column rules only prune)."""
+        """Nodes whose value can reach an output: along the row or down any column path
+        (static column rules: down the PVTv2 path's only). With every scale an output (the
+        default) every node can reach the last one; with fewer ``out_indices`` the nodes
+        that cannot do not run and cost nothing."""
         M = self.num_stages
         need = [[False] * (M + 1) for _ in range(NUM_SCALES)]
         col_rule = self._rules()[1]
@@ -739,12 +751,10 @@ class DiT(DynamicModuleMixin, BaseModule):
                 if (i, j) in outs:
                     need[i][j] = True
                     continue
-                if not static_cols:
-                    # gates decided from the data: every node may feed the outputs
-                    need[i][j] = True
-                    continue
+                # gates decided from the data: any column path may be taken
                 nxt = j < M and need[i][j + 1]
-                down = i < NUM_SCALES - 1 and self._on_pvt_path(i, j) and need[i + 1][j]
+                down = i < NUM_SCALES - 1 and need[i + 1][j] and (
+                    not static_cols or self._on_pvt_path(i, j))
                 need[i][j] = nxt or down
         return need
 

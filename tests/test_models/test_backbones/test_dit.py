@@ -226,6 +226,56 @@ def test_unreached_nodes_are_skipped():
     assert m.last_maps['row_2_1'].sum() == 0
 
 
+def test_nodes_that_cannot_reach_an_output_do_not_run():
+    """With outputs at scales 0 and 1 only, every gate on: the nodes that no path leads from
+    to ``F[0][1]`` or ``F[1][2]`` (scales 2-3, ``F[0][3..4]``, ``F[1][3..4]``) do not run and
+    cost nothing; the outputs equal the four-output model's."""
+    torch.manual_seed(0)
+    m4 = tiny(gate_momentum=None)
+    m2 = tiny(gate_momentum=None, out_indices=(0, 1))
+    m2.load_state_dict(m4.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for m in (m2, m4):
+        m.eval()
+        m.force_full = True
+    with torch.no_grad():
+        o2, o4 = m2(x), m4(x)
+    for a, b in zip(o2, o4[:2]):
+        torch.testing.assert_close(a, b)
+    shapes = m2.scale_shapes((64, 64))
+
+    def stage(i, j):
+        n = shapes[i][0] * shapes[i][1]
+        return sum(float(blk.flops(n, shapes[i])) for blk in m2.stages[i][j])
+    expect = m2.stem.flops((64, 64)) + stage(0, 0) + stage(0, 1) + stage(1, 0) + stage(1, 1) \
+        + sum(m2.downs[0][j].flops(shapes[0]) for j in range(3))
+    assert m2.last_flops[0].item() == pytest.approx(expect)
+    assert m4.last_flops[0].item() == pytest.approx(m4.static_flops((64, 64)))
+    reached = m2.last_reached[0]
+    assert not reached[2:].any() and not reached[0, 3:].any() and not reached[1, 3:].any()
+    assert reached[0, :3].all() and reached[1, :3].all()
+
+
+def test_gates_start_on_the_pvtv2_path():
+    """``row_init_on`` / ``col_init_on`` pairs: the gates on the PVTv2 path (``B[i][i]``,
+    ``P[i][i+1]``) start at the first probability, the others at the second."""
+    m = tiny(row_init_on=(0.98, 0.02), col_init_on=(0.9, 0.05))
+    for i in range(4):
+        for j in range(4):
+            p_on = m.row_gates[i][j].proj.bias.softmax(0)[1].item()
+            assert p_on == pytest.approx(0.98 if j == i else 0.02, abs=1e-6)
+    for i in range(3):
+        for j in range(5):
+            p_on = m.col_gates[i][j].proj.bias.softmax(0)[1].item()
+            assert p_on == pytest.approx(0.9 if j == i + 1 else 0.05, abs=1e-6)
+    m1 = tiny()  # a float is the same for every row gate (the paper: all 1 at the start)
+    assert {round(g.proj.bias.softmax(0)[1].item(), 6) for r in m1.row_gates for g in r} == {0.98}
+    with pytest.raises(ValueError):
+        tiny(row_init_on=(0.9, 0.1, 0.2))
+    with pytest.raises(ValueError):
+        tiny(row_init_on=(0.9, 1.0))
+
+
 def test_dynamic_flops_include_gates_and_fall():
     torch.manual_seed(6)
     m = tiny()
