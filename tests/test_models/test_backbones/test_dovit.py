@@ -218,6 +218,26 @@ def test_realised_flops_equal_block_sum_of_kept_counts():
     assert (m.last_flops <= f_hi).all()
 
 
+def test_realised_flops_match_ops_that_ran():
+    """The realised FLOPs against a count of the ops that actually ran (torch's
+    ``FlopCounterMode`` on the explicit-attention path), for one image whose tokens stop at both
+    decisions. Our FLOPs are multiply-adds, the counter counts 2 per multiply-add. Covered: the
+    patch embedding, the auxiliary heads' convolutions, every linear of the blocks and the
+    attention matmuls on the tokens still running. Counted by neither: the confidences (softmax,
+    pooling), the gathers and scatters of the running tokens, merging, norms and biases."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmdyn.models.layers.attention import explicit_attention
+    m = _build()
+    x = torch.randn(1, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+    m.threshold = _median_threshold(m, x)
+    with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(x)
+    k0, k1 = int(m.last_maps['keep_0'].sum()), int(m.last_maps['keep_1'].sum())
+    assert 0 < k1 <= k0 < 16  # real skipping after the first decision
+    assert fc.get_total_flops() == 2 * m.last_flops.item()
+
+
 def test_static_flops_and_breakdown():
     m = _build()
     bd = m.flops_breakdown((IMG, IMG))
