@@ -171,7 +171,7 @@ def main(argv=None):
                    f'{r["warmup"] + r["iters"]} iterations')
         from mmdyn.models.backbones.dge import DGEPVT
         torch.manual_seed(args.seed)
-        small = dge.TinySegmenter(DGEPVT(dge=False, **dge.HOST), in_size=size)
+        small = dge.segmenter(DGEPVT(dge=False, **dge.HOST), in_size=size)
         small.backbone.init_weights()
         gen = torch.Generator().manual_seed(args.seed)
         fit_segmenter(small, host['data'], r['warmup'] + r['iters'], gen, r['batch'], r['lr'],

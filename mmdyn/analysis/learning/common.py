@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdyn.datasets.toy import SHAPES, Instance, _polygon, draw_scene
@@ -44,6 +45,37 @@ def num_threads(n: int):
 #: Scene kinds of :func:`scenes`: ``'shapes'`` (the toy datasets' generator) and
 #: ``'detail'`` (:func:`detail_scene`).
 SCENE_KINDS = ('shapes', 'detail')
+
+
+class TinySegmenter(nn.Module):
+    """A backbone, a 1x1 classifier and bilinear up-sampling to ``out_size``, on the backbone's
+    last map (``maps='last'``) or on its first two maps concatenated at the first one's stride
+    (``maps='first_two'``); the input is resized (anti-aliased) to ``in_size`` first when given:
+    the smaller-input static hosts."""
+
+    def __init__(self, backbone: nn.Module, channels: int, num_classes: int,
+                 out_size: Tuple[int, int], in_size=None, maps: str = 'last'):
+        super().__init__()
+        if maps not in ('last', 'first_two'):
+            raise ValueError(f"TinySegmenter: maps must be 'last' or 'first_two', got {maps!r}")
+        self.backbone = backbone
+        self.in_size = None if in_size is None else tuple(in_size)
+        self.out_size = tuple(out_size)
+        self.maps = maps
+        self.head = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x):
+        if self.in_size is not None and tuple(x.shape[-2:]) != self.in_size:
+            x = F.interpolate(x, size=self.in_size, mode='bilinear', align_corners=False,
+                              antialias=True)
+        outs = self.backbone(x)
+        if self.maps == 'last':
+            f = outs[-1]
+        else:
+            f0, f1 = outs[:2]
+            f = torch.cat([f0, F.interpolate(f1, size=f0.shape[-2:], mode='nearest')], 1)
+        return F.interpolate(self.head(f), size=self.out_size, mode='bilinear',
+                             align_corners=False)
 
 
 def scenes(rng: np.random.Generator, n: int, size: int,

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import (fit_segmenter, matched_claims, mean_iou, num_threads, paint,
+from .common import (TinySegmenter, fit_segmenter, matched_claims, mean_iou, num_threads, paint,
                      run_budgets, scenes, train_static_segmenter)
 
 SIZE = 64
@@ -45,25 +45,11 @@ DEFAULT_TARGETS = (0.2, )
 SHALLOW_DEPTHS = ((2, 1), (1, 1), (2, 0), (1, 0))
 
 
-class TinySegmenter(nn.Module):
+def segmenter(backbone, in_size=None, out_size=(SIZE, SIZE)) -> TinySegmenter:
     """The backbone's two stages, concatenated at stride 4, a 1x1 classifier, bilinear up to
     ``out_size``; the input is resized to ``in_size`` first when one is given."""
-
-    def __init__(self, backbone, in_size=None, out_size=(SIZE, SIZE)):
-        super().__init__()
-        self.backbone = backbone
-        self.in_size = None if in_size is None else tuple(in_size)
-        self.out_size = tuple(out_size)
-        self.head = nn.Conv2d(sum(TINY['embed_dims']), NUM_CLASSES, 1)
-
-    def forward(self, x):
-        if self.in_size is not None and tuple(x.shape[-2:]) != self.in_size:
-            x = F.interpolate(x, size=self.in_size, mode='bilinear', align_corners=False,
-                              antialias=True)
-        f0, f1 = self.backbone(x)
-        f = torch.cat([f0, F.interpolate(f1, size=f0.shape[-2:], mode='nearest')], 1)
-        return F.interpolate(self.head(f), size=self.out_size, mode='bilinear',
-                             align_corners=False)
+    return TinySegmenter(backbone, sum(TINY['embed_dims']), NUM_CLASSES, out_size, in_size,
+                         maps='first_two')
 
 
 def _budget_loss(model, _labels):
@@ -88,7 +74,7 @@ def train_host(seed: int, progress: Optional[Callable[[], None]] = None, **kw) -
     torch.manual_seed(seed)
     data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
     gen = torch.Generator().manual_seed(seed)
-    static = TinySegmenter(DGEPVT(dge=False, **HOST))
+    static = segmenter(DGEPVT(dge=False, **HOST))
     static.backbone.init_weights()
     fit_segmenter(static, data, r['warmup'], gen, r['batch'], r['lr'], progress=progress)
     return dict(model=static, data=data, recipe=r, gen_state=gen.get_state(),
@@ -105,7 +91,7 @@ def finetune(host: Dict, gamma: float, iters: Optional[int] = None,
     torch.set_rng_state(host['rng_state'])
     gen = torch.Generator()
     gen.set_state(host['gen_state'])
-    model = TinySegmenter(DGEPVT(granularities=(1, 2, 4), budget=gamma,
+    model = segmenter(DGEPVT(granularities=(1, 2, 4), budget=gamma,
                                  budget_convention='paper', **HOST))
     model.backbone.init_weights()
     missing, unexpected = model.load_state_dict(host['model'].state_dict(), strict=False)
@@ -146,7 +132,7 @@ def train_dynamic(seed: int, gamma: float, val, **kw) -> Dict:
 
 def _static_host(size):
     from mmdyn.models.backbones.dge import DGEPVT
-    model = TinySegmenter(DGEPVT(dge=False, **HOST), in_size=size)
+    model = segmenter(DGEPVT(dge=False, **HOST), in_size=size)
     model.backbone.init_weights()
     return model
 
@@ -159,7 +145,7 @@ def train_static(seed: int, size: Tuple[int, int], val, **kw) -> Dict:
 
 def _shallow_host(depths: Tuple[int, int]):
     from mmdyn.models.backbones.dge import DGEPVT
-    model = TinySegmenter(DGEPVT(dge=False, **dict(HOST, arch=dict(TINY, depths=list(depths)))))
+    model = segmenter(DGEPVT(dge=False, **dict(HOST, arch=dict(TINY, depths=list(depths)))))
     model.backbone.init_weights()
     return model
 

@@ -30,10 +30,10 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import fit_segmenter, matched_claims, mean_iou, paint, run_segmentation_seed, scenes
+from .common import (TinySegmenter, fit_segmenter, matched_claims, mean_iou, paint,
+                     run_segmentation_seed, scenes)
 
 SIZE = 64
 NUM_CLASSES = 5
@@ -54,24 +54,11 @@ METRIC = 'miou'
 GATE_INIT = (0.98, 0.02)
 
 
-class TinySegmenter(nn.Module):
+def segmenter(backbone, in_size=None) -> TinySegmenter:
     """Scales 0 and 1 concatenated at stride 4, a 1x1 classifier, bilinear up to 64x64; the
     input is resized to ``in_size`` first when one is given."""
-
-    def __init__(self, backbone, in_size=None):
-        super().__init__()
-        self.backbone = backbone
-        self.in_size = None if in_size is None else tuple(in_size)
-        self.head = nn.Conv2d(sum(TINY['embed_dims'][:2]), NUM_CLASSES, 1)
-
-    def forward(self, x):
-        if self.in_size is not None and tuple(x.shape[-2:]) != self.in_size:
-            x = F.interpolate(x, size=self.in_size, mode='bilinear', align_corners=False,
-                              antialias=True)
-        f0, f1 = self.backbone(x)[:2]
-        f = torch.cat([f0, F.interpolate(f1, size=f0.shape[-2:], mode='nearest')], 1)
-        return F.interpolate(self.head(f), size=(SIZE, SIZE), mode='bilinear',
-                             align_corners=False)
+    return TinySegmenter(backbone, sum(TINY['embed_dims'][:2]), NUM_CLASSES, (SIZE, SIZE),
+                         in_size, maps='first_two')
 
 
 def _pvt(**kw):
@@ -149,11 +136,11 @@ def train_dynamic(seed: int, target: float, val, **kw) -> Dict:
     torch.manual_seed(seed)
     data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
     gen = torch.Generator().manual_seed(seed)
-    static = TinySegmenter(_pvt())
+    static = segmenter(_pvt())
     fit_segmenter(static, data, r['warmup'], gen, r['batch'], r['lr'])
 
     dit = _dit(target, r['lam'])
-    model = TinySegmenter(dit)
+    model = segmenter(dit)
     sd = {f'backbone.{k}': v for k, v in dit.pvtv2_to_dit(static.backbone.state_dict()).items()}
     sd.update({k: v for k, v in static.state_dict().items() if k.startswith('head.')})
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -192,7 +179,7 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
     host on a smaller input."""
     return run_segmentation_seed(
         'dit', seed, targets, data if data is not None else make_data(kw.get('scene', 'shapes')),
-        train_dynamic, lambda size: TinySegmenter(_pvt(), in_size=size), static_flops_at,
+        train_dynamic, lambda size: segmenter(_pvt(), in_size=size), static_flops_at,
         STATIC_SIDES, NUM_CLASSES, RECIPE, SIZE, static, threads, **kw)
 
 

@@ -21,10 +21,10 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import fit_segmenter, matched_claims, mean_iou, run_segmentation_seed, scenes
+from .common import (TinySegmenter, fit_segmenter, matched_claims, mean_iou,
+                     run_segmentation_seed, scenes)
 
 SIZE = 48
 PATCH = 4
@@ -38,22 +38,10 @@ DEFAULT_TARGETS = (0.95, )  # the threshold xi
 METRIC = 'miou'
 
 
-class TinySegmenter(nn.Module):
+def segmenter(backbone, in_size=None) -> TinySegmenter:
     """Backbone, 1x1 decode head on the last map, bilinear up to 48x48 (input resized to
     ``in_size`` first when given)."""
-
-    def __init__(self, backbone, in_size=None):
-        super().__init__()
-        self.backbone = backbone
-        self.in_size = None if in_size is None else tuple(in_size)
-        self.head = nn.Conv2d(ARCH['embed_dims'], NUM_CLASSES, 1)
-
-    def forward(self, x):
-        if self.in_size is not None and tuple(x.shape[-2:]) != self.in_size:
-            x = F.interpolate(x, size=self.in_size, mode='bilinear', align_corners=False,
-                              antialias=True)
-        return F.interpolate(self.head(self.backbone(x)[-1]), size=(SIZE, SIZE),
-                             mode='bilinear', align_corners=False)
+    return TinySegmenter(backbone, ARCH['embed_dims'], NUM_CLASSES, (SIZE, SIZE), in_size)
 
 
 def _vit(size):
@@ -106,7 +94,7 @@ def train_dynamic(seed: int, xi: float, val, **kw) -> Dict:
                threshold=1.0, aux_head='conv1x1', out_indices=(ARCH['depth'] - 1, ),
                drop_path_rate=0.)
     bb.init_weights()
-    model = TinySegmenter(bb)
+    model = segmenter(bb)
     fit_segmenter(model, data, r['warmup'], gen, r['batch'], r['lr'], extra_loss=_aux_loss)
     x, y = val
     with torch.no_grad():
@@ -126,7 +114,7 @@ def run(seed: int = 0, targets: Sequence[float] = DEFAULT_TARGETS, static: bool 
     """One seed: DoViT at each threshold xi and (``static``) the ViT host on a smaller input."""
     return run_segmentation_seed(
         'dovit', seed, targets, data if data is not None else make_data(), train_dynamic,
-        lambda size: TinySegmenter(_vit(size), in_size=size), static_flops_at, STATIC_SIDES,
+        lambda size: segmenter(_vit(size), in_size=size), static_flops_at, STATIC_SIDES,
         NUM_CLASSES, RECIPE, SIZE, static, threads, **kw)
 
 

@@ -29,10 +29,9 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import auc, mean_iou, num_threads, paint, run_budgets, scenes
+from .common import TinySegmenter, auc, mean_iou, num_threads, paint, run_budgets, scenes
 
 SIZE = 48
 SF, SC = 4, 8
@@ -49,22 +48,10 @@ DEFAULT_TARGETS = (0.1, 0.2)
 STATIC_SIDES = tuple(range(16, SIZE + 1, SF))
 
 
-class Segmenter(nn.Module):
+def segmenter(backbone, in_size=None) -> TinySegmenter:
     """Backbone (its last map on the fine grid), 1x1 head, bilinear up to 48x48; the input is
     resized to ``in_size`` first when given."""
-
-    def __init__(self, backbone, in_size=None):
-        super().__init__()
-        self.backbone = backbone
-        self.in_size = None if in_size is None else tuple(in_size)
-        self.head = nn.Conv2d(backbone.embed_dims, NUM_CLASSES, 1)
-
-    def forward(self, x):
-        if self.in_size is not None and tuple(x.shape[-2:]) != self.in_size:
-            x = F.interpolate(x, size=self.in_size, mode='bilinear', align_corners=False,
-                              antialias=True)
-        return F.interpolate(self.head(self.backbone(x)[-1]), size=(SIZE, SIZE),
-                             mode='bilinear', align_corners=False)
+    return TinySegmenter(backbone, backbone.embed_dims, NUM_CLASSES, (SIZE, SIZE), in_size)
 
 
 def make_data(scene: str = 'detail'):
@@ -85,7 +72,7 @@ def static_flops_at(size: Tuple[int, int], depth: int = ARCH['depth']) -> float:
     return float(_vit(size, depth).static_flops(size))
 
 
-def snapshot(model: Segmenter, val) -> Dict[str, float]:
+def snapshot(model: TinySegmenter, val) -> Dict[str, float]:
     """Decisions (MSViT), mIoU and FLOPs of ``model`` on ``val`` (eval mode, real skipping)."""
     x, y = val
     training = model.training
@@ -150,7 +137,7 @@ def _msvit(r: Dict, target: float = 0.5):
                gate_cfg=dict(hidden_dims=r['gate_hidden'], init_fine_prob=r['init_fine_prob']),
                gate_loss=r['gate_loss'], target=target, loss_weight=r['loss_weight'])
     bb.init_weights()
-    model = Segmenter(bb)
+    model = segmenter(bb)
     gate = list(bb.tokenizer.parameters())
     rest = [p for n, p in model.named_parameters() if not n.startswith('backbone.tokenizer.')]
     opt = torch.optim.Adam([dict(params=rest, lr=r['lr']), dict(params=gate, lr=r['gate_lr'])])
@@ -199,7 +186,7 @@ def train_static(seed: int, val, size: Tuple[int, int], depth: int = ARCH['depth
     torch.manual_seed(seed)
     data = _train_data(seed, r)
     gen = torch.Generator().manual_seed(seed)
-    model = Segmenter(_vit(size, depth), in_size=size)
+    model = segmenter(_vit(size, depth), in_size=size)
     opt = torch.optim.Adam(model.parameters(), lr=r['lr'])
     out = _fit(model, opt, data, r['warmup'] + r['iters'], gen, r, val)
     return dict(miou=out['miou'], gflops=static_flops_at(size, depth) / 1e9)
