@@ -286,13 +286,19 @@ def matched_claims(metric: str) -> Dict[str, Tuple[Tuple[str, ...], Callable[[Di
     }
 
 
+def seeded_scenes(seed: int, image_size: int, scene: str = 'shapes', num: int = 512):
+    """Seed torch's global generator, draw the seed's ``num`` training scenes and return them
+    with the generator that orders their batches."""
+    torch.manual_seed(seed)
+    data = scenes(np.random.default_rng(seed), num, image_size, kind=scene)
+    return data, torch.Generator().manual_seed(seed)
+
+
 def train_static_segmenter(seed: int, build: Callable[[], torch.nn.Module], size: Tuple[int, int],
                            val, num_classes: int, recipe: Dict, image_size: int) -> Dict:
     """The static host made cheaper (``build()``: its segmenter on a ``size`` input) trained
     ``warmup + iters`` iterations on the seed's scenes; its mIoU on ``val`` and its FLOPs."""
-    torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, image_size, kind=recipe.get('scene', 'shapes'))
-    gen = torch.Generator().manual_seed(seed)
+    data, gen = seeded_scenes(seed, image_size, recipe.get('scene', 'shapes'))
     model = build()
     fit_segmenter(model, data, recipe['warmup'] + recipe['iters'], gen, recipe['batch'],
                   recipe['lr'])

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .common import (TinySegmenter, fit_segmenter, matched_claims, mean_iou, num_threads, paint,
-                     run_budgets, scenes, train_static_segmenter)
+                     run_budgets, scenes, seeded_scenes, train_static_segmenter)
 
 SIZE = 64
 NUM_CLASSES = 5  # background + the four shape classes
@@ -71,9 +71,7 @@ def train_host(seed: int, progress: Optional[Callable[[], None]] = None, **kw) -
     states to continue from, so that every budget fine-tunes from the same point."""
     from mmdyn.models.backbones.dge import DGEPVT
     r = dict(RECIPE, **kw)
-    torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
-    gen = torch.Generator().manual_seed(seed)
+    data, gen = seeded_scenes(seed, SIZE, r['scene'])
     static = segmenter(DGEPVT(dge=False, **HOST))
     static.backbone.init_weights()
     fit_segmenter(static, data, r['warmup'], gen, r['batch'], r['lr'], progress=progress)

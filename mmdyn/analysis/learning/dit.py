@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (TinySegmenter, fit_segmenter, matched_claims, mean_iou, paint,
-                     run_segmentation_seed, scenes)
+                     run_segmentation_seed, scenes, seeded_scenes)
 
 SIZE = 64
 NUM_CLASSES = 5
@@ -133,9 +133,7 @@ def _ramp(dit, final: float, start: float, steps: int):
 
 def train_dynamic(seed: int, target: float, val, **kw) -> Dict:
     r = dict(RECIPE, **kw)
-    torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
-    gen = torch.Generator().manual_seed(seed)
+    data, gen = seeded_scenes(seed, SIZE, r['scene'])
     static = segmenter(_pvt())
     fit_segmenter(static, data, r['warmup'], gen, r['batch'], r['lr'])
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (TinySegmenter, fit_segmenter, matched_claims, mean_iou,
-                     run_segmentation_seed, scenes)
+                     run_segmentation_seed, scenes, seeded_scenes)
 
 SIZE = 48
 PATCH = 4
@@ -87,9 +87,7 @@ def running_share(bb, label: torch.Tensor) -> Dict[str, float]:
 def train_dynamic(seed: int, xi: float, val, **kw) -> Dict:
     from mmdyn.models.backbones.dovit import DoViT
     r = dict(RECIPE, **kw)
-    torch.manual_seed(seed)
-    data = scenes(np.random.default_rng(seed), 512, SIZE, kind=r['scene'])
-    gen = torch.Generator().manual_seed(seed)
+    data, gen = seeded_scenes(seed, SIZE, r['scene'])
     bb = DoViT(arch=ARCH, num_classes=NUM_CLASSES, img_size=SIZE, patch_size=PATCH,
                threshold=1.0, aux_head='conv1x1', out_indices=(ARCH['depth'] - 1, ),
                drop_path_rate=0.)
