@@ -90,3 +90,35 @@ def test_setup_declares_core_and_codebase_extras(tmp_path):
     assert sections['det'] | sections['seg'] | sections['cls'] | sections['tests'] \
         <= sections['all']
     assert 'pytest' in sections['tests']
+
+
+def _check_install():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        '_check_install', osp.join(REPO, 'tools', 'misc', 'check_install.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_install_fast_path_sees_what_is_missing(monkeypatch):
+    """install.sh skips pip only when tools/misc/check_install.py finds everything: this
+    machine passed the install, so nothing is missing; a package that is not installed, a
+    version outside the wanted range, a constraint that excludes the installed version and an
+    editable install from another checkout are each reported."""
+    ci = _check_install()
+    assert ci.missing_requirements() == [] and ci.mmdyn_editable_here() is None
+    assert ci.compiled_ops_load() is None and ci.main() == 0
+    monkeypatch.setattr(ci, 'NAMED', ('no-such-package-mmdyn', 'numpy>=99'))
+    assert ci.missing_requirements() == [
+        'no-such-package-mmdyn: not installed',
+        f'numpy {md.version("numpy")}: wanted <2,>=99']  # with the constraint numpy<2
+    monkeypatch.setattr(ci, 'NAMED', ())
+    real = ci.read_requirements
+    monkeypatch.setattr(ci, 'read_requirements', lambda name: (
+        ['pytest==0.0.1'] if name == 'constraints.txt' else real(name)))
+    assert ci.missing_requirements() == [f'pytest {md.version("pytest")}: wanted ==0.0.1']
+    monkeypatch.setattr(ci, 'read_requirements', real)
+    monkeypatch.setattr(ci, 'REPO', '/elsewhere')
+    assert ci.mmdyn_editable_here() == f'mmdyn: installed from {REPO}, not from /elsewhere'
+    assert ci.main() == 1

@@ -3,7 +3,8 @@
 #
 #   bash tools/install.sh            (uses `python`; set PYTHON=... to choose another)
 #
-# What it changes (everything goes into that one Python environment):
+# Idempotent: when everything below is already installed (tools/misc/check_install.py) it
+# returns in seconds without calling pip. What it changes (all in that one Python environment):
 #   * torch 2.13.0 + torchvision 0.28.0: only if `import torchvision` with its ops fails.
 #     A working torch/torchvision pair of any version is left alone.
 #   * setuptools<82, wheel, ninja (mmcv's build and mmengine's `mmdet::` config bases need
@@ -26,6 +27,16 @@ from torchvision.ops import nms
 nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
 PYEOF
 }
+mmcv_ok() {
+  "$PY" -c 'import mmcv, mmcv.ops, sys; sys.exit(0 if mmcv.__version__ == "2.1.0" else 1)' 2>/dev/null
+}
+
+# Everything already there (the pinned versions, compiled ops, mmdyn editable from here)?
+# Then nothing to do: a few seconds instead of a minute of pip resolving.
+if "$PY" tools/misc/check_install.py; then
+  say "everything is installed (tools/misc/check_install.py): nothing to do"
+  exit 0
+fi
 
 say "build tools"
 "${PIP[@]}" install -q "${C[@]}" -r requirements/build.txt
@@ -55,7 +66,7 @@ say "numpy, opencv (headless), mmengine"
 # mmengine 0.10.7 declares the GUI opencv-python; the headless build is what it needs here.
 "${PIP[@]}" install -q "${C[@]}" --no-deps mmengine==0.10.7
 
-if "$PY" -c 'import mmcv, mmcv.ops, sys; sys.exit(0 if mmcv.__version__ == "2.1.0" else 1)' 2>/dev/null; then
+if mmcv_ok; then
   say "mmcv 2.1.0 with ops found: left as it is"
 else
   say "mmcv 2.1.0 with compiled ops (built from source if pip has no cached wheel: ~10 min)"
