@@ -36,6 +36,22 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+def _load_script(relpath: str, name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session')
+def load_tool():
+    """``fn(relpath) -> module``: a script of this repository (e.g.
+    ``'tools/analysis_tools/learning_check.py'``) loaded as a module, to call its functions or
+    its ``main(argv)`` in this process."""
+    return lambda relpath: _load_script(relpath, '_mmdyn_' + osp.basename(relpath)[:-3])
+
+
 @pytest.fixture(autouse=True, scope='session')
 def _mim_index_read_once():
     """mmengine re-reads every metafile of a codebase for each whole ``mmseg::`` / ``mmdet::``

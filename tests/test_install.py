@@ -92,21 +92,12 @@ def test_setup_declares_core_and_codebase_extras(tmp_path):
     assert 'pytest' in sections['tests']
 
 
-def _check_install():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        '_check_install', osp.join(REPO, 'tools', 'misc', 'check_install.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_install_fast_path_sees_what_is_missing(monkeypatch):
+def test_install_fast_path_sees_what_is_missing(monkeypatch, load_tool):
     """install.sh skips pip only when tools/misc/check_install.py finds everything: this
     machine passed the install, so nothing is missing; a package that is not installed, a
     version outside the wanted range, a constraint that excludes the installed version and an
     editable install from another checkout are each reported."""
-    ci = _check_install()
+    ci = load_tool('tools/misc/check_install.py')
     assert ci.missing_requirements() == [] and ci.mmdyn_editable_here() is None
     assert ci.compiled_ops_load() is None and ci.main() == 0
     monkeypatch.setattr(ci, 'NAMED', ('no-such-package-mmdyn', 'numpy>=99'))

@@ -1,7 +1,6 @@
 """DVT thresholds for a chosen early-exit share of benchmark.py's generated batch
 (tools/analysis_tools/dvt_thresholds.py --exit-shares), and the meaning of a threshold of 1.0
 (nobody stops, even with a saturated softmax)."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -18,15 +17,12 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2)
 
 
-def tool():
-    spec = importlib.util.spec_from_file_location(
-        'dvt_thresholds', osp.join(REPO, 'tools', 'analysis_tools', 'dvt_thresholds.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def tool(load_tool):
+    return load_tool('tools/analysis_tools/dvt_thresholds.py')
 
 
-def test_threshold_one_stops_nobody_even_when_softmax_saturates():
+def test_threshold_one_stops_nobody_even_when_softmax_saturates(tool):
     torch.manual_seed(0)
     m = DVTClassifier(arch=TINY, exits=(2, 3, 4), patch_size=8, num_classes=5,
                       thresholds=[1.0, 1.0]).eval()
@@ -48,7 +44,7 @@ def test_threshold_one_stops_nobody_even_when_softmax_saturates():
     assert np.float32(MAX_EXIT_THRESHOLD) < 1 and np.nextafter(np.float32(MAX_EXIT_THRESHOLD),
                                                                np.float32(2)) == 1
     # the tool's rule is the model's
-    t = tool()
+    t = tool
     c = conf.numpy().astype(np.float64)
     for th in ([1.0, 1.0], [MAX_EXIT_THRESHOLD, 1.0], [1.0, MAX_EXIT_THRESHOLD], [0.0, 1.0]):
         m.set_thresholds(th)
@@ -62,8 +58,8 @@ def test_threshold_one_stops_nobody_even_when_softmax_saturates():
     assert not exits_at(torch.tensor([1.0]), 1.0).item()
 
 
-def test_thresholds_for_shares_exact_counts_and_errors():
-    t = tool()
+def test_thresholds_for_shares_exact_counts_and_errors(tool):
+    t = tool
     rng = np.random.default_rng(0)
     conf = rng.random((3, 40)).astype(np.float32)
     for shares in ([0.5, 0.25], [0.0, 0.5], [0.25, 0.0], [1.0, 0.0], [0.0, 0.0], [0.1, 0.9]):
@@ -90,14 +86,14 @@ TINY_OPTS = ["model.arch={'_delete_': True, 'embed_dims': 16, 'depth': 2, 'num_h
              "'mlp_ratio': 2}", 'model.backbone_cfg.token_dims=8']
 
 
-def test_cli_exit_shares_reproduced_by_benchmark_path(tmp_path):
+def test_cli_exit_shares_reproduced_by_benchmark_path(tool, tmp_path):
     """The tool's thresholds and saved random weights, loaded the way benchmark.py builds and
     feeds the model (same config, --checkpoint, generated batch of the same size), give exactly
     the requested exit shares; the FLOPs recorded per image are the cumulative FLOPs of the
     exits each image ran."""
     out, ckpt = tmp_path / 'th.json', tmp_path / 'w.pth'
     n = 8
-    rc = tool().main([CFG, '--exit-shares', '0.5', '0.25', '--generated', str(n), '--out',
+    rc = tool.main([CFG, '--exit-shares', '0.5', '0.25', '--generated', str(n), '--out',
                       str(out), '--save-checkpoint', str(ckpt), '--cfg-options', *TINY_OPTS])
     assert rc == 0
     res = json.load(open(out))

@@ -11,7 +11,6 @@ converted by tools/model_converters/t2t2mmdyn.py and loaded strictly.
   code's structure, not from mmdyn);
 * a missing or unexpected key is an error; the released thresholds map to ours.
 """
-import importlib.util
 import json
 import math
 import os.path as osp
@@ -28,12 +27,9 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 NAMES = ('less_less_token', 'less_token', 'normal_token')
 
 
-def tool():
-    spec = importlib.util.spec_from_file_location(
-        't2t2mmdyn', osp.join(REPO, 'tools', 'model_converters', 't2t2mmdyn.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def tool(load_tool):
+    return load_tool('tools/model_converters/t2t2mmdyn.py')
 
 
 # ------------------------------------------------------------------ the public layout
@@ -253,7 +249,7 @@ def tiny_model(host, init=None):
 
 
 @pytest.mark.parametrize('host', ['t2t', 'deit'])
-def test_tiny_public_checkpoint_equals_public_forward(tmp_path, host):
+def test_tiny_public_checkpoint_equals_public_forward(tool, tmp_path, host):
     shapes = public_shapes(host, 16, 2, 2, 2, (2, 3, 4), 10, token_dims=8,
                            patches=(32, 23, 16))
     sd = random_checkpoint(shapes, host, seed=3)
@@ -263,7 +259,7 @@ def test_tiny_public_checkpoint_equals_public_forward(tmp_path, host):
                     dynamic_threshold=torch.zeros(59, 3),
                     budgeted_batch_classification=[[1.], [2.]]), src)
     dst = tmp_path / 'converted.pth'
-    assert tool().main([str(src), str(dst)]) == 0
+    assert tool.main([str(src), str(dst)]) == 0
     out = torch.load(dst, map_location='cpu', weights_only=False)
     assert out['meta']['converted_from'] == 'dvt-official'
     model = tiny_model(host)
@@ -346,7 +342,7 @@ def test_mismatched_or_incomplete_checkpoints_are_errors(tmp_path):
         tiny_model('t2t', init=src)
 
 
-def test_released_thresholds(tmp_path):
+def test_released_thresholds(tool, tmp_path):
     """dynamic_threshold[level - 1] of a public file -> our thresholds: T > 1 (the public
     "none found", 1e8) is 1.0 (nobody stops), T = 1.0 the largest float below 1 (admits a
     confidence of exactly 1.0, as the public ``>=``), other values as they are; the last
@@ -364,7 +360,7 @@ def test_released_thresholds(tmp_path):
     torch.save(dict(model_state_dict=random_checkpoint(shapes, 't2t'), dynamic_threshold=table,
                     flops=[0.5, 1.5, 3.5]), src)
     th = tmp_path / 'work' / 'thresholds.json'
-    assert tool().main([str(src), str(tmp_path / 'c.pth'), '--thresholds-out', str(th),
+    assert tool.main([str(src), str(tmp_path / 'c.pth'), '--thresholds-out', str(th),
                         '--budget-level', '5']) == 0
     data = json.loads(th.read_text())
     assert data['thresholds'] == [pytest.approx(0.93), MAX_EXIT_THRESHOLD]

@@ -3,7 +3,6 @@ into every exit of a T2T-host DVT (mmdyn/models/backbones/t2t_vit.py, tools/mode
 t2t2mmdyn.py): strict loads with the official key set, outputs equal to an independent
 functional forward of the official layout and to mmpretrain's T2T_ViT."""
 import functools
-import importlib.util
 import math
 import os.path as osp
 
@@ -20,12 +19,9 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2)
 
 
-def tool():
-    spec = importlib.util.spec_from_file_location(
-        't2t2mmdyn', osp.join(REPO, 'tools', 'model_converters', 't2t2mmdyn.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def tool(load_tool):
+    return load_tool('tools/model_converters/t2t2mmdyn.py')
 
 
 # ------------------------------------------------------------------ the public code's layout
@@ -234,7 +230,7 @@ def test_mmpretrain_layout_output_equality():
         torch.testing.assert_close(model(x)[0], ref(x)[0], atol=1e-5, rtol=1e-4)
 
 
-def test_init_cfg_and_tool_static_classifier(tmp_path):
+def test_init_cfg_and_tool_static_classifier(tool, tmp_path):
     """T2TViT(init_cfg=Pretrained) reads the public layout directly; the tool writes a static
     classifier (backbone + VisionTransformerClsHead) that loads strictly and gives the same
     logits."""
@@ -255,7 +251,7 @@ def test_init_cfg_and_tool_static_classifier(tmp_path):
         torch.testing.assert_close(F.linear(bb(x)[0], sd['head.weight'], sd['head.bias']), ref,
                                    atol=1e-5, rtol=1e-4)
     dst = tmp_path / 'static.pth'
-    assert tool().main([str(src), str(dst)]) == 0
+    assert tool.main([str(src), str(dst)]) == 0
     init_default_scope('mmpretrain')
     clf = MODELS.build(dict(
         type='ImageClassifier',
@@ -284,7 +280,7 @@ def tiny_dvt(init=None, feature_reuse=False, relation_reuse=False):
 
 
 @pytest.mark.parametrize('layout', ['official', 'tool'])
-def test_dvt_exits_from_t2t_checkpoint(tmp_path, layout):
+def test_dvt_exits_from_t2t_checkpoint(tool, tmp_path, layout):
     """Every exit starts from the same T2T-ViT: the exit with the checkpoint's soft split (and
     no reuse) equals the source model; the 2x2 exit's first token layer is the resampled
     kernel; with feature reuse, the widened FFN input starts with zero weights."""
@@ -294,7 +290,7 @@ def test_dvt_exits_from_t2t_checkpoint(tmp_path, layout):
     torch.save({'state_dict': sd}, src)
     if layout == 'tool':
         dst = tmp_path / 'dvt.pth'
-        assert tool().main([str(src), str(dst), '--dvt-exits', '2']) == 0
+        assert tool.main([str(src), str(dst), '--dvt-exits', '2']) == 0
         src = dst
     model = tiny_dvt(src)
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(6))

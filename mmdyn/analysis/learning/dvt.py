@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import matched_claims, num_threads
+from .common import auc, matched_claims, num_threads
 
 SIZE = 48
 PATCH = 8
@@ -174,6 +174,7 @@ def _point(m, outs, xv, yv, easy, budget):
     first = (ex == 0).float()
     right = (logits.argmax(-1) == yv).float()
     return dict(exit1_easy=float(first[easy].mean()), exit1_hard=float(first[~easy].mean()),
+                exit1_auc=auc(conf[easy], conf[~easy]),
                 acc=float(right.mean()), acc_easy=float(right[easy].mean()),
                 acc_hard=float(right[~easy].mean()),
                 acc_exit1=float((outs[0].argmax(-1) == yv).float().mean()),
@@ -207,7 +208,7 @@ def run(seed: int = 0, targets: Sequence[int] = DEFAULT_TARGETS, static: bool = 
     return dict(method='dvt', seed=seed, points=points)
 
 
-REPORT = ('seed', 'target', 'exit1_easy', 'exit1_hard', 'acc_exit1', 'acc_last', 'acc',
+REPORT = ('seed', 'target', 'exit1_easy', 'exit1_hard', 'exit1_auc', 'acc_exit1', 'acc_last', 'acc',
           'acc_easy', 'acc_hard', 'gflops', 'static_size', 'static_at_gflops', 'static_acc',
           'static_acc_easy', 'static_acc_hard')
 METRIC = 'acc'
