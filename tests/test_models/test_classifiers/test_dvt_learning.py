@@ -1,41 +1,41 @@
-"""DVT learns where to spend compute: easy images leave at the first exit, hard ones go on.
+"""DVT learns where to spend compute (easy images leave at the first exit, hard ones go on) and
+the cascade beats an equally cheap static ViT.
 
 The protocol is :mod:`mmdyn.analysis.learning.dvt` (also run by
 ``tools/analysis_tools/learning_check.py dvt``): 48x48 images of one striped object (class =
 stripe orientation and silhouette; the stripes are drawn in the object's own coordinates, so
 they scale with it), half with a large object (readable on the first exit's 3x3 tokens), half
 with a small one (its stripes are resolved only at full resolution). A tiny two-exit DVT (3x3
-then 6x6 tokens, feature and relationship reuse) trains both exits jointly; the first exit's
-threshold is set so that the cascade's realised FLOPs equal a static ViT's with 5x5 tokens.
-Nothing tells the model which images are easy: only its first exit's confidence does.
+then 6x6 tokens, feature and relationship reuse) trains both exits jointly for 800 iterations;
+the first exit's threshold is set so that the cascade's realised FLOPs equal those of a static
+ViT with 4x4 tokens, trained as long. Nothing tells the model which images are easy: only its
+first exit's confidence does.
 
-Shortened recipe here (450 iterations instead of 800; no static model is trained, to stay
-near 30 s), measured over seeds 0-4 on one thread (about 32 s of CPU per seed):
-the share of images leaving at exit 1, easy minus hard, 0.66 / 0.04 / 0.34 / 0.35 / 0.12
-(seeds 0-4: seed 1 is slow to leave the initial plateau); cascade accuracy 0.36-0.58, exit 2
-alone 0.44-0.65 (chance 0.25). The test runs seed 0 with margins below the worst seed. The
-full recipe's accuracy against the static ViT at matched FLOPs is in docs/learning_checks.md
-(not asserted here: training the static ViT too would take half as long again).
+This is the tool's recipe at its cheaper budget. Measured over seeds 0-4 (one thread, 512
+validation images; docs/learning_checks.md): AUC of the first exit's confidence, easy against
+hard images, 0.86-0.99; share leaving at exit 1 at this budget, easy minus hard, 0.22-0.33;
+cascade accuracy minus the static 4x4-token ViT's +0.06 to +0.18 (5 of 5). (A 450-iteration
+recipe left seed 1 on the initial plateau: AUC 0.60.) The test runs seed 0 with margins below
+the worst seed. About 45 s of CPU on one thread.
 """
 import pytest
 
 from mmdyn.analysis.learning import dvt as protocol
-from mmdyn.analysis.learning.common import num_threads
 
-SHORT_ITERS = 450
-EXIT_MARGIN = 0.03  # worst seed 0.043
-ACC_MIN = 0.33  # worst seed: cascade 0.361, exit 2 0.443
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+AUC_MIN = 0.75  # worst seed 0.861
+EXIT_MARGIN = 0.1  # worst seed 0.222
 
 
-@pytest.mark.usefixtures('one_thread')
-def test_easy_images_leave_at_the_first_exit():
-    with num_threads(1):  # as measured
-        p, = protocol.run(seed=0, targets=(5, ), static=False, iters=SHORT_ITERS)['points']
+def test_easy_images_leave_first_and_the_cascade_beats_the_static_vit():
+    (p, ) = protocol.run(seed=0, targets=(4, ))['points']
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()})
-    # the threshold meets the budget: the static 5x5-token ViT's FLOPs within 5 %
-    static_gflops = protocol.static_vit(5).flops() / 1e9
-    assert abs(static_gflops / p['gflops'] - 1) <= 0.05, p
-    # where compute goes: easy images stop at the first exit more often than hard ones
+    # the threshold meets the budget: the static 4x4-token ViT's FLOPs within 5 %
+    assert abs(p['static_at_gflops'] / p['gflops'] - 1) <= 0.05, p
+    # where compute goes: the first exit is more confident on easy images (over all of them,
+    # whatever the threshold), and at this budget more of them leave there
+    assert p['exit1_auc'] > AUC_MIN, p
     assert p['exit1_easy'] > p['exit1_hard'] + EXIT_MARGIN, p
-    # and the cascade learned the task (chance: 0.25)
-    assert p['acc'] > ACC_MIN and p['acc_last'] > ACC_MIN, p
+    # accuracy per FLOP: the cascade beats the equally cheap static ViT (worst seed +0.06)
+    assert p['acc'] > p['static_acc'], p
