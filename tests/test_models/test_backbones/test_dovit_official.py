@@ -4,7 +4,6 @@ positions per size, ``diff_conf``, ``agg_rate``, per-decision training threshold
 schedule. Expected values are hand-computed here, not produced by the code under test."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mmdyn.engine.hooks.schedule_hook import _Schedule, get_by_path, set_by_path
 from mmdyn.models.backbones import DoViT
