@@ -108,6 +108,25 @@ TINY = {
 }
 
 
+#: the attainable-efficiency reference of each method (the static host timed at a smaller
+#: input): ``stride``, what the candidate sides are multiples of (the host's total stride or
+#: patch size); ``rebuild``, a config key set to the side when the host takes one input size
+#: only (T2T-ViT: the host is rebuilt for each square size, the host's weights loaded)
+REF = {
+    'dge': dict(stride=32),
+    'dit': dict(stride=32),
+    'dovit': dict(stride=16),
+    'msvit': dict(stride=16),
+    'dvt': dict(stride=16, rebuild='model.backbone.img_size'),
+}
+#: tiny hosts: the tiny MSViT pads to its coarse scale; the tiny DVT host is the cascade itself
+#: (no early exit), which resizes every input to its exits' grids
+TINY_REF = dict(
+    REF, msvit=dict(stride=32),
+    dvt='the tiny host (the cascade without early exit) resizes every input to its exits\' '
+        'grids: its FLOPs do not depend on the input size')
+
+
 def _fraction(s):
     v = float(s)
     if not 0. < v <= 1.:
@@ -155,6 +174,9 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=_positive, default=None, help='torch CPU threads')
     p.add_argument('--train', action='store_true',
                    help='also training step time and peak memory (ignored with --quick)')
+    p.add_argument('--no-ref', dest='ref', action='store_false',
+                   help='no attainable-efficiency reference (the static host at a smaller '
+                        'input of about the dynamic model\'s FLOPs)')
     args = p.parse_args(argv)
     if args.warmup is not None and args.warmup < 0:
         p.error('--warmup must be >= 0')
@@ -217,12 +239,98 @@ def _autocast(args):
     return torch.autocast(args.device, dtype=dtype)
 
 
-def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None):
-    """One row: the host and the dynamic model on the same generated batch, alternating."""
+def ref_candidates(shape, stride, square=False):
+    """Input sizes ``(h, w)`` for the reference: both sides multiples of ``stride`` and at most
+    the original's, the aspect ratio within 2:1 of the original's (``square``: ``h == w``);
+    the original size is always one."""
+    H, W = int(shape[0]), int(shape[1])
+    out = []
+    for h in range(stride, H + 1, stride):
+        for w in range(stride, W + 1, stride):
+            if square and h != w:
+                continue
+            if 0.5 <= (h / w) / (H / W) <= 2.:
+                out.append((h, w))
+    if (H, W) not in out:
+        out.append((H, W))
+    return out
+
+
+def _resized(inputs, size):
+    import torch.nn.functional as F
+    if tuple(inputs.shape[-2:]) == tuple(size):
+        return inputs
+    return F.interpolate(inputs, size=tuple(size), mode='bilinear', align_corners=False)
+
+
+class _RefHost:
+    """The static host at smaller inputs, the attainable-efficiency reference of one method: its
+    candidate sizes (:func:`ref_candidates`), their realised GFLOPs per image (cached), the
+    size closest in FLOPs to a target and the model to time at a size.
+
+    The GFLOPs of a candidate are the host's own record at that size: the static count (no call)
+    for a static host, a call on the timed batch resized for a dynamic one (the tiny hosts: the
+    dynamic model at full budget)."""
+
+    def __init__(self, args, host, timed, shape, stride, rebuild=None, config=None,
+                 options=None):
+        self.args, self.host, self.timed, self.shape = args, host, timed, tuple(shape)
+        self.rebuild, self.config, self.options = rebuild, config, options or {}
+        self.candidates = ref_candidates(shape, stride, square=rebuild is not None)
+        self._models = {self.shape: host}
+        self._gflops = {}
+
+    def model(self, size):
+        size = tuple(size)
+        if self.rebuild is None:
+            return self.host
+        if size not in self._models:
+            _, m = _build(self.config, {**self.options, self.rebuild: size[0]}, self.args.device)
+            m.load_state_dict(self.host.state_dict())
+            m.eval()
+            self._models[size] = m
+        return self._models[size]
+
+    def _bare(self, model):
+        return _call(model, self.timed, None, None)[1]
+
+    def gflops(self, size, inputs, dynamic_host):
+        from mmdyn.analysis.benchmarking import call_flops
+        from mmdyn.analysis.complexity import default_data_samples, model_complexity
+        size = tuple(size)
+        key = (size, len(inputs)) if dynamic_host else size
+        if key not in self._gflops:
+            model = self.model(size)
+            if dynamic_host:
+                x = _resized(inputs, size)
+                g = call_flops(model, x, default_data_samples(model, len(x), size),
+                               self._bare(model))['gflops_realised']
+            else:
+                g = float(model_complexity(model, img_shape=size,
+                                           backbone_only=self._bare(model))['flops']) / 1e9
+            if self.rebuild is not None and size != self.shape:
+                del self._models[size]  # rebuilt again if chosen
+            self._gflops[key] = g
+        return self._gflops[key]
+
+    def choose(self, target, inputs, dynamic_host):
+        """The candidate whose GFLOPs per image are closest to ``target`` (ties: the aspect
+        closest to the original's, then the larger)."""
+        import math
+        H, W = self.shape
+        return min(self.candidates, key=lambda c: (
+            abs(self.gflops(c, inputs, dynamic_host) - target),
+            abs(math.log((c[0] / c[1]) / (H / W))), -c[0] * c[1]))
+
+
+def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
+    """One row: the host and the dynamic model on the same generated batch, alternating (with
+    ``ref``, a :class:`_RefHost`: the reference as a third model; a string: why there is
+    none)."""
     import torch
 
     from mmdyn.analysis.benchmarking import alternating_times, call_flops, latency_stats
-    from mmdyn.analysis.complexity import generated_batch
+    from mmdyn.analysis.complexity import default_data_samples, generated_batch
     inputs, samples = generated_batch(host, shape, batch)
     d_inputs, d_samples = generated_batch(dyn, shape, batch)
     row = dict(batch=batch, shape=list(shape), level=level)
@@ -230,16 +338,37 @@ def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None):
         row['exit_share_realised'] = _dvt_set_share(dyn, d_inputs, level)
     h_fn, h_bare = _call(host, timed, inputs, samples)
     d_fn, d_bare = _call(dyn, timed, d_inputs, d_samples)
+    fns = [h_fn, d_fn]
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     with torch.no_grad(), _autocast(args):
-        th, td = alternating_times([h_fn, d_fn], args.rounds, args.per_round, args.warmup, sync)
+        # FLOPs first (one untimed call of each model, before the warm-up): the reference's
+        # size depends on the dynamic model's
         hf = call_flops(host, inputs, samples, h_bare)
         df = call_flops(dyn, d_inputs, d_samples, d_bare)
-    hs, ds = latency_stats(th, batch), latency_stats(td, batch)
-    row.update(host={**hs, **hf}, dynamic={**ds, **df}, timed_calls=len(th))
+        if isinstance(ref, _RefHost):
+            size = ref.choose(df['gflops_realised'], inputs, hf['is_dynamic'])
+            r_model = ref.model(size)
+            r_inputs = _resized(inputs, size)
+            r_samples = default_data_samples(r_model, batch, size)
+            r_fn, r_bare = _call(r_model, timed, r_inputs, r_samples)
+            rf = call_flops(r_model, r_inputs, r_samples, r_bare)
+            fns.append(r_fn)
+        times = alternating_times(fns, args.rounds, args.per_round, args.warmup, sync)
+    hs, ds = latency_stats(times[0], batch), latency_stats(times[1], batch)
+    row.update(host={**hs, **hf}, dynamic={**ds, **df}, timed_calls=len(times[0]))
     row['speedup'] = hs['latency_ms_median'] / ds['latency_ms_median']
     row['flops_ratio'] = df['gflops_realised'] / hf['gflops_realised']
     row['efficiency'] = row['speedup'] * row['flops_ratio']
+    if isinstance(ref, _RefHost):
+        rs = latency_stats(times[2], batch)
+        row['ref'] = dict(shape=list(size), **rs, **rf)
+        row['ref_flops_ratio'] = rf['gflops_realised'] / hf['gflops_realised']
+        row['ref_efficiency'] = (hs['latency_ms_median'] / rs['latency_ms_median']
+                                 * row['ref_flops_ratio'])
+        row['dyn_vs_ref'] = (rs['latency_ms_median'] / ds['latency_ms_median']
+                             * df['gflops_realised'] / rf['gflops_realised'])
+    elif ref is not None:
+        row.update(ref=None, ref_note=ref)
     return row
 
 
@@ -310,53 +439,72 @@ def run(args) -> dict:
         _, host = _build(h_cfg, h_opts, args.device)
         knob_name, knob = KNOBS[method]
         _, dyn = _build(d_cfg, d_opts, args.device)
+        ref = None
+        if args.ref:
+            spec = (TINY_REF if args.tiny else REF)[method]
+            ref = spec if isinstance(spec, str) else _RefHost(
+                args, host, timed, shape, spec['stride'], spec.get('rebuild'), h_cfg, h_opts)
         for level in args.levels:
             for batch in args.batches:
                 with decisions_overridden(dyn, knob and knob(level)):
-                    row = _time_pair(args, host, dyn, timed, shape, batch, level, method)
+                    row = _time_pair(args, host, dyn, timed, shape, batch, level, method, ref)
                 row.update(method=method, knob=knob_name, host_config=osp.relpath(h_cfg, REPO),
                            dynamic_config=osp.relpath(d_cfg, REPO), timed=timed)
                 rows.append(row)
+                msg = ''
+                if row.get('ref'):
+                    msg = (f'; ref {"x".join(map(str, row["ref"]["shape"]))}: efficiency '
+                           f'{row["ref_efficiency"]:.3f}, dynamic / ref {row["dyn_vs_ref"]:.3f}')
                 print(f'[{time.perf_counter() - t0:7.1f}s] {method} level {level} batch '
                       f'{batch}: speed-up {row["speedup"]:.3f}x, FLOPs ratio '
-                      f'{row["flops_ratio"]:.3f}, efficiency {row["efficiency"]:.3f}',
+                      f'{row["flops_ratio"]:.3f}, efficiency {row["efficiency"]:.3f}{msg}',
                       file=sys.stderr, flush=True)
         if args.train and not args.quick:
             tr = _train_step_row(args, host, dyn, shape, max(args.batches))
             tr.update(method=method)
             train_rows.append(tr)
-        del host, dyn
+        del host, dyn, ref
         if args.device == 'cuda':
             torch.cuda.empty_cache()
     return dict(device=args.device, device_name=(torch.cuda.get_device_name()
                                                  if args.device == 'cuda' else 'cpu'),
                 threads=torch.get_num_threads() if args.device == 'cpu' else None,
-                amp=args.amp, quick=args.quick, tiny=args.tiny, rounds=args.rounds,
-                per_round=args.per_round, warmup=args.warmup, levels=args.levels,
-                batches=args.batches, unit='ms per batch; throughput in images/s; GFLOPs per '
+                amp=args.amp, quick=args.quick, tiny=args.tiny, ref=args.ref,
+                rounds=args.rounds, per_round=args.per_round, warmup=args.warmup,
+                levels=args.levels, batches=args.batches, unit='ms per batch; throughput in images/s; GFLOPs per '
                 'image (1 FLOP = 1 multiply-add)', rows=rows, train_rows=train_rows,
                 seconds=time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------ outputs
 def format_markdown(out: dict) -> str:
+    ref = out.get('ref', False)
     lines = [f'Device {out["device_name"]}' + (f', {out["threads"]} threads' if out['threads']
                                                else '') + f', {out["amp"] or "fp32"}, '
              f'{out["rounds"]} alternating rounds x {out["per_round"]} calls after '
              f'{out["warmup"]} warm-up calls' + (', tiny configs' if out['tiny'] else ''), '',
              '| method | level | batch | host ms (IQR) | dynamic ms (IQR) | host img/s | '
              'dynamic img/s | host GFLOPs | dynamic GFLOPs | FLOPs ratio | speed-up | '
-             'efficiency |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+             'efficiency |' + (' ref input | ref ms (IQR) | ref GFLOPs | ref efficiency | '
+                               'dynamic / ref |' if ref else ''),
+             '|' + ' --- |' * (17 if ref else 12)]
     for r in out['rows']:
         h, d = r['host'], r['dynamic']
-        lines.append(
-            f'| {r["method"]} | {r["level"]:.2f} | {r["batch"]} | '
-            f'{h["latency_ms_median"]:.2f} ({h["latency_ms_iqr"]:.2f}) | '
-            f'{d["latency_ms_median"]:.2f} ({d["latency_ms_iqr"]:.2f}) | '
-            f'{h["throughput_img_s"]:.1f} | {d["throughput_img_s"]:.1f} | '
-            f'{h["gflops_realised"]:.4f} | {d["gflops_realised"]:.4f} | '
-            f'{r["flops_ratio"]:.3f} | {r["speedup"]:.3f} | {r["efficiency"]:.3f} |')
+        line = (f'| {r["method"]} | {r["level"]:.2f} | {r["batch"]} | '
+                f'{h["latency_ms_median"]:.2f} ({h["latency_ms_iqr"]:.2f}) | '
+                f'{d["latency_ms_median"]:.2f} ({d["latency_ms_iqr"]:.2f}) | '
+                f'{h["throughput_img_s"]:.1f} | {d["throughput_img_s"]:.1f} | '
+                f'{h["gflops_realised"]:.4f} | {d["gflops_realised"]:.4f} | '
+                f'{r["flops_ratio"]:.3f} | {r["speedup"]:.3f} | {r["efficiency"]:.3f} |')
+        if ref and r.get('ref'):
+            f = r['ref']
+            line += (f' {f["shape"][0]}x{f["shape"][1]} | '
+                     f'{f["latency_ms_median"]:.2f} ({f["latency_ms_iqr"]:.2f}) | '
+                     f'{f["gflops_realised"]:.4f} | {r["ref_efficiency"]:.3f} | '
+                     f'{r["dyn_vs_ref"]:.3f} |')
+        elif ref:
+            line += ' - | - | - | - | - |'
+        lines.append(line)
     if out['train_rows']:
         lines += ['', '| method | batch | host train step ms | dynamic train step ms | '
                   'train speed-up | host peak MiB | dynamic peak MiB |',
@@ -372,6 +520,19 @@ def format_markdown(out: dict) -> str:
         f'{m}: {KNOBS[m][0]}' for m in METHODS) + '). speed-up = host median / dynamic median; '
         'FLOPs ratio = dynamic / host realised GFLOPs per image (models\' records); efficiency '
         '= speed-up x FLOPs ratio (1 = time falls as the FLOPs do).']
+    if ref:
+        lines[-1] += (
+            ' ref: the static host at the smaller input (sides multiples of its stride, aspect '
+            'within 2:1) whose GFLOPs per image are closest to the dynamic model\'s, timed in '
+            'the same alternating rounds; ref efficiency = host ms / ref ms x ref GFLOPs / host '
+            'GFLOPs (below a target: no model of those FLOPs reaches it on this device); '
+            'dynamic / ref = ref ms / dynamic ms x dynamic GFLOPs / ref GFLOPs (>= 1: the '
+            'dynamic model turns its FLOP saving into time as well as a dense model of equal '
+            'FLOPs).')
+        notes = sorted({f'{r["method"]}: {r["ref_note"]}' for r in out['rows']
+                        if r.get('ref_note')})
+        if notes:
+            lines[-1] += ' No ref: ' + '; '.join(notes) + '.'
     return '\n'.join(lines)
 
 
@@ -381,7 +542,8 @@ def plot(out: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ratios = [r['flops_ratio'] for r in out['rows']]
+    refs = [r for r in out['rows'] if r.get('ref')]
+    ratios = [r['flops_ratio'] for r in out['rows']] + [r['ref_flops_ratio'] for r in refs]
     lo, hi = min(ratios + [0.2]) * 0.9, max(ratios + [1.0]) * 1.1
     x = np.linspace(lo, hi, 200)
     ax.plot(x, 1 / x, 'k--', label='ideal: speed-up = 1 / FLOPs ratio')
@@ -390,12 +552,21 @@ def plot(out: dict, path: str) -> None:
         for r in (r for r in out['rows'] if r['method'] == m):
             ax.scatter(r['flops_ratio'], r['speedup'], color=f'C{i}',
                        marker=markers.get(r['batch'], 'x'))
+            if r.get('ref'):  # the static host at a smaller input: open markers
+                mk = markers.get(r['batch'])
+                ax.scatter(r['ref_flops_ratio'], r['host']['latency_ms_median']
+                           / r['ref']['latency_ms_median'], marker=mk or '+',
+                           **(dict(facecolors='none', edgecolors=f'C{i}') if mk
+                              else dict(color=f'C{i}')))
         ax.scatter([], [], color=f'C{i}', label=m)
     for b, mk in markers.items():
         if b in out['batches']:
             ax.scatter([], [], color='gray', marker=mk, label=f'batch {b}')
-    ax.set_xlabel('FLOPs ratio (dynamic / host)')
-    ax.set_ylabel('speed-up (host latency / dynamic latency)')
+    if refs:
+        ax.scatter([], [], facecolors='none', edgecolors='gray', marker='o',
+                   label='open (+): static host, smaller input')
+    ax.set_xlabel('FLOPs ratio (dynamic or reference / host)')
+    ax.set_ylabel('speed-up (host latency / dynamic or reference latency)')
     ax.set_title(f'{out["device_name"]}, {out["amp"] or "fp32"}')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
