@@ -174,6 +174,9 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=_positive, default=None, help='torch CPU threads')
     p.add_argument('--train', action='store_true',
                    help='also training step time and peak memory (ignored with --quick)')
+    p.add_argument('--dvt-seq', type=_positive, default=8,
+                   help='DVT at batch 1: a timed unit is this many single-image calls on as '
+                        'many images, round(level x N) of them stopping at exit 1 (default 8)')
     p.add_argument('--no-ref', dest='ref', action='store_false',
                    help='no attainable-efficiency reference (the static host at a smaller '
                         'input of about the dynamic model\'s FLOPs)')
@@ -208,9 +211,10 @@ def _call(model, timed, inputs, samples):
     return (lambda: model(inputs, samples, mode='tensor')), backbone is model
 
 
-def _dvt_set_share(model, inputs, share):
-    """Thresholds that make ``share`` of ``inputs`` stop at the first exit (2-exit cascades; a
-    deeper cascade runs the rest to the last exit). Returns the realised share."""
+def _dvt_set_share(model, inputs, share, single=False):
+    """Thresholds that make ``share`` of ``inputs`` (rounded to whole images) stop at the first
+    exit (2-exit cascades; a deeper cascade runs the rest to the last exit). Returns the
+    realised share: of the batch run at once, or (``single``) of one call per image."""
     import numpy as np
     import torch
 
@@ -225,7 +229,11 @@ def _dvt_set_share(model, inputs, share):
     shares = [share] + [0.] * (conf.shape[0] - 2)
     model.set_thresholds(thresholds_for_shares(conf, shares))
     with torch.no_grad():
-        _, exit_idx, _ = model.early_exit(inputs)
+        if single:
+            exit_idx = torch.cat([model.early_exit(inputs[i:i + 1])[1]
+                                  for i in range(len(inputs))])
+        else:
+            _, exit_idx, _ = model.early_exit(inputs)
     return float((exit_idx == 0).float().mean())
 
 
@@ -323,52 +331,97 @@ class _RefHost:
             abs(math.log((c[0] / c[1]) / (H / W))), -c[0] * c[1]))
 
 
+def _unit(model, timed, inputs, samples, seq=False):
+    """``(fn, flops)`` of one timed call of ``model``: ``fn`` runs it on the batch ``inputs``
+    or, with ``seq``, once per image (single-image calls one after another); ``flops()`` its
+    realised GFLOPs per image from the model's records (:func:`call_flops`; with ``seq`` the
+    mean of the single-image records, which are listed too)."""
+    import statistics
+
+    from mmdyn.analysis.benchmarking import call_flops
+    if not seq:
+        fn, bare = _call(model, timed, inputs, samples)
+        return fn, lambda: call_flops(model, inputs, samples, bare)
+    parts = [(inputs[i:i + 1], None if samples is None else samples[i:i + 1])
+             for i in range(len(inputs))]
+    calls = [_call(model, timed, x, s)[0] for x, s in parts]
+    bare = _call(model, timed, None, None)[1]
+
+    def fn():
+        for c in calls:
+            c()
+
+    def flops():
+        recs = [call_flops(model, x, s, bare) for x, s in parts]
+        return dict(gflops_static=statistics.fmean(r['gflops_static'] for r in recs),
+                    gflops_realised=statistics.fmean(r['gflops_realised'] for r in recs),
+                    is_dynamic=recs[0]['is_dynamic'],
+                    gflops_per_image=[r['gflops_realised'] for r in recs])
+    return fn, flops
+
+
+def _setup_row(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
+    """The generated inputs, callables and FLOPs of one row (see :func:`_time_pair`):
+    ``(row, fns, flops, seq)``, ``flops`` the records of host, dynamic (and reference), ``seq``
+    the number of single-image calls a timed unit makes (0: one batch call)."""
+    from mmdyn.analysis.complexity import default_data_samples, generated_batch
+
+    # DVT at batch 1: a sequence of single-image calls on different images
+    seq = args.dvt_seq if method == 'dvt' and batch == 1 and level is not None else 0
+    n = seq or batch
+    inputs, samples = generated_batch(host, shape, n)
+    d_inputs, d_samples = generated_batch(dyn, shape, n)
+    row = dict(batch=batch, shape=list(shape), level=level)
+    if seq:
+        row['dvt_seq'] = seq
+    if method == 'dvt' and level is not None:
+        row['exit_share_realised'] = _dvt_set_share(dyn, d_inputs, level, single=bool(seq))
+        row['dvt_thresholds'] = list(dyn.thresholds)
+    units = [_unit(host, timed, inputs, samples, seq), _unit(dyn, timed, d_inputs, d_samples, seq)]
+    # FLOPs first (one untimed call of each model, before the warm-up): the reference's size
+    # depends on the dynamic model's
+    flops = [units[0][1](), units[1][1]()]
+    if isinstance(ref, _RefHost):
+        size = ref.choose(flops[1]['gflops_realised'], inputs, flops[0]['is_dynamic'])
+        r_model = ref.model(size)
+        r_inputs = _resized(inputs, size)
+        units.append(_unit(r_model, timed, r_inputs, default_data_samples(r_model, n, size),
+                           seq))
+        flops.append(dict(shape=list(size), **units[2][1]()))
+    elif ref is not None:
+        row.update(ref=None, ref_note=ref)
+    return row, [u[0] for u in units], flops, seq
+
+
 def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
     """One row: the host and the dynamic model on the same generated batch, alternating (with
     ``ref``, a :class:`_RefHost`: the reference as a third model; a string: why there is
-    none)."""
+    none). DVT at batch 1 with a level: a timed unit is ``--dvt-seq`` single-image calls on as
+    many images, the latency reported per image."""
     import torch
 
-    from mmdyn.analysis.benchmarking import alternating_times, call_flops, latency_stats
-    from mmdyn.analysis.complexity import default_data_samples, generated_batch
-    inputs, samples = generated_batch(host, shape, batch)
-    d_inputs, d_samples = generated_batch(dyn, shape, batch)
-    row = dict(batch=batch, shape=list(shape), level=level)
-    if method == 'dvt' and level is not None:
-        row['exit_share_realised'] = _dvt_set_share(dyn, d_inputs, level)
-    h_fn, h_bare = _call(host, timed, inputs, samples)
-    d_fn, d_bare = _call(dyn, timed, d_inputs, d_samples)
-    fns = [h_fn, d_fn]
+    from mmdyn.analysis.benchmarking import alternating_times, latency_stats
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     with torch.no_grad(), _autocast(args):
-        # FLOPs first (one untimed call of each model, before the warm-up): the reference's
-        # size depends on the dynamic model's
-        hf = call_flops(host, inputs, samples, h_bare)
-        df = call_flops(dyn, d_inputs, d_samples, d_bare)
-        if isinstance(ref, _RefHost):
-            size = ref.choose(df['gflops_realised'], inputs, hf['is_dynamic'])
-            r_model = ref.model(size)
-            r_inputs = _resized(inputs, size)
-            r_samples = default_data_samples(r_model, batch, size)
-            r_fn, r_bare = _call(r_model, timed, r_inputs, r_samples)
-            rf = call_flops(r_model, r_inputs, r_samples, r_bare)
-            fns.append(r_fn)
+        row, fns, flops, seq = _setup_row(args, host, dyn, timed, shape, batch, level, method,
+                                          ref)
         times = alternating_times(fns, args.rounds, args.per_round, args.warmup, sync)
-    hs, ds = latency_stats(times[0], batch), latency_stats(times[1], batch)
+    if seq:  # per image
+        times = [[t / seq for t in ts] for ts in times]
+    stats = [latency_stats(ts, batch) for ts in times]
+    (hs, ds), (hf, df) = stats[:2], flops[:2]
     row.update(host={**hs, **hf}, dynamic={**ds, **df}, timed_calls=len(times[0]))
     row['speedup'] = hs['latency_ms_median'] / ds['latency_ms_median']
     row['flops_ratio'] = df['gflops_realised'] / hf['gflops_realised']
     row['efficiency'] = row['speedup'] * row['flops_ratio']
-    if isinstance(ref, _RefHost):
-        rs = latency_stats(times[2], batch)
-        row['ref'] = dict(shape=list(size), **rs, **rf)
+    if len(fns) == 3:
+        rs, rf = stats[2], flops[2]
+        row['ref'] = dict(**rf, **rs)
         row['ref_flops_ratio'] = rf['gflops_realised'] / hf['gflops_realised']
         row['ref_efficiency'] = (hs['latency_ms_median'] / rs['latency_ms_median']
                                  * row['ref_flops_ratio'])
         row['dyn_vs_ref'] = (rs['latency_ms_median'] / ds['latency_ms_median']
                              * df['gflops_realised'] / rf['gflops_realised'])
-    elif ref is not None:
-        row.update(ref=None, ref_note=ref)
     return row
 
 
@@ -471,7 +524,8 @@ def run(args) -> dict:
                 threads=torch.get_num_threads() if args.device == 'cpu' else None,
                 amp=args.amp, quick=args.quick, tiny=args.tiny, ref=args.ref,
                 rounds=args.rounds, per_round=args.per_round, warmup=args.warmup,
-                levels=args.levels, batches=args.batches, unit='ms per batch; throughput in images/s; GFLOPs per '
+                levels=args.levels, batches=args.batches, dvt_seq=args.dvt_seq,
+                unit='ms per batch (dvt batch 1: per image); throughput in images/s; GFLOPs per '
                 'image (1 FLOP = 1 multiply-add)', rows=rows, train_rows=train_rows,
                 seconds=time.perf_counter() - t0)
 
@@ -490,7 +544,8 @@ def format_markdown(out: dict) -> str:
              '|' + ' --- |' * (17 if ref else 12)]
     for r in out['rows']:
         h, d = r['host'], r['dynamic']
-        line = (f'| {r["method"]} | {r["level"]:.2f} | {r["batch"]} | '
+        batch = f'{r["batch"]}' + (f' (seq {r["dvt_seq"]})' if r.get('dvt_seq') else '')
+        line = (f'| {r["method"]} | {r["level"]:.2f} | {batch} | '
                 f'{h["latency_ms_median"]:.2f} ({h["latency_ms_iqr"]:.2f}) | '
                 f'{d["latency_ms_median"]:.2f} ({d["latency_ms_iqr"]:.2f}) | '
                 f'{h["throughput_img_s"]:.1f} | {d["throughput_img_s"]:.1f} | '
@@ -520,6 +575,13 @@ def format_markdown(out: dict) -> str:
         f'{m}: {KNOBS[m][0]}' for m in METHODS) + '). speed-up = host median / dynamic median; '
         'FLOPs ratio = dynamic / host realised GFLOPs per image (models\' records); efficiency '
         '= speed-up x FLOPs ratio (1 = time falls as the FLOPs do).']
+    seqs = sorted({r['dvt_seq'] for r in out['rows'] if r.get('dvt_seq')})
+    if seqs:
+        lines[-1] += (
+            f' dvt batch 1 (seq N): a timed unit is N = {"/".join(map(str, seqs))} '
+            'single-image calls on N different images, thresholds solved on them so that '
+            'round(level x N) stop at exit 1 (realised share in the JSON); ms per image (unit / '
+            'N), GFLOPs the mean over the N images\' records.')
     if ref:
         lines[-1] += (
             ' ref: the static host at the smaller input (sides multiples of its stride, aspect '
