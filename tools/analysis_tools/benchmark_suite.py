@@ -177,6 +177,10 @@ def parse_args(argv=None):
     p.add_argument('--dvt-seq', type=_positive, default=8,
                    help='DVT at batch 1: a timed unit is this many single-image calls on as '
                         'many images, round(level x N) of them stopping at exit 1 (default 8)')
+    p.add_argument('--profile', action='store_true',
+                   help='also profile.md: torch.profiler (CPU activities) of host, dynamic and '
+                        'ref at level 0.5, batch 1 (or the first of --batches): the top ops by '
+                        'self CPU time')
     p.add_argument('--no-ref', dest='ref', action='store_false',
                    help='no attainable-efficiency reference (the static host at a smaller '
                         'input of about the dynamic model\'s FLOPs)')
@@ -186,6 +190,7 @@ def parse_args(argv=None):
     if args.amp == 'fp16' and args.device == 'cpu':
         p.error('--amp fp16 needs --device cuda (use --amp bf16 on the CPU)')
     cuda = args.device == 'cuda'
+    args.profile_batch = args.batches[0] if args.batches else 1
     args.batches = args.batches or ([1, 8, 32, 64] if cuda else [1, 8])
     args.levels = args.levels or [0.25, 0.5, 0.75]
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -425,6 +430,71 @@ def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None, re
     return row
 
 
+#: profiled calls of each model, level and number of top ops of ``--profile``
+PROFILE_CALLS, PROFILE_LEVEL, PROFILE_TOP = 3, 0.5, 15
+
+
+def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
+    """torch.profiler (CPU activities) over :data:`PROFILE_CALLS` calls of host, dynamic (and
+    reference) at the current decisions, after ``--warmup`` untimed calls of each: per model the
+    top :data:`PROFILE_TOP` ops by self CPU time (summed over the calls) and their share of the
+    model's total self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+    out = []
+    with torch.no_grad(), _autocast(args):
+        row, fns, flops, seq = _setup_row(args, host, dyn, timed, shape, batch, PROFILE_LEVEL,
+                                          method, ref)
+        for name, fn, fl in zip(('host', 'dynamic', 'ref'), fns, flops):
+            for _ in range(args.warmup):
+                fn()
+            sync()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(PROFILE_CALLS):
+                    fn()
+                    sync()
+            events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+            total = sum(e.self_cpu_time_total for e in events)  # us
+            top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:PROFILE_TOP]
+            out.append(dict(
+                model=name, shape=list(fl.get('shape', shape)),
+                gflops_realised=fl['gflops_realised'], self_cpu_ms_total=total / 1e3,
+                ops=[dict(op=e.key, calls=e.count, self_ms=e.self_cpu_time_total / 1e3,
+                          percent=100. * e.self_cpu_time_total / total) for e in top]))
+    return dict(level=PROFILE_LEVEL, batch=batch, dvt_seq=seq or None, calls=PROFILE_CALLS,
+                exit_share_realised=row.get('exit_share_realised'), ref_note=row.get('ref_note'),
+                models=out)
+
+
+def format_profile(out: dict) -> str:
+    """profile.md: per method and model the top ops by self CPU time."""
+    lines = [f'# Where the time goes: torch.profiler, CPU activities (device '
+             f'{out["device_name"]}' + (f', {out["threads"]} threads' if out['threads'] else '')
+             + f', {out["amp"] or "fp32"}' + (', tiny configs' if out['tiny'] else '') + ')', '',
+             f'Each model: {PROFILE_CALLS} profiled calls after {out["warmup"]} warm-up calls; '
+             'per op (the top ones by self CPU time: time in the op itself, not in the ops it '
+             'calls) its calls and self CPU ms summed over the profiled calls, and its share of '
+             'the model\'s total self CPU time. On CUDA the CPU side only (launches, '
+             'synchronisation).']
+    for p in out['profiles']:
+        seq = f' (a sequence of {p["dvt_seq"]} single-image calls)' if p['dvt_seq'] else ''
+        if p.get('exit_share_realised') is not None:
+            seq += f', exit share at exit 1 {p["exit_share_realised"]:.3f}'
+        lines += ['', f'## {p["method"]}: level {p["level"]:.2f}, batch {p["batch"]}{seq}']
+        if p.get('ref_note'):
+            lines += ['', f'No ref: {p["ref_note"]}.']
+        for m in p['models']:
+            lines += ['', f'**{m["model"]}** ({m["shape"][0]}x{m["shape"][1]}, '
+                      f'{m["gflops_realised"]:.4f} GFLOPs per image): total self CPU '
+                      f'{m["self_cpu_ms_total"]:.2f} ms', '',
+                      '| op | calls | self ms | % of total |', '| --- | --- | --- | --- |']
+            lines += [f'| {o["op"].replace("|", "/")} | {o["calls"]} | {o["self_ms"]:.3f} | '
+                      f'{o["percent"]:.2f} |' for o in m['ops']]
+    return '\n'.join(lines)
+
+
 def _with_targets(samples, inputs):
     """Class-0 ground truth on generated data samples (segmentation maps of the padded input
     size, classification labels) so that ``mode='loss'`` runs."""
@@ -486,7 +556,7 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     pairs = TINY if args.tiny else FULL
     t0 = time.perf_counter()
-    rows, train_rows = [], []
+    rows, train_rows, profiles = [], [], []
     for method in args.methods:
         h_cfg, h_opts, d_cfg, d_opts, shape, timed = pairs[method]
         _, host = _build(h_cfg, h_opts, args.device)
@@ -512,6 +582,10 @@ def run(args) -> dict:
                       f'{batch}: speed-up {row["speedup"]:.3f}x, FLOPs ratio '
                       f'{row["flops_ratio"]:.3f}, efficiency {row["efficiency"]:.3f}{msg}',
                       file=sys.stderr, flush=True)
+        if args.profile:
+            with decisions_overridden(dyn, knob and knob(PROFILE_LEVEL)):
+                prof = _profile(args, host, dyn, timed, shape, args.profile_batch, method, ref)
+            profiles.append(dict(method=method, **prof))
         if args.train and not args.quick:
             tr = _train_step_row(args, host, dyn, shape, max(args.batches))
             tr.update(method=method)
@@ -527,7 +601,7 @@ def run(args) -> dict:
                 levels=args.levels, batches=args.batches, dvt_seq=args.dvt_seq,
                 unit='ms per batch (dvt batch 1: per image); throughput in images/s; GFLOPs per '
                 'image (1 FLOP = 1 multiply-add)', rows=rows, train_rows=train_rows,
-                seconds=time.perf_counter() - t0)
+                profiles=profiles, seconds=time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -652,10 +726,14 @@ def main(argv=None):
                 with open(osp.join(args.out_dir, 'suite.json'), 'w') as f:
                     json.dump(out, f, indent=1)
                 plot(out, osp.join(args.out_dir, 'suite.png'))
+                if out['profiles']:
+                    with open(osp.join(args.out_dir, 'profile.md'), 'w') as f:
+                        f.write(format_profile(out) + '\n')
     except SystemExit as e:
         return e.code
     print(text)
-    print(f'wrote {osp.join(args.out_dir, "suite.md")}, suite.json, suite.png '
+    print(f'wrote {osp.join(args.out_dir, "suite.md")}, suite.json, suite.png'
+          + (', profile.md' if out['profiles'] else '') + ' '
           f'({out["seconds"]:.0f} s)', file=sys.stderr)
     return 0
 
