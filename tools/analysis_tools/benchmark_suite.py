@@ -511,37 +511,88 @@ def _with_targets(samples, inputs):
     return samples
 
 
-def _train_step_row(args, host, dyn, shape, batch):
-    """Median training step (loss forward, backward, SGD step) of each, and CUDA peak memory."""
+#: MSViT training rows: the gate's probability of "fine" and the adaptive-trimming settings
+TRAIN_P_FINE, TRAIN_TRIMMING = 0.5, (True, False)
+
+
+def _msvit_gate_at(model, p_fine):
+    """A copy of an MSViT model whose gate gives every region the logit ``log(p / (1 - p))``
+    (last layer: weight 0, that bias), i.e. "fine" with probability ``p_fine`` under the
+    training Gumbel noise, independently per region and image."""
+    import copy
+    import math
+
+    import torch
+    out = copy.deepcopy(model)
+    last = out.backbone.tokenizer.gate.proj[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(math.log(p_fine / (1 - p_fine)))
+    return out
+
+
+def _train_step_row(args, host, dyn, shape, batch, method=None):
+    """Median training step (loss forward, backward, SGD step) of each model, in alternating
+    rounds, and CUDA peak memory (one more untimed step each). MSViT: also a copy of the
+    dynamic model with its gate at ``P(fine) = TRAIN_P_FINE`` (:func:`_msvit_gate_at`),
+    ``adaptive_trimming`` on and off (``variants``; ``trimming_speedup`` = off / on)."""
     import statistics
 
     import torch
 
-    from mmdyn.analysis.benchmarking import time_calls
+    from mmdyn.analysis.benchmarking import alternating_times
     from mmdyn.analysis.complexity import generated_batch
-    out = dict(batch=batch, shape=list(shape))
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
-    for name, model in (('host', host), ('dynamic', dyn)):
+    cuda = args.device == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    models = [('host', host, None), ('dynamic', dyn, None)]
+    if method == 'msvit':
+        gated = _msvit_gate_at(dyn, TRAIN_P_FINE)
+        models += [(f'P(fine) {TRAIN_P_FINE:g}, trimming {"on" if t else "off"}', gated, t)
+                   for t in TRAIN_TRIMMING]
+    fine = {name: [] for name, _, _ in models}
+    steps = []
+    for name, model, trimming in models:
         inputs, samples = generated_batch(model, shape, batch)
         samples = _with_targets(samples, inputs)
-        model.train()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
-        def step():
+        def step(name=name, model=model, trimming=trimming, inputs=inputs, samples=samples,
+                 opt=opt):
+            if trimming is not None:
+                model.backbone.adaptive_trimming = trimming
             opt.zero_grad(set_to_none=True)
             with _autocast(args):
                 losses = model(inputs, samples, mode='loss')
             loss, _ = model.parse_losses(losses)
             loss.backward()
             opt.step()
-        if args.device == 'cuda':
+            if trimming is not None:
+                fine[name].append(float(model.backbone.last_stats['fine_ratio'].mean()))
+        steps.append(step)
+    for _, model, _ in models:
+        model.train()
+    times = alternating_times(steps, args.rounds, 1, args.warmup, sync)
+    peaks = []
+    for step in steps:
+        if cuda:
             torch.cuda.reset_peak_memory_stats()
-        times = time_calls(step, args.rounds, args.warmup, sync)
+            step()
+            sync()
+        peaks.append(torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
+    for _, model, _ in models:
         model.eval()
-        out[name] = dict(step_ms_median=statistics.median(times) * 1e3,
-                         peak_mem_mib=(torch.cuda.max_memory_allocated() / 2**20
-                                       if args.device == 'cuda' else None))
-    out['train_speedup'] = out['host']['step_ms_median'] / out['dynamic']['step_ms_median']
+    res = [dict(step_ms_median=statistics.median(t) * 1e3, peak_mem_mib=m)
+           for t, m in zip(times, peaks)]
+    out = dict(batch=batch, shape=list(shape), host=res[0], dynamic=res[1])
+    out['train_speedup'] = res[0]['step_ms_median'] / res[1]['step_ms_median']
+    if len(models) > 2:
+        out['variants'] = [
+            dict(name=name, p_fine=TRAIN_P_FINE, adaptive_trimming=trimming,
+                 fine_share_realised=statistics.fmean(fine[name]), **r,
+                 train_speedup=res[0]['step_ms_median'] / r['step_ms_median'])
+            for (name, _, trimming), r in zip(models[2:], res[2:])]
+        on, off = (v['step_ms_median'] for v in out['variants'])
+        out['trimming_speedup'] = off / on
     return out
 
 
@@ -587,7 +638,7 @@ def run(args) -> dict:
                 prof = _profile(args, host, dyn, timed, shape, args.profile_batch, method, ref)
             profiles.append(dict(method=method, **prof))
         if args.train and not args.quick:
-            tr = _train_step_row(args, host, dyn, shape, max(args.batches))
+            tr = _train_step_row(args, host, dyn, shape, max(args.batches), method)
             tr.update(method=method)
             train_rows.append(tr)
         del host, dyn, ref
@@ -638,13 +689,28 @@ def format_markdown(out: dict) -> str:
         lines += ['', '| method | batch | host train step ms | dynamic train step ms | '
                   'train speed-up | host peak MiB | dynamic peak MiB |',
                   '| --- | --- | --- | --- | --- | --- | --- |']
+        def mem(x):
+            return '-' if x is None else f'{x:.0f}'
+        variants = []
         for r in out['train_rows']:
-            def mem(x):
-                return '-' if x is None else f'{x:.0f}'
-            lines.append(f'| {r["method"]} | {r["batch"]} | {r["host"]["step_ms_median"]:.2f} | '
-                         f'{r["dynamic"]["step_ms_median"]:.2f} | {r["train_speedup"]:.3f} | '
-                         f'{mem(r["host"]["peak_mem_mib"])} | '
-                         f'{mem(r["dynamic"]["peak_mem_mib"])} |')
+            for name, d, sp in [('', r['dynamic'], r['train_speedup'])] + [
+                    (f' ({v["name"]})', v, v['train_speedup']) for v in r.get('variants', [])]:
+                lines.append(f'| {r["method"]}{name} | {r["batch"]} | '
+                             f'{r["host"]["step_ms_median"]:.2f} | {d["step_ms_median"]:.2f} | '
+                             f'{sp:.3f} | {mem(r["host"]["peak_mem_mib"])} | '
+                             f'{mem(d["peak_mem_mib"])} |')
+            if r.get('variants'):
+                variants.append(
+                    f'{r["method"]}: the dynamic model with its gate at P(fine) '
+                    f'{r["variants"][0]["p_fine"]:g} (the last gate layer\'s weight 0 and bias '
+                    'logit(p): each region fine with that probability under the training Gumbel '
+                    'noise; realised fine share '
+                    + ' / '.join(f'{v["fine_share_realised"]:.2f}' for v in r['variants'])
+                    + '), adaptive trimming on / off; trimming speed-up (off / on) '
+                    f'{r["trimming_speedup"]:.3f}')
+        lines += ['', 'Training steps in alternating rounds (the SGD step included); the '
+                  'dynamic model\'s decisions are its own (not forced).'
+                  + (' ' + '. '.join(variants) + '.' if variants else '')]
     lines += ['', 'level: each method\'s forcing knob (' + '; '.join(
         f'{m}: {KNOBS[m][0]}' for m in METHODS) + '). speed-up = host median / dynamic median; '
         'FLOPs ratio = dynamic / host realised GFLOPs per image (models\' records); efficiency '
