@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Every dynamic method against its static host, in one process: latency, throughput, FLOPs ratio
-and efficiency at forced budgets, written as a Markdown table, a JSON file and a plot.
+and efficiency at forced budgets, next to the attainable efficiency of a dense model of the same
+FLOPs, written as a Markdown table, a JSON file and a plot.
 
     python tools/analysis_tools/benchmark_suite.py [--device cpu|cuda] [--amp fp16|bf16]
         [--quick] [--tiny] [--out-dir DIR] [--methods dge dit dovit msvit dvt]
         [--batches B ...] [--levels L ...] [--rounds R] [--per-round N] [--warmup W]
-        [--threads N] [--train]
+        [--threads N] [--train] [--no-ref] [--dvt-seq N] [--profile]
 
 Pairs (static host first, the dynamic model second; the speed-up is host median / dynamic
 median):
@@ -19,8 +20,11 @@ median):
 * MSViT: ViT-S vs MSViT-S (classifiers, backbone, 224); ``fine_ratio=l``;
 * DVT: T2T-ViT-12 vs the 2-exit DVT-T2T-ViT-12 (whole cascade with real early exit, 224);
   level ``l``: a share ``l`` of the timed batch stops at the first exit (thresholds solved on
-  that batch as ``dvt_thresholds.py --exit-shares`` does; at batch 1 the share is rounded to
-  0 or 1 image, the realised share is recorded).
+  that batch as ``dvt_thresholds.py --exit-shares`` does, the realised share recorded). At
+  batch 1 one image cannot stand for a share: a timed unit is ``--dvt-seq N`` (default 8)
+  single-image calls on ``N`` different generated images, the thresholds solved on those ``N``
+  so that ``round(l N)`` of them stop at exit 1; the host makes the same ``N`` calls; latency
+  per image (unit / ``N``), GFLOPs the mean of the ``N`` single-image records.
 
 ``--tiny`` runs the same pairs on the CPU smoke configs of ``configs/_tiny_`` at 64x64 (tiny
 widths; to test the suite's logic, not for results); there the host is the dynamic model itself
@@ -30,22 +34,43 @@ The levels of DGE, DiT, DoViT and MSViT are decision overrides
 (:func:`mmdyn.models.utils.override_decisions`) of one built dynamic model, applied for the
 timed calls and the FLOPs count of that level and lifted after.
 
-For every pair, level and batch, the two models are timed in alternating rounds
+For every pair, level and batch, the models are timed in alternating rounds
 (:func:`mmdyn.analysis.benchmarking.alternating_times`: ``W`` untimed warm-up calls of each,
 then ``R`` rounds of ``N`` timed calls of each, the order reversed every other round) under
 ``torch.no_grad()`` (and ``torch.autocast`` with ``--amp``), with ``torch.cuda.synchronize()``
 before and after each timed call on CUDA. Reported: median and IQR (ms per batch),
 throughput (images/s), the realised GFLOPs per image of both from the models' own records
-(one more untimed call each, ``model_complexity``: ``static_flops`` / ``last_flops``), the
-FLOPs ratio dynamic / host, and ``efficiency = speed-up x FLOPs ratio`` (1 = time falls as the
-FLOPs do). ``--train`` (off with ``--quick``) adds one row per pair: the median time of a
-training step (forward with the loss, backward, SGD step) at the largest batch, without
-forcing, and the peak memory on CUDA.
+(one untimed call each before the warm-up, ``model_complexity``: ``static_flops`` /
+``last_flops``), the FLOPs ratio dynamic / host, and ``efficiency = speed-up x FLOPs ratio``
+(1 = time falls as the FLOPs do).
+
+The attainable-efficiency reference (on unless ``--no-ref``): the static host on a smaller
+input, the size (sides multiples of the host's stride, :data:`REF`: 32 for the PVT hosts, the
+patch size 16 for ViT / T2T-ViT; each side at most the original's, aspect within 2:1 of it)
+whose realised GFLOPs per image are closest to the dynamic model's, timed as a third model in
+the same rounds (the host's batch resized). T2T-ViT takes one square size, so DVT's reference
+is the T2T-ViT-12 classifier rebuilt for it with the host's weights; the tiny DVT host (the
+cascade) has none. Recorded: ``ref`` (input shape, latency, GFLOPs), ``ref_flops_ratio`` (ref /
+host), ``ref_efficiency = host ms / ref ms x ref_flops_ratio`` (what a dense model of those
+FLOPs attains on this device: a target above it is out of reach for any model of those FLOPs)
+and ``dyn_vs_ref = ref ms / dynamic ms x dynamic GFLOPs / ref GFLOPs`` (>= 1: the dynamic
+model turns its FLOP saving into time as well as the dense model does).
+
+``--train`` (off with ``--quick``) adds one row per pair: the median time of a training step
+(forward with the loss, backward, SGD step; the models in alternating rounds) at the largest
+batch, without forcing, and the peak memory on CUDA (one more untimed step). For MSViT also two
+rows of the dynamic model with its gate at P(fine) 0.5 (the gate's last layer weight 0, bias 0:
+each region fine with probability 0.5 under the training Gumbel noise), adaptive trimming on and
+off.
+
+``--profile``: for each method at level 0.5 and batch 1 (or the first of ``--batches``),
+torch.profiler (CPU activities) over 3 calls of host, dynamic and reference; ``profile.md``
+lists per model the top 15 ops by self CPU time (calls, self ms, share of the model's total).
 
 Batches: 1 and 8 (CUDA: also 32 and 64). ``--quick``: levels 0.25 / 0.5 / 0.75, fewer rounds;
 budgeted to finish in a few minutes on one GPU. Outputs in ``--out-dir`` (default
-``work_dirs/benchmark_suite``): ``suite.md``, ``suite.json``, ``suite.png``; the table is
-printed too.
+``work_dirs/benchmark_suite``): ``suite.md``, ``suite.json``, ``suite.png`` (reference points
+open), ``profile.md`` with ``--profile``; the table is printed too.
 """
 import argparse
 import json
