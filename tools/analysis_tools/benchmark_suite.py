@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Every dynamic method against its static host, in one process: latency, throughput, FLOPs ratio
-and efficiency at forced budgets, written as a Markdown table, a JSON file and a plot.
+and efficiency at forced budgets, next to the attainable efficiency of a dense model of the same
+FLOPs, written as a Markdown table, a JSON file and a plot.
 
     python tools/analysis_tools/benchmark_suite.py [--device cpu|cuda] [--amp fp16|bf16]
         [--quick] [--tiny] [--out-dir DIR] [--methods dge dit dovit msvit dvt]
         [--batches B ...] [--levels L ...] [--rounds R] [--per-round N] [--warmup W]
-        [--threads N] [--train]
+        [--threads N] [--train] [--no-ref] [--dvt-seq N] [--profile]
 
 Pairs (static host first, the dynamic model second; the speed-up is host median / dynamic
 median):
@@ -19,8 +20,11 @@ median):
 * MSViT: ViT-S vs MSViT-S (classifiers, backbone, 224); ``fine_ratio=l``;
 * DVT: T2T-ViT-12 vs the 2-exit DVT-T2T-ViT-12 (whole cascade with real early exit, 224);
   level ``l``: a share ``l`` of the timed batch stops at the first exit (thresholds solved on
-  that batch as ``dvt_thresholds.py --exit-shares`` does; at batch 1 the share is rounded to
-  0 or 1 image, the realised share is recorded).
+  that batch as ``dvt_thresholds.py --exit-shares`` does, the realised share recorded). At
+  batch 1 one image cannot stand for a share: a timed unit is ``--dvt-seq N`` (default 8)
+  single-image calls on ``N`` different generated images, the thresholds solved on those ``N``
+  so that ``round(l N)`` of them stop at exit 1; the host makes the same ``N`` calls; latency
+  per image (unit / ``N``), GFLOPs the mean of the ``N`` single-image records.
 
 ``--tiny`` runs the same pairs on the CPU smoke configs of ``configs/_tiny_`` at 64x64 (tiny
 widths; to test the suite's logic, not for results); there the host is the dynamic model itself
@@ -30,22 +34,43 @@ The levels of DGE, DiT, DoViT and MSViT are decision overrides
 (:func:`mmdyn.models.utils.override_decisions`) of one built dynamic model, applied for the
 timed calls and the FLOPs count of that level and lifted after.
 
-For every pair, level and batch, the two models are timed in alternating rounds
+For every pair, level and batch, the models are timed in alternating rounds
 (:func:`mmdyn.analysis.benchmarking.alternating_times`: ``W`` untimed warm-up calls of each,
 then ``R`` rounds of ``N`` timed calls of each, the order reversed every other round) under
 ``torch.no_grad()`` (and ``torch.autocast`` with ``--amp``), with ``torch.cuda.synchronize()``
 before and after each timed call on CUDA. Reported: median and IQR (ms per batch),
 throughput (images/s), the realised GFLOPs per image of both from the models' own records
-(one more untimed call each, ``model_complexity``: ``static_flops`` / ``last_flops``), the
-FLOPs ratio dynamic / host, and ``efficiency = speed-up x FLOPs ratio`` (1 = time falls as the
-FLOPs do). ``--train`` (off with ``--quick``) adds one row per pair: the median time of a
-training step (forward with the loss, backward, SGD step) at the largest batch, without
-forcing, and the peak memory on CUDA.
+(one untimed call each before the warm-up, ``model_complexity``: ``static_flops`` /
+``last_flops``), the FLOPs ratio dynamic / host, and ``efficiency = speed-up x FLOPs ratio``
+(1 = time falls as the FLOPs do).
+
+The attainable-efficiency reference (on unless ``--no-ref``): the static host on a smaller
+input, the size (sides multiples of the host's stride, :data:`REF`: 32 for the PVT hosts, the
+patch size 16 for ViT / T2T-ViT; each side at most the original's, aspect within 2:1 of it)
+whose realised GFLOPs per image are closest to the dynamic model's, timed as a third model in
+the same rounds (the host's batch resized). T2T-ViT takes one square size, so DVT's reference
+is the T2T-ViT-12 classifier rebuilt for it with the host's weights; the tiny DVT host (the
+cascade) has none. Recorded: ``ref`` (input shape, latency, GFLOPs), ``ref_flops_ratio`` (ref /
+host), ``ref_efficiency = host ms / ref ms x ref_flops_ratio`` (what a dense model of those
+FLOPs attains on this device: a target above it is out of reach for any model of those FLOPs)
+and ``dyn_vs_ref = ref ms / dynamic ms x dynamic GFLOPs / ref GFLOPs`` (>= 1: the dynamic
+model turns its FLOP saving into time as well as the dense model does).
+
+``--train`` (off with ``--quick``) adds one row per pair: the median time of a training step
+(forward with the loss, backward, SGD step; the models in alternating rounds) at the largest
+batch, without forcing, and the peak memory on CUDA (one more untimed step). For MSViT also two
+rows of the dynamic model with its gate at P(fine) 0.5 (the gate's last layer weight 0, bias 0:
+each region fine with probability 0.5 under the training Gumbel noise), adaptive trimming on and
+off.
+
+``--profile``: for each method at level 0.5 and batch 1 (or the first of ``--batches``),
+torch.profiler (CPU activities) over 3 calls of host, dynamic and reference; ``profile.md``
+lists per model the top 15 ops by self CPU time (calls, self ms, share of the model's total).
 
 Batches: 1 and 8 (CUDA: also 32 and 64). ``--quick``: levels 0.25 / 0.5 / 0.75, fewer rounds;
 budgeted to finish in a few minutes on one GPU. Outputs in ``--out-dir`` (default
-``work_dirs/benchmark_suite``): ``suite.md``, ``suite.json``, ``suite.png``; the table is
-printed too.
+``work_dirs/benchmark_suite``): ``suite.md``, ``suite.json``, ``suite.png`` (reference points
+open), ``profile.md`` with ``--profile``; the table is printed too.
 """
 import argparse
 import json
@@ -108,6 +133,25 @@ TINY = {
 }
 
 
+#: the attainable-efficiency reference of each method (the static host timed at a smaller
+#: input): ``stride``, what the candidate sides are multiples of (the host's total stride or
+#: patch size); ``rebuild``, a config key set to the side when the host takes one input size
+#: only (T2T-ViT: the host is rebuilt for each square size, the host's weights loaded)
+REF = {
+    'dge': dict(stride=32),
+    'dit': dict(stride=32),
+    'dovit': dict(stride=16),
+    'msvit': dict(stride=16),
+    'dvt': dict(stride=16, rebuild='model.backbone.img_size'),
+}
+#: tiny hosts: the tiny MSViT pads to its coarse scale; the tiny DVT host is the cascade itself
+#: (no early exit), which resizes every input to its exits' grids
+TINY_REF = dict(
+    REF, msvit=dict(stride=32),
+    dvt='the tiny host (the cascade without early exit) resizes every input to its exits\' '
+        'grids: its FLOPs do not depend on the input size')
+
+
 def _fraction(s):
     v = float(s)
     if not 0. < v <= 1.:
@@ -155,12 +199,23 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=_positive, default=None, help='torch CPU threads')
     p.add_argument('--train', action='store_true',
                    help='also training step time and peak memory (ignored with --quick)')
+    p.add_argument('--dvt-seq', type=_positive, default=8,
+                   help='DVT at batch 1: a timed unit is this many single-image calls on as '
+                        'many images, round(level x N) of them stopping at exit 1 (default 8)')
+    p.add_argument('--profile', action='store_true',
+                   help='also profile.md: torch.profiler (CPU activities) of host, dynamic and '
+                        'ref at level 0.5, batch 1 (or the first of --batches): the top ops by '
+                        'self CPU time')
+    p.add_argument('--no-ref', dest='ref', action='store_false',
+                   help='no attainable-efficiency reference (the static host at a smaller '
+                        'input of about the dynamic model\'s FLOPs)')
     args = p.parse_args(argv)
     if args.warmup is not None and args.warmup < 0:
         p.error('--warmup must be >= 0')
     if args.amp == 'fp16' and args.device == 'cpu':
         p.error('--amp fp16 needs --device cuda (use --amp bf16 on the CPU)')
     cuda = args.device == 'cuda'
+    args.profile_batch = args.batches[0] if args.batches else 1
     args.batches = args.batches or ([1, 8, 32, 64] if cuda else [1, 8])
     args.levels = args.levels or [0.25, 0.5, 0.75]
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -186,9 +241,10 @@ def _call(model, timed, inputs, samples):
     return (lambda: model(inputs, samples, mode='tensor')), backbone is model
 
 
-def _dvt_set_share(model, inputs, share):
-    """Thresholds that make ``share`` of ``inputs`` stop at the first exit (2-exit cascades; a
-    deeper cascade runs the rest to the last exit). Returns the realised share."""
+def _dvt_set_share(model, inputs, share, single=False):
+    """Thresholds that make ``share`` of ``inputs`` (rounded to whole images) stop at the first
+    exit (2-exit cascades; a deeper cascade runs the rest to the last exit). Returns the
+    realised share: of the batch run at once, or (``single``) of one call per image."""
     import numpy as np
     import torch
 
@@ -203,8 +259,12 @@ def _dvt_set_share(model, inputs, share):
     shares = [share] + [0.] * (conf.shape[0] - 2)
     model.set_thresholds(thresholds_for_shares(conf, shares))
     with torch.no_grad():
-        _, exit_idx, _ = model.early_exit(inputs)
-    return float((exit_idx == 0).float().mean())
+        if single:
+            exit_idx = torch.cat([model.early_exit(inputs[i:i + 1])[1]
+                                  for i in range(len(inputs))])
+        else:
+            _, exit_idx, _ = model.early_exit(inputs)
+    return int((exit_idx == 0).sum()) / len(exit_idx)
 
 
 def _autocast(args):
@@ -217,30 +277,247 @@ def _autocast(args):
     return torch.autocast(args.device, dtype=dtype)
 
 
-def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None):
-    """One row: the host and the dynamic model on the same generated batch, alternating."""
+def ref_candidates(shape, stride, square=False):
+    """Input sizes ``(h, w)`` for the reference: both sides multiples of ``stride`` and at most
+    the original's, the aspect ratio within 2:1 of the original's (``square``: ``h == w``);
+    the original size is always one."""
+    H, W = int(shape[0]), int(shape[1])
+    out = []
+    for h in range(stride, H + 1, stride):
+        for w in range(stride, W + 1, stride):
+            if square and h != w:
+                continue
+            if 0.5 <= (h / w) / (H / W) <= 2.:
+                out.append((h, w))
+    if (H, W) not in out:
+        out.append((H, W))
+    return out
+
+
+def _resized(inputs, size):
+    import torch.nn.functional as F
+    if tuple(inputs.shape[-2:]) == tuple(size):
+        return inputs
+    return F.interpolate(inputs, size=tuple(size), mode='bilinear', align_corners=False)
+
+
+class _RefHost:
+    """The static host at smaller inputs, the attainable-efficiency reference of one method: its
+    candidate sizes (:func:`ref_candidates`), their realised GFLOPs per image (cached), the
+    size closest in FLOPs to a target and the model to time at a size.
+
+    The GFLOPs of a candidate are the host's own record at that size: the static count (no call)
+    for a static host, a call on the timed batch resized for a dynamic one (the tiny hosts: the
+    dynamic model at full budget)."""
+
+    def __init__(self, args, host, timed, shape, stride, rebuild=None, config=None,
+                 options=None):
+        self.args, self.host, self.timed, self.shape = args, host, timed, tuple(shape)
+        self.rebuild, self.config, self.options = rebuild, config, options or {}
+        self.candidates = ref_candidates(shape, stride, square=rebuild is not None)
+        self._models = {self.shape: host}
+        self._gflops = {}
+
+    def model(self, size):
+        size = tuple(size)
+        if self.rebuild is None:
+            return self.host
+        if size not in self._models:
+            _, m = _build(self.config, {**self.options, self.rebuild: size[0]}, self.args.device)
+            m.load_state_dict(self.host.state_dict())
+            m.eval()
+            self._models[size] = m
+        return self._models[size]
+
+    def _bare(self, model):
+        return _call(model, self.timed, None, None)[1]
+
+    def gflops(self, size, inputs, dynamic_host):
+        from mmdyn.analysis.benchmarking import call_flops
+        from mmdyn.analysis.complexity import default_data_samples, model_complexity
+        size = tuple(size)
+        key = (size, len(inputs)) if dynamic_host else size
+        if key not in self._gflops:
+            model = self.model(size)
+            if dynamic_host:
+                x = _resized(inputs, size)
+                g = call_flops(model, x, default_data_samples(model, len(x), size),
+                               self._bare(model))['gflops_realised']
+            else:
+                g = float(model_complexity(model, img_shape=size,
+                                           backbone_only=self._bare(model))['flops']) / 1e9
+            if self.rebuild is not None and size != self.shape:
+                del self._models[size]  # rebuilt again if chosen
+            self._gflops[key] = g
+        return self._gflops[key]
+
+    def choose(self, target, inputs, dynamic_host):
+        """The candidate whose GFLOPs per image are closest to ``target`` (ties: the aspect
+        closest to the original's, then the larger)."""
+        import math
+        H, W = self.shape
+        return min(self.candidates, key=lambda c: (
+            abs(self.gflops(c, inputs, dynamic_host) - target),
+            abs(math.log((c[0] / c[1]) / (H / W))), -c[0] * c[1]))
+
+
+def _unit(model, timed, inputs, samples, seq=False):
+    """``(fn, flops)`` of one timed call of ``model``: ``fn`` runs it on the batch ``inputs``
+    or, with ``seq``, once per image (single-image calls one after another); ``flops()`` its
+    realised GFLOPs per image from the model's records (:func:`call_flops`; with ``seq`` the
+    mean of the single-image records, which are listed too)."""
+    import statistics
+
+    from mmdyn.analysis.benchmarking import call_flops
+    if not seq:
+        fn, bare = _call(model, timed, inputs, samples)
+        return fn, lambda: call_flops(model, inputs, samples, bare)
+    parts = [(inputs[i:i + 1], None if samples is None else samples[i:i + 1])
+             for i in range(len(inputs))]
+    calls = [_call(model, timed, x, s)[0] for x, s in parts]
+    bare = _call(model, timed, None, None)[1]
+
+    def fn():
+        for c in calls:
+            c()
+
+    def flops():
+        recs = [call_flops(model, x, s, bare) for x, s in parts]
+        return dict(gflops_static=statistics.fmean(r['gflops_static'] for r in recs),
+                    gflops_realised=statistics.fmean(r['gflops_realised'] for r in recs),
+                    is_dynamic=recs[0]['is_dynamic'],
+                    gflops_per_image=[r['gflops_realised'] for r in recs])
+    return fn, flops
+
+
+def _setup_row(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
+    """The generated inputs, callables and FLOPs of one row (see :func:`_time_pair`):
+    ``(row, fns, flops, seq)``, ``flops`` the records of host, dynamic (and reference), ``seq``
+    the number of single-image calls a timed unit makes (0: one batch call)."""
+    from mmdyn.analysis.complexity import default_data_samples, generated_batch
+
+    # DVT at batch 1: a sequence of single-image calls on different images
+    seq = args.dvt_seq if method == 'dvt' and batch == 1 and level is not None else 0
+    n = seq or batch
+    inputs, samples = generated_batch(host, shape, n)
+    d_inputs, d_samples = generated_batch(dyn, shape, n)
+    row = dict(batch=batch, shape=list(shape), level=level)
+    if seq:
+        row['dvt_seq'] = seq
+    if method == 'dvt' and level is not None:
+        row['exit_share_realised'] = _dvt_set_share(dyn, d_inputs, level, single=bool(seq))
+        row['dvt_thresholds'] = list(dyn.thresholds)
+    units = [_unit(host, timed, inputs, samples, seq), _unit(dyn, timed, d_inputs, d_samples, seq)]
+    # FLOPs first (one untimed call of each model, before the warm-up): the reference's size
+    # depends on the dynamic model's
+    flops = [units[0][1](), units[1][1]()]
+    if isinstance(ref, _RefHost):
+        size = ref.choose(flops[1]['gflops_realised'], inputs, flops[0]['is_dynamic'])
+        r_model = ref.model(size)
+        r_inputs = _resized(inputs, size)
+        units.append(_unit(r_model, timed, r_inputs, default_data_samples(r_model, n, size),
+                           seq))
+        flops.append(dict(shape=list(size), **units[2][1]()))
+    elif ref is not None:
+        row.update(ref=None, ref_note=ref)
+    return row, [u[0] for u in units], flops, seq
+
+
+def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
+    """One row: the host and the dynamic model on the same generated batch, alternating (with
+    ``ref``, a :class:`_RefHost`: the reference as a third model; a string: why there is
+    none). DVT at batch 1 with a level: a timed unit is ``--dvt-seq`` single-image calls on as
+    many images, the latency reported per image."""
     import torch
 
-    from mmdyn.analysis.benchmarking import alternating_times, call_flops, latency_stats
-    from mmdyn.analysis.complexity import generated_batch
-    inputs, samples = generated_batch(host, shape, batch)
-    d_inputs, d_samples = generated_batch(dyn, shape, batch)
-    row = dict(batch=batch, shape=list(shape), level=level)
-    if method == 'dvt' and level is not None:
-        row['exit_share_realised'] = _dvt_set_share(dyn, d_inputs, level)
-    h_fn, h_bare = _call(host, timed, inputs, samples)
-    d_fn, d_bare = _call(dyn, timed, d_inputs, d_samples)
+    from mmdyn.analysis.benchmarking import alternating_times, latency_stats
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     with torch.no_grad(), _autocast(args):
-        th, td = alternating_times([h_fn, d_fn], args.rounds, args.per_round, args.warmup, sync)
-        hf = call_flops(host, inputs, samples, h_bare)
-        df = call_flops(dyn, d_inputs, d_samples, d_bare)
-    hs, ds = latency_stats(th, batch), latency_stats(td, batch)
-    row.update(host={**hs, **hf}, dynamic={**ds, **df}, timed_calls=len(th))
+        row, fns, flops, seq = _setup_row(args, host, dyn, timed, shape, batch, level, method,
+                                          ref)
+        times = alternating_times(fns, args.rounds, args.per_round, args.warmup, sync)
+    if seq:  # per image
+        times = [[t / seq for t in ts] for ts in times]
+    stats = [latency_stats(ts, batch) for ts in times]
+    (hs, ds), (hf, df) = stats[:2], flops[:2]
+    row.update(host={**hs, **hf}, dynamic={**ds, **df}, timed_calls=len(times[0]))
     row['speedup'] = hs['latency_ms_median'] / ds['latency_ms_median']
     row['flops_ratio'] = df['gflops_realised'] / hf['gflops_realised']
     row['efficiency'] = row['speedup'] * row['flops_ratio']
+    if len(fns) == 3:
+        rs, rf = stats[2], flops[2]
+        row['ref'] = dict(**rf, **rs)
+        row['ref_flops_ratio'] = rf['gflops_realised'] / hf['gflops_realised']
+        row['ref_efficiency'] = (hs['latency_ms_median'] / rs['latency_ms_median']
+                                 * row['ref_flops_ratio'])
+        row['dyn_vs_ref'] = (rs['latency_ms_median'] / ds['latency_ms_median']
+                             * df['gflops_realised'] / rf['gflops_realised'])
     return row
+
+
+#: profiled calls of each model, level and number of top ops of ``--profile``
+PROFILE_CALLS, PROFILE_LEVEL, PROFILE_TOP = 3, 0.5, 15
+
+
+def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
+    """torch.profiler (CPU activities) over :data:`PROFILE_CALLS` calls of host, dynamic (and
+    reference) at the current decisions, after ``--warmup`` untimed calls of each: per model the
+    top :data:`PROFILE_TOP` ops by self CPU time (summed over the calls) and their share of the
+    model's total self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+    out = []
+    with torch.no_grad(), _autocast(args):
+        row, fns, flops, seq = _setup_row(args, host, dyn, timed, shape, batch, PROFILE_LEVEL,
+                                          method, ref)
+        for name, fn, fl in zip(('host', 'dynamic', 'ref'), fns, flops):
+            for _ in range(args.warmup):
+                fn()
+            sync()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(PROFILE_CALLS):
+                    fn()
+                    sync()
+            events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+            total = sum(e.self_cpu_time_total for e in events)  # us
+            top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:PROFILE_TOP]
+            out.append(dict(
+                model=name, shape=list(fl.get('shape', shape)),
+                gflops_realised=fl['gflops_realised'], self_cpu_ms_total=total / 1e3,
+                ops=[dict(op=e.key, calls=e.count, self_ms=e.self_cpu_time_total / 1e3,
+                          percent=100. * e.self_cpu_time_total / total) for e in top]))
+    return dict(level=PROFILE_LEVEL, batch=batch, dvt_seq=seq or None, calls=PROFILE_CALLS,
+                exit_share_realised=row.get('exit_share_realised'), ref_note=row.get('ref_note'),
+                models=out)
+
+
+def format_profile(out: dict) -> str:
+    """profile.md: per method and model the top ops by self CPU time."""
+    lines = [f'# Where the time goes: torch.profiler, CPU activities (device '
+             f'{out["device_name"]}' + (f', {out["threads"]} threads' if out['threads'] else '')
+             + f', {out["amp"] or "fp32"}' + (', tiny configs' if out['tiny'] else '') + ')', '',
+             f'Each model: {PROFILE_CALLS} profiled calls after {out["warmup"]} warm-up calls; '
+             'per op (the top ones by self CPU time: time in the op itself, not in the ops it '
+             'calls) its calls and self CPU ms summed over the profiled calls, and its share of '
+             'the model\'s total self CPU time. On CUDA the CPU side only (launches, '
+             'synchronisation).']
+    for p in out['profiles']:
+        seq = f' (a sequence of {p["dvt_seq"]} single-image calls)' if p['dvt_seq'] else ''
+        if p.get('exit_share_realised') is not None:
+            seq += f', exit share at exit 1 {p["exit_share_realised"]:.3f}'
+        lines += ['', f'## {p["method"]}: level {p["level"]:.2f}, batch {p["batch"]}{seq}']
+        if p.get('ref_note'):
+            lines += ['', f'No ref: {p["ref_note"]}.']
+        for m in p['models']:
+            lines += ['', f'**{m["model"]}** ({m["shape"][0]}x{m["shape"][1]}, '
+                      f'{m["gflops_realised"]:.4f} GFLOPs per image): total self CPU '
+                      f'{m["self_cpu_ms_total"]:.2f} ms', '',
+                      '| op | calls | self ms | % of total |', '| --- | --- | --- | --- |']
+            lines += [f'| {o["op"].replace("|", "/")} | {o["calls"]} | {o["self_ms"]:.3f} | '
+                      f'{o["percent"]:.2f} |' for o in m['ops']]
+    return '\n'.join(lines)
 
 
 def _with_targets(samples, inputs):
@@ -259,37 +536,88 @@ def _with_targets(samples, inputs):
     return samples
 
 
-def _train_step_row(args, host, dyn, shape, batch):
-    """Median training step (loss forward, backward, SGD step) of each, and CUDA peak memory."""
+#: MSViT training rows: the gate's probability of "fine" and the adaptive-trimming settings
+TRAIN_P_FINE, TRAIN_TRIMMING = 0.5, (True, False)
+
+
+def _msvit_gate_at(model, p_fine):
+    """A copy of an MSViT model whose gate gives every region the logit ``log(p / (1 - p))``
+    (last layer: weight 0, that bias), i.e. "fine" with probability ``p_fine`` under the
+    training Gumbel noise, independently per region and image."""
+    import copy
+    import math
+
+    import torch
+    out = copy.deepcopy(model)
+    last = out.backbone.tokenizer.gate.proj[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(math.log(p_fine / (1 - p_fine)))
+    return out
+
+
+def _train_step_row(args, host, dyn, shape, batch, method=None):
+    """Median training step (loss forward, backward, SGD step) of each model, in alternating
+    rounds, and CUDA peak memory (one more untimed step each). MSViT: also a copy of the
+    dynamic model with its gate at ``P(fine) = TRAIN_P_FINE`` (:func:`_msvit_gate_at`),
+    ``adaptive_trimming`` on and off (``variants``; ``trimming_speedup`` = off / on)."""
     import statistics
 
     import torch
 
-    from mmdyn.analysis.benchmarking import time_calls
+    from mmdyn.analysis.benchmarking import alternating_times
     from mmdyn.analysis.complexity import generated_batch
-    out = dict(batch=batch, shape=list(shape))
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
-    for name, model in (('host', host), ('dynamic', dyn)):
+    cuda = args.device == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    models = [('host', host, None), ('dynamic', dyn, None)]
+    if method == 'msvit':
+        gated = _msvit_gate_at(dyn, TRAIN_P_FINE)
+        models += [(f'P(fine) {TRAIN_P_FINE:g}, trimming {"on" if t else "off"}', gated, t)
+                   for t in TRAIN_TRIMMING]
+    fine = {name: [] for name, _, _ in models}
+    steps = []
+    for name, model, trimming in models:
         inputs, samples = generated_batch(model, shape, batch)
         samples = _with_targets(samples, inputs)
-        model.train()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
-        def step():
+        def step(name=name, model=model, trimming=trimming, inputs=inputs, samples=samples,
+                 opt=opt):
+            if trimming is not None:
+                model.backbone.adaptive_trimming = trimming
             opt.zero_grad(set_to_none=True)
             with _autocast(args):
                 losses = model(inputs, samples, mode='loss')
             loss, _ = model.parse_losses(losses)
             loss.backward()
             opt.step()
-        if args.device == 'cuda':
+            if trimming is not None:
+                fine[name].append(float(model.backbone.last_stats['fine_ratio'].mean()))
+        steps.append(step)
+    for _, model, _ in models:
+        model.train()
+    times = alternating_times(steps, args.rounds, 1, args.warmup, sync)
+    peaks = []
+    for step in steps:
+        if cuda:
             torch.cuda.reset_peak_memory_stats()
-        times = time_calls(step, args.rounds, args.warmup, sync)
+            step()
+            sync()
+        peaks.append(torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
+    for _, model, _ in models:
         model.eval()
-        out[name] = dict(step_ms_median=statistics.median(times) * 1e3,
-                         peak_mem_mib=(torch.cuda.max_memory_allocated() / 2**20
-                                       if args.device == 'cuda' else None))
-    out['train_speedup'] = out['host']['step_ms_median'] / out['dynamic']['step_ms_median']
+    res = [dict(step_ms_median=statistics.median(t) * 1e3, peak_mem_mib=m)
+           for t, m in zip(times, peaks)]
+    out = dict(batch=batch, shape=list(shape), host=res[0], dynamic=res[1])
+    out['train_speedup'] = res[0]['step_ms_median'] / res[1]['step_ms_median']
+    if len(models) > 2:
+        out['variants'] = [
+            dict(name=name, p_fine=TRAIN_P_FINE, adaptive_trimming=trimming,
+                 fine_share_realised=statistics.fmean(fine[name]), **r,
+                 train_speedup=res[0]['step_ms_median'] / r['step_ms_median'])
+            for (name, _, trimming), r in zip(models[2:], res[2:])]
+        on, off = (v['step_ms_median'] for v in out['variants'])
+        out['trimming_speedup'] = off / on
     return out
 
 
@@ -304,74 +632,134 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     pairs = TINY if args.tiny else FULL
     t0 = time.perf_counter()
-    rows, train_rows = [], []
+    rows, train_rows, profiles = [], [], []
     for method in args.methods:
         h_cfg, h_opts, d_cfg, d_opts, shape, timed = pairs[method]
         _, host = _build(h_cfg, h_opts, args.device)
         knob_name, knob = KNOBS[method]
         _, dyn = _build(d_cfg, d_opts, args.device)
+        ref = None
+        if args.ref:
+            spec = (TINY_REF if args.tiny else REF)[method]
+            ref = spec if isinstance(spec, str) else _RefHost(
+                args, host, timed, shape, spec['stride'], spec.get('rebuild'), h_cfg, h_opts)
         for level in args.levels:
             for batch in args.batches:
                 with decisions_overridden(dyn, knob and knob(level)):
-                    row = _time_pair(args, host, dyn, timed, shape, batch, level, method)
+                    row = _time_pair(args, host, dyn, timed, shape, batch, level, method, ref)
                 row.update(method=method, knob=knob_name, host_config=osp.relpath(h_cfg, REPO),
                            dynamic_config=osp.relpath(d_cfg, REPO), timed=timed)
                 rows.append(row)
+                msg = ''
+                if row.get('ref'):
+                    msg = (f'; ref {"x".join(map(str, row["ref"]["shape"]))}: efficiency '
+                           f'{row["ref_efficiency"]:.3f}, dynamic / ref {row["dyn_vs_ref"]:.3f}')
                 print(f'[{time.perf_counter() - t0:7.1f}s] {method} level {level} batch '
                       f'{batch}: speed-up {row["speedup"]:.3f}x, FLOPs ratio '
-                      f'{row["flops_ratio"]:.3f}, efficiency {row["efficiency"]:.3f}',
+                      f'{row["flops_ratio"]:.3f}, efficiency {row["efficiency"]:.3f}{msg}',
                       file=sys.stderr, flush=True)
+        if args.profile:
+            with decisions_overridden(dyn, knob and knob(PROFILE_LEVEL)):
+                prof = _profile(args, host, dyn, timed, shape, args.profile_batch, method, ref)
+            profiles.append(dict(method=method, **prof))
         if args.train and not args.quick:
-            tr = _train_step_row(args, host, dyn, shape, max(args.batches))
+            tr = _train_step_row(args, host, dyn, shape, max(args.batches), method)
             tr.update(method=method)
             train_rows.append(tr)
-        del host, dyn
+        del host, dyn, ref
         if args.device == 'cuda':
             torch.cuda.empty_cache()
     return dict(device=args.device, device_name=(torch.cuda.get_device_name()
                                                  if args.device == 'cuda' else 'cpu'),
                 threads=torch.get_num_threads() if args.device == 'cpu' else None,
-                amp=args.amp, quick=args.quick, tiny=args.tiny, rounds=args.rounds,
-                per_round=args.per_round, warmup=args.warmup, levels=args.levels,
-                batches=args.batches, unit='ms per batch; throughput in images/s; GFLOPs per '
+                amp=args.amp, quick=args.quick, tiny=args.tiny, ref=args.ref,
+                rounds=args.rounds, per_round=args.per_round, warmup=args.warmup,
+                levels=args.levels, batches=args.batches, dvt_seq=args.dvt_seq,
+                unit='ms per batch (dvt batch 1: per image); throughput in images/s; GFLOPs per '
                 'image (1 FLOP = 1 multiply-add)', rows=rows, train_rows=train_rows,
-                seconds=time.perf_counter() - t0)
+                profiles=profiles, seconds=time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------ outputs
 def format_markdown(out: dict) -> str:
+    ref = out.get('ref', False)
     lines = [f'Device {out["device_name"]}' + (f', {out["threads"]} threads' if out['threads']
                                                else '') + f', {out["amp"] or "fp32"}, '
              f'{out["rounds"]} alternating rounds x {out["per_round"]} calls after '
              f'{out["warmup"]} warm-up calls' + (', tiny configs' if out['tiny'] else ''), '',
              '| method | level | batch | host ms (IQR) | dynamic ms (IQR) | host img/s | '
              'dynamic img/s | host GFLOPs | dynamic GFLOPs | FLOPs ratio | speed-up | '
-             'efficiency |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+             'efficiency |' + (' ref input | ref ms (IQR) | ref GFLOPs | ref efficiency | '
+                               'dynamic / ref |' if ref else ''),
+             '|' + ' --- |' * (17 if ref else 12)]
     for r in out['rows']:
         h, d = r['host'], r['dynamic']
-        lines.append(
-            f'| {r["method"]} | {r["level"]:.2f} | {r["batch"]} | '
-            f'{h["latency_ms_median"]:.2f} ({h["latency_ms_iqr"]:.2f}) | '
-            f'{d["latency_ms_median"]:.2f} ({d["latency_ms_iqr"]:.2f}) | '
-            f'{h["throughput_img_s"]:.1f} | {d["throughput_img_s"]:.1f} | '
-            f'{h["gflops_realised"]:.4f} | {d["gflops_realised"]:.4f} | '
-            f'{r["flops_ratio"]:.3f} | {r["speedup"]:.3f} | {r["efficiency"]:.3f} |')
+        batch = f'{r["batch"]}' + (f' (seq {r["dvt_seq"]})' if r.get('dvt_seq') else '')
+        line = (f'| {r["method"]} | {r["level"]:.2f} | {batch} | '
+                f'{h["latency_ms_median"]:.2f} ({h["latency_ms_iqr"]:.2f}) | '
+                f'{d["latency_ms_median"]:.2f} ({d["latency_ms_iqr"]:.2f}) | '
+                f'{h["throughput_img_s"]:.1f} | {d["throughput_img_s"]:.1f} | '
+                f'{h["gflops_realised"]:.4f} | {d["gflops_realised"]:.4f} | '
+                f'{r["flops_ratio"]:.3f} | {r["speedup"]:.3f} | {r["efficiency"]:.3f} |')
+        if ref and r.get('ref'):
+            f = r['ref']
+            line += (f' {f["shape"][0]}x{f["shape"][1]} | '
+                     f'{f["latency_ms_median"]:.2f} ({f["latency_ms_iqr"]:.2f}) | '
+                     f'{f["gflops_realised"]:.4f} | {r["ref_efficiency"]:.3f} | '
+                     f'{r["dyn_vs_ref"]:.3f} |')
+        elif ref:
+            line += ' - | - | - | - | - |'
+        lines.append(line)
     if out['train_rows']:
         lines += ['', '| method | batch | host train step ms | dynamic train step ms | '
                   'train speed-up | host peak MiB | dynamic peak MiB |',
                   '| --- | --- | --- | --- | --- | --- | --- |']
+        def mem(x):
+            return '-' if x is None else f'{x:.0f}'
+        variants = []
         for r in out['train_rows']:
-            def mem(x):
-                return '-' if x is None else f'{x:.0f}'
-            lines.append(f'| {r["method"]} | {r["batch"]} | {r["host"]["step_ms_median"]:.2f} | '
-                         f'{r["dynamic"]["step_ms_median"]:.2f} | {r["train_speedup"]:.3f} | '
-                         f'{mem(r["host"]["peak_mem_mib"])} | '
-                         f'{mem(r["dynamic"]["peak_mem_mib"])} |')
+            for name, d, sp in [('', r['dynamic'], r['train_speedup'])] + [
+                    (f' ({v["name"]})', v, v['train_speedup']) for v in r.get('variants', [])]:
+                lines.append(f'| {r["method"]}{name} | {r["batch"]} | '
+                             f'{r["host"]["step_ms_median"]:.2f} | {d["step_ms_median"]:.2f} | '
+                             f'{sp:.3f} | {mem(r["host"]["peak_mem_mib"])} | '
+                             f'{mem(d["peak_mem_mib"])} |')
+            if r.get('variants'):
+                variants.append(
+                    f'{r["method"]}: the dynamic model with its gate at P(fine) '
+                    f'{r["variants"][0]["p_fine"]:g} (the last gate layer\'s weight 0 and bias '
+                    'logit(p): each region fine with that probability under the training Gumbel '
+                    'noise; realised fine share '
+                    + ' / '.join(f'{v["fine_share_realised"]:.2f}' for v in r['variants'])
+                    + '), adaptive trimming on / off; trimming speed-up (off / on) '
+                    f'{r["trimming_speedup"]:.3f}')
+        lines += ['', 'Training steps in alternating rounds (the SGD step included); the '
+                  'dynamic model\'s decisions are its own (not forced).'
+                  + (' ' + '. '.join(variants) + '.' if variants else '')]
     lines += ['', 'level: each method\'s forcing knob (' + '; '.join(
         f'{m}: {KNOBS[m][0]}' for m in METHODS) + '). speed-up = host median / dynamic median; '
         'FLOPs ratio = dynamic / host realised GFLOPs per image (models\' records); efficiency '
         '= speed-up x FLOPs ratio (1 = time falls as the FLOPs do).']
+    seqs = sorted({r['dvt_seq'] for r in out['rows'] if r.get('dvt_seq')})
+    if seqs:
+        lines[-1] += (
+            f' dvt batch 1 (seq N): a timed unit is N = {"/".join(map(str, seqs))} '
+            'single-image calls on N different images, thresholds solved on them so that '
+            'round(level x N) stop at exit 1 (realised share in the JSON); ms per image (unit / '
+            'N), GFLOPs the mean over the N images\' records.')
+    if ref:
+        lines[-1] += (
+            ' ref: the static host at the smaller input (sides multiples of its stride, aspect '
+            'within 2:1) whose GFLOPs per image are closest to the dynamic model\'s, timed in '
+            'the same alternating rounds; ref efficiency = host ms / ref ms x ref GFLOPs / host '
+            'GFLOPs (below a target: no model of those FLOPs reaches it on this device); '
+            'dynamic / ref = ref ms / dynamic ms x dynamic GFLOPs / ref GFLOPs (>= 1: the '
+            'dynamic model turns its FLOP saving into time as well as a dense model of equal '
+            'FLOPs).')
+        notes = sorted({f'{r["method"]}: {r["ref_note"]}' for r in out['rows']
+                        if r.get('ref_note')})
+        if notes:
+            lines[-1] += ' No ref: ' + '; '.join(notes) + '.'
     return '\n'.join(lines)
 
 
@@ -381,7 +769,8 @@ def plot(out: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ratios = [r['flops_ratio'] for r in out['rows']]
+    refs = [r for r in out['rows'] if r.get('ref')]
+    ratios = [r['flops_ratio'] for r in out['rows']] + [r['ref_flops_ratio'] for r in refs]
     lo, hi = min(ratios + [0.2]) * 0.9, max(ratios + [1.0]) * 1.1
     x = np.linspace(lo, hi, 200)
     ax.plot(x, 1 / x, 'k--', label='ideal: speed-up = 1 / FLOPs ratio')
@@ -390,12 +779,21 @@ def plot(out: dict, path: str) -> None:
         for r in (r for r in out['rows'] if r['method'] == m):
             ax.scatter(r['flops_ratio'], r['speedup'], color=f'C{i}',
                        marker=markers.get(r['batch'], 'x'))
+            if r.get('ref'):  # the static host at a smaller input: open markers
+                mk = markers.get(r['batch'])
+                ax.scatter(r['ref_flops_ratio'], r['host']['latency_ms_median']
+                           / r['ref']['latency_ms_median'], marker=mk or '+',
+                           **(dict(facecolors='none', edgecolors=f'C{i}') if mk
+                              else dict(color=f'C{i}')))
         ax.scatter([], [], color=f'C{i}', label=m)
     for b, mk in markers.items():
         if b in out['batches']:
             ax.scatter([], [], color='gray', marker=mk, label=f'batch {b}')
-    ax.set_xlabel('FLOPs ratio (dynamic / host)')
-    ax.set_ylabel('speed-up (host latency / dynamic latency)')
+    if refs:
+        ax.scatter([], [], facecolors='none', edgecolors='gray', marker='o',
+                   label='open (+): static host, smaller input')
+    ax.set_xlabel('FLOPs ratio (dynamic or reference / host)')
+    ax.set_ylabel('speed-up (host latency / dynamic or reference latency)')
     ax.set_title(f'{out["device_name"]}, {out["amp"] or "fp32"}')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -419,10 +817,14 @@ def main(argv=None):
                 with open(osp.join(args.out_dir, 'suite.json'), 'w') as f:
                     json.dump(out, f, indent=1)
                 plot(out, osp.join(args.out_dir, 'suite.png'))
+                if out['profiles']:
+                    with open(osp.join(args.out_dir, 'profile.md'), 'w') as f:
+                        f.write(format_profile(out) + '\n')
     except SystemExit as e:
         return e.code
     print(text)
-    print(f'wrote {osp.join(args.out_dir, "suite.md")}, suite.json, suite.png '
+    print(f'wrote {osp.join(args.out_dir, "suite.md")}, suite.json, suite.png'
+          + (', profile.md' if out['profiles'] else '') + ' '
           f'({out["seconds"]:.0f} s)', file=sys.stderr)
     return 0
 
