@@ -277,6 +277,19 @@ def _autocast(args):
     return torch.autocast(args.device, dtype=dtype)
 
 
+def _trace_safe(args):
+    """Inside :func:`_autocast`: no cast-weight cache, so that the FLOP counter's
+    ``torch.jit.trace`` does not meet cached casts of weights that require grad (CUDA raised
+    'Cannot insert a Tensor that requires grad as a constant' for DVT under bf16)."""
+    import contextlib
+
+    import torch
+    if args.amp is None:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if args.amp == 'fp16' else torch.bfloat16
+    return torch.autocast(args.device, dtype=dtype, cache_enabled=False)
+
+
 def ref_candidates(shape, stride, square=False):
     """Input sizes ``(h, w)`` for the reference: both sides multiples of ``stride`` and at most
     the original's, the aspect ratio within 2:1 of the original's (``square``: ``h == w``);
@@ -410,14 +423,17 @@ def _setup_row(args, host, dyn, timed, shape, batch, level=None, method=None, re
     units = [_unit(host, timed, inputs, samples, seq), _unit(dyn, timed, d_inputs, d_samples, seq)]
     # FLOPs first (one untimed call of each model, before the warm-up): the reference's size
     # depends on the dynamic model's
-    flops = [units[0][1](), units[1][1]()]
+    with _trace_safe(args):
+        flops = [units[0][1](), units[1][1]()]
     if isinstance(ref, _RefHost):
-        size = ref.choose(flops[1]['gflops_realised'], inputs, flops[0]['is_dynamic'])
+        with _trace_safe(args):
+            size = ref.choose(flops[1]['gflops_realised'], inputs, flops[0]['is_dynamic'])
         r_model = ref.model(size)
         r_inputs = _resized(inputs, size)
         units.append(_unit(r_model, timed, r_inputs, default_data_samples(r_model, n, size),
                            seq))
-        flops.append(dict(shape=list(size), **units[2][1]()))
+        with _trace_safe(args):
+            flops.append(dict(shape=list(size), **units[2][1]()))
     elif ref is not None:
         row.update(ref=None, ref_note=ref)
     return row, [u[0] for u in units], flops, seq

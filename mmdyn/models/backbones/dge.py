@@ -67,7 +67,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import ModuleList
 
 from mmdyn.registry import MODELS
@@ -76,6 +75,7 @@ from ..layers.attention import nlc_to_nchw
 from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
 from ..layers.gates import GumbelSoftmaxGate, straight_through
 from ..layers.region_pool import region_extents, region_grid, region_ids, region_pool_tokens
+from ..layers.shape_constants import constant
 from ..layers.token_sets import gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
@@ -210,16 +210,35 @@ class DynamicGrainedEncoder(nn.Module):
     def region_grid(self, hw: Sequence[int]) -> Tuple[int, int]:
         return region_grid(hw, self._side)
 
+    def _geometry_key(self, name, hw, device, *extra):
+        return ('dge', name, self.granularities, self._side, (int(hw[0]), int(hw[1])),
+                str(torch.device(device or 'cpu'))) + extra
+
     def query_counts(self, hw, device=None) -> torch.Tensor:
-        """``[gh, gw, K]`` number of queries each region gives at each granularity."""
-        rows, cols = region_extents(hw, self._side, device)
-        out = []
-        for p in self.granularities:
-            if p == 0:
-                out.append(torch.zeros(rows.numel(), cols.numel(), device=device))
-            else:
-                out.append(((-(-rows // p))[:, None] * (-(-cols // p))[None, :]).float())
-        return torch.stack(out, -1).to(torch.float64)
+        """``[gh, gw, K]`` float64 number of queries each region gives at each granularity
+        (cached per shape and device: do not modify in place)."""
+
+        def make():
+            rows, cols = region_extents(hw, self._side, device)
+            out = []
+            for p in self.granularities:
+                if p == 0:
+                    out.append(torch.zeros(rows.numel(), cols.numel(), device=device))
+                else:
+                    out.append(((-(-rows // p))[:, None] * (-(-cols // p))[None, :]).float())
+            return torch.stack(out, -1).to(torch.float64)
+
+        return constant(self._geometry_key('counts', hw, device), make)
+
+    def region_areas(self, hw, device=None) -> torch.Tensor:
+        """``[gh, gw]`` float64 tokens in every region, divided by the map's tokens (cached)."""
+
+        def make():
+            rows, cols = region_extents(hw, self._side, device)
+            area = (rows[:, None] * cols[None, :]).to(torch.float64)
+            return area / area.sum()
+
+        return constant(self._geometry_key('areas', hw, device), make)
 
     def _patch_regions(self, hw, p, device) -> torch.Tensor:
         """Region index (row-major) of every ``p x p`` patch of the map, ``Long[n_p]`` (``p``
@@ -265,13 +284,20 @@ class DynamicGrainedEncoder(nn.Module):
             if callable(fc):
                 idx = fc(out.logits.detach()).long()
             else:
+                if not 0 <= int(fc) < self.num_choices:
+                    raise ValueError(f'forced choice must be indices in [0, {self.num_choices})'
+                                     f', got {fc}')
                 idx = torch.full(decision.shape[:-1], int(fc), dtype=torch.long,
                                  device=decision.device)
-            if idx.shape != decision.shape[:-1] or int(idx.min()) < 0 or \
-                    int(idx.max()) >= self.num_choices:
+            # a user's callable is checked on the device values (two host syncs); a fixed
+            # index is checked above, drawn fractions are valid by construction
+            trusted = isinstance(fc, FractionChoice) or not callable(fc)
+            if idx.shape != decision.shape[:-1] or (not trusted and (
+                    int(idx.min()) < 0 or int(idx.max()) >= self.num_choices)):
                 raise ValueError(f'forced choice must be indices in [0, {self.num_choices}) '
                                  f'of shape {tuple(decision.shape[:-1])}')
-            hard = F.one_hot(idx, self.num_choices).to(decision.dtype)
+            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
+            hard = torch.zeros_like(decision).scatter_(-1, idx.unsqueeze(-1), 1.0)
             decision = straight_through(out.soft, hard) if self.training else hard
         return decision, decision.detach().argmax(-1), out
 
@@ -283,37 +309,42 @@ class DynamicGrainedEncoder(nn.Module):
     def _owner_table(self, hw, offsets, device) -> torch.Tensor:
         """``Long[K, H*W]``: for every granularity (gate order) and token, the position in the
         concatenated query list of the query covering that token (``-1`` for ``phi = 0``)."""
-        key = (tuple(hw), tuple(offsets), str(device))
-        cache = getattr(self, '_owner_cache', None)
-        if cache is not None and cache[0] == key:
-            return cache[1]
-        rows = []
-        for p, off in zip(self.granularities, offsets):
-            if p == 0:
-                rows.append(torch.full((hw[0] * hw[1], ), -1, dtype=torch.long, device=device))
-            else:  # the p x p patch of every token: un-pooling
-                rows.append(off + region_ids(hw, p, device))
-        table = torch.stack(rows)
-        self._owner_cache = (key, table)
-        return table
+
+        def make():
+            rows = []
+            for p, off in zip(self.granularities, offsets):
+                if p == 0:
+                    rows.append(torch.full((hw[0] * hw[1], ), -1, dtype=torch.long,
+                                           device=device))
+                else:  # the p x p patch of every token: un-pooling
+                    rows.append(off + region_ids(hw, p, device))
+            return torch.stack(rows)
+
+        return constant(self._geometry_key('owner', hw, device, tuple(offsets)), make)
 
     def _candidate_refs(self, hw, device) -> torch.Tensor:
-        """``[Q, 2]`` ``(x, y)`` centres (token units) of every candidate query (no extras)."""
+        """``[Q, 2]`` ``(x, y)`` centres (token units) of every candidate query (no extras;
+        cached per shape and device: do not modify in place)."""
         h, w = hw
-        refs = []
-        for p in self.granularities:
-            if p == 0:
-                continue
-            if p == 1:
-                refs.append(token_reference_points(hw, device))
-                continue
-            def centres(size):
-                start = torch.arange(-(-size // p), device=device, dtype=torch.float32) * p
-                return start + ((size - start).clamp(max=p) - 1) / 2
-            cy, cx = centres(h), centres(w)
-            refs.append(torch.stack([cx[None, :].expand(len(cy), -1).reshape(-1),
-                                     cy[:, None].expand(-1, len(cx)).reshape(-1)], -1))
-        return torch.cat(refs, 0)
+
+        def make():
+            refs = []
+            for p in self.granularities:
+                if p == 0:
+                    continue
+                if p == 1:
+                    refs.append(token_reference_points(hw, device))
+                    continue
+
+                def centres(size):
+                    start = torch.arange(-(-size // p), device=device, dtype=torch.float32) * p
+                    return start + ((size - start).clamp(max=p) - 1) / 2
+                cy, cx = centres(h), centres(w)
+                refs.append(torch.stack([cx[None, :].expand(len(cy), -1).reshape(-1),
+                                         cy[:, None].expand(-1, len(cx)).reshape(-1)], -1))
+            return torch.cat(refs, 0)
+
+        return constant(self._geometry_key('refs', hw, device), make)
 
     def _unpool_chosen(self, delta, owner, x_sp):
         """``x_sp`` plus, for every token, the update of the chosen query covering it (``owner``
@@ -437,8 +468,11 @@ class DynamicGrainedEncoder(nn.Module):
         keep_all = torch.cat(keeps, 1)
         kw = {}
         if q_all is None:  # one image at eval
-            kept = [kp[0].nonzero().squeeze(1) for kp in keeps]
-            qs = torch.cat([q.index_select(1, i) for q, i in zip(queries, kept)], 1)
+            # the extra tokens (first source) always run; one index set per granularity
+            parts = [queries[0]] if num_extra else []
+            parts += [q.index_select(1, kp[0].nonzero().squeeze(1))
+                      for q, kp in zip(queries[1:], keeps[1:])]
+            qs = torch.cat(parts, 1)
             lengths = keep_all.sum(1).to(torch.float64)
             if ref_all is not None:
                 kw['query_ref'] = ref_all.index_select(0, keep_all[0].nonzero().squeeze(1))
@@ -590,7 +624,10 @@ class _DGEHostMixin(DynamicModuleMixin):
         counts = enc.query_counts(hw, x.device)  # [gh, gw, K]
         psi = num_extra + (info['decision'].to(torch.float64) * counts).sum((1, 2, 3))
         acc['num'] = acc['num'] + cq * psi
-        acc['a_num'] = acc['a_num'] + self._authors_layer_cost(enc, block, hw, num_extra, psi)
+        # the cost is affine in the query count: two Python numbers, two tensor operations
+        a0 = float(self._authors_layer_cost(enc, block, hw, num_extra, 0.0))
+        a1 = float(self._authors_layer_cost(enc, block, hw, num_extra, 1.0)) - a0
+        acc['a_num'] = acc['a_num'] + (a0 + a1 * psi)
         ran = info['ran_queries'] if not self.training else info['num_queries']
         layer_flops = (f0 + cq * ran) + enc.gate_flops(hw)
         acc['flops'] = acc['flops'] + layer_flops
@@ -599,10 +636,10 @@ class _DGEHostMixin(DynamicModuleMixin):
         acc['tokens'] += full_q
         # area at the finest granularity (extra tokens not counted)
         finest = (info['choice'] == 0).to(torch.float64)
-        rows, cols = region_extents(hw, enc._side, x.device)
-        area = (rows[:, None] * cols[None, :]).to(torch.float64)
-        acc['fine'].append((finest * area).sum((1, 2)) / area.sum())
-        acc['maps'][idx] = torch.tensor(enc.granularities, device=x.device)[info['choice']]
+        acc['fine'].append((finest * enc.region_areas(hw, x.device)).sum((1, 2)))
+        acc['maps'][idx] = constant(('dge', 'phis', enc.granularities, str(x.device)),
+                                    lambda: torch.tensor(enc.granularities, device=x.device)
+                                    )[info['choice']]
         return y
 
     def _new_acc(self, x):

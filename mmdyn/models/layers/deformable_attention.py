@@ -28,13 +28,16 @@ from mmengine.model import BaseModule
 
 from .attention import head_dims
 from .grad_scale import scale_grad
+from .shape_constants import shape_constant
 
 __all__ = ['DeformablePointAttention', 'token_reference_points']
 
 
+@shape_constant
 def token_reference_points(hw: Sequence[int], device=None) -> torch.Tensor:
-    """``[H*W, 2]`` ``(x, y)`` positions of the tokens of an ``H x W`` map (token units)."""
-    h, w = hw
+    """``[H*W, 2]`` ``(x, y)`` positions of the tokens of an ``H x W`` map (token units).
+    Cached per shape and device (:mod:`.shape_constants`: do not modify in place)."""
+    h, w = (int(v) for v in hw)
     ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
                             torch.arange(w, device=device, dtype=torch.float32), indexing='ij')
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)

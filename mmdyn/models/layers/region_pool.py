@@ -16,6 +16,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .shape_constants import shape_constant
+
 
 def _check_size(size: Optional[int], allow_none: bool = True) -> Optional[int]:
     if size is None and allow_none:
@@ -34,11 +36,13 @@ def region_grid(hw_shape: Sequence[int], size: Optional[int]) -> Tuple[int, int]
     return -(-h // size), -(-w // size)
 
 
+@shape_constant
 def region_extents(hw_shape: Sequence[int], size: Optional[int],
                    device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Real rows of every region row and real columns of every region column,
-    ``(Long[gh], Long[gw])`` (``S`` except at the bottom/right border)."""
-    h, w = hw_shape
+    ``(Long[gh], Long[gw])`` (``S`` except at the bottom/right border). Cached per shape and
+    device (:mod:`.shape_constants`: do not modify in place)."""
+    h, w = (int(v) for v in hw_shape)
     if _check_size(size) is None:
         return torch.tensor([h], device=device), torch.tensor([w], device=device)
     gh, gw = region_grid(hw_shape, size)
@@ -47,13 +51,14 @@ def region_extents(hw_shape: Sequence[int], size: Optional[int],
     return rows, cols
 
 
+@shape_constant
 def region_ids(hw_shape: Sequence[int], size: Optional[int], device=None) -> torch.Tensor:
     """Region index (row-major on the region grid) of every token, ``Long[H * W]``.
 
     Token ``i`` (row-major) lies in region ``region_ids(...)[i]``: ``r[:, ids]`` un-pools
     region values ``r[:, gh * gw]`` to the tokens (the map from a fine token to its coarse
-    parent)."""
-    h, w = hw_shape
+    parent). Cached per shape and device (:mod:`.shape_constants`: do not modify in place)."""
+    h, w = (int(v) for v in hw_shape)
     if _check_size(size) is None:
         return torch.zeros(h * w, dtype=torch.long, device=device)
     gw = region_grid(hw_shape, size)[1]

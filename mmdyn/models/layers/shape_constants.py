@@ -1,0 +1,85 @@
+"""Index and geometry tensors that depend only on a map's shape, made once per shape and device.
+
+The dynamic layers need small constant tensors on every forward (the region of every token, the
+extents of border regions, token positions, un-pooling tables). Rebuilding them costs a handful
+of tiny operations each; summed over the layers of a backbone that is thousands of kernel
+launches per image, which on a GPU at small batch costs more than the matrix products the
+dynamic model saves. :func:`shape_constant` memoises such a builder: the key is its arguments
+(shapes as tuples of ints, devices as strings), the value is made once under
+``torch.inference_mode(False)`` and ``torch.no_grad()`` (a normal tensor without grad, usable in
+training after a first call under inference mode) and shared by every caller.
+
+The tensors returned are shared: never modify them in place.
+"""
+import functools
+import inspect
+from collections import OrderedDict
+
+import torch
+
+#: cached constants at most (least recently used dropped first)
+MAX_ENTRIES = 512
+
+_STORE: 'OrderedDict[tuple, object]' = OrderedDict()
+
+
+def _freeze(v):
+    if isinstance(v, torch.device):
+        return ('device', str(v))
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, torch.Tensor):
+        raise TypeError('shape_constant: tensor arguments cannot be cache keys')
+    # the type too: True, 1 and 1.0 are equal keys, but a builder may accept only one of them
+    return (type(v).__name__, v)
+
+
+def _device_key(v):
+    # None and 'cpu' / torch.device('cpu') are the same place
+    if v is None:
+        return ('device', 'cpu')
+    if isinstance(v, (str, torch.device)):
+        return ('device', str(torch.device(v)))
+    return _freeze(v)
+
+
+def constant(key: tuple, make):
+    """The cached value of ``key`` (a hashable tuple), made by ``make()`` the first time."""
+    try:
+        value = _STORE[key]
+    except KeyError:
+        with torch.inference_mode(False), torch.no_grad():
+            value = make()
+        _STORE[key] = value
+        if len(_STORE) > MAX_ENTRIES:
+            _STORE.popitem(last=False)
+        return value
+    _STORE.move_to_end(key)
+    return value
+
+
+def shape_constant(fn):
+    """Memoise ``fn(..., device=None)``, a pure builder of constant tensors from Python
+    numbers (shapes, sizes) and a device."""
+
+    sig = inspect.signature(fn)
+    if 'device' not in sig.parameters:
+        raise TypeError(f'shape_constant: {fn.__qualname__} has no device argument')
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        named = dict(bound.arguments)
+        device = named.pop('device')
+        key = (fn.__module__, fn.__qualname__, _freeze(tuple(named.items())),
+               _device_key(device))
+        return constant(key, lambda: fn(*bound.args, **bound.kwargs))
+
+    wrapper.uncached = fn
+    return wrapper
+
+
+def clear():
+    """Drop every cached constant (tests; freeing device memory)."""
+    _STORE.clear()
