@@ -33,7 +33,8 @@ Count = Union[int, float, torch.Tensor]
 __all__ = [
     'linear_flops', 'conv2d_flops', 'conv2d_out_shape', 'dwconv_flops', 'patch_embed_flops',
     'attention_matmul_flops', 'attention_flops', 'sr_out_shape', 'sr_num_keys', 'sr_flops',
-    'mlp_flops', 'mixffn_flops', 'to_int', 'grid_resize_flops', 'relation_upsample_flops'
+    'mlp_flops', 'mixffn_flops', 'to_int', 'grid_resize_flops', 'relation_upsample_flops',
+    'CountPolynomial'
 ]
 
 
@@ -202,3 +203,54 @@ def relation_upsample_flops(channels: int, old_hw: Sequence[int],
     h, w = _pair(old_hw)
     H, W = _pair(new_hw)
     return grid_resize_flops(old_hw, new_hw, channels * (1 + h * w + 1 + H * W))
+
+
+class CountPolynomial:
+    """FLOPs as a polynomial of degree at most 2 in a token count, ``a + b n + c n^2``.
+
+    Every block formula here is one (projections and MLPs are linear in the tokens, attention
+    among them quadratic). A dynamic forward evaluates its blocks' FLOPs per image on token
+    count tensors; through the full formulas that is a dozen tiny tensor operations per block
+    (on a GPU at small batch, a dozen kernel launches), through the polynomial two to four for
+    all blocks that share a count. :meth:`fit` reads the coefficients from the formula at Python
+    integers, so they are exact, and checks that the formula is quadratic.
+
+    Polynomials add (the blocks of a stage on the same count); calling one on an ``int`` gives
+    an ``int``, on a float a float, on a tensor a float64 tensor (differentiable).
+    """
+
+    __slots__ = ('a', 'b', 'c')
+
+    def __init__(self, a=0, b=0, c=0):
+        self.a, self.b, self.c = to_int(a), to_int(b), to_int(c)
+
+    @classmethod
+    def fit(cls, fn) -> 'CountPolynomial':
+        """The polynomial of ``fn(n)``, a FLOP formula of one token count (Python numbers in and
+        out); ``ValueError`` when ``fn`` is not a polynomial of degree <= 2 in ``n``."""
+        f = [fn(n) for n in (0, 1, 2)]
+        c = (f[2] - 2 * f[1] + f[0]) / 2
+        poly = cls(f[0], f[1] - f[0] - c, c)
+        for n in (3, 5):
+            if poly(n) != fn(n):
+                raise ValueError(f'{fn!r} is not a polynomial of degree <= 2 in the token '
+                                 f'count: {fn(n)} at {n}, the fit gives {poly(n)}')
+        return poly
+
+    def __add__(self, other: 'CountPolynomial') -> 'CountPolynomial':
+        return CountPolynomial(self.a + other.a, self.b + other.b, self.c + other.c)
+
+    def __radd__(self, other):
+        if other == 0:  # sum()
+            return self
+        return NotImplemented
+
+    def __call__(self, n: Count) -> Count:
+        if isinstance(n, torch.Tensor):
+            n = n.to(torch.float64)
+            out = n * self.b if self.c == 0 else (n * self.c + self.b) * n
+            return out + self.a
+        return to_int(self.a + self.b * n + self.c * n * n)
+
+    def __repr__(self):
+        return f'CountPolynomial(a={self.a}, b={self.b}, c={self.c})'

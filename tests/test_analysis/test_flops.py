@@ -142,3 +142,33 @@ def test_reuse_formulas_by_hand_and_counted():
     rel = torch.randn(1, 6, 1 + 3 * 3, 1 + 3 * 3)
     assert counted_macs(upsample_relation, rel, (3, 3), (5, 5)) == \
         fl.relation_upsample_flops(6, (3, 3), (5, 5))
+
+
+def test_count_polynomial_equals_the_block_formulas():
+    """The polynomial of a block's FLOPs in its token count gives the formula's values exactly,
+    for ints, floats and per-image tensors, and sums over blocks."""
+    from mmdyn.models.layers import PVTBlock, ViTBlock
+    vit = ViTBlock(64, 4, mlp_ratio=4.)
+    poly = fl.CountPolynomial.fit(vit.flops)
+    assert poly.c == 2 * 64  # attention products: 2 n^2 C
+    for n in (0, 1, 7, 197, 1025):
+        assert poly(n) == vit.flops(n) and isinstance(poly(n), int)
+    counts = torch.tensor([1., 50., 197., 33.5])
+    ref = vit.flops(counts)
+    assert torch.equal(poly(counts), ref) and poly(counts).dtype == torch.float64
+    assert poly(33.5) == vit.flops(33.5)
+    # PVTv2 block with reduced keys: linear in the queries
+    pvt = PVTBlock(32, 2, sr_ratio=2)
+    lin = fl.CountPolynomial.fit(lambda n: pvt.flops(n, (14, 14)))
+    assert lin.c == 0 and lin(100) == pvt.flops(100, (14, 14))
+    both = sum([poly, poly, fl.CountPolynomial.fit(vit.flops)])
+    assert torch.equal(both(counts), 3 * ref)
+    # differentiable through a tensor count
+    n = torch.tensor([10.], dtype=torch.float64, requires_grad=True)
+    poly(n).sum().backward()
+    assert n.grad.item() == poly.b + 2 * poly.c * 10
+
+
+def test_count_polynomial_refuses_a_cubic():
+    with pytest.raises(ValueError, match='degree <= 2'):
+        fl.CountPolynomial.fit(lambda n: n ** 3)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
 
+from mmdyn.analysis.flops import CountPolynomial
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
@@ -170,7 +171,7 @@ class _Accounts:
         m, a_hard = self.model, self.a_hard
         kept = (g > 0).sum(1)
         self.kept_tok += kept.double()
-        blk_f = sum(blk.flops(kept.double(), hw) for blk in m.stages[i][j])
+        blk_f = self.costs['row_poly'][i][j](kept)  # the blocks' MACs on ``kept`` tokens
         blk_f = torch.where(kept > 0, blk_f, torch.zeros_like(blk_f))
         gate_f = m._row_gate_flops(i, j, hw, self.costs)
         self.flops += blk_f + gate_f * a_hard
@@ -623,6 +624,10 @@ class DiT(DynamicModuleMixin, BaseModule):
                 for j in range(M)] for i, hw in enumerate(shapes)]
         col = [[self.downs[i][j].flops(shapes[i]) for j in range(M + 1)]
                for i in range(NUM_SCALES - 1)]
+        # the same as polynomials in the kept token count (the realised MACs of a forward)
+        row_poly = [[sum(CountPolynomial.fit(lambda n, b=b, hw=hw: b.flops(n, hw))
+                         for b in self.stages[i][j]) for j in range(M)]
+                    for i, hw in enumerate(shapes)]
         row_gate = [2 * shapes[i][0] * shapes[i][1] * self.embed_dims[i]
                     for i in range(NUM_SCALES)]
         col_gate = [2 * self.embed_dims[i] for i in range(NUM_SCALES)]
@@ -630,7 +635,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         # patch embedding between scales, i.e. column 0 of the grid (every column costs the same)
         c_stem = self.stem.flops(key)
         base = c_stem + sum(r[0] for r in row) + sum(c[0] for c in col)
-        res = dict(shapes=shapes, stem=c_stem, row=row, col=col,
+        res = dict(shapes=shapes, stem=c_stem, row=row, row_poly=row_poly, col=col,
                    row_gate=row_gate, col_gate=col_gate, base=base)
         self._cost_cache[key] = res
         return res
@@ -797,9 +802,13 @@ class DiT(DynamicModuleMixin, BaseModule):
         rows are read and written back in place, block after block."""
         b, n, c = x.shape
         ts = make_token_set(keep)
-        qidx = torch.where(ts.mask, ts.index, torch.full_like(ts.index, -1))
-        rows = (ts.index + torch.arange(b, device=x.device)[:, None] * n).reshape(-1)
-        real = None if bool(ts.mask.all()) else ts.mask.reshape(-1)
+        if ts.padded:
+            qidx = torch.where(ts.mask, ts.index, torch.full_like(ts.index, -1))
+            real = ts.mask.reshape(-1)
+        else:  # every image keeps as many: no padding slot, no mask
+            qidx, real = ts.index, None
+        rows = ts.index if b == 1 else ts.index + torch.arange(b, device=x.device)[:, None] * n
+        rows = rows.reshape(-1)
         xs = x.clone()
         flat = xs.view(b * n, c)
         plan = None

@@ -50,6 +50,7 @@ from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
+from ..layers.shape_constants import constant
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..utils.dynamic import DynamicModuleMixin, image_hw, removed_override_arguments
 from .vit import ViT
@@ -389,7 +390,7 @@ class DoViT(DynamicModuleMixin, ViT):
             else:
                 if compact is None:
                     compact = gather_tokens(x, token_set)
-                compact = blk(compact, None, key_padding_mask=~token_set.mask)
+                compact = blk(compact, None, key_padding_mask=token_set.key_padding_mask)
                 block_tokens.append(token_set.lengths)
             last = i == self.depth - 1
             if last or i in self.out_indices or i in decision_at:
@@ -445,11 +446,11 @@ class DoViT(DynamicModuleMixin, ViT):
         counts = torch.stack(block_tokens, 1).to(torch.float64)  # [B, depth], cls included
         b = counts.shape[0]
         self.last_block_tokens = counts
-        flops = torch.full((b, ), float(self.patch_embed.flops(img_hw)), dtype=torch.float64,
-                           device=counts.device)
-        for i, blk in enumerate(self.blocks):
-            flops = flops + blk.flops(counts[:, i])
-        flops = flops + len(self.aux_heads) * self.aux_head_flops(hw)
+        # every block's FLOPs are a + b n + c n^2 in its token count: all blocks at once
+        coef = self._block_coefficients(counts.device)  # [3, depth]
+        const = float(self.patch_embed.flops(img_hw)) + len(self.aux_heads) * float(
+            self.aux_head_flops(hw))
+        flops = (counts * coef[2] + coef[1]).mul_(counts).sum(1) + (coef[0].sum() + const)
         static = float(self.static_flops(img_hw))
         stats = {
             'kept_ratio': (counts - 1).mean(1) / n_patch,
@@ -458,6 +459,18 @@ class DoViT(DynamicModuleMixin, ViT):
         for k, v in enumerate(kept_after):
             stats[f'kept_ratio_d{k}'] = v
         self.record_dynamic(flops, stats, None, maps)
+
+    def _block_coefficients(self, device) -> torch.Tensor:
+        """``[3, depth]`` float64: ``a, b, c`` of every block's FLOPs ``a + b n + c n^2`` in its
+        token count ``n`` (:class:`~mmdyn.analysis.flops.CountPolynomial`), on ``device``."""
+        polys = self.__dict__.get('_block_polys')
+        if polys is None:
+            polys = [fl.CountPolynomial.fit(blk.flops) for blk in self.blocks]
+            self.__dict__['_block_polys'] = polys
+        key = ('dovit-blocks', tuple((p.a, p.b, p.c) for p in polys), str(device))
+        return constant(key, lambda: torch.tensor(
+            [[p.a for p in polys], [p.b for p in polys], [p.c for p in polys]],
+            dtype=torch.float64, device=device))
 
     @staticmethod
     def confidence_levels(conf: torch.Tensor) -> torch.Tensor:

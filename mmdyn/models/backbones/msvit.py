@@ -403,11 +403,14 @@ class MSViT(DynamicModuleMixin, ViT):
                    + self.patch_embed.flops((h // r, w // r)))
 
     def blocks_flops(self, num_tokens) -> Union[int, torch.Tensor]:
-        """MACs of all blocks on ``num_tokens`` tokens (int or per-image tensor)."""
-        total = 0
-        for blk in self.blocks:
-            total = total + blk.flops(num_tokens)
-        return total
+        """MACs of all blocks on ``num_tokens`` tokens (int or per-image tensor), through
+        the blocks' summed :class:`~mmdyn.analysis.flops.CountPolynomial` (a few tensor
+        operations for a per-image count, not a dozen per block)."""
+        poly = self.__dict__.get('_blocks_poly')
+        if poly is None:
+            poly = sum(fl.CountPolynomial.fit(blk.flops) for blk in self.blocks)
+            self.__dict__['_blocks_poly'] = poly
+        return poly(num_tokens)
 
     def dynamic_flops(self, img_shape: Sequence[int], num_tokens) -> Union[int, torch.Tensor]:
         """MACs of a dynamic (gated) forward with ``num_tokens`` tokens (cls included)."""
@@ -579,7 +582,7 @@ class MSViT(DynamicModuleMixin, ViT):
             m = mask.gather(1, idx)
         else:
             h = gather_tokens(tokens, ts)
-            kpm = ~ts.mask
+            kpm = ts.key_padding_mask
         outs = []
         for i, blk in enumerate(self.blocks):
             if masked:

@@ -31,11 +31,21 @@ class TokenSet(NamedTuple):
         mask (Tensor): ``Bool[B, L]``, True for real (kept) slots.
         lengths (Tensor): ``Long[B]``, number of kept tokens per image.
         num_tokens (int): ``N``, the length of the full token sequence.
+        padded (bool): False when no slot is padding (every image keeps ``L`` tokens), as
+            known on the host when the set was made; then the mask is all True and the
+            functions here skip it (no masking operations).
     """
     index: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
     num_tokens: int
+    padded: bool = True
+
+    @property
+    def key_padding_mask(self) -> Optional[torch.Tensor]:
+        """``Bool[B, L]``, True at padding slots (the attention modules' ``key_padding_mask``),
+        or None when there is none."""
+        return ~self.mask if self.padded else None
 
     @property
     def max_len(self) -> int:
@@ -60,8 +70,14 @@ def make_token_set(keep: torch.Tensor, pad_to: Optional[int] = None) -> TokenSet
     keep = keep.bool()
     n = keep.shape[1]
     lengths = keep.sum(1)
+    padded = True
     if pad_to is None:
-        max_len = int(lengths.max()) if keep.numel() else 0
+        if keep.numel():
+            # one read from the device for both: equal lengths need no padding mask
+            min_len, max_len = torch.stack(torch.aminmax(lengths)).tolist()
+            padded = min_len != max_len
+        else:
+            max_len, padded = 0, False
     else:
         if not 0 <= pad_to <= n:
             raise ValueError(f'pad_to must be in [0, N={n}], got {pad_to}')
@@ -70,7 +86,7 @@ def make_token_set(keep: torch.Tensor, pad_to: Optional[int] = None) -> TokenSet
     order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
     index = order[:, :max_len]
     mask = torch.arange(max_len, device=keep.device) < lengths[:, None]
-    return TokenSet(index, mask, lengths, n)
+    return TokenSet(index, mask, lengths, n, padded)
 
 
 def _expand_index(index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +109,8 @@ def gather_tokens(x: torch.Tensor, token_set: TokenSet) -> torch.Tensor:
         raise ValueError(f'x must be [B={b}, N={token_set.num_tokens}, ...], '
                          f'got {tuple(x.shape)}')
     out = x.gather(1, _expand_index(token_set.index, x))
+    if not token_set.padded:
+        return out
     valid = token_set.mask.view(b, l, *([1] * (x.dim() - 2)))
     return out.masked_fill(~valid, 0)
 
@@ -122,8 +140,12 @@ def scatter_tokens(values: torch.Tensor, token_set: TokenSet, base: torch.Tensor
         raise ValueError(f'values must be {(b, l) + tuple(base.shape[2:])}, '
                          f'got {tuple(values.shape)}')
     index = _expand_index(token_set.index, base)
-    valid = token_set.mask.view(b, l, *([1] * (base.dim() - 2)))
     values = values.to(base.dtype)
+    if not token_set.padded:
+        if mode == 'add':
+            return base.scatter_add(1, index, values)
+        return base.scatter(1, index, values)
+    valid = token_set.mask.view(b, l, *([1] * (base.dim() - 2)))
     if mode == 'add':
         return base.scatter_add(1, index, values.masked_fill(~valid, 0))
     # padding slots point at distinct non-kept positions: write base back onto them

@@ -190,3 +190,33 @@ def test_errors():
                          key_mask=torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match='3-D or 4-D'):
         padded_attention(torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 4))
+
+
+@pytest.mark.parametrize('counts, padded', [((3, 3, 3), False), ((1, 4, 2), True), ((5, ), False),
+                                             ((0, 0), False)])
+def test_equal_counts_make_an_unpadded_set_with_the_same_results(counts, padded):
+    """Equal kept counts: no padding slot, no mask (``key_padding_mask`` None), and gather /
+    scatter give what the masked path gives."""
+    n = 6
+    keep = _keep(len(counts), n, counts, seed=3)
+    ts = make_token_set(keep)
+    assert ts.padded is padded
+    assert (ts.key_padding_mask is None) is (not padded)
+    if padded:
+        assert torch.equal(ts.key_padding_mask, ~ts.mask)
+    x = torch.randn(len(counts), n, C)
+    masked = ts._replace(padded=True)  # the same set through the masking code
+    assert torch.equal(gather_tokens(x, ts), gather_tokens(x, masked))
+    vals = torch.randn(len(counts), ts.max_len, C)
+    for mode in ('replace', 'add'):
+        assert torch.equal(scatter_tokens(vals, ts, x, mode), scatter_tokens(vals, masked, x, mode))
+    # and both equal the per-image reference
+    for i, k in enumerate(counts):
+        idx = keep[i].nonzero().squeeze(1)
+        assert torch.equal(gather_tokens(x, ts)[i, :k], x[i, idx])
+
+
+def test_a_given_padded_length_keeps_the_mask():
+    keep = _keep(2, 6, (3, 3), seed=4)
+    ts = make_token_set(keep, pad_to=6)
+    assert ts.padded and ts.mask.sum().item() == 6
