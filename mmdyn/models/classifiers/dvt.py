@@ -78,6 +78,7 @@ from mmdyn.registry import MODELS
 from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
 from ..layers.ffn import MLP
+from ..layers.shape_constants import shape_constant
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin, image_hw
 
@@ -97,9 +98,12 @@ MAX_EXIT_THRESHOLD = float(torch.nextafter(torch.tensor(1.), torch.tensor(0.)))
 T2T_SOFT_SPLITS = {7: (14, 8, 3), 10: (11, 6, 5), 14: (7, 4, 2)}
 
 
+@shape_constant
 def resize_matrix(n: int, new_n: int, dtype=torch.float32, device=None) -> torch.Tensor:
     """``[new_n, n]`` matrix of :func:`resize_grid` along one axis: nearest up-sampling to
-    ``2 n`` then adaptive average pooling to ``new_n`` (both act on each axis separately)."""
+    ``2 n`` then adaptive average pooling to ``new_n`` (both act on each axis separately).
+    Cached per size, dtype and device (:mod:`~mmdyn.models.layers.shape_constants`: do not
+    modify in place)."""
     eye = torch.eye(n, dtype=dtype, device=device).reshape(n, 1, n)
     up = F.interpolate(eye, size=2 * n, mode='nearest')
     return F.adaptive_avg_pool1d(up, new_n).reshape(n, new_n).t().contiguous()
