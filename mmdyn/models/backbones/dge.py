@@ -388,9 +388,8 @@ class DynamicGrainedEncoder(nn.Module):
         dec_flat = decision.reshape(b, gh * gw, -1)
         hard_flat = choice.reshape(b, gh * gw)
 
-        queries, keeps, weights, offsets = self._candidates(x, hw, num_extra, pooled_maps,
-                                                            dec_flat, hard_flat)
-        keep_all = torch.cat(keeps, 1)
+        queries, keep_all, weights, offsets = self._candidates(x, hw, num_extra, pooled_maps,
+                                                               dec_flat, hard_flat)
         # one image at eval: gather the kept queries from each source (no padding, no copy of
         # all candidates); else concatenate the candidates and gather a padded token set
         single = b == 1 and not self.training
@@ -408,44 +407,62 @@ class DynamicGrainedEncoder(nn.Module):
             # the query covering each token under the chosen granularity (-1: none)
             tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))
             owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
-            delta, out, ran = self._selected_update(block, x, hw, num_extra, queries, keeps,
-                                                    q_all, weights, ref_all, owner)
+            delta, out, ran = self._selected_update(block, x, hw, num_extra, queries,
+                                                    keep_all, q_all, weights, ref_all, owner)
         if num_extra:
             out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
         info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
                     grid=(gh, gw), soft=gate_out.soft)
         return out, info
 
+    def _candidate_index(self, hw, num_extra, device):
+        """Per candidate query after the extras (every non-zero granularity's patches, gate
+        order): its region ``Long[Q]``, its granularity ``Long[Q]`` (index into
+        :attr:`granularities`) and ``region * K + granularity`` (into the flattened
+        decisions); and every granularity's start offset in the candidate list (cached)."""
+        def make():
+            rids, labels, offsets, pos = [], [], [], num_extra
+            for k, p in enumerate(self.granularities):
+                offsets.append(pos)
+                if p == 0:
+                    continue
+                rid = self._patch_regions(hw, p, device)
+                rids.append(rid)
+                labels.append(torch.full_like(rid, k))
+                pos += rid.numel()
+            rid, lab = torch.cat(rids), torch.cat(labels)
+            return rid, lab, rid * self.num_choices + lab, tuple(offsets)
+
+        return constant(self._geometry_key('candidates', hw, device, num_extra), make)
+
     def _candidates(self, x, hw, num_extra, pooled_maps, dec_flat, hard_flat):
         """All candidate queries: the extra tokens, then every non-zero granularity's pooled
-        patches; per source its ``keep`` mask (chosen), gate ``weight`` and start offset."""
+        patches (one source each); ``keep_all`` ``Bool[B, E + Q]`` (chosen: the extras and the
+        patches of the granularity their region chose), the gate ``weights`` ``[B, E + Q]``
+        (training only, else None) and every granularity's start offset."""
         b, c = x.shape[0], x.shape[2]
-        x_ex, x_sp = x[:, :num_extra], x[:, num_extra:]
-        queries, keeps, weights, offsets = [x_ex], [], [], []
-        ones = x.new_ones(b, num_extra)
-        keeps.append(ones.bool())
-        weights.append(ones)
-        pos = num_extra
-        for k, p in enumerate(self.granularities):
-            offsets.append(pos)
-            if p == 0:
-                continue
-            q = x_sp if p == 1 else pooled_maps[p].reshape(b, -1, c)
-            rid = self._patch_regions(hw, p, x.device)
-            queries.append(q)
-            keeps.append(hard_flat.index_select(1, rid) == k)
-            weights.append(dec_flat[..., k].index_select(1, rid))
-            pos += q.shape[1]
-        return queries, keeps, weights, offsets
+        queries = [x[:, :num_extra]]
+        for p in self.granularities:
+            if p:
+                queries.append(x[:, num_extra:] if p == 1 else pooled_maps[p].reshape(b, -1, c))
+        rid, lab, flat, offsets = self._candidate_index(hw, num_extra, x.device)
+        keep_all = hard_flat.index_select(1, rid) == lab
+        weights = None
+        if self.training:
+            weights = dec_flat.reshape(b, -1).index_select(1, flat)
+        if num_extra:
+            keep_all = torch.cat([keep_all.new_ones(b, num_extra), keep_all], 1)
+            if weights is not None:
+                weights = torch.cat([weights.new_ones(b, num_extra), weights], 1)
+        return queries, keep_all, weights, list(offsets)
 
     def _dense_update(self, block, x, hw, num_extra, q_all, weights, offsets, ref_all):
         """The authors' dense training path: every candidate runs; ``(delta, new spatial
         tokens, queries run)``."""
         b = x.shape[0]
-        w_all = torch.cat(weights, 1)
         kw = dict(query_ref=ref_all) if ref_all is not None else {}
         y = block(x, hw, query=q_all, **kw)
-        delta = (y - q_all) * w_all[..., None]  # ST: the gate's gradient
+        delta = (y - q_all) * weights[..., None]  # ST: the gate's gradient
         ran = torch.full((b, ), float(q_all.shape[1]), dtype=torch.float64, device=x.device)
         # the authors' estimator: every granularity's un-pooled update times its
         # straight-through gate value, summed (0 times the others in the forward, so the
@@ -460,18 +477,20 @@ class DynamicGrainedEncoder(nn.Module):
             upd = term if upd is None else upd + term
         return delta, x[:, num_extra:] + upd, ran
 
-    def _selected_update(self, block, x, hw, num_extra, queries, keeps, q_all, weights,
+    def _selected_update(self, block, x, hw, num_extra, queries, keep_all, q_all, weights,
                          ref_all, owner):
         """Only the chosen queries run (one image at eval: no padding; else a padded token
         set); ``(delta, new spatial tokens, queries run)``."""
         b = x.shape[0]
-        keep_all = torch.cat(keeps, 1)
         kw = {}
         if q_all is None:  # one image at eval
             # the extra tokens (first source) always run; one index set per granularity
             parts = [queries[0]] if num_extra else []
-            parts += [q.index_select(1, kp[0].nonzero().squeeze(1))
-                      for q, kp in zip(queries[1:], keeps[1:])]
+            start = num_extra
+            for q in queries[1:]:
+                kp = keep_all[0, start:start + q.shape[1]]
+                parts.append(q.index_select(1, kp.nonzero().squeeze(1)))
+                start += q.shape[1]
             qs = torch.cat(parts, 1)
             lengths = keep_all.sum(1).to(torch.float64)
             if ref_all is not None:
@@ -484,8 +503,7 @@ class DynamicGrainedEncoder(nn.Module):
                 kw['query_ref'] = gather_tokens(ref_all[None].expand(b, -1, -1), ts)
         delta = block(x, hw, query=qs, **kw) - qs
         if self.training:  # 1 in the forward; the gate's gradient
-            w_all = torch.cat(weights, 1)
-            delta = delta * gather_tokens(w_all[..., None], ts)
+            delta = delta * gather_tokens(weights[..., None], ts)
         # position of every candidate query among the kept ones
         slot = keep_all.long().cumsum(1) - 1
         owner = torch.where(owner < 0, owner, slot.gather(1, owner.clamp_min(0)))
