@@ -8,13 +8,16 @@
 * :func:`alternating_times`: several callables timed in alternating rounds (the order reversed
   every other round), so that slow drifts of a shared machine hit every callable alike;
 * :func:`call_flops`: static and realised GFLOPs per image of a model call, from the models' own
-  records (``model_complexity``: ``static_flops`` / ``last_flops``).
+  records (``model_complexity``: ``static_flops`` / ``last_flops``);
+* :func:`count_dispatches`: operator calls that reach a kernel of a call (view and metadata
+  operations included); on a GPU at small batch the latency follows this count more than
+  the FLOPs, each call costing a few microseconds of host time and a kernel launch.
 """
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence
 
-__all__ = ['latency_stats', 'time_calls', 'alternating_times', 'call_flops']
+__all__ = ['latency_stats', 'time_calls', 'alternating_times', 'call_flops', 'count_dispatches']
 
 
 def latency_stats(times_s, batch):
@@ -80,3 +83,22 @@ def call_flops(model, inputs, samples, backbone_only) -> Dict:
     realised = static if dyn is None else float(dyn.mean()) / 1e9
     return dict(gflops_static=static, gflops_realised=realised,
                 is_dynamic=bool(res['is_dynamic']))
+
+
+def count_dispatches(fn: Callable) -> int:
+    """The number of ATen operator calls that ``fn()`` dispatches to a backend (every operator
+    a kernel runs for, views and factory functions included; composite operators counted by
+    the operators they decompose into). Device independent: the same code dispatches the same
+    operators on a CPU and a GPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count() as counter:
+        fn()
+    return counter.calls
