@@ -313,8 +313,8 @@ def test_profile(seq_result):
         assert len(blocks) == len(p['models'])
         for block, m in zip(blocks, p['models']):
             assert block.startswith(m['model'] + '**')
-            assert f'{m["dispatches_per_image"]:.0f} operator dispatches per image' in block
-            assert m['dispatches_per_image'] > 10
+            assert f'{m["dispatches_per_call"]:.0f} operator dispatches per call' in block
+            assert m['dispatches_per_call'] > 10
             rows = [[c.strip() for c in ln.strip('|').split('|')] for ln in block.splitlines()
                     if ln.startswith('| ') and not ln.startswith(('| op ', '| --- '))]
             assert 0 < len(rows) == len(m['ops']) <= suite.PROFILE_TOP

@@ -66,8 +66,9 @@ off.
 ``--profile``: for each method at level 0.5 and batch 1 (or the first of ``--batches``),
 torch.profiler (CPU activities) over 3 calls of host, dynamic and reference; ``profile.md``
 lists per model the top 15 ops by self CPU time (calls, self ms, share of the model's total)
-and the operator dispatches per image of one call (device independent: on a GPU at small
-batch each costs host time and a kernel launch, so latency follows this count).
+and the operator dispatches of one call (a DVT sequence: per single-image call; device
+independent: on a GPU at small batch each costs host time and a kernel launch, so latency
+follows this count).
 
 Batches: 1 and 8 (CUDA: also 32 and 64). ``--quick``: levels 0.25 / 0.5 / 0.75, fewer rounds;
 budgeted to finish in a few minutes on one GPU. Outputs in ``--out-dir`` (default
@@ -481,8 +482,8 @@ def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
     """torch.profiler (CPU activities) over :data:`PROFILE_CALLS` calls of host, dynamic (and
     reference) at the current decisions, after ``--warmup`` untimed calls of each: per model the
     top :data:`PROFILE_TOP` ops by self CPU time (summed over the calls) and their share of the
-    model's total self CPU time; and the operator dispatches of one more call per image
-    (:func:`~mmdyn.analysis.benchmarking.count_dispatches`)."""
+    model's total self CPU time; and the operator dispatches of one more call (a DVT sequence:
+    per single-image call; :func:`~mmdyn.analysis.benchmarking.count_dispatches`)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -500,14 +501,14 @@ def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
                 for _ in range(PROFILE_CALLS):
                     fn()
                     sync()
-            dispatches = count_dispatches(fn) / (seq or batch)  # per image
+            dispatches = count_dispatches(fn) / (seq or 1)  # per call (DVT sequence: per image)
             events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
             total = sum(e.self_cpu_time_total for e in events)  # us
             top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:PROFILE_TOP]
             out.append(dict(
                 model=name, shape=list(fl.get('shape', shape)),
                 gflops_realised=fl['gflops_realised'], self_cpu_ms_total=total / 1e3,
-                dispatches_per_image=dispatches,
+                dispatches_per_call=dispatches,
                 ops=[dict(op=e.key, calls=e.count, self_ms=e.self_cpu_time_total / 1e3,
                           percent=100. * e.self_cpu_time_total / total) for e in top]))
     return dict(level=PROFILE_LEVEL, batch=batch, dvt_seq=seq or None, calls=PROFILE_CALLS,
@@ -535,7 +536,7 @@ def format_profile(out: dict) -> str:
         for m in p['models']:
             lines += ['', f'**{m["model"]}** ({m["shape"][0]}x{m["shape"][1]}, '
                       f'{m["gflops_realised"]:.4f} GFLOPs per image, '
-                      f'{m["dispatches_per_image"]:.0f} operator dispatches per image): total '
+                      f'{m["dispatches_per_call"]:.0f} operator dispatches per call): total '
                       f'self CPU {m["self_cpu_ms_total"]:.2f} ms', '',
                       '| op | calls | self ms | % of total |', '| --- | --- | --- | --- |']
             lines += [f'| {o["op"].replace("|", "/")} | {o["calls"]} | {o["self_ms"]:.3f} | '
