@@ -36,7 +36,7 @@ Training and eval paths
   selected-only estimator (only the chosen score gets a task gradient).
 * **eval** (always sparse): per image, only the chosen queries are gathered into a padded token
   set and run through the block; padding queries are discarded, so every image computes exactly
-  what it computes alone (a single image skips the padding and the candidate concatenation).
+  what it computes alone (a single image skips the padding: one index of its kept candidates).
   Un-pooling is one gather: every token takes the update of the query that covers it.
 
 Because queries do not interact (keys/values are the full map, the FFN is token-wise), all three
@@ -390,10 +390,10 @@ class DynamicGrainedEncoder(nn.Module):
 
         queries, keep_all, weights, offsets = self._candidates(x, hw, num_extra, pooled_maps,
                                                                dec_flat, hard_flat)
-        # one image at eval: gather the kept queries from each source (no padding, no copy of
-        # all candidates); else concatenate the candidates and gather a padded token set
+        # every candidate in one list; one image at eval gathers its kept ones (no padding),
+        # else a padded token set of the kept ones
         single = b == 1 and not self.training
-        q_all = None if single else torch.cat(queries, 1)
+        q_all = torch.cat(queries, 1)
         num_chosen = keep_all.sum(1).to(torch.float64)
 
         needs_ref = getattr(block, 'needs_query_ref', False)
@@ -407,8 +407,8 @@ class DynamicGrainedEncoder(nn.Module):
             # the query covering each token under the chosen granularity (-1: none)
             tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))
             owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
-            delta, out, ran = self._selected_update(block, x, hw, num_extra, queries,
-                                                    keep_all, q_all, weights, ref_all, owner)
+            delta, out, ran = self._selected_update(block, x, hw, num_extra, keep_all, q_all,
+                                                    weights, ref_all, owner, single)
         if num_extra:
             out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
         info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
@@ -477,24 +477,18 @@ class DynamicGrainedEncoder(nn.Module):
             upd = term if upd is None else upd + term
         return delta, x[:, num_extra:] + upd, ran
 
-    def _selected_update(self, block, x, hw, num_extra, queries, keep_all, q_all, weights,
-                         ref_all, owner):
+    def _selected_update(self, block, x, hw, num_extra, keep_all, q_all, weights, ref_all,
+                         owner, single=False):
         """Only the chosen queries run (one image at eval: no padding; else a padded token
         set); ``(delta, new spatial tokens, queries run)``."""
         b = x.shape[0]
         kw = {}
-        if q_all is None:  # one image at eval
-            # the extra tokens (first source) always run; one index set per granularity
-            parts = [queries[0]] if num_extra else []
-            start = num_extra
-            for q in queries[1:]:
-                kp = keep_all[0, start:start + q.shape[1]]
-                parts.append(q.index_select(1, kp.nonzero().squeeze(1)))
-                start += q.shape[1]
-            qs = torch.cat(parts, 1)
-            lengths = keep_all.sum(1).to(torch.float64)
-            if ref_all is not None:
-                kw['query_ref'] = ref_all.index_select(0, keep_all[0].nonzero().squeeze(1))
+        if single:  # one image at eval: its kept candidates (one read from the device)
+            kept = keep_all[0].nonzero().squeeze(1)
+            qs = q_all.index_select(1, kept)
+            lengths = keep_all.new_full((1, ), kept.numel(), dtype=torch.float64)
+            if ref_all is not None:  # no extra tokens with reference points
+                kw['query_ref'] = ref_all.index_select(0, kept)
         else:
             ts = make_token_set(keep_all)
             qs = gather_tokens(q_all, ts)
@@ -641,11 +635,13 @@ class _DGEHostMixin(DynamicModuleMixin):
         y, info = enc(block, x, hw, num_extra)
         counts = enc.query_counts(hw, x.device)  # [gh, gw, K]
         psi = num_extra + (info['decision'].to(torch.float64) * counts).sum((1, 2, 3))
-        acc['num'] = acc['num'] + cq * psi
-        # the cost is affine in the query count: two Python numbers, two tensor operations
-        a0 = float(self._authors_layer_cost(enc, block, hw, num_extra, 0.0))
-        a1 = float(self._authors_layer_cost(enc, block, hw, num_extra, 1.0)) - a0
-        acc['a_num'] = acc['a_num'] + (a0 + a1 * psi)
+        if self.budget_convention == 'authors':
+            # the cost is affine in the query count: two Python numbers, three tensor ops
+            a0 = float(self._authors_layer_cost(enc, block, hw, num_extra, 0.0))
+            a1 = float(self._authors_layer_cost(enc, block, hw, num_extra, 1.0)) - a0
+            acc['a_num'] = acc['a_num'] + (a0 + a1 * psi)
+        else:  # only the convention in use is accumulated
+            acc['num'] = acc['num'] + cq * psi
         ran = info['ran_queries'] if not self.training else info['num_queries']
         layer_flops = (f0 + cq * ran) + enc.gate_flops(hw)
         acc['flops'] = acc['flops'] + layer_flops
