@@ -315,6 +315,7 @@ def test_profile(seq_result):
             assert block.startswith(m['model'] + '**')
             assert f'{m["dispatches_per_call"]:.0f} operator dispatches per call' in block
             assert m['dispatches_per_call'] > 10
+            assert m['device_busy_ms_total'] is None and 'GPU busy' not in block  # CPU run
             rows = [[c.strip() for c in ln.strip('|').split('|')] for ln in block.splitlines()
                     if ln.startswith('| ') and not ln.startswith(('| op ', '| --- '))]
             assert 0 < len(rows) == len(m['ops']) <= suite.PROFILE_TOP
@@ -396,3 +397,18 @@ def test_training_rows(tmp_path):
     assert 'weight 0' in md and f'(off / on) {tr["trimming_speedup"]:.3f}' in md
     assert suite.main(base + ['--quick', '--out-dir', str(tmp_path / 'b')]) == 0
     assert json.loads((tmp_path / 'b' / 'suite.json').read_text())['train_rows'] == []
+
+
+def test_profile_shows_the_gpu_busy_time_when_there_is_one():
+    """A CUDA profile's models carry the kernels' time; the Markdown prints it per model."""
+    model = dict(model='host', shape=[8, 8], gflops_realised=0.5, self_cpu_ms_total=12.0,
+                 device_busy_ms_total=1.25, dispatches_per_call=40.0,
+                 ops=[dict(op='aten::addmm', calls=3, self_ms=6.0, percent=50.0)])
+    out = dict(device_name='GPU', threads=None, amp=None, tiny=False, warmup=1, profiles=[
+        dict(method='dge', level=0.5, batch=1, dvt_seq=None, exit_share_realised=None,
+             ref_note=None, models=[model, dict(model, model='dynamic',
+                                                  device_busy_ms_total=None)])])
+    text = suite.format_profile(out)
+    host, dyn = text.split('\n**')[1:]
+    assert host.startswith('host**') and 'GPU busy 1.25 ms' in host
+    assert dyn.startswith('dynamic**') and 'GPU busy' not in dyn

@@ -488,7 +488,9 @@ def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
     from torch.profiler import ProfilerActivity, profile
 
     from mmdyn.analysis.benchmarking import count_dispatches
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
+    cuda = args.device == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     out = []
     with torch.no_grad(), _autocast(args):
         row, fns, flops, seq = _setup_row(args, host, dyn, timed, shape, batch, PROFILE_LEVEL,
@@ -497,18 +499,22 @@ def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
             for _ in range(args.warmup):
                 fn()
             sync()
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with profile(activities=activities) as prof:
                 for _ in range(PROFILE_CALLS):
                     fn()
                     sync()
             dispatches = count_dispatches(fn) / (seq or 1)  # per call (DVT sequence: per image)
-            events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+            averages = prof.key_averages()
+            events = [e for e in averages if e.self_cpu_time_total > 0]
             total = sum(e.self_cpu_time_total for e in events)  # us
             top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:PROFILE_TOP]
+            # CUDA: the time the GPU was busy (kernels), against the latency in the table
+            busy = (sum(getattr(e, 'self_device_time_total', 0) for e in averages) / 1e3
+                    if cuda else None)
             out.append(dict(
                 model=name, shape=list(fl.get('shape', shape)),
                 gflops_realised=fl['gflops_realised'], self_cpu_ms_total=total / 1e3,
-                dispatches_per_call=dispatches,
+                device_busy_ms_total=busy, dispatches_per_call=dispatches,
                 ops=[dict(op=e.key, calls=e.count, self_ms=e.self_cpu_time_total / 1e3,
                           percent=100. * e.self_cpu_time_total / total) for e in top]))
     return dict(level=PROFILE_LEVEL, batch=batch, dvt_seq=seq or None, calls=PROFILE_CALLS,
@@ -524,8 +530,9 @@ def format_profile(out: dict) -> str:
              f'Each model: {PROFILE_CALLS} profiled calls after {out["warmup"]} warm-up calls; '
              'per op (the top ones by self CPU time: time in the op itself, not in the ops it '
              'calls) its calls and self CPU ms summed over the profiled calls, and its share of '
-             'the model\'s total self CPU time. On CUDA the CPU side only (launches, '
-             'synchronisation).']
+             'the model\'s total self CPU time. On CUDA the ops are the CPU side (launches, '
+             'synchronisation); "GPU busy" is the kernels\' time over the same calls: far below '
+             'the latency of the table, the GPU waited for the host.']
     for p in out['profiles']:
         seq = f' (a sequence of {p["dvt_seq"]} single-image calls)' if p['dvt_seq'] else ''
         if p.get('exit_share_realised') is not None:
@@ -537,7 +544,9 @@ def format_profile(out: dict) -> str:
             lines += ['', f'**{m["model"]}** ({m["shape"][0]}x{m["shape"][1]}, '
                       f'{m["gflops_realised"]:.4f} GFLOPs per image, '
                       f'{m["dispatches_per_call"]:.0f} operator dispatches per call): total '
-                      f'self CPU {m["self_cpu_ms_total"]:.2f} ms', '',
+                      f'self CPU {m["self_cpu_ms_total"]:.2f} ms'
+                      + (f', GPU busy {m["device_busy_ms_total"]:.2f} ms'
+                         if m.get('device_busy_ms_total') is not None else ''), '',
                       '| op | calls | self ms | % of total |', '| --- | --- | --- | --- |']
             lines += [f'| {o["op"].replace("|", "/")} | {o["calls"]} | {o["self_ms"]:.3f} | '
                       f'{o["percent"]:.2f} |' for o in m['ops']]
