@@ -260,12 +260,13 @@ class DiT(DynamicModuleMixin, BaseModule):
             ``keep_ratio``). For speed and cost checks (``dit-b2-forced-half``). Default None.
         sparse_dwconv (str): How eval computes the MixFFN depth-wise convolution of a token
             subset (zeros at the skipped positions, the same result in every mode), i.e. the
-            ``mode`` of :meth:`MixFFN.subset_plan`: ``'map'`` (default: the kept rows are
-            written onto one zero channels-last map per stage, the convolution runs on the
-            whole map, the kept rows are read back; the fastest on CPU here), ``'gather'``
-            (only at the kept positions: each kept token reads its ``k*k`` neighbours among
-            the kept tokens, work proportional to the kept count, as the FLOPs count it) or
-            ``'core'`` (the core MixFFN's ``index=`` path, through the whole block).
+            ``mode`` of :meth:`MixFFN.subset_plan`: ``'gather'`` (default: only at the kept
+            positions, each kept token reads its ``k*k`` neighbours among the kept tokens,
+            work proportional to the kept count, as the FLOPs count it), ``'map'`` (the kept
+            rows are written onto one zero channels-last map per stage, the convolution runs
+            on the whole map, the kept rows are read back: as fast on CPU at 224, more work
+            than the FLOPs record) or ``'core'`` (the core MixFFN's ``index=`` path, through
+            the whole block).
         drop_path_rate (float): Stochastic depth, linear over the PVTv2 path's blocks; block
             ``k`` of scale ``i`` gets the same rate in every column. Default 0.1.
         in_channels, qkv_bias, drop_rate, attn_drop_rate, norm_cfg, act_cfg: as PVTv2.
@@ -292,7 +293,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                  random_keep: Sequence[float] = (0.5, 0.5),
                  static_size: int = 224,
                  decision_override: Optional[dict] = None,
-                 sparse_dwconv: str = 'map',
+                 sparse_dwconv: str = 'gather',
                  tile_pretrained: bool = True,
                  in_channels: int = 3,
                  qkv_bias: bool = True,
