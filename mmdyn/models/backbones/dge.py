@@ -633,8 +633,11 @@ class _DGEHostMixin(DynamicModuleMixin):
             acc['tokens'] += full_q
             return y
         y, info = enc(block, x, hw, num_extra)
-        counts = enc.query_counts(hw, x.device)  # [gh, gw, K]
-        psi = num_extra + (info['decision'].to(torch.float64) * counts).sum((1, 2, 3))
+        if self.training:  # differentiable in the (straight-through) decisions
+            counts = enc.query_counts(hw, x.device)  # [gh, gw, K]
+            psi = num_extra + (info['decision'].to(torch.float64) * counts).sum((1, 2, 3))
+        else:  # the same number: the chosen queries, extras included
+            psi = info['num_queries']
         if self.budget_convention == 'authors':
             # the cost is affine in the query count: two Python numbers, three tensor ops
             a0 = float(self._authors_layer_cost(enc, block, hw, num_extra, 0.0))
