@@ -485,6 +485,7 @@ def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
     model's total self CPU time; and the operator dispatches of one more call (a DVT sequence:
     per single-image call; :func:`~mmdyn.analysis.benchmarking.count_dispatches`)."""
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     from mmdyn.analysis.benchmarking import count_dispatches
@@ -508,8 +509,11 @@ def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
             events = [e for e in averages if e.self_cpu_time_total > 0]
             total = sum(e.self_cpu_time_total for e in events)  # us
             top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:PROFILE_TOP]
-            # CUDA: the time the GPU was busy (kernels), against the latency in the table
-            busy = (sum(getattr(e, 'self_device_time_total', 0) for e in averages) / 1e3
+            # CUDA: the time the GPU was busy (the kernel events only: a CPU op's device time
+            # already holds its kernels'), against the latency in the table
+            busy = (sum(e.self_device_time_total for e in averages
+                        if e.device_type == DeviceType.CUDA
+                        and not getattr(e, 'is_user_annotation', False)) / 1e3
                     if cuda else None)
             out.append(dict(
                 model=name, shape=list(fl.get('shape', shape)),

@@ -13,6 +13,7 @@ The tensors returned are shared: never modify them in place.
 """
 import functools
 import inspect
+import numbers
 from collections import OrderedDict
 
 import torch
@@ -29,30 +30,62 @@ def _freeze(v):
     if isinstance(v, (list, tuple)):
         return tuple(_freeze(x) for x in v)
     if isinstance(v, torch.Tensor):
-        raise TypeError('shape_constant: tensor arguments cannot be cache keys')
+        if v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool:
+            v = int(v)  # a size given as a 0-dim integer tensor
+        else:
+            raise TypeError('shape_constant: tensor arguments cannot be cache keys')
+    elif isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        v = int(v)  # numpy integers: the key of the same Python int
     # the type too: True, 1 and 1.0 are equal keys, but a builder may accept only one of them
     return (type(v).__name__, v)
 
 
 def _device_key(v):
-    # None and 'cpu' / torch.device('cpu') are the same place
+    # None is the default device (where a factory function without device= puts a tensor)
     if v is None:
-        return ('device', 'cpu')
+        get_default = getattr(torch, 'get_default_device', None)
+        return ('device', str(get_default() if get_default else torch.device('cpu')))
     if isinstance(v, (str, torch.device)):
         return ('device', str(torch.device(v)))
     return _freeze(v)
 
 
+def _tracing() -> bool:
+    """Under ``torch.compile`` / ``torch.export`` tracing or a fake-tensor mode the builders'
+    tensors are not real values: nothing is read from or written to the cache then."""
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and getattr(compiler, 'is_compiling', lambda: False)():
+        return True
+    try:
+        from torch._guards import detect_fake_mode
+    except ImportError:  # pragma: no cover
+        return False
+    return detect_fake_mode() is not None
+
+
+def _real(value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_real(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return not value.is_meta and type(value) in (torch.Tensor, torch.nn.Parameter)
+    return True
+
+
 def constant(key: tuple, make):
-    """The cached value of ``key`` (a hashable tuple), made by ``make()`` the first time."""
+    """The cached value of ``key`` (a hashable tuple), made by ``make()`` the first time (made
+    anew, not cached, while tracing with fake tensors; a value that is not a real tensor is
+    never stored)."""
+    if _tracing():
+        return make()
     try:
         value = _STORE[key]
     except KeyError:
         with torch.inference_mode(False), torch.no_grad():
             value = make()
-        _STORE[key] = value
-        if len(_STORE) > MAX_ENTRIES:
-            _STORE.popitem(last=False)
+        if _real(value):
+            _STORE[key] = value
+            if len(_STORE) > MAX_ENTRIES:
+                _STORE.popitem(last=False)
         return value
     _STORE.move_to_end(key)
     return value

@@ -56,3 +56,24 @@ def test_least_recently_used_entries_are_dropped(monkeypatch):
 def test_a_builder_without_device_argument_is_refused():
     with pytest.raises(TypeError, match='no device argument'):
         sc.shape_constant(lambda hw: torch.zeros(hw))
+
+
+def test_fake_tensor_tracing_neither_reads_nor_fills_the_cache():
+    """Under a fake-tensor mode (torch.compile / export tracing) the builders run without the
+    cache: a fake value is never stored, and a later eager call gets a real tensor."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    sc.clear()
+    with FakeTensorMode():
+        fake = region_ids((5, 6), 2, 'cpu')
+    assert type(fake) is not torch.Tensor and len(sc._STORE) == 0
+    real = region_ids((5, 6), 2, 'cpu')
+    assert type(real) is torch.Tensor and torch.equal(real, region_ids.uncached((5, 6), 2))
+
+
+def test_integer_like_sizes_share_the_key_of_the_int():
+    import numpy as np
+    a = region_ids((5, 6), 2)
+    assert region_ids((np.int64(5), 6), 2) is a
+    assert region_ids((torch.tensor(5), torch.tensor(6)), 2) is a
+    with pytest.raises(TypeError, match='tensor arguments'):
+        region_ids((torch.tensor(5.), 6), 2)
