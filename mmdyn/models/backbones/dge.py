@@ -75,7 +75,7 @@ from ..layers.attention import nlc_to_nchw
 from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
 from ..layers.gates import GumbelSoftmaxGate, straight_through
 from ..layers.region_pool import region_extents, region_grid, region_ids, region_pool_tokens
-from ..layers.shape_constants import constant
+from ..layers.shape_constants import constant, device_key
 from ..layers.token_sets import gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
@@ -212,7 +212,7 @@ class DynamicGrainedEncoder(nn.Module):
 
     def _geometry_key(self, name, hw, device, *extra):
         return ('dge', name, self.granularities, self._side, (int(hw[0]), int(hw[1])),
-                str(torch.device(device or 'cpu'))) + extra
+                device_key(device)) + extra
 
     def query_counts(self, hw, device=None) -> torch.Tensor:
         """``[gh, gw, K]`` float64 number of queries each region gives at each granularity
@@ -654,7 +654,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         # area at the finest granularity (extra tokens not counted)
         finest = (info['choice'] == 0).to(torch.float64)
         acc['fine'].append((finest * enc.region_areas(hw, x.device)).sum((1, 2)))
-        acc['maps'][idx] = constant(('dge', 'phis', enc.granularities, str(x.device)),
+        acc['maps'][idx] = constant(('dge', 'phis', enc.granularities, device_key(x.device)),
                                     lambda: torch.tensor(enc.granularities, device=x.device)
                                     )[info['choice']]
         return y

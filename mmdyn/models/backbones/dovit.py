@@ -50,7 +50,7 @@ from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
-from ..layers.shape_constants import constant
+from ..layers.shape_constants import constant, device_key
 from ..layers.token_sets import gather_tokens, make_token_set, scatter_tokens
 from ..utils.dynamic import DynamicModuleMixin, image_hw, removed_override_arguments
 from .vit import ViT
@@ -467,7 +467,7 @@ class DoViT(DynamicModuleMixin, ViT):
         if polys is None:
             polys = [fl.CountPolynomial.fit(blk.flops) for blk in self.blocks]
             self.__dict__['_block_polys'] = polys
-        key = ('dovit-blocks', tuple((p.a, p.b, p.c) for p in polys), str(device))
+        key = ('dovit-blocks', tuple((p.a, p.b, p.c) for p in polys), device_key(device))
         return constant(key, lambda: torch.tensor(
             [[p.a for p in polys], [p.b for p in polys], [p.c for p in polys]],
             dtype=torch.float64, device=device))

@@ -40,7 +40,8 @@ def _freeze(v):
     return (type(v).__name__, v)
 
 
-def _device_key(v):
+def device_key(v) -> tuple:
+    """The cache key of a device argument (``None``: the default device)."""
     # None is the default device (where a factory function without device= puts a tensor)
     if v is None:
         get_default = getattr(torch, 'get_default_device', None)
@@ -106,7 +107,7 @@ def shape_constant(fn):
         named = dict(bound.arguments)
         device = named.pop('device')
         key = (fn.__module__, fn.__qualname__, _freeze(tuple(named.items())),
-               _device_key(device))
+               device_key(device))
         return constant(key, lambda: fn(*bound.args, **bound.kwargs))
 
     wrapper.uncached = fn
