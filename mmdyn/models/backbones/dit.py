@@ -38,7 +38,7 @@ from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import overlap_patch_embed
-from ..layers.ffn import MixFFN
+from ..layers.ffn import SUBSET_MODES, MixFFN
 from ..layers.gates import GumbelSoftmaxGate, categorical_eval, gumbel_softmax_st
 from ..layers.token_sets import make_token_set
 from ..layers.transformer_blocks import PVTBlock, drop_path_rates
@@ -260,13 +260,16 @@ class DiT(DynamicModuleMixin, BaseModule):
             ``keep_ratio``). For speed and cost checks (``dit-b2-forced-half``). Default None.
         sparse_dwconv (str): How eval computes the MixFFN depth-wise convolution of a token
             subset (zeros at the skipped positions, the same result in every mode), i.e. the
-            ``mode`` of :meth:`MixFFN.subset_plan`: ``'gather'`` (default: only at the kept
-            positions, each kept token reads its ``k*k`` neighbours among the kept tokens,
-            work proportional to the kept count, as the FLOPs count it), ``'map'`` (the kept
-            rows are written onto one zero channels-last map per stage, the convolution runs
-            on the whole map, the kept rows are read back: as fast on CPU at 224, more work
-            than the FLOPs record) or ``'core'`` (the core MixFFN's ``index=`` path, through
-            the whole block).
+            ``mode`` of :meth:`MixFFN.subset_plan`: ``'fused'`` (default) and ``'gather'``
+            compute it only at the kept positions, each kept token reading its ``k*k``
+            neighbours among the kept tokens (work proportional to the kept count, as the FLOPs
+            count it); ``'fused'`` as one ``torch.compile``-d operation
+            (:func:`~mmdyn.models.layers.ffn.fused_neighbour_dwconv`: compiled once per process
+            on first use, the eager ``'gather'`` loop where it cannot compile), ``'gather'`` as
+            an eager copy and multiply-add per neighbour. ``'map'`` writes the kept rows onto one
+            zero channels-last map per stage, runs the convolution on the whole map and reads
+            the kept rows back (more work than the FLOPs record); ``'core'`` is the core
+            MixFFN's ``index=`` path, through the whole block.
         drop_path_rate (float): Stochastic depth, linear over the PVTv2 path's blocks; block
             ``k`` of scale ``i`` gets the same rate in every column. Default 0.1.
         in_channels, qkv_bias, drop_rate, attn_drop_rate, norm_cfg, act_cfg: as PVTv2.
@@ -293,7 +296,7 @@ class DiT(DynamicModuleMixin, BaseModule):
                  random_keep: Sequence[float] = (0.5, 0.5),
                  static_size: int = 224,
                  decision_override: Optional[dict] = None,
-                 sparse_dwconv: str = 'gather',
+                 sparse_dwconv: str = 'fused',
                  tile_pretrained: bool = True,
                  in_channels: int = 3,
                  qkv_bias: bool = True,
@@ -314,8 +317,8 @@ class DiT(DynamicModuleMixin, BaseModule):
                              f'got {row_init_on}, {col_init_on}')
         budget = self._check_routing_args(num_stages, routing, out_nodes, budget,
                                           (*row_init_on, *col_init_on, *random_keep))
-        if sparse_dwconv not in ('map', 'gather', 'core'):
-            raise ValueError("DiT: sparse_dwconv must be 'map', 'gather' or 'core', "
+        if sparse_dwconv not in SUBSET_MODES + ('core', ):
+            raise ValueError(f"DiT: sparse_dwconv must be one of {SUBSET_MODES + ('core', )}, "
                              f'got {sparse_dwconv!r}')
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         if not out_indices or any(not 0 <= i < NUM_SCALES for i in out_indices):

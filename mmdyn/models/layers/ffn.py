@@ -12,9 +12,12 @@ any PVTv2 host): the same result as ``forward(x, hw, index)`` at the kept tokens
 depth-wise convolution is evaluated at the kept positions only (``mode='gather'``: each kept
 token reads its ``k*k`` neighbours among the kept tokens, a skipped or out-of-map neighbour is
 zero), so it costs per kept token, not per map position. ``mode='map'`` places the kept rows on a
-zero channels-last map instead and convolves the whole map. :meth:`MixFFN.subset_plan` builds
-the neighbour table once for a token subset, to share it between the blocks of a stage.
+zero channels-last map instead and convolves the whole map. ``mode='fused'`` computes what
+``'gather'`` does in one operation compiled by ``torch.compile`` (:func:`fused_neighbour_dwconv`).
+:meth:`MixFFN.subset_plan` builds the neighbour table once for a token subset, to share it
+between the blocks of a stage.
 """
+import warnings
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -24,7 +27,11 @@ from mmengine.model import BaseModule
 
 from mmdyn.analysis import flops as fl
 
-__all__ = ['MLP', 'MixFFN', 'SubsetPlan']
+__all__ = ['MLP', 'MixFFN', 'SubsetPlan', 'SUBSET_MODES', 'neighbour_dwconv',
+           'fused_neighbour_dwconv']
+
+#: the modes of :meth:`MixFFN.subset_plan` (the same result in each)
+SUBSET_MODES = ('gather', 'fused', 'map')
 
 
 class MLP(BaseModule):
@@ -63,7 +70,7 @@ class MLP(BaseModule):
 class SubsetPlan(NamedTuple):
     """Where a token subset sits on its map, for :meth:`MixFFN.forward_subset`.
 
-    ``mode='gather'``: ``nbr`` (``Long[B * L, k*k]``) is, for every slot, the row of each of its
+    ``mode='gather'`` or ``'fused'``: ``nbr`` (``Long[B * L, k*k]``) is, for every slot, the row of each of its
     ``k*k`` neighbours in the table of the ``B * L`` subset rows followed by one zero row (row
     ``B * L``: a neighbour outside the map, not in the subset, or any neighbour of a padding
     slot). ``mode='map'``: ``rows`` (``Long[B * L]``) is each slot's row in a ``[B * H * W, C]``
@@ -100,6 +107,53 @@ def _subset_neighbours(index: torch.Tensor, hw: Sequence[int], k: int) -> torch.
     inside = (y >= 0) & (y < h) & (x >= 0) & (x < w) & real[..., None, None]
     at = torch.where(inside, y * w + x, torch.full_like(y * w + x, h * w)).view(b, -1)
     return lookup.gather(1, at).view(b * l, k * k)
+
+
+def neighbour_dwconv(h: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
+                     bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Depth-wise convolution at ``R`` rows from their neighbours' rows: ``h`` ``[R, C]``,
+    ``nbr`` ``Long[R, k*k]`` (row ``R``: a zero row), ``weight`` ``[k*k, C]``, ``bias`` ``[C]``
+    or None. Written as one expression for :func:`fused_neighbour_dwconv` to compile; run
+    eagerly it materialises ``[R, k*k, C]``."""
+    table = torch.cat([h, h.new_zeros(1, h.shape[1])])
+    out = (table[nbr] * weight).sum(1)
+    return out if bias is None else out + bias
+
+
+class _Compiled:
+    """The process's compiled :func:`neighbour_dwconv` and why it could not be compiled."""
+    fn = None
+    error: Optional[str] = None
+
+
+def fused_neighbour_dwconv(h: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
+                           bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """:func:`neighbour_dwconv` compiled by ``torch.compile`` (inductor, dynamic shapes: one
+    compilation per process and dtype serves every row count and width; about 3-15 s the first
+    time, then cached on disk by PyTorch): one loop on CPU, one kernel on CUDA, which reads
+    each row's ``k*k`` neighbours and never writes them out. The eager loop of
+    :meth:`MixFFN.forward_subset` (``'gather'``) makes a copy and a multiply-add pass per
+    neighbour instead.
+
+    Returns None where the compiled function is not used, for the caller to run the eager
+    loop: with autograd recording (training), under ``torch.jit.trace``, or when compiling
+    failed in this process (e.g. no C++ compiler for inductor; warned once). Inside an outer
+    ``torch.compile`` the expression itself is returned for that compilation to fuse."""
+    if torch.compiler.is_compiling():
+        return neighbour_dwconv(h, nbr, weight, bias)
+    if _Compiled.error is not None or torch.jit.is_tracing() or (
+            torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)):
+        return None
+    if _Compiled.fn is None:
+        _Compiled.fn = torch.compile(neighbour_dwconv, dynamic=True)
+    try:
+        return _Compiled.fn(h, nbr, weight, bias)
+    except Exception as e:  # noqa: BLE001 (any backend failure: fall back, once, loudly)
+        _Compiled.error = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+        warnings.warn("MixFFN: sparse depth-wise mode 'fused' could not be compiled "
+                      f"({_Compiled.error}); using the eager 'gather' loop in this process",
+                      RuntimeWarning, stacklevel=2)
+        return None
 
 
 class MixFFN(BaseModule):
@@ -172,8 +226,8 @@ class MixFFN(BaseModule):
         if index.dim() != 2:
             raise ValueError(f'index must be [B, L], got shape {tuple(index.shape)}')
         hw = (int(hw_shape[0]), int(hw_shape[1]))
-        if mode == 'gather':
-            return SubsetPlan('gather', hw, self.kernel_size,
+        if mode in ('gather', 'fused'):
+            return SubsetPlan(mode, hw, self.kernel_size,
                               nbr=_subset_neighbours(index, hw, self.kernel_size))
         if mode == 'map':
             base = torch.arange(index.shape[0], device=index.device)[:, None] * (hw[0] * hw[1])
@@ -183,7 +237,7 @@ class MixFFN(BaseModule):
             return SubsetPlan('map', hw, self.kernel_size,
                               rows=(index.clamp(min=0) + base).reshape(-1),
                               valid=None if bool(valid.all()) else valid, grid=grid)
-        raise ValueError(f"mode must be 'gather' or 'map', got {mode!r}")
+        raise ValueError(f'mode must be one of {SUBSET_MODES}, got {mode!r}')
 
     def forward_subset(self, x: torch.Tensor, index: Optional[torch.Tensor] = None,
                        hw_shape: Optional[Sequence[int]] = None,
@@ -201,8 +255,12 @@ class MixFFN(BaseModule):
                              f'this MixFFN has {self.kernel_size}')
         b, l, _ = x.shape
         h = self.relu(self.fc1(x)).reshape(b * l, self.hidden_dims)
-        m = self._dw_gather(h, plan.nbr) if plan.mode == 'gather' else \
-            self._dw_map(h, b, plan)
+        if plan.mode == 'map':
+            m = self._dw_map(h, b, plan)
+        else:
+            m = self._dw_fused(h, plan.nbr) if plan.mode == 'fused' else None
+            if m is None:
+                m = self._dw_gather(h, plan.nbr)
         h = self.drop(self.act(m.view(b, l, self.hidden_dims)))
         return self.drop(self.fc2(h))
 
@@ -225,6 +283,18 @@ class MixFFN(BaseModule):
                 out.addcmul_(torch.index_select(table, 0, nbr[:, t], out=buf)
                              if buf is not None else table.index_select(0, nbr[:, t]), wt[t])
         return out
+
+    def _dw_fused(self, h: torch.Tensor, nbr: torch.Tensor) -> Optional[torch.Tensor]:
+        """:meth:`_dw_gather` as one compiled operation, or None where it does not run
+        (:func:`fused_neighbour_dwconv`)."""
+        if nbr.shape[0] != h.shape[0]:
+            raise ValueError(f'plan has {nbr.shape[0]} slots, x has {h.shape[0]}')
+        c = h.shape[1]
+        wt = self.dwconv.weight.reshape(c, -1).t().contiguous()   # [k*k, C]
+        bias = self.dwconv.bias
+        # plain tensors, not parameters: torch.compile keeps parameter shapes static, which
+        # would compile once per width
+        return fused_neighbour_dwconv(h, nbr, wt, None if bias is None else bias.detach())
 
     def _dw_map(self, h: torch.Tensor, b: int, plan: SubsetPlan) -> torch.Tensor:
         """Depth-wise convolution of the subset rows ``h`` placed on a zero channels-last map

@@ -298,13 +298,14 @@ def test_block_table():
 
 
 def test_sparse_dwconv_modes_agree():
-    """The three ways eval computes the depth-wise convolution of a token subset ('map':
-    channels-last full map, default; 'gather': at the kept positions only; 'core': the core
-    MixFFN's index path) give the same outputs, on odd map sizes, with per-image decisions and
+    """The four ways eval computes the depth-wise convolution of a token subset ('fused',
+    default: at the kept positions only, compiled; 'gather': the same as an eager loop; 'map':
+    channels-last full map; 'core': the core MixFFN's index path) give the same outputs, on odd map sizes, with per-image decisions and
     padding slots (images keep different counts); the FLOPs do not depend on the mode."""
     torch.manual_seed(4)
-    ms = {mode: tiny(out_nodes='last', sparse_dwconv=mode) for mode in ('map', 'gather', 'core')}
-    assert tiny().sparse_dwconv == 'gather'
+    ms = {mode: tiny(out_nodes='last', sparse_dwconv=mode)
+          for mode in ('map', 'gather', 'fused', 'core')}
+    assert tiny().sparse_dwconv == 'fused'
     for m in ms.values():
         m.load_state_dict(ms['core'].state_dict())
     img = (57, 83)
@@ -322,7 +323,7 @@ def test_sparse_dwconv_modes_agree():
     for mode, m in ms.items():
         m.set_decision_override(dict(decisions=fixed))
         outs[mode] = m(x)
-    for mode in ('map', 'gather'):
+    for mode in ('map', 'gather', 'fused'):
         for a, b in zip(outs[mode], outs['core']):
             assert (a - b).abs().max() <= 1e-5
             assert a.abs().max() > 0

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmdyn.models.layers.ffn import MixFFN
+from mmdyn.models.layers import ffn as ffn_module
+from mmdyn.models.layers.ffn import MixFFN, fused_neighbour_dwconv, neighbour_dwconv
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -34,7 +35,7 @@ def _subset(x_full, keep):
 
 
 @pytest.mark.parametrize('linear', [False, True])
-@pytest.mark.parametrize('mode', ['gather', 'map'])
+@pytest.mark.parametrize('mode', ['gather', 'fused', 'map'])
 @pytest.mark.parametrize('hw,fracs', [((5, 7), (0.0, 0.3)), ((6, 6), (1.0, 0.6)),
                                       ((9, 4), (0.5, 0.5)), ((3, 11), (1.0, 1.0)),
                                       ((4, 4), (0.0, 0.0)), ((1, 1), (1.0, 0.0))])
@@ -83,7 +84,7 @@ def test_forward_subset_builds_its_plan_and_checks_it():
         ffn.forward_subset(xs[:, :-1], plan=ffn.subset_plan(index, hw))
 
 
-@pytest.mark.parametrize('mode', ['gather', 'map'])
+@pytest.mark.parametrize('mode', ['gather', 'fused', 'map'])
 def test_one_plan_serves_several_ffns(mode):
     """A stage shares one plan (and, for 'map', its zero map) between its blocks: reusing it
     gives what a fresh plan gives, for another FFN and other values at the same tokens."""
@@ -113,3 +114,74 @@ def test_gather_plan_neighbours_by_hand():
                          [z, z, z, 0, 1, z, z, 2, z],    # (0,1): W 0, self, S 4
                          [0, 1, z, z, 2, z, z, z, z]])   # (1,1): NW 0, N 1, self
     assert torch.equal(plan.nbr, want)
+
+
+def _rows(r=40, c=12, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(r, c, generator=g)
+    nbr = torch.randint(0, r + 1, (r, k * k), generator=g)   # row r: the zero row
+    return h, nbr, torch.randn(k * k, c, generator=g), torch.randn(c, generator=g)
+
+
+def test_neighbour_dwconv_by_hand():
+    """Each output row: bias + sum over the k*k offsets of weight[t] * the row nbr[:, t]
+    (zero for the zero row), written out as a loop."""
+    h, nbr, w, b = _rows()
+    want = b.expand(h.shape[0], -1).clone()
+    table = torch.cat([h, torch.zeros(1, h.shape[1])])
+    for r in range(h.shape[0]):
+        for t in range(nbr.shape[1]):
+            want[r] += w[t] * table[nbr[r, t]]
+    torch.testing.assert_close(neighbour_dwconv(h, nbr, w, b), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(neighbour_dwconv(h, nbr, w, None), want - b, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_fused_runs_compiled_for_every_shape():
+    """The compiled function runs (no fallback) and equals the expression for other row counts,
+    widths and no bias; it steps aside (None) while autograd records or jit traces."""
+    with torch.no_grad():
+        for r, c, seed in ((40, 12, 0), (7, 5, 1), (64, 33, 2)):
+            h, nbr, w, b = _rows(r, c, seed=seed)
+            for bias in (b, None):
+                got = fused_neighbour_dwconv(h, nbr, w, bias)
+                assert ffn_module._Compiled.error is None
+                torch.testing.assert_close(got, neighbour_dwconv(h, nbr, w, bias), rtol=1e-5,
+                                           atol=1e-5)
+    h, nbr, w, b = _rows()
+    assert fused_neighbour_dwconv(h, nbr, w.requires_grad_(), b) is None
+    with torch.no_grad():
+        traced = {}
+
+        def probe(x):
+            traced['out'] = fused_neighbour_dwconv(x, nbr, w, b)
+            return x + 1
+        torch.jit.trace(probe, (h, ), check_trace=False)
+    assert traced['out'] is None
+
+
+def test_fused_falls_back_to_gather_once_with_a_warning(monkeypatch):
+    """Where inductor cannot compile (no C++ compiler, an unsupported device), 'fused' warns
+    once and runs the eager 'gather' loop: the same outputs."""
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError('no compiler here')
+        return run
+    monkeypatch.setattr(ffn_module._Compiled, 'fn', None)
+    monkeypatch.setattr(ffn_module._Compiled, 'error', None)
+    monkeypatch.setattr(torch, 'compile', broken)
+    torch.manual_seed(3)
+    ffn = MixFFN(4, 8).eval()
+    keep = torch.rand(2, 30) < 0.5
+    keep[:, 0] = True
+    xs, index = _subset(torch.randn(2, 30, 4), keep)
+    with torch.no_grad():
+        want = ffn.forward_subset(xs, plan=ffn.subset_plan(index, (5, 6), mode='gather'))
+        with pytest.warns(RuntimeWarning, match="'fused' could not be compiled.*no compiler"):
+            got = ffn.forward_subset(xs, plan=ffn.subset_plan(index, (5, 6), mode='fused'))
+        assert ffn_module._Compiled.error.startswith('RuntimeError')
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')   # no second warning
+            again = ffn.forward_subset(xs, plan=ffn.subset_plan(index, (5, 6), mode='fused'))
+    assert torch.equal(got, want) and torch.equal(again, want)
