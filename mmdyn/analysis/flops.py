@@ -24,6 +24,7 @@ ints (the result is then an exact ``int``), floats (e.g. average counts) or tens
 dynamic forward; the result is then a float64 tensor of the same shape), so the same formulas
 give static figures, realised per-image figures and differentiable expected costs.
 """
+import functools
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,7 +34,7 @@ Count = Union[int, float, torch.Tensor]
 __all__ = [
     'linear_flops', 'conv2d_flops', 'conv2d_out_shape', 'dwconv_flops', 'patch_embed_flops',
     'attention_matmul_flops', 'attention_flops', 'sr_out_shape', 'sr_num_keys', 'sr_flops',
-    'mlp_flops', 'mixffn_flops', 'to_int', 'grid_resize_flops', 'relation_upsample_flops',
+    'mlp_flops', 'mixffn_flops', 'to_int', 'grid_resize_flops', 'relation_upsample_flops', 'resize_is_copy',
     'CountPolynomial'
 ]
 
@@ -181,17 +182,33 @@ def mixffn_flops(num_tokens: Count, embed_dims: int, hidden_dims: int, kernel_si
         num_dw_tokens, hidden_dims, kernel_size)
 
 
+@functools.lru_cache(maxsize=None)
+def resize_is_copy(n: int, new_n: int) -> bool:
+    """Whether DVT's resize of one axis from ``n`` to ``new_n`` (nearest up-sampling to ``2 n``,
+    then adaptive average pooling to ``new_n``) copies an input entry to every output entry
+    (each pooling window covers copies of one entry, e.g. ``new_n = 2 n`` or ``new_n = n``):
+    then it runs as an index, not a matrix product."""
+    n, new_n = int(n), int(new_n)
+    for i in range(new_n):
+        start, end = (i * 2 * n) // new_n, -((-(i + 1) * 2 * n) // new_n)
+        if start // 2 != (end - 1) // 2:
+            return False
+    return True
+
+
 def grid_resize_flops(old_hw: Sequence[int], new_hw: Sequence[int], num_maps: Count = 1) -> Count:
-    """Resizing ``num_maps`` ``[h, w]`` maps to ``[H, W]`` as two separable matrix products
-    (a ``[H, h]`` matrix on the rows, then a ``[W, w]`` one on the columns):
-    ``H * h * w + H * W * w`` per map; 0 when the grid does not change. This is how DVT resizes
-    its reused features and relations (nearest x2 then adaptive average pooling, both linear
-    and separable)."""
+    """Resizing ``num_maps`` ``[h, w]`` maps to ``[H, W]`` one axis after the other: a ``[H, h]``
+    matrix product on the rows (``H * h * w`` per map), then a ``[W, w]`` one on the columns
+    (``H * W * w``); an axis whose resize is a copy (:func:`resize_is_copy`) runs as an index
+    and costs 0. 0 when the grid does not change. This is how DVT resizes its reused features
+    and relations (nearest x2 then adaptive average pooling, both linear and separable)."""
     h, w = _pair(old_hw)
     H, W = _pair(new_hw)
     if (h, w) == (H, W):
         return 0
-    return to_int(_num(num_maps) * (H * h * w + H * W * w))
+    rows = 0 if resize_is_copy(h, H) else H * h * w
+    cols = 0 if resize_is_copy(w, W) else H * W * w
+    return to_int(_num(num_maps) * (rows + cols))
 
 
 def relation_upsample_flops(channels: int, old_hw: Sequence[int],

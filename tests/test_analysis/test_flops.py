@@ -142,6 +142,14 @@ def test_reuse_formulas_by_hand_and_counted():
     rel = torch.randn(1, 6, 1 + 3 * 3, 1 + 3 * 3)
     assert counted_macs(upsample_relation, rel, (3, 3), (5, 5)) == \
         fl.relation_upsample_flops(6, (3, 3), (5, 5))
+    # an axis whose resize is a copy (n -> 2n) runs as an index: no MACs counted or run
+    assert fl.resize_is_copy(7, 14) and fl.resize_is_copy(7, 7) and not fl.resize_is_copy(7, 10)
+    assert fl.grid_resize_flops((7, 3), (14, 5), 6) == 6 * 14 * 5 * 3   # rows copied
+    assert counted_macs(resize_grid, torch.randn(1, 6, 7, 3), (14, 5)) == \
+        fl.grid_resize_flops((7, 3), (14, 5), 6)
+    assert fl.relation_upsample_flops(72, (7, 7), (14, 14)) == 0
+    rel = torch.randn(1, 6, 1 + 3 * 3, 1 + 3 * 3)
+    assert counted_macs(upsample_relation, rel, (3, 3), (6, 6)) == 0
 
 
 def test_count_polynomial_equals_the_block_formulas():

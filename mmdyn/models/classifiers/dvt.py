@@ -82,7 +82,7 @@ from ..layers.shape_constants import shape_constant
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin, image_hw
 
-__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'upsample_relation', 'exits_at',
+__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'resize_index', 'upsample_relation', 'exits_at',
            'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t',
            'is_official_dvt', 'official_exit_names', 'official_thresholds']
 
@@ -109,18 +109,40 @@ def resize_matrix(n: int, new_n: int, dtype=torch.float32, device=None) -> torch
     return F.adaptive_avg_pool1d(up, new_n).reshape(n, new_n).t().contiguous()
 
 
+@shape_constant
+def resize_index(n: int, new_n: int, device=None) -> torch.Tensor:
+    """``Long[new_n]``: the input entry each output entry copies, for an axis whose resize is
+    a copy (:func:`mmdyn.analysis.flops.resize_is_copy`). Cached per size and device."""
+    return resize_matrix(n, new_n).argmax(dim=1).to(device)
+
+
 def resize_grid(x: torch.Tensor, new_hw: Sequence[int]) -> torch.Tensor:
     """Resize a ``[..., h, w]`` map to ``new_hw``: nearest up-sampling to twice the old grid,
     then adaptive average pooling (the public code's 7->14->10 and 10->20->14). Both steps are
-    separable, so they run as two small matrix products (:func:`resize_matrix`), which is much
-    cheaper than materialising the doubled map for the large relation tensors."""
+    separable, so each axis is one small matrix product (:func:`resize_matrix`), which is much
+    cheaper than materialising the doubled map for the large relation tensors; an axis whose
+    resize copies entries (7->14: nearest x2 only) is an index instead (no arithmetic; what
+    :func:`~mmdyn.analysis.flops.grid_resize_flops` counts)."""
     h, w = x.shape[-2:]
     H, W = (int(v) for v in new_hw)
     if (h, w) == (H, W):
         return x
-    rh = resize_matrix(h, H, x.dtype, x.device)
-    rw = resize_matrix(w, W, x.dtype, x.device)
-    return torch.matmul(torch.matmul(rh, x), rw.t())
+    if fl.resize_is_copy(h, H):
+        x = x.index_select(-2, resize_index(h, H, x.device))
+    else:
+        x = torch.matmul(resize_matrix(h, H, x.dtype, x.device), x)
+    if fl.resize_is_copy(w, W):
+        return x.index_select(-1, resize_index(w, W, x.device))
+    return torch.matmul(x, resize_matrix(w, W, x.dtype, x.device).t())
+
+
+@shape_constant
+def relation_index(h: int, w: int, H: int, W: int, device=None) -> torch.Tensor:
+    """``Long[1 + H*W]``: the old token (class token first) each new token copies, when the
+    resize of both grid axes is a copy (:func:`resize_index`). Cached per size and device."""
+    rows, cols = resize_index(h, H), resize_index(w, W)
+    spatial = (rows[:, None] * w + cols[None, :]).flatten() + 1
+    return torch.cat([spatial.new_zeros(1), spatial]).to(device)
 
 
 def upsample_relation(rel: torch.Tensor, old_hw: Sequence[int],
@@ -134,6 +156,11 @@ def upsample_relation(rel: torch.Tensor, old_hw: Sequence[int],
     if n != n2 or n != 1 + h * w:
         raise ValueError(f'relation of shape {tuple(rel.shape)} is not over 1 + {h}x{w} tokens')
     H, W = new_hw
+    if fl.resize_is_copy(h, H) and fl.resize_is_copy(w, W):
+        # a copy on both axes (7x7 -> 14x14): every new token copies one old token, the class
+        # token itself; two indexes over the whole token axes, no arithmetic
+        idx = relation_index(h, w, H, W, rel.device)
+        return rel.index_select(3, idx).index_select(2, idx)
 
     def keys(t):  # resize the last axis
         rows = t.shape[2]

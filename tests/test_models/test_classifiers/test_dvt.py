@@ -276,9 +276,9 @@ def test_deit_s_cascade_flops():
     over2 = 12 * (100 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 101 ** 2 * 2 * 72 * 216 \
         + 12 * 48 * rs(10, 14) + 72 * (101 + 197) * rs(10, 14)
     assert g[1] - f[1] == over1 and g[2] - f[2] == over2
+    # 7x7 -> 14x14 is a copy on both axes (nearest x2): indexes, no MACs
     assert two.exit_flops()[1] - f[2] == \
-        12 * (49 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216 \
-        + 12 * 48 * rs(7, 14) + 72 * (50 + 197) * rs(7, 14)
+        12 * (49 * (384 * 128 + 128 * 48) + 197 * 48 * 1536) + 50 ** 2 * 2 * 72 * 216
 
 
 def test_metric_reports_realised_flops():
@@ -540,3 +540,26 @@ def test_static_flops_img_shape_and_records_device():
     m.train()
     m(x, mode='tensor')
     assert m.last_flops.device == x.device and m.last_flops.tolist() == [m.static_flops()] * 2
+
+
+@pytest.mark.parametrize('old,new', [((7, 7), (14, 14)), ((3, 2), (6, 4)), ((3, 3), (6, 7))])
+def test_copy_resizes_equal_the_matrix_products(old, new):
+    """Where a grid axis's resize is a copy (n -> 2n) it runs as an index: the same values as
+    the matrix products it replaces, for the maps and for the relations (both axes copied, or
+    one: then the keys / queries steps mix index and product)."""
+    from mmdyn.models.classifiers.dvt import resize_grid, resize_matrix
+    x = torch.randn(2, 3, *old)
+    want = resize_matrix(old[0], new[0]) @ x @ resize_matrix(old[1], new[1]).t()
+    torch.testing.assert_close(resize_grid(x, new), want, rtol=1e-6, atol=1e-6)
+    n = 1 + old[0] * old[1]
+    rel = torch.randn(2, 4, n, n)
+    # the relation by its definition: every query row's spatial keys, then every key column's
+    # spatial queries, resized with the matrices; the class token's row / column carried
+    k = torch.cat([rel[..., :1], (want_fn := lambda t: (
+        resize_matrix(old[0], new[0]) @ t.reshape(*t.shape[:-1], *old)
+        @ resize_matrix(old[1], new[1]).t()).flatten(-2))(rel[..., 1:])], dim=-1)
+    kt = k.transpose(2, 3)
+    q = torch.cat([kt[..., :1], want_fn(kt[..., 1:])], dim=-1).transpose(2, 3)
+    got = upsample_relation(rel, old, new)
+    assert got.shape == (2, 4, 1 + new[0] * new[1], 1 + new[0] * new[1])
+    torch.testing.assert_close(got, q, rtol=1e-5, atol=1e-5)
