@@ -34,7 +34,8 @@ Count = Union[int, float, torch.Tensor]
 __all__ = [
     'linear_flops', 'conv2d_flops', 'conv2d_out_shape', 'dwconv_flops', 'patch_embed_flops',
     'attention_matmul_flops', 'attention_flops', 'sr_out_shape', 'sr_num_keys', 'sr_flops',
-    'mlp_flops', 'mixffn_flops', 'to_int', 'grid_resize_flops', 'relation_upsample_flops', 'resize_is_copy',
+    'mlp_flops', 'mixffn_flops', 'to_int', 'grid_resize_flops', 'relation_upsample_flops',
+    'resize_is_copy',
     'CountPolynomial'
 ]
 

@@ -82,7 +82,8 @@ from ..layers.shape_constants import shape_constant
 from ..utils.ckpt_convert import _vit_timm, find_pretrained_cfg, load_converted
 from ..utils.dynamic import DynamicModuleMixin, image_hw
 
-__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'resize_index', 'upsample_relation', 'exits_at',
+__all__ = ['DVTClassifier', 'DVTExit', 'resize_grid', 'resize_matrix', 'resize_index',
+           'relation_index', 'upsample_relation', 'exits_at',
            'MAX_EXIT_THRESHOLD', 'dvt_official_to_mmdyn', 't2t_to_dvt_exits', 'is_single_t2t',
            'is_official_dvt', 'official_exit_names', 'official_thresholds']
 

@@ -70,8 +70,8 @@ class MLP(BaseModule):
 class SubsetPlan(NamedTuple):
     """Where a token subset sits on its map, for :meth:`MixFFN.forward_subset`.
 
-    ``mode='gather'`` or ``'fused'``: ``nbr`` (``Long[B * L, k*k]``) is, for every slot, the row of each of its
-    ``k*k`` neighbours in the table of the ``B * L`` subset rows followed by one zero row (row
+    ``mode='gather'`` or ``'fused'``: ``nbr`` (``Long[B * L, k*k]``) is, for every slot, the
+    row of each of its ``k*k`` neighbours in the table of the ``B * L`` subset rows followed by one zero row (row
     ``B * L``: a neighbour outside the map, not in the subset, or any neighbour of a padding
     slot). ``mode='map'``: ``rows`` (``Long[B * L]``) is each slot's row in a ``[B * H * W, C]``
     map, ``valid`` (``Bool[B * L]`` or None when every slot is real) marks the real slots, and
@@ -258,24 +258,28 @@ class MixFFN(BaseModule):
         if plan.mode == 'map':
             m = self._dw_map(h, b, plan)
         else:
-            m = self._dw_fused(h, plan.nbr) if plan.mode == 'fused' else None
-            if m is None:
-                m = self._dw_gather(h, plan.nbr)
+            m = self._dw_gather(h, plan.nbr, fused=plan.mode == 'fused')
         h = self.drop(self.act(m.view(b, l, self.hidden_dims)))
         return self.drop(self.fc2(h))
 
-    def _dw_gather(self, h: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
-        """Depth-wise convolution at the subset rows ``h`` only (``[R, C]``)."""
+    def _dw_gather(self, h: torch.Tensor, nbr: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """Depth-wise convolution at the subset rows ``h`` only (``[R, C]``): with ``fused`` as
+        one compiled operation (:func:`fused_neighbour_dwconv`) where it runs, else as an eager
+        copy and multiply-add per neighbour."""
         if nbr.shape[0] != h.shape[0]:
             raise ValueError(f'plan has {nbr.shape[0]} slots, x has {h.shape[0]}')
         c = h.shape[1]
-        table = torch.cat([h, h.new_zeros(1, c)])
         wt = self.dwconv.weight.reshape(c, -1).t().contiguous()   # [k*k, C]
+        bias = self.dwconv.bias
+        if fused:
+            # plain tensors, not parameters: torch.compile keeps parameter shapes static, which
+            # would compile once per width
+            out = fused_neighbour_dwconv(h, nbr, wt, None if bias is None else bias.detach())
+            if out is not None:
+                return out
+        table = torch.cat([h, h.new_zeros(1, c)])
         centre = nbr.shape[1] // 2  # a real slot's centre neighbour is itself
-        if self.dwconv.bias is None:
-            out = h * wt[centre]
-        else:
-            out = torch.addcmul(self.dwconv.bias, h, wt[centre])
+        out = h * wt[centre] if bias is None else torch.addcmul(bias, h, wt[centre])
         # without autograd, one buffer holds the neighbour rows of every offset in turn
         buf = None if torch.is_grad_enabled() else torch.empty_like(h)
         for t in range(nbr.shape[1]):
@@ -283,18 +287,6 @@ class MixFFN(BaseModule):
                 out.addcmul_(torch.index_select(table, 0, nbr[:, t], out=buf)
                              if buf is not None else table.index_select(0, nbr[:, t]), wt[t])
         return out
-
-    def _dw_fused(self, h: torch.Tensor, nbr: torch.Tensor) -> Optional[torch.Tensor]:
-        """:meth:`_dw_gather` as one compiled operation, or None where it does not run
-        (:func:`fused_neighbour_dwconv`)."""
-        if nbr.shape[0] != h.shape[0]:
-            raise ValueError(f'plan has {nbr.shape[0]} slots, x has {h.shape[0]}')
-        c = h.shape[1]
-        wt = self.dwconv.weight.reshape(c, -1).t().contiguous()   # [k*k, C]
-        bias = self.dwconv.bias
-        # plain tensors, not parameters: torch.compile keeps parameter shapes static, which
-        # would compile once per width
-        return fused_neighbour_dwconv(h, nbr, wt, None if bias is None else bias.detach())
 
     def _dw_map(self, h: torch.Tensor, b: int, plan: SubsetPlan) -> torch.Tensor:
         """Depth-wise convolution of the subset rows ``h`` placed on a zero channels-last map
