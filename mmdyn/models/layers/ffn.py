@@ -70,13 +70,14 @@ class MLP(BaseModule):
 class SubsetPlan(NamedTuple):
     """Where a token subset sits on its map, for :meth:`MixFFN.forward_subset`.
 
-    ``mode='gather'`` or ``'fused'``: ``nbr`` (``Long[B * L, k*k]``) is, for every slot, the
-    row of each of its ``k*k`` neighbours in the table of the ``B * L`` subset rows followed by
-    one zero row (row ``B * L``: a neighbour outside the map, not in the subset, or any
-    neighbour of a padding slot). ``mode='map'``: ``rows`` (``Long[B * L]``) is each slot's row in a ``[B * H * W, C]``
-    map, ``valid`` (``Bool[B * L]`` or None when every slot is real) marks the real slots, and
-    ``grid`` is that zero map, shared by the MixFFNs the plan is used for (each writes only the
-    subset rows, so the other rows stay zero: one zero fill per subset, not per block).
+    ``mode='gather'`` or ``'fused'``: ``nbr`` (``Long[B * L, k*k]``) is, for every slot, the row
+    of each of its ``k*k`` neighbours in the table of the ``B * L`` subset rows followed by one
+    zero row (row ``B * L``: a neighbour outside the map, not in the subset, or any neighbour of
+    a padding slot). ``mode='map'``: ``rows`` (``Long[B * L]``) is each slot's row in a
+    ``[B*H*W, C]`` map, ``valid`` (``Bool[B * L]`` or None when every slot is real) marks the
+    real slots, and ``grid`` is that zero map, shared by the MixFFNs the plan is used for (each
+    writes only the subset rows, so the other rows stay zero: one zero fill per subset, not per
+    block).
     """
     mode: str
     hw: tuple
