@@ -367,19 +367,14 @@ class DVTExit(BaseModule):
         """Logits ``[B, classes]`` and the state the next exit reuses."""
         bb = self.backbone
         x, hw = bb.embed(self.prepare_input(img))
-        b = x.shape[0]
         feats = bias = None
         if self.feature_reuse or self.relation_reuse:
             if prev_state is None:
                 raise ValueError('this exit reuses the previous one; give its state')
             ph = (self.prev_grid, self.prev_grid)
         if self.feature_reuse:
-            prev_tok = prev_state['tokens']  # [B, P, C'] image tokens before the final norm
-            feats = []
-            for mod in self.feature_modules:
-                f = mod(prev_tok).transpose(1, 2).reshape(b, -1, *ph)
-                f = resize_grid(f, hw).flatten(2).transpose(1, 2)
-                feats.append(torch.cat([f.new_zeros(b, 1, f.shape[-1]), f], dim=1))
+            # [B, P, C'] image tokens of the previous exit, before its final norm
+            feats = self.reused_features(prev_state['tokens'], hw).unbind(0)
         if self.relation_reuse:
             rel = self.relation_module(prev_state['relations'])
             bias = upsample_relation(rel, ph, hw).split(self.num_heads, dim=1)
@@ -397,6 +392,34 @@ class DVTExit(BaseModule):
         x = bb.norm(x)
         logits = self.head((x[:, 0], ))
         return logits, state
+
+    def reused_features(self, prev_tok: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+        """Every block's reused features, ``[L, B, 1 + H*W, out]`` (the class token's zero):
+        what each :class:`FeatureReuse` module computes from the previous exit's image tokens
+        ``prev_tok`` (``[B, P, C']``), resized to this exit's ``hw`` grid. The ``L`` modules
+        read the same tokens, so they run together: one normalisation, two batched matrix
+        products over the stacked weights and one resize of all ``L * out`` maps, instead of
+        ``L`` small MLPs and resizes (the same arithmetic; far fewer operators)."""
+        mods = self.feature_modules
+        b, p, c = prev_tok.shape
+        ph = pw = self.prev_grid
+        if p != ph * pw:
+            raise ValueError(f'previous exit tokens {tuple(prev_tok.shape)} are not a '
+                             f'{ph}x{pw} grid')
+        first = mods[0]
+        xh = F.layer_norm(prev_tok, (c, ), eps=first.norm.eps).reshape(1, b * p, c)
+        gain = torch.stack([m.norm.weight for m in mods])[:, None]   # [L, 1, C']
+        shift = torch.stack([m.norm.bias for m in mods])[:, None]
+        w1 = torch.stack([m.fc1.weight for m in mods]).transpose(1, 2)  # [L, C', hidden]
+        b1 = torch.stack([m.fc1.bias for m in mods])[:, None]
+        w2 = torch.stack([m.fc2.weight for m in mods]).transpose(1, 2)  # [L, hidden, out]
+        b2 = torch.stack([m.fc2.bias for m in mods])[:, None]
+        h = first.act(torch.baddbmm(b1, torch.addcmul(shift, xh, gain), w1))
+        f = torch.baddbmm(b2, h, w2)                                     # [L, B*P, out]
+        n, out = len(mods), f.shape[-1]
+        f = f.view(n, b, ph, pw, out).permute(1, 0, 4, 2, 3).reshape(b, n * out, ph, pw)
+        f = resize_grid(f, hw).reshape(b, n, out, -1).permute(1, 0, 3, 2)  # [L, B, HW, out]
+        return F.pad(f, (0, 0, 1, 0))  # the class token's row: zeros
 
     # ------------------------------------------------------------------ FLOPs
     def num_tokens(self) -> int:

@@ -563,3 +563,35 @@ def test_copy_resizes_equal_the_matrix_products(old, new):
     got = upsample_relation(rel, old, new)
     assert got.shape == (2, 4, 1 + new[0] * new[1], 1 + new[0] * new[1])
     torch.testing.assert_close(got, q, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('exits', [(2, 4), (2, 3)])  # 2x2 -> 4x4 copies, 2x2 -> 3x3 products
+def test_reused_features_equal_each_module(exits):
+    """The downstream exit runs its blocks' feature-reuse MLPs together (stacked weights, one
+    resize): every block's features equal its own module's output (LayerNorm, the two linears)
+    resized on the grid, class token zero; gradients reach every module's parameters as they
+    would one module at a time."""
+    from mmdyn.models.classifiers.dvt import resize_grid
+    m = make(reuse=True, exits=exits).train()
+    e1, e2 = m.exits
+    b, p = 3, exits[0] ** 2
+    prev = torch.randn(b, p, e1.embed_dims, requires_grad=True)
+    got = e2.reused_features(prev, (exits[1], exits[1]))
+    assert got.shape == (e2.depth, b, 1 + exits[1] ** 2, e2.feature_dims)
+    want = []
+    for mod in e2.feature_modules:
+        f = mod(prev).transpose(1, 2).reshape(b, -1, exits[0], exits[0])
+        f = resize_grid(f, (exits[1], exits[1])).flatten(2).transpose(1, 2)
+        want.append(torch.cat([f.new_zeros(b, 1, f.shape[-1]), f], dim=1))
+    want = torch.stack(want)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert float(got[:, :, 0].abs().max()) == 0
+    weights = torch.randn_like(want)
+    params = [prev] + list(e2.feature_modules.parameters())
+    g_got = torch.autograd.grad((got * weights).sum(), params)
+    g_want = torch.autograd.grad((want * weights).sum(), params)
+    for a, w in zip(g_got, g_want):
+        assert float(w.abs().max()) > 0
+        torch.testing.assert_close(a, w, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match='not a 2x2 grid'):
+        e2.reused_features(torch.randn(b, p + 1, e1.embed_dims), (exits[1], exits[1]))
