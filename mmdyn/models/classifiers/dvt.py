@@ -417,6 +417,12 @@ class DVTExit(BaseModule):
         h = first.act(torch.baddbmm(b1, torch.addcmul(shift, xh, gain), w1))
         f = torch.baddbmm(b2, h, w2)                                     # [L, B*P, out]
         n, out = len(mods), f.shape[-1]
+        H, W = (int(v) for v in hw)
+        if fl.resize_is_copy(ph, H) and fl.resize_is_copy(pw, W):
+            # each new token copies an old one: one row index over the tokens, the class
+            # token's (a zero row put in front) included
+            idx = relation_index(ph, pw, H, W, f.device)
+            return F.pad(f.view(n, b, p, out), (0, 0, 1, 0)).index_select(2, idx)
         f = f.view(n, b, ph, pw, out).permute(1, 0, 4, 2, 3).reshape(b, n * out, ph, pw)
         f = resize_grid(f, hw).reshape(b, n, out, -1).permute(1, 0, 3, 2)  # [L, B, HW, out]
         return F.pad(f, (0, 0, 1, 0))  # the class token's row: zeros
