@@ -595,3 +595,32 @@ def test_reused_features_equal_each_module(exits):
         torch.testing.assert_close(a, w, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match='not a 2x2 grid'):
         e2.reused_features(torch.randn(b, p + 1, e1.embed_dims), (exits[1], exits[1]))
+
+
+# one block's up-sampled relations: batch 3, 2 heads, (1 + 4x4)^2 float32 entries
+BLOCK_BYTES = 3 * 2 * 17 * 17 * 4
+
+
+@pytest.mark.parametrize('chunk_bytes', [1, 2 * BLOCK_BYTES + 1, 1 << 40])
+def test_relation_biases_in_parts_equal_the_whole(monkeypatch, chunk_bytes):
+    """The up-sampled relations are made a few blocks at a time (one block, two blocks at a
+    time with a leftover, all at once): each block gets its heads' slice of the whole
+    up-sampled tensor, and the exit's logits do not depend on the part size."""
+    import mmdyn.models.classifiers.dvt as dvt_module
+    torch.manual_seed(0)
+    m = DVTClassifier(arch=dict(TINY, depth=3), exits=(2, 4), patch_size=8, num_classes=NC,
+                      feature_reuse=True, relation_reuse=True).eval()
+    e1, e2 = m.exits
+    x = images(3)
+    with torch.no_grad():
+        _, state = e1(x)
+        rel = e2.relation_module(state['relations'])
+        want = upsample_relation(rel, (2, 2), (4, 4)).split(e2.num_heads, dim=1)
+        ref_logits = e2(x, state)[0]
+        monkeypatch.setattr(dvt_module, 'RELATION_CHUNK_BYTES', chunk_bytes)
+        got = list(e2.relation_biases(rel, (4, 4)))
+        logits = e2(x, state)[0]
+    assert len(got) == e2.depth == 3
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=0)
