@@ -212,6 +212,26 @@ def test_recorded_static_flops_equal_get_flops():
         assert recorded[c]['Input Size'] == list(x.shape[-2:])
 
 
+def test_stale_cache_entries_kept_only_when_not_measuring():
+    """A cache entry whose config files changed since it was measured is emptied for
+    measuring again, except without measuring (``--no-measure``): then its figures are written
+    as they are and the config is listed as stale (its old hash kept, so the next measuring run
+    still measures it)."""
+    cc = _load_script().cc
+    c = 'configs/baselines/deit-small_4xb256_in1k.py'
+    sha = cc.config_hash(osp.join(REPO, c))
+    figures = dict(params=1, flops=2, info=dict(v=cc.INFO_VERSION, task='x'))
+    cache = {c: dict(sha='0' * 16, **figures)}
+    assert cc.stale([c], cache) == [c]
+    kept = cc.ensure([c], ['info'], {k: dict(v) for k, v in cache.items()}, verbose=False,
+                     save=False, keep_stale=True)
+    assert kept[c]['params'] == 1 and kept[c]['flops'] == 2 and kept[c]['sha'] == '0' * 16
+    assert cc.stale([c], kept) == [c]
+    fresh = cc.entry({k: dict(v) for k, v in cache.items()}, c, sha)
+    assert fresh == dict(sha=sha)
+    assert cc.stale([c], {c: dict(sha=sha)}) == []
+
+
 def test_static_baselines_match_published_flops(metafiles):
     """Static baselines whose published FLOPs use our convention (1 FLOP = 1 multiply-add, same
     input size) agree within 1 %."""

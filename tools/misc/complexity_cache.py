@@ -131,10 +131,11 @@ def save_cache(cache: dict, keys=None) -> None:
         os.replace(tmp, CACHE)
 
 
-def entry(cache: dict, cfg_rel: str, sha: str) -> dict:
-    """The cache entry of a config, emptied when its files changed."""
+def entry(cache: dict, cfg_rel: str, sha: str, keep_stale: bool = False) -> dict:
+    """The cache entry of a config, emptied when its files changed (with ``keep_stale``: kept
+    as it is, its old ``sha`` too, so that the next measuring run still measures it again)."""
     e = cache.get(cfg_rel)
-    if e is None or e.get('sha') != sha:
+    if e is None or (e.get('sha') != sha and not keep_stale):
         e = dict(sha=sha)
         cache[cfg_rel] = e
     return e
@@ -316,9 +317,18 @@ MEASURES = dict(info=(config_info, ('info', )),
                 realised=(measure_realised, ('realised', )))
 
 
+def stale(configs: list, cache: dict) -> list:
+    """The configs whose cache entry was measured from files that have changed since."""
+    speed_up_config_loading()
+    return [c for c in configs if c in cache and osp.isfile(osp.join(REPO, c))
+            and cache[c].get('sha') != config_hash(osp.join(REPO, c))]
+
+
 def ensure(configs: list, kinds=('params', ), cache: dict = None, verbose=True,
-           save=True) -> dict:
-    """Measure what is missing of ``kinds`` for ``configs`` (paths relative to the repo)."""
+           save=True, keep_stale=False) -> dict:
+    """Measure what is missing of ``kinds`` for ``configs`` (paths relative to the repo).
+    ``keep_stale``: an entry whose config files changed keeps its figures (see :func:`entry`)
+    instead of being measured again from scratch."""
     speed_up_config_loading()
     if cache is None:
         cache = load_cache()
@@ -329,7 +339,7 @@ def ensure(configs: list, kinds=('params', ), cache: dict = None, verbose=True,
             if not osp.isfile(path):
                 continue
             sha = config_hash(path)
-            e = entry(cache, c, sha)
+            e = entry(cache, c, sha, keep_stale=keep_stale)
             want = wanted_shape(e) if kind in ('static', 'realised') else None
 
             def done(e):

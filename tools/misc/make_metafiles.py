@@ -3,7 +3,8 @@
 page ``docs/model_zoo.md`` from mmdyn's configs.
 
     python tools/misc/make_metafiles.py            # measure what is missing, then write
-    python tools/misc/make_metafiles.py --no-measure   # write from the cache only
+    python tools/misc/make_metafiles.py --no-measure   # write from the cache only (figures
+                                                    # of changed configs kept and listed)
     python tools/misc/make_metafiles.py --check    # write nothing; exit 1 if a config is
                                                     # missing from the metafiles (or stale)
 
@@ -462,7 +463,8 @@ def main(argv=None):
     p.add_argument('--check', action='store_true',
                    help='write nothing; exit 1 listing configs missing from the metafiles')
     p.add_argument('--no-measure', action='store_true',
-                   help='do not measure: write what the cache holds (missing figures as -)')
+                   help='do not measure: write what the cache holds (missing figures as -; '
+                   'figures of configs changed since they were measured are kept, and listed)')
     p.add_argument('--no-realised', action='store_true',
                    help='do not measure realised FLOPs (the slowest part)')
     p.add_argument('--no-readme', action='store_true', help='leave docs/model_zoo.md alone')
@@ -491,7 +493,14 @@ def main(argv=None):
     cache = cc.load_cache()
     # config-derived info is cheap: always refresh what is missing (in memory with
     # --no-measure)
-    cache = cc.ensure(flat, ['info'], cache, save=not args.no_measure)
+    cache = cc.ensure(flat, ['info'], cache, save=not args.no_measure,
+                      keep_stale=args.no_measure)
+    if args.no_measure:
+        old = cc.stale(flat, cache)
+        if old:
+            print(f'{len(old)} config(s) changed since their figures were measured (written '
+                  'as cached; a run without --no-measure measures them again): '
+                  + ', '.join(old[:10]) + (' ...' if len(old) > 10 else ''), file=sys.stderr)
     if not args.no_measure:
         reps = [c for c in REPRESENTATIVES if c in flat]
         cache = cc.ensure(flat, ['params'], cache)
