@@ -226,7 +226,12 @@ def test_stale_cache_entries_kept_only_when_not_measuring():
     kept = cc.ensure([c], ['info'], {k: dict(v) for k, v in cache.items()}, verbose=False,
                      save=False, keep_stale=True)
     assert kept[c]['params'] == 1 and kept[c]['flops'] == 2 and kept[c]['sha'] == '0' * 16
+    # the figures are kept, the config-derived info is read from the config as it is now
+    assert kept[c]['info']['v'] == cc.INFO_VERSION and kept[c]['info'].get('task') != 'x'
+    assert kept[c]['info'] == cc.ensure([c], ['info'], {}, verbose=False, save=False)[c]['info']
     assert cc.stale([c], kept) == [c]
+    with pytest.raises(ValueError, match='save=False'):
+        cc.ensure([c], ['info'], dict(cache), verbose=False, save=True, keep_stale=True)
     fresh = cc.entry({k: dict(v) for k, v in cache.items()}, c, sha)
     assert fresh == dict(sha=sha)
     assert cc.stale([c], {c: dict(sha=sha)}) == []

@@ -132,10 +132,13 @@ def save_cache(cache: dict, keys=None) -> None:
 
 
 def entry(cache: dict, cfg_rel: str, sha: str, keep_stale: bool = False) -> dict:
-    """The cache entry of a config, emptied when its files changed (with ``keep_stale``: kept
-    as it is, its old ``sha`` too, so that the next measuring run still measures it again)."""
+    """The cache entry of a config, emptied when its files changed. With ``keep_stale`` such
+    an entry keeps its measured figures and its old ``sha`` (so that the next measuring run
+    still measures it again) but not its ``info``, which is read from the config as it is."""
     e = cache.get(cfg_rel)
-    if e is None or (e.get('sha') != sha and not keep_stale):
+    if e is not None and e.get('sha') != sha and keep_stale:
+        e.pop('info', None)
+    elif e is None or e.get('sha') != sha:
         e = dict(sha=sha)
         cache[cfg_rel] = e
     return e
@@ -328,7 +331,11 @@ def ensure(configs: list, kinds=('params', ), cache: dict = None, verbose=True,
            save=True, keep_stale=False) -> dict:
     """Measure what is missing of ``kinds`` for ``configs`` (paths relative to the repo).
     ``keep_stale``: an entry whose config files changed keeps its figures (see :func:`entry`)
-    instead of being measured again from scratch."""
+    instead of being measured again from scratch; only without ``save`` (the entry's old hash
+    would go to disk with its new info)."""
+    if keep_stale and save:
+        raise ValueError('keep_stale is for writing from the cache without measuring: '
+                         'give save=False')
     speed_up_config_loading()
     if cache is None:
         cache = load_cache()

@@ -396,8 +396,8 @@ class DVTExit(BaseModule):
     def relation_biases(self, rel: torch.Tensor, hw: Sequence[int]) -> Iterator[torch.Tensor]:
         """The blocks' attention biases in turn, ``[B, heads, 1 + H*W, 1 + H*W]`` each: the
         relation MLP's output ``rel`` (``[B, heads * L, n, n]``) up-sampled to this exit's
-        grid (:func:`upsample_relation`) a few blocks at a time, at most about
-        :data:`RELATION_CHUNK_BYTES` per part, each part just before its blocks read it.
+        grid (:func:`upsample_relation`) a few blocks at a time (as many as fit in
+        :data:`RELATION_CHUNK_BYTES`, at least one), each part just before its blocks read it.
         The whole up-sampled tensor would be 60 MB at batch 8 (7x7 -> 14x14, 12 blocks of 4
         heads), written once and read back from memory; parts this size stay in cache for the
         attention that reads them (3x faster at batch 8, the same values). On other devices
@@ -405,7 +405,7 @@ class DVTExit(BaseModule):
         batches wait for on a GPU; parts are not measured there)."""
         heads = self.num_heads
         side = 1 + int(hw[0]) * int(hw[1])
-        block_bytes = rel.shape[0] * heads * side * side * rel.element_size()
+        block_bytes = max(1, rel.shape[0] * heads * side * side * rel.element_size())
         step = self.depth if rel.device.type != 'cpu' else \
             max(1, min(self.depth, RELATION_CHUNK_BYTES // block_bytes))
         old = (self.prev_grid, self.prev_grid)
@@ -444,7 +444,7 @@ class DVTExit(BaseModule):
             idx = relation_index(ph, pw, H, W, f.device)
             return F.pad(f.view(n, b, p, out), (0, 0, 1, 0)).index_select(2, idx)
         f = f.view(n, b, ph, pw, out).permute(1, 0, 4, 2, 3).reshape(b, n * out, ph, pw)
-        f = resize_grid(f, hw).reshape(b, n, out, -1).permute(1, 0, 3, 2)  # [L, B, HW, out]
+        f = resize_grid(f, hw).reshape(b, n, out, H * W).permute(1, 0, 3, 2)  # [L, B, HW, out]
         return F.pad(f, (0, 0, 1, 0))  # the class token's row: zeros
 
     # ------------------------------------------------------------------ FLOPs

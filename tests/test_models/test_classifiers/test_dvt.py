@@ -624,3 +624,16 @@ def test_relation_biases_in_parts_equal_the_whole(monkeypatch, chunk_bytes):
     for g, w in zip(got, want):
         assert torch.equal(g, w)
     torch.testing.assert_close(logits, ref_logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('feature,relation,exits', [(False, True, (2, 4)), (True, True, (2, 3)),
+                                                    (True, False, (2, 4))])
+def test_empty_batch_runs_every_exit(feature, relation, exits):
+    """An empty batch (e.g. the images left for a later exit when training code calls
+    ``run_all`` on a filtered batch) gives empty logits at every exit, with either reuse alone
+    and with a copy or a matrix resize."""
+    m = DVTClassifier(arch=TINY, exits=exits, patch_size=8, num_classes=NC,
+                      feature_reuse=feature, relation_reuse=relation).eval()
+    with torch.no_grad():
+        outs = m.run_all(torch.zeros(0, 3, 32, 32))
+    assert [tuple(o.shape) for o in outs] == [(0, NC), (0, NC)]
