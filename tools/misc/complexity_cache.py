@@ -10,8 +10,8 @@ whose hash no longer matches is measured again. Three figures, each measured on 
 * ``static``: static FLOPs of the whole model for one image of the task's usual test size, as
   ``tools/analysis_tools/get_flops.py`` computes them (``mmdyn.analysis.complexity``;
   1 FLOP = 1 multiply-add);
-* ``realised``: ``get_flops.get_flops`` on a few generated images with random (untrained) gates:
-  the mean realised FLOPs per image of dynamic models.
+* ``realised``: ``get_flops.get_flops`` on a few generated images with random (untrained) gates
+  (weights seeded): the mean realised FLOPs per image of dynamic models.
 
 The cache is written after every measured config, so an interrupted run keeps its progress.
 """
@@ -217,8 +217,12 @@ def _get_flops_module():
 
 
 def measure_realised(path: str, shape=None, num_images: int = REALISED_IMAGES) -> dict:
-    """``get_flops`` (whole model) on ``num_images`` images, random weights and gates."""
+    """``get_flops`` (whole model) on ``num_images`` images, random weights and gates (the
+    weights seeded, so that a re-measured figure is the same; the images are seeded by
+    ``get_flops``)."""
+    import torch
     gf = _get_flops_module()
+    torch.manual_seed(0)
     argv = [path, '--num-images', str(num_images)]
     if shape:
         argv += ['--shape', str(shape[0]), str(shape[1])]
