@@ -20,7 +20,8 @@ Reuse between consecutive exits (each switchable):
 * **feature reuse** (Eq. 4-5): the previous exit's final image tokens (before its final norm)
   go, in every block ``l`` of the downstream exit, through ``LN -> Linear(C, 128) -> GELU ->
   Linear(128, 48)`` (a separate module per block; ``feature_reuse_dims`` changes the widths
-  128 / 48, the paper's for 384-wide exits), are resized to the new grid (nearest to twice
+  128 / 48, the paper's for 384-wide exits; the modules of an exit run together, see
+  :meth:`DVTExit.reused_features`), are resized to the new grid (nearest to twice
   the old grid, then adaptive average pooling, as the public code does for 7->10 and 10->14) and
   concatenated to the block's FFN input; the class token gets zeros. The host builds its
   blocks with ``layer_cfgs=dict(ffn_extra_dims=48)`` (the core block's extension point: its
@@ -32,7 +33,8 @@ Reuse between consecutive exits (each switchable):
   spatial part of the key axis, then of the query axis, is resized on the token grid; the class
   token's row and column are carried unchanged), are split into ``L`` chunks of ``heads`` and
   chunk ``l`` is added to layer ``l``'s logits (the core block's ``attn_bias``; an exit whose
-  relations are reused asks its blocks for their logits with ``return_logits``). Needs the
+  relations are reused asks its blocks for their logits with ``return_logits``; on the CPU the
+  up-sampling runs a few layers' chunks at a time, :meth:`DVTExit.relation_biases`). Needs the
   same depth and heads in both exits.
 
 Modes:
