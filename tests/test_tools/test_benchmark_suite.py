@@ -412,3 +412,20 @@ def test_profile_shows_the_gpu_busy_time_when_there_is_one():
     host, dyn = text.split('\n**')[1:]
     assert host.startswith('host**') and 'GPU busy 1.25 ms' in host
     assert dyn.startswith('dynamic**') and 'GPU busy' not in dyn
+
+
+def test_allocator_is_recorded(result, monkeypatch):
+    """The host allocator the timings ran with is in the JSON and the table's header (it moves
+    CPU efficiencies); what the note says for each setting."""
+    _, data, md = result
+    assert data['allocator'] == suite.allocator_note()
+    assert md.splitlines()[0].endswith(f', host allocator {data["allocator"]}')
+    monkeypatch.setattr(suite.sys, 'platform', 'linux')
+    assert suite.allocator_note({}) == 'glibc defaults'
+    assert suite.allocator_note({'MALLOC_MMAP_THRESHOLD_': '4294967296', 'MALLOC_ARENA_MAX': '2',
+                                 'OTHER': '1'}) == \
+        'glibc MALLOC_MMAP_THRESHOLD_=4294967296, MALLOC_ARENA_MAX=2'
+    assert suite.allocator_note({'LD_PRELOAD': '/usr/lib/libjemalloc.so.2',
+                                 'MALLOC_ARENA_MAX': '2'}) == 'jemalloc (LD_PRELOAD)'
+    monkeypatch.setattr(suite.sys, 'platform', 'darwin')
+    assert suite.allocator_note({}) == 'system malloc'

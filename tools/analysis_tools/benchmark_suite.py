@@ -162,6 +162,28 @@ def _fraction(s):
     return v
 
 
+#: glibc's malloc settings that decide whether freed large buffers go back to the system
+MALLOC_VARS = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_',
+               'MALLOC_ARENA_MAX')
+
+
+def allocator_note(environ=None) -> str:
+    """Which host memory allocator the CPU timings ran with: a preloaded jemalloc / tcmalloc,
+    or glibc's malloc with the ``MALLOC_*`` settings given (``'glibc defaults'`` when none).
+    It moves CPU efficiencies: under glibc's defaults every call page-faults the buffers
+    above its mmap threshold in again, which costs a full-size host more than a dynamic model
+    (``docs/complexity.md``, "The allocator moves these ratios")."""
+    env = os.environ if environ is None else environ
+    preload = env.get('LD_PRELOAD', '')
+    for name in ('jemalloc', 'tcmalloc', 'mimalloc'):
+        if name in preload:
+            return f'{name} (LD_PRELOAD)'
+    if not sys.platform.startswith('linux'):
+        return 'system malloc'
+    given = [f'{k}={env[k]}' for k in MALLOC_VARS if env.get(k)]
+    return 'glibc ' + (', '.join(given) if given else 'defaults')
+
+
 def _positive(s):
     v = int(s)
     if v < 1:
@@ -709,7 +731,7 @@ def run(args) -> dict:
     return dict(device=args.device, device_name=(torch.cuda.get_device_name()
                                                  if args.device == 'cuda' else 'cpu'),
                 threads=torch.get_num_threads() if args.device == 'cpu' else None,
-                amp=args.amp, quick=args.quick, tiny=args.tiny, ref=args.ref,
+                allocator=allocator_note(), amp=args.amp, quick=args.quick, tiny=args.tiny, ref=args.ref,
                 rounds=args.rounds, per_round=args.per_round, warmup=args.warmup,
                 levels=args.levels, batches=args.batches, dvt_seq=args.dvt_seq,
                 unit='ms per batch (dvt batch 1: per image); throughput in images/s; GFLOPs per '
@@ -723,7 +745,8 @@ def format_markdown(out: dict) -> str:
     lines = [f'Device {out["device_name"]}' + (f', {out["threads"]} threads' if out['threads']
                                                else '') + f', {out["amp"] or "fp32"}, '
              f'{out["rounds"]} alternating rounds x {out["per_round"]} calls after '
-             f'{out["warmup"]} warm-up calls' + (', tiny configs' if out['tiny'] else ''), '',
+             f'{out["warmup"]} warm-up calls' + (', tiny configs' if out['tiny'] else '')
+             + (f', host allocator {out["allocator"]}' if out.get('allocator') else ''), '',
              '| method | level | batch | host ms (IQR) | dynamic ms (IQR) | host img/s | '
              'dynamic img/s | host GFLOPs | dynamic GFLOPs | FLOPs ratio | speed-up | '
              'efficiency |' + (' ref input | ref ms (IQR) | ref GFLOPs | ref efficiency | '
