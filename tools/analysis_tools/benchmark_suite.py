@@ -731,7 +731,8 @@ def run(args) -> dict:
     return dict(device=args.device, device_name=(torch.cuda.get_device_name()
                                                  if args.device == 'cuda' else 'cpu'),
                 threads=torch.get_num_threads() if args.device == 'cpu' else None,
-                allocator=allocator_note(), amp=args.amp, quick=args.quick, tiny=args.tiny, ref=args.ref,
+                allocator=allocator_note(), amp=args.amp, quick=args.quick, tiny=args.tiny,
+                ref=args.ref,
                 rounds=args.rounds, per_round=args.per_round, warmup=args.warmup,
                 levels=args.levels, batches=args.batches, dvt_seq=args.dvt_seq,
                 unit='ms per batch (dvt batch 1: per image); throughput in images/s; GFLOPs per '
