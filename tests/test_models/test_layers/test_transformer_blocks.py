@@ -5,7 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmdyn.models.layers import (MLP, MixFFN, PatchEmbed, PVTBlock, SRAttention, ViTBlock,
-                                 explicit_attention, overlap_patch_embed, resize_pos_embed)
+                                 explicit_attention, nchw_to_nlc, nlc_to_nchw, overlap_patch_embed,
+                                 resize_pos_embed)
 
 
 def randomize(module, std=0.3, seed=0):
@@ -145,6 +146,28 @@ def test_attention_bad_input():
         attn(torch.randn(1, 16, 6), (4, 4))
     with pytest.raises(ValueError, match='4x5'):
         attn(torch.randn(1, 16, 8), (4, 5))
+
+
+@pytest.mark.parametrize('b', [1, 3])
+def test_nlc_to_nchw_is_a_channels_last_view(b):
+    h, w, c = 3, 5, 4
+    x = torch.randn(b, h * w, c)
+    m = nlc_to_nchw(x, (h, w))
+    assert m.shape == (b, c, h, w)
+    for i, j in [(0, 0), (1, 4), (2, 3)]:  # token i * w + j is the map's pixel (i, j)
+        torch.testing.assert_close(m[:, :, i, j], x[:, i * w + j], rtol=0, atol=0)
+    # the tokens' memory, channels-last, one image included: batch stride H*W*C (a batch
+    # stride of C made oneDNN convolve one image about twice as slowly)
+    assert m.data_ptr() == x.data_ptr()
+    assert m.stride() == (h * w * c, 1, w * c, c)
+    torch.testing.assert_close(nchw_to_nlc(m), x, rtol=0, atol=0)
+    # a slice of the tokens (the spatial ones after a class token) is still a view
+    xe = torch.randn(b, 1 + h * w, c)
+    me = nlc_to_nchw(xe[:, 1:], (h, w))
+    assert me.data_ptr() == xe[:, 1:].data_ptr()
+    torch.testing.assert_close(me, nlc_to_nchw(xe[:, 1:].contiguous(), (h, w)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match='3x4'):
+        nlc_to_nchw(x, (3, 4))
 
 
 def test_mixffn_subset_uses_zero_filled_map():
