@@ -76,18 +76,20 @@ def test_pool_gradient_is_one_over_real_count():
     assert torch.allclose(x.grad[0, 0], expect)
 
 
+@pytest.mark.parametrize('b', [1, 2])
 @pytest.mark.parametrize('hw', [(5, 7), (8, 12)])
-def test_token_layout_matches_map_layout(hw):
+def test_token_layout_matches_map_layout(hw, b):
     torch.manual_seed(0)
     (h, w), s = hw, 2
-    x = torch.randn(2, h * w, 3)
+    x = torch.randn(b, h * w, 3)
     r = region_pool_tokens(x, (h, w), s)
     grid = region_grid((h, w), s)
-    assert r.shape == (2, ) + grid + (3, )
-    xm = x.transpose(1, 2).reshape(2, 3, h, w)
+    assert r.shape == (b, ) + grid + (3, ) and r.is_contiguous()
+    xm = x.transpose(1, 2).reshape(b, 3, h, w)
     assert torch.allclose(r, _naive_pool(xm, s).permute(0, 2, 3, 1), atol=1e-6)
     if h % 4 == 0 and w % 4 == 0:  # pooled once more from the map pooled at 2
         r4 = region_pool_tokens(r, (h, w), 4, factor=2)
+        assert r4.is_contiguous()
         assert torch.allclose(r4, _naive_pool(xm, 4).permute(0, 2, 3, 1), atol=1e-6)
     else:
         with pytest.raises(ValueError, match='divides'):
