@@ -26,6 +26,7 @@ from mmcv.cnn import build_activation_layer
 from mmengine.model import BaseModule
 
 from mmdyn.analysis import flops as fl
+from .shape_constants import shape_constant
 
 __all__ = ['MLP', 'MixFFN', 'SubsetPlan', 'SUBSET_MODES', 'neighbour_dwconv',
            'fused_neighbour_dwconv']
@@ -88,26 +89,36 @@ class SubsetPlan(NamedTuple):
     grid: Optional[torch.Tensor] = None
 
 
+@shape_constant
+def map_neighbours(h: int, w: int, k: int, device=None) -> torch.Tensor:
+    """``Long[H*W + 1, k*k]``: the map position of every position's ``k*k`` neighbours (row
+    major), ``H*W`` where a neighbour falls outside the map; the extra last row is all ``H*W``
+    (the neighbours of a padding slot). Cached per shape and device: do not modify."""
+    p = k // 2
+    d = torch.arange(-p, p + 1, device=device)
+    y = torch.arange(h, device=device)[:, None, None, None] + d[:, None]   # [H, 1, k, 1]
+    x = torch.arange(w, device=device)[None, :, None, None] + d[None, :]   # [1, W, 1, k]
+    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    at = torch.where(inside, y * w + x, torch.full_like(y * w + x, h * w))
+    return torch.cat([at.reshape(h * w, k * k),
+                      torch.full((1, k * k), h * w, dtype=at.dtype, device=device)])
+
+
 def _subset_neighbours(index: torch.Tensor, hw: Sequence[int], k: int) -> torch.Tensor:
     """``Long[B * L, k*k]`` neighbour rows of :class:`SubsetPlan` (``index``: ``[B, L]``, -1
     marks padding)."""
     b, l = index.shape
-    h, w = hw
+    n = int(hw[0]) * int(hw[1])
     zero = b * l
-    real = index >= 0
-    pos = index.clamp(min=0)
-    # map position -> row of the subset table (the zero row where no kept token sits)
-    slot = torch.arange(b * l, device=index.device).view(b, l)
-    lookup = torch.full((b, h * w + 1), zero, dtype=torch.long, device=index.device)
-    lookup.scatter_(1, torch.where(real, pos, torch.full_like(pos, h * w)), slot)
-    lookup[:, h * w] = zero
-    p = k // 2
-    d = torch.arange(-p, p + 1, device=index.device)
-    y = (pos // w)[..., None, None] + d[:, None]          # [B, L, k, 1]
-    x = (pos % w)[..., None, None] + d[None, :]           # [B, L, 1, k]
-    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w) & real[..., None, None]
-    at = torch.where(inside, y * w + x, torch.full_like(y * w + x, h * w)).view(b, -1)
-    return lookup.gather(1, at).view(b * l, k * k)
+    pos = torch.where(index >= 0, index, torch.full_like(index, n)).long()  # padding: n
+    # map position -> row of the subset table (the zero row where no kept token sits; the
+    # padding slots all land on position n, which is reset to the zero row)
+    lookup = torch.full((b, n + 1), zero, dtype=torch.long, device=index.device)
+    lookup.scatter_(1, pos, torch.arange(zero, device=index.device).view(b, l))
+    lookup[:, n] = zero
+    at = map_neighbours(int(hw[0]), int(hw[1]), k, device=index.device).index_select(
+        0, pos.reshape(-1))
+    return lookup.gather(1, at.view(b, l * k * k)).view(zero, k * k)
 
 
 def neighbour_dwconv(h: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,

@@ -116,6 +116,37 @@ def test_gather_plan_neighbours_by_hand():
     assert torch.equal(plan.nbr, want)
 
 
+def test_gather_plan_neighbours_with_padding_by_hand():
+    """Two images of a 2x3 map, the second with a padding slot: rows count over the flattened
+    batch, a padding slot's neighbours are all the zero row, a position kept by the other
+    image is not a neighbour."""
+    ffn = MixFFN(2, 2)
+    plan = ffn.subset_plan(torch.tensor([[0, 5], [1, -1]]), (2, 3))
+    z = 4
+    # image 0 keeps (0,0) and (1,2); image 1 keeps (0,1), which is (1,2)'s NW neighbour and
+    # (1,2) its SE one, but in the other image: only the centres are found
+    want = torch.tensor([[z, z, z, z, 0, z, z, z, z],    # image 0, (0,0)
+                         [z, z, z, z, 1, z, z, z, z],    # image 0, (1,2)
+                         [z, z, z, z, 2, z, z, z, z],    # image 1, (0,1)
+                         [z, z, z, z, z, z, z, z, z]])   # image 1, padding
+    assert torch.equal(plan.nbr, want)
+
+
+def test_map_neighbours_table():
+    """Every position's k x k neighbour positions (H*W outside the map, and a last row of H*W
+    for padding), against a loop; made once per shape."""
+    h, w, k = 3, 4, 5
+    table = ffn_module.map_neighbours(h, w, k)
+    assert table.shape == (h * w + 1, k * k)
+    for y in range(h):
+        for x in range(w):
+            want = [(y + dy) * w + (x + dx) if 0 <= y + dy < h and 0 <= x + dx < w else h * w
+                    for dy in range(-2, 3) for dx in range(-2, 3)]
+            assert table[y * w + x].tolist() == want
+    assert table[-1].tolist() == [h * w] * (k * k)
+    assert ffn_module.map_neighbours(h, w, k) is table
+
+
 def _rows(r=40, c=12, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(r, c, generator=g)
