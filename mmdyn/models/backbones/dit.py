@@ -36,7 +36,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmdyn.analysis.flops import CountPolynomial
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
-from ..layers.attention import nlc_to_nchw
+from ..layers.attention import channels_last_convs_, nlc_to_nchw
 from ..layers.embed import overlap_patch_embed
 from ..layers.ffn import SUBSET_MODES, MixFFN
 from ..layers.gates import GumbelSoftmaxGate, categorical_eval, gumbel_softmax_st
@@ -334,6 +334,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         self._build_modules(block_cfg, drop_path_rate, norm_cfg,
                             dict(tau=tau, momentum=gate_momentum), static_size, row_init_on,
                             col_init_on)
+        channels_last_convs_(self)   # the layout of the maps the convolutions read
         self._cost_cache: Dict[Tuple[int, int], dict] = {}
         self._param_counts = self._count_params()
         self.reset_dynamic_records()

@@ -15,7 +15,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
-from ..layers.attention import nlc_to_nchw
+from ..layers.attention import channels_last_convs_, nlc_to_nchw
 from ..layers.embed import PatchEmbed, overlap_patch_embed, resize_pos_embed
 from ..layers.transformer_blocks import PVTBlock, drop_path_rates
 from ..utils.checks import check_out_indices, parse_arch
@@ -200,6 +200,7 @@ class PVT(BaseModule):
         self._build_stages(drop_path_rate, block_kw, patch_norm_cfg, drop_rate, last_norm)
         self._add_cls_token(cls_token, self.embed_dims[-1])
         self._freeze_stages()
+        channels_last_convs_(self)   # the layout of the maps the convolutions read
 
     def _set_layout(self, arch, in_channels: int, out_indices, pretrain_img_size,
                     patch_sizes: Sequence[int]) -> None:

@@ -6,7 +6,8 @@ from .region_pool import (region_extents, region_grid, region_ids,  # noqa: F401
                           region_pool, region_pool_tokens)
 from .token_sets import (TokenSet, gather_tokens, make_token_set,  # noqa: F401
                          padded_attention, scatter_tokens, select_tokens)
-from .attention import SRAttention, explicit_attention, nchw_to_nlc, nlc_to_nchw  # noqa: F401
+from .attention import (SRAttention, channels_last_convs_, explicit_attention,  # noqa: F401
+                        nchw_to_nlc, nlc_to_nchw)
 from .embed import PatchEmbed, overlap_patch_embed, resize_pos_embed  # noqa: F401
 from .ffn import MLP, MixFFN  # noqa: F401
 from .transformer_blocks import (PVTBlock, TransformerBlock, ViTBlock,  # noqa: F401

@@ -71,6 +71,10 @@ def test_pvtv2_path_equals_pvtv2():
     assert torch.allclose(dit.last_flops, torch.full((2, ), float(pvt.static_flops((61, 75))),
                                                      dtype=torch.float64))
     assert dit.base_flops((61, 75)) == pvt.static_flops((61, 75))
+    # the convolutions read channels-last maps: their weights stay channels-last after loading
+    convs = [m.weight for m in dit.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert any(w.shape[1] > 1 and w.shape[-1] > 1 for w in convs)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
 
 
 def test_tiled_pvtv2_weights_fill_every_stage():
@@ -134,11 +138,23 @@ def test_gate_gradients_and_budget_loss():
     assert ratio.shape == (2, ) and ratio.requires_grad
     loss = m.aux_losses['loss_budget']
     assert torch.allclose(loss, 2.0 * ((ratio - 0.5) ** 2).mean())
-    (loss + sum(o.mean() for o in out)).backward()
+    # a random projection of the outputs: their mean is no loss (the output norms make every
+    # token's channel mean the norm's bias, zero at initialisation)
+    g = torch.Generator().manual_seed(0)
+    (loss + sum((o * torch.randn(o.shape, generator=g)).sum() for o in out)).backward()
     assert m.row_gates[0][0].proj.weight.grad.abs().sum() > 0
-    assert m.row_gates[1][2].proj.weight.grad.abs().sum() > 0
     assert m.col_gates[0][1].proj.weight.grad.abs().sum() > 0
-    assert m.stages[3][3][0].ffn.fc2.weight.grad.abs().sum() > 0
+    # every node some image reached with kept tokens: its row gate and its blocks get gradients
+    # (which nodes are reached depends on the draw, so the test reads them off the forward)
+    trained = 0
+    for i in range(4):
+        for j in range(m.num_stages):
+            kept = m.last_maps[f'row_{i}_{j}'].flatten(1).sum(1) > 0
+            if (m.last_reached[:, i, j] & kept).any():
+                assert m.row_gates[i][j].proj.weight.grad.abs().sum() > 0, (i, j)
+                assert m.stages[i][j][0].ffn.fc2.weight.grad.abs().sum() > 0, (i, j)
+                trained += 1
+    assert trained >= 2
     # the expected cost with hard decisions equals the realised cost with the stages'
     # full cost scaled by the kept fraction (Eq. 5): bounded by the fully connected net
     assert (ratio.detach() * m.base_flops((64, 64)) <= m.fully_flops((64, 64)) + 1).all()
@@ -532,23 +548,31 @@ def test_realised_flops_match_ops_that_ran():
     from mmdyn.models.layers.attention import explicit_attention
     torch.manual_seed(0)
     m = tiny(sparse_dwconv='gather')
-    shake_gates(m)
     m.eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
-        m(x)
+    # the first stage keeps all of its tokens (the dense path); the other gate weights are
+    # drawn until one forward shows real skipping: partly kept stages, a column path off and
+    # nodes never reached (which draw first does depends on the kernels' rounding)
+    for seed in range(100):
+        shake_gates(m, seed=seed)
+        with torch.no_grad():
+            m.row_gates[0][0].proj.weight.zero_()
+            m.row_gates[0][0].proj.bias.copy_(torch.tensor([0., 5.]))
+        with explicit_attention(m), FlopCounterMode(display=False) as fc, torch.no_grad():
+            m(x)
+        kept = [m.last_maps[f'row_{i}_{j}'].mean().item()
+                for i in range(4) for j in range(m.num_stages)]
+        if (any(0 < r < 1 for r in kept) and 1 in kept and not m.last_reached.all()
+                and any(m.last_maps[f'col_{i}_{j}'].item() == 0
+                        for i in range(3) for j in range(5))):
+            break
+    else:
+        raise AssertionError('no gate draw shows every kind of skipping')
     dw = 0
-    kept = []
     for i in range(4):
         for j in range(m.num_stages):
             k = m.last_maps[f'row_{i}_{j}'].sum().item()
             n = m.last_maps[f'row_{i}_{j}'][0].numel()
-            kept.append(k / n)
             if 0 < k < n:  # a stage keeping every token runs densely: the counter sees its conv
                 dw += sum(k * blk.ffn.dwconv.weight.numel() for blk in m.stages[i][j])
-    # real skipping: partly kept stages, a column path off and nodes never reached (and here
-    # one stage keeping all of its tokens, the dense path)
-    assert any(0 < r < 1 for r in kept) and 1 in kept
-    assert any(m.last_maps[f'col_{i}_{j}'].item() == 0 for i in range(3) for j in range(5))
-    assert not m.last_reached.all()
     assert fc.get_total_flops() + 2 * dw == 2 * m.last_flops.item()

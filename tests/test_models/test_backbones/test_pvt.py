@@ -290,3 +290,38 @@ def test_frozen_stages_and_pos_embed_resize_on_load(tmp_path):
     with torch.no_grad():
         for a, b in zip(src.eval()(x), dst.eval()(x)):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+def _conv_weights(model):
+    return {n: m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+@pytest.mark.parametrize('v2', [False, True])
+def test_conv_weights_stay_channels_last(v2, tmp_path):
+    """The convolutions read channels-last maps, so their weights are stored channels-last
+    (no per-call weight copy): after building, initialising, loading a checkpoint saved in the
+    default layout and a dtype change; the values are those of the default layout."""
+    cl = torch.channels_last
+    model = ours(v2)
+    model.init_weights()
+    weights = _conv_weights(model)
+    # patch embeddings and strided spatial reductions: layouts that differ from the default
+    assert any(w.shape[1] > 1 and w.shape[-1] > 1 for w in weights.values())
+    assert all(w.is_contiguous(memory_format=cl) for w in weights.values())
+    assert not all(w.is_contiguous() for w in weights.values())
+
+    sd = {k: v.contiguous() for k, v in randomize(mmdet_pvt(v2)).state_dict().items()}
+    torch.save(sd, tmp_path / 'default_layout.pth')
+    model.load_state_dict(pvt_to_mmdyn(torch.load(tmp_path / 'default_layout.pth')))
+    assert all(w.is_contiguous(memory_format=cl) for w in _conv_weights(model).values())
+    plain = ours(v2)
+    plain.load_state_dict(model.state_dict())
+    for w in _conv_weights(plain).values():
+        w.data = w.data.contiguous()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(model(x), plain(x)):
+            assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    model.double()
+    assert all(w.dtype == torch.float64 and w.is_contiguous(memory_format=cl)
+               for w in _conv_weights(model).values())
