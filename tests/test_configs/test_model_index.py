@@ -237,6 +237,33 @@ def test_stale_cache_entries_kept_only_when_not_measuring():
     assert cc.stale([c], {c: dict(sha=sha)}) == []
 
 
+def test_no_measure_run_writes_the_committed_files(tmp_path, monkeypatch):
+    """``make_metafiles.py --no-measure`` end to end, its outputs sent to ``tmp_path``: from the
+    committed cache it writes byte for byte the committed metafiles, model index and model-zoo
+    page, measures nothing and leaves the cache file alone."""
+    mf = _load_script()
+    out = {m: tmp_path / m / 'metafile.yml' for m in mf.METHODS}
+    for p in out.values():
+        p.parent.mkdir()
+    monkeypatch.setattr(mf, 'metafile_path', lambda m: str(out[m]))
+    monkeypatch.setattr(mf, 'MODEL_INDEX', str(tmp_path / 'model-index.yml'))
+    monkeypatch.setattr(mf, 'README', str(tmp_path / 'model_zoo.md'))
+    cache_before = open(mf.cc.CACHE, 'rb').read()
+
+    def refused(*args, **kwargs):
+        raise AssertionError('--no-measure built a model or saved the cache')
+
+    for name in ('_build', 'save_cache'):   # every measurement builds its model first
+        monkeypatch.setattr(mf.cc, name, refused)
+    assert mf.main(['--no-measure']) == 0
+    assert open(mf.cc.CACHE, 'rb').read() == cache_before
+    pairs = [(out[m], osp.join(REPO, 'configs', m, 'metafile.yml')) for m in mf.METHODS]
+    pairs += [(tmp_path / 'model-index.yml', osp.join(REPO, 'model-index.yml')),
+              (tmp_path / 'model_zoo.md', osp.join(REPO, 'docs', 'model_zoo.md'))]
+    for written, committed in pairs:
+        assert open(written).read() == open(committed).read(), committed
+
+
 def test_static_baselines_match_published_flops(metafiles):
     """Static baselines whose published FLOPs use our convention (1 FLOP = 1 multiply-add, same
     input size) agree within 1 %."""
