@@ -295,6 +295,92 @@ def test_dvt_sequence_at_batch_1(seq_result):
     assert 'dvt batch 1 (seq N)' in md
 
 
+def _check_dvt_exits(r, md, n_images):
+    """The static-exits figures of one DVT row: the cascade's FLOPs equal the dynamic model's
+    record, exit 1's the first exit's count; the efficiencies follow from the recorded medians;
+    the exits table holds them."""
+    import torch
+
+    from mmdyn.analysis.complexity import build_model_from_cfg, load_config
+    cfg = load_config(osp.join(REPO, 'configs', '_tiny_', 'dvt-tiny_toy-imagenet.py'))
+    gf = [f / 1e9 for f in build_model_from_cfg(cfg).exit_flops()]
+    h, d, e = r['host'], r['dynamic'], r['dvt_exits']
+    c, x1 = e['cascade'], e['exit1']
+    assert c['gflops_realised'] == pytest.approx(d['gflops_realised'], rel=1e-9)
+    assert x1['gflops_realised'] == pytest.approx(gf[0], rel=1e-9)
+    assert c['latency_ms_median'] > 0 and x1['latency_ms_median'] > 0
+    hm = h['latency_ms_median']
+    assert e['cascade_efficiency'] == pytest.approx(
+        hm / c['latency_ms_median'] * c['gflops_realised'] / h['gflops_realised'])
+    assert e['exit1_efficiency'] == pytest.approx(
+        hm / x1['latency_ms_median'] * gf[0] / h['gflops_realised'])
+    assert e['dyn_vs_cascade'] == pytest.approx(c['latency_ms_median']
+                                                / d['latency_ms_median'])
+    lines = md.splitlines()
+    head = lines.index(next(ln for ln in lines if ln.startswith('| exit share |')))
+    cells = [x.strip() for x in lines[head + 2].strip('|').split('|')]
+    batch = f'{r["batch"]}' + (f' (seq {n_images})' if r.get('dvt_seq') else '')
+    assert cells == [f'{r["level"]:.2f}', batch, f'{r["efficiency"]:.3f}',
+                     f'{c["latency_ms_median"]:.2f} ({c["latency_ms_iqr"]:.2f})',
+                     f'{e["cascade_efficiency"]:.3f}', f'{e["dyn_vs_cascade"]:.3f}',
+                     f'{x1["latency_ms_median"]:.2f} ({x1["latency_ms_iqr"]:.2f})',
+                     f'{gf[0]:.4g}', f'{e["exit1_efficiency"]:.3f}']
+    assert "DVT's exits as static models" in md
+
+
+def test_dvt_static_exits_rows(result, seq_result):
+    """DVT rows (batch 2, and the batch-1 sequence) carry the static cascade and exit 1 alone,
+    timed in the same rounds; other methods do not."""
+    _, data, md = result
+    for r in data['rows']:
+        assert ('dvt_exits' in r) == (r['method'] == 'dvt')
+    _check_dvt_exits(next(r for r in data['rows'] if r['method'] == 'dvt'), md, 2)
+    _, data, md = seq_result
+    _check_dvt_exits(next(r for r in data['rows'] if r['method'] == 'dvt'), md, 6)
+
+
+@pytest.mark.parametrize('seq', [False, True])
+def test_static_cascade_runs_what_the_dynamic_model_ran(seq):
+    """The static cascade runs each exit on the images the early-exit forward sent to it, in the
+    same order and with the same reuse state: every exit's inputs and logits equal the dynamic
+    run's (a batch of 5 with 2 stopping at exit 1, or the same 5 as single-image calls); exit 1
+    alone runs the first exit once on every image."""
+    import torch
+
+    from mmdyn.analysis.complexity import build_model_from_cfg, generated_batch, load_config
+    cfg = load_config(osp.join(REPO, 'configs', '_tiny_', 'dvt-tiny_toy-imagenet.py'))
+    torch.manual_seed(0)
+    model = build_model_from_cfg(cfg).eval()
+    x, _ = generated_batch(model, (64, 64), 5)
+    share, exit_idx = suite._dvt_set_share(model, x, 0.4, single=seq)
+    assert share == 0.4 and sorted(exit_idx) == [0, 0] + [model.num_exits - 1] * 3
+    seen = []
+    hooks = [e.register_forward_hook(
+        lambda mod, args, out, k=k: seen.append((k, args[0].clone(), out[0].clone())))
+        for k, e in enumerate(model.exits)]
+    try:
+        with torch.no_grad():
+            for i in (range(5) if seq else [slice(None)]):
+                model.early_exit(x[i:i + 1] if seq else x)
+            dynamic, seen[:] = list(seen), []
+            units = dict((name, fn) for name, fn, _ in
+                         suite._dvt_exit_units(model, x, exit_idx, seq))
+            units['cascade']()
+            cascade, seen[:] = list(seen), []
+            units['exit1']()
+            first = list(seen)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(cascade) == len(dynamic) == (2 + 3 * model.num_exits if seq
+                                            else model.num_exits)
+    for (k, xa, la), (k2, xb, lb) in zip(dynamic, cascade):
+        assert k == k2 and torch.equal(xa, xb)
+        torch.testing.assert_close(la, lb, rtol=0, atol=0)
+    assert [k for k, _, _ in first] == [0] * (5 if seq else 1)
+    assert torch.equal(torch.cat([xi for _, xi, _ in first]), x)
+
+
 def test_profile(seq_result):
     """profile.md: per method the host, the dynamic model (and the reference where there is
     one), each with its top ops by self CPU time; the shares sum to at most 100 %."""

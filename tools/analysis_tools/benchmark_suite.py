@@ -56,6 +56,15 @@ FLOPs attains on this device: a target above it is out of reach for any model of
 and ``dyn_vs_ref = ref ms / dynamic ms x dynamic GFLOPs / ref GFLOPs`` (>= 1: the dynamic
 model turns its FLOP saving into time as well as the dense model does).
 
+DVT's exits as static models (with the reference, for DVT rows): the dense reference matches
+DVT's mean FLOPs, but DVT must run its first exit, a transformer of few tokens, on every image.
+Two more models in the same rounds: the *static cascade* (the exits back to back on the images
+the dynamic model sent to each, with the reuse state, no confidences or thresholds; its FLOPs
+are the dynamic model's) and *exit 1* alone on every image. Recorded per row as ``dvt_exits``:
+both latencies and GFLOPs, ``cascade_efficiency`` and ``exit1_efficiency`` (host ms / ms x
+GFLOPs / host GFLOPs) and ``dyn_vs_cascade`` (static cascade ms / dynamic ms: near 1, the
+early-exit decisions cost nothing); a second table in ``suite.md``.
+
 ``--train`` (off with ``--quick``) adds one row per pair: the median time of a training step
 (forward with the loss, backward, SGD step; the models in alternating rounds) at the largest
 batch, without forcing, and the peak memory on CUDA (one more untimed step). For MSViT also two
@@ -269,7 +278,8 @@ def _call(model, timed, inputs, samples):
 def _dvt_set_share(model, inputs, share, single=False):
     """Thresholds that make ``share`` of ``inputs`` (rounded to whole images) stop at the first
     exit (2-exit cascades; a deeper cascade runs the rest to the last exit). Returns the
-    realised share: of the batch run at once, or (``single``) of one call per image."""
+    realised share (of the batch run at once, or, ``single``, of one call per image) and each
+    image's exit index."""
     import numpy as np
     import torch
 
@@ -289,7 +299,7 @@ def _dvt_set_share(model, inputs, share, single=False):
                                   for i in range(len(inputs))])
         else:
             _, exit_idx, _ = model.early_exit(inputs)
-    return int((exit_idx == 0).sum()) / len(exit_idx)
+    return int((exit_idx == 0).sum()) / len(exit_idx), exit_idx.tolist()
 
 
 def _autocast(args):
@@ -428,6 +438,58 @@ def _unit(model, timed, inputs, samples, seq=False):
     return fn, flops
 
 
+def _dvt_exit_units(dyn, inputs, exit_idx, seq=False):
+    """Two timed units that run DVT's exits as static models, no decisions: ``cascade``, the
+    exits back to back on the images the dynamic model sent to each (exit ``k`` on the images
+    whose exit index is at least ``k``, with the previous exit's state; the same operators as
+    the early-exit forward less the confidences and thresholds), and ``exit1``, the first exit
+    alone on every image. Returns ``[(name, fn, gflops per image)]`` (``seq``: one call per
+    image, as the dynamic model's unit)."""
+    import statistics
+
+    import torch
+    exits = list(dyn.exits)
+    gf = [float(e.flops()) / 1e9 for e in exits]
+
+    def cascade_call(x, idx):
+        # the images (rows of x) that run each exit, as indexes of the previous exit's images
+        plan, prev = [], torch.arange(len(idx))
+        for k in range(len(exits)):
+            rows = torch.tensor([i for i in range(len(idx)) if idx[i] >= k], dtype=torch.long)
+            if not len(rows):
+                break
+            keep = torch.searchsorted(prev, rows).to(x.device)
+            plan.append((rows.to(x.device), None if k == 0 else keep))
+            prev = rows
+
+        def fn():
+            state = None
+            for e, (rows, keep) in zip(exits, plan):
+                if keep is not None:
+                    state = {n: t.index_select(0, keep) for n, t in state.items()}
+                _, state = e(x.index_select(0, rows), state)
+        return fn
+
+    def exit1_call(x):
+        return lambda: exits[0](x, None)
+
+    if seq:
+        cascades = [cascade_call(inputs[i:i + 1], exit_idx[i:i + 1]) for i in range(len(inputs))]
+        firsts = [exit1_call(inputs[i:i + 1]) for i in range(len(inputs))]
+
+        def cascade():
+            for c in cascades:
+                c()
+
+        def exit1():
+            for c in firsts:
+                c()
+    else:
+        cascade, exit1 = cascade_call(inputs, exit_idx), exit1_call(inputs)
+    per_image = [sum(gf[:int(k) + 1]) for k in exit_idx]
+    return [('cascade', cascade, statistics.fmean(per_image)), ('exit1', exit1, gf[0])]
+
+
 def _setup_row(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
     """The generated inputs, callables and FLOPs of one row (see :func:`_time_pair`):
     ``(row, fns, flops, seq)``, ``flops`` the records of host, dynamic (and reference), ``seq``
@@ -442,10 +504,13 @@ def _setup_row(args, host, dyn, timed, shape, batch, level=None, method=None, re
     row = dict(batch=batch, shape=list(shape), level=level)
     if seq:
         row['dvt_seq'] = seq
+    exit_idx = None
     if method == 'dvt' and level is not None:
-        row['exit_share_realised'] = _dvt_set_share(dyn, d_inputs, level, single=bool(seq))
+        row['exit_share_realised'], exit_idx = _dvt_set_share(dyn, d_inputs, level,
+                                                              single=bool(seq))
         row['dvt_thresholds'] = list(dyn.thresholds)
     units = [_unit(host, timed, inputs, samples, seq), _unit(dyn, timed, d_inputs, d_samples, seq)]
+    names = ['host', 'dynamic']
     # FLOPs first (one untimed call of each model, before the warm-up): the reference's size
     # depends on the dynamic model's
     with _trace_safe(args):
@@ -457,11 +522,17 @@ def _setup_row(args, host, dyn, timed, shape, batch, level=None, method=None, re
         r_inputs = _resized(inputs, size)
         units.append(_unit(r_model, timed, r_inputs, default_data_samples(r_model, n, size),
                            seq))
+        names.append('ref')
         with _trace_safe(args):
             flops.append(dict(shape=list(size), **units[2][1]()))
     elif ref is not None:
         row.update(ref=None, ref_note=ref)
-    return row, [u[0] for u in units], flops, seq
+    if ref is not None and exit_idx is not None:
+        for name, fn, gflops in _dvt_exit_units(dyn, d_inputs, exit_idx, bool(seq)):
+            units.append((fn, None))
+            names.append(name)
+            flops.append(dict(gflops_realised=gflops))
+    return row, [u[0] for u in units], flops, seq, names
 
 
 def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
@@ -474,25 +545,35 @@ def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None, re
     from mmdyn.analysis.benchmarking import alternating_times, latency_stats
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     with torch.no_grad(), _autocast(args):
-        row, fns, flops, seq = _setup_row(args, host, dyn, timed, shape, batch, level, method,
-                                          ref)
+        row, fns, flops, seq, names = _setup_row(args, host, dyn, timed, shape, batch, level,
+                                                 method, ref)
         times = alternating_times(fns, args.rounds, args.per_round, args.warmup, sync)
     if seq:  # per image
         times = [[t / seq for t in ts] for ts in times]
-    stats = [latency_stats(ts, batch) for ts in times]
-    (hs, ds), (hf, df) = stats[:2], flops[:2]
+    stats = dict(zip(names, (latency_stats(ts, batch) for ts in times)))
+    flops = dict(zip(names, flops))
+    (hs, ds), (hf, df) = (stats['host'], stats['dynamic']), (flops['host'], flops['dynamic'])
     row.update(host={**hs, **hf}, dynamic={**ds, **df}, timed_calls=len(times[0]))
     row['speedup'] = hs['latency_ms_median'] / ds['latency_ms_median']
     row['flops_ratio'] = df['gflops_realised'] / hf['gflops_realised']
     row['efficiency'] = row['speedup'] * row['flops_ratio']
-    if len(fns) == 3:
-        rs, rf = stats[2], flops[2]
+
+    def efficiency(name):  # host ms / ms x GFLOPs / host GFLOPs
+        return (hs['latency_ms_median'] / stats[name]['latency_ms_median']
+                * flops[name]['gflops_realised'] / hf['gflops_realised'])
+    if 'ref' in stats:
+        rs, rf = stats['ref'], flops['ref']
         row['ref'] = dict(**rf, **rs)
         row['ref_flops_ratio'] = rf['gflops_realised'] / hf['gflops_realised']
-        row['ref_efficiency'] = (hs['latency_ms_median'] / rs['latency_ms_median']
-                                 * row['ref_flops_ratio'])
+        row['ref_efficiency'] = efficiency('ref')
         row['dyn_vs_ref'] = (rs['latency_ms_median'] / ds['latency_ms_median']
                              * df['gflops_realised'] / rf['gflops_realised'])
+    if 'cascade' in stats:
+        row['dvt_exits'] = dict(
+            cascade={**flops['cascade'], **stats['cascade']},
+            exit1={**flops['exit1'], **stats['exit1']},
+            cascade_efficiency=efficiency('cascade'), exit1_efficiency=efficiency('exit1'),
+            dyn_vs_cascade=stats['cascade']['latency_ms_median'] / ds['latency_ms_median'])
     return row
 
 
@@ -516,9 +597,11 @@ def _profile(args, host, dyn, timed, shape, batch, method=None, ref=None):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     out = []
     with torch.no_grad(), _autocast(args):
-        row, fns, flops, seq = _setup_row(args, host, dyn, timed, shape, batch, PROFILE_LEVEL,
-                                          method, ref)
-        for name, fn, fl in zip(('host', 'dynamic', 'ref'), fns, flops):
+        row, fns, flops, seq, names = _setup_row(args, host, dyn, timed, shape, batch,
+                                                 PROFILE_LEVEL, method, ref)
+        for name, fn, fl in zip(names, fns, flops):
+            if name not in ('host', 'dynamic', 'ref'):
+                continue
             for _ in range(args.warmup):
                 fn()
             sync()
@@ -771,6 +854,29 @@ def format_markdown(out: dict) -> str:
         elif ref:
             line += ' - | - | - | - | - |'
         lines.append(line)
+    exits = [r for r in out['rows'] if r.get('dvt_exits')]
+    if exits:
+        lines += ['', 'DVT\'s exits as static models, timed in the same alternating rounds: the '
+                  'static cascade runs the exits back to back on the images the dynamic model '
+                  'sent to each (its FLOPs, no confidences or thresholds); exit 1 runs alone on '
+                  'every image. Efficiency = host ms / ms x GFLOPs / host GFLOPs. The static '
+                  'cascade bounds the early-exit model: dynamic / static cascade (its ms / the '
+                  'dynamic ms) near 1 means the decisions cost nothing and what is left is the '
+                  'exits\' own speed; exit 1 efficiency is what a transformer of the first '
+                  'exit\'s token count attains against the host on this device.', '',
+                  '| exit share | batch | dynamic efficiency | static cascade ms (IQR) | '
+                  'static cascade efficiency | dynamic / static cascade | exit 1 ms (IQR) | '
+                  'exit 1 GFLOPs | exit 1 efficiency |', '|' + ' --- |' * 9]
+        for r in exits:
+            e = r['dvt_exits']
+            c, x1 = e['cascade'], e['exit1']
+            batch = f'{r["batch"]}' + (f' (seq {r["dvt_seq"]})' if r.get('dvt_seq') else '')
+            lines.append(
+                f'| {r["level"]:.2f} | {batch} | {r["efficiency"]:.3f} | '
+                f'{c["latency_ms_median"]:.2f} ({c["latency_ms_iqr"]:.2f}) | '
+                f'{e["cascade_efficiency"]:.3f} | {e["dyn_vs_cascade"]:.3f} | '
+                f'{x1["latency_ms_median"]:.2f} ({x1["latency_ms_iqr"]:.2f}) | '
+                f'{x1["gflops_realised"]:.4g} | {e["exit1_efficiency"]:.3f} |')
     if out['train_rows']:
         lines += ['', '| method | batch | host train step ms | dynamic train step ms | '
                   'train speed-up | host peak MiB | dynamic peak MiB |',
