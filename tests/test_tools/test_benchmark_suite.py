@@ -340,11 +340,12 @@ def test_dvt_static_exits_rows(result, seq_result):
 
 
 @pytest.mark.parametrize('seq', [False, True])
-def test_static_cascade_runs_what_the_dynamic_model_ran(seq):
+@pytest.mark.parametrize('shares,counts', [(0.4, (2, 0, 3)), ([0.2, 0.4], (1, 2, 2))])
+def test_static_cascade_runs_what_the_dynamic_model_ran(seq, shares, counts):
     """The static cascade runs each exit on the images the early-exit forward sent to it, in the
     same order and with the same reuse state: every exit's inputs and logits equal the dynamic
-    run's (a batch of 5 with 2 stopping at exit 1, or the same 5 as single-image calls); exit 1
-    alone runs the first exit once on every image."""
+    run's (a batch of 5 images stopping at the three exits as ``counts``, or the same 5 as
+    single-image calls); exit 1 alone runs the first exit once on every image."""
     import torch
 
     from mmdyn.analysis.complexity import build_model_from_cfg, generated_batch, load_config
@@ -352,8 +353,9 @@ def test_static_cascade_runs_what_the_dynamic_model_ran(seq):
     torch.manual_seed(0)
     model = build_model_from_cfg(cfg).eval()
     x, _ = generated_batch(model, (64, 64), 5)
-    share, exit_idx = suite._dvt_set_share(model, x, 0.4, single=seq)
-    assert share == 0.4 and sorted(exit_idx) == [0, 0] + [model.num_exits - 1] * 3
+    assert model.num_exits == 3
+    share, exit_idx = suite._dvt_set_share(model, x, shares, single=seq)
+    assert share == counts[0] / 5 and [exit_idx.count(k) for k in range(3)] == list(counts)
     seen = []
     hooks = [e.register_forward_hook(
         lambda mod, args, out, k=k: seen.append((k, args[0].clone(), out[0].clone())))
@@ -372,8 +374,8 @@ def test_static_cascade_runs_what_the_dynamic_model_ran(seq):
     finally:
         for h in hooks:
             h.remove()
-    assert len(cascade) == len(dynamic) == (2 + 3 * model.num_exits if seq
-                                            else model.num_exits)
+    # exit calls: one per image and exit it reached (seq), or one per exit that any reached
+    assert len(cascade) == len(dynamic) == (sum(k + 1 for k in exit_idx) if seq else 3)
     for (k, xa, la), (k2, xb, lb) in zip(dynamic, cascade):
         assert k == k2 and torch.equal(xa, xb)
         torch.testing.assert_close(la, lb, rtol=0, atol=0)

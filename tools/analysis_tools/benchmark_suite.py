@@ -56,14 +56,15 @@ FLOPs attains on this device: a target above it is out of reach for any model of
 and ``dyn_vs_ref = ref ms / dynamic ms x dynamic GFLOPs / ref GFLOPs`` (>= 1: the dynamic
 model turns its FLOP saving into time as well as the dense model does).
 
-DVT's exits as static models (with the reference, for DVT rows): the dense reference matches
+DVT's exits as static models (DVT rows, unless ``--no-ref``): the dense reference matches
 DVT's mean FLOPs, but DVT must run its first exit, a transformer of few tokens, on every image.
 Two more models in the same rounds: the *static cascade* (the exits back to back on the images
 the dynamic model sent to each, with the reuse state, no confidences or thresholds; its FLOPs
-are the dynamic model's) and *exit 1* alone on every image. Recorded per row as ``dvt_exits``:
+are the dynamic model's) and *exit 1* alone on every image, as it runs in the cascade (handing
+its attention logits on where the next exit reuses them). Recorded per row as ``dvt_exits``:
 both latencies and GFLOPs, ``cascade_efficiency`` and ``exit1_efficiency`` (host ms / ms x
 GFLOPs / host GFLOPs) and ``dyn_vs_cascade`` (static cascade ms / dynamic ms: near 1, the
-early-exit decisions cost nothing); a second table in ``suite.md``.
+early-exit decisions and their records cost nothing); a second table in ``suite.md``.
 
 ``--train`` (off with ``--quick``) adds one row per pair: the median time of a training step
 (forward with the loss, backward, SGD step; the models in alternating rounds) at the largest
@@ -277,7 +278,8 @@ def _call(model, timed, inputs, samples):
 
 def _dvt_set_share(model, inputs, share, single=False):
     """Thresholds that make ``share`` of ``inputs`` (rounded to whole images) stop at the first
-    exit (2-exit cascades; a deeper cascade runs the rest to the last exit). Returns the
+    exit (2-exit cascades; a deeper cascade runs the rest to the last exit; a sequence: the share
+    of the batch stopping at each exit but the last). Returns the
     realised share (of the batch run at once, or, ``single``, of one call per image) and each
     image's exit index."""
     import numpy as np
@@ -291,7 +293,8 @@ def _dvt_set_share(model, inputs, share, single=False):
     with torch.no_grad(), full_compute(model):
         _, _, all_logits = model.early_exit(inputs)
     conf = np.stack([a.float().softmax(-1).max(-1).values.cpu().numpy() for a in all_logits])
-    shares = [share] + [0.] * (conf.shape[0] - 2)
+    shares = list(share) if isinstance(share, (list, tuple)) else \
+        [share] + [0.] * (conf.shape[0] - 2)
     model.set_thresholds(thresholds_for_shares(conf, shares))
     with torch.no_grad():
         if single:
@@ -443,8 +446,9 @@ def _dvt_exit_units(dyn, inputs, exit_idx, seq=False):
     exits back to back on the images the dynamic model sent to each (exit ``k`` on the images
     whose exit index is at least ``k``, with the previous exit's state; the same operators as
     the early-exit forward less the confidences and thresholds), and ``exit1``, the first exit
-    alone on every image. Returns ``[(name, fn, gflops per image)]`` (``seq``: one call per
-    image, as the dynamic model's unit)."""
+    alone on every image (as in the cascade: with relationship reuse it hands its attention
+    logits on, so it computes its attention explicitly). Returns ``[(name, fn, gflops per
+    image)]`` (``seq``: one call per image, as the dynamic model's unit)."""
     import statistics
 
     import torch
@@ -492,8 +496,10 @@ def _dvt_exit_units(dyn, inputs, exit_idx, seq=False):
 
 def _setup_row(args, host, dyn, timed, shape, batch, level=None, method=None, ref=None):
     """The generated inputs, callables and FLOPs of one row (see :func:`_time_pair`):
-    ``(row, fns, flops, seq)``, ``flops`` the records of host, dynamic (and reference), ``seq``
-    the number of single-image calls a timed unit makes (0: one batch call)."""
+    ``(row, fns, flops, seq, names)``, ``flops`` the records of host, dynamic (and reference,
+    DVT's static exits), ``seq`` the number of single-image calls a timed unit makes (0: one
+    batch call), ``names`` the units' names (``host``, ``dynamic``, ``ref``, ``cascade``,
+    ``exit1``)."""
     from mmdyn.analysis.complexity import default_data_samples, generated_batch
 
     # DVT at batch 1: a sequence of single-image calls on different images
@@ -861,9 +867,10 @@ def format_markdown(out: dict) -> str:
                   'sent to each (its FLOPs, no confidences or thresholds); exit 1 runs alone on '
                   'every image. Efficiency = host ms / ms x GFLOPs / host GFLOPs. The static '
                   'cascade bounds the early-exit model: dynamic / static cascade (its ms / the '
-                  'dynamic ms) near 1 means the decisions cost nothing and what is left is the '
-                  'exits\' own speed; exit 1 efficiency is what a transformer of the first '
-                  'exit\'s token count attains against the host on this device.', '',
+                  'dynamic ms) near 1 means the decisions and their records cost nothing and '
+                  'what is left is the exits\' own speed; exit 1 efficiency is the first exit '
+                  '(its few tokens; it hands its attention logits on where they are reused) '
+                  'against the host on this device.', '',
                   '| exit share | batch | dynamic efficiency | static cascade ms (IQR) | '
                   'static cascade efficiency | dynamic / static cascade | exit 1 ms (IQR) | '
                   'exit 1 GFLOPs | exit 1 efficiency |', '|' + ' --- |' * 9]

@@ -56,9 +56,10 @@ def soft_split(x: torch.Tensor, kernel: int, stride: int, padding: int,
     ``nn.Unfold(kernel, stride=stride, padding=padding)(x).transpose(1, 2)``.
 
     ``x`` is ``[B, C, H, W]``, or ``[B, H, W, C]`` with ``channels_last`` (a token map, no
-    transpose needed). One copy of a strided view of the padded map, where the unfold writes
-    ``[B, C * k * k, L]`` and a transpose copies it again (the token transformers normalise each
-    token, so they need the tokens contiguous): 2-3x faster on the CPU at the first split."""
+    transpose needed). The padded map is copied once more, as the tokens, from a strided
+    window view, where the unfold writes ``[B, C * k * k, L]`` and a transpose copies it again
+    (the token transformers normalise each token, so they need the tokens contiguous): 2-3x
+    faster on the CPU at the first split."""
     p = int(padding)
     if channels_last:
         b, h, w, c = x.shape
@@ -274,8 +275,9 @@ class T2TViT(BaseModule):
         g0, g1, g2 = self.grids
         t = self.token1(soft_split(x, *self.soft_split))
         # the token maps stay channels-last: [B, g*g, C] is [B, g, g, C]
-        t = self.token2(soft_split(t.view(b, g0, g0, -1), 3, 2, 1, channels_last=True))
-        t = self.project(soft_split(t.view(b, g1, g1, -1), 3, 2, 1, channels_last=True))
+        d = self.token_dims  # (not -1: an empty batch has no size to infer)
+        t = self.token2(soft_split(t.view(b, g0, g0, d), 3, 2, 1, channels_last=True))
+        t = self.project(soft_split(t.view(b, g1, g1, d), 3, 2, 1, channels_last=True))
         t = torch.cat([self.cls_token.expand(b, -1, -1), t], dim=1)
         return t + self.pos_embed.to(t.dtype), (g2, g2)
 

@@ -638,3 +638,14 @@ def test_empty_batch_runs_every_exit(feature, relation, exits):
     with torch.no_grad():
         outs = m.run_all(torch.zeros(0, 3, 32, 32))
     assert [tuple(o.shape) for o in outs] == [(0, NC), (0, NC)]
+
+
+@pytest.mark.parametrize('reuse', [False, True])
+def test_empty_batch_runs_every_t2t_exit(reuse):
+    """The same with T2T-ViT exits (their tokenizer's token maps: no size to infer)."""
+    m = make_t2t(reuse)
+    with torch.no_grad():
+        outs = m.run_all(torch.zeros(0, 3, 64, 64))
+        logits, exit_idx, _ = m.early_exit(torch.zeros(0, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(0, NC), (0, NC)]
+    assert tuple(logits.shape) == (0, NC) and exit_idx.numel() == 0
