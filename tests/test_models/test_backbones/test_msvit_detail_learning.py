@@ -11,19 +11,18 @@ closest to MSViT's realised FLOPs trains as many steps in all. Every measure is 
 the validation snapshots of the last steps (decisions oscillate around the budget).
 
 The test runs the tool's recipe (200 warm-up steps, 512 scenes) on seed 0 at one budget, g* 0.1,
-with 450 gate steps instead of the tool's 300. 300 is where the gate just reaches its budget, so a
-trajectory that runs a little slower has not: on a machine of another CPU kind (2026-12-06),
+with 450 gate steps instead of the tool's 300. 300 is where the gate just reaches its budget, so
+a trajectory that runs a little slower has not: on a machine of another CPU kind (2026-12-06),
 seed 0 ended at 300 steps with 0.29 of the background fine and 0.46 of the host's FLOPs (seeds
-1-4 there: 0.07-0.12 and 0.29-0.33), and at 450 steps with 0.09 and 0.31. At 450 steps
-seeds 1-4 pass this test's assertions there too. Shorter recipes did not
-separate in every seed (150 + 250: seed 3 ended all fine, its network had not learned the
-textures in the warm-up, mIoU 0.41; 200 + 200: seed 0 objects 0.75 against background 0.59). Measured with the tool
-over seeds 0-4 at g* 0.1 (one thread, 64 validation scenes; docs/learning_checks.md): fine on
-object pixels 0.69-0.79 against 0.08-0.10 on the background (7.2x-8.8x), gate AUC 0.79-0.89
-(0.47-0.53 at the end of the warm-up), realised FLOPs 0.30-0.31 of the full-size host and
-0.98-1.02 of the smaller-input host's (20x48 or 28x36), mIoU 0.68-0.74 against 0.24-0.42
-(difference 0.27-0.49). The margins sit below the worst seed. About 40 s of CPU time on one
-thread.
+1-4 there: 0.07-0.12 and 0.29-0.33), and at 450 steps with 0.09 and 0.31. At 450 steps seeds 1-4
+pass this test's assertions there too. Shorter recipes did not separate in every seed (150 +
+250: seed 3 ended all fine, its network had not learned the textures in the warm-up, mIoU 0.41;
+200 + 200: seed 0 objects 0.75 against background 0.59). Measured with the tool over seeds 0-4
+at g* 0.1 (one thread, 64 validation scenes; docs/learning_checks.md): fine on object pixels
+0.69-0.79 against 0.08-0.10 on the background (7.2x-8.8x), gate AUC 0.79-0.89 (0.47-0.53 at the
+end of the warm-up), realised FLOPs 0.30-0.31 of the full-size host and 0.98-1.02 of the
+smaller-input host's (20x48 or 28x36), mIoU 0.68-0.74 against 0.24-0.42 (difference 0.27-0.49).
+The margins sit below the worst seed. About 40 s of CPU time on one thread.
 """
 import pytest
 
