@@ -538,6 +538,7 @@ class _DGEHostMixin(DynamicModuleMixin):
             budget_weight, 'budget_weight', 'DGE'))
         self.reset_dynamic_records()
         self.aux_losses = {}
+        self._layer_cost_cache = {}  # see _layer_costs
         if not self.dge_enabled:
             return None
         return [[DynamicGrainedEncoder(c, granularities, region_size, layer_wise, tau, init_prob,
@@ -614,21 +615,17 @@ class _DGEHostMixin(DynamicModuleMixin):
         """Run one layer; accumulate FLOPs and budget terms into ``acc``."""
         b = x.shape[0]
         full_q = hw[0] * hw[1] + num_extra
-        f0 = _block_flops(block, 0, hw, num_extra)
-        cq = _block_flops(block, 1, hw, num_extra) - f0  # cost of one query
+        f0, cq, a0, a1 = self._layer_costs(idx, enc, block, hw, num_extra)
         acc['den'] += cq * full_q
-        acc['a_den'] += float(self._authors_layer_cost(enc, block, hw, num_extra, float(full_q)))
+        acc['a_den'] += a0 + a1 * full_q
         if enc is None or self.force_full:
-            acc['a_num'] = acc['a_num'] + self._authors_layer_cost(
-                enc, block, hw, num_extra,
-                torch.full((b, ), float(full_q), dtype=torch.float64, device=x.device))
+            acc['a_num'] = acc['a_num'] + (a0 + a1 * full_q)
             y = block(x, hw)
             flops = torch.full((b, ), float(f0 + cq * full_q), dtype=torch.float64,
                                device=x.device)
             acc['flops'] = acc['flops'] + flops
             acc['blocks'].append(BlockRecord(idx, float(full_q), full_q, flops))
-            acc['num'] = acc['num'] + cq * torch.full((b, ), float(full_q), dtype=torch.float64,
-                                                      device=x.device)
+            acc['num'] = acc['num'] + float(cq * full_q)
             acc['queries'] += float(full_q)
             acc['tokens'] += full_q
             return y
@@ -639,9 +636,6 @@ class _DGEHostMixin(DynamicModuleMixin):
         else:  # the same number: the chosen queries, extras included
             psi = info['num_queries']
         if self.budget_convention == 'authors':
-            # the cost is affine in the query count: two Python numbers, three tensor ops
-            a0 = float(self._authors_layer_cost(enc, block, hw, num_extra, 0.0))
-            a1 = float(self._authors_layer_cost(enc, block, hw, num_extra, 1.0)) - a0
             acc['a_num'] = acc['a_num'] + (a0 + a1 * psi)
         else:  # only the convention in use is accumulated
             acc['num'] = acc['num'] + cq * psi
@@ -658,6 +652,24 @@ class _DGEHostMixin(DynamicModuleMixin):
                                     lambda: torch.tensor(enc.granularities, device=x.device)
                                     )[info['choice']]
         return y
+
+    def _layer_costs(self, idx, enc, block, hw, num_extra):
+        """``(f0, cq, a0, a1)`` of one layer: our MACs of the block with no query and per
+        query (:func:`_block_flops`), vtpack's cost with no query and per query
+        (:meth:`_authors_layer_cost`, the router's included when the gate runs); both counts
+        are affine in the query count. Python numbers, cached per layer, map size, extra
+        tokens and whether the gate runs (they were a tenth of a small image's forward)."""
+        gated = enc is not None and not self.force_full
+        key = (idx, int(hw[0]), int(hw[1]), int(num_extra), gated)
+        costs = self._layer_cost_cache.get(key)
+        if costs is None:
+            f0 = _block_flops(block, 0, hw, num_extra)
+            cq = _block_flops(block, 1, hw, num_extra) - f0
+            e = enc if gated else None
+            a0 = float(self._authors_layer_cost(e, block, hw, num_extra, 0.0))
+            a1 = float(self._authors_layer_cost(e, block, hw, num_extra, 1.0)) - a0
+            costs = self._layer_cost_cache[key] = (f0, cq, a0, a1)
+        return costs
 
     def _new_acc(self, x):
         b = x.shape[0]

@@ -25,6 +25,11 @@ _STORE: 'OrderedDict[tuple, object]' = OrderedDict()
 
 
 def _freeze(v):
+    t = type(v)
+    if t is int or t is str or v is None:  # the common cases first: keys are made per call
+        return (t.__name__, v)
+    if t is tuple:
+        return tuple(_freeze(x) for x in v)
     if isinstance(v, torch.device):
         return ('device', str(v))
     if isinstance(v, (list, tuple)):
@@ -51,17 +56,37 @@ def device_key(v) -> tuple:
     return _freeze(v)
 
 
+def _fake_mode_probe():
+    """A cheap test for an active fake-tensor mode (about a microsecond: it runs on every cached
+    lookup, dozens per forward): the fake mode's dispatch slot and the tracing context, what
+    ``torch._guards.detect_fake_mode()`` looks at (without inputs) at several times the cost;
+    that function where this torch lacks the slot."""
+    key = getattr(getattr(torch._C, '_TorchDispatchModeKey', None), 'FAKE', None)
+    get_mode = getattr(torch._C, '_get_dispatch_mode', None)
+    try:
+        from torch._guards import TracingContext, detect_fake_mode
+    except ImportError:  # pragma: no cover
+        return lambda: False
+    if key is None or get_mode is None:  # pragma: no cover
+        return lambda: detect_fake_mode() is not None
+
+    def probe():
+        if get_mode(key) is not None:
+            return True
+        context = TracingContext.try_get()
+        return context is not None and context.fake_mode is not None
+
+    return probe
+
+
+_fake_mode_active = _fake_mode_probe()
+_is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)
+
+
 def _tracing() -> bool:
     """Under ``torch.compile`` / ``torch.export`` tracing or a fake-tensor mode the builders'
     tensors are not real values: nothing is read from or written to the cache then."""
-    compiler = getattr(torch, 'compiler', None)
-    if compiler is not None and getattr(compiler, 'is_compiling', lambda: False)():
-        return True
-    try:
-        from torch._guards import detect_fake_mode
-    except ImportError:  # pragma: no cover
-        return False
-    return detect_fake_mode() is not None
+    return _is_compiling() or _fake_mode_active()
 
 
 def _real(value) -> bool:
@@ -92,6 +117,34 @@ def constant(key: tuple, make):
     return value
 
 
+def _binder(fn, sig):
+    """``bind(args, kwargs) -> (values but the device, in signature order; device)``: by the
+    parameter names for a plain signature (several times faster than ``Signature.bind``, which
+    still reports wrong calls), by ``Signature.bind`` otherwise."""
+    params = list(sig.parameters.values())
+    plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+    names = [p.name for p in params]
+    defaults = [p.default for p in params]
+    slot = names.index('device')
+
+    def bind(args, kwargs):
+        if not plain or len(args) > len(names) or any(k not in names[len(args):]
+                                                       for k in kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            named = dict(bound.arguments)
+            device = named.pop('device')
+            return tuple(named.items()), device
+        values = list(args) + [kwargs.get(n, d) for n, d in
+                               zip(names[len(args):], defaults[len(args):])]
+        if any(v is inspect.Parameter.empty for v in values):
+            sig.bind(*args, **kwargs)  # raises: a required argument is missing
+        device = values.pop(slot)
+        return tuple(zip(names[:slot] + names[slot + 1:], values)), device
+
+    return bind
+
+
 def shape_constant(fn):
     """Memoise ``fn(..., device=None)``, a pure builder of constant tensors from Python
     numbers (shapes, sizes) and a device."""
@@ -99,16 +152,14 @@ def shape_constant(fn):
     sig = inspect.signature(fn)
     if 'device' not in sig.parameters:
         raise TypeError(f'shape_constant: {fn.__qualname__} has no device argument')
+    bind = _binder(fn, sig)
+    name = (fn.__module__, fn.__qualname__)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        named = dict(bound.arguments)
-        device = named.pop('device')
-        key = (fn.__module__, fn.__qualname__, _freeze(tuple(named.items())),
-               device_key(device))
-        return constant(key, lambda: fn(*bound.args, **bound.kwargs))
+        named, device = bind(args, kwargs)
+        key = name + (_freeze(named), device_key(device))
+        return constant(key, lambda: fn(*args, **kwargs))
 
     wrapper.uncached = fn
     return wrapper
