@@ -393,7 +393,10 @@ class DynamicGrainedEncoder(nn.Module):
         # every candidate in one list; one image at eval gathers its kept ones (no padding),
         # else a padded token set of the kept ones
         single = b == 1 and not self.training
-        q_all = torch.cat(queries, 1)
+        # one image on the CPU gathers its kept queries from the parts (no copy of the whole
+        # map into the candidate list); elsewhere the one list (the parts' cut points would be
+        # a second read from the device)
+        q_all = queries if single and x.device.type == 'cpu' else torch.cat(queries, 1)
         num_chosen = keep_all.sum(1).to(torch.float64)
 
         needs_ref = getattr(block, 'needs_query_ref', False)
@@ -485,7 +488,7 @@ class DynamicGrainedEncoder(nn.Module):
         kw = {}
         if single:  # one image at eval: its kept candidates (one read from the device)
             kept = keep_all[0].nonzero().squeeze(1)
-            qs = q_all.index_select(1, kept)
+            qs = gather_candidates(q_all, kept)
             lengths = keep_all.new_full((1, ), kept.numel(), dtype=torch.float64)
             if ref_all is not None:  # no extra tokens with reference points
                 kw['query_ref'] = ref_all.index_select(0, kept)
@@ -503,6 +506,24 @@ class DynamicGrainedEncoder(nn.Module):
         owner = torch.where(owner < 0, owner, slot.gather(1, owner.clamp_min(0)))
         return delta, self._unpool_chosen(delta, owner, x[:, num_extra:]), lengths.to(
             torch.float64)
+
+
+def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
+    """``[1, len(kept), C]``: the candidate queries at the sorted positions ``kept`` of their
+    concatenation along dim 1. ``candidates`` is that concatenation (``[1, Q, C]``) or its parts
+    (a list of ``[1, n_k, C]``): each part is then read at its own positions (one read of the
+    positions on the host), not copied whole into one list first."""
+    if isinstance(candidates, torch.Tensor):
+        return candidates.index_select(1, kept)
+    sizes = [int(q.shape[1]) for q in candidates]
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    cuts = torch.searchsorted(kept, kept.new_tensor(starts[1:])).tolist() if len(sizes) > 1 \
+        else []
+    pieces = [part.index_select(1, pos - start) for part, pos, start in
+              zip(candidates, torch.tensor_split(kept, cuts), starts) if pos.numel()]
+    if not pieces:
+        return candidates[0].new_zeros(1, 0, candidates[0].shape[-1])
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
 
 
 def _block_flops(block, nq, hw, num_extra):

@@ -117,7 +117,7 @@ def constant(key: tuple, make):
     return value
 
 
-def _binder(fn, sig):
+def _binder(sig):
     """``bind(args, kwargs) -> (values but the device, in signature order; device)``: by the
     parameter names for a plain signature (several times faster than ``Signature.bind``, which
     still reports wrong calls), by ``Signature.bind`` otherwise."""
@@ -152,7 +152,7 @@ def shape_constant(fn):
     sig = inspect.signature(fn)
     if 'device' not in sig.parameters:
         raise TypeError(f'shape_constant: {fn.__qualname__} has no device argument')
-    bind = _binder(fn, sig)
+    bind = _binder(sig)
     name = (fn.__module__, fn.__qualname__)
 
     @functools.wraps(fn)

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from mmdyn.models.backbones import PVT, ViT
-from mmdyn.models.backbones.dge import DGEDPVT, DGEPVT, DGEViT, DynamicGrainedEncoder
+from mmdyn.models.backbones.dge import (DGEDPVT, DGEPVT, DGEViT, DynamicGrainedEncoder,
+                                       gather_candidates)
 from mmdyn.models.layers.transformer_blocks import PVTBlock, ViTBlock
 from mmdyn.models.utils.dynamic import override_decisions
 from mmdyn.registry import MODELS
@@ -191,6 +192,39 @@ def test_image_alone_equals_image_in_batch():
             for k in maps:
                 assert torch.equal(dyn.last_maps[k][0], maps[k][i])
     assert len(set(bflops.tolist())) > 1  # the images cost different amounts
+
+
+def test_vit_image_alone_equals_image_in_batch():
+    """One image at eval gathers its kept queries part by part (the class token, the fine
+    tokens, each pooled map, a skipped granularity between them); the batch runs a padded
+    token set of the concatenated candidates: the same tokens and records."""
+    dyn, _ = vit_pair(granularities=(1, 0, 2, 4))
+    dyn = randomize_gates(dyn, seed=3)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        batch = dyn(x)
+        bflops = dyn.last_flops.clone()
+        maps = {k: v.clone() for k, v in dyn.last_maps.items()}
+        for i in range(3):
+            alone = dyn(x[i:i + 1])
+            for a, b in zip(alone, batch):
+                assert (a[0] - b[i]).abs().max() <= 1e-5
+            assert dyn.last_flops[0] == bflops[i]
+    # every granularity (the skip too) was chosen somewhere, and the images differ in cost
+    chosen = torch.cat([m.flatten() for m in maps.values()])
+    assert set(chosen.tolist()) == {0, 1, 2, 4}
+    assert len(set(bflops.tolist())) > 1
+
+
+def test_gather_candidates_reads_the_parts_as_their_concatenation():
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.randn(1, n, 4, generator=g) for n in (0, 7, 3, 0, 5)]
+    whole = torch.cat(parts, 1)
+    for kept in ([], [8], list(range(15)), [0, 6, 7, 9, 10, 14], [10, 11, 12, 13, 14]):
+        kept = torch.tensor(kept, dtype=torch.long)
+        ref = whole.index_select(1, kept)
+        assert torch.equal(gather_candidates(parts, kept), ref)
+        assert torch.equal(gather_candidates(whole, kept), ref)
 
 
 def test_dense_training_gradients_reach_gate_and_budget():

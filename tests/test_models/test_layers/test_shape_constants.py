@@ -77,3 +77,31 @@ def test_integer_like_sizes_share_the_key_of_the_int():
     assert region_ids((torch.tensor(5), torch.tensor(6)), 2) is a
     with pytest.raises(TypeError, match='tensor arguments'):
         region_ids((torch.tensor(5.), 6), 2)
+
+
+def test_wrong_calls_raise_as_the_builder_would():
+    with pytest.raises(TypeError):
+        region_ids((4, 4))  # a required argument missing
+    with pytest.raises(TypeError):
+        region_ids((4, 4), 2, 'cpu', 1)  # one too many
+    with pytest.raises(TypeError):
+        region_ids((4, 4), 2, colour='red')
+    with pytest.raises(TypeError):
+        region_ids((4, 4), 2, hw_shape=(4, 4))  # given twice
+    # keywords in any order: the key of the positional call
+    a = region_ids((4, 6), 2, 'cpu')
+    assert region_ids(device='cpu', size=2, hw_shape=(4, 6)) is a
+
+
+def test_lookup_under_torch_compile_builds_afresh():
+    """Inside a compiled function the builder runs (traced), the cache is not read: the
+    compiled result equals the eager one and nothing fake was stored."""
+    sc.clear()
+
+    def f(x):
+        return x + region_ids((4, 6), 2, 'cpu')
+
+    x = torch.zeros(24, dtype=torch.long)
+    out = torch.compile(f, backend='eager', fullgraph=True)(x)
+    assert all(type(v) is torch.Tensor for v in sc._STORE.values())
+    assert torch.equal(out, region_ids.uncached((4, 6), 2))
