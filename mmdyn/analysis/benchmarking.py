@@ -6,7 +6,8 @@
 * :func:`time_calls`: per-call wall times after untimed warm-up calls, with ``sync`` (e.g.
   ``torch.cuda.synchronize``) before and after each timed call;
 * :func:`alternating_times`: several callables timed in alternating rounds (the order reversed
-  every other round), so that slow drifts of a shared machine hit every callable alike;
+  every other round), so that slow drifts of a shared machine hit every callable alike, for at
+  least a given number of rounds and, optionally, seconds;
 * :func:`call_flops`: static and realised GFLOPs per image of a model call, from the models' own
   records (``model_complexity``: ``static_flops`` / ``last_flops``);
 * :func:`count_dispatches`: operator calls that reach a kernel of a call (view and metadata
@@ -15,7 +16,7 @@
 """
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = ['latency_stats', 'time_calls', 'alternating_times', 'call_flops', 'count_dispatches']
 
@@ -54,21 +55,30 @@ def time_calls(fn, repeats, warmup, sync=lambda: None):
 
 
 def alternating_times(fns: Sequence[Callable], rounds: int, per_round: int, warmup: int,
-                      sync: Callable = lambda: None) -> List[List[float]]:
+                      sync: Callable = lambda: None, min_seconds: float = 0.,
+                      max_rounds: Optional[int] = None) -> List[List[float]]:
     """Per-call wall times (s) of each of ``fns``: ``warmup`` untimed calls of each first, then
     ``rounds`` rounds of ``per_round`` timed calls of each, in the given order on even rounds and
-    reversed on odd ones. Returns one list of ``rounds * per_round`` times per callable."""
+    reversed on odd ones; then more rounds while the timed calls (all callables) have taken less
+    than ``min_seconds`` in all, up to ``max_rounds`` (default ``10 * rounds``): a row of fast
+    calls gets more samples, so a slow second of the machine moves its median less. Returns one
+    list of ``n * per_round`` times per callable, ``n`` the rounds run."""
+    max_rounds = 10 * rounds if max_rounds is None else max(int(max_rounds), rounds)
     out = [[] for _ in fns]
     for fn in fns:
         for _ in range(warmup):
             fn()
     sync()
-    for r in range(rounds):
+    r, spent = 0, 0.
+    while r < rounds or (spent < min_seconds and r < max_rounds):
         order = list(range(len(fns)))
         if r % 2:
             order.reverse()
         for i in order:
-            out[i].extend(time_calls(fns[i], per_round, 0, sync))
+            ts = time_calls(fns[i], per_round, 0, sync)
+            out[i].extend(ts)
+            spent += sum(ts)
+        r += 1
     return out
 
 

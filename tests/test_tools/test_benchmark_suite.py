@@ -435,11 +435,56 @@ def test_plot_is_png(result):
     (['--amp', 'fp16'], 'needs --device cuda'),
     (['--warmup', '-1'], '--warmup must be >= 0'),
     (['--dvt-seq', '0'], 'argument --dvt-seq: must be >= 1, got 0'),
+    (['--min-seconds', '-1'], '--min-seconds must be >= 0'),
 ])
 def test_bad_arguments_one_line(bad, words, capsys):
     assert suite.main(bad) == 1
     err = capsys.readouterr().err.strip()
     assert err.count('\n') == 0 and err.startswith('error: ') and words in err
+
+
+def test_glibc_malloc_is_pinned_only_where_glibc_runs_with_its_defaults(monkeypatch):
+    """The suite fixes glibc's mmap / trim thresholds at their dynamic maximum (32 / 64 MiB);
+    not where the user set MALLOC_* variables, preloaded another allocator, or there is no
+    glibc (a fake libc records the calls)."""
+    import ctypes
+    calls = []
+
+    class FakeLibc:
+        def __init__(self, name):
+            assert name is None
+
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, 'CDLL', FakeLibc)
+    monkeypatch.setattr(suite.sys, 'platform', 'linux')
+    note = suite.pin_glibc_malloc({})
+    assert calls == [(-3, 32 << 20), (-1, 64 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    assert note == 'glibc, mmap threshold 32 MiB and trim threshold 64 MiB set by the suite'
+    calls.clear()
+    assert suite.pin_glibc_malloc({'MALLOC_ARENA_MAX': '2'}) is None
+    assert suite.pin_glibc_malloc({'LD_PRELOAD': '/usr/lib/libtcmalloc.so'}) is None
+    assert calls == []
+    FakeLibc.mallopt = lambda self, param, value: 0  # refused: nothing claimed
+    assert suite.pin_glibc_malloc({}) is None
+    monkeypatch.setattr(suite.sys, 'platform', 'darwin')
+    assert suite.pin_glibc_malloc({}) is None
+
+
+def test_min_seconds_defaults():
+    """Full-size rows run rounds until 8 s (CPU) / 2 s (CUDA) of timed calls; --quick and the
+    tiny logic configs only the rounds asked for; a given value wins."""
+    assert suite.parse_args([]).min_seconds == 8.
+    assert suite.parse_args(['--device', 'cuda']).min_seconds == 2.
+    assert suite.parse_args(['--quick']).min_seconds == 0.
+    assert suite.parse_args(['--tiny']).min_seconds == 0.
+    assert suite.parse_args(['--quick', '--min-seconds', '3']).min_seconds == 3.
+    md = suite.format_markdown(dict(device_name='cpu', threads=2, amp=None, rounds=5,
+                                    per_round=1, warmup=2, min_seconds=8., tiny=False,
+                                    ref=False, rows=[], train_rows=[], levels=[0.5]))
+    assert 'more rounds (up to 50) until a row\'s timed calls took 8 s' in md.splitlines()[0]
 
 
 def test_cuda_missing_is_one_line(tmp_path, capsys, monkeypatch):

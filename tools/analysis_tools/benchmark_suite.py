@@ -6,7 +6,7 @@ FLOPs, written as a Markdown table, a JSON file and a plot.
     python tools/analysis_tools/benchmark_suite.py [--device cpu|cuda] [--amp fp16|bf16]
         [--quick] [--tiny] [--out-dir DIR] [--methods dge dit dovit msvit dvt]
         [--batches B ...] [--levels L ...] [--rounds R] [--per-round N] [--warmup W]
-        [--threads N] [--train] [--no-ref] [--dvt-seq N] [--profile]
+        [--min-seconds S] [--threads N] [--train] [--no-ref] [--dvt-seq N] [--profile]
 
 Pairs (static host first, the dynamic model second; the speed-up is host median / dynamic
 median):
@@ -36,7 +36,8 @@ timed calls and the FLOPs count of that level and lifted after.
 
 For every pair, level and batch, the models are timed in alternating rounds
 (:func:`mmdyn.analysis.benchmarking.alternating_times`: ``W`` untimed warm-up calls of each,
-then ``R`` rounds of ``N`` timed calls of each, the order reversed every other round) under
+then ``R`` rounds of ``N`` timed calls of each, the order reversed every other round, and more
+rounds, up to ``10 R``, until the row's timed calls have taken ``--min-seconds``) under
 ``torch.no_grad()`` (and ``torch.autocast`` with ``--amp``), with ``torch.cuda.synchronize()``
 before and after each timed call on CUDA. Reported: median and IQR (ms per batch),
 throughput (images/s), the realised GFLOPs per image of both from the models' own records
@@ -80,10 +81,16 @@ and the operator dispatches of one call (a DVT sequence: per single-image call; 
 independent: on a GPU at small batch each costs host time and a kernel launch, so latency
 follows this count).
 
-Batches: 1 and 8 (CUDA: also 32 and 64). ``--quick``: levels 0.25 / 0.5 / 0.75, fewer rounds;
-budgeted to finish in a few minutes on one GPU. Outputs in ``--out-dir`` (default
-``work_dirs/benchmark_suite``): ``suite.md``, ``suite.json``, ``suite.png`` (reference points
-open), ``profile.md`` with ``--profile``; the table is printed too.
+Host memory (CPU, full-size rows): where glibc's malloc runs with no ``MALLOC_*`` setting and
+no preloaded allocator, the suite fixes its mmap and trim thresholds at 32 and 64 MiB, the most
+glibc's dynamic rule raises them to (:func:`pin_glibc_malloc`), so that a row does not run faster
+or slower for what ran before it in the process. The allocator is named in the table's first
+line and in ``suite.json``.
+
+Batches: 1 and 8 (CUDA: also 32 and 64). ``--quick``: levels 0.25 / 0.5 / 0.75, fewer rounds,
+no minimum seconds; budgeted to finish in a few minutes on one GPU. Outputs in ``--out-dir``
+(default ``work_dirs/benchmark_suite``): ``suite.md``, ``suite.json``, ``suite.png`` (reference
+points open), ``profile.md`` with ``--profile``; the table is printed too.
 """
 import argparse
 import json
@@ -91,6 +98,7 @@ import os
 import os.path as osp
 import sys
 import time
+from typing import Optional
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METHODS = ('dge', 'dit', 'dovit', 'msvit', 'dvt')
@@ -194,6 +202,37 @@ def allocator_note(environ=None) -> str:
     return 'glibc ' + (', '.join(given) if given else 'defaults')
 
 
+#: glibc's mallopt parameters and the values the suite pins (the most its dynamic rule reaches)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+PINNED_MMAP, PINNED_TRIM = 32 << 20, 64 << 20
+
+
+def pin_glibc_malloc(environ=None) -> Optional[str]:
+    """Fix glibc's mmap threshold at 32 MiB and its trim threshold at 64 MiB for this process,
+    where glibc's malloc runs with no ``MALLOC_*`` setting and no preloaded allocator; returns
+    the allocator note, or None where nothing was set (another allocator, the user's settings,
+    no glibc).
+
+    Why: glibc raises both thresholds the first time a buffer of up to 32 MiB is freed (to its
+    size and twice that), and never lowers them. A row then runs faster or slower with what ran
+    before it in the process: PVTv2-B2 at 224 after DGE's 512 rows (thresholds at their maximum)
+    ran about a fifth faster than in a process of its own, which moved DiT's batch-1 efficiency
+    from about 0.8 to about 0.65. Pinned at the maximum, every row runs as in a long-lived
+    process, whatever the methods and their order."""
+    import ctypes
+    env = os.environ if environ is None else environ
+    if not sys.platform.startswith('linux') or allocator_note(env) != 'glibc defaults':
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return None
+    if not (mallopt(M_MMAP_THRESHOLD, PINNED_MMAP) and mallopt(M_TRIM_THRESHOLD, PINNED_TRIM)):
+        return None
+    return (f'glibc, mmap threshold {PINNED_MMAP >> 20} MiB and trim threshold '
+            f'{PINNED_TRIM >> 20} MiB set by the suite')
+
+
 def _positive(s):
     v = int(s)
     if v < 1:
@@ -231,6 +270,9 @@ def parse_args(argv=None):
                    help='timed calls of each model per round (default 4 on CUDA, 1 on CPU; '
                         '--quick CUDA 3)')
     p.add_argument('--warmup', type=int, default=None, help='untimed calls of each (default 2)')
+    p.add_argument('--min-seconds', type=float, default=None,
+                   help='more rounds (up to 10x --rounds) until a row\'s timed calls have taken '
+                        'this long (default 8 on CPU, 2 on CUDA; --quick or --tiny 0)')
     p.add_argument('--threads', type=_positive, default=None, help='torch CPU threads')
     p.add_argument('--train', action='store_true',
                    help='also training step time and peak memory (ignored with --quick)')
@@ -247,6 +289,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.warmup is not None and args.warmup < 0:
         p.error('--warmup must be >= 0')
+    if args.min_seconds is not None and not args.min_seconds >= 0:
+        p.error('--min-seconds must be >= 0')
     if args.amp == 'fp16' and args.device == 'cpu':
         p.error('--amp fp16 needs --device cuda (use --amp bf16 on the CPU)')
     cuda = args.device == 'cuda'
@@ -256,6 +300,8 @@ def parse_args(argv=None):
     args.rounds = args.rounds or (3 if args.quick else 5)
     args.per_round = args.per_round or ((3 if args.quick else 4) if cuda else 1)
     args.warmup = 2 if args.warmup is None else args.warmup
+    if args.min_seconds is None:
+        args.min_seconds = 0. if args.quick or args.tiny else (2. if cuda else 8.)
     return args
 
 
@@ -553,7 +599,8 @@ def _time_pair(args, host, dyn, timed, shape, batch, level=None, method=None, re
     with torch.no_grad(), _autocast(args):
         row, fns, flops, seq, names = _setup_row(args, host, dyn, timed, shape, batch, level,
                                                  method, ref)
-        times = alternating_times(fns, args.rounds, args.per_round, args.warmup, sync)
+        times = alternating_times(fns, args.rounds, args.per_round, args.warmup, sync,
+                                  args.min_seconds)
     if seq:  # per image
         times = [[t / seq for t in ts] for ts in times]
     stats = dict(zip(names, (latency_stats(ts, batch) for ts in times)))
@@ -778,6 +825,8 @@ def run(args) -> dict:
         raise ConfigError('--device cuda: CUDA is not available')
     if args.threads:
         torch.set_num_threads(args.threads)
+    # full-size CPU rows: the same malloc state whatever ran before (tiny rows test the logic)
+    pinned = pin_glibc_malloc() if args.device == 'cpu' and not args.tiny else None
     pairs = TINY if args.tiny else FULL
     t0 = time.perf_counter()
     rows, train_rows, profiles = [], [], []
@@ -820,9 +869,11 @@ def run(args) -> dict:
     return dict(device=args.device, device_name=(torch.cuda.get_device_name()
                                                  if args.device == 'cuda' else 'cpu'),
                 threads=torch.get_num_threads() if args.device == 'cpu' else None,
-                allocator=allocator_note(), amp=args.amp, quick=args.quick, tiny=args.tiny,
+                allocator=pinned or allocator_note(), amp=args.amp, quick=args.quick,
+                tiny=args.tiny,
                 ref=args.ref,
                 rounds=args.rounds, per_round=args.per_round, warmup=args.warmup,
+                min_seconds=args.min_seconds,
                 levels=args.levels, batches=args.batches, dvt_seq=args.dvt_seq,
                 unit='ms per batch (dvt batch 1: per image); throughput in images/s; GFLOPs per '
                 'image (1 FLOP = 1 multiply-add)', rows=rows, train_rows=train_rows,
@@ -835,7 +886,10 @@ def format_markdown(out: dict) -> str:
     lines = [f'Device {out["device_name"]}' + (f', {out["threads"]} threads' if out['threads']
                                                else '') + f', {out["amp"] or "fp32"}, '
              f'{out["rounds"]} alternating rounds x {out["per_round"]} calls after '
-             f'{out["warmup"]} warm-up calls' + (', tiny configs' if out['tiny'] else '')
+             f'{out["warmup"]} warm-up calls' + (
+                 f', more rounds (up to {10 * out["rounds"]}) until a row\'s timed calls took '
+                 f'{out["min_seconds"]:g} s' if out.get('min_seconds') else '')
+             + (', tiny configs' if out['tiny'] else '')
              + (f', host allocator {out["allocator"]}' if out.get('allocator') else ''), '',
              '| method | level | batch | host ms (IQR) | dynamic ms (IQR) | host img/s | '
              'dynamic img/s | host GFLOPs | dynamic GFLOPs | FLOPs ratio | speed-up | '
