@@ -464,9 +464,22 @@ def test_glibc_malloc_is_pinned_only_where_glibc_runs_with_its_defaults(monkeypa
     assert calls == [(-3, 32 << 20), (-1, 64 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     assert note == 'glibc, mmap threshold 32 MiB and trim threshold 64 MiB set by the suite'
     calls.clear()
-    assert suite.pin_glibc_malloc({'MALLOC_ARENA_MAX': '2'}) is None
-    assert suite.pin_glibc_malloc({'LD_PRELOAD': '/usr/lib/libtcmalloc.so'}) is None
+    # the user's settings, in any of glibc's spellings, or a preloaded library: left alone
+    for env, note in [
+            ({'MALLOC_ARENA_MAX': '2'}, 'glibc MALLOC_ARENA_MAX=2'),
+            ({'MALLOC_MMAP_MAX_': '0'}, 'glibc MALLOC_MMAP_MAX_=0'),
+            ({'GLIBC_TUNABLES': 'glibc.rtld.nns=2:glibc.malloc.trim_threshold=131072'},
+             'glibc GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072'),
+            ({'LD_PRELOAD': '/usr/lib/libtcmalloc.so'}, 'tcmalloc (LD_PRELOAD)'),
+            ({'LD_PRELOAD': '/usr/lib/libtbbmalloc_proxy.so.2'}, 'tbbmalloc (LD_PRELOAD)'),
+            ({'LD_PRELOAD': '/opt/libfoo.so'}, 'glibc LD_PRELOAD=/opt/libfoo.so')]:
+        assert suite.allocator_note(env) == note
+        assert suite.pin_glibc_malloc(env) is None
+    assert suite.allocator_note({'GLIBC_TUNABLES': 'glibc.rtld.nns=2'}) == 'glibc defaults'
     assert calls == []
+    monkeypatch.setattr(suite.sys, 'maxsize', 2 ** 31 - 1)  # 32-bit: another maximum
+    assert suite.pin_glibc_malloc({}) is None and calls == []
+    monkeypatch.setattr(suite.sys, 'maxsize', 2 ** 63 - 1)
     FakeLibc.mallopt = lambda self, param, value: 0  # refused: nothing claimed
     assert suite.pin_glibc_malloc({}) is None
     monkeypatch.setattr(suite.sys, 'platform', 'darwin')

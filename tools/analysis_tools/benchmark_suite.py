@@ -180,25 +180,35 @@ def _fraction(s):
     return v
 
 
-#: glibc's malloc settings that decide whether freed large buffers go back to the system
+#: glibc's malloc settings that decide whether freed large buffers go back to the system (any
+#: other ``MALLOC_*_`` variable and ``GLIBC_TUNABLES``' ``glibc.malloc.*`` entries are named too)
 MALLOC_VARS = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_',
                'MALLOC_ARENA_MAX')
 
 
 def allocator_note(environ=None) -> str:
-    """Which host memory allocator the CPU timings ran with: a preloaded jemalloc / tcmalloc,
-    or glibc's malloc with the ``MALLOC_*`` settings given (``'glibc defaults'`` when none).
-    It moves CPU efficiencies: under glibc's defaults every call page-faults the buffers
-    above its mmap threshold in again, which costs a full-size host more than a dynamic model
-    (``docs/complexity.md``, "The allocator moves these ratios")."""
+    """Which host memory allocator the CPU timings ran with: a preloaded jemalloc / tcmalloc /
+    mimalloc / tbbmalloc, or glibc's malloc with the settings given (``MALLOC_*`` variables,
+    ``GLIBC_TUNABLES``' malloc entries; ``'glibc defaults'`` when none; another preloaded
+    library is named as such). It moves CPU efficiencies: under glibc's defaults every call
+    page-faults the buffers above its mmap threshold in again, which costs a full-size host
+    more than a dynamic model (``docs/complexity.md``, "The allocator moves these ratios")."""
     env = os.environ if environ is None else environ
     preload = env.get('LD_PRELOAD', '')
-    for name in ('jemalloc', 'tcmalloc', 'mimalloc'):
+    for name in ('jemalloc', 'tcmalloc', 'mimalloc', 'tbbmalloc'):
         if name in preload:
             return f'{name} (LD_PRELOAD)'
     if not sys.platform.startswith('linux'):
         return 'system malloc'
-    given = [f'{k}={env[k]}' for k in MALLOC_VARS if env.get(k)]
+    keys = list(MALLOC_VARS) + sorted(k for k in env if k.startswith('MALLOC_') and
+                                      k not in MALLOC_VARS)
+    given = [f'{k}={env[k]}' for k in keys if env.get(k)]
+    tunables = [t for t in env.get('GLIBC_TUNABLES', '').split(':')
+                if t.startswith('glibc.malloc.')]
+    if tunables:
+        given.append('GLIBC_TUNABLES=' + ':'.join(tunables))
+    if preload.strip():
+        given.append(f'LD_PRELOAD={preload}')
     return 'glibc ' + (', '.join(given) if given else 'defaults')
 
 
@@ -209,7 +219,7 @@ PINNED_MMAP, PINNED_TRIM = 32 << 20, 64 << 20
 
 def pin_glibc_malloc(environ=None) -> Optional[str]:
     """Fix glibc's mmap threshold at 32 MiB and its trim threshold at 64 MiB for this process,
-    where glibc's malloc runs with no ``MALLOC_*`` setting and no preloaded allocator; returns
+    where 64-bit glibc's malloc runs with no setting and nothing preloaded; returns
     the allocator note, or None where nothing was set (another allocator, the user's settings,
     no glibc).
 
@@ -221,7 +231,9 @@ def pin_glibc_malloc(environ=None) -> Optional[str]:
     process, whatever the methods and their order."""
     import ctypes
     env = os.environ if environ is None else environ
-    if not sys.platform.startswith('linux') or allocator_note(env) != 'glibc defaults':
+    # 64-bit glibc only: there the dynamic maximum is 32 MiB (on 32-bit, 512 KiB)
+    if not sys.platform.startswith('linux') or sys.maxsize <= 2 ** 32 or \
+            allocator_note(env) != 'glibc defaults':
         return None
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -508,6 +508,10 @@ class DynamicGrainedEncoder(nn.Module):
             torch.float64)
 
 
+#: cached layer cost entries at most (layers x map sizes x gate states; see ``_layer_costs``)
+LAYER_COST_ENTRIES = 1024
+
+
 def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
     """``[1, len(kept), C]``: the candidate queries at the sorted positions ``kept`` of their
     concatenation along dim 1. ``candidates`` is that concatenation (``[1, Q, C]``) or its parts
@@ -681,15 +685,20 @@ class _DGEHostMixin(DynamicModuleMixin):
         are affine in the query count. Python numbers, cached per layer, map size, extra
         tokens and whether the gate runs (they were a tenth of a small image's forward)."""
         gated = enc is not None and not self.force_full
+        # the rest of what the counts read (blocks, granularities, region size) is fixed at
+        # construction
         key = (idx, int(hw[0]), int(hw[1]), int(num_extra), gated)
-        costs = self._layer_cost_cache.get(key)
+        cache = self.__dict__.setdefault('_layer_cost_cache', {})  # (a model pickled before)
+        costs = cache.get(key)
         if costs is None:
             f0 = _block_flops(block, 0, hw, num_extra)
             cq = _block_flops(block, 1, hw, num_extra) - f0
             e = enc if gated else None
             a0 = float(self._authors_layer_cost(e, block, hw, num_extra, 0.0))
             a1 = float(self._authors_layer_cost(e, block, hw, num_extra, 1.0)) - a0
-            costs = self._layer_cost_cache[key] = (f0, cq, a0, a1)
+            if len(cache) >= LAYER_COST_ENTRIES:  # many input sizes (multi-scale): start over
+                cache.clear()
+            costs = cache[key] = (f0, cq, a0, a1)
         return costs
 
     def _new_acc(self, x):

@@ -203,6 +203,31 @@ def test_image_alone_equals_image_in_batch(host):
     assert len(set(bflops.tolist())) > 1
 
 
+def test_layer_costs_cached_per_size_bounded_and_rebuilt(monkeypatch):
+    """The per-layer cost numbers are cached per map size; the records equal those of a model
+    with nothing cached, the cache stays within its bound, and a model without the cache (one
+    pickled before it existed) builds it again."""
+    import copy
+
+    import mmdyn.models.backbones.dge as dge_module
+    monkeypatch.setattr(dge_module, 'LAYER_COST_ENTRIES', 7)
+    dyn = randomize_gates(pvt_pair()[0])
+    with torch.no_grad():
+        for hw in [(64, 64), (96, 64), (64, 96), (64, 64)]:
+            x = torch.randn(1, 3, *hw)
+            fresh = copy.deepcopy(dyn)
+            fresh._layer_cost_cache.clear()
+            dyn(x)
+            fresh(x)
+            assert torch.equal(dyn.last_flops, fresh.last_flops)
+            for k, v in fresh.last_stats.items():
+                assert torch.equal(dyn.last_stats[k], v)
+            assert 0 < len(dyn._layer_cost_cache) <= 7  # 5 layers a size
+        del dyn.__dict__['_layer_cost_cache']
+        dyn(x)
+        assert torch.equal(dyn.last_flops, fresh.last_flops)
+
+
 def test_gather_candidates_reads_the_parts_as_their_concatenation():
     g = torch.Generator().manual_seed(0)
     parts = [torch.randn(1, n, 4, generator=g) for n in (0, 7, 3, 0, 5)]
