@@ -94,6 +94,22 @@ def _expand_index(index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         *index.shape, *x.shape[2:])
 
 
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b]]`` for every image: ``[B, L, ...]``. Whole rows are read by one
+    ``index_select`` over the flattened batch (several times faster than an element-wise
+    ``gather`` with the index expanded over the trailing dims); a batch broadcast from one
+    image (stride 0) is read from that image, without copying it out."""
+    b, l = index.shape
+    rest = x.shape[2:]
+    if x.dim() == 2:
+        return x.gather(1, index)
+    if b == 1 or x.stride(0) == 0:
+        return x[0].index_select(0, index.reshape(-1)).view(b, l, *rest)
+    n = x.shape[1]
+    rows = (index + torch.arange(b, device=index.device)[:, None] * n).reshape(-1)
+    return x.reshape(b * n, *rest).index_select(0, rows).view(b, l, *rest)
+
+
 def gather_tokens(x: torch.Tensor, token_set: TokenSet) -> torch.Tensor:
     """Gather the kept tokens of each image into a padded batch.
 
@@ -108,7 +124,7 @@ def gather_tokens(x: torch.Tensor, token_set: TokenSet) -> torch.Tensor:
     if x.dim() < 2 or x.shape[0] != b or x.shape[1] != token_set.num_tokens:
         raise ValueError(f'x must be [B={b}, N={token_set.num_tokens}, ...], '
                          f'got {tuple(x.shape)}')
-    out = x.gather(1, _expand_index(token_set.index, x))
+    out = _gather_rows(x, token_set.index)
     if not token_set.padded:
         return out
     valid = token_set.mask.view(b, l, *([1] * (x.dim() - 2)))

@@ -100,6 +100,31 @@ def test_gather_and_scatter_against_loops():
         assert torch.allclose(added[b], ref)
 
 
+@pytest.mark.parametrize('layout', ['contiguous', 'transposed', 'broadcast', 'one image',
+                                    'scalars', 'trailing dims'])
+def test_gather_reads_rows_as_the_element_gather(layout):
+    """The row gather over the flattened batch equals ``x.gather`` with the index expanded
+    (values and gradients) for every layout a caller passes."""
+    torch.manual_seed(0)
+    b = 1 if layout == 'one image' else 3
+    keep = _keep(b, 10, [4, 10, 1][:b], 1)
+    ts = make_token_set(keep)
+    base = torch.randn(b, 10, 5, requires_grad=True)
+    x = {'transposed': lambda: base.transpose(1, 2).contiguous().transpose(1, 2),
+         'broadcast': lambda: base[:1].expand(b, -1, -1),
+         'scalars': lambda: base[..., 0],
+         'trailing dims': lambda: base.view(b, 10, 5, 1)}.get(layout, lambda: base)()
+    ref = x.gather(1, ts.index.view(*ts.index.shape, *([1] * (x.dim() - 2))).expand(
+        *ts.index.shape, *x.shape[2:]))
+    ref = ref.masked_fill(~ts.mask.view(*ts.mask.shape, *([1] * (x.dim() - 2))), 0)
+    out = gather_tokens(x, ts)
+    assert out.shape == ref.shape and torch.equal(out, ref)
+    w = torch.randn(out.shape)
+    g_out, = torch.autograd.grad((out * w).sum(), base)
+    g_ref, = torch.autograd.grad((ref * w).sum(), base)
+    assert torch.equal(g_out, g_ref)
+
+
 def test_scatter_gradients():
     keep = torch.tensor([[True, False, True, False], [False, False, False, True]])
     ts = make_token_set(keep)
