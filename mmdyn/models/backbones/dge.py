@@ -393,10 +393,11 @@ class DynamicGrainedEncoder(nn.Module):
         # every candidate in one list; one image at eval gathers its kept ones (no padding),
         # else a padded token set of the kept ones
         single = b == 1 and not self.training
-        # one image on the CPU gathers its kept queries from the parts (no copy of the whole
-        # map into the candidate list); elsewhere the one list (the parts' cut points would be
-        # a second read from the device)
-        q_all = queries if single and x.device.type == 'cpu' else torch.cat(queries, 1)
+        # at eval on the CPU the kept queries are read from the parts (no copy of the whole map
+        # into the candidate list); elsewhere from the one list (the parts' slots would be more
+        # reads from the device; training weighs every candidate)
+        q_all = queries if not self.training and x.device.type == 'cpu' else \
+            torch.cat(queries, 1)
         num_chosen = keep_all.sum(1).to(torch.float64)
 
         needs_ref = getattr(block, 'needs_query_ref', False)
@@ -494,7 +495,9 @@ class DynamicGrainedEncoder(nn.Module):
                 kw['query_ref'] = ref_all.index_select(0, kept)
         else:
             ts = make_token_set(keep_all)
-            qs = gather_tokens(q_all, ts)
+            # padding slots: non-kept candidates (their updates are never read)
+            qs = gather_tokens(q_all, ts) if isinstance(q_all, torch.Tensor) else \
+                gather_candidates(q_all, ts.index)
             lengths = ts.lengths
             if ref_all is not None:
                 kw['query_ref'] = gather_tokens(ref_all[None].expand(b, -1, -1), ts)
@@ -513,20 +516,37 @@ LAYER_COST_ENTRIES = 1024
 
 
 def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
-    """``[1, len(kept), C]``: the candidate queries at the sorted positions ``kept`` of their
-    concatenation along dim 1. ``candidates`` is that concatenation (``[1, Q, C]``) or its parts
-    (a list of ``[1, n_k, C]``): each part is then read at its own positions (one read of the
-    positions on the host), not copied whole into one list first."""
+    """The candidate queries at positions ``kept`` of their concatenation along dim 1:
+    ``Long[L]`` sorted positions of one image (``[1, L, C]`` out), or ``Long[B, L]`` per image
+    (a token set's index, any order; ``[B, L, C]`` out). ``candidates`` is that concatenation
+    (``[B, Q, C]``) or its parts (a list of ``[B, n_k, C]``): each part is then read at its own
+    positions (a few reads of positions on the host), not copied whole into one list first."""
     if isinstance(candidates, torch.Tensor):
-        return candidates.index_select(1, kept)
+        if kept.dim() == 1:
+            return candidates.index_select(1, kept)
+        return candidates.gather(1, kept[..., None].expand(-1, -1, candidates.shape[-1]))
     sizes = [int(q.shape[1]) for q in candidates]
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    c = candidates[0].shape[-1]
+    if kept.dim() == 2:  # per image: the slots of each part, read by rows
+        b, l = kept.shape
+        flat = kept.reshape(-1)
+        image = torch.arange(b, device=kept.device).repeat_interleave(l)
+        part_of = torch.bucketize(flat, kept.new_tensor(starts[1:]), right=True)
+        out = candidates[0].new_empty(b * l, c)
+        for k, (part, n, start) in enumerate(zip(candidates, sizes, starts)):
+            slots = (part_of == k).nonzero().squeeze(1) if n else None
+            if slots is None or not slots.numel():
+                continue
+            rows = image.index_select(0, slots) * n + (flat.index_select(0, slots) - start)
+            out.index_copy_(0, slots, part.reshape(b * n, c).index_select(0, rows))
+        return out.view(b, l, c)
     cuts = torch.searchsorted(kept, kept.new_tensor(starts[1:])).tolist() if len(sizes) > 1 \
         else []
     pieces = [part.index_select(1, pos - start) for part, pos, start in
               zip(candidates, torch.tensor_split(kept, cuts), starts) if pos.numel()]
     if not pieces:
-        return candidates[0].new_zeros(1, 0, candidates[0].shape[-1])
+        return candidates[0].new_zeros(1, 0, c)
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
 
 

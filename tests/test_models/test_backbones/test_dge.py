@@ -237,6 +237,18 @@ def test_gather_candidates_reads_the_parts_as_their_concatenation():
         ref = whole.index_select(1, kept)
         assert torch.equal(gather_candidates(parts, kept), ref)
         assert torch.equal(gather_candidates(whole, kept), ref)
+    # per image (a token set's index, any order, every part's positions and its edges)
+    parts = [torch.randn(3, n, 4, generator=g) for n in (0, 7, 3, 0, 5)]
+    whole = torch.cat(parts, 1)
+    index = torch.stack([torch.randperm(15, generator=g)[:9] for _ in range(3)])
+    index[0, :4] = torch.tensor([0, 6, 7, 14])
+    ref = torch.stack([whole[i, index[i]] for i in range(3)])
+    assert torch.equal(gather_candidates(parts, index), ref)
+    assert torch.equal(gather_candidates(whole, index), ref)
+    # every slot in one part (the others never read)
+    only_pooled = torch.tensor([[7, 9, 8], [9, 7, 8], [8, 8, 7]])
+    assert torch.equal(gather_candidates(parts, only_pooled),
+                       torch.stack([whole[i, only_pooled[i]] for i in range(3)]))
 
 
 def test_dense_training_gradients_reach_gate_and_budget():
