@@ -76,7 +76,7 @@ from ..layers.deformable_attention import DeformablePointAttention, token_refere
 from ..layers.gates import GumbelSoftmaxGate, straight_through
 from ..layers.region_pool import region_extents, region_grid, region_ids, region_pool_tokens
 from ..layers.shape_constants import constant, device_key
-from ..layers.token_sets import gather_tokens, make_token_set
+from ..layers.token_sets import gather_rows, gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
 from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
@@ -524,7 +524,7 @@ def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
     if isinstance(candidates, torch.Tensor):
         if kept.dim() == 1:
             return candidates.index_select(1, kept)
-        return candidates.gather(1, kept[..., None].expand(-1, -1, candidates.shape[-1]))
+        return gather_rows(candidates, kept)
     sizes = [int(q.shape[1]) for q in candidates]
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
     c = candidates[0].shape[-1]

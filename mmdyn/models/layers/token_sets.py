@@ -94,7 +94,7 @@ def _expand_index(index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         *index.shape, *x.shape[2:])
 
 
-def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[b, index[b]]`` for every image: ``[B, L, ...]``. Whole rows are read by one
     ``index_select`` over the flattened batch (several times faster than an element-wise
     ``gather`` with the index expanded over the trailing dims); a batch broadcast from one
@@ -124,7 +124,7 @@ def gather_tokens(x: torch.Tensor, token_set: TokenSet) -> torch.Tensor:
     if x.dim() < 2 or x.shape[0] != b or x.shape[1] != token_set.num_tokens:
         raise ValueError(f'x must be [B={b}, N={token_set.num_tokens}, ...], '
                          f'got {tuple(x.shape)}')
-    out = _gather_rows(x, token_set.index)
+    out = gather_rows(x, token_set.index)
     if not token_set.padded:
         return out
     valid = token_set.mask.view(b, l, *([1] * (x.dim() - 2)))
