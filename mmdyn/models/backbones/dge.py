@@ -37,7 +37,11 @@ Training and eval paths
 * **eval** (always sparse): per image, only the chosen queries are gathered into a padded token
   set and run through the block; padding queries are discarded, so every image computes exactly
   what it computes alone (a single image skips the padding: one index of its kept candidates).
-  Un-pooling is one gather: every token takes the update of the query that covers it.
+  Un-pooling is one gather: every token takes the update of the query that covers it. One image
+  on the CPU whose map is in whole patches of every granularity un-pools by broadcasting
+  instead: each coarse granularity's updates on its own grid, added to the tokens coarsest
+  first, and a fine token takes its query's output
+  (:meth:`DynamicGrainedEncoder._update_on_grids`).
 
 Because queries do not interact (keys/values are the full map, the FFN is token-wise), all three
 paths give the same output for the same gate decisions; the tests check it (the gate gradients
@@ -153,15 +157,22 @@ class FractionChoice:
             raise ValueError(f'forced fractions must be >= 0 and sum to 1, got {list(fractions)}')
         self.fractions = f
         self.seed = seed
+        self._drawn = {}  # (b, gh, gw, device) -> the pattern (the same draw every time)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.shape[-1] != len(self.fractions):
             raise ValueError(f'{len(self.fractions)} fractions for {logits.shape[-1]} choices')
         b, gh, gw = logits.shape[:3]
-        g = torch.Generator().manual_seed(self.seed + 1000 * gh + gw)
-        idx = torch.multinomial(torch.tensor(self.fractions), b * gh * gw, replacement=True,
-                                generator=g)
-        return idx.reshape(b, gh, gw).to(logits.device)
+        key = (b, gh, gw, device_key(logits.device))
+        idx = self._drawn.get(key)
+        if idx is None:  # drawn once per shape (a benchmark's forward should not pay for it)
+            g = torch.Generator().manual_seed(self.seed + 1000 * gh + gw)
+            idx = torch.multinomial(torch.tensor(self.fractions), b * gh * gw,
+                                    replacement=True, generator=g)
+            if len(self._drawn) >= 64:
+                self._drawn.clear()
+            idx = self._drawn[key] = idx.reshape(b, gh, gw).to(logits.device)
+        return idx
 
 
 class DynamicGrainedEncoder(nn.Module):
@@ -299,6 +310,7 @@ class DynamicGrainedEncoder(nn.Module):
             # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
             hard = torch.zeros_like(decision).scatter_(-1, idx.unsqueeze(-1), 1.0)
             decision = straight_through(out.soft, hard) if self.training else hard
+            return decision, idx, out
         return decision, decision.detach().argmax(-1), out
 
     def gate_flops(self, hw) -> int:
@@ -398,7 +410,6 @@ class DynamicGrainedEncoder(nn.Module):
         # reads from the device; training weighs every candidate)
         q_all = queries if not self.training and x.device.type == 'cpu' else \
             torch.cat(queries, 1)
-        num_chosen = keep_all.sum(1).to(torch.float64)
 
         needs_ref = getattr(block, 'needs_query_ref', False)
         if needs_ref and num_extra:
@@ -407,16 +418,30 @@ class DynamicGrainedEncoder(nn.Module):
         if self.training and self.train_path == 'dense':
             delta, out, ran = self._dense_update(block, x, hw, num_extra, q_all, weights,
                                                  offsets, ref_all)
+        elif single and not isinstance(q_all, torch.Tensor) and self._whole_patches(hw):
+            out, counts = self._update_on_grids(block, x, hw, num_extra, keep_all, q_all,
+                                                ref_all)
+            delta = None  # the extras are in ``out``
+            # queries chosen (= run: no padding); the share of the map at the finest
+            # granularity (when it is 1: its queries are its tokens)
+            num_chosen = ran = x.new_tensor(counts[:1], dtype=torch.float64)
+            if self.granularities[0] == 1:
+                fine = x.new_tensor([counts[1] / (hw[0] * hw[1])], dtype=torch.float64)
         else:
             # the query covering each token under the chosen granularity (-1: none)
             tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))
             owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
             delta, out, ran = self._selected_update(block, x, hw, num_extra, keep_all, q_all,
                                                     weights, ref_all, owner, single)
-        if num_extra:
+        if num_extra and delta is not None:
             out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
+        if delta is not None:
+            num_chosen = keep_all.sum(1).to(torch.float64)
+        if delta is not None or self.granularities[0] != 1:
+            fine = ((choice == 0).to(torch.float64) *
+                    self.region_areas(hw, x.device)).sum((1, 2))
         info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
-                    grid=(gh, gw), soft=gate_out.soft)
+                    grid=(gh, gw), soft=gate_out.soft, fine_area=fine)
         return out, info
 
     def _candidate_index(self, hw, num_extra, device):
@@ -511,6 +536,83 @@ class DynamicGrainedEncoder(nn.Module):
             torch.float64)
 
 
+    def _whole_patches(self, hw) -> bool:
+        """Whether every non-zero granularity tiles the ``H x W`` map in whole patches and each
+        one's patches tile the next coarser one's (e.g. ``{1, 2, 4}`` on a map of sides
+        divisible by 4): then un-pooling is a broadcast (:meth:`_update_on_grids`)."""
+        ps = sorted(p for p in self.granularities if p > 1)
+        return all(hw[0] % p == 0 and hw[1] % p == 0 for p in ps) and \
+            all(q % p == 0 for p, q in zip(ps, ps[1:]))
+
+    def _update_on_grids(self, block, x, hw, num_extra, keep_all, parts, ref_all):
+        """One image at eval on the CPU (``parts``: the candidate lists, extras first), the map
+        in whole patches (:meth:`_whole_patches`): ``(new tokens [1, E + H*W, C], (queries run,
+        fine queries run))``.
+
+        The kept queries are read from their parts into one list; after the block, a fine
+        token (``phi = 1``) takes its query's output as it is, and every coarser granularity's
+        updates ``q_out - q`` are placed on that granularity's grid (zero where a region chose
+        another one) and added to the tokens by broadcasting, coarsest first: no per-token
+        table of owners, no gather over the whole map."""
+        h, w = hw
+        c = x.shape[-1]
+        kept = keep_all[0].nonzero().squeeze(1)
+        pos = split_positions(kept, [int(q.shape[1]) for q in parts])
+        starts = [0]
+        for idx in pos:
+            starts.append(starts[-1] + idx.numel())
+        # no autograd (inference): written in place, no concatenations
+        direct = not torch.is_grad_enabled()
+        if direct:
+            qs = x.new_empty(1, starts[-1], c)
+            for part, idx, a, e in zip(parts, pos, starts, starts[1:]):
+                if e > a:
+                    torch.index_select(part[0], 0, idx, out=qs[0, a:e])
+        else:
+            qs = torch.cat([part.index_select(1, idx) for part, idx in zip(parts, pos)], 1)
+        kw = {}
+        if ref_all is not None:  # no extra tokens with reference points
+            kw['query_ref'] = ref_all.index_select(0, kept)
+        y = block(x, hw, query=qs, **kw)
+        phis = [None] + [p for p in self.granularities if p]  # the parts' granularities
+        grid, fine = None, None  # the coarse updates so far, on the grid of ``grid_p``
+        for p, part, idx, a, e in sorted(zip(phis[1:], parts[1:], pos[1:], starts[1:],
+                                             starts[2:]), key=lambda t: -t[0]):
+            if p == 1:
+                fine = (idx, y[0, a:e])
+                continue
+            upd = x.new_zeros(h // p, w // p, c)
+            if e > a:
+                upd.view(-1, c).index_copy_(0, idx, y[0, a:e] - qs[0, a:e])
+            if grid is not None:  # the coarser updates, broadcast over this grid
+                r = grid_p // p
+                upd = (upd.view(h // grid_p, r, w // grid_p, r, c) +
+                       grid.view(h // grid_p, 1, w // grid_p, 1, c)).view(h // p, w // p, c)
+            grid, grid_p = upd, p
+        x_sp = x[0, num_extra:]
+        if grid is None:  # no coarse granularity: the fine tokens are written below
+            tokens = x_sp
+        else:
+            g, tokens = (h // grid_p, w // grid_p), x_sp.reshape(h // grid_p, grid_p,
+                                                                 w // grid_p, grid_p, c)
+            grid = grid.view(g[0], 1, g[1], 1, c)
+        if direct:  # the extras (always kept, first) and the map in one new tensor
+            out = x.new_empty(1, num_extra + h * w, c)
+            out[0, :num_extra] = y[0, :num_extra]
+            out_sp = out[0, num_extra:]
+            if grid is None:
+                out_sp.copy_(tokens)
+            else:
+                torch.add(tokens, grid, out=out_sp.view(tokens.shape))
+        else:
+            out_sp = x_sp.clone() if grid is None else (tokens + grid).view(h * w, c)
+        if fine is not None and fine[0].numel():
+            out_sp.index_copy_(0, *fine)
+        if not direct:
+            out = torch.cat([y[:, :num_extra], out_sp[None]], 1) if num_extra else out_sp[None]
+        return out, (kept.numel(), 0 if fine is None else fine[0].numel())
+
+
 #: cached layer cost entries at most (layers x map sizes x gate states; see ``_layer_costs``)
 LAYER_COST_ENTRIES = 1024
 
@@ -541,13 +643,22 @@ def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
             rows = image.index_select(0, slots) * n + (flat.index_select(0, slots) - start)
             out.index_copy_(0, slots, part.reshape(b * n, c).index_select(0, rows))
         return out.view(b, l, c)
-    cuts = torch.searchsorted(kept, kept.new_tensor(starts[1:])).tolist() if len(sizes) > 1 \
-        else []
-    pieces = [part.index_select(1, pos - start) for part, pos, start in
-              zip(candidates, torch.tensor_split(kept, cuts), starts) if pos.numel()]
+    pieces = [part.index_select(1, pos) for part, pos in
+              zip(candidates, split_positions(kept, sizes)) if pos.numel()]
     if not pieces:
         return candidates[0].new_zeros(1, 0, c)
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+
+
+def split_positions(kept: torch.Tensor, sizes: Sequence[int]) -> List[torch.Tensor]:
+    """Sorted positions ``kept`` (``Long[L]``) in a concatenation of parts of ``sizes`` along
+    one dim, as each part's own positions (a list of ``Long``, one per part; one read of the
+    cut points on the host)."""
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    cuts = torch.searchsorted(kept, kept.new_tensor(starts[1:])).tolist() if len(sizes) > 1 \
+        else []
+    return [pos - start if start else pos
+            for pos, start in zip(torch.tensor_split(kept, cuts), starts)]
 
 
 def _block_flops(block, nq, hw, num_extra):
@@ -657,42 +768,25 @@ class _DGEHostMixin(DynamicModuleMixin):
             m.gate.init_weights()
 
     def _run_layer(self, idx, enc, block, x, hw, num_extra, acc):
-        """Run one layer; accumulate FLOPs and budget terms into ``acc``."""
-        b = x.shape[0]
+        """Run one layer; note its costs in ``acc`` (summed by :meth:`_finish`: per-image
+        arithmetic once per forward, not per layer)."""
         full_q = hw[0] * hw[1] + num_extra
         f0, cq, a0, a1 = self._layer_costs(idx, enc, block, hw, num_extra)
         acc['den'] += cq * full_q
         acc['a_den'] += a0 + a1 * full_q
+        acc['tokens'] += full_q
         if enc is None or self.force_full:
-            acc['a_num'] = acc['a_num'] + (a0 + a1 * full_q)
-            y = block(x, hw)
-            flops = torch.full((b, ), float(f0 + cq * full_q), dtype=torch.float64,
-                               device=x.device)
-            acc['flops'] = acc['flops'] + flops
-            acc['blocks'].append(BlockRecord(idx, float(full_q), full_q, flops))
-            acc['num'] = acc['num'] + float(cq * full_q)
-            acc['queries'] += float(full_q)
-            acc['tokens'] += full_q
-            return y
+            acc['layers'].append((idx, full_q, f0, cq, a0, a1, None, None))
+            return block(x, hw)
         y, info = enc(block, x, hw, num_extra)
         if self.training:  # differentiable in the (straight-through) decisions
             counts = enc.query_counts(hw, x.device)  # [gh, gw, K]
             psi = num_extra + (info['decision'].to(torch.float64) * counts).sum((1, 2, 3))
+            ran = info['num_queries']
         else:  # the same number: the chosen queries, extras included
-            psi = info['num_queries']
-        if self.budget_convention == 'authors':
-            acc['a_num'] = acc['a_num'] + (a0 + a1 * psi)
-        else:  # only the convention in use is accumulated
-            acc['num'] = acc['num'] + cq * psi
-        ran = info['ran_queries'] if not self.training else info['num_queries']
-        layer_flops = (f0 + cq * ran) + enc.gate_flops(hw)
-        acc['flops'] = acc['flops'] + layer_flops
-        acc['blocks'].append(BlockRecord(idx, ran, full_q, layer_flops))
-        acc['queries'] = acc['queries'] + info['num_queries']
-        acc['tokens'] += full_q
-        # area at the finest granularity (extra tokens not counted)
-        finest = (info['choice'] == 0).to(torch.float64)
-        acc['fine'].append((finest * enc.region_areas(hw, x.device)).sum((1, 2)))
+            psi, ran = info['num_queries'], info['ran_queries']
+        acc['layers'].append((idx, full_q, f0 + enc.gate_flops(hw), cq, a0, a1, psi, ran))
+        acc['fine'].append(info['fine_area'])
         acc['maps'][idx] = constant(('dge', 'phis', enc.granularities, device_key(x.device)),
                                     lambda: torch.tensor(enc.granularities, device=x.device)
                                     )[info['choice']]
@@ -722,10 +816,50 @@ class _DGEHostMixin(DynamicModuleMixin):
         return costs
 
     def _new_acc(self, x):
-        b = x.shape[0]
-        z = torch.zeros(b, dtype=torch.float64, device=x.device)
-        return dict(flops=z.clone(), num=z.clone(), den=0.0, queries=z.clone(), tokens=0,
-                    fine=[], maps={}, a_num=z.clone(), a_den=0.0, blocks=[])
+        """The per-forward accumulator: Python numbers for what every image shares (``flops``,
+        ``num``, ``a_num``, ``queries`` start at 0; the layers' per-image terms are added by
+        :meth:`_finish`), ``layers``: ``(name, full queries, MACs with no query (gate
+        included), MACs per query, vtpack's a0, a1, chosen queries [B] or None (every
+        token), queries run [B] or None)`` per layer."""
+        return dict(zero=torch.zeros(x.shape[0], dtype=torch.float64, device=x.device),
+                    flops=0.0, num=0.0, den=0.0, queries=0.0, tokens=0, fine=[], maps={},
+                    a_num=0.0, a_den=0.0, layers=[])
+
+    def _sum_layers(self, acc):
+        """Add every layer's per-image terms to ``acc`` (``flops``, ``queries``, ``num`` /
+        ``a_num``, now ``[B]`` tensors) and return the :class:`BlockRecord` of every layer.
+        The gated layers' terms are computed at once, from their stacked query counts."""
+        layers = acc['layers']
+        for name, full_q, f0, cq, a0, a1, psi_l, _ in layers:
+            if psi_l is None:  # every token ran, no gate: numbers
+                acc['flops'] += f0 + cq * full_q
+                acc['queries'] += float(full_q)
+                acc['num'] += float(cq * full_q)
+                acc['a_num'] += a0 + a1 * full_q
+        gated = [t for t in layers if t[6] is not None]
+        rows = iter(())
+        if gated:
+            psi = torch.stack([t[6] for t in gated])  # [L, B]
+            ran = torch.stack([t[7] for t in gated])
+            col = lambda k: psi.new_tensor([t[k] for t in gated])[:, None]  # noqa: E731
+            per_layer = col(2) + col(3) * ran  # [L, B] MACs of each layer
+            acc['flops'] = acc['flops'] + per_layer.sum(0)
+            acc['queries'] = acc['queries'] + psi.sum(0)
+            if self.budget_convention == 'authors':
+                acc['a_num'] = acc['a_num'] + (col(4) + col(5) * psi).sum(0)
+            else:  # only the convention in use is accumulated
+                acc['num'] = acc['num'] + (col(3) * psi).sum(0)
+            rows = iter(zip(per_layer.unbind(0), ran.unbind(0)))
+        for k in ('flops', 'queries', 'num', 'a_num'):
+            acc[k] = acc['zero'] + acc[k]
+        blocks = []
+        for name, full_q, f0, cq, _, _, psi_l, _ in layers:
+            if psi_l is None:
+                blocks.append(BlockRecord(name, float(full_q), full_q, float(f0 + cq * full_q)))
+            else:
+                flops_l, ran_l = next(rows)
+                blocks.append(BlockRecord(name, ran_l, full_q, flops_l))
+        return blocks
 
     # ------------------------------------------------------------------ budget conventions
     _authors_attention = 'pvt'  # vtpack's PVT counts q @ k once; its DeiT counts it twice
@@ -771,6 +905,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         raise NotImplementedError
 
     def _finish(self, acc, img_shape):
+        blocks = self._sum_layers(acc)
         if self.budget_convention == 'authors':
             const = self._authors_static_cost(img_shape) + self.budget_head_flops
             beta = (acc['a_num'] + const) / max(acc['a_den'] + const, 1.0)
@@ -783,7 +918,7 @@ class _DGEHostMixin(DynamicModuleMixin):
             stats['fine_ratio'] = sum(acc['fine']) / len(acc['fine'])
         use_gates = self.dge_enabled and not self.force_full
         self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
-                            maps=acc['maps'], blocks=acc['blocks'])
+                            maps=acc['maps'], blocks=blocks)
         if self.training and use_gates:
             self.set_aux_losses(
                 {self.budget_loss.loss_name: self.budget_loss(beta.float().mean())})

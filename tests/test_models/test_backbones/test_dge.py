@@ -203,6 +203,66 @@ def test_image_alone_equals_image_in_batch(host):
     assert len(set(bflops.tolist())) > 1
 
 
+@pytest.mark.parametrize('host', ['pvt', 'vit', 'dpvt'])
+def test_image_on_grids_equals_owner_table_path(host, monkeypatch):
+    """One image at eval on the CPU, the map in whole patches: the broadcast un-pooling of
+    ``_update_on_grids`` (a fine token takes its query's output) gives the tokens, records and
+    input gradients of the per-token owner table it replaces, and a map that is not in whole
+    patches (PVT's 6 x 4 stage at 96 x 64) takes the owner path."""
+    if host == 'pvt':
+        dyn, x, grans = pvt_pair()[0], torch.randn(1, 3, 96, 64), {1, 2, 4}
+    elif host == 'vit':  # a class token and a skipped granularity between the others
+        dyn, x, grans = vit_pair(granularities=(1, 0, 2, 4))[0], \
+            torch.randn(1, 3, 128, 128), {0, 1, 2, 4}
+    else:  # the deformable attention reads each query's reference point
+        dyn, x, grans = _dpvt_pair()[0], torch.randn(1, 3, 96, 64), {1, 2, 4}
+    dyn.set_decision_override(dict(choice=random_choice(1)))
+    taken = []
+    on_grids = DynamicGrainedEncoder._update_on_grids
+
+    def spy(self, block, x, hw, *args):
+        taken.append(tuple(hw))
+        return on_grids(self, block, x, hw, *args)
+
+    monkeypatch.setattr(DynamicGrainedEncoder, '_update_on_grids', spy)
+
+    def run(grad):
+        xi = x.clone().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            outs = dyn(xi)
+            if grad:
+                sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
+                    for o in outs).backward()
+        return ([o.detach() for o in outs], xi.grad, dyn.last_flops.clone(),
+                {k: v.clone() for k, v in dyn.last_stats.items()},
+                {k: v.clone() for k, v in dyn.last_maps.items()})
+
+    results = {}
+    for grad in (False, True):
+        taken.clear()
+        results['grids', grad] = run(grad)
+        assert set(taken) == ({(24, 16), (12, 8)} if host != 'vit' else {(8, 8)})
+        with monkeypatch.context() as m:
+            m.setattr(DynamicGrainedEncoder, '_whole_patches', lambda self, hw: False)
+            taken.clear()
+            results['owner', grad] = run(grad)
+            assert not taken
+    for grad in (False, True):
+        outs, gx, flops, stats, maps = results['grids', grad]
+        r_outs, r_gx, r_flops, r_stats, r_maps = results['owner', grad]
+        for a, b in zip(outs, r_outs):
+            assert (a - b).abs().max() <= 1e-5
+        if grad:
+            assert (gx - r_gx).abs().max() <= 1e-5 and gx.abs().max() > 0
+        assert torch.equal(flops, r_flops)
+        for k in r_stats:
+            torch.testing.assert_close(stats[k], r_stats[k], rtol=1e-6, atol=0)
+        assert all(torch.equal(maps[k], r_maps[k]) for k in r_maps)
+    assert set(torch.cat([m.flatten() for m in maps.values()]).tolist()) == grans
+    assert all((a - b).abs().max() <= 1e-5 for a, b in zip(results['grids', True][0],
+                                                            results['grids', False][0]))
+
+
 def test_layer_costs_cached_per_size_bounded_and_rebuilt(monkeypatch):
     """The per-layer cost numbers are cached per map size; the records equal those of a model
     with nothing cached, the cache stays within its bound, and a model without the cache (one
@@ -518,6 +578,24 @@ def test_forced_fractions_for_benchmarks():
         with pytest.raises(ValueError, match=r'forced_fractions= was removed; use '
                                              r'decision_override=dict\(fractions='):
             cls(forced_fractions=(0.45, 0.1, 0.45))
+
+
+def test_fraction_choice_draws_once_per_shape():
+    """The forced pattern is drawn once per (batch, grid, device) and then reused: the same
+    values as a fresh draw, other grids drawn on their own, the store bounded."""
+    from mmdyn.models.backbones.dge import FractionChoice
+    fc = FractionChoice((0.3, 0.2, 0.5))
+    logits = torch.zeros(2, 6, 5, 3)
+    first = fc(logits)
+    assert fc(logits) is first
+    assert torch.equal(FractionChoice((0.3, 0.2, 0.5))(logits), first)
+    assert first.shape == (2, 6, 5) and set(first.unique().tolist()) == {0, 1, 2}
+    other = fc(torch.zeros(2, 5, 6, 3))
+    assert other.shape == (2, 5, 6) and not torch.equal(other.flatten(), first.flatten())
+    for n in range(1, 80):
+        fc(torch.zeros(1, n, 1, 3))
+    assert len(fc._drawn) <= 64
+    assert torch.equal(fc(logits), first)
 
 
 def test_override_context_restores_learned_decisions():
