@@ -43,8 +43,9 @@ without knowing the method:
 ``decision_override``
     ``None`` (the module's own rule decides) or the dict of the decisions imposed instead, for
     benchmarks, FLOPs studies, tests and diagnostics. Set it with :func:`override_decisions`
-    (a ``with`` block that restores the learned decisions after) or
-    :meth:`~DynamicModuleMixin.set_decision_override`; each method accepts its own keys
+    (a ``with`` block that restores the learned decisions after),
+    :meth:`~DynamicModuleMixin.set_decision_override` or by assigning the attribute (the same
+    call: validated and applied); each method accepts its own keys
     (``OVERRIDE_KEYS``) and implements :meth:`~DynamicModuleMixin._set_decision_override`:
 
     * DGE: ``fractions`` (one probability per granularity, each region draws one, seeded by
@@ -92,8 +93,16 @@ class DynamicModuleMixin:
 
     is_dynamic_module = True
     force_full = False
-    #: the decisions imposed instead of the module's own (see the module docstring)
-    decision_override: Optional[dict] = None
+    @property
+    def decision_override(self) -> Optional[dict]:
+        """The decisions imposed instead of the module's own (see the module docstring), or
+        ``None``. Assigning it is :meth:`set_decision_override` (validated and applied)."""
+        return self.__dict__.get('_decision_override')
+
+    @decision_override.setter
+    def decision_override(self, spec: Optional[dict]) -> None:
+        self.set_decision_override(spec)
+
     #: the keys :meth:`set_decision_override` accepts; empty: the module takes no override
     OVERRIDE_KEYS: Tuple[str, ...] = ()
 
@@ -111,7 +120,7 @@ class DynamicModuleMixin:
                 raise ValueError(f'{name}: a decision override takes the keys '
                                  f'{list(self.OVERRIDE_KEYS)}, got {sorted(spec)}')
             spec = dict(spec)
-        self.decision_override = self._set_decision_override(spec)
+        self.__dict__['_decision_override'] = self._set_decision_override(spec)
 
     def _set_decision_override(self, spec: Optional[dict]) -> Optional[dict]:
         """The method's hook: validate ``spec`` (known keys only, or ``None``), prepare what

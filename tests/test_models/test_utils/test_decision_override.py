@@ -117,6 +117,30 @@ def test_unknown_keys_are_refused(name):
     assert m.decision_override is None
 
 
+@pytest.mark.parametrize('name', sorted(METHODS))
+def test_assigning_the_attribute_applies_the_override(name):
+    """``m.decision_override = spec`` is ``m.set_decision_override(spec)``: the outputs and
+    FLOPs of the override, validated keys, ``None`` gives the decisions back."""
+    build, _, second = METHODS[name]
+    torch.manual_seed(0)
+    m = Wrapper(build()).eval()
+    x = torch.randn(2, 3, 64, 64)
+    own = _outputs(m, x)
+    m.backbone.set_decision_override(second)
+    ref, stored = _outputs(m, x), m.backbone.decision_override
+    m.backbone.set_decision_override(None)
+    m.backbone.decision_override = second
+    assert m.backbone.decision_override == stored is not None
+    out = _outputs(m, x)
+    assert torch.equal(out[1], ref[1]) and not torch.equal(out[1], own[1])
+    assert all(torch.equal(a, b) for a, b in zip(out[0], ref[0]))
+    with pytest.raises(ValueError, match=r'takes the keys \['):
+        m.backbone.decision_override = dict(ratio=0.5)
+    m.backbone.decision_override = None
+    assert m.backbone.decision_override is None
+    assert all(torch.equal(a, b) for a, b in zip(_outputs(m, x)[0], own[0]))
+
+
 def test_models_without_an_override():
     """A static model (also DGE's host with ``dge=False``) and DVT (its exits are set by
     thresholds) take no override."""
