@@ -424,9 +424,11 @@ class DynamicGrainedEncoder(nn.Module):
             delta = None  # the extras are in ``out``
             # queries chosen (= run: no padding); the share of the map at the finest
             # granularity (when it is 1: its queries are its tokens)
-            num_chosen = ran = x.new_tensor(counts[:1], dtype=torch.float64)
+            num_chosen = ran = torch.full((1, ), counts[0], dtype=torch.float64,
+                                          device=x.device)
             if self.granularities[0] == 1:
-                fine = x.new_tensor([counts[1] / (hw[0] * hw[1])], dtype=torch.float64)
+                fine = torch.full((1, ), counts[1] / (hw[0] * hw[1]), dtype=torch.float64,
+                                  device=x.device)
         else:
             # the query covering each token under the chosen granularity (-1: none)
             tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))
@@ -581,9 +583,10 @@ class DynamicGrainedEncoder(nn.Module):
             if p == 1:
                 fine = (idx, y[0, a:e])
                 continue
+            if e == a:  # no region chose it: the coarser grid carries on
+                continue
             upd = x.new_zeros(h // p, w // p, c)
-            if e > a:
-                upd.view(-1, c).index_copy_(0, idx, y[0, a:e] - qs[0, a:e])
+            upd.view(-1, c).index_copy_(0, idx, y[0, a:e] - qs[0, a:e])
             if grid is not None:  # the coarser updates, broadcast over this grid
                 r = grid_p // p
                 upd = (upd.view(h // grid_p, r, w // grid_p, r, c) +
@@ -598,7 +601,8 @@ class DynamicGrainedEncoder(nn.Module):
             grid = grid.view(g[0], 1, g[1], 1, c)
         if direct:  # the extras (always kept, first) and the map in one new tensor
             out = x.new_empty(1, num_extra + h * w, c)
-            out[0, :num_extra] = y[0, :num_extra]
+            if num_extra:
+                out[0, :num_extra] = y[0, :num_extra]
             out_sp = out[0, num_extra:]
             if grid is None:
                 out_sp.copy_(tokens)

@@ -203,20 +203,27 @@ def test_image_alone_equals_image_in_batch(host):
     assert len(set(bflops.tolist())) > 1
 
 
-@pytest.mark.parametrize('host', ['pvt', 'vit', 'dpvt'])
+@pytest.mark.parametrize('host', ['pvt', 'pvt-no-middle', 'vit', 'dpvt'])
 def test_image_on_grids_equals_owner_table_path(host, monkeypatch):
     """One image at eval on the CPU, the map in whole patches: the broadcast un-pooling of
     ``_update_on_grids`` (a fine token takes its query's output) gives the tokens, records and
     input gradients of the per-token owner table it replaces, and a map that is not in whole
-    patches (PVT's 6 x 4 stage at 96 x 64) takes the owner path."""
-    if host == 'pvt':
+    patches (PVT's 6 x 4 stage at 96 x 64) takes the owner path. ``pvt-no-middle``: no region
+    chooses granularity 2, so the 4 x 4 updates are broadcast to the tokens directly."""
+    choice = random_choice(1)
+    if host.startswith('pvt'):
         dyn, x, grans = pvt_pair()[0], torch.randn(1, 3, 96, 64), {1, 2, 4}
+        if host == 'pvt-no-middle':
+            grans = {1, 4}
+
+            def choice(logits):  # noqa: F811
+                return random_choice(1)(logits) // 2 * 2  # 0 or 2 (phi 1 or 4)
     elif host == 'vit':  # a class token and a skipped granularity between the others
         dyn, x, grans = vit_pair(granularities=(1, 0, 2, 4))[0], \
             torch.randn(1, 3, 128, 128), {0, 1, 2, 4}
     else:  # the deformable attention reads each query's reference point
         dyn, x, grans = _dpvt_pair()[0], torch.randn(1, 3, 96, 64), {1, 2, 4}
-    dyn.set_decision_override(dict(choice=random_choice(1)))
+    dyn.set_decision_override(dict(choice=choice))
     taken = []
     on_grids = DynamicGrainedEncoder._update_on_grids
 
