@@ -444,9 +444,9 @@ def test_bad_arguments_one_line(bad, words, capsys):
 
 
 def test_glibc_malloc_is_pinned_only_where_glibc_runs_with_its_defaults(monkeypatch):
-    """The suite fixes glibc's mmap / trim thresholds at their dynamic maximum (32 / 64 MiB);
-    not where the user set MALLOC_* variables, preloaded another allocator, or there is no
-    glibc (a fake libc records the calls)."""
+    """The suite makes glibc keep every freed buffer (no mmap, no trim below 2 GiB); not where
+    the user set MALLOC_* variables, preloaded another allocator, or there is no glibc (a fake
+    libc records the calls)."""
     import ctypes
     calls = []
 
@@ -461,8 +461,8 @@ def test_glibc_malloc_is_pinned_only_where_glibc_runs_with_its_defaults(monkeypa
     monkeypatch.setattr(ctypes, 'CDLL', FakeLibc)
     monkeypatch.setattr(suite.sys, 'platform', 'linux')
     note = suite.pin_glibc_malloc({})
-    assert calls == [(-3, 32 << 20), (-1, 64 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-    assert note == 'glibc, mmap threshold 32 MiB and trim threshold 64 MiB set by the suite'
+    assert calls == [(-4, 0), (-1, 2 ** 31 - 1)]  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    assert note == 'glibc, every freed buffer kept for reuse (no mmap, no trim; set by the suite)'
     calls.clear()
     # the user's settings, in any of glibc's spellings, or a preloaded library: left alone
     for env, note in [

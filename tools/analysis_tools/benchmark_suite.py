@@ -82,10 +82,11 @@ independent: on a GPU at small batch each costs host time and a kernel launch, s
 follows this count).
 
 Host memory (CPU, full-size rows): where glibc's malloc runs with no ``MALLOC_*`` setting and
-no preloaded allocator, the suite fixes its mmap and trim thresholds at 32 and 64 MiB, the most
-glibc's dynamic rule raises them to (:func:`pin_glibc_malloc`), so that a row does not run faster
-or slower for what ran before it in the process. The allocator is named in the table's first
-line and in ``suite.json``.
+no preloaded allocator, the suite makes it keep every freed buffer for reuse (no mmapped
+buffers, no trimming: :func:`pin_glibc_malloc`), as a caching allocator does, so that a model
+with large buffers does not page-fault them in on every call while its dynamic model's smaller
+ones are reused, and a row does not run faster or slower for what ran before it in the process.
+The allocator is named in the table's first line and in ``suite.json``.
 
 Batches: 1 and 8 (CUDA: also 32 and 64). ``--quick``: levels 0.25 / 0.5 / 0.75, fewer rounds,
 no minimum seconds; budgeted to finish in a few minutes on one GPU. Outputs in ``--out-dir``
@@ -212,26 +213,28 @@ def allocator_note(environ=None) -> str:
     return 'glibc ' + (', '.join(given) if given else 'defaults')
 
 
-#: glibc's mallopt parameters and the values the suite pins (the most its dynamic rule reaches)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-PINNED_MMAP, PINNED_TRIM = 32 << 20, 64 << 20
+#: glibc's mallopt parameters, and the trim threshold the suite sets (mallopt takes an int)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+KEEP_TRIM = 2 ** 31 - 1
 
 
 def pin_glibc_malloc(environ=None) -> Optional[str]:
-    """Fix glibc's mmap threshold at 32 MiB and its trim threshold at 64 MiB for this process,
-    where 64-bit glibc's malloc runs with no setting and nothing preloaded; returns
-    the allocator note, or None where nothing was set (another allocator, the user's settings,
-    no glibc).
+    """Make glibc's malloc keep and reuse every freed buffer in this process (no buffer
+    mmapped: ``M_MMAP_MAX`` 0; the heap trimmed only when more than 2 GiB at its top is free),
+    where 64-bit glibc runs with no setting and nothing preloaded; returns the allocator note,
+    or None where nothing was set (another allocator, the user's settings, no glibc).
 
-    Why: glibc raises both thresholds the first time a buffer of up to 32 MiB is freed (to its
-    size and twice that), and never lowers them. A row then runs faster or slower with what ran
-    before it in the process: PVTv2-B2 at 224 after DGE's 512 rows (thresholds at their maximum)
-    ran about a fifth faster than in a process of its own, which moved DiT's batch-1 efficiency
-    from about 0.8 to about 0.65. Pinned at the maximum, every row runs as in a long-lived
-    process, whatever the methods and their order."""
+    Why: glibc mmaps a buffer above its mmap threshold on every allocation and unmaps it when
+    freed, so each call page-faults it in again. The threshold starts at 128 KiB and rises, as
+    such buffers are freed, to at most 32 MiB, and never comes down: what ran before moves it.
+    The larger model of a row (usually the host: PVT-S at 512 has 32 MiB hidden activations in
+    its first stage, and every host at batch 8 has larger ones) then pays page faults its
+    dynamic model, whose buffers are smaller, does not: an ``x @ w`` with a GELU writing two 32
+    MiB outputs took 29.8 ms mmapped and 10.8 ms reused, at 128 MiB 110-121 against 44 ms.
+    Reusing every buffer, as a caching allocator (jemalloc, tcmalloc, or PyTorch's on a GPU)
+    does, times the computation the FLOPs count, whatever the methods and their order."""
     import ctypes
     env = os.environ if environ is None else environ
-    # 64-bit glibc only: there the dynamic maximum is 32 MiB (on 32-bit, 512 KiB)
     if not sys.platform.startswith('linux') or sys.maxsize <= 2 ** 32 or \
             allocator_note(env) != 'glibc defaults':
         return None
@@ -239,10 +242,9 @@ def pin_glibc_malloc(environ=None) -> Optional[str]:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
         return None
-    if not (mallopt(M_MMAP_THRESHOLD, PINNED_MMAP) and mallopt(M_TRIM_THRESHOLD, PINNED_TRIM)):
+    if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, KEEP_TRIM)):
         return None
-    return (f'glibc, mmap threshold {PINNED_MMAP >> 20} MiB and trim threshold '
-            f'{PINNED_TRIM >> 20} MiB set by the suite')
+    return 'glibc, every freed buffer kept for reuse (no mmap, no trim; set by the suite)'
 
 
 def _positive(s):
