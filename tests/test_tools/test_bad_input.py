@@ -180,7 +180,8 @@ def test_bad_schedules_before_training(tools, capsys, toy_ade20k, tmp_path):
 # ------------------------------------------------------------------ analysis tools and demo
 def test_get_flops_and_benchmark_small_shapes_and_bad_checkpoints(tools, capsys, ckpts):
     for tool in (tools['flops'], tools['bench']):
-        extra = ['--repeats', '1', '--warmup', '0'] if tool is tools['bench'] else \
+        extra = ['--repeats', '1', '--warmup', '0', '--system-malloc'] \
+            if tool is tools['bench'] else \
             ['--num-images', '1']
         assert tool.main([SEG, '--shape', '3', '3', '--json', *extra]) == 0
         capsys.readouterr()
@@ -273,7 +274,8 @@ def test_analysis_tools_refuse_weights_of_another_model(tools, capsys, tmp_path,
     other = ckpts['other']
     start = f'checkpoint {other} does not fit the model of the config: '
     for tool, extra in ((tools['flops'], ['--num-images', '1']),
-                        (tools['bench'], ['--repeats', '1', '--warmup', '0'])):
+                        (tools['bench'], ['--repeats', '1', '--warmup', '0',
+                                          '--system-malloc'])):
         assert tool.main([SEG, '--checkpoint', other, *extra]) == 1
         err = capsys.readouterr().err
         assert err.startswith('error: ' + start) and err.count('\n') == 1

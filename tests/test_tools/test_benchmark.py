@@ -19,6 +19,20 @@ ROW_KEYS = ('config', 'timed', 'device', 'batch', 'shape', 'input_shape', 'repea
             'latency_ms_min', 'latency_ms_max', 'throughput_img_s')
 
 
+@pytest.fixture(autouse=True)
+def pins(monkeypatch):
+    """The calls of ``pin_glibc_malloc`` (recorded, not made: the test process keeps its own
+    malloc settings)."""
+    calls = []
+
+    def fake():
+        calls.append(1)
+        return 'glibc, every freed buffer kept for reuse (no mmap, no trim; set by the suite)'
+
+    monkeypatch.setattr(bench, 'pin_glibc_malloc', fake)
+    return calls
+
+
 def tiny_seg_config(tmp_path, name, depths):
     cfg = tmp_path / name
     cfg.write_text(textwrap.dedent(f"""
@@ -156,3 +170,21 @@ def test_cuda_device(tmp_path, capsys):
         assert row['device'] == 'cuda' and row['latency_ms_median'] > 0
     else:
         assert rc == 1 and err.strip() == 'error: --device cuda: CUDA is not available'
+
+
+def test_cpu_runs_keep_every_buffer_unless_asked(tmp_path, pins, capsys):
+    """On the CPU the tool sets the suite's allocator state and names it; ``--system-malloc``
+    leaves glibc alone and names what it runs with."""
+    cfg = tiny_seg_config(tmp_path, 'a.py', [1, 1, 1, 1])
+    common = [cfg, '--shape', '32', '--repeats', '1', '--warmup', '0', '--backbone-only']
+    out = bench.run(bench.parse_args(common))
+    assert pins == [1]
+    assert out['allocator'].startswith('glibc, every freed buffer kept for reuse')
+    assert bench.main(common) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith('host allocator glibc, every freed buffer kept for reuse (no mmap, '
+                          'no trim; set by the suite)')
+    pins.clear()
+    out = bench.run(bench.parse_args(common + ['--system-malloc']))
+    assert pins == [] and out['allocator'] == bench.allocator_note()
+

@@ -3,7 +3,7 @@
 
     python tools/analysis_tools/benchmark.py CONFIG [--compare CONFIG2] [--shape H [W]]
         [--batch B] [--repeats R] [--warmup W] [--backbone-only] [--mode tensor|predict]
-        [--device cpu|cuda] [--threads N] [--checkpoint CKPT] [--json]
+        [--device cpu|cuda] [--threads N] [--system-malloc] [--checkpoint CKPT] [--json]
         [--cfg-options KEY=VALUE ...] [--config-options ...] [--compare-options ...]
         [--override KEY=VALUE ...]
 
@@ -32,6 +32,13 @@ models, the realised count of the timed batch (from the dynamic modules' records
 untimed call). With ``--compare`` the FLOPs ratio of the second row to the first, the ideal
 speed-up it implies (its inverse) and the efficiency ``speedup / ideal`` are printed as well:
 an efficiency of 1 means the time fell exactly as the FLOPs did.
+
+On the CPU, where glibc's malloc runs with no ``MALLOC_*`` setting and nothing preloaded, the
+tool makes it keep every freed buffer for reuse, as the benchmark suite does
+(:func:`mmdyn.analysis.benchmarking.pin_glibc_malloc`): otherwise each call page-faults the
+buffers of 32 MiB or more in again, which costs the larger model (a host at a large input or
+batch) more than its dynamic model. ``--system-malloc`` leaves glibc as it is. The allocator is
+named in the output.
 """
 import argparse
 import json
@@ -39,7 +46,8 @@ import os.path as osp
 import sys
 
 # shared with benchmark_suite.py (re-exported here)
-from mmdyn.analysis.benchmarking import call_flops, latency_stats, time_calls  # noqa: F401
+from mmdyn.analysis.benchmarking import (allocator_note, call_flops,  # noqa: F401
+                                         latency_stats, pin_glibc_malloc, time_calls)
 
 
 def parse_args(argv=None):
@@ -57,6 +65,9 @@ def parse_args(argv=None):
                    help='whole-model call: tensor-mode forward (default) or full prediction')
     p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--system-malloc', action='store_true',
+                   help='CPU: leave glibc\'s malloc as it is (default: keep every freed buffer '
+                        'for reuse, as the benchmark suite does; see above)')
     p.add_argument('--checkpoint', default=None, help='weights for CONFIG')
     p.add_argument('--compare-checkpoint', default=None, help='weights for --compare')
     p.add_argument('--json', action='store_true', help='print one JSON object')
@@ -127,6 +138,9 @@ def run(args) -> dict:
         raise ConfigError('--device cuda: CUDA is not available')
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = None
+    if args.device == 'cpu':  # the suite's state unless asked (named in the output either way)
+        allocator = (None if args.system_malloc else pin_glibc_malloc()) or allocator_note()
     rows = [benchmark_config(args.config, args, args.checkpoint, args.config_options)]
     if args.compare:
         rows.append(benchmark_config(args.compare, args, args.compare_checkpoint,
@@ -138,7 +152,8 @@ def run(args) -> dict:
         from mmdyn.analysis.complexity import ConfigError
         raise ConfigError('--override: no model here takes a decision override')
     out = dict(unit='ms per batch; throughput in images/s', device=args.device,
-               threads=torch.get_num_threads() if args.device == 'cpu' else None, rows=rows)
+               threads=torch.get_num_threads() if args.device == 'cpu' else None,
+               allocator=allocator, rows=rows)
     if len(rows) == 2:
         out['speedup'] = rows[0]['latency_ms_median'] / rows[1]['latency_ms_median']
         if rows[0]['gflops_realised'] > 0:
@@ -152,7 +167,8 @@ def run(args) -> dict:
 def format_text(out: dict) -> str:
     head = (f'{"config":<48}{"timed":>9}{"batch":>6}{"shape":>11}{"median ms":>11}'
             f'{"IQR ms":>9}{"std ms":>9}{"img/s":>9}{"GFLOPs":>10}')
-    lines = [f'device {out["device"]}' + (f', {out["threads"]} threads' if out['threads'] else ''),
+    lines = [f'device {out["device"]}' + (f', {out["threads"]} threads' if out['threads'] else '')
+             + (f', host allocator {out["allocator"]}' if out.get('allocator') else ''),
              head, '-' * len(head)]
     for r in out['rows']:
         name = osp.basename(r['config'])

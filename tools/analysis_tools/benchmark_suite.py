@@ -101,6 +101,11 @@ import sys
 import time
 from typing import Optional
 
+# the host allocator state of CPU rows (shared with benchmark.py, re-exported here)
+from mmdyn.analysis.benchmarking import (KEEP_TRIM, M_MMAP_MAX,  # noqa: F401
+                                         M_TRIM_THRESHOLD, MALLOC_VARS,
+                                         allocator_note, pin_glibc_malloc)
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METHODS = ('dge', 'dit', 'dovit', 'msvit', 'dvt')
 
@@ -179,72 +184,6 @@ def _fraction(s):
     if not 0. < v <= 1.:
         raise argparse.ArgumentTypeError(f'a level is a fraction in (0, 1], got {s}')
     return v
-
-
-#: glibc's malloc settings that decide whether freed large buffers go back to the system (any
-#: other ``MALLOC_*_`` variable and ``GLIBC_TUNABLES``' ``glibc.malloc.*`` entries are named too)
-MALLOC_VARS = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_',
-               'MALLOC_ARENA_MAX')
-
-
-def allocator_note(environ=None) -> str:
-    """Which host memory allocator the CPU timings ran with: a preloaded jemalloc / tcmalloc /
-    mimalloc / tbbmalloc, or glibc's malloc with the settings given (``MALLOC_*`` variables,
-    ``GLIBC_TUNABLES``' malloc entries; ``'glibc defaults'`` when none; another preloaded
-    library is named as such). It moves CPU efficiencies: under glibc's defaults every call
-    page-faults the buffers above its mmap threshold in again, which costs a full-size host
-    more than a dynamic model (``docs/complexity.md``, "The allocator moves these ratios")."""
-    env = os.environ if environ is None else environ
-    preload = env.get('LD_PRELOAD', '')
-    for name in ('jemalloc', 'tcmalloc', 'mimalloc', 'tbbmalloc'):
-        if name in preload:
-            return f'{name} (LD_PRELOAD)'
-    if not sys.platform.startswith('linux'):
-        return 'system malloc'
-    keys = list(MALLOC_VARS) + sorted(k for k in env if k.startswith('MALLOC_') and
-                                      k not in MALLOC_VARS)
-    given = [f'{k}={env[k]}' for k in keys if env.get(k)]
-    tunables = [t for t in env.get('GLIBC_TUNABLES', '').split(':')
-                if t.startswith('glibc.malloc.')]
-    if tunables:
-        given.append('GLIBC_TUNABLES=' + ':'.join(tunables))
-    if preload.strip():
-        given.append(f'LD_PRELOAD={preload}')
-    return 'glibc ' + (', '.join(given) if given else 'defaults')
-
-
-#: glibc's mallopt parameters, and the trim threshold the suite sets (mallopt takes an int)
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-KEEP_TRIM = 2 ** 31 - 1
-
-
-def pin_glibc_malloc(environ=None) -> Optional[str]:
-    """Make glibc's malloc keep and reuse every freed buffer in this process (no buffer
-    mmapped: ``M_MMAP_MAX`` 0; the heap trimmed only when more than 2 GiB at its top is free),
-    where 64-bit glibc runs with no setting and nothing preloaded; returns the allocator note,
-    or None where nothing was set (another allocator, the user's settings, no glibc).
-
-    Why: glibc mmaps a buffer above its mmap threshold on every allocation and unmaps it when
-    freed, so each call page-faults it in again. The threshold starts at 128 KiB and rises, as
-    such buffers are freed, to at most 32 MiB, and never comes down: what ran before moves it.
-    The larger model of a row (usually the host: PVT-S at 512 has 32 MiB hidden activations in
-    its first stage, and every host at batch 8 has larger ones) then pays page faults its
-    dynamic model, whose buffers are smaller, does not: an ``x @ w`` with a GELU writing two 32
-    MiB outputs took 29.8 ms mmapped and 10.8 ms reused, at 128 MiB 110-121 against 44 ms.
-    Reusing every buffer, as a caching allocator (jemalloc, tcmalloc, or PyTorch's on a GPU)
-    does, times the computation the FLOPs count, whatever the methods and their order."""
-    import ctypes
-    env = os.environ if environ is None else environ
-    if not sys.platform.startswith('linux') or sys.maxsize <= 2 ** 32 or \
-            allocator_note(env) != 'glibc defaults':
-        return None
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
-        return None
-    if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, KEEP_TRIM)):
-        return None
-    return 'glibc, every freed buffer kept for reuse (no mmap, no trim; set by the suite)'
 
 
 def _positive(s):
