@@ -537,7 +537,6 @@ class DynamicGrainedEncoder(nn.Module):
         return delta, self._unpool_chosen(delta, owner, x[:, num_extra:]), lengths.to(
             torch.float64)
 
-
     def _whole_patches(self, hw) -> bool:
         """Whether every non-zero granularity tiles the ``H x W`` map in whole patches and each
         one's patches tile the next coarser one's (e.g. ``{1, 2, 4}`` on a map of sides
@@ -563,15 +562,9 @@ class DynamicGrainedEncoder(nn.Module):
         starts = [0]
         for idx in pos:
             starts.append(starts[-1] + idx.numel())
-        # no autograd (inference): written in place, no concatenations
+        qs = read_parts(parts, pos)
+        # no autograd (inference): the output written in place, no concatenation
         direct = not torch.is_grad_enabled()
-        if direct:
-            qs = x.new_empty(1, starts[-1], c)
-            for part, idx, a, e in zip(parts, pos, starts, starts[1:]):
-                if e > a:
-                    torch.index_select(part[0], 0, idx, out=qs[0, a:e])
-        else:
-            qs = torch.cat([part.index_select(1, idx) for part, idx in zip(parts, pos)], 1)
         kw = {}
         if ref_all is not None:  # no extra tokens with reference points
             kw['query_ref'] = ref_all.index_select(0, kept)
@@ -647,10 +640,23 @@ def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
             rows = image.index_select(0, slots) * n + (flat.index_select(0, slots) - start)
             out.index_copy_(0, slots, part.reshape(b * n, c).index_select(0, rows))
         return out.view(b, l, c)
-    pieces = [part.index_select(1, pos) for part, pos in
-              zip(candidates, split_positions(kept, sizes)) if pos.numel()]
+    return read_parts(candidates, split_positions(kept, sizes))
+
+
+def read_parts(parts, positions) -> torch.Tensor:
+    """Rows ``positions[k]`` of every part ``parts[k]`` (``[1, n_k, C]``), one after the other:
+    ``[1, L, C]``. Without autograd they are written into one new tensor (no concatenation)."""
+    if not torch.is_grad_enabled():
+        out = parts[0].new_empty(1, sum(int(p.numel()) for p in positions), parts[0].shape[-1])
+        start = 0
+        for part, pos in zip(parts, positions):
+            if pos.numel():
+                torch.index_select(part[0], 0, pos, out=out[0, start:start + pos.numel()])
+                start += pos.numel()
+        return out
+    pieces = [part.index_select(1, pos) for part, pos in zip(parts, positions) if pos.numel()]
     if not pieces:
-        return candidates[0].new_zeros(1, 0, c)
+        return parts[0].new_zeros(1, 0, parts[0].shape[-1])
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
 
 

@@ -304,6 +304,8 @@ def test_gather_candidates_reads_the_parts_as_their_concatenation():
         ref = whole.index_select(1, kept)
         assert torch.equal(gather_candidates(parts, kept), ref)
         assert torch.equal(gather_candidates(whole, kept), ref)
+        with torch.no_grad():  # written into one tensor, no concatenation
+            assert torch.equal(gather_candidates(parts, kept), ref)
     # per image (a token set's index, any order, every part's positions and its edges)
     parts = [torch.randn(3, n, 4, generator=g) for n in (0, 7, 3, 0, 5)]
     whole = torch.cat(parts, 1)
