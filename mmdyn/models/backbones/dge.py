@@ -77,7 +77,7 @@ from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
-from ..layers.gates import GumbelSoftmaxGate, straight_through
+from ..layers.gates import GateOutput, GumbelSoftmaxGate, straight_through
 from ..layers.region_pool import region_extents, region_grid, region_ids, region_pool_tokens
 from ..layers.shape_constants import constant, device_key
 from ..layers.token_sets import gather_rows, gather_tokens, make_token_set
@@ -259,16 +259,15 @@ class DynamicGrainedEncoder(nn.Module):
                           device)
 
     # ------------------------------------------------------------------ gate
-    def _pooled_maps(self, t: torch.Tensor, hw) -> Dict[int, torch.Tensor]:
+    def _pooled_maps(self, t: torch.Tensor, hw, sizes: Sequence[int],
+                     maps: Optional[Dict[int, torch.Tensor]] = None) -> Dict[int, torch.Tensor]:
         """Token-layout pools ``[B, ceil(H/p), ceil(W/p), C]`` of the ``[B, H*W, C]`` tokens for
-        every size needed (the granularities and ``S``), each computed from the largest smaller
-        one when the map divides evenly."""
+        every side ``p > 1`` in ``sizes`` not yet in ``maps`` (added to it; ``maps[1]`` is the
+        token map), each computed from the largest smaller one it divides when the map divides
+        evenly."""
         h, w = hw
-        sizes = sorted({p for p in self.granularities if p > 1} |
-                       ({self.region_size} if self.region_size and self.region_size > 1
-                        else set()))
-        out = {1: t.reshape(t.shape[0], h, w, t.shape[-1])}
-        for p in sizes:
+        out = {1: t.reshape(t.shape[0], h, w, t.shape[-1])} if maps is None else maps
+        for p in sorted(q for q in set(sizes) if q > 1 and q not in out):
             src = max(q for q in out if p % q == 0)
             if src > 1 and h % p == 0 and w % p == 0:
                 out[p] = region_pool_tokens(out[src], hw, p, p // src)
@@ -288,30 +287,41 @@ class DynamicGrainedEncoder(nn.Module):
             pooled = pooled_maps[self.region_size]
         else:
             pooled = region_pool_tokens(t, hw, self.region_size)
-        out = self.gate(pooled)  # [B, gh, gw, C]
+        if not self.training:  # the gate's eval rule, the choice taken once
+            logits = self.gate.project(pooled)  # [B, gh, gw, K]
+            idx = logits.argmax(-1) if self.forced_choice is None else \
+                self._forced_index(logits)
+            soft = logits.softmax(-1)
+            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
+            hard = torch.zeros_like(soft).scatter_(-1, idx.unsqueeze(-1), 1.0)
+            return hard, idx, GateOutput(hard, soft, logits)
+        out = self.gate(pooled)  # [B, gh, gw, K]
         decision = out.decision
         if self.forced_choice is not None:
-            fc = self.forced_choice
-            if callable(fc):
-                idx = fc(out.logits.detach()).long()
-            else:
-                if not 0 <= int(fc) < self.num_choices:
-                    raise ValueError(f'forced choice must be indices in [0, {self.num_choices})'
-                                     f', got {fc}')
-                idx = torch.full(decision.shape[:-1], int(fc), dtype=torch.long,
-                                 device=decision.device)
-            # a user's callable is checked on the device values (two host syncs); a fixed
-            # index is checked above, drawn fractions are valid by construction
-            trusted = isinstance(fc, FractionChoice) or not callable(fc)
-            if idx.shape != decision.shape[:-1] or (not trusted and (
-                    int(idx.min()) < 0 or int(idx.max()) >= self.num_choices)):
-                raise ValueError(f'forced choice must be indices in [0, {self.num_choices}) '
-                                 f'of shape {tuple(decision.shape[:-1])}')
-            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
+            idx = self._forced_index(out.logits)
             hard = torch.zeros_like(decision).scatter_(-1, idx.unsqueeze(-1), 1.0)
-            decision = straight_through(out.soft, hard) if self.training else hard
-            return decision, idx, out
+            return straight_through(out.soft, hard), idx, out
         return decision, decision.detach().argmax(-1), out
+
+    def _forced_index(self, logits: torch.Tensor) -> torch.Tensor:
+        """The regions' choices ``Long[B, gh, gw]`` under :attr:`forced_choice`, checked."""
+        fc = self.forced_choice
+        shape = logits.shape[:-1]
+        if callable(fc):
+            idx = fc(logits.detach()).long()
+        else:
+            if not 0 <= int(fc) < self.num_choices:
+                raise ValueError(f'forced choice must be indices in [0, {self.num_choices})'
+                                 f', got {fc}')
+            idx = torch.full(shape, int(fc), dtype=torch.long, device=logits.device)
+        # a user's callable is checked on the device values (two host syncs); a fixed index is
+        # checked above, drawn fractions are valid by construction
+        trusted = isinstance(fc, FractionChoice) or not callable(fc)
+        if idx.shape != shape or (not trusted and (
+                int(idx.min()) < 0 or int(idx.max()) >= self.num_choices)):
+            raise ValueError(f'forced choice must be indices in [0, {self.num_choices}) '
+                             f'of shape {tuple(shape)}')
+        return idx
 
     def gate_flops(self, hw) -> int:
         gh, gw = self.region_grid(hw)
@@ -393,34 +403,25 @@ class DynamicGrainedEncoder(nn.Module):
         b, n, c = x.shape
         if n != num_extra + hw[0] * hw[1]:
             raise ValueError(f'DGE: {n} tokens are not {num_extra} extra + {hw[0]}x{hw[1]}')
-        x_ex, x_sp = x[:, :num_extra], x[:, num_extra:]
-        pooled_maps = self._pooled_maps(x_sp, hw)
+        x_ex, x_sp = (x[:, :num_extra], x[:, num_extra:]) if num_extra else (None, x)
+        # the gate reads the regions' pools; the granularities' pools follow (on the image path
+        # below, only those some region chose)
+        region = () if self.layer_wise or self.region_size is None else (self.region_size, )
+        pooled_maps = self._pooled_maps(x_sp, hw, region)
         decision, choice, gate_out = self.route(x_sp, hw, pooled_maps)
         gh, gw = decision.shape[1:3]
         dec_flat = decision.reshape(b, gh * gw, -1)
         hard_flat = choice.reshape(b, gh * gw)
 
-        queries, keep_all, weights, offsets = self._candidates(x, hw, num_extra, pooled_maps,
-                                                               dec_flat, hard_flat)
-        # every candidate in one list; one image at eval gathers its kept ones (no padding),
-        # else a padded token set of the kept ones
-        single = b == 1 and not self.training
-        # at eval on the CPU the kept queries are read from the parts (no copy of the whole map
-        # into the candidate list); elsewhere from the one list (the parts' slots would be more
-        # reads from the device; training weighs every candidate)
-        q_all = queries if not self.training and x.device.type == 'cpu' else \
-            torch.cat(queries, 1)
-
         needs_ref = getattr(block, 'needs_query_ref', False)
         if needs_ref and num_extra:
             raise ValueError('extra tokens with deformable attention are not supported')
-        ref_all = self._candidate_refs(hw, x.device) if needs_ref else None
-        if self.training and self.train_path == 'dense':
-            delta, out, ran = self._dense_update(block, x, hw, num_extra, q_all, weights,
-                                                 offsets, ref_all)
-        elif single and not isinstance(q_all, torch.Tensor) and self._whole_patches(hw):
-            out, counts = self._update_on_grids(block, x, hw, num_extra, keep_all, q_all,
-                                                ref_all)
+        # one image at eval on the CPU, the map in whole patches: the chosen queries are read
+        # from the tokens and the pools by region, their updates broadcast back
+        single = b == 1 and not self.training
+        if single and x.device.type == 'cpu' and self._whole_patches(hw):
+            out, counts = self._update_on_grids(block, x, hw, num_extra, hard_flat[0],
+                                                pooled_maps, needs_ref, x_sp)
             delta = None  # the extras are in ``out``
             # queries chosen (= run: no padding); the share of the map at the finest
             # granularity (when it is 1: its queries are its tokens)
@@ -430,11 +431,27 @@ class DynamicGrainedEncoder(nn.Module):
                 fine = torch.full((1, ), counts[1] / (hw[0] * hw[1]), dtype=torch.float64,
                                   device=x.device)
         else:
-            # the query covering each token under the chosen granularity (-1: none)
-            tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))
-            owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
-            delta, out, ran = self._selected_update(block, x, hw, num_extra, keep_all, q_all,
-                                                    weights, ref_all, owner, single)
+            self._pooled_maps(x_sp, hw, self.granularities, pooled_maps)
+            queries, keep_all, weights, offsets = self._candidates(x, hw, num_extra,
+                                                                   pooled_maps, dec_flat,
+                                                                   hard_flat)
+            # every candidate in one list; one image at eval gathers its kept ones (no
+            # padding), else a padded token set of the kept ones. At eval on the CPU the kept
+            # queries are read from the parts (no copy of the whole map into the candidate
+            # list); elsewhere from the one list (the parts' slots would be more reads from
+            # the device; training weighs every candidate)
+            q_all = queries if not self.training and x.device.type == 'cpu' else \
+                torch.cat(queries, 1)
+            ref_all = self._candidate_refs(hw, x.device) if needs_ref else None
+            if self.training and self.train_path == 'dense':
+                delta, out, ran = self._dense_update(block, x, hw, num_extra, q_all, weights,
+                                                     offsets, ref_all)
+            else:
+                # the query covering each token under the chosen granularity (-1: none)
+                tok_choice = hard_flat.index_select(1, region_ids(hw, self._side, x.device))
+                owner = self._owner_table(hw, offsets, x.device).gather(0, tok_choice)
+                delta, out, ran = self._selected_update(block, x, hw, num_extra, keep_all,
+                                                        q_all, weights, ref_all, owner, single)
         if num_extra and delta is not None:
             out = torch.cat([x_ex + delta[:, :num_extra], out], 1)
         if delta is not None:
@@ -545,47 +562,67 @@ class DynamicGrainedEncoder(nn.Module):
         return all(hw[0] % p == 0 and hw[1] % p == 0 for p in ps) and \
             all(q % p == 0 for p, q in zip(ps, ps[1:]))
 
-    def _update_on_grids(self, block, x, hw, num_extra, keep_all, parts, ref_all):
-        """One image at eval on the CPU (``parts``: the candidate lists, extras first), the map
-        in whole patches (:meth:`_whole_patches`): ``(new tokens [1, E + H*W, C], (queries run,
-        fine queries run))``.
+    def _update_on_grids(self, block, x, hw, num_extra, choice, pooled_maps, needs_ref, x_map):
+        """One image at eval on the CPU, the map in whole patches (:meth:`_whole_patches`):
+        ``(new tokens [1, E + H*W, C], (queries run, fine queries run))``. ``choice``:
+        ``Long[gh * gw]``, the regions' granularity indices; ``pooled_maps``: the pools so far
+        (:meth:`_pooled_maps`; a granularity's pool is made here when some region chose it);
+        ``x_map``: ``x`` without the extras.
 
-        The kept queries are read from their parts into one list; after the block, a fine
-        token (``phi = 1``) takes its query's output as it is, and every coarser granularity's
-        updates ``q_out - q`` are placed on that granularity's grid (zero where a region chose
-        another one) and added to the tokens by broadcasting, coarsest first: no per-token
-        table of owners, no gather over the whole map."""
+        The chosen queries (the extras, then each chosen granularity's patches in the regions
+        that chose it, row-major) are read from the tokens and the pools into one list; after
+        the block, a fine token (``phi = 1``) takes its query's output as it is, and every
+        coarser granularity's updates ``q_out - q`` are placed on that granularity's grid
+        (zero where a region chose another one) and added to the tokens by broadcasting,
+        coarsest first: no candidate list, no per-token table of owners, no gather over the
+        whole map."""
         h, w = hw
         c = x.shape[-1]
-        kept = keep_all[0].nonzero().squeeze(1)
-        pos = split_positions(kept, [int(q.shape[1]) for q in parts])
-        starts = [0]
-        for idx in pos:
-            starts.append(starts[-1] + idx.numel())
-        qs = read_parts(parts, pos)
+        x2 = x.reshape(-1, c)  # [E + H*W, C]
+        x_sp = x2[num_extra:]  # the map's tokens (``x_map``: the same, [1, H*W, C])
+        counts = torch.bincount(choice, minlength=self.num_choices).tolist()  # one host read
+        # (phi, its part [n_phi, C], the positions read from it, its offset among the
+        # candidates of the deformable attention's reference points)
+        chosen = []
+        offsets = self._candidate_index(hw, 0, x.device)[3]
+        for k, p in enumerate(self.granularities):
+            if not p or not counts[k]:
+                continue
+            hit = choice == k
+            if p == self._side:  # a patch is a region
+                pos = hit.nonzero().squeeze(1)
+            else:  # the patches of the regions that chose it
+                pos = hit.index_select(0, self._patch_regions(hw, p, x.device)).nonzero()
+                pos = pos.squeeze(1)
+            if p > 1:
+                self._pooled_maps(x_map, hw, (p, ), pooled_maps)
+            part = x_sp if p == 1 else pooled_maps[p].reshape(-1, c)
+            chosen.append((p, part, pos, offsets[k]))
+        qs = read_parts([x2[:num_extra]] + [t[1] for t in chosen],
+                        [None] + [t[2] for t in chosen])
+        starts = [num_extra]
+        for t in chosen:
+            starts.append(starts[-1] + t[2].numel())
         # no autograd (inference): the output written in place, no concatenation
         direct = not torch.is_grad_enabled()
         kw = {}
-        if ref_all is not None:  # no extra tokens with reference points
-            kw['query_ref'] = ref_all.index_select(0, kept)
-        y = block(x, hw, query=qs, **kw)
-        phis = [None] + [p for p in self.granularities if p]  # the parts' granularities
+        if needs_ref:  # no extra tokens with reference points
+            kw['query_ref'] = self._candidate_refs(hw, x.device).index_select(
+                0, torch.cat([t[2] + t[3] for t in chosen]))
+        y = block(x, hw, query=qs[None], **kw)[0]
         grid, fine = None, None  # the coarse updates so far, on the grid of ``grid_p``
-        for p, part, idx, a, e in sorted(zip(phis[1:], parts[1:], pos[1:], starts[1:],
-                                             starts[2:]), key=lambda t: -t[0]):
+        for (p, _, idx, _), a, e in sorted(zip(chosen, starts, starts[1:]),
+                                           key=lambda t: -t[0][0]):
             if p == 1:
-                fine = (idx, y[0, a:e])
-                continue
-            if e == a:  # no region chose it: the coarser grid carries on
+                fine = (idx, y[a:e])
                 continue
             upd = x.new_zeros(h // p, w // p, c)
-            upd.view(-1, c).index_copy_(0, idx, y[0, a:e] - qs[0, a:e])
+            upd.view(-1, c).index_copy_(0, idx, y[a:e] - qs[a:e])
             if grid is not None:  # the coarser updates, broadcast over this grid
                 r = grid_p // p
                 upd = (upd.view(h // grid_p, r, w // grid_p, r, c) +
                        grid.view(h // grid_p, 1, w // grid_p, 1, c)).view(h // p, w // p, c)
             grid, grid_p = upd, p
-        x_sp = x[0, num_extra:]
         if grid is None:  # no coarse granularity: the fine tokens are written below
             tokens = x_sp
         else:
@@ -594,9 +631,10 @@ class DynamicGrainedEncoder(nn.Module):
             grid = grid.view(g[0], 1, g[1], 1, c)
         if direct:  # the extras (always kept, first) and the map in one new tensor
             out = x.new_empty(1, num_extra + h * w, c)
+            out2 = out.view(-1, c)
             if num_extra:
-                out[0, :num_extra] = y[0, :num_extra]
-            out_sp = out[0, num_extra:]
+                out2[:num_extra] = y[:num_extra]
+            out_sp = out2[num_extra:]
             if grid is None:
                 out_sp.copy_(tokens)
             else:
@@ -606,12 +644,8 @@ class DynamicGrainedEncoder(nn.Module):
         if fine is not None and fine[0].numel():
             out_sp.index_copy_(0, *fine)
         if not direct:
-            out = torch.cat([y[:, :num_extra], out_sp[None]], 1) if num_extra else out_sp[None]
-        return out, (kept.numel(), 0 if fine is None else fine[0].numel())
-
-
-#: cached layer cost entries at most (layers x map sizes x gate states; see ``_layer_costs``)
-LAYER_COST_ENTRIES = 1024
+            out = (torch.cat([y[:num_extra], out_sp]) if num_extra else out_sp)[None]
+        return out, (starts[-1], 0 if fine is None else fine[0].numel())
 
 
 def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
@@ -640,24 +674,35 @@ def gather_candidates(candidates, kept: torch.Tensor) -> torch.Tensor:
             rows = image.index_select(0, slots) * n + (flat.index_select(0, slots) - start)
             out.index_copy_(0, slots, part.reshape(b * n, c).index_select(0, rows))
         return out.view(b, l, c)
-    return read_parts(candidates, split_positions(kept, sizes))
+    return read_parts([q[0] for q in candidates], split_positions(kept, sizes))[None]
 
 
 def read_parts(parts, positions) -> torch.Tensor:
-    """Rows ``positions[k]`` of every part ``parts[k]`` (``[1, n_k, C]``), one after the other:
-    ``[1, L, C]``. Without autograd they are written into one new tensor (no concatenation)."""
+    """Rows ``positions[k]`` (``Long``, or ``None``: every row) of every part ``parts[k]``
+    (``[n_k, C]``), one after the other: ``[L, C]``. Without autograd they are written into one
+    new tensor (no concatenation)."""
+    sizes = [int(part.shape[0]) if pos is None else int(pos.numel())
+             for part, pos in zip(parts, positions)]
     if not torch.is_grad_enabled():
-        out = parts[0].new_empty(1, sum(int(p.numel()) for p in positions), parts[0].shape[-1])
+        out = parts[0].new_empty(sum(sizes), parts[0].shape[-1])
         start = 0
-        for part, pos in zip(parts, positions):
-            if pos.numel():
-                torch.index_select(part[0], 0, pos, out=out[0, start:start + pos.numel()])
-                start += pos.numel()
+        for part, pos, n in zip(parts, positions, sizes):
+            if n:
+                if pos is None:
+                    out[start:start + n] = part
+                else:
+                    torch.index_select(part, 0, pos, out=out[start:start + n])
+                start += n
         return out
-    pieces = [part.index_select(1, pos) for part, pos in zip(parts, positions) if pos.numel()]
+    pieces = [part if pos is None else part.index_select(0, pos)
+              for part, pos, n in zip(parts, positions, sizes) if n]
     if not pieces:
-        return parts[0].new_zeros(1, 0, parts[0].shape[-1])
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+        return parts[0].new_zeros(0, parts[0].shape[-1])
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+#: cached layer cost entries at most (layers x map sizes x gate states; see ``_layer_costs``)
+LAYER_COST_ENTRIES = 1024
 
 
 def split_positions(kept: torch.Tensor, sizes: Sequence[int]) -> List[torch.Tensor]:
@@ -925,7 +970,7 @@ class _DGEHostMixin(DynamicModuleMixin):
         stats = dict(kept_ratio=acc['queries'] / acc['tokens'],
                      flops_ratio=acc['flops'] / static, budget_ratio=beta.detach())
         if acc['fine']:
-            stats['fine_ratio'] = sum(acc['fine']) / len(acc['fine'])
+            stats['fine_ratio'] = torch.stack(acc['fine']).mean(0)
         use_gates = self.dge_enabled and not self.force_full
         self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
                             maps=acc['maps'], blocks=blocks)

@@ -88,6 +88,12 @@ def _image_mean(v) -> float:
     return float(torch.as_tensor(v, dtype=torch.float64).mean())
 
 
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    """``t`` outside autograd: itself when it needs no gradient (no operator call: a forward
+    records a few per layer), else ``t.detach()``."""
+    return t.detach() if t.requires_grad else t
+
+
 class DynamicModuleMixin:
     """Adds the bookkeeping of the dynamic-module interface to an ``nn.Module``."""
 
@@ -145,12 +151,13 @@ class DynamicModuleMixin:
         ``last_stats`` and ``last_maps`` go to the device the module (hence its input) is on,
         whatever device the method counted on."""
         dev = self._records_device(flops)
-        self.last_flops = flops.detach().to(dev, torch.float64)
-        self.last_stats = {k: v.detach().to(dev, torch.float32) for k, v in (stats or {}).items()}
+        self.last_flops = _detached(flops).to(dev, torch.float64)
+        self.last_stats = {k: _detached(v).to(dev, torch.float32)
+                           for k, v in (stats or {}).items()}
         self.expected_cost = expected_cost
-        self.last_maps = {k: v.detach().to(dev) for k, v in (maps or {}).items()}
+        self.last_maps = {k: _detached(v).to(dev) for k, v in (maps or {}).items()}
         self.last_blocks = None if blocks is None else [
-            BlockRecord(*(v.detach() if isinstance(v, torch.Tensor) else v for v in b))
+            BlockRecord(*(_detached(v) if isinstance(v, torch.Tensor) else v for v in b))
             for b in blocks]
 
     def _records_device(self, fallback: torch.Tensor) -> torch.device:
