@@ -38,10 +38,10 @@ Training and eval paths
   set and run through the block; padding queries are discarded, so every image computes exactly
   what it computes alone (a single image skips the padding: one index of its kept candidates).
   Un-pooling is one gather: every token takes the update of the query that covers it. One image
-  on the CPU whose map is in whole patches of every granularity un-pools by broadcasting
-  instead: each coarse granularity's updates on its own grid, added to the tokens coarsest
-  first, and a fine token takes its query's output
-  (:meth:`DynamicGrainedEncoder._update_on_grids`).
+  on the CPU whose map is in whole patches of every granularity pools only the granularities
+  its regions chose, reads their queries by region and un-pools by broadcasting instead: each
+  coarse granularity's updates on its own grid, added to the tokens coarsest first, and a fine
+  token takes its query's output (:meth:`DynamicGrainedEncoder._update_on_grids`).
 
 Because queries do not interact (keys/values are the full map, the FFN is token-wise), all three
 paths give the same output for the same gate decisions; the tests check it (the gate gradients
