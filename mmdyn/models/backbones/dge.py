@@ -581,10 +581,7 @@ class DynamicGrainedEncoder(nn.Module):
         x2 = x.reshape(-1, c)  # [E + H*W, C]
         x_sp = x2[num_extra:]  # the map's tokens (``x_map``: the same, [1, H*W, C])
         counts = torch.bincount(choice, minlength=self.num_choices).tolist()  # one host read
-        # (phi, its part [n_phi, C], the positions read from it, its offset among the
-        # candidates of the deformable attention's reference points)
-        chosen = []
-        offsets = self._candidate_index(hw, 0, x.device)[3]
+        chosen = []  # (phi, its part [n_phi, C], the positions read from it, its index k)
         for k, p in enumerate(self.granularities):
             if not p or not counts[k]:
                 continue
@@ -597,7 +594,7 @@ class DynamicGrainedEncoder(nn.Module):
             if p > 1:
                 self._pooled_maps(x_map, hw, (p, ), pooled_maps)
             part = x_sp if p == 1 else pooled_maps[p].reshape(-1, c)
-            chosen.append((p, part, pos, offsets[k]))
+            chosen.append((p, part, pos, k))
         qs = read_parts([x2[:num_extra]] + [t[1] for t in chosen],
                         [None] + [t[2] for t in chosen])
         starts = [num_extra]
@@ -606,9 +603,10 @@ class DynamicGrainedEncoder(nn.Module):
         # no autograd (inference): the output written in place, no concatenation
         direct = not torch.is_grad_enabled()
         kw = {}
-        if needs_ref:  # no extra tokens with reference points
-            kw['query_ref'] = self._candidate_refs(hw, x.device).index_select(
-                0, torch.cat([t[2] + t[3] for t in chosen]))
+        if needs_ref:  # no extra tokens with reference points; positions among the candidates
+            offsets = self._candidate_index(hw, 0, x.device)[3]
+            kept = torch.cat([choice.new_zeros(0)] + [t[2] + offsets[t[3]] for t in chosen])
+            kw['query_ref'] = self._candidate_refs(hw, x.device).index_select(0, kept)
         y = block(x, hw, query=qs[None], **kw)[0]
         grid, fine = None, None  # the coarse updates so far, on the grid of ``grid_p``
         for (p, _, idx, _), a, e in sorted(zip(chosen, starts, starts[1:]),

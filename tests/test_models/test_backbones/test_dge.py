@@ -143,6 +143,22 @@ def test_skip_granularity_zero_passes_tokens_through():
     assert info['num_queries'].tolist() == [1.]
 
 
+@pytest.mark.parametrize('grad', [False, True])
+def test_no_query_anywhere_with_reference_points(grad):
+    """Every region choosing no query (phi = 0) on the image path, with the deformable block
+    (it reads each query's reference point): no query runs and the tokens pass unchanged."""
+    from mmdyn.models.backbones.dge import DPVTBlock
+    torch.manual_seed(0)
+    blk = DPVTBlock(8, 2, mlp_ratio=2).eval()
+    enc = DynamicGrainedEncoder(8, (1, 0, 2, 4)).eval()
+    enc.forced_choice = enc.granularities.index(0)  # phi = 0 everywhere
+    x = torch.randn(1, 8 * 8, 8)
+    with torch.set_grad_enabled(grad):
+        out, info = enc(blk, x, (8, 8))
+    assert torch.equal(out, x)
+    assert info['num_queries'].tolist() == [0.] and info['ran_queries'].tolist() == [0.]
+
+
 def test_layer_wise_routing():
     dyn, static = pvt_pair(layer_wise=True)
     dyn = randomize_gates(dyn)
