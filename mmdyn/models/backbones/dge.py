@@ -38,10 +38,10 @@ Training and eval paths
   set and run through the block; padding queries are discarded, so every image computes exactly
   what it computes alone (a single image skips the padding: one index of its kept candidates).
   Un-pooling is one gather: every token takes the update of the query that covers it. One image
-  on the CPU whose map is in whole patches of every granularity pools only the granularities
-  its regions chose, reads their queries by region and un-pools by broadcasting instead: each
-  coarse granularity's updates on its own grid, added to the tokens coarsest first, and a fine
-  token takes its query's output (:meth:`DynamicGrainedEncoder._update_on_grids`).
+  on the CPU whose map is in whole patches of every granularity reads the chosen queries by
+  region and un-pools by broadcasting instead: each coarse granularity's updates on its own
+  grid, added to the tokens coarsest first, and a fine token takes its query's output
+  (:meth:`DynamicGrainedEncoder._update_on_grids`).
 
 Because queries do not interact (keys/values are the full map, the FFN is token-wise), all three
 paths give the same output for the same gate decisions; the tests check it (the gate gradients
@@ -77,7 +77,7 @@ from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
-from ..layers.gates import GateOutput, GumbelSoftmaxGate, straight_through
+from ..layers.gates import GumbelSoftmaxGate, straight_through
 from ..layers.region_pool import region_extents, region_grid, region_ids, region_pool_tokens
 from ..layers.shape_constants import constant, device_key
 from ..layers.token_sets import gather_rows, gather_tokens, make_token_set
@@ -259,15 +259,16 @@ class DynamicGrainedEncoder(nn.Module):
                           device)
 
     # ------------------------------------------------------------------ gate
-    def _pooled_maps(self, t: torch.Tensor, hw, sizes: Sequence[int],
-                     maps: Optional[Dict[int, torch.Tensor]] = None) -> Dict[int, torch.Tensor]:
+    def _pooled_maps(self, t: torch.Tensor, hw) -> Dict[int, torch.Tensor]:
         """Token-layout pools ``[B, ceil(H/p), ceil(W/p), C]`` of the ``[B, H*W, C]`` tokens for
-        every side ``p > 1`` in ``sizes`` not yet in ``maps`` (added to it; ``maps[1]`` is the
-        token map), each computed from the largest smaller one it divides when the map divides
-        evenly."""
+        every size needed (the granularities and ``S``), each computed from the largest smaller
+        one when the map divides evenly."""
         h, w = hw
-        out = {1: t.reshape(t.shape[0], h, w, t.shape[-1])} if maps is None else maps
-        for p in sorted(q for q in set(sizes) if q > 1 and q not in out):
+        sizes = sorted({p for p in self.granularities if p > 1} |
+                       ({self.region_size} if self.region_size and self.region_size > 1
+                        else set()))
+        out = {1: t.reshape(t.shape[0], h, w, t.shape[-1])}
+        for p in sizes:
             src = max(q for q in out if p % q == 0)
             if src > 1 and h % p == 0 and w % p == 0:
                 out[p] = region_pool_tokens(out[src], hw, p, p // src)
@@ -287,20 +288,16 @@ class DynamicGrainedEncoder(nn.Module):
             pooled = pooled_maps[self.region_size]
         else:
             pooled = region_pool_tokens(t, hw, self.region_size)
-        if not self.training:  # the gate's eval rule, the choice taken once
-            logits = self.gate.project(pooled)  # [B, gh, gw, K]
-            idx = logits.argmax(-1) if self.forced_choice is None else \
-                self._forced_index(logits)
-            soft = logits.softmax(-1)
-            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
-            hard = torch.zeros_like(soft).scatter_(-1, idx.unsqueeze(-1), 1.0)
-            return hard, idx, GateOutput(hard, soft, logits)
         out = self.gate(pooled)  # [B, gh, gw, K]
         decision = out.decision
         if self.forced_choice is not None:
             idx = self._forced_index(out.logits)
+            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
             hard = torch.zeros_like(decision).scatter_(-1, idx.unsqueeze(-1), 1.0)
-            return straight_through(out.soft, hard), idx, out
+            decision = straight_through(out.soft, hard) if self.training else hard
+            return decision, idx, out
+        # the argmax of the one-hot decision (the gate's eval rule: of the logits; in
+        # training: of the noisy sample)
         return decision, decision.detach().argmax(-1), out
 
     def _forced_index(self, logits: torch.Tensor) -> torch.Tensor:
@@ -404,10 +401,7 @@ class DynamicGrainedEncoder(nn.Module):
         if n != num_extra + hw[0] * hw[1]:
             raise ValueError(f'DGE: {n} tokens are not {num_extra} extra + {hw[0]}x{hw[1]}')
         x_ex, x_sp = (x[:, :num_extra], x[:, num_extra:]) if num_extra else (None, x)
-        # the gate reads the regions' pools; the granularities' pools follow (on the image path
-        # below, only those some region chose)
-        region = () if self.layer_wise or self.region_size is None else (self.region_size, )
-        pooled_maps = self._pooled_maps(x_sp, hw, region)
+        pooled_maps = self._pooled_maps(x_sp, hw)
         decision, choice, gate_out = self.route(x_sp, hw, pooled_maps)
         gh, gw = decision.shape[1:3]
         dec_flat = decision.reshape(b, gh * gw, -1)
@@ -421,7 +415,7 @@ class DynamicGrainedEncoder(nn.Module):
         single = b == 1 and not self.training
         if single and x.device.type == 'cpu' and self._whole_patches(hw):
             out, counts = self._update_on_grids(block, x, hw, num_extra, hard_flat[0],
-                                                pooled_maps, needs_ref, x_sp)
+                                                pooled_maps, needs_ref)
             delta = None  # the extras are in ``out``
             # queries chosen (= run: no padding); the share of the map at the finest
             # granularity (when it is 1: its queries are its tokens)
@@ -431,7 +425,6 @@ class DynamicGrainedEncoder(nn.Module):
                 fine = torch.full((1, ), counts[1] / (hw[0] * hw[1]), dtype=torch.float64,
                                   device=x.device)
         else:
-            self._pooled_maps(x_sp, hw, self.granularities, pooled_maps)
             queries, keep_all, weights, offsets = self._candidates(x, hw, num_extra,
                                                                    pooled_maps, dec_flat,
                                                                    hard_flat)
@@ -562,12 +555,11 @@ class DynamicGrainedEncoder(nn.Module):
         return all(hw[0] % p == 0 and hw[1] % p == 0 for p in ps) and \
             all(q % p == 0 for p, q in zip(ps, ps[1:]))
 
-    def _update_on_grids(self, block, x, hw, num_extra, choice, pooled_maps, needs_ref, x_map):
+    def _update_on_grids(self, block, x, hw, num_extra, choice, pooled_maps, needs_ref):
         """One image at eval on the CPU, the map in whole patches (:meth:`_whole_patches`):
         ``(new tokens [1, E + H*W, C], (queries run, fine queries run))``. ``choice``:
-        ``Long[gh * gw]``, the regions' granularity indices; ``pooled_maps``: the pools so far
-        (:meth:`_pooled_maps`; a granularity's pool is made here when some region chose it);
-        ``x_map``: ``x`` without the extras.
+        ``Long[gh * gw]``, the regions' granularity indices; ``pooled_maps``: every
+        granularity's pool (:meth:`_pooled_maps`).
 
         The chosen queries (the extras, then each chosen granularity's patches in the regions
         that chose it, row-major) are read from the tokens and the pools into one list; after
@@ -579,7 +571,7 @@ class DynamicGrainedEncoder(nn.Module):
         h, w = hw
         c = x.shape[-1]
         x2 = x.reshape(-1, c)  # [E + H*W, C]
-        x_sp = x2[num_extra:]  # the map's tokens (``x_map``: the same, [1, H*W, C])
+        x_sp = x2[num_extra:]  # the map's tokens
         counts = torch.bincount(choice, minlength=self.num_choices).tolist()  # one host read
         chosen = []  # (phi, its part [n_phi, C], the positions read from it, its index k)
         for k, p in enumerate(self.granularities):
@@ -591,8 +583,6 @@ class DynamicGrainedEncoder(nn.Module):
             else:  # the patches of the regions that chose it
                 pos = hit.index_select(0, self._patch_regions(hw, p, x.device)).nonzero()
                 pos = pos.squeeze(1)
-            if p > 1:
-                self._pooled_maps(x_map, hw, (p, ), pooled_maps)
             part = x_sp if p == 1 else pooled_maps[p].reshape(-1, c)
             chosen.append((p, part, pos, k))
         qs = read_parts([x2[:num_extra]] + [t[1] for t in chosen],

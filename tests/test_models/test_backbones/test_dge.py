@@ -286,42 +286,6 @@ def test_image_on_grids_equals_owner_table_path(host, monkeypatch):
                                                             results['grids', False][0]))
 
 
-def test_image_path_pools_only_the_chosen_granularities(monkeypatch):
-    """One image at eval on the CPU: the gate's region pools, then only the granularities some
-    region chose are pooled (none chose 2 here: no 2 x 2 pool on the maps in whole patches),
-    and the tokens and records equal those of the owner-table path, which pools every
-    granularity."""
-    import mmdyn.models.backbones.dge as dge_module
-    pooled = []
-    real_pool = dge_module.region_pool_tokens
-
-    def spy(t, hw, size, factor=None):
-        pooled.append((tuple(hw), size))
-        return real_pool(t, hw, size, factor)
-
-    monkeypatch.setattr(dge_module, 'region_pool_tokens', spy)
-    dyn = pvt_pair()[0]
-    dyn.set_decision_override(dict(choice=lambda logits: random_choice(1)(logits) // 2 * 2))
-    # stages of 16 x 16, 8 x 8 (two layers) and 4 x 4 tokens in whole patches, then 2 x 2 (not:
-    # the owner path)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        outs = dyn(x)
-        grid_pools, flops, maps = list(pooled), dyn.last_flops.clone(), dict(dyn.last_maps)
-        pooled.clear()
-        with monkeypatch.context() as m:
-            m.setattr(DynamicGrainedEncoder, '_whole_patches', lambda self, hw: False)
-            ref = dyn(x)
-    assert set(torch.cat([v.flatten() for v in maps.values()]).tolist()) == {1, 4}
-    whole = [((16, 16), 4), ((8, 8), 4), ((8, 8), 4), ((4, 4), 4)]
-    assert grid_pools == whole + [((2, 2), 4), ((2, 2), 2)]
-    assert sorted(pooled) == sorted(whole + [(hw, 2) for hw, _ in whole] +
-                                    [((2, 2), 4), ((2, 2), 2)])
-    for a, b in zip(outs, ref):
-        assert (a - b).abs().max() <= 1e-5
-    assert torch.equal(flops, dyn.last_flops)
-
-
 def test_layer_costs_cached_per_size_bounded_and_rebuilt(monkeypatch):
     """The per-layer cost numbers are cached per map size; the records equal those of a model
     with nothing cached, the cache stays within its bound, and a model without the cache (one
