@@ -93,6 +93,7 @@ def main(argv=None):
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.test()
+        del runner  # see close_distributed: the runner must go before the group
         close_distributed()
 
 

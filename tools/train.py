@@ -121,6 +121,7 @@ def main(argv=None):
             raise ToolError(f'checkpoint {resume_from}: its optimizer state does not fit the '
                             f'optimizer of the config ({str(e).strip()}); was it written by '
                             'another config?') from e
+        del runner  # see close_distributed: the runner must go before the group
         close_distributed()
 
 

@@ -49,3 +49,30 @@ def test_close_distributed(tmp_path):
     finally:
         if torch_dist.is_initialized():
             torch_dist.destroy_process_group()
+
+
+def test_close_distributed_frees_a_wrapper_held_in_a_cycle(tmp_path):
+    """A runner is garbage in a reference cycle once the tool drops it; close_distributed
+    collects it, so the DDP wrapper (and its hold on the gloo group) is gone before the group
+    is destroyed, not left to interpreter shutdown."""
+    import gc
+    import weakref
+
+    import torch.distributed as torch_dist
+    torch_dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
+                                  world_size=1)
+    try:
+        gc.disable()  # no collection of its own between dropping the cycle and closing
+        owner = type('Owner', (), {})()
+        owner.model = MMDynCPUDistributedDataParallel(torch.nn.Linear(2, 2))
+        owner.loop = type('Loop', (), {})()
+        owner.loop.runner = owner  # the cycle a runner and its loops make
+        wrapper = weakref.ref(owner.model)
+        del owner
+        assert wrapper() is not None  # only a collection frees it
+        close_distributed()
+        assert wrapper() is None and not torch_dist.is_initialized()
+    finally:
+        gc.enable()
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
