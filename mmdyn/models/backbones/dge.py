@@ -96,6 +96,8 @@ __all__ = ['DynamicGrainedEncoder', 'DGEPVT', 'DGEViT', 'DGEDPVT', 'DPVT', 'DPVT
 
 TRAIN_PATHS = ('dense', 'sparse')
 BUDGET_CONVENTIONS = ('authors', 'paper')
+#: cached layer cost entries at most (layers x map sizes x gate states; see ``_layer_costs``)
+LAYER_COST_ENTRIES = 1024
 
 
 def check_dge_args(granularities, region_size=None, layer_wise=False, budget=0.5,
@@ -689,10 +691,6 @@ def read_parts(parts, positions) -> torch.Tensor:
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
-#: cached layer cost entries at most (layers x map sizes x gate states; see ``_layer_costs``)
-LAYER_COST_ENTRIES = 1024
-
-
 def split_positions(kept: torch.Tensor, sizes: Sequence[int]) -> List[torch.Tensor]:
     """Sorted positions ``kept`` (``Long[L]``) in a concatenation of parts of ``sizes`` along
     one dim, as each part's own positions (a list of ``Long``, one per part; one read of the
@@ -967,7 +965,6 @@ class _DGEHostMixin(DynamicModuleMixin):
                 {self.budget_loss.loss_name: self.budget_loss(beta.float().mean())})
         else:
             self.aux_losses = {}
-
 
 
 @MODELS.register_module()
