@@ -828,9 +828,9 @@ class _DGEHostMixin(DynamicModuleMixin):
             psi, ran = info['num_queries'], info['ran_queries']
         acc['layers'].append((idx, full_q, f0 + enc.gate_flops(hw), cq, a0, a1, psi, ran))
         acc['fine'].append(info['fine_area'])
-        acc['maps'][idx] = constant(('dge', 'phis', enc.granularities, device_key(x.device)),
-                                    lambda: torch.tensor(enc.granularities, device=x.device)
-                                    )[info['choice']]
+        # the map of patch sides is read in :meth:`_finish` (an index op per layer there, back
+        # to back, costs a fraction of one here, after the block's matrix products)
+        acc['maps'][idx] = (enc.granularities, info['choice'])
         return y
 
     def _layer_costs(self, idx, enc, block, hw, num_extra):
@@ -861,7 +861,8 @@ class _DGEHostMixin(DynamicModuleMixin):
         ``num``, ``a_num``, ``queries`` start at 0; the layers' per-image terms are added by
         :meth:`_finish`), ``layers``: ``(name, full queries, MACs with no query (gate
         included), MACs per query, vtpack's a0, a1, chosen queries [B] or None (every
-        token), queries run [B] or None)`` per layer."""
+        token), queries run [B] or None)`` per layer; ``maps``: ``(granularities, choice
+        indices)`` per gated layer, read as patch sides by :meth:`_finish`."""
         return dict(zero=torch.zeros(x.shape[0], dtype=torch.float64, device=x.device),
                     flops=0.0, num=0.0, den=0.0, queries=0.0, tokens=0, fine=[], maps={},
                     a_num=0.0, a_den=0.0, layers=[])
@@ -958,8 +959,12 @@ class _DGEHostMixin(DynamicModuleMixin):
         if acc['fine']:
             stats['fine_ratio'] = torch.stack(acc['fine']).mean(0)
         use_gates = self.dge_enabled and not self.force_full
+        maps = {}
+        for name, (phis, choice) in acc['maps'].items():  # choice indices -> patch sides
+            maps[name] = constant(('dge', 'phis', phis, device_key(choice.device)),
+                                  lambda: torch.tensor(phis, device=choice.device))[choice]
         self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
-                            maps=acc['maps'], blocks=blocks)
+                            maps=maps, blocks=blocks)
         if self.training and use_gates:
             self.set_aux_losses(
                 {self.budget_loss.loss_name: self.budget_loss(beta.float().mean())})
