@@ -961,8 +961,9 @@ class _DGEHostMixin(DynamicModuleMixin):
         use_gates = self.dge_enabled and not self.force_full
         maps = {}
         for name, (phis, choice) in acc['maps'].items():  # choice indices -> patch sides
-            maps[name] = constant(('dge', 'phis', phis, device_key(choice.device)),
-                                  lambda: torch.tensor(phis, device=choice.device))[choice]
+            maps[name] = constant(
+                ('dge', 'phis', phis, device_key(choice.device)),
+                lambda p=phis, d=choice.device: torch.tensor(p, device=d))[choice]
         self.record_dynamic(acc['flops'], stats, expected_cost=beta if use_gates else None,
                             maps=maps, blocks=blocks)
         if self.training and use_gates:
