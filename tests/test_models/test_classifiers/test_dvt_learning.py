@@ -35,10 +35,11 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 SEEDS = (0, 1)
 ITERS = 1600
-AUC_MIN = 0.8  # mean over the seeds; five seeds at 1600 iterations: 0.87-1.00
-EXIT_MARGIN = 0.12  # each seed; measured 0.20-0.34
-ACC_MIN = 0.45  # mean cascade accuracy; measured 0.55-0.72 (4 classes: chance 0.25)
-ACC_SLACK = 0.05  # mean cascade minus static accuracy above -ACC_SLACK; measured -0.08..+0.13
+# measured over five seeds, "a / b": 1200 iterations on the second CPU kind / 1600 on AMD EPYC
+AUC_MIN = 0.8  # mean over the seeds; measured 0.77-1.00 / 0.87-1.00
+EXIT_MARGIN = 0.12  # each seed; measured 0.20-0.34 / 0.24-0.34
+ACC_MIN = 0.45  # mean cascade accuracy; measured 0.55-0.72 / 0.60-0.76 (chance 0.25)
+ACC_SLACK = 0.05  # mean cascade minus static above -ACC_SLACK; measured -0.08..+0.13 / -0.02..+0.11
 
 
 def test_easy_images_leave_first_and_the_cascade_keeps_up_with_the_static_vit():
