@@ -556,10 +556,15 @@ class MSViT(DynamicModuleMixin, ViT):
         """Patch tokens (with their positions) of the image resized to the coarse grid
         ``chw`` of ``S_f`` patches."""
         e = self.num_extra_tokens
-        coarse_img = F.interpolate(x, size=(chw[0] * self.patch_size, chw[1] * self.patch_size),
-                                   mode=self.coarse_resize_mode,
-                                   **({} if self.coarse_resize_mode == 'area'
-                                      else dict(align_corners=False)))
+        if self.coarse_resize_mode == 'area':
+            # the input is padded to whole coarse patches (``r`` fine patches a side), so area
+            # resizing is the mean of every ``r x r`` pixel block: an average pool (the same
+            # values; ``F.interpolate(mode='area')`` is an adaptive pool, which inductor cannot
+            # lower at a symbolic size)
+            coarse_img = F.avg_pool2d(x, self.scale_ratio)
+        else:
+            size = (chw[0] * self.patch_size, chw[1] * self.patch_size)
+            coarse_img = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
         coarse, _ = self.patch_embed(coarse_img)
         coarse_pos = resize_pos_embed(self.pos_embed, self.patch_resolution, chw,
                                       self.coarse_pos_mode, e)[:, e:]
