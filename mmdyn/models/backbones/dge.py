@@ -280,9 +280,10 @@ class DynamicGrainedEncoder(nn.Module):
 
     def route(self, t: torch.Tensor, hw, pooled_maps: Optional[Dict[int, torch.Tensor]] = None):
         """Decisions of every region of the ``[B, H*W, C]`` tokens of an ``H x W`` map:
-        ``(decision[B, gh, gw, K], choice[B, gh, gw] long, gate output)``.
+        ``(decision[B, gh, gw, K], choice[B, gh, gw] long, soft[B, gh, gw, K])``.
 
-        ``decision`` is one-hot (straight-through in training)."""
+        ``decision`` is one-hot (straight-through in training); ``soft`` the gate's relaxed
+        sample (training) or ``softmax(logits)`` (eval)."""
         b, c = t.shape[0], t.shape[-1]
         if self.layer_wise:
             pooled = t.mean(1).view(b, 1, 1, c)
@@ -290,17 +291,20 @@ class DynamicGrainedEncoder(nn.Module):
             pooled = pooled_maps[self.region_size]
         else:
             pooled = region_pool_tokens(t, hw, self.region_size)
-        out = self.gate(pooled)  # [B, gh, gw, K]
-        decision = out.decision
+        if not self.training:  # the gate's eval rule (one-hot argmax) unless forced
+            logits = self.gate.logits(pooled)  # [B, gh, gw, K]
+            idx = logits.argmax(-1) if self.forced_choice is None else \
+                self._forced_index(logits)
+            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
+            hard = torch.zeros_like(logits).scatter_(-1, idx.unsqueeze(-1), 1.0)
+            return hard, idx, logits.softmax(-1)
+        out = self.gate(pooled)
         if self.forced_choice is not None:
             idx = self._forced_index(out.logits)
-            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
-            hard = torch.zeros_like(decision).scatter_(-1, idx.unsqueeze(-1), 1.0)
-            decision = straight_through(out.soft, hard) if self.training else hard
-            return decision, idx, out
-        # the argmax of the one-hot decision (the gate's eval rule: of the logits; in
-        # training: of the noisy sample)
-        return decision, decision.detach().argmax(-1), out
+            hard = torch.zeros_like(out.decision).scatter_(-1, idx.unsqueeze(-1), 1.0)
+            return straight_through(out.soft, hard), idx, out.soft
+        # the argmax of the noisy one-hot sample
+        return out.decision, out.decision.detach().argmax(-1), out.soft
 
     def _forced_index(self, logits: torch.Tensor) -> torch.Tensor:
         """The regions' choices ``Long[B, gh, gw]`` under :attr:`forced_choice`, checked."""
@@ -404,7 +408,7 @@ class DynamicGrainedEncoder(nn.Module):
             raise ValueError(f'DGE: {n} tokens are not {num_extra} extra + {hw[0]}x{hw[1]}')
         x_ex, x_sp = (x[:, :num_extra], x[:, num_extra:]) if num_extra else (None, x)
         pooled_maps = self._pooled_maps(x_sp, hw)
-        decision, choice, gate_out = self.route(x_sp, hw, pooled_maps)
+        decision, choice, soft = self.route(x_sp, hw, pooled_maps)
         gh, gw = decision.shape[1:3]
         dec_flat = decision.reshape(b, gh * gw, -1)
         hard_flat = choice.reshape(b, gh * gw)
@@ -455,7 +459,7 @@ class DynamicGrainedEncoder(nn.Module):
             fine = ((choice == 0).to(torch.float64) *
                     self.region_areas(hw, x.device)).sum((1, 2))
         info = dict(decision=decision, choice=choice, num_queries=num_chosen, ran_queries=ran,
-                    grid=(gh, gw), soft=gate_out.soft, fine_area=fine)
+                    grid=(gh, gw), soft=soft, fine_area=fine)
         return out, info
 
     def _candidate_index(self, hw, num_extra, device):

@@ -310,6 +310,14 @@ class GumbelSoftmaxGate(_GateBase):
             p = torch.tensor(self.init_probs, dtype=torch.float64)
             self.proj.bias.copy_((p / p.sum()).log().to(self.proj.bias.dtype))
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``[..., K]`` of features ``[..., C]`` (checked: ``K`` of them)."""
+        logits = self.project(x)
+        if logits.shape[-1] != self.num_choices:
+            raise ValueError(f'projection gives {logits.shape[-1]} logits, expected '
+                             f'{self.num_choices}')
+        return logits
+
     def forward(self, x: torch.Tensor, stochastic: Optional[bool] = None) -> GateOutput:
         """Decide per token.
 
@@ -320,10 +328,7 @@ class GumbelSoftmaxGate(_GateBase):
         Returns:
             GateOutput: ``decision`` one-hot ``[..., K]``, ``soft`` ``[..., K]``, ``logits``.
         """
-        logits = self.project(x)
-        if logits.shape[-1] != self.num_choices:
-            raise ValueError(f'projection gives {logits.shape[-1]} logits, expected '
-                             f'{self.num_choices}')
+        logits = self.logits(x)
         if self.training if stochastic is None else stochastic:
             return gumbel_softmax_st(logits, self.tau)
         return categorical_eval(logits)

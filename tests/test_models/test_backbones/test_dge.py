@@ -173,6 +173,28 @@ def test_layer_wise_routing():
     assert all((a - b).abs().max() <= 1e-5 for a, b in zip(out, ref))
 
 
+def test_eval_routing_is_the_gates_rule():
+    """At eval the encoder's routing is the gate's own rule (one-hot argmax of the logits,
+    ``soft = softmax``), computed once; a forced choice replaces the decisions, not ``soft``."""
+    torch.manual_seed(0)
+    enc = DynamicGrainedEncoder(8, (1, 2, 4), region_size=4).eval()
+    with torch.no_grad():
+        enc.gate.proj.weight.normal_(0, 3.0)
+        t = torch.randn(2, 8 * 12, 8)
+        pooled = F.avg_pool2d(t.transpose(1, 2).reshape(2, 8, 8, 12), 4).permute(0, 2, 3, 1)
+        want = enc.gate(pooled)
+        decision, choice, soft = enc.route(t, (8, 12))
+        assert len(set(choice.flatten().tolist())) > 1  # the regions differ
+        assert torch.equal(decision, want.decision)
+        assert torch.equal(choice, want.logits.argmax(-1))
+        torch.testing.assert_close(soft, want.soft, atol=1e-6, rtol=0)
+        enc.forced_choice = random_choice(1)
+        decision, choice, soft = enc.route(t, (8, 12))
+        assert torch.equal(choice, random_choice(1)(want.logits))
+        assert torch.equal(decision, F.one_hot(choice, 3).float())
+        torch.testing.assert_close(soft, want.soft, atol=1e-6, rtol=0)
+
+
 # ----------------------------------------------------------------------------- modes agree
 @pytest.mark.parametrize('path', ['dense', 'sparse'])
 @pytest.mark.parametrize('host', ['pvt', 'vit'])
