@@ -188,3 +188,26 @@ def test_cpu_runs_keep_every_buffer_unless_asked(tmp_path, pins, capsys):
     out = bench.run(bench.parse_args(common + ['--system-malloc']))
     assert pins == [] and out['allocator'] == bench.allocator_note()
 
+
+
+def test_compile_times_the_compiled_call(tmp_path, capsys):
+    """--compile: the timed call is the dynamo-compiled one (a graph was traced for it), the
+    compiling first call is reported apart, the FLOPs are those of the same model in eager."""
+    import torch._dynamo as dynamo
+    cfg = tiny_seg_config(tmp_path, 'a.py', [1, 1, 1, 1])
+    argv = [cfg, '--shape', '64', '--repeats', '1', '--warmup', '0', '--backbone-only']
+    eager = bench.run(bench.parse_args(argv))['rows'][0]
+    dynamo.reset()
+    before = dynamo.utils.counters['stats']['unique_graphs']
+    out = bench.run(bench.parse_args(argv + ['--compile', 'eager']))
+    row = out['rows'][0]
+    assert dynamo.utils.counters['stats']['unique_graphs'] > before
+    assert row['compile'] == 'eager' and row['compile_s'] > 0
+    assert eager['compile'] is None and eager['compile_s'] is None
+    assert row['gflops_realised'] == pytest.approx(eager['gflops_realised'], rel=1e-12)
+    assert row['latency_ms_median'] > 0
+    assert 'torch.compile(eager, dynamic shapes)' in bench.format_text(out)
+    assert bench.parse_args([cfg, '--compile']).compile == 'inductor'
+    with pytest.raises(SystemExit):
+        bench.parse_args([cfg, '--compile', 'tvm'])
+    dynamo.reset()

@@ -3,7 +3,8 @@
 
     python tools/analysis_tools/benchmark.py CONFIG [--compare CONFIG2] [--shape H [W]]
         [--batch B] [--repeats R] [--warmup W] [--backbone-only] [--mode tensor|predict]
-        [--device cpu|cuda] [--threads N] [--system-malloc] [--checkpoint CKPT] [--json]
+        [--device cpu|cuda] [--threads N] [--system-malloc] [--compile [BACKEND]]
+        [--checkpoint CKPT] [--json]
         [--cfg-options KEY=VALUE ...] [--config-options ...] [--compare-options ...]
         [--override KEY=VALUE ...]
 
@@ -33,6 +34,13 @@ untimed call). With ``--compare`` the FLOPs ratio of the second row to the first
 speed-up it implies (its inverse) and the efficiency ``speedup / ideal`` are printed as well:
 an efficiency of 1 means the time fell exactly as the FLOPs did.
 
+``--compile`` times the call under ``torch.compile(dynamic=True)`` (inductor, or the backend
+named: ``eager`` / ``aot_eager`` trace without generating code). The first call, which traces and
+compiles, comes before the warm-up and is not timed; its wall time is reported as
+``compile_s``. A data-dependent token count breaks the graph (DiT, DoViT): those parts run
+eagerly between compiled pieces. What compiles and what it gains on this CPU:
+docs/complexity.md, "``torch.compile``".
+
 On the CPU, where glibc's malloc runs with no ``MALLOC_*`` setting and nothing preloaded, the
 tool makes it keep every freed buffer for reuse, as the benchmark suite does
 (:func:`mmdyn.analysis.benchmarking.pin_glibc_malloc`): otherwise each call page-faults the
@@ -44,6 +52,7 @@ import argparse
 import json
 import os.path as osp
 import sys
+import time
 
 # shared with benchmark_suite.py (re-exported here)
 from mmdyn.analysis.benchmarking import (allocator_note, call_flops,  # noqa: F401
@@ -68,6 +77,10 @@ def parse_args(argv=None):
     p.add_argument('--system-malloc', action='store_true',
                    help='CPU: leave glibc\'s malloc as it is (default: keep every freed buffer '
                         'for reuse, as the benchmark suite does; see above)')
+    p.add_argument('--compile', nargs='?', const='inductor', default=None,
+                   choices=['inductor', 'aot_eager', 'eager'], metavar='BACKEND',
+                   help='time under torch.compile(dynamic=True) with this backend (default '
+                   'inductor); the compiling first call is not timed')
     p.add_argument('--checkpoint', default=None, help='weights for CONFIG')
     p.add_argument('--compare-checkpoint', default=None, help='weights for --compare')
     p.add_argument('--json', action='store_true', help='print one JSON object')
@@ -118,14 +131,23 @@ def benchmark_config(config, args, checkpoint=None, options=None):
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     spec = dict(args.override or {})
     forced = bool(spec) and takes_decision_override(model)
+    compile_s = None
     with decisions_overridden(model, spec):
         with torch.no_grad():
+            if args.compile:
+                call = torch.compile(call, dynamic=True, backend=args.compile)
+                sync()
+                t0 = time.perf_counter()
+                call()  # traces and compiles (not timed)
+                sync()
+                compile_s = time.perf_counter() - t0
             times = time_calls(call, args.repeats, args.warmup, sync)
         flops = call_flops(model, inputs, samples, what == 'backbone')
     row = dict(config=config, model=type(model).__name__, backbone=type(backbone).__name__,
                timed=what, device=args.device, batch=args.batch, shape=list(shape),
                input_shape=[int(s) for s in inputs.shape[-2:]], repeats=args.repeats,
-               warmup=args.warmup, decision_override=spec if forced else None)
+               warmup=args.warmup, decision_override=spec if forced else None,
+               compile=args.compile, compile_s=compile_s)
     row.update(latency_stats(times, args.batch))
     row.update(flops)
     return row
@@ -178,6 +200,11 @@ def format_text(out: dict) -> str:
                      f'{r["latency_ms_median"]:>11.2f}{r["latency_ms_iqr"]:>9.2f}'
                      f'{r["latency_ms_std"]:>9.2f}{r["throughput_img_s"]:>9.2f}'
                      f'{r["gflops_realised"]:>10.3f}')
+    for r in out['rows']:
+        if r.get('compile'):
+            lines.append(f'{osp.basename(r["config"])}: torch.compile({r["compile"]}, dynamic '
+                         f'shapes), first call {r["compile_s"]:.1f} s (traces and compiles; '
+                         f'not timed)')
     if 'speedup' in out:
         lines.append(f'speedup of the second over the first (median latency ratio): '
                      f'{out["speedup"]:.3f}x')

@@ -738,7 +738,9 @@ class DiT(DynamicModuleMixin, BaseModule):
         if mode == 'on':
             return x.new_ones(b)
         if mode == 'pvt':
-            return x.new_full((b, ), float(self._on_pvt_path(i, j)))
+            # a branch, not float(bool): under torch.compile the loop indices can be symbolic
+            # after a graph break, and inductor cannot generate a float of a symbolic bool
+            return x.new_ones(b) if self._on_pvt_path(i, j) else x.new_zeros(b)
         if mode == 'random':
             return (torch.rand(b, device=x.device) < self.random_keep[1]).to(x.dtype)
         if mode == 'static':

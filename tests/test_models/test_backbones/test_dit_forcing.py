@@ -300,8 +300,9 @@ def test_block_table():
 def test_sparse_dwconv_modes_agree():
     """The four ways eval computes the depth-wise convolution of a token subset ('fused',
     default: at the kept positions only, compiled; 'gather': the same as an eager loop; 'map':
-    channels-last full map; 'core': the core MixFFN's index path) give the same outputs, on odd map sizes, with per-image decisions and
-    padding slots (images keep different counts); the FLOPs do not depend on the mode."""
+    channels-last full map; 'core': the core MixFFN's index path) give the same outputs, on odd
+    map sizes, with per-image decisions and padding slots (images keep different counts); the
+    FLOPs do not depend on the mode."""
     torch.manual_seed(4)
     ms = {mode: tiny(out_nodes='last', sparse_dwconv=mode)
           for mode in ('map', 'gather', 'fused', 'core')}
@@ -385,3 +386,21 @@ def test_node_input_and_accounts_alone():
     assert acc.kept_tok.tolist() == [3., 0.]
     assert acc.vparams.tolist() == [nparams(m.stem) + nparams(m.stages[1][0]), nparams(m.stem)]
     assert acc.reached[:, 1, 0].tolist() == [True, False]
+
+
+def test_pvt_column_rule_compiles_with_symbolic_indices():
+    """Under ``torch.compile`` a graph break makes the grid's loop indices symbolic; the
+    PVTv2-path column rule then still lowers in inductor (a float of the symbolic ``j == i +
+    1`` did not) and gives 1 on the staircase, 0 off it."""
+    m = tiny()
+    m.set_decision_override(dict(keep_ratio=0.5, columns='pvt'))
+
+    def f(x, i, j):
+        return x.sum() * m._col_decision(i, j, x)
+
+    compiled = torch.compile(f, dynamic=True, fullgraph=True)
+    x = torch.randn(2, 5, 4)
+    for i, j, on in ((0, 1, True), (0, 2, False), (1, 2, True)):
+        out = compiled(x, i, j)
+        torch.testing.assert_close(out, f(x, i, j))
+        assert out.tolist() == ([pytest.approx(float(x.sum()), rel=1e-5)] * 2 if on else [0, 0])
