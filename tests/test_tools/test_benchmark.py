@@ -198,16 +198,18 @@ def test_compile_times_the_compiled_call(tmp_path, capsys):
     argv = [cfg, '--shape', '64', '--repeats', '1', '--warmup', '0', '--backbone-only']
     eager = bench.run(bench.parse_args(argv))['rows'][0]
     dynamo.reset()
-    before = dynamo.utils.counters['stats']['unique_graphs']
-    out = bench.run(bench.parse_args(argv + ['--compile', 'eager']))
-    row = out['rows'][0]
-    assert dynamo.utils.counters['stats']['unique_graphs'] > before
-    assert row['compile'] == 'eager' and row['compile_s'] > 0
-    assert eager['compile'] is None and eager['compile_s'] is None
-    assert row['gflops_realised'] == pytest.approx(eager['gflops_realised'], rel=1e-12)
-    assert row['latency_ms_median'] > 0
-    assert 'torch.compile(eager, dynamic shapes)' in bench.format_text(out)
-    assert bench.parse_args([cfg, '--compile']).compile == 'inductor'
-    with pytest.raises(SystemExit):
-        bench.parse_args([cfg, '--compile', 'tvm'])
-    dynamo.reset()
+    try:
+        before = dynamo.utils.counters['stats']['unique_graphs']
+        out = bench.run(bench.parse_args(argv + ['--compile', 'eager']))
+        row = out['rows'][0]
+        assert dynamo.utils.counters['stats']['unique_graphs'] > before
+        assert row['compile'] == 'eager' and row['compile_s'] > 0
+        assert eager['compile'] is None and eager['compile_s'] is None
+        assert row['gflops_realised'] == pytest.approx(eager['gflops_realised'], rel=1e-12)
+        assert row['latency_ms_median'] > 0
+        assert 'torch.compile(eager, dynamic shapes)' in bench.format_text(out)
+        assert bench.parse_args([cfg, '--compile']).compile == 'inductor'
+        with pytest.raises(SystemExit):
+            bench.parse_args([cfg, '--compile', 'tvm'])
+    finally:
+        dynamo.reset()  # no compiled state left for later tests

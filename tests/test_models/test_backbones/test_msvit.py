@@ -122,8 +122,8 @@ def test_coarse_scale_four_times_fine():
 def test_coarse_tokens_compile_with_symbolic_sizes():
     """The coarse tokenizer lowers under inductor with dynamic shapes (``'area'`` resizing as
     ``F.interpolate`` was an adaptive pool inductor could not lower at a symbolic size) and
-    equals eager at sizes the compiled graph was not traced at."""
-    m = make()
+    equals eager at sizes the compiled graph was not traced at, padded ones included."""
+    m = make(pad_input=True)
 
     def coarse(x):
         x = m._prepare(x)
@@ -131,12 +131,13 @@ def test_coarse_tokens_compile_with_symbolic_sizes():
 
     compiled = torch.compile(coarse, dynamic=True, fullgraph=True)
     with torch.no_grad():
-        for hw, n in (((64, 96), 6), ((96, 64), 6), ((128, 160), 20)):
+        for hw, n in (((64, 96), 6), ((96, 64), 6), ((128, 160), 20), ((70, 100), 12)):
             x = torch.randn(2, 3, *hw)
             out, want = compiled(x), coarse(x)
             assert out.shape == (2, n, 32)
             torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
-            # eager: the image area-resized to the coarse grid's pixels, then embedded
+            # eager: the (zero-padded) image area-resized to the coarse grid's pixels, embedded
+            x = m._prepare(x)
             embedded = m.patch_embed(F.interpolate(x, scale_factor=0.5, mode='area'))[0]
             torch.testing.assert_close(want - embedded, (want - embedded)[:1].expand_as(want),
                                        atol=1e-6, rtol=0)
