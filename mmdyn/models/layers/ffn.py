@@ -150,9 +150,11 @@ def fused_neighbour_dwconv(h: torch.Tensor, nbr: torch.Tensor, weight: torch.Ten
     Returns None where the compiled function is not used, for the caller to run the eager
     loop: with autograd recording (training), under ``torch.jit.trace``, or when compiling
     failed in this process (e.g. no C++ compiler for inductor; warned once). Inside an outer
-    ``torch.compile`` the expression itself is returned for that compilation to fuse."""
+    ``torch.compile`` it runs as this compiled function, outside the outer graph (a graph
+    break): traced into that graph, inductor's code for it made DiT-B2's compiled forward at
+    224 3.6x slower than eager (docs/complexity.md, "``torch.compile``")."""
     if torch.compiler.is_compiling():
-        return neighbour_dwconv(h, nbr, weight, bias)
+        return _fused_outside_compile(h, nbr, weight, bias)
     if _Compiled.error is not None or torch.jit.is_tracing() or (
             torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)):
         return None
@@ -166,6 +168,14 @@ def fused_neighbour_dwconv(h: torch.Tensor, nbr: torch.Tensor, weight: torch.Ten
                       f"({_Compiled.error}); using the eager 'gather' loop in this process",
                       RuntimeWarning, stacklevel=2)
         return None
+
+
+@torch.compiler.disable
+def _fused_outside_compile(h, nbr, weight, bias):
+    """:func:`fused_neighbour_dwconv` called from inside an outer compilation, run outside it
+    (the expression eagerly where the compiled function is not used)."""
+    out = fused_neighbour_dwconv(h, nbr, weight, bias)
+    return neighbour_dwconv(h, nbr, weight, bias) if out is None else out
 
 
 class MixFFN(BaseModule):
