@@ -59,9 +59,12 @@ def _fits(embeds, reductions, n: int) -> bool:
     return True
 
 
+@torch.compiler.assume_constant_result
 def min_input_size(backbone: nn.Module) -> int:
     """The smallest image side every stage of ``backbone`` accepts (computed once per
-    backbone)."""
+    backbone). A constant of the architecture: ``torch.compile`` takes the result as it is,
+    without tracing the cache (a guard on the cache being empty would recompile the next
+    call)."""
     if backbone not in _MIN_SIZES:
         embeds, reductions = _embeds_and_reductions(backbone)
         _MIN_SIZES[backbone] = next(

@@ -67,3 +67,26 @@ def _unpadded_forward(m, x):
 def test_flops_count_the_padded_input(cls):
     m = build(cls)
     assert m.static_flops((3, 3)) == m.static_flops(padded_input_shape(m, (3, 3))) > 0
+
+
+def test_compiled_backbone_reuses_its_graph():
+    """Under ``torch.compile`` the minimum size is a constant of the backbone, not a traced
+    read of the cache: the second call at a size reuses the first call's graph (the cache
+    filled while tracing made dynamo recompile), and a padded small input gives eager's
+    outputs."""
+    import torch._dynamo as dynamo
+    m = build(PVTv2)
+    dynamo.reset()
+    try:
+        compiled = torch.compile(m, backend='eager', dynamic=True)
+        counts = []
+        with torch.no_grad():
+            for hw in ((64, 64), (64, 64), (20, 24), (20, 24)):
+                x = torch.rand(1, 3, *hw)
+                out = compiled(x)
+                counts.append(dynamo.utils.counters['stats']['unique_graphs'])
+                for u, v in zip(out, m(x)):
+                    torch.testing.assert_close(u, v)
+    finally:
+        dynamo.reset()
+    assert counts[1] == counts[0] and counts[3] == counts[2]
