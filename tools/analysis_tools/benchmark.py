@@ -37,8 +37,8 @@ an efficiency of 1 means the time fell exactly as the FLOPs did.
 ``--compile`` times the call under ``torch.compile(dynamic=True)`` (inductor, or the backend
 named: ``eager`` / ``aot_eager`` trace without generating code). The first call, which traces and
 compiles, comes before the warm-up and is not timed; its wall time is reported as
-``compile_s``. A data-dependent token count breaks the graph (DiT, DoViT): those parts run
-eagerly between compiled pieces. What compiles and what it gains on this CPU:
+``compile_s``. In every dynamic model here a token count read on the host breaks the graph:
+those parts run eagerly between compiled pieces. What compiles and what it gains on this CPU:
 docs/complexity.md, "``torch.compile``".
 
 On the CPU, where glibc's malloc runs with no ``MALLOC_*`` setting and nothing preloaded, the
