@@ -77,7 +77,7 @@ from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from ..layers.attention import nlc_to_nchw
 from ..layers.deformable_attention import DeformablePointAttention, token_reference_points
-from ..layers.gates import GumbelSoftmaxGate, straight_through
+from ..layers.gates import GumbelSoftmaxGate, categorical_eval, straight_through
 from ..layers.region_pool import region_extents, region_grid, region_ids, region_pool_tokens
 from ..layers.shape_constants import constant, device_key
 from ..layers.token_sets import gather_rows, gather_tokens, make_token_set
@@ -295,9 +295,8 @@ class DynamicGrainedEncoder(nn.Module):
             logits = self.gate.logits(pooled)  # [B, gh, gw, K]
             idx = logits.argmax(-1) if self.forced_choice is None else \
                 self._forced_index(logits)
-            # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
-            hard = torch.zeros_like(logits).scatter_(-1, idx.unsqueeze(-1), 1.0)
-            return hard, idx, logits.softmax(-1)
+            out = categorical_eval(logits, index=idx)
+            return out.decision, idx, out.soft
         out = self.gate(pooled)
         if self.forced_choice is not None:
             idx = self._forced_index(out.logits)

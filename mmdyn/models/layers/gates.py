@@ -130,14 +130,22 @@ def gumbel_softmax_st(logits: torch.Tensor, tau: float = 1.0, dim: int = -1,
     return GateOutput(straight_through(soft, hard), soft, logits)
 
 
-def categorical_eval(logits: torch.Tensor, dim: int = -1) -> GateOutput:
+def categorical_eval(logits: torch.Tensor, dim: int = -1,
+                     index: Optional[torch.Tensor] = None) -> GateOutput:
     """Deterministic categorical rule: one-hot ``argmax(logits)``, no noise, no gradient.
+
+    Args:
+        index (Tensor, optional): The choices (``Long``, the shape of ``logits`` without
+            ``dim``) when the caller has them already (its argmax, or imposed ones): their
+            one-hot is the decision.
 
     Returns:
         GateOutput: one-hot ``decision``, ``soft = softmax(logits)``, ``logits``.
     """
     soft = F.softmax(logits, dim=dim)
-    hard = torch.zeros_like(soft).scatter_(dim, logits.argmax(dim, keepdim=True), 1.0)
+    index = logits.argmax(dim, keepdim=True) if index is None else index.unsqueeze(dim)
+    # one-hot by a scatter (F.one_hot checks the index range on the device: a sync)
+    hard = torch.zeros_like(soft).scatter_(dim, index, 1.0)
     return GateOutput(hard, soft, logits)
 
 

@@ -94,6 +94,12 @@ def test_eval_rules():
     out = categorical_eval(logits)
     assert torch.equal(out.decision, torch.tensor([[0., 1., 0.], [0., 1., 0.]]))
     assert torch.allclose(out.soft, F.softmax(logits, -1))
+    # imposed choices: their one-hot, the same soft; along another dim as well
+    imposed = categorical_eval(logits, index=torch.tensor([2, 0]))
+    assert torch.equal(imposed.decision, torch.tensor([[0., 0., 1.], [1., 0., 0.]]))
+    assert torch.equal(imposed.soft, out.soft)
+    cols = categorical_eval(logits, dim=0, index=torch.tensor([1, 0, 1]))
+    assert torch.equal(cols.decision, torch.tensor([[0., 1., 0.], [1., 0., 1.]]))
     b = torch.tensor([-0.1, 0.1, 1.0, 0.9])
     out = binary_eval(b, threshold=0.7)
     assert torch.equal(out.decision, (torch.sigmoid(b) > 0.7).float())
