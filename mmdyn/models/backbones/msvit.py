@@ -49,6 +49,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
+from mmdyn.utils.errors import UserValueError
 from ..layers.attention import nlc_to_nchw
 from ..layers.embed import resize_pos_embed
 from ..layers.grad_scale import scale_grad
@@ -217,7 +218,8 @@ class MSViT(DynamicModuleMixin, ViT):
         'deit-l': dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
     })
     #: what a schedule may set (DynamicScheduleHook refuses a schedule that leaves the range)
-    value_ranges = dict(loss_weight=(0.0, None), gate_grad_mult=(0.0, None))
+    value_ranges = dict(loss_weight=(0.0, None), target=(0.0, 1.0, True, True),
+                        gate_grad_mult=(0.0, None))
 
     def __init__(self,
                  arch: Union[str, dict] = 'vit-s',
@@ -244,8 +246,6 @@ class MSViT(DynamicModuleMixin, ViT):
         if patch_size < 1 or coarse_size <= patch_size or coarse_size % patch_size:
             raise ValueError(f'MSViT: the fine scale S_f={patch_size} must divide the coarse '
                              f'scale S_c={coarse_size} (and S_c > S_f)')
-        if not 0. < float(target) < 1.:
-            raise ValueError(f'MSViT: the gate target g* must be in (0, 1), got {target}')
         if coarse_resize_mode not in ('area', 'bilinear'):
             raise ValueError(f"coarse_resize_mode must be 'area' or 'bilinear', got "
                              f'{coarse_resize_mode!r}')
@@ -277,6 +277,38 @@ class MSViT(DynamicModuleMixin, ViT):
         self.gate_loss = self._build_gate_loss(gate_loss)
         self.reset_dynamic_records()
         self._freeze_gate()
+
+    # ------------------------------------------------------------------ loss settings
+    # ``loss_weight`` and ``target`` are the gate loss's own (set on the model, e.g. by
+    # DynamicScheduleHook at ``backbone.loss_weight``, they reach the loss it computes)
+    @property
+    def loss_weight(self) -> float:
+        loss = self._modules.get('gate_loss')
+        return self._loss_weight if loss is None else loss.loss_weight
+
+    @loss_weight.setter
+    def loss_weight(self, value: float) -> None:
+        self._loss_weight = check_loss_weight(value, 'loss_weight', 'MSViT')
+        loss = self._modules.get('gate_loss')
+        if loss is not None:
+            loss.loss_weight = self._loss_weight
+
+    @property
+    def target(self) -> float:
+        return self._target
+
+    @target.setter
+    def target(self, value: float) -> None:
+        if isinstance(value, bool) or not 0. < float(value) < 1.:
+            raise ValueError(f'MSViT: the gate target g* must be in (0, 1), got {value!r}')
+        loss = self._modules.get('gate_loss')
+        if isinstance(loss, BatchShapingLoss):
+            raise UserValueError(
+                "MSViT: the 'bas' gate loss builds its prior from the target once; set "
+                "`target` in the config (the 'l0' and 'gbas' losses take a new target)")
+        self._target = float(value)
+        if loss is not None:
+            loss.target = self._target
 
     # ------------------------------------------------------------------ construction
     def _build_gate_loss(self, cfg) -> Optional[nn.Module]:

@@ -5,9 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmdyn.engine.hooks.schedule_hook import declared_range, set_by_path
 from mmdyn.models.backbones.msvit import MSViT
 from mmdyn.models.backbones.vit import ViT
 from mmdyn.models.utils.dynamic import evenly_spaced, full_compute, override_decisions
+from mmdyn.utils.errors import UserValueError
 
 ARCH = dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2)
 GATE = dict(hidden_dims=16)
@@ -302,6 +304,39 @@ def test_gate_losses(kind, name):
         assert m.gate_loss.prior_logits.shape == (2, 2)
         assert m.gate_loss.prior_logits.grad is not None
         assert m.gate_loss.target == 0.25
+
+
+@pytest.mark.parametrize('kind,name', [('l0', 'loss_gate_l0'), ('bas', 'loss_gate_bas'),
+                                       ('gbas', 'loss_gate_gbas')])
+def test_scheduled_loss_settings_reach_the_loss(kind, name):
+    """``backbone.loss_weight`` (and ``target``) set after construction, as DynamicScheduleHook
+    sets them, change the gate loss the model computes (they were inert copies once)."""
+    m = mixed_model(gate_loss=kind, target=0.25, loss_weight=4.0)
+    root = torch.nn.Module()
+    root.backbone = m
+    m.train()
+    m.stochastic_gate = False
+    x = torch.randn(4, 3, 64, 64)
+    m(x)
+    before = m.aux_losses[name].detach()
+    assert declared_range(root, 'backbone.loss_weight')[1] == (0.0, None)
+    set_by_path(root, 'backbone.loss_weight', 1.0)
+    assert m.loss_weight == m.gate_loss.loss_weight == 1.0
+    m(x)
+    torch.testing.assert_close(m.aux_losses[name].detach(), before / 4, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match='loss_weight'):
+        m.loss_weight = -1.0
+    if kind == 'bas':  # its prior is built from the target once: refused, not ignored
+        with pytest.raises(UserValueError, match="'bas' gate loss"):
+            set_by_path(root, 'backbone.target', 0.5)
+        assert m.target == 0.25
+    else:
+        set_by_path(root, 'backbone.target', 0.75)
+        assert m.target == m.gate_loss.target == 0.75
+        m(x)
+        assert not torch.allclose(m.aux_losses[name].detach(), before / 4)
+    with pytest.raises(ValueError, match=r'g\* must be in \(0, 1\)'):
+        m.target = 1.0
 
 
 def test_gbas_center_init_and_eval_has_no_loss():
