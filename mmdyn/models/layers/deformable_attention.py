@@ -136,19 +136,29 @@ class DeformablePointAttention(BaseModule):
         off = self.offsets(q).reshape(b, nq, heads, pts, 2)
         loc = query_ref.to(off.dtype)[:, :, None, None, :] + off  # token units
         loc = scale_grad(loc, self.offset_grad_scale)
-        # align_corners=True: token i sits at -1 + 2 i / (size - 1)
+        # align_corners=True: token i sits at -1 + 2 i / (size - 1). On an axis of one token
+        # grid_sample reads that token whatever the coordinate (no zero padding), so there
+        # the point reads it at coordinate 0 and its bilinear weight max(0, 1 - |loc|) is
+        # applied with the attention weights
         gx = loc[..., 0] * (2.0 / max(w - 1, 1)) - 1.0
         gy = loc[..., 1] * (2.0 / max(h - 1, 1)) - 1.0
+        edge = None
+        for size, axis in ((w, 0), (h, 1)):
+            if size == 1:
+                wt = (1.0 - loc[..., axis].abs()).clamp(min=0)
+                edge = wt if edge is None else edge * wt
         if w == 1:
-            gx = loc[..., 0] * 2.0
+            gx = torch.zeros_like(gx)
         if h == 1:
-            gy = loc[..., 1] * 2.0
+            gy = torch.zeros_like(gy)
         grid = torch.stack([gx, gy], -1).permute(0, 2, 1, 3, 4).reshape(b * heads, nq, pts, 2)
         sampled = F.grid_sample(v, grid, mode='bilinear', padding_mode='zeros',
                                 align_corners=True)  # [B*heads, hd, Nq, P]
         attn = self.weights(q).reshape(b, nq, heads, pts).softmax(-1)
         if self.training and self.attn_drop > 0:
             attn = F.dropout(attn, p=self.attn_drop)
+        if edge is not None:
+            attn = attn * edge
         attn = attn.permute(0, 2, 1, 3).reshape(b * heads, 1, nq, pts)
         out = (sampled * attn).sum(-1)  # [B*heads, hd, Nq]
         out = out.reshape(b, heads * hd, nq).transpose(1, 2)

@@ -703,6 +703,52 @@ def test_deformable_attention_samples_its_points():
     assert att.flops(12, (3, 4)) == 12 * 64 + 12 * (8 * 3 * 2 + 5 * 8 + 64)
 
 
+def _zero_padded_bilinear(v, loc):
+    """``v`` ``[H, W, C]``, ``loc`` ``[..., 2]`` (x, y) in token units -> ``[..., C]``: bilinear
+    interpolation with zeros outside the map (the reference for the sampler)."""
+    h, w, _ = v.shape
+    x, y = loc[..., 0], loc[..., 1]
+    out = 0
+    for xi in (x.floor(), x.floor() + 1):
+        for yi in (y.floor(), y.floor() + 1):
+            wgt = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            val = v[yi.clamp(0, h - 1).long(), xi.clamp(0, w - 1).long()]
+            out = out + (wgt * inside)[..., None] * val
+    return out
+
+
+@pytest.mark.parametrize('hw', [(4, 5), (4, 1), (1, 4), (1, 1)])
+def test_deformable_attention_equals_zero_padded_bilinear(hw):
+    """Every point is read by bilinear interpolation with zeros beyond the map, also on a map
+    one token wide or tall (DPVT's last stage for images 32-63 pixels wide), where
+    ``grid_sample(align_corners=True)`` alone would read the one column at any offset."""
+    from mmdyn.models.layers.deformable_attention import (DeformablePointAttention,
+                                                          token_reference_points)
+    torch.manual_seed(0)
+    heads, pts, c = 2, 3, 8
+    att = DeformablePointAttention(c, heads, num_points=pts).double().eval()
+    with torch.no_grad():
+        att.offsets.weight.normal_(0, 0.1)
+        att.offsets.bias.uniform_(-1.5, 1.5)  # fractional, some points off the map
+        att.weights.weight.normal_(0, 0.3)
+    n = hw[0] * hw[1]
+    x = torch.randn(2, n, c, dtype=torch.float64)
+    with torch.no_grad():
+        out = att(x, hw)
+        loc = token_reference_points(hw).double()[None, :, None, None] + \
+            att.offsets(x).view(2, n, heads, pts, 2)
+        attn = att.weights(x).view(2, n, heads, pts).softmax(-1)
+        v = att.v(x).view(2, hw[0], hw[1], heads, c // heads)
+        want = torch.stack([torch.stack([
+            (_zero_padded_bilinear(v[b, :, :, k], loc[b, :, k]) * attn[b, :, k, :, None]).sum(1)
+            for k in range(heads)], 1).reshape(n, c) for b in range(2)])
+        torch.testing.assert_close(out, att.proj(want), rtol=1e-9, atol=1e-9)
+        outside = (loc[..., 0] <= -1) | (loc[..., 0] >= hw[1]) | (loc[..., 1] <= -1) | \
+            (loc[..., 1] >= hw[0])
+        assert outside.any() and not outside.all()
+
+
 def test_deformable_attention_scales_only_the_offset_gradient():
     """The authors' DPVT multiplies the gradient of the sampling locations by 0.1 (forward
     unchanged): the offset projection's gradient is 0.1x the unscaled one, the others equal."""
