@@ -36,6 +36,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmdyn.analysis.flops import CountPolynomial
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
+from mmdyn.utils.errors import UserValueError
 from ..layers.attention import channels_last_convs_, nlc_to_nchw
 from ..layers.embed import overlap_patch_embed
 from ..layers.ffn import SUBSET_MODES, MixFFN
@@ -138,7 +139,9 @@ class _Accounts:
         b, dev = tokens.shape[0], tokens.device
         self.model, self.costs, self.b, self.dev = model, costs, b, dev
         self.flops = torch.full((b, ), float(costs['stem']), dtype=torch.float64, device=dev)
-        self.exp_cost = tokens.new_full((b, ), float(costs['stem']))
+        # at least float32: under fp16 autocast the MAC counts overflow half precision
+        self.exp_cost = torch.full((b, ), float(costs['stem']), device=dev,
+                                   dtype=torch.promote_types(tokens.dtype, torch.float32))
         self.kept_tok = torch.zeros(b, dtype=torch.float64, device=dev)
         self.all_tok = sum(h * w for h, w in costs['shapes']) * model.num_stages
         self.params = model.param_groups() if not model.training else None
@@ -176,7 +179,9 @@ class _Accounts:
         gate_f = m._row_gate_flops(i, j, hw, self.costs)
         self.flops += blk_f + gate_f * a_hard
         self.parts[('B', i, j)] = (blk_f + gate_f * a_hard).detach()
-        self.exp_cost = self.exp_cost + a * (g.mean(1) * self.costs['row'][i][j] + gate_f)
+        dt = self.exp_cost.dtype  # the decisions may be half precision (autocast)
+        self.exp_cost = self.exp_cost + a.to(dt) * (
+            g.to(dt).mean(1) * self.costs['row'][i][j] + gate_f)
         self.maps[f'row_{i}_{j}'] = g.detach().reshape(self.b, *hw)
         if self.vparams is not None:
             self.vparams += (kept > 0).double() * self.params['stages'][i][j]
@@ -190,7 +195,8 @@ class _Accounts:
         c_hard = (c > 0).double().detach()
         self.flops += c_hard * self.costs['col'][i][j] + gate_f * a_hard
         self.parts[('P', i, j)] = c_hard * self.costs['col'][i][j] + gate_f * a_hard
-        self.exp_cost = self.exp_cost + c * self.costs['col'][i][j] + a * gate_f
+        dt = self.exp_cost.dtype
+        self.exp_cost = self.exp_cost + c.to(dt) * self.costs['col'][i][j] + a.to(dt) * gate_f
         self.maps[f'col_{i}_{j}'] = c.detach().reshape(self.b, 1, 1)
         if self.vparams is not None:
             self.vparams += c_hard * self.params['downs'][i][j]
@@ -650,16 +656,22 @@ class DiT(DynamicModuleMixin, BaseModule):
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the static fully connected network (every gate on, Table 6 "Fully"):
-        stem, every stage and every column path; no gate runs in that mode."""
+        stem, every stage and every column path that can reach an output; no gate runs in
+        that mode."""
         return self.fully_flops(img_shape, with_gates=False)
 
     def fully_flops(self, img_shape: Sequence[int] = (224, 224), with_gates: bool = True) -> int:
+        """MACs of the fully connected network: every stage and column path that can reach an
+        output (all of them with every scale an output, the default), with their gates."""
         c = self._costs(img_shape)
-        M = self.num_stages
-        gates = sum(c['row_gate'][i] * M for i in range(NUM_SCALES)) + sum(
-            c['col_gate'][i] * (M + 1) for i in range(NUM_SCALES - 1))
-        return int(c['stem'] + sum(map(sum, c['row'])) + sum(map(sum, c['col']))
-                   + (gates if with_gates else 0))
+        M, S = self.num_stages, NUM_SCALES
+        need = self._needed(any_column=True)
+        rows = [(i, j) for i in range(S) for j in range(M) if need[i][j] and need[i][j + 1]]
+        cols = [(i, j) for i in range(S - 1) for j in range(M + 1)
+                if need[i][j] and need[i + 1][j]]
+        gates = sum(c['row_gate'][i] for i, _ in rows) + sum(c['col_gate'][i] for i, _ in cols)
+        return int(c['stem'] + sum(c['row'][i][j] for i, j in rows)
+                   + sum(c['col'][i][j] for i, j in cols) + (gates if with_gates else 0))
 
     def base_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """``C_base``: MACs of the PVTv2 of the same size (``PVTv2.static_flops``)."""
@@ -689,7 +701,7 @@ class DiT(DynamicModuleMixin, BaseModule):
         mode = self._rules()[0]
         b, n = x.shape[:2]
         if mode == 'fixed':
-            return self.decision_override['decisions'][('row', i, j)].to(x.device, x.dtype)
+            return self._fixed_decision(('row', i, j), (b, n), x)
         if mode == 'forced':
             return self.forced_row_mask(n, x.device).to(x.dtype)[None].expand(b, n)
         if mode == 'on':
@@ -729,12 +741,27 @@ class DiT(DynamicModuleMixin, BaseModule):
             return int(blk.attn.flops(hw[0] * hw[1], hw))
         return 0
 
+    def _fixed_decision(self, key, shape, x: torch.Tensor) -> torch.Tensor:
+        """The imposed ``decision_override['decisions'][key]``, checked against ``shape``."""
+        dec = self.decision_override['decisions'].get(key)
+        if dec is None:
+            raise UserValueError(
+                f'DiT: decision_override decisions has no {key!r} (a {list(shape)} 0/1 '
+                'tensor): every reached stage and column path needs its decisions')
+        dec = torch.as_tensor(dec)
+        if tuple(dec.shape) != tuple(shape):
+            what = '[B, N] (N: the tokens of the scale)' if key[0] == 'row' else '[B]'
+            raise UserValueError(
+                f'DiT: decision_override decisions[{key!r}] must be {what} = {list(shape)} for '
+                f'this input, got {list(dec.shape)}')
+        return dec.to(x.device, x.dtype)
+
     def _col_decision(self, i: int, j: int, x: torch.Tensor) -> torch.Tensor:
         """``[B]`` 0/1 decisions of ``P[i][j]``."""
         mode = self._rules()[1]
         b = x.shape[0]
         if mode == 'fixed':
-            return self.decision_override['decisions'][('col', i, j)].to(x.device, x.dtype)
+            return self._fixed_decision(('col', i, j), (b, ), x)
         if mode == 'on':
             return x.new_ones(b)
         if mode == 'pvt':
@@ -747,16 +774,18 @@ class DiT(DynamicModuleMixin, BaseModule):
             return self.col_gates[i][j](b).to(x.dtype)
         return self.col_gates[i][j](x.mean(1)).decision[..., 1]
 
-    def _needed(self) -> List[List[bool]]:
+    def _needed(self, any_column: bool = False) -> List[List[bool]]:
         """Nodes whose value can reach an output: along the row or down any column path
-        (static column rules: down the PVTv2 path's only). With every scale an output (the
-        default) every node can reach the last one; with fewer ``out_indices`` the nodes
-        that cannot do not run and cost nothing."""
+        (static column rules: down the PVTv2 path's only; ``any_column``: any column path
+        whatever the rule). With every scale an output (the default) every node can reach
+        the last one; with fewer ``out_indices`` the nodes that cannot do not run and cost
+        nothing."""
         M = self.num_stages
         need = [[False] * (M + 1) for _ in range(NUM_SCALES)]
         col_rule = self._rules()[1]
         # imposed decisions are pruned as the routing rule would be
-        static_cols = col_rule == 'pvt' or (col_rule == 'fixed' and self.col_mode == 'pvt')
+        static_cols = not any_column and (
+            col_rule == 'pvt' or (col_rule == 'fixed' and self.col_mode == 'pvt'))
         outs = {(i, self.out_column(i)) for i in self.out_indices}
         for j in range(M, -1, -1):
             for i in range(NUM_SCALES - 1, -1, -1):
@@ -816,7 +845,10 @@ class DiT(DynamicModuleMixin, BaseModule):
             qidx, real = ts.index, None
         rows = ts.index if b == 1 else ts.index + torch.arange(b, device=x.device)[:, None] * n
         rows = rows.reshape(-1)
-        xs = x.clone()
+        # without autograd one working copy is written in place; with it (saliency, attacks
+        # on an eval model) every block writes a new map (the blocks keep their inputs)
+        inplace = not torch.is_grad_enabled()
+        xs = x.clone() if inplace else x
         flat = xs.view(b * n, c)
         plan = None
         for blk in blocks:
@@ -829,10 +861,12 @@ class DiT(DynamicModuleMixin, BaseModule):
             else:
                 q = blk(xs, hw, query=q, query_index=qidx)
             q = q.reshape(-1, c)
-            if real is None:
-                flat.index_copy_(0, rows, q)
+            at, q = (rows, q) if real is None else (rows[real], q[real])
+            if inplace:
+                flat.index_copy_(0, at, q)
             else:
-                flat.index_copy_(0, rows[real], q[real])
+                flat = flat.index_copy(0, at, q)
+                xs = flat.view(b, n, c)
         return xs
 
     def _run_down(self, i, j, x, hw, c):
@@ -864,10 +898,16 @@ class DiT(DynamicModuleMixin, BaseModule):
                 outs.append(tokens.new_zeros(x.shape[0], self.embed_dims[i], *hw)
                             + 0 * tokens.sum())
             else:
-                outs.append(nlc_to_nchw(self.out_norms[i](f), hw))
+                o = self.out_norms[i](f)
+                if not self.training:  # zeros for an image that did not reach it, as alone
+                    o = torch.where(acc.reached[:, i, self.out_column(i), None, None], o,
+                                    o.new_zeros(()))
+                outs.append(nlc_to_nchw(o, hw))
         ratio = acc.finish(img_shape)
         if self.training and self._gated() and not self._imposed():
             self.set_aux_losses({self.budget_loss.loss_name: self.budget_loss(ratio)})
+        else:  # no budget loss this forward: none of an earlier one stays behind
+            self.aux_losses = {}
         return tuple(outs)
 
     def _run_grid(self, tokens: torch.Tensor, shapes, acc: '_Accounts') -> dict:

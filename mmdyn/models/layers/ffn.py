@@ -316,7 +316,9 @@ class MixFFN(BaseModule):
         hh, ww = plan.hw
         c = h.shape[1]
         grid = plan.grid
-        if grid is None or grid.shape != (b * hh * ww, c) or grid.dtype != h.dtype:
+        # the plan's map is shared by the blocks: with autograd each call takes its own
+        if grid is None or grid.shape != (b * hh * ww, c) or grid.dtype != h.dtype or \
+                torch.is_grad_enabled():
             grid = h.new_zeros(b * hh * ww, c)
         if plan.valid is None:
             grid.index_copy_(0, plan.rows, h)

@@ -112,6 +112,89 @@ def test_alone_equals_batch_eval():
             assert torch.equal(m.last_maps[k][0], maps[k][b])
 
 
+def test_unreached_output_is_zero_whatever_the_batch():
+    """An output no path of an image reaches is a zero map for it in eval, alone or next to
+    an image that reaches it (not the output norm of a zero value: its bias)."""
+    torch.manual_seed(0)
+    m = tiny(out_nodes='last')
+    with torch.no_grad():
+        for norm in m.out_norms:
+            norm.bias.normal_()  # a trained norm's bias is not zero
+    m.eval()
+    x = torch.randn(2, 3, 64, 64)
+    fixed = random_fixed(m, 2, (64, 64), p_row=1.0, p_col=1.0)
+    for k in fixed:
+        if k[0] == 'col':
+            fixed[k][1] = 0.  # image 1 takes no column path: only scale 0 is reached
+    m.set_decision_override(dict(decisions=fixed))
+    with torch.no_grad():
+        outs = m(x)
+    assert m.last_reached[0, :, -1].all() and not m.last_reached[1, 1:, -1].any()
+    assert all(o[0].abs().amax() > 0 for o in outs)
+    assert all(torch.equal(o[1], torch.zeros_like(o[1])) for o in outs[1:])
+    m.set_decision_override(dict(decisions={k: v[1:] for k, v in fixed.items()}))
+    with torch.no_grad():
+        alone = m(x[1:])
+    for o, a in zip(outs, alone):
+        torch.testing.assert_close(o[1:], a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('mode', ['gather', 'fused', 'map', 'core'])
+def test_eval_input_gradients_equal_training(mode):
+    """With autograd on, eval (the kept tokens gathered) gives the input gradients of the
+    training path (every token computed, the kept ones written) under the same decisions."""
+    torch.manual_seed(3)
+    m = tiny(sparse_dwconv=mode)
+    x = torch.randn(2, 3, 64, 64)
+    m.set_decision_override(dict(decisions=random_fixed(m, 2, (64, 64), p_col=1.0)))
+    grads = []
+    for train in (True, False):
+        m.train(train)
+        xi = x.clone().requires_grad_()
+        outs = m(xi)
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+        grads.append(xi.grad)
+    assert grads[0].abs().amax() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_no_budget_loss_left_from_an_earlier_forward():
+    """A forward that computes no budget loss (eval, every gate on, imposed decisions) leaves
+    none behind from the one before."""
+    torch.manual_seed(0)
+    m = tiny()
+    x = torch.randn(2, 3, 64, 64)
+    for switch in ('eval', 'force_full', 'override'):
+        m.train()
+        m(x)
+        assert set(m.aux_losses) == {'loss_budget'}
+        if switch == 'eval':
+            m.eval()
+        elif switch == 'force_full':
+            m.force_full = True
+        else:
+            m.set_decision_override(dict(keep_ratio=0.5))
+        m(x)
+        assert m.aux_losses == {}
+        m.force_full = False
+        m.set_decision_override(None)
+
+
+def test_training_under_half_precision_autocast():
+    """The expected cost (MAC counts, far beyond float16's range) is kept in float32 under
+    autocast; the budget loss is finite and gradients reach the gates."""
+    torch.manual_seed(0)
+    m = tiny()
+    m.train()
+    with torch.autocast('cpu', dtype=torch.float16):
+        m(torch.randn(2, 3, 64, 64))
+    assert m.expected_cost.dtype == torch.float32
+    loss = m.aux_losses['loss_budget']
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert m.row_gates[0][0].proj.weight.grad.abs().sum() > 0
+
+
 def test_train_equals_eval_with_fixed_gates():
     """Dense training computation (straight-through) == sparse eval with the same decisions."""
     torch.manual_seed(2)
@@ -267,6 +350,9 @@ def test_nodes_that_cannot_reach_an_output_do_not_run():
         + sum(m2.downs[0][j].flops(shapes[0]) for j in range(3))
     assert m2.last_flops[0].item() == pytest.approx(expect)
     assert m4.last_flops[0].item() == pytest.approx(m4.static_flops((64, 64)))
+    # the static network of those outputs is what ran: no saving is reported for the pruning
+    assert m2.static_flops((64, 64)) == pytest.approx(expect)
+    assert m2.last_stats['flops_ratio'][0].item() == pytest.approx(1.0)
     reached = m2.last_reached[0]
     assert not reached[2:].any() and not reached[0, 3:].any() and not reached[1, 3:].any()
     assert reached[0, :3].all() and reached[1, :3].all()

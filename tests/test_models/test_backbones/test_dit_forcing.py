@@ -9,6 +9,7 @@ import torch
 from mmdyn.models.backbones.dit import DiT
 from mmdyn.models.utils.dynamic import collect_dynamic_records, override_decisions
 from mmdyn.registry import MODELS
+from mmdyn.utils.errors import UserValueError
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -236,6 +237,30 @@ def test_forcing_from_config_and_bad_values():
         DiT(arch=copy.deepcopy(TINY), forced_columns='pvt')
     with pytest.raises(TypeError, match='unexpected'):
         DiT(arch=copy.deepcopy(TINY), forced=0.5)
+
+
+def test_imposed_decisions_are_checked():
+    """``decisions`` missing a reached node's entry, or of another batch or map size: one
+    clear error naming the entry and the shape it needs."""
+    m = tiny()
+    x = torch.randn(2, 3, *IMG)
+    shapes = m.scale_shapes(IMG)
+    full = {('row', i, j): torch.ones(2, h * w) for i, (h, w) in enumerate(shapes)
+            for j in range(4)}
+    full.update({('col', i, j): torch.ones(2) for i in range(3) for j in range(5)})
+    m.set_decision_override(dict(decisions=full))
+    with torch.no_grad():
+        m(x)  # complete and of the right shapes: runs
+    cases = [({k: v for k, v in full.items() if k != ('row', 2, 1)},
+              r"has no \('row', 2, 1\)"),
+             (full | {('row', 0, 0): torch.ones(3, 256)},
+              r"decisions\[\('row', 0, 0\)\] must be \[B, N\].*= \[2, 256\].*got \[3, 256\]"),
+             (full | {('row', 1, 0): torch.ones(2, 16)}, r"= \[2, 64\].*got \[2, 16\]"),
+             (full | {('col', 0, 0): torch.ones(2, 1)}, r"\('col', 0, 0\)\] must be \[B\]")]
+    for decisions, msg in cases:
+        m.set_decision_override(dict(decisions=decisions))
+        with pytest.raises(UserValueError, match=msg), torch.no_grad():
+            m(x)
 
 
 def test_override_context_restores_learned_decisions():
