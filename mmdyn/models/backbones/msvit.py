@@ -451,7 +451,7 @@ class MSViT(DynamicModuleMixin, ViT):
     def tokens_for(self, fine_map: torch.Tensor) -> torch.Tensor:
         """Token count (cls included) per image of a ``[B, hc, wc]`` fine-region map."""
         k = fine_map.flatten(1).sum(1)
-        nc = fine_map[0].numel()
+        nc = math.prod(fine_map.shape[1:])
         return self.num_extra_tokens + nc - k + k * self.scale_ratio ** 2
 
     # ------------------------------------------------------------------ forward
@@ -577,11 +577,15 @@ class MSViT(DynamicModuleMixin, ViT):
             maps=dict(fine=decision.detach()))
         if (self.training and not self.freeze_gate and self.gate_loss is not None
                 and self.decision_override is None):
-            if isinstance(self.gate_loss, GeneralizedBatchShapingLoss):
+            if not soft.shape[0]:  # no image: nothing to shape (a zero on the graph)
+                loss = soft.sum()
+            elif isinstance(self.gate_loss, GeneralizedBatchShapingLoss):
                 loss = self.gate_loss(soft)
             else:
                 loss = self.gate_loss(soft.flatten(1))
             self.set_aux_losses({self.gate_loss.loss_name: loss})
+        else:  # no gate loss this forward: none of an earlier one stays behind
+            self.aux_losses = {}
         return tuple(outs)
 
     def _coarse_tokens(self, x: torch.Tensor, chw) -> torch.Tensor:

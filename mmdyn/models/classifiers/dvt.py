@@ -77,6 +77,7 @@ from mmpretrain.structures import DataSample
 
 from mmdyn.analysis import flops as fl
 from mmdyn.registry import MODELS
+from mmdyn.utils.errors import UserValueError
 from ..backbones.t2t_vit import T2TViT, adapt_t2t_state_dict, detect_t2t_layout, t2t_to_mmdyn
 from ..backbones.vit import ViT
 from ..layers.ffn import MLP
@@ -361,6 +362,8 @@ class DVTExit(BaseModule):
 
     # ------------------------------------------------------------------ forward
     def prepare_input(self, img: torch.Tensor) -> torch.Tensor:
+        if img.dim() != 4:  # before the resize, whose own error would not say what is wrong
+            raise UserValueError(f'DVT expects [B, C, H, W] images, got {tuple(img.shape)}')
         if tuple(img.shape[-2:]) == (self.input_size, self.input_size):
             return img
         return F.interpolate(img, size=(self.input_size, self.input_size), mode='bilinear',

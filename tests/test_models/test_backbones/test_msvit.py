@@ -339,6 +339,27 @@ def test_scheduled_loss_settings_reach_the_loss(kind, name):
         m.target = 1.0
 
 
+def test_no_gate_loss_left_from_an_earlier_forward():
+    """A forward that computes no gate loss (eval, a frozen gate, imposed decisions) leaves
+    none behind from the training forward before it."""
+    m = mixed_model()
+    x = torch.randn(2, 3, 64, 64)
+    for switch in ('eval', 'freeze', 'override'):
+        m.train()
+        m(x)
+        assert set(m.aux_losses) == {'loss_gate_gbas'}
+        if switch == 'eval':
+            m.eval()
+        elif switch == 'freeze':
+            m.freeze_gate = True
+        else:
+            m.set_decision_override(dict(fine_ratio=0.5))
+        m(x)
+        assert m.aux_losses == {}
+        m.freeze_gate = False
+        m.set_decision_override(None)
+
+
 def test_gbas_center_init_and_eval_has_no_loss():
     m = make(gate_loss=dict(type='gbas', center_init=True))
     assert m.gate_loss.hyperprior_std == 0.1 and m.gate_loss.temperature == 0.3
@@ -532,6 +553,19 @@ def test_bad_image():
     m = make()
     with pytest.raises(ValueError, match='expects'):
         m(torch.randn(1, 1, 64, 64))
+
+
+def test_empty_batch():
+    """No image (e.g. a filtered batch): empty outputs of the shapes one image gives, in eval
+    and in training."""
+    m = mixed_model(out_indices=(0, 1))
+    for train in (False, True):
+        m.train(train)
+        one = m(torch.randn(1, 3, 64, 64))
+        none = m(torch.zeros(0, 3, 64, 64))
+        assert [tuple(o.shape) for o in none] == [(0, ) + tuple(o.shape[1:]) for o in one]
+        assert m.last_flops.shape == (0, )
+    assert m.aux_losses['loss_gate_gbas'].item() == 0  # nothing to shape
 
 
 def test_load_gate_trained_at_another_size(tmp_path):

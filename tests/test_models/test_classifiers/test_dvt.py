@@ -337,6 +337,10 @@ def test_bad_input():
     m = make(thresholds=[0.5, 0.5])
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
         m.set_thresholds([0.5, 2.0])
+    m = DVTClassifier(exits=(2, 4), **kw).eval()
+    for bad in (torch.randn(3, 32, 32), torch.randn(1, 1, 3, 32, 32)):  # no / an extra batch dim
+        with pytest.raises(ValueError, match=r'DVT expects \[B, C, H, W\] images'):
+            m(bad, mode='tensor')
 
 
 # ---------------------------------------------------------------------------- T2T-ViT host
