@@ -207,7 +207,8 @@ class DoViT(DynamicModuleMixin, ViT):
             quarter, half and three quarters of the depth.
         threshold (float | Sequence[float]): Confidence threshold ``xi`` in [0, 1] (one value,
             or one per decision layer). A token stops when its confidence ``> xi``; ``1.0``
-            stops nothing. Default 0.985. Schedulable (``backbone.threshold``).
+            stops nothing. Default 0.985. Schedulable (``backbone.threshold``, or
+            ``backbone.threshold.<k>`` for a sequence).
         train_threshold (float | Sequence[float], optional): Threshold used in training mode
             (e.g. moved from 1.0 to ``xi`` by :class:`mmdyn.DynamicScheduleHook` at
             ``backbone.train_threshold``, or ``backbone.train_threshold.<k>`` for a list).
@@ -264,10 +265,12 @@ class DoViT(DynamicModuleMixin, ViT):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f'DoViT: num_classes must be a positive int, got {num_classes}')
         _check_threshold(threshold, len(decision_layers))
+        if isinstance(threshold, tuple):
+            threshold = list(threshold)  # schedulable per entry
         if train_threshold is not None:
             _check_threshold(train_threshold, len(decision_layers), 'train_threshold')
             if isinstance(train_threshold, tuple):
-                train_threshold = list(train_threshold)  # schedulable per entry
+                train_threshold = list(train_threshold)
         if diff_conf is not None and (isinstance(diff_conf, bool) or not isinstance(
                 diff_conf, (int, float)) or not 0.0 <= diff_conf <= 1.0):
             raise ValueError(f'DoViT: diff_conf must be None or a float in [0, 1], got '

@@ -164,7 +164,7 @@ def test_per_decision_training_thresholds_on_a_schedule():
     on ``backbone.train_threshold.<k>``; tuples become lists so that entries can be set."""
     m = DoViT(arch=ARCH, num_classes=3, decision_layers=(1, 2), img_size=IMG,
               out_indices=(3, ), threshold=(0.96, 0.95), train_threshold=(1.0, 1.0))
-    assert isinstance(m.train_threshold, list)
+    assert isinstance(m.train_threshold, list) and isinstance(m.threshold, list)
 
     class Seg(torch.nn.Module):
         def __init__(self):
@@ -181,6 +181,8 @@ def test_per_decision_training_thresholds_on_a_schedule():
     assert m.thresholds() == pytest.approx([0.99, 0.9875])
     m.eval()
     assert m.thresholds() == pytest.approx([0.96, 0.95])
+    set_by_path(seg, 'backbone.threshold.1', 0.9)  # the eval thresholds, per entry too
+    assert m.thresholds() == pytest.approx([0.96, 0.9])
 
 
 def test_aux_head_flops_count_the_heads_convolutions():
