@@ -106,8 +106,10 @@ def as_bgr_image(img, where: str = 'image'):
     """A path as it is; an array as an ``H x W x 3`` BGR image: a grayscale ``H x W`` (or
     ``H x W x 1``) array is repeated over three channels, the alpha channel of ``H x W x 4``
     dropped; a 16-bit array is brought to 8 bits as OpenCV reads a 16-bit PNG in colour (the high
-    byte), since the data preprocessors' mean and std are for 0..255. Anything else is a
-    ``ValueError`` naming the shape or the dtype."""
+    byte), since the data preprocessors' mean and std are for 0..255; any other integer or
+    float array holds 0..255 values and is rounded to 8 bits (the codebases' resizes take
+    uint8; a float image of 0..1 values is refused, not read as a black one). Anything else is
+    a ``ValueError`` naming the shape, the dtype or the values."""
     if isinstance(img, (str, os.PathLike)):
         path = os.fspath(img)
         if not osp.isfile(path):
@@ -121,6 +123,15 @@ def as_bgr_image(img, where: str = 'image'):
     elif img.dtype == np.bool_ or img.dtype.kind not in 'uif':
         raise UserTypeError(f'{where} has dtype {img.dtype}; expected uint8 (0..255), uint16 '
                             'or float')
+    elif img.dtype != np.uint8 and img.size:
+        lo, hi = float(img.min()), float(img.max())
+        if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo and hi <= 255):
+            raise UserValueError(f'{where} ({img.dtype}) has values in [{lo:g}, {hi:g}]; '
+                                 'expected 0..255')
+        if img.dtype.kind == 'f' and 0 < hi <= 1:
+            raise UserValueError(f'{where} is a float image of values in [0, 1]; multiply it '
+                                 'by 255 (the models take 0..255)')
+        img = np.rint(img).astype(np.uint8)
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or min(img.shape[:2]) < 1:

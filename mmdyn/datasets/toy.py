@@ -149,8 +149,9 @@ def draw_scene(rng: np.random.Generator, size: Tuple[int, int], num_objects: Tup
     for _ in range(n):
         cls = int(rng.choice(classes))
         for _attempt in range(20):
-            rx = rng.uniform(*scale) * m
-            ry = rx * rng.uniform(0.7, 1.3)
+            # at most half the map less a pixel: the centre has room on both sides
+            rx = min(rng.uniform(*scale) * m, w / 2 - 1)
+            ry = min(rx * rng.uniform(0.7, 1.3), h / 2 - 1)
             cx = rng.uniform(rx + 1, w - rx - 1)
             cy = rng.uniform(ry + 1, h - ry - 1)
             poly = _polygon(SHAPES[cls], cx, cy, rx, ry, rng)

@@ -84,3 +84,25 @@ def test_models_of_several_codebases_in_one_process(det_model, seg_model):
     assert d.metainfo['ori_shape'] == (70, 90)
     assert tuple(s.pred_sem_seg.data.shape[-2:]) == (70, 90)
     assert DefaultScope.get_current_instance().scope_name == 'mmdet'
+
+
+def test_float_and_wide_integer_arrays(det_model, seg_model):
+    """A float or wide-integer array of 0..255 values is the uint8 image it rounds to, for
+    every codebase (mmpretrain's Pillow resize and OpenCV's take uint8 only); values outside
+    0..255, or a float image of 0..1 values, are refused in one line."""
+    torch.manual_seed(0)
+    cls_model = init_model(osp.join(TINY, 'dvt-tiny_toy-imagenet.py'))
+    img = _img(40, 56).clip(1, 254)  # room for the offsets below
+    for model, read in ((cls_model, lambda r: r.pred_score),
+                        (det_model, lambda r: r.pred_instances.scores),
+                        (seg_model, lambda r: r.seg_logits.data)):
+        want = read(inference_model(model, img))
+        for arr in (img.astype(np.float32) + 0.3, img.astype(np.float16),
+                    img.astype(np.int64), img.astype(np.float64) - 0.4):
+            assert torch.equal(read(inference_model(model, arr)), want), arr.dtype
+    for bad, msg in ((img.astype(np.int64) - 2, r'\(int64\) has values in \[-1, 252\]'),
+                     (img.astype(np.float32) * 2, r'has values in \[2, 508\]'),
+                     (np.full((8, 8, 3), np.nan, np.float32), r'values in \[nan, nan\]'),
+                     (img.astype(np.float32) / 255, r'float image of values in \[0, 1\]')):
+        with pytest.raises(UserError, match=msg):
+            inference_model(seg_model, bad)
