@@ -24,7 +24,7 @@ def parse_args(argv=None):
     p.add_argument('checkpoint', help='checkpoint file')
     p.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     p.add_argument('--out', help='dump the predictions to this pickle file')
-    p.add_argument('--show-dir', help='draw the predictions into this directory')
+    p.add_argument('--show-dir', help='draw every prediction into this directory')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, KEY=VALUE')
     p.add_argument('--allow-key-mismatch', action='store_true',
@@ -38,19 +38,33 @@ def parse_args(argv=None):
     return args
 
 
+#: the visualization hook of each codebase (scope)
+DRAWING_HOOKS = dict(mmdet='DetVisualizationHook', mmseg='SegVisualizationHook',
+                     mmpretrain='VisualizationHook')
+
+
 def enable_drawing(cfg, show_dir):
-    """Turn on the codebase's visualization hook and point it at ``show_dir``."""
-    hook = cfg.get('default_hooks', {}).get('visualization')
-    if hook is None:
-        raise SystemExit(f'{PROG}: error: --show-dir needs a "visualization" entry in '
-                         'default_hooks')
+    """Turn on the codebase's visualization hook: every test image's prediction drawn into
+    ``show_dir`` (the hooks' default intervals draw one image in 50 or 5000, and mmdet's puts a
+    relative directory under the work dir's time stamp)."""
+    from mmdyn.utils.cli import ToolError
     scope = cfg.get('default_scope')
+    hooks = cfg.get('default_hooks') or {}
+    hook = hooks.get('visualization')
+    if hook is None and scope in DRAWING_HOOKS and 'default_hooks' in cfg and \
+            'visualization' not in hooks and cfg.get('visualizer') is not None:
+        # a config without the schedule base that brings the hook: the codebase's own
+        cfg.default_hooks['visualization'] = dict(type=DRAWING_HOOKS[scope])
+        hook = cfg.default_hooks['visualization']  # the config's copy
+    if hook is None:
+        raise ToolError('--show-dir needs a "visualization" entry in default_hooks')
+    show_dir = osp.abspath(show_dir)
     if scope == 'mmdet':
-        hook.update(draw=True, test_out_dir=show_dir)
+        hook.update(draw=True, test_out_dir=show_dir, interval=1)
     elif scope == 'mmpretrain':
-        hook.update(enable=True, out_dir=show_dir)
+        hook.update(enable=True, out_dir=show_dir, interval=1)
     else:  # mmseg and others draw into the visualizer's save_dir
-        hook.update(draw=True)
+        hook.update(draw=True, interval=1)
         cfg.visualizer['save_dir'] = show_dir
 
 
@@ -81,7 +95,8 @@ def main(argv=None):
             enable_drawing(cfg, args.show_dir)
         if args.out:
             if not args.out.endswith(('.pkl', '.pickle')):
-                raise SystemExit(f'{PROG}: error: --out must be a .pkl or .pickle file')
+                from mmdyn.utils.cli import ToolError
+                raise ToolError('--out must be a .pkl or .pickle file')
             dump = dict(type='DumpResults', out_file_path=args.out)
             ev = cfg.test_evaluator
             cfg.test_evaluator = (list(ev) if isinstance(ev, (list, tuple)) else [ev]) + [dump]

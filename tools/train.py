@@ -70,14 +70,15 @@ def main(argv=None):
                                 'is available; train without --amp')
             optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
             if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-                raise SystemExit(f'{PROG}: error: --amp needs OptimWrapper, not {optim_wrapper}')
+                raise ToolError(f'--amp needs OptimWrapper, not {optim_wrapper}')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
         if args.auto_scale_lr:
-            if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-                raise SystemExit(f'{PROG}: error: --auto-scale-lr needs auto_scale_lr.'
-                                 'base_batch_size in the config')
+            scale = cfg.get('auto_scale_lr')
+            if not isinstance(scale, dict) or 'base_batch_size' not in scale:
+                raise ToolError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
+                                'config')
             cfg.auto_scale_lr.enable = True
 
         resume_from = None

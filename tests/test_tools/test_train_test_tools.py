@@ -66,9 +66,11 @@ def test_train_then_test(tmp_path, trained, run_tool):
     assert ckpt.is_file()
     assert 'mIoU' in r.stdout + r.stderr  # validated with the real metric
     assert 'loss_budget' in r.stdout + r.stderr  # the dynamic backbone's budget loss trains
-    out = tmp_path / 'preds.pkl'
-    r = run_tool('test.py', cfg, ckpt, '--work-dir', wd, '--out', out)
+    out, vis = tmp_path / 'preds.pkl', tmp_path / 'vis'
+    r = run_tool('test.py', cfg, ckpt, '--work-dir', wd, '--out', out, '--show-dir', vis)
     assert r.returncode == 0, r.stderr[-3000:]
+    # every test image drawn, into that directory (the hook's own interval is 50)
+    assert len(glob.glob(str(vis / '**' / '*.png'), recursive=True)) == 2
     assert 'mIoU' in r.stdout + r.stderr
     import re
     gflops = re.search(r'complexity/gflops: ([0-9.]+)', r.stdout + r.stderr)
@@ -201,6 +203,23 @@ def test_error_unreadable_checkpoint(tmp_path, repo_root, toy_ade20k, tool_main,
                     '(not a torch checkpoint: unrecognised bytes)')
     _one_line_error(tool_main(capsys, 'test.py', cfg, tmp_path / 'missing.pth'), 'checkpoint',
                     'does not exist')
+
+
+def test_error_bad_tool_options(tmp_path, repo_root, toy_ade20k, tool_main, capsys):
+    """Options the config cannot take: one line and exit status 2, like every input error."""
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    ckpt = tmp_path / 'w.pth'
+    torch.save({'state_dict': {}}, str(ckpt))
+    _one_line_error(tool_main(capsys, 'test.py', cfg, ckpt, '--out', tmp_path / 'p.json',
+                              '--allow-key-mismatch'),
+                    'test.py: error: --out must be a .pkl or .pickle file')
+    _one_line_error(tool_main(capsys, 'test.py', cfg, ckpt, '--show-dir', tmp_path / 'v',
+                              '--allow-key-mismatch', '--cfg-options',
+                              'default_hooks.visualization=None'),
+                    'test.py: error: --show-dir needs a "visualization" entry')
+    _one_line_error(tool_main(capsys, 'train.py', cfg, '--auto-scale-lr', '--cfg-options',
+                              'auto_scale_lr=None', '--work-dir', tmp_path / 'w'),
+                    'train.py: error: --auto-scale-lr needs auto_scale_lr.base_batch_size')
 
 
 def test_error_missing_config(repo_root, tool_main, capsys, monkeypatch):
