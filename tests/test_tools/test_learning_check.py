@@ -62,18 +62,47 @@ def test_targets_and_no_static_reach_the_protocol(tool, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['nope'], "learning_check: no learning check for 'nope'"),
+    (['nope'], "learning_check: no learning check for 'nope'; choose one of dge, dit, dovit, "
+     'dvt, msvit'),
     (['fake', '--seeds', '0'], 'learning_check: --seeds must be at least 1'),
     (['fake', '--scene', 'detail'], "learning_check: fake has no 'detail' scenes"),
     (['fake', '--shallow'], 'learning_check: fake has no fewer-blocks host'),
+    # the real protocols' ranges, checked before any training
+    (['dge', '--targets', '0.2', '1.5'],
+     'learning_check: --targets 1.5: dge takes the budget gamma, in [0, 1]'),
+    (['dit', '--targets', '0'], 'learning_check: --targets 0: dit takes the budget mu, in (0, 1]'),
+    (['msvit', '--targets', '1'], 'learning_check: --targets 1: msvit takes the gate target g*, '
+     'in (0, 1)'),
+    (['dovit', '--targets', '-0.1'], 'learning_check: --targets -0.1: dovit takes the '
+     'confidence threshold, in [0, 1]'),
+    (['dvt', '--targets', '4.5'], 'learning_check: --targets 4.5: dvt takes the static grid '
+     'side, an integer in [1, inf)'),
 ])
-def test_errors(tool, monkeypatch, tmp_path, argv, message):
+def test_errors(tool, monkeypatch, tmp_path, capsys, argv, message):
     real = learning.get_protocol
 
     def get(name):
-        return real(name) if name == 'nope' else fake_protocol([], scenes=('shapes', ))
+        return fake_protocol([], scenes=('shapes', )) if name == 'fake' else real(name)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError('the error comes before any data or training')
 
     monkeypatch.setattr(learning, 'get_protocol', get)
+    for name in ('dge', 'dit', 'msvit', 'dovit', 'dvt'):
+        monkeypatch.setattr(real(name), 'make_data', no_training)
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         tool.main(argv + ['--work-dir', str(tmp_path)])
-    assert str(e.value).startswith(message), e.value
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == message, err
+
+
+def test_work_dir_that_is_a_file(tool, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(learning, 'get_protocol', lambda name: fake_protocol([]))
+    (tmp_path / 'f').write_text('')
+    with pytest.raises(SystemExit) as e:
+        tool.main(['fake', '--work-dir', str(tmp_path / 'f')])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == \
+        f'learning_check: --work-dir {tmp_path / "f"} is a file, not a directory'

@@ -65,6 +65,28 @@ def plot(points, path, method, metric):
     plt.close(fig)
 
 
+def fail(msg: str):
+    """An input error: one line on stderr, exit status 2 (as every mmdyn tool)."""
+    print(f'learning_check: {msg}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def check_targets(proto, method: str, targets) -> None:
+    """``--targets`` against the protocol's ``TARGET_RANGE``, before any training."""
+    rng = getattr(proto, 'TARGET_RANGE', None)
+    if targets is None or rng is None:
+        return
+    what, lo, hi, lo_open, hi_open, integer = rng
+    for t in targets:
+        if (lo is not None and (t < lo or (lo_open and t == lo))) or \
+                (hi is not None and (t > hi or (hi_open and t == hi))) or \
+                (integer and t != int(t)):
+            span = ('(' if lo_open else '[') + f'{lo:g}, ' + \
+                ('inf)' if hi is None else f'{hi:g}' + (')' if hi_open else ']'))
+            fail(f'--targets {t:g}: {method} takes {what}, '
+                 f'{"an integer " if integer else ""}in {span}')
+
+
 def main(argv=None):
     args = parse_args(argv)
     from mmdyn.analysis.learning import get_protocol
@@ -72,9 +94,12 @@ def main(argv=None):
     try:
         proto = get_protocol(args.method)
     except ValueError as e:
-        sys.exit(f'learning_check: {e}')
+        fail(str(e))
     if args.seeds < 1:
-        sys.exit('learning_check: --seeds must be at least 1')
+        fail('--seeds must be at least 1')
+    check_targets(proto, args.method, args.targets)
+    if osp.exists(args.work_dir) and not osp.isdir(args.work_dir):
+        fail(f'--work-dir {args.work_dir} is a file, not a directory')
     os.makedirs(args.work_dir, exist_ok=True)
     kw = {} if args.targets is None else dict(targets=args.targets)
     scenes = getattr(proto, 'SCENES', ('shapes', ))
@@ -82,11 +107,11 @@ def main(argv=None):
         args.scene = 'detail' if 'detail' in scenes else 'shapes'
     if args.scene != 'shapes':
         if args.scene not in scenes:
-            sys.exit(f'learning_check: {args.method} has no {args.scene!r} scenes')
+            fail(f'{args.method} has no {args.scene!r} scenes')
         kw['scene'] = args.scene
     if args.shallow:
         if not hasattr(proto, 'train_shallow'):
-            sys.exit(f'learning_check: {args.method} has no fewer-blocks host')
+            fail(f'{args.method} has no fewer-blocks host')
         kw['shallow'] = True
     data = proto.make_data(**({} if args.scene == 'shapes' else dict(scene=args.scene)))
     points = []

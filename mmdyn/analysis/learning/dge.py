@@ -41,6 +41,8 @@ SCENES = ('shapes', 'detail')
 #: Static input sides tried when matching FLOPs (multiples of the total stride 8).
 STATIC_SIDES = tuple(range(24, SIZE + 1, 8))
 DEFAULT_TARGETS = (0.2, )
+#: what --targets may hold: (what it is, low, high, low open, high open, integers only)
+TARGET_RANGE = ('the budget gamma', 0.0, 1.0, False, False, False)
 #: Stage depths tried for the fewer-blocks static host (the host has (2, 1)).
 SHALLOW_DEPTHS = ((2, 1), (1, 1), (2, 0), (1, 0))
 

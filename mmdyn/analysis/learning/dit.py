@@ -49,6 +49,8 @@ RECIPE = dict(warmup=600, iters=300, batch=8, lr=3e-3, scene='shapes', lam=10.0,
 SCENES = ('shapes', 'detail')
 STATIC_SIDES = tuple(range(24, SIZE + 1, 8))
 DEFAULT_TARGETS = (0.6, )
+#: what --targets may hold: (what it is, low, high, low open, high open, integers only)
+TARGET_RANGE = ('the budget mu', 0.0, 1.0, True, False, False)
 METRIC = 'miou'
 #: Initial "on" probabilities of the gates on / off the PVTv2 path.
 GATE_INIT = (0.98, 0.02)

@@ -39,6 +39,8 @@ SCENES = ('shapes', 'detail')
 STATIC_SIDES = tuple(range(24, SIZE + 1, PATCH))
 #: The threshold xi per scene kind.
 DEFAULT_TARGETS = {'shapes': (0.95, ), 'detail': (0.999, )}
+#: what --targets may hold: (what it is, low, high, low open, high open, integers only)
+TARGET_RANGE = ('the confidence threshold', 0.0, 1.0, False, False, False)
 METRIC = 'miou'
 
 

@@ -47,6 +47,8 @@ RECIPE = dict(iters=800, batch=64, lr=3e-3, warmup=50, smoothing=0.1, num_train=
 #: widths of the feature-reuse MLPs: the paper's 128 / 48 for 384-wide exits, scaled to 32
 FEATURE_REUSE_DIMS = (16, 8)
 DEFAULT_TARGETS = (4, 5)  # the static grids whose FLOPs set the cascade's budgets
+#: what --targets may hold: (what it is, low, high, low open, high open, integers only)
+TARGET_RANGE = ('the static grid side', 1, None, False, False, True)
 
 
 def draw_item(rng: np.random.Generator, cls: int, easy: bool) -> np.ndarray:

@@ -214,6 +214,8 @@ def static_flops_at(size: Tuple[int, int]) -> float:
 
 
 DEFAULT_TARGETS = (0.25, )
+#: what --targets may hold: (what it is, low, high, low open, high open, integers only)
+TARGET_RANGE = ('the gate target g*', 0.0, 1.0, True, True, False)
 
 
 def run(seed: int = 0, targets: Optional[Sequence[float]] = None, static: bool = True,
