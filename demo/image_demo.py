@@ -17,7 +17,8 @@ decision point, drawn by :class:`mmdyn.visualization.DynamicVisualizer` over the
 network saw it after the test pipeline) are put beside the prediction: a grid of ``--ncols``
 panels a row, as high as the prediction.
 Sliding-window segmentation is then switched to whole-image inference so that each map covers
-the whole image.
+the whole image: the prediction drawn and the GFLOPs printed are then those of whole-image
+inference (a note on stderr says so).
 """
 import argparse
 import importlib.util
@@ -31,6 +32,10 @@ import numpy as np
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+
+#: what the drawing can be written as (OpenCV's encoders)
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
@@ -60,6 +65,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         arg_error('image_demo.py', f'--score-thr must be in [0, 1], got {args.score_thr}')
     if args.ncols < 1:
         arg_error('image_demo.py', f'--ncols must be at least 1, got {args.ncols}')
+    from mmdyn.utils.cli import check_output_path
+    check_output_path('image_demo.py', '--out-file', args.out_file, 'file', IMAGE_EXTS)
     return args
 
 
@@ -165,11 +172,11 @@ def _main(args) -> dict:
             print('image_demo.py: slide inference switched to whole-image inference',
                   file=sys.stderr)
             test_cfg['mode'] = 'whole'
-    model = init_model(cfg, args.checkpoint, device=args.device)
-    if ckpt:  # the codebases' builders only warn about weights of another model
-        from mmdyn.utils.cli import check_weights_match
-        check_weights_match(model, ckpt, args.checkpoint)
+    if ckpt:  # the codebases' builders only warn (pages of keys) about another model's weights
+        from mmdyn.utils.cli import build_model, check_weights_match
+        check_weights_match(build_model(cfg), ckpt, args.checkpoint)
     del ckpt
+    model = init_model(cfg, args.checkpoint, device=args.device)
 
     shapes = []  # the network input (padded batch) of the forward
     handle = model.data_preprocessor.register_forward_hook(
@@ -186,7 +193,9 @@ def _main(args) -> dict:
                                 args.ncols)
         drawn = np.concatenate([drawn, panels], axis=1)
     os.makedirs(osp.dirname(osp.abspath(args.out_file)), exist_ok=True)
-    mmcv.imwrite(drawn[..., ::-1], args.out_file)
+    if not mmcv.imwrite(drawn[..., ::-1], args.out_file):
+        from mmdyn.utils.cli import ToolError
+        raise ToolError(f'cannot write {args.out_file}')
 
     rec = dynamic_records(sample)
     if rec is None:

@@ -10,7 +10,7 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 #: The codebases a config's ``default_scope`` can name, and the pip package of each.
 CODEBASES = {
@@ -290,6 +290,9 @@ def one_line(exc: BaseException) -> Optional[str]:
     """The one-line message for a known kind of failure, or None for a real bug."""
     if isinstance(exc, UserError):
         return _strip_build_prefixes(_text(exc))
+    if isinstance(exc, (FileExistsError, NotADirectoryError, IsADirectoryError,
+                        PermissionError)) and exc.filename:  # an output path that cannot be
+        return f'cannot write {exc.filename}: {exc.strerror}'  # made or written
     text = str(exc.args[0]) if exc.args else str(exc)
     m = _REGISTRY_MISS.search(text)
     if isinstance(exc, KeyError) and m:
@@ -324,6 +327,26 @@ def check_device(device: Optional[str]) -> None:
             raise ToolError(f'--device {device}: CUDA is not available')
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ToolError(f'--device {device}: there are {torch.cuda.device_count()} GPUs')
+
+
+def check_output_path(prog: str, option: str, path: str, kind: str = 'file',
+                      exts: Optional[Sequence[str]] = None) -> None:
+    """Before any work: ``path`` of ``option`` can be written as a ``kind`` (``'file'`` or
+    ``'dir'``): no existing part of it is a file where a directory must be (nor a directory
+    where the file goes), and a file has one of ``exts`` (lower case, with the dot) if given.
+    Else :func:`arg_error`."""
+    full = os.path.abspath(path)
+    if kind == 'dir' and os.path.isfile(full):
+        arg_error(prog, f'{option} {path} is a file, not a directory')
+    if kind == 'file' and os.path.isdir(full):
+        arg_error(prog, f'{option} {path} is a directory, not a file')
+    parent = os.path.dirname(full)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ''
+    if parent and not os.path.isdir(parent):
+        arg_error(prog, f'{option} {path}: {parent} is a file, not a directory')
+    if exts is not None and os.path.splitext(path)[1].lower() not in exts:
+        arg_error(prog, f'{option} {path}: expected a file ending in {", ".join(exts)}')
 
 
 def arg_error(prog: str, msg: str, code: int = 2):

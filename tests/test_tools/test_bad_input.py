@@ -33,7 +33,9 @@ def tools():
                 flops=_tool('tools', 'analysis_tools', 'get_flops.py'),
                 bench=_tool('tools', 'analysis_tools', 'benchmark.py'),
                 vis=_tool('tools', 'analysis_tools', 'visualize_dynamic.py'),
-                demo=_tool('demo', 'image_demo.py'))
+                demo=_tool('demo', 'image_demo.py'),
+                skip=_tool('tools', 'analysis_tools', 'dit_skip_stats.py'),
+                thr=_tool('tools', 'analysis_tools', 'dvt_thresholds.py'))
 
 
 def fails(capsys, fn, argv, code=2):
@@ -234,6 +236,47 @@ def test_image_demo_errors(tools, capsys, tmp_path, ckpts):
         'corrupt)'
 
 
+def test_output_paths_that_cannot_be_written(tools, capsys, tmp_path, ckpts):
+    """An output whose directory is a file, a directory given as a file (or the reverse), an
+    image extension OpenCV cannot write: one line before any work (it was a traceback, for
+    image_demo after the whole inference)."""
+    img = str(tmp_path / 'a.png')
+    mmcv.imwrite(np.zeros((32, 32, 3), np.uint8), img)
+    afile = tmp_path / 'f'
+    afile.write_text('')
+    demo = [img, SEG, ckpts['seg'], '--out-file']
+    assert fails(capsys, tools['demo'].main, demo + [str(tmp_path / 'o.txt')]) == \
+        f'image_demo.py: error: --out-file {tmp_path / "o.txt"}: expected a file ending in ' \
+        '.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp'
+    assert fails(capsys, tools['demo'].main, demo + [str(afile / 'sub' / 'o.png')]) == \
+        f'image_demo.py: error: --out-file {afile / "sub" / "o.png"}: {afile} is a file, not ' \
+        'a directory'
+    assert fails(capsys, tools['demo'].main, demo + [str(tmp_path)]) == \
+        f'image_demo.py: error: --out-file {tmp_path} is a directory, not a file'
+    assert fails(capsys, tools['vis'].main, [SEG, img, '--out', str(afile)]) == \
+        f'visualize_dynamic.py: error: --out {afile} is a file, not a directory'
+    assert fails(capsys, tools['skip'].main, [SEG, '--out', str(afile)]) == \
+        f'dit_skip_stats.py: error: --out {afile} is a file, not a directory'
+    assert fails(capsys, tools['thr'].main, ['--preds', 'p.npz', '--out',
+                                             str(afile / 'th.json')]) == \
+        f'dvt_thresholds.py: error: --out {afile / "th.json"}: {afile} is a file, not a directory'
+    assert fails(capsys, tools['thr'].main, ['--preds', 'p.npz', '--plot', 'p.txt']) == \
+        'dvt_thresholds.py: error: --plot p.txt: expected a file ending in .png, .jpg, .pdf, .svg'
+
+
+def test_image_demo_refuses_other_weights_before_loading_them(tools, capsys, tmp_path, ckpts):
+    """The mismatch is found before the codebase's builder loads the checkpoint (which logs
+    every missing and unexpected key first)."""
+    img = str(tmp_path / 'a.png')
+    mmcv.imwrite(np.zeros((32, 32, 3), np.uint8), img)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        tools['demo'].main([img, SEG, ckpts['other'], '--out-file', str(tmp_path / 'o.png')])
+    out, err = capsys.readouterr()
+    assert 'missing keys' not in (out + err).lower() and len(out) < 200, out[-2000:]
+    assert err.startswith(f'image_demo.py: error: checkpoint {ckpts["other"]} does not fit')
+
+
 def test_unusable_device(tools, capsys, tmp_path, monkeypatch):
     """A sibling of --amp without a GPU: --device cuda where there is none, or a bad name."""
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
@@ -286,3 +329,22 @@ def test_analysis_tools_refuse_weights_of_another_model(tools, capsys, tmp_path,
     assert fails(capsys, tools['demo'].main,
                  [img, SEG, other, '--out-file', str(tmp_path / 'o.png')]).startswith(
         'image_demo.py: error: ' + start)
+
+
+def test_unwritable_outputs_found_late_are_one_line(capsys):
+    """An output the path checks could not foresee (a permission, a system directory) fails
+    in one line naming the path; other OS errors stay tracebacks (a bug, not an input)."""
+    import errno
+
+    from mmdyn.utils.cli import friendly_errors, one_line
+    for exc in (FileExistsError(errno.EEXIST, 'File exists', '/w/out'),
+                PermissionError(errno.EACCES, 'Permission denied', '/w/out'),
+                NotADirectoryError(errno.ENOTDIR, 'Not a directory', '/w/out/x')):
+        assert one_line(exc) == f'cannot write {exc.filename}: {exc.strerror}'
+    assert one_line(OSError(errno.EIO, 'I/O error')) is None
+    assert one_line(FileExistsError(errno.EEXIST, 'File exists')) is None  # no path: a bug
+    with pytest.raises(SystemExit) as e, friendly_errors('tool.py'):
+        raise PermissionError(errno.EACCES, 'Permission denied', '/w/out.png')
+    assert e.value.code == 2
+    assert capsys.readouterr().err == 'tool.py: error: cannot write /w/out.png: Permission ' \
+        'denied\n'

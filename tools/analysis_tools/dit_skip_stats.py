@@ -44,6 +44,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         p.error(f'checkpoint must end with one of {CKPT_EXTS}: {args.checkpoint}')
     if args.max_images is not None and args.max_images < 1:
         p.error('--max-images must be >= 1')
+    from mmdyn.utils.cli import check_output_path
+    check_output_path('dit_skip_stats.py', '--out', args.out, 'dir')
     return args
 
 

@@ -420,7 +420,14 @@ def parse_args(argv=None):
     p.add_argument('--num-budgets', type=int, default=12)
     p.add_argument('--cfg-options', nargs='+', default=None,
                    help='key=value overrides of the config (python literals)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from mmdyn.utils.cli import check_output_path
+    for option, path, exts in (('--out', args.out, ('.json', )),
+                               ('--plot', args.plot, ('.png', '.jpg', '.pdf', '.svg')),
+                               ('--save-checkpoint', args.save_checkpoint, None)):
+        if path:
+            check_output_path('dvt_thresholds.py', option, path, 'file', exts)
+    return args
 
 
 def _parse_options(opts):

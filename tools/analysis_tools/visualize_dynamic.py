@@ -60,6 +60,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         arg_error(prog, f'--ncols must be at least 1, got {args.ncols}')
     if args.img_scale is not None and min(args.img_scale) < 1:
         arg_error(prog, f'--img-scale must be positive, got {args.img_scale}')
+    from mmdyn.utils.cli import check_output_path
+    check_output_path(prog, '--out', args.out, 'dir')
     inputs = list(args.inputs)
     if args.checkpoint is None and inputs and inputs[0].lower().endswith(CKPT_EXTS):
         args.checkpoint = inputs.pop(0)
