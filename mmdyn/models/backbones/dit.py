@@ -227,6 +227,10 @@ class _Accounts:
         return ratio
 
 
+#: input sizes whose edge costs :meth:`DiT._costs` keeps at most (multi-scale inputs)
+COST_CACHE_ENTRIES = 256
+
+
 @MODELS.register_module()
 @check_arguments
 class DiT(DynamicModuleMixin, BaseModule):
@@ -648,6 +652,8 @@ class DiT(DynamicModuleMixin, BaseModule):
         base = c_stem + sum(r[0] for r in row) + sum(c[0] for c in col)
         res = dict(shapes=shapes, stem=c_stem, row=row, row_poly=row_poly, col=col,
                    row_gate=row_gate, col_gate=col_gate, base=base)
+        if len(self._cost_cache) >= COST_CACHE_ENTRIES:  # many input sizes: start over
+            self._cost_cache.clear()
         self._cost_cache[key] = res
         return res
 

@@ -662,3 +662,17 @@ def test_realised_flops_match_ops_that_ran():
             if 0 < k < n:  # a stage keeping every token runs densely: the counter sees its conv
                 dw += sum(k * blk.ffn.dwconv.weight.numel() for blk in m.stages[i][j])
     assert fc.get_total_flops() + 2 * dw == 2 * m.last_flops.item()
+
+
+def test_cost_cache_is_bounded(monkeypatch):
+    """Every input size adds its edge costs; past the bound the cache starts over (multi-scale
+    training sees hundreds of sizes), with the same costs recomputed."""
+    import mmdyn.models.backbones.dit as dit_module
+    monkeypatch.setattr(dit_module, 'COST_CACHE_ENTRIES', 3)
+    m = tiny()
+    first = m._costs((64, 64))
+    for side in (96, 128, 160):
+        m._costs((side, side))
+    assert len(m._cost_cache) == 1 and (160, 160) in m._cost_cache
+    again = m._costs((64, 64))
+    assert again is not first and again['base'] == first['base'] and again['row'] == first['row']
