@@ -7,6 +7,7 @@ never run, only the neck and heads run once (traced by mmengine's FlopAnalyzer).
 """
 import importlib.util
 import json
+import math
 import os.path as osp
 import textwrap
 
@@ -292,6 +293,21 @@ def test_average_tables_weights_images():
     rows = get_flops_tool.average_tables([(1, a), (3, b)])
     assert rows == [dict(block=1, tokens=17.5, flops=175.0),
                     dict(block=2, tokens=1.75, flops=17.5)]
+
+
+def test_average_tables_over_the_images_that_reached_a_block():
+    """DiT's ``skip_reached`` (among the images that reached the node; NaN in a forward where
+    none did) is averaged over the images that reached it: one image that missed the node
+    does not turn the column into NaN."""
+    nan = float('nan')
+    tables = [(1, [dict(block='B', reached=1.0, skip_reached=0.5)]),
+              (2, [dict(block='B', reached=0.5, skip_reached=0.2)]),  # one of two reached it
+              (1, [dict(block='B', reached=0.0, skip_reached=nan)])]
+    (row, ) = get_flops_tool.average_tables(tables)
+    assert row['reached'] == 0.5  # (1 + 2 * 0.5 + 0) / 4
+    assert row['skip_reached'] == pytest.approx((1 * 0.5 + 1 * 0.2) / 2)
+    (row, ) = get_flops_tool.average_tables(tables[2:])
+    assert math.isnan(row['skip_reached'])  # no image reached it
 
 
 def test_dynamic_dataset_images(tmp_path, toy_ade20k, capsys):

@@ -21,6 +21,7 @@ Without ``--checkpoint`` the weights, gates included, are random.
 """
 import argparse
 import json
+import math
 import os.path as osp
 import sys
 
@@ -170,9 +171,11 @@ def average_tables(tables):
 
     ``tables``: list of ``(num_images, rows)``, ``rows`` a list of dicts of numbers (one dict per
     block, the same keys and length in every forward). Returns the averaged rows; integer-valued
-    identity columns (``block``) stay as they are.
+    identity columns (``block``) stay as they are. A column averaged over the images that
+    reached the block (``*_reached`` next to ``reached``, e.g. DiT's ``skip_reached``) is
+    weighted by the images that reached it; a NaN (no image of that forward did) weighs
+    nothing, and the average is NaN only when no forward has a value.
     """
-    total = sum(n for n, _ in tables)
     first = tables[0][1]
     out = []
     for i, row in enumerate(first):
@@ -180,8 +183,15 @@ def average_tables(tables):
         for k, v in row.items():
             if k == 'block' or not isinstance(v, (int, float)):
                 avg[k] = v
-            else:
-                avg[k] = sum(n * float(rows[i][k]) for n, rows in tables) / total
+                continue
+            num = den = 0.
+            for n, rows in tables:
+                value = float(rows[i][k])
+                weight = n * float(rows[i]['reached']) if (
+                    k.endswith('_reached') and 'reached' in rows[i]) else n
+                if weight and not math.isnan(value):
+                    num, den = num + weight * value, den + weight
+            avg[k] = num / den if den else float('nan')
         out.append(avg)
     return out
 

@@ -421,6 +421,11 @@ class MSViT(DynamicModuleMixin, ViT):
         """MACs of the static ViT/``S_f`` (every region fine, no gate) on the padded input."""
         return ViT.static_flops(self, self.padded_shape(img_shape))
 
+    def flops_breakdown(self, img_shape: Sequence[int] = (224, 224)) -> Dict[str, int]:
+        """:meth:`ViT.flops_breakdown` of the padded input (its parts sum to
+        :meth:`static_flops`)."""
+        return ViT.flops_breakdown(self, self.padded_shape(img_shape))
+
     def gate_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the gate MLP on every coarse region."""
         _, (hc, wc) = self.grids(img_shape)

@@ -444,6 +444,22 @@ def test_flops_match_independent_count_and_fall():
     assert m.last_flops.tolist() == [static] * 3
 
 
+@pytest.mark.parametrize('shape', [(64, 96), (70, 50), (33, 100)])
+def test_flops_breakdown_is_of_the_padded_input(shape):
+    """The per-part MACs get_flops prints sum to the static count on the padded input (what
+    runs: every region whole), also when the image is not whole coarse regions."""
+    m = make()
+    parts = m.flops_breakdown(shape)
+    assert sum(parts.values()) == m.static_flops(shape)
+    ph, pw = m.padded_shape(shape)
+    pe = m.patch_embed.projection
+    assert parts['patch_embed'] == (ph // 16) * (pw // 16) * pe.in_channels * pe.out_channels \
+        * 16 * 16
+    with torch.no_grad(), full_compute(m):
+        m(torch.randn(1, 3, *shape))
+    assert m.last_flops.item() == sum(parts.values())
+
+
 def test_last_stats_keys_for_get_flops():
     """get_flops.py prints the mean over images of every ``last_stats`` key and the averaged
     ``block_table()``: each key is what its name says, per image."""
