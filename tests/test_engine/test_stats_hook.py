@@ -6,7 +6,7 @@ import uuid
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, BaseTTAModel
 from mmengine.runner import Runner
 from mmengine.structures import BaseDataElement
 from torch.utils.data import Dataset
@@ -190,6 +190,43 @@ def test_records_reach_samples_and_sum_over_calls():
     detach_dynamic_records(model)
     assert get_record_collector(model) is None
     out = model.test_step(dict(inputs=images[:1], data_samples=[BaseDataElement()]))
+    assert 'dynamic_flops' not in out[0]
+
+
+class ToyTTAModel(BaseTTAModel):
+    """Test-time augmentation as mmengine runs it: the wrapped model's ``test_step`` once per
+    view, then the views' predictions merged (here: the first view's sample, scores summed)."""
+
+    def merge_preds(self, data_samples_list):
+        merged = []
+        for views in data_samples_list:
+            sample = views[0].clone()
+            sample.set_field(sum(v.score for v in views), 'score')
+            merged.append(sample)
+        return merged
+
+
+def test_test_time_augmentation_sums_the_views():
+    """A TTA wrapper never calls its own forward (its test_step runs the model per view): the
+    merged samples still get their own records, the sums over the views, one call at a time."""
+    images = make_images(3, seed=4)
+    inverted = [255 - img for img in images]  # a second view that keeps other patches
+    tta = ToyTTAModel(module=ToyDynamicModel())
+    attach_dynamic_records(tta)
+    for _ in range(2):  # nothing carried from one call to the next
+        data = dict(inputs=[images, inverted],
+                    data_samples=[[BaseDataElement() for _ in images] for _ in range(2)])
+        out = tta.test_step(data)
+        for sample, img, inv in zip(out, images, inverted):
+            a, b = by_hand(img), by_hand(inv)
+            assert a['flops'] != b['flops'] or a['kept_ratio'] != b['kept_ratio']
+            assert sample.dynamic_flops == pytest.approx(a['flops'] + b['flops'])
+            assert sample.dynamic_static_flops == pytest.approx(a['static'] + b['static'])
+            assert sample.dynamic_stats['kept_ratio'] == pytest.approx(
+                (a['kept_ratio'] + b['kept_ratio']) / 2)
+    detach_dynamic_records(tta)
+    assert 'test_step' not in tta.__dict__
+    out = tta.test_step(dict(inputs=[images[:1]], data_samples=[[BaseDataElement()]]))
     assert 'dynamic_flops' not in out[0]
 
 

@@ -5,7 +5,10 @@ model may call its dynamic backbone several times in one forward, though: mmseg'
 inference runs it once per window, test-time augmentation once per view. What one image really
 cost is then the sum over those calls. :func:`attach_dynamic_records` installs forward hooks that
 keep every call of every (outermost) dynamic module between the start and the end of a forward of
-the top-level model, so that the per-image figures describe the whole forward.
+the top-level model, so that the per-image figures describe the whole forward. A test-time
+augmentation wrapper (mmengine's ``BaseTTAModel``: its ``test_step`` runs the wrapped model once
+per view and never calls its own forward) has its ``test_step`` bracketed instead: the merged
+samples get the sums over the views.
 
 The records protocol
 --------------------
@@ -184,6 +187,39 @@ class DynamicRecordCollector:
         return dict(flops=flops, static_flops=static, stats=stats)
 
 
+def _is_tta_model(model: nn.Module) -> bool:
+    try:
+        from mmengine.model import BaseTTAModel
+    except ImportError:  # pragma: no cover - an mmengine without test-time augmentation
+        return False
+    return isinstance(model, BaseTTAModel)
+
+
+class _InstanceAttribute:
+    """Handle of an attribute set on one instance: ``remove()`` takes it away again."""
+
+    def __init__(self, obj, name: str):
+        self.obj, self.name = obj, name
+
+    def remove(self) -> None:
+        self.obj.__dict__.pop(self.name, None)
+
+
+def _bracket_tta_test_step(model: nn.Module, collector: DynamicRecordCollector):
+    """Make the TTA wrapper's ``test_step`` a whole forward for the collector: reset before
+    it, the merged samples written after it (every view's calls summed per image)."""
+    step = model.test_step
+
+    def test_step(data):
+        collector.reset()
+        outputs = step(data)
+        collector._top_hook(model, (), {}, outputs)
+        return outputs
+
+    model.__dict__['test_step'] = test_step
+    return _InstanceAttribute(model, 'test_step')
+
+
 def get_record_collector(model: nn.Module) -> Optional[DynamicRecordCollector]:
     """The collector installed on ``model`` (unwrapped) by :func:`attach_dynamic_records`."""
     return getattr(_unwrap(model), _COLLECTOR_ATTR, None)
@@ -210,6 +246,8 @@ def attach_dynamic_records(model: nn.Module) -> Optional[DynamicRecordCollector]
             model.register_forward_pre_hook(collector.reset, with_kwargs=True))
         collector.handles.append(
             model.register_forward_hook(collector._top_hook, with_kwargs=True))
+        if _is_tta_model(model):
+            collector.handles.append(_bracket_tta_test_step(model, collector))
         object.__setattr__(model, _COLLECTOR_ATTR, collector)
     for name, m in modules:
         if name not in collector.hooked:
