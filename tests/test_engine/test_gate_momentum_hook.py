@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
@@ -98,3 +99,10 @@ def test_hook_in_a_runner(tmp_path):
     gate = runner.model.gate
     assert int(gate.ema.num_updates) == 4
     assert torch.allclose(gate.ema.weight, ema, atol=1e-7)
+
+
+@pytest.mark.parametrize('interval', [0, -1, 1.5, '2', None, True])
+def test_bad_interval(interval):
+    """Not a positive int: one clear error (1.5 updated every third iteration, silently)."""
+    with pytest.raises(ValueError, match=r'GateMomentumHook: interval must be a positive int'):
+        GateMomentumHook(interval=interval)

@@ -31,14 +31,29 @@ def test_get_and_set_random_state():
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == a
 
 
+def test_validation_leaves_the_generators_as_it_found_them():
+    from mmdyn.engine.hooks.random_state_hook import RandomStateHook
+    hook = RandomStateHook()
+    state = get_random_state()
+    hook.before_val(None)
+    torch.rand(3), np.random.rand(), random.random()  # what a validation may draw
+    hook.after_val(None)
+    after = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_random_state(state)
+    assert after == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+
 def _weights(path):
     return torch.load(path, map_location='cpu')['state_dict']
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, toy_imagenet):
+@pytest.mark.parametrize('val_interval', [1000, 2])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, toy_imagenet, val_interval):
+    """Also with a validation between the checkpoint and the next batch (``val_interval`` =
+    the checkpoint interval): it leaves the generators as it found them."""
     tool = _train_tool()
     opts = [f'{s}_dataloader.dataset.data_root={toy_imagenet}' for s in ('train', 'val')]
-    opts += ['train_cfg.val_interval=1000', 'default_hooks.checkpoint.interval=2',
+    opts += [f'train_cfg.val_interval={val_interval}', 'default_hooks.checkpoint.interval=2',
              'default_hooks.checkpoint.max_keep_ckpts=3']
     full = tmp_path / 'full'
     tool.main([CFG, '--work-dir', str(full), '--cfg-options', 'train_cfg.max_iters=4', *opts])

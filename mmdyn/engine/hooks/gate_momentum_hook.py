@@ -32,8 +32,9 @@ class GateMomentumHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, interval: int = 1):
-        if interval < 1:
-            raise ValueError(f'interval must be >= 1, got {interval}')
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f'GateMomentumHook: interval must be a positive int, got '
+                             f'{interval!r}')
         self.interval = interval
         self._gates: Optional[List[nn.Module]] = None
 

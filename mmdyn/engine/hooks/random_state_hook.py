@@ -6,7 +6,11 @@ other random numbers (data augmentation, drop path, Gumbel noise) than the unint
 would have, and drifts from it. :class:`RandomStateHook` stores them in every checkpoint it sees
 saved and, on resume, sets them back at the point where the uninterrupted run stood when it
 saved: just before the next batch is fetched (after mmengine has skipped the batches already
-trained, which draws random numbers of its own).
+trained, which draws random numbers of its own). In distributed training the checkpoint holds
+rank 0's state (only rank 0 saves), so with ``randomness.diff_rank_seed`` the other ranks
+resume from rank 0's generators: equal to the uninterrupted run only without it. A validation run during training leaves the generators as it found them
+(its data loader draws a seed), so that one that fell between the checkpoint and the next
+batch in the uninterrupted run does not make it differ from the resumed one.
 """
 import random
 from typing import Optional
@@ -74,6 +78,7 @@ class RandomStateHook(Hook):
 
     def __init__(self) -> None:
         self._pending: Optional[dict] = None
+        self._before_val: Optional[dict] = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[_CKPT_KEY] = get_random_state()
@@ -83,6 +88,14 @@ class RandomStateHook(Hook):
         # only when training resumes (not for load_from weights or a test run)
         if state is not None and getattr(runner, '_resume', False):
             self._pending = state  # restored where the uninterrupted run stood (below)
+
+    def before_val(self, runner) -> None:
+        self._before_val = get_random_state()
+
+    def after_val(self, runner) -> None:
+        if self._before_val is not None:
+            set_random_state(self._before_val)
+            self._before_val = None
 
     def before_train_epoch(self, runner) -> None:
         if self._pending is None:
