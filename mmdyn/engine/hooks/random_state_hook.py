@@ -6,11 +6,12 @@ other random numbers (data augmentation, drop path, Gumbel noise) than the unint
 would have, and drifts from it. :class:`RandomStateHook` stores them in every checkpoint it sees
 saved and, on resume, sets them back at the point where the uninterrupted run stood when it
 saved: just before the next batch is fetched (after mmengine has skipped the batches already
-trained, which draws random numbers of its own). In distributed training the checkpoint holds
-rank 0's state (only rank 0 saves), so with ``randomness.diff_rank_seed`` the other ranks
-resume from rank 0's generators: equal to the uninterrupted run only without it. A validation run during training leaves the generators as it found them
-(its data loader draws a seed), so that one that fell between the checkpoint and the next
-batch in the uninterrupted run does not make it differ from the resumed one.
+trained, which draws random numbers of its own). A validation run during training leaves the
+generators as it found them (its data loader draws a seed), so that one that fell between the
+checkpoint and the next batch in the uninterrupted run does not make it differ from the resumed
+one. In distributed training the checkpoint holds rank 0's state (only rank 0 saves), so with
+``randomness.diff_rank_seed`` the other ranks resume from rank 0's generators: equal to the
+uninterrupted run only without it.
 """
 import random
 from typing import Optional
