@@ -232,3 +232,37 @@ def test_test_time_augmentation_sums_the_views():
 
 def test_no_dynamic_module_is_a_no_op():
     assert attach_dynamic_records(nn.Linear(2, 2)) is None
+
+
+@pytest.mark.parametrize('world, n, padded', [(2, 5, [0, 1]), (2, 6, [0, 0]),
+                                               (4, 5, [0, 1, 1, 1]), (3, 7, [0, 1, 1])])
+def test_images_a_distributed_sampler_repeats_are_not_counted(monkeypatch, world, n, padded):
+    """mmengine's DefaultSampler gives every rank ceil(n / world) images, repeating the first
+    ones at the end; the metrics drop those, so the hook's eval means do too: rank r drops its
+    last image when it is a repeat."""
+    from mmengine.dataset import DefaultSampler
+
+    import mmdyn.engine.hooks.stats_hook as sh
+    dataset = ImageDataset(make_images(n))
+    for rank in range(world):
+        monkeypatch.setattr(sh, 'get_world_size', lambda: world)
+        monkeypatch.setattr(sh, 'get_rank', lambda: rank)
+        monkeypatch.setattr(sh, 'all_gather_object', lambda obj: [obj])
+        sampler = DefaultSampler(dataset, shuffle=False)
+        sampler.rank, sampler.world_size = rank, world  # as on that rank
+        sampler.num_samples = -(-n // world)
+        sampler.total_size = sampler.num_samples * world
+        order = list(iter(sampler))
+        loop = type('Loop', (), {'dataloader': type('DL', (), {'sampler': sampler})()})()
+        assert sh._padded_on_this_rank(loop) == padded[rank]
+        # the repeat is the last image of the rank: positions rank, rank + world, ...
+        positions = list(range(rank, sampler.total_size, world))
+        assert (positions[-1] >= n) == bool(padded[rank])
+        hook = sh.DynamicStatsHook()
+        hook._images = [dict(kept_ratio=float(i)) for i in order]
+        kept = order[:len(order) - padded[rank]]
+        assert hook._means(loop) == ({'kept_ratio': sum(kept) / len(kept)} if kept else {})
+    monkeypatch.setattr(sh, 'get_world_size', lambda: 1)
+    hook = sh.DynamicStatsHook()
+    hook._images = [dict(kept_ratio=1.0), dict(kept_ratio=0.0)]
+    assert hook._means(None) == {'kept_ratio': 0.5}  # one process: nothing dropped

@@ -11,14 +11,17 @@ say their static FLOPs for the input shape, else what they report as ``flops_rat
 
 Validation and test: the hook installs :func:`attach_dynamic_records` (so the data samples carry
 ``dynamic_flops`` / ``dynamic_stats``, which :class:`mmdyn.evaluation.ComplexityMetric` reads),
-accumulates the per-image values of the epoch over all ranks and writes their means as
+accumulates the per-image values of the epoch over all ranks (without the images a
+distributed sampler repeats to give every rank as many, as the metrics drop them) and writes
+their means as
 ``val/dyn_<key>`` / ``test/dyn_<key>`` to the message hub at the end of the epoch. ``LoggerHook``
 prints both and sends the validation ones to the visual backends; the hook sends the test ones
 itself with ``runner.visualizer.add_scalars`` (``LoggerHook`` does not do that for tests).
 """
-from typing import Dict, Optional
+import math
+from typing import Dict, List, Optional
 
-from mmengine.dist import all_gather_object, is_distributed
+from mmengine.dist import all_gather_object, get_rank, get_world_size, is_distributed
 from mmengine.hooks import Hook
 
 from mmdyn.models.utils.records import (attach_dynamic_records, samples_records,
@@ -31,6 +34,21 @@ def _summary_means(summary) -> Dict[str, float]:
     for k, v in summary['stats'].items():
         out[k] = float(v.mean())
     return out
+
+
+def _padded_on_this_rank(loop) -> int:
+    """Images at the end of this rank's epoch that the loop's sampler repeated so that every
+    rank gets as many (mmengine's ``DefaultSampler`` with ``round_up``; its metrics drop them):
+    0 or 1."""
+    world = get_world_size()
+    sampler = getattr(getattr(loop, 'dataloader', None), 'sampler', None)
+    dataset = getattr(sampler, 'dataset', None)
+    if world < 2 or not getattr(sampler, 'round_up', False) or dataset is None:
+        return 0
+    n = len(dataset)
+    per_rank = math.ceil(n / world)
+    # rank r reads positions r, r + world, ...; positions >= n repeat the first images
+    return int(get_rank() + (per_rank - 1) * world >= n)
 
 
 def _reduce_sums(gathered):
@@ -63,8 +81,7 @@ class DynamicStatsHook(Hook):
         self.interval = interval
         self.prefix = prefix
         self.log_eval = log_eval
-        self._sums: Dict[str, float] = {}
-        self._counts: Dict[str, int] = {}
+        self._images: List[Dict[str, float]] = []  # this rank's per-image values, in order
 
     # -- installation -------------------------------------------------------------------------
     def before_run(self, runner) -> None:
@@ -99,36 +116,33 @@ class DynamicStatsHook(Hook):
 
     # -- evaluation ---------------------------------------------------------------------------
     def _reset(self) -> None:
-        self._sums, self._counts = {}, {}
-
-    def _add(self, key: str, value: float) -> None:
-        self._sums[key] = self._sums.get(key, 0.0) + float(value)
-        self._counts[key] = self._counts.get(key, 0) + 1
+        self._images = []
 
     def _accumulate(self, runner, outputs) -> None:
         records = samples_records(outputs) if isinstance(outputs, (list, tuple)) else []
         records = [r for r in records if r is not None]
         if records:
             for r in records:
-                self._add('gflops', r['flops'] / 1e9)
-                for k, v in r['stats'].items():
-                    self._add(k, v)
+                self._images.append(dict(gflops=r['flops'] / 1e9,
+                                         **{k: float(v) for k, v in r['stats'].items()}))
             return
         # The model's outputs carry no records: read them from the model directly.
         summary = summarize_dynamic_records(runner.model)
         if summary is None:
             return
-        self._add_summary(summary)
+        stats = {k: v.tolist() for k, v in summary['stats'].items()}
+        for i, f in enumerate(summary['flops'].tolist()):
+            self._images.append(dict(gflops=f / 1e9, **{k: v[i] for k, v in stats.items()}))
 
-    def _add_summary(self, summary) -> None:
-        for f in summary['flops'].tolist():
-            self._add('gflops', f / 1e9)
-        for k, v in summary['stats'].items():
-            for x in v.tolist():
-                self._add(k, x)
-
-    def _means(self) -> Optional[Dict[str, float]]:
-        sums, counts = _reduce_sums(all_gather_object((self._sums, self._counts)))
+    def _means(self, loop) -> Optional[Dict[str, float]]:
+        images = self._images[:len(self._images) - _padded_on_this_rank(loop)]
+        sums: Dict[str, float] = {}
+        counts: Dict[str, int] = {}
+        for values in images:
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+                counts[k] = counts.get(k, 0) + 1
+        sums, counts = _reduce_sums(all_gather_object((sums, counts)))
         self._reset()
         return {k: sums[k] / counts[k] for k in sorted(sums) if counts[k]}
 
@@ -149,13 +163,13 @@ class DynamicStatsHook(Hook):
     def after_val_epoch(self, runner, metrics=None) -> None:
         if not self.log_eval:
             return
-        for k, v in self._means().items():
+        for k, v in self._means(runner.val_loop).items():
             runner.message_hub.update_scalar(f'val/{self.prefix}{k}', v)
 
     def after_test_epoch(self, runner, metrics=None) -> None:
         if not self.log_eval:
             return
-        means = self._means()
+        means = self._means(runner.test_loop)
         for k, v in means.items():
             runner.message_hub.update_scalar(f'test/{self.prefix}{k}', v)
         if means:
