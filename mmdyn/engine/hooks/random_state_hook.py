@@ -9,15 +9,17 @@ saved: just before the next batch is fetched (after mmengine has skipped the bat
 trained, which draws random numbers of its own). A validation run during training leaves the
 generators as it found them (its data loader draws a seed), so that one that fell between the
 checkpoint and the next batch in the uninterrupted run does not make it differ from the resumed
-one. In distributed training the checkpoint holds rank 0's state (only rank 0 saves), so with
-``randomness.diff_rank_seed`` the other ranks resume from rank 0's generators: equal to the
-uninterrupted run only without it.
+one. In distributed training with ``randomness.diff_rank_seed`` (every rank its own
+generators) the ranks' states are gathered after each training iteration (only rank 0 saves the
+checkpoint) and each rank resumes from its own; without it the ranks' states are equal and rank
+0's is saved.
 """
 import random
 from typing import Optional
 
 import numpy as np
 import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import Hook
 
 from mmdyn.registry import HOOKS
@@ -75,19 +77,41 @@ class RandomStateHook(Hook):
     that an interrupted and resumed run equals an uninterrupted one. ``tools/train.py`` adds it
     to every training run (``custom_hooks``) unless the config has it already."""
 
-    priority = 'VERY_LOW'
+    # before CheckpointHook (VERY_LOW): the ranks' states are gathered before it saves
+    priority = 'LOW'
 
     def __init__(self) -> None:
         self._pending: Optional[dict] = None
         self._before_val: Optional[dict] = None
+        self._rank_states: Optional[list] = None
+
+    @staticmethod
+    def _per_rank(runner) -> bool:
+        randomness = getattr(runner, '_randomness_cfg', None) or {}
+        return get_world_size() > 1 and bool(randomness.get('diff_rank_seed', False))
+
+    def _gather(self, runner) -> None:
+        # a collective on every rank, where CheckpointHook may save next (rank 0 only)
+        self._rank_states = all_gather_object(get_random_state()) \
+            if self._per_rank(runner) else None
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._gather(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather(runner)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[_CKPT_KEY] = get_random_state()
+        checkpoint[_CKPT_KEY] = get_random_state() if self._rank_states is None else \
+            dict(ranks=self._rank_states)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get(_CKPT_KEY)
         # only when training resumes (not for load_from weights or a test run)
         if state is not None and getattr(runner, '_resume', False):
+            if 'ranks' in state:  # this rank's own (another number of ranks: rank 0's)
+                ranks = state['ranks']
+                state = ranks[get_rank()] if len(ranks) == get_world_size() else ranks[0]
             self._pending = state  # restored where the uninterrupted run stood (below)
 
     def before_val(self, runner) -> None:
