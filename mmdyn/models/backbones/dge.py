@@ -83,7 +83,8 @@ from ..layers.shape_constants import constant, device_key
 from ..layers.token_sets import gather_rows, gather_tokens, make_token_set
 from ..layers.transformer_blocks import TransformerBlock
 from ..losses.budget_loss import BudgetLoss
-from ..utils.ckpt_convert import find_pretrained_cfg, load_converted, pvt_to_mmdyn, vit_to_mmdyn
+from ..utils.ckpt_convert import (backbone_state_dict, dge_granularities, find_pretrained_cfg,
+                                  load_converted, pvt_to_mmdyn, vit_to_mmdyn)
 from ..utils.checks import check_loss_weight
 from ..utils.dynamic import (BlockRecord, DynamicModuleMixin,
                              removed_override_arguments)
@@ -786,15 +787,32 @@ class _DGEHostMixin(DynamicModuleMixin):
     def _load_pretrained(self, pre: dict, convert) -> None:
         """Load an ``init_cfg`` checkpoint. A static host's checkpoint (no gate at all) leaves
         the gates at their initialisation; a checkpoint that carries DGE gates (vtpack's, ours)
-        must convert whole: a missing or unexpected key is an error."""
-        missing, unexpected = load_converted(self, pre['checkpoint'], convert,
+        must convert whole: a missing or unexpected key is an error (a gate of another number
+        of choices too), and vtpack's granularities (its ``dge.splits``) must be the model's."""
+        seen = {}
+
+        def convert_and_note(ckpt):
+            seen['phi'] = dge_granularities(backbone_state_dict(ckpt))
+            sd = convert(ckpt)
+            seen['gates'] = any(k.startswith('dge.') and '.gate.' in k for k in sd)
+            return sd
+
+        missing, unexpected = load_converted(self, pre['checkpoint'], convert_and_note,
                                              adapt=self._adapt_state_dict,
                                              prefix=pre.get('prefix'))
+        name, path = type(self).__name__, pre['checkpoint']
+        phi = seen.get('phi')
+        own = (tuple(p for p in self.granularities if p), self.region_size)
+        if phi is not None and (tuple(phi[0]), max(phi[0])) != own:
+            raise ValueError(f'{name}: the DGE checkpoint {path} has granularities {phi[0]} '
+                             f'(region side {max(phi[0])}), the model {own[0]} (region side '
+                             f'{own[1]}): its gates would choose other patch sizes')
         gates = {k for k in self.state_dict() if k.startswith('dge.') and '.gate.' in k}
-        if gates and not gates <= set(missing) and (missing or unexpected):
-            raise ValueError(f'{type(self).__name__}: the DGE checkpoint {pre["checkpoint"]} '
-                             f'does not convert whole: missing keys {missing}, unexpected keys '
-                             f'{unexpected}')
+        carries = seen.get('gates') or (gates and not gates <= set(missing))
+        if carries and (missing or unexpected):
+            raise ValueError(f'{name}: the DGE checkpoint {path} does not convert whole (gates '
+                             f'of another number of choices?): missing keys {missing}, '
+                             f'unexpected keys {unexpected}')
 
     def _init_host_and_gates(self, convert) -> None:
         """The host's random initialisation (its ``random_init``), the gates', then the

@@ -489,6 +489,35 @@ def test_incomplete_dge_checkpoints_are_errors(tmp_path, broken):
         model.init_weights()
 
 
+def test_checkpoint_gates_of_other_granularities_are_errors(tmp_path):
+    """vtpack's ``dge.splits`` say its granularities: a model with others (the same number of
+    choices: the gate rows would load one to one) or fewer choices is an error, not gates
+    silently choosing other patch sizes or left random; so is an mmdyn-layout checkpoint whose
+    gates have another number of choices."""
+    from mmdyn.models.backbones.dge import DGEPVT
+    sd = vtpack_pvt_sd(dge=True)  # splits [4, 2, 1]: granularities (1, 2, 4), region side 4
+    path = str(tmp_path / 'vt.pth')
+    torch.save({'model': sd}, path)
+    for gran in ((1, 2, 8), (1, 4)):
+        model = DGEPVT(arch=dict(PVT_ARCH), pretrain_img_size=IMG, cls_token=True,
+                       granularities=gran, init_cfg=dict(type='Pretrained', checkpoint=path))
+        with pytest.raises(ValueError, match=r'has granularities \(1, 2, 4\) \(region side '
+                           r'4\), the model \(' + ', '.join(map(str, gran))):
+            model.init_weights()
+    ours = DGEPVT(arch=dict(PVT_ARCH), pretrain_img_size=IMG, cls_token=True)
+    ours.init_weights()
+    mine = str(tmp_path / 'ours.pth')
+    torch.save({'state_dict': ours.state_dict()}, mine)
+    model = DGEPVT(arch=dict(PVT_ARCH), pretrain_img_size=IMG, cls_token=True,
+                   granularities=(1, 4), init_cfg=dict(type='Pretrained', checkpoint=mine))
+    with pytest.raises(ValueError, match='does not convert whole'):
+        model.init_weights()
+    same = DGEPVT(arch=dict(PVT_ARCH), pretrain_img_size=IMG, cls_token=True,
+                  init_cfg=dict(type='Pretrained', checkpoint=mine))
+    same.init_weights()  # its own layout and granularities: loads
+    assert torch.equal(same.dge[3][0].gate.proj.bias, ours.dge[3][0].gate.proj.bias)
+
+
 def test_static_checkpoint_still_starts_the_gates_from_init(tmp_path):
     """Dense configs start from a static official PVT classifier: no gate in the file, the
     gates keep their initialisation, classifier-only tensors are dropped with a note."""
