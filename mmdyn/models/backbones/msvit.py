@@ -368,6 +368,27 @@ class MSViT(DynamicModuleMixin, ViT):
         if self.gate_checkpoint is not None:
             self.load_gate(self.gate_checkpoint, self.gate_checkpoint_prefix)
 
+    def _fit_gate_table(self, pe: torch.Tensor, source: str) -> torch.Tensor:
+        """The gate's position table ``pe`` of a checkpoint trained at another size (ImageNet
+        224 -> ADE20K 512) resized to this model's coarse grid (bilinear)."""
+        own = self.tokenizer.pos_embed
+        if pe.shape == own.shape:
+            return pe
+        side = int(round(math.sqrt(pe.shape[1])))
+        if pe.dim() != 3 or side * side != pe.shape[1] or pe.shape[-1] != own.shape[-1]:
+            raise ValueError(f'gate position table {tuple(pe.shape)} of {source} does not fit '
+                             f'{tuple(own.shape)}')
+        return resize_pos_embed(pe, (side, side), self.tokenizer.grid, 'bilinear')
+
+    def _adapt_state_dict(self, sd: dict) -> dict:
+        """:meth:`ViT._adapt_state_dict`, and the gate's position table resized as
+        :meth:`load_gate` does (an ``init_cfg`` checkpoint of another input size)."""
+        sd = super()._adapt_state_dict(sd)
+        if 'tokenizer.pos_embed' in sd:
+            sd['tokenizer.pos_embed'] = self._fit_gate_table(sd['tokenizer.pos_embed'],
+                                                             'the init_cfg checkpoint')
+        return sd
+
     def load_gate(self, filename: str, prefix: str = 'backbone.') -> None:
         """Load the gate (``tokenizer.*``; and the gBaS priors if present) from a checkpoint."""
         from mmengine.logging import MMLogger, print_log
@@ -378,16 +399,8 @@ class MSViT(DynamicModuleMixin, ViT):
                 if k.startswith(p + 'tokenizer.')}
         if not gate:
             raise ValueError(f'no gate (keys {p}tokenizer.*) in {filename}')
-        pe = gate.get('pos_embed')
-        own = self.tokenizer.pos_embed
-        if pe is not None and pe.shape != own.shape:
-            # a gate trained at another size (ImageNet 224 -> ADE20K 512): resize its table
-            side = int(round(math.sqrt(pe.shape[1])))
-            if side * side != pe.shape[1] or pe.shape[-1] != own.shape[-1]:
-                raise ValueError(f'gate position table {tuple(pe.shape)} of {filename} does '
-                                 f'not fit {tuple(own.shape)}')
-            gate['pos_embed'] = resize_pos_embed(pe, (side, side), self.tokenizer.grid,
-                                                 'bilinear')
+        if 'pos_embed' in gate:
+            gate['pos_embed'] = self._fit_gate_table(gate['pos_embed'], filename)
         self.tokenizer.load_state_dict(gate, strict=True)
         prior = {k[len(p) + len('gate_loss.'):]: v for k, v in sd.items()
                  if k.startswith(p + 'gate_loss.')}

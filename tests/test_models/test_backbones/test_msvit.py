@@ -600,6 +600,12 @@ def test_load_gate_trained_at_another_size(tmp_path):
     want = want.permute(0, 2, 3, 1).reshape(1, 256, 16)
     torch.testing.assert_close(dst.tokenizer.pos_embed.detach(), want, atol=1e-6, rtol=0)
     assert not torch.allclose(want, torch.zeros_like(want), atol=1e-3)  # a real table
+    # the same through init_cfg (the whole backbone's checkpoint): the table is resized too,
+    # not left at its random initialisation
+    whole = make(img_size=512, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt),
+                                              prefix='backbone.'))
+    torch.testing.assert_close(whole.tokenizer.pos_embed.detach(), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(whole.tokenizer.fc_in.weight, src.tokenizer.fc_in.weight)
 
 
 def test_pretrained_msvit_checkpoint_keeps_its_gate(tmp_path):
