@@ -355,6 +355,8 @@ def _vit_timm(sd: StateDict) -> StateDict:
                 continue
             if rest == 'attn.qkv.bias':
                 continue
+            if rest.startswith(('ls1.', 'ls2.')):  # DeiT-III / timm LayerScale
+                raise ValueError(f'layer-scale checkpoints are not supported ({k})')
             out[pre + rest.replace('mlp.', 'ffn.')] = v
             continue
         if k.startswith('patch_embed.proj.'):

@@ -162,6 +162,19 @@ def test_timm_deit_checkpoint(dist, tmp_path):
     assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
 
 
+def test_layer_scale_checkpoints_are_refused_in_both_layouts(tmp_path):
+    """A DeiT-III style checkpoint (LayerScale gammas) in timm layout is refused as the
+    mmpretrain one is (it loaded with the gammas dropped, a warning only)."""
+    sd = _timm_sd()
+    sd['blocks.1.ls1.gamma'] = torch.full((16, ), 1e-5)
+    with pytest.raises(ValueError, match=r'layer-scale checkpoints are not supported '
+                       r'\(blocks\.1\.ls1\.gamma\)'):
+        vit_to_mmdyn(sd)
+    with pytest.raises(ValueError, match='layer-scale checkpoints are not supported'):
+        vit_to_mmdyn({'layers.0.attn.qkv.weight': torch.zeros(48, 16),
+                      'layers.0.attn.gamma1.weight': torch.ones(16)})
+
+
 def test_output_types_and_final_norm():
     model = randomize(ours(out_indices=(0, -1)))
     x = torch.randn(2, 3, 32, 48)
