@@ -1,7 +1,7 @@
 # Static baseline (and DoViT teacher): SETR-Naive with a ViT-B/16 backbone on ADE20K, 512x512,
 # 160k iterations, 8 GPUs x 2 images: the decoder the authors' DoViT ADE20K SETR configs use
 # (mmseg's SETR-Naive: one 1x1 conv + BN + ReLU, x4 bilinear, 1x1 classifier) with mmseg's
-# SETR ADE20K recipe (SGD lr 1e-3, no weight decay, heads at 10x lr, poly schedule) and mmdyn's
+# SETR ADE20K recipe (SGD lr 0.01, no weight decay, heads at 10x lr, poly schedule) and mmdyn's
 # ViT-B host, so that the DoViT student loads these weights one to one. Outputs after blocks
 # 3, 6, 9, 12 (1-based): the last feeds the decoder, the others SETR's three auxiliary heads.
 _base_ = [
@@ -30,7 +30,7 @@ model = dict(
 
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.001, momentum=0.9, weight_decay=0.0),
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0),
     paramwise_cfg=dict(custom_keys={'head': dict(lr_mult=10.)}))
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
