@@ -118,6 +118,12 @@ def test_coco_recipe(name):
         assert cfg.param_scheduler[-1].milestones == [27, 33]
     size = name.split('dit-')[1][:2]
     assert cfg.model.backbone.init_cfg.checkpoint.endswith(f'pvt_v2_{size}.pth')
+    # the official PVTv2 detection backbones' stochastic depth at every size (0.3 for B3-B5
+    # is the ImageNet setting), for the DiT detector and its PVTv2 baseline
+    assert cfg.model.backbone.drop_path_rate == 0.1
+    baseline = name.replace('_dit-', '_pvtv2-')
+    if osp.exists(osp.join(DIT, baseline)):
+        assert load(baseline).model.backbone.drop_path_rate == 0.1
 
 
 @pytest.mark.parametrize('name', CLS + list(ABL) + [FORCED] + PVT_CLS)
