@@ -163,6 +163,21 @@ def test_setr_learning_rates_are_mmsegs_setr(name):
     assert opt.paramwise_cfg.custom_keys['head'].lr_mult == 10.
 
 
+@pytest.mark.parametrize('name', sorted(n for n in ALL if n.startswith('segmenter_')))
+def test_segmenter_input_normalisation(name):
+    """Segmenter on ADE20K: Segmenter's mean = std = 127.5 (the authors' ADE20K configs set
+    it); on Cityscapes the data's ImageNet mean / std (the authors' Cityscapes configs set none
+    and take the dataset base's). References read from mmseg's own configs."""
+    import mmseg
+    root = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs')
+    ref = osp.join(root, 'segmenter', 'segmenter_vit-s_mask_8xb1-160k_ade20k-512x512.py') \
+        if 'ade20k' in name else osp.join(root, 'fcn', 'fcn_r50-d8_4xb2-80k_cityscapes-769x769.py')
+    want = Config.fromfile(ref).model.data_preprocessor
+    got = load(name).model.data_preprocessor
+    assert (got.mean, got.std) == (want.mean, want.std)
+    assert got.mean[0] == (127.5 if 'ade20k' in name else 123.675)
+
+
 @pytest.mark.parametrize('name', sorted(DOVIT))
 def test_dovit_recipe(name):
     static_name, xi, arch, classes, layers = DOVIT[name]
