@@ -1,12 +1,15 @@
 # Static baseline of DGE (official README: DeiT-S 80.6 top-1, 6.1 G MACs at 256x256): DeiT-S at
 # 256x256 with mmpretrain's DeiT-S recipe (configs/baselines/deit-small_4xb256_in1k.py) and the
-# DGE host (dge=False: exactly mmdyn.ViT's parameters and outputs).
+# DGE host (dge=False: exactly mmdyn.ViT's parameters and outputs), with the stochastic depth of
+# the authors' ImageNet runs (vtpack's DeiT trainer: drop path 0.1, which mmpretrain's DeiT-S
+# recipe removes).
 # The 256x256 pipelines defined here are shared by every ImageNet config of configs/dge (the
 # PVT / DPVT ones inherit from this file and replace the model).
 _base_ = '../baselines/deit-small_4xb256_in1k.py'
 
 model = dict(
-    backbone=dict(type='mmdyn.DGEViT', dge=False, arch='deit-s', img_size=256))
+    backbone=dict(type='mmdyn.DGEViT', dge=False, arch='deit-s', img_size=256,
+                  drop_path_rate=0.1))
 bgr_mean = [103.53, 116.28, 123.675]
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -197,6 +197,16 @@ IN1K_RUN = ['pvt-s_4xb256_in1k-256px.py', 'dge-pvt-s_4xb256_in1k-256px.py',
             'dge-deit-s_4xb256_in1k-256px.py', 'dge-dpvt-s_4xb256_in1k-256px.py']
 
 
+@pytest.mark.parametrize('name', ['deit-s_4xb256_in1k-256px.py',
+                                  'dge-deit-s_4xb256_in1k-256px.py'])
+def test_deit_stochastic_depth_is_the_authors(name):
+    """vtpack's DeiT trainer (its main.py default, not overridden by configs/dge/*.sh) trains
+    DGE-DeiT-S and its static DeiT-S with drop path 0.1; mmpretrain's DeiT-S recipe, which
+    these configs otherwise follow, sets 0."""
+    assert load(name).model.backbone.drop_path_rate == 0.1
+    assert load('../baselines/deit-small_4xb256_in1k.py').model.backbone.drop_path_rate == 0.0
+
+
 @pytest.mark.parametrize('name', IN1K_RUN)
 def test_imagenet_forward_and_step(name):
     cfg = load(name)
