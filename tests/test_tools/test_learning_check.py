@@ -62,20 +62,21 @@ def test_targets_and_no_static_reach_the_protocol(tool, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['nope'], "learning_check: no learning check for 'nope'; choose one of dge, dit, dovit, "
-     'dvt, msvit'),
-    (['fake', '--seeds', '0'], 'learning_check: --seeds must be at least 1'),
-    (['fake', '--scene', 'detail'], "learning_check: fake has no 'detail' scenes"),
-    (['fake', '--shallow'], 'learning_check: fake has no fewer-blocks host'),
+    (['nope'], "learning_check: error: no learning check for 'nope'; choose one of dge, dit, "
+     'dovit, dvt, msvit'),
+    (['fake', '--seeds', '0'], 'learning_check: error: --seeds must be at least 1'),
+    (['fake', '--scene', 'detail'], "learning_check: error: fake has no 'detail' scenes"),
+    (['fake', '--shallow'], 'learning_check: error: fake has no fewer-blocks host'),
     # the real protocols' ranges, checked before any training
     (['dge', '--targets', '0.2', '1.5'],
-     'learning_check: --targets 1.5: dge takes the budget gamma, in [0, 1]'),
-    (['dit', '--targets', '0'], 'learning_check: --targets 0: dit takes the budget mu, in (0, 1]'),
-    (['msvit', '--targets', '1'], 'learning_check: --targets 1: msvit takes the gate target g*, '
-     'in (0, 1)'),
-    (['dovit', '--targets', '-0.1'], 'learning_check: --targets -0.1: dovit takes the '
+     'learning_check: error: --targets 1.5: dge takes the budget gamma, in [0, 1]'),
+    (['dit', '--targets', '0'], 'learning_check: error: --targets 0: dit takes the budget mu, '
+     'in (0, 1]'),
+    (['msvit', '--targets', '1'], 'learning_check: error: --targets 1: msvit takes the gate '
+     'target g*, in (0, 1)'),
+    (['dovit', '--targets', '-0.1'], 'learning_check: error: --targets -0.1: dovit takes the '
      'confidence threshold, in [0, 1]'),
-    (['dvt', '--targets', '4.5'], 'learning_check: --targets 4.5: dvt takes the static grid '
+    (['dvt', '--targets', '4.5'], 'learning_check: error: --targets 4.5: dvt takes the static grid '
      'side, an integer in [1, inf)'),
 ])
 def test_errors(tool, monkeypatch, tmp_path, capsys, argv, message):
@@ -105,4 +106,4 @@ def test_work_dir_that_is_a_file(tool, monkeypatch, tmp_path, capsys):
         tool.main(['fake', '--work-dir', str(tmp_path / 'f')])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == \
-        f'learning_check: --work-dir {tmp_path / "f"} is a file, not a directory'
+        f'learning_check: error: --work-dir {tmp_path / "f"} is a file, not a directory'

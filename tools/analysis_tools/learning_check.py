@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 import time
 
 
@@ -67,8 +66,8 @@ def plot(points, path, method, metric):
 
 def fail(msg: str):
     """An input error: one line on stderr, exit status 2 (as every mmdyn tool)."""
-    print(f'learning_check: {msg}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    from mmdyn.utils.cli import arg_error
+    arg_error('learning_check', msg)
 
 
 def check_targets(proto, method: str, targets) -> None:

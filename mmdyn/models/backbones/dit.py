@@ -670,14 +670,18 @@ class DiT(DynamicModuleMixin, BaseModule):
         """MACs of the fully connected network: every stage and column path that can reach an
         output (all of them with every scale an output, the default), with their gates."""
         c = self._costs(img_shape)
+        key = ('fully', bool(with_gates))  # every forward's records read it: once per size
+        if key in c:
+            return c[key]
         M, S = self.num_stages, NUM_SCALES
         need = self._needed(any_column=True)
         rows = [(i, j) for i in range(S) for j in range(M) if need[i][j] and need[i][j + 1]]
         cols = [(i, j) for i in range(S - 1) for j in range(M + 1)
                 if need[i][j] and need[i + 1][j]]
         gates = sum(c['row_gate'][i] for i, _ in rows) + sum(c['col_gate'][i] for i, _ in cols)
-        return int(c['stem'] + sum(c['row'][i][j] for i, j in rows)
-                   + sum(c['col'][i][j] for i, j in cols) + (gates if with_gates else 0))
+        c[key] = int(c['stem'] + sum(c['row'][i][j] for i, j in rows)
+                     + sum(c['col'][i][j] for i, j in cols) + (gates if with_gates else 0))
+        return c[key]
 
     def base_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """``C_base``: MACs of the PVTv2 of the same size (``PVTv2.static_flops``)."""
@@ -905,7 +909,9 @@ class DiT(DynamicModuleMixin, BaseModule):
                             + 0 * tokens.sum())
             else:
                 o = self.out_norms[i](f)
-                if not self.training:  # zeros for an image that did not reach it, as alone
+                # in eval, zeros for an image of a batch that did not reach it, as alone (one
+                # image that did not is never here: the node is absent)
+                if not self.training and x.shape[0] > 1:
                     o = torch.where(acc.reached[:, i, self.out_column(i), None, None], o,
                                     o.new_zeros(()))
                 outs.append(nlc_to_nchw(o, hw))

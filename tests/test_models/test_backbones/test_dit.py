@@ -154,8 +154,10 @@ def test_eval_input_gradients_equal_training(mode):
         outs = m(xi)
         sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
         grads.append(xi.grad)
-    assert grads[0].abs().amax() > 0
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    scale = float(grads[0].abs().amax())
+    assert scale > 0
+    # the two paths sum in other orders: a margin relative to the gradients' size
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-4 * scale)
 
 
 def test_no_budget_loss_left_from_an_earlier_forward():
