@@ -168,3 +168,40 @@ def test_unknown_layouts_fail_clearly(tmp_path, capsys, monkeypatch):
         vit_to_mmdyn(torch.load(path, weights_only=True))
     with pytest.raises(TypeError, match='no state dict'):
         unwrap_state_dict([1, 2])
+
+
+def _mmpretrain_vit_classifier(backbone, hidden_dim=None):
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    head = dict(type='VisionTransformerClsHead', num_classes=5, in_channels=16)
+    if hidden_dim:
+        head['hidden_dim'] = hidden_dim
+    return PRETRAIN_MODELS.build(dict(type='ImageClassifier', backbone=backbone, head=head))
+
+
+def test_vit2mmdyn_classifier_from_mmpretrain_classifier(tmp_path, capsys):
+    """A whole mmpretrain ViT classifier (``backbone.*`` and ``head.layers.head.*``) through
+    ``--classifier``: the logits of the same classifier on mmdyn's ViT; a head with a hidden
+    layer does not convert (one line, not a silently dropped layer)."""
+    arch = dict(embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32)
+    ref = randomize(_mmpretrain_vit_classifier(dict(
+        type='VisionTransformer', arch=arch, img_size=32, patch_size=8, final_norm=True,
+        out_type='cls_token')))
+    src, dst = str(tmp_path / 'vit_cls.pth'), str(tmp_path / 'vit_cls_mmdyn.pth')
+    torch.save({'state_dict': ref.state_dict(), 'meta': {}}, src)
+    tool('vit2mmdyn').main([src, dst, '--classifier'])
+    assert 'mmpretrain layout' in capsys.readouterr().out
+    model = _mmpretrain_vit_classifier(dict(
+        type='mmdyn.ViT', arch=dict(VIT_TINY), img_size=32, patch_size=8,
+        out_type='cls_token')).eval()
+    model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref_logits = ref(x, mode='tensor')
+        assert torch.allclose(model(x, mode='tensor'), ref_logits, atol=1e-5)
+    hidden = _mmpretrain_vit_classifier(dict(
+        type='VisionTransformer', arch=arch, img_size=32, patch_size=8), hidden_dim=8)
+    torch.save({'state_dict': hidden.state_dict()}, src)
+    with pytest.raises(SystemExit) as e:
+        tool('vit2mmdyn').main([src, dst, '--classifier'])
+    assert e.value.code == 2
+    assert 'head.layers.pre_logits' in capsys.readouterr().err

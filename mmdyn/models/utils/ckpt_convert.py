@@ -145,18 +145,25 @@ def split_dge_gates(sd: StateDict) -> Tuple[StateDict, StateDict]:
 
 
 def classifier_head_keys(ckpt, head: str = 'linear') -> StateDict:
-    """The classification head of an official (whai362 / vtpack / timm) classifier checkpoint
-    in mmpretrain names: ``head.fc.*`` (``LinearClsHead``, ``head='linear'``) or
-    ``head.layers.head.*`` (``VisionTransformerClsHead``, ``head='vit'``)."""
-    sd = backbone_state_dict(ckpt)
+    """The classification head of a classifier checkpoint in mmpretrain names: ``head.fc.*``
+    (``LinearClsHead``, ``head='linear'``) or ``head.layers.head.*``
+    (``VisionTransformerClsHead``, ``head='vit'``). The source is an official (whai362 /
+    vtpack / timm) checkpoint's ``head.weight`` / ``head.bias`` or a whole mmpretrain
+    classifier's single linear head in either of those two names."""
     names = {'linear': 'head.fc.', 'vit': 'head.layers.head.'}
     if head not in names:
         raise ValueError(f'head must be one of {sorted(names)}, got {head!r}')
-    out = OrderedDict((names[head] + k[len('head.'):], v) for k, v in sd.items()
-                      if k in ('head.weight', 'head.bias'))
-    if len(out) != 2:
-        raise ValueError('no classification head (head.weight / head.bias) in the checkpoint')
-    return out
+    sd = unwrap_state_dict(ckpt)
+    if any(k.startswith('head.layers.pre_logits.') for k in sd):
+        raise UserValueError('the checkpoint\'s VisionTransformerClsHead has a hidden layer '
+                             '(head.layers.pre_logits); only a single linear head converts')
+    for src in ('head.', 'head.fc.', 'head.layers.head.'):
+        out = OrderedDict((names[head] + k[len(src):], sd[k])
+                          for k in (src + 'weight', src + 'bias') if k in sd)
+        if len(out) == 2:
+            return out
+    raise UserValueError('no classification head in the checkpoint (looked for head.weight / '
+                         'head.bias, head.fc.* and head.layers.head.*)')
 
 
 def _first_layout(keys, rules) -> Optional[str]:
