@@ -119,7 +119,7 @@ def draw_decisions(model, cfg, img_path: str, input_shape, height: int, opacity:
     from mmdyn.visualization import DynamicVisualizer
     from mmdyn.visualization.dynamic_visualizer import map_to_image
     tool = _visualize_dynamic_tool()
-    maps = tool.dynamic_maps(model)
+    maps = tool.dynamic_maps(model, styles=True)
     if not maps:
         from mmdyn.utils.cli import ToolError
         raise ToolError('the model recorded no token decisions (last_maps is empty for every '
@@ -133,12 +133,12 @@ def draw_decisions(model, cfg, img_path: str, input_shape, height: int, opacity:
     size = (max(1, int(round(w * panel_h / h))), panel_h)  # (W, H) of one panel
     image = mmcv.imresize(net_image, size, interpolation='bilinear')
     panels = {}
-    for k, v in maps.items():
-        m = map_to_image(v[0], input_shape, (h, w)).astype(np.int32)
+    for k, (v, stride, _) in maps.items():
+        m = map_to_image(v[0], input_shape, (h, w), stride).astype(np.int32)
         panels[k] = mmcv.imresize(m, size, interpolation='nearest')
     vis = DynamicVisualizer(name=f'image_demo_dyn_{os.getpid()}_{id(model)}', alpha=opacity,
                             ncols=ncols)
-    grid = vis.draw_decision_maps(image, panels)
+    grid = vis.draw_decision_maps(image, panels, {k: b for k, (_, _, b) in maps.items()})
     out = np.zeros((height, grid.shape[1], 3), dtype=np.uint8)
     out[:grid.shape[0]] = grid
     return out

@@ -213,3 +213,49 @@ def test_visualizer_registered_and_backend_output(tmp_path):
     assert np.abs(drawn[:8].astype(int) - BG).max() <= 1
     assert np.abs(drawn[8:].astype(int) - np.round(0.5 * BG + 0.5 * CRIMSON)).max() <= 1
     assert osp.exists(tmp_path / 'vis_data' / 'vis_image' / 'img_3.png')
+
+
+def test_map_cells_sit_at_their_stride():
+    """A map of an input its stride does not divide: cell ``j`` over pixels ``[16 j, 16 j +
+    16)`` (a ViT's padded 70 x 82 input: 5 x 6 patches), not the map stretched over the input;
+    a floor grid (PVT v1: 17 x 22 cells of 4 pixels on 70 x 90) leaves its uncovered margin
+    at -1; the stride of a map with none declared is inferred for power-of-two grids."""
+    from mmdyn.visualization.dynamic_visualizer import infer_map_stride, map_to_image
+    rng = np.random.default_rng(0)
+    m = rng.integers(0, 3, (5, 6))
+    ys, xs = np.mgrid[:70, :82]
+    got = map_to_image(m, (70, 82), stride=16)
+    assert (got == m[ys // 16, xs // 16]).all()
+    assert (map_to_image(m, (70, 82)) == got).all()  # inferred: 16
+    assert (map_to_image(m, (70, 82), (50, 40), stride=16) == got[:50, :40]).all()
+    f = rng.integers(0, 2, (17, 22))
+    got = map_to_image(f, (70, 90), stride=4)
+    ys, xs = np.mgrid[:68, :88]
+    assert (got[:68, :88] == f[ys // 4, xs // 4]).all()
+    assert (got[68:] == -1).all() and (got[:, 88:] == -1).all()
+    assert infer_map_stride((17, 22), (70, 90)) == 4 and infer_map_stride((5, 6), (70, 82)) == 16
+    assert infer_map_stride((4, 4), (64, 64)) is None and infer_map_stride((1, 1), (9, 9)) is None
+    assert infer_map_stride((5, 3), (70, 85)) is None  # no power of two: stretched
+    with pytest.raises(ValueError, match='stride must be an int >= 1'):
+        map_to_image(m, (70, 82), stride=0)
+
+
+def test_a_value_keeps_its_colour_whatever_else_the_map_holds():
+    """A map of choices (``binary=False``) tints each value with its palette colour even when
+    the image's map holds only 0s and 1s; a 0/1 map (``binary=True``) tints its 1s with the
+    mask colour; negative cells (no token) stay untinted."""
+    from mmdyn.visualization import DynamicVisualizer
+    from mmdyn.visualization.dynamic_visualizer import DEFAULT_PALETTE
+    vis = DynamicVisualizer(name='test_dyn_vis_colours', draw_titles=False)
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[...] = BG
+    tint = lambda c: np.round(0.5 * BG + 0.5 * np.array(c))  # noqa: E731
+    for values in ((1, 1), (1, 2), (0, 1)):
+        dmap = np.repeat(np.array(values), 32).reshape(8, 8)
+        drawn = vis.draw_decision_map(image, dmap, binary=False).astype(int)
+        for half, v in zip((drawn[:4], drawn[4:]), values):
+            assert np.abs(half - tint(DEFAULT_PALETTE[v])).max() <= 1, (values, v)
+    dmap = np.repeat(np.array([-1, 1]), 32).reshape(8, 8)
+    drawn = vis.draw_decision_map(image, dmap, binary=True).astype(int)
+    assert np.abs(drawn[:4] - BG).max() <= 1
+    assert np.abs(drawn[4:] - tint(CRIMSON)).max() <= 1

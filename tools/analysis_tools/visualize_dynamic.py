@@ -110,15 +110,18 @@ def build_model(cfg, checkpoint: Optional[str], device: str):
     return model.to(device).eval()
 
 
-def dynamic_maps(model) -> Dict[str, torch.Tensor]:
-    """``<module name>/<key>`` -> ``Tensor[B, h, w]`` of every dynamic module's last maps."""
+def dynamic_maps(model, styles: bool = False) -> Dict[str, torch.Tensor]:
+    """``<module name>/<key>`` -> ``Tensor[B, h, w]`` of every dynamic module's last maps;
+    with ``styles`` the values are ``(map, stride, binary)`` (the module's
+    ``decision_map_style``: where the cells sit on the input and the kind of map)."""
     from mmdyn.models.utils.dynamic import find_dynamic_modules
     dyn = {id(m) for m in find_dynamic_modules(model)}
     out = {}
     for name, m in model.named_modules():
         if id(m) in dyn:
+            style = getattr(m, 'decision_map_style', lambda key: (None, None))
             for k, v in (getattr(m, 'last_maps', None) or {}).items():
-                out[f'{name}/{k}' if name else k] = v
+                out[f'{name}/{k}' if name else k] = (v, *style(k)) if styles else v
     return out
 
 
@@ -167,8 +170,9 @@ def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, vi
             else:
                 model(*data, mode='predict')
         input_shape = tuple(data['inputs'].shape[-2:])
-        maps = {k: map_to_image(v[0], input_shape, image.shape[:2])
-                for k, v in dynamic_maps(model).items()}
+        recorded = dynamic_maps(model, styles=True)
+        maps = {k: map_to_image(v[0], input_shape, image.shape[:2], stride)
+                for k, (v, stride, _) in recorded.items()}
         if not maps:
             from mmdyn.utils.cli import ToolError
             raise ToolError('the model recorded no decision maps (it has no dynamic module, '
@@ -179,7 +183,8 @@ def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, vi
             name, i = f'{stem}_{i}', i + 1
         used.add(name)
         out_file = osp.join(out_dir, f'{name}.png')
-        visualizer.add_datasample(name, image, maps=maps, out_file=out_file)
+        visualizer.add_datasample(name, image, maps=maps, out_file=out_file,
+                                  binary={k: b for k, (_, _, b) in recorded.items()})
         written.append(out_file)
     return written
 

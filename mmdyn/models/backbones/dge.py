@@ -755,6 +755,18 @@ class _DGEHostMixin(DynamicModuleMixin):
             return []
         return [m for m in self.modules() if isinstance(m, DynamicGrainedEncoder)]
 
+    def decision_map_style(self, key: str) -> Tuple[Optional[int], Optional[bool]]:
+        """The patch side each region of layer ``key`` chose (``stage{i}.block{j}`` of a PVT
+        host, ``block{j}`` of a ViT): one cell per region of ``region_size`` tokens (the
+        layer's token stride times it), one per image with ``layer_wise``."""
+        if self.layer_wise:
+            return None, False
+        if key.startswith('stage'):
+            stride = self.stage_strides[int(key[len('stage'):].split('.')[0])]
+        else:
+            stride = self.patch_size
+        return stride * self.region_size, False
+
     OVERRIDE_KEYS = ('fractions', 'choice')
     REMOVED_ARGUMENTS = removed_override_arguments(forced_fractions='fractions')
 

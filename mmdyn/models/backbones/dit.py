@@ -620,6 +620,13 @@ class DiT(DynamicModuleMixin, BaseModule):
             raise ValueError(f'unexpected keys {unexpected}')
 
     # ------------------------------------------------------------------ shapes / costs
+    def decision_map_style(self, key: str) -> Tuple[Optional[int], Optional[bool]]:
+        """Row gates ``row_i_j``: one cell per token of scale ``i`` (stride ``4 * 2 ** i``);
+        column gates ``col_i_j``: one per image. Both 0/1."""
+        if key.startswith('row_'):
+            return 4 * 2 ** int(key.split('_')[1]), True
+        return None, True
+
     def scale_shapes(self, img_shape: Sequence[int]) -> List[Tuple[int, int]]:
         hw = self.stem.out_shape(tuple(img_shape))
         shapes = [tuple(hw)]

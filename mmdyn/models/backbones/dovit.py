@@ -485,6 +485,10 @@ class DoViT(DynamicModuleMixin, ViT):
         edges = torch.tensor(CONF_LEVEL_EDGES, dtype=conf.dtype, device=conf.device)
         return torch.bucketize(conf, edges)
 
+    def decision_map_style(self, key: str) -> Tuple[Optional[int], Optional[bool]]:
+        """One cell per patch; ``keep_k`` 0/1, ``conf_k`` confidence levels."""
+        return self.patch_size, key.startswith('keep_')
+
     OVERRIDE_KEYS = ('keep_ratios', )
     REMOVED_ARGUMENTS = removed_override_arguments(forced_keep_ratios='keep_ratios')
 

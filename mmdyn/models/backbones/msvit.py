@@ -481,6 +481,10 @@ class MSViT(DynamicModuleMixin, ViT):
             x = F.pad(x, (0, pw - w, 0, ph - h))
         return x
 
+    def decision_map_style(self, key: str) -> Tuple[Optional[int], Optional[bool]]:
+        """``fine``: one 0/1 cell per coarse region."""
+        return self.coarse_size, True
+
     OVERRIDE_KEYS = ('fine_ratio', 'fine_map')
     REMOVED_ARGUMENTS = removed_override_arguments(force_fine='fine_ratio')
 

@@ -229,6 +229,7 @@ class PVT(BaseModule):
         dpr = drop_path_rates(drop_path_rate, sum(self.depths))
         cur = 0
         self.stages = ModuleList()
+        self.stage_strides = []  # input pixels per token side after each stage
         c_in = self.in_channels
         stride = 1
         for i in range(self.num_stages):
@@ -236,6 +237,7 @@ class PVT(BaseModule):
             stage, stride = self._build_stage(i, c_in, stride, dpr[cur:cur + self.depths[i]],
                                               block_kw, patch_norm_cfg, drop_rate, with_norm)
             self.stages.append(stage)
+            self.stage_strides.append(stride)
             cur += self.depths[i]
             c_in = self.embed_dims[i]
 

@@ -874,6 +874,10 @@ class DVTClassifier(DynamicModuleMixin, BaseClassifier):
         image_hw(img_shape)  # a wrong-length shape is still an error
         return int(sum(self.exit_flops()))
 
+    def decision_map_style(self, key: str) -> Tuple[Optional[int], Optional[bool]]:
+        """``exit``: the exit each image took (one cell per image, a choice)."""
+        return None, False
+
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: torch.Tensor, data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor'):

@@ -109,6 +109,14 @@ class DynamicModuleMixin:
     def decision_override(self, spec: Optional[dict]) -> None:
         self.set_decision_override(spec)
 
+    def decision_map_style(self, key: str) -> Tuple[Optional[int], Optional[bool]]:
+        """``(stride, binary)`` of ``last_maps[key]`` for drawing it: the input pixels one map
+        cell covers (cell ``j`` covers pixels ``[j * stride, (j + 1) * stride)`` from the
+        top-left; ``None``: unknown, or a map that covers the whole input) and whether it is a
+        0/1 map (kept / fine tokens: ``True``), a map of choices (``False``) or unknown
+        (``None``). Methods override it; see :func:`mmdyn.visualization.map_to_image`."""
+        return None, None
+
     #: the keys :meth:`set_decision_override` accepts; empty: the module takes no override
     OVERRIDE_KEYS: Tuple[str, ...] = ()
 

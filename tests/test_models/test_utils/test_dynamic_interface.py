@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmdyn.models.backbones import DGEPVT, PVT, DiT, DoViT, MSViT, PVTv2, T2TViT, ViT
+from mmdyn.models.backbones import (DGEPVT, PVT, DGEViT, DiT, DoViT, MSViT, PVTv2, T2TViT,
+                                   ViT)
 from mmdyn.models.classifiers import DVTClassifier
 from mmdyn.models.utils.dynamic import (BLOCK_TABLE_KEYS, DynamicModuleMixin, full_compute,
                                         image_hw)
@@ -143,3 +144,37 @@ def test_static_flops_honours_the_shape():
     assert t2t.static_flops((224, 224)) == t2t.static_flops()
     with pytest.raises(ValueError, match='224x224 images only'):
         t2t.static_flops((64, 64))
+
+
+def _grid(size, stride):
+    return {-(-size // stride), size // stride}
+
+
+@pytest.mark.parametrize('build', [
+    *[lambda f=f: f()[0] for f in METHODS.values()],
+    lambda: DGEViT(arch=TINY_VIT, img_size=64, patch_size=8, granularities=(1, 2),
+                   region_size=2),
+    lambda: DGEPVT(arch=dict(TINY_PVT), drop_path_rate=0., layer_wise=True),
+])
+def test_decision_map_style_is_where_the_cells_sit(build, one_thread):
+    """Every recorded decision map's declared stride is its grid on an input no stride
+    divides (cell ``j`` of stride ``s`` covers pixels ``[j s, (j + 1) s)``: an ``h x w`` map
+    is the ceil or floor grid of the input; a map of one cell per image has no stride); a map
+    declared 0/1 holds only 0 and 1."""
+    m = build()
+    m.init_weights()
+    m.eval()
+    shape = (70, 90) if not isinstance(m, DVTClassifier) else (40, 52)
+    with torch.no_grad():
+        (m.early_exit if isinstance(m, DVTClassifier) else m)(torch.randn(2, 3, *shape))
+    assert m.last_maps
+    for key, v in m.last_maps.items():
+        stride, binary = m.decision_map_style(key)
+        assert binary in (True, False), key
+        h, w = v.shape[1:]
+        if stride is None:
+            assert (h, w) == (1, 1), key
+        else:
+            assert h in _grid(shape[0], stride) and w in _grid(shape[1], stride), (key, stride)
+        if binary:
+            assert set(v.unique().tolist()) <= {0, 1}, key
