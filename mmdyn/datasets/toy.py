@@ -188,6 +188,8 @@ def _write(path: str, img: np.ndarray, jpeg: bool = False) -> None:
 def _splits(num: int, num_val: Optional[int]) -> Dict[str, int]:
     if num < 1:
         raise ValueError(f'--num must be >= 1, got {num}')
+    if num_val is not None and num_val < 1:
+        raise ValueError(f'--num-val must be >= 1, got {num_val}')
     return {'train': num, 'val': max(2, num // 4) if num_val is None else num_val}
 
 
@@ -282,9 +284,16 @@ _MAKERS = dict(ade20k=make_ade20k, cityscapes=make_cityscapes, coco=make_coco,
 
 def make_toy_dataset(layout: str, out: str, num: int = 20, size: Optional[Tuple[int, int]] = None,
                      seed: int = 0, num_val: Optional[int] = None) -> Dict[str, int]:
-    """Write a generated data set in ``layout`` under ``out``; returns images per split."""
+    """Write a generated data set in ``layout`` under ``out`` (a new or empty folder: the data
+    sets read every image of their folders, so one written over another would hold the other's
+    images too); returns images per split."""
     if layout not in _MAKERS:
         raise ValueError(f'unknown layout {layout!r}; choose one of {", ".join(LAYOUTS)}')
+    if osp.exists(out) and not osp.isdir(out):
+        raise ValueError(f'--out {out} is a file, not a folder')
+    if osp.isdir(out) and os.listdir(out):
+        raise ValueError(f'--out {out} is not empty: give a new or empty folder (a data set '
+                         'written over another would also hold its images)')
     size = tuple(size) if size is not None else DEFAULT_SIZES[layout]
     rng = np.random.default_rng(seed)
     return _MAKERS[layout](out, rng, size, num, num_val)

@@ -78,6 +78,27 @@ def test_bad_arguments(tmp_path):
         make_toy_dataset('ade20k', str(tmp_path), num=0)
     with pytest.raises(ValueError, match='at least 16x16'):
         make_toy_dataset('ade20k', str(tmp_path), num=1, size=(8, 8))
+    for bad in (0, -3):  # an empty val split is a meta/val.txt mmpretrain cannot read
+        with pytest.raises(ValueError, match='--num-val must be >= 1'):
+            make_toy_dataset('imagenet', str(tmp_path / 'v'), num=2, num_val=bad)
+    assert not (tmp_path / 'v').exists()
+
+
+def test_an_earlier_data_set_is_not_written_over(tmp_path):
+    """A second data set into the same folder would load the first one's images too (8 where
+    the tool said 3): refused; a file is no folder."""
+    out = tmp_path / 'ade'
+    assert make_toy_dataset('ade20k', str(out), num=8, num_val=2, size=(32, 32)) == dict(
+        train=8, val=2)
+    with pytest.raises(ValueError, match='is not empty'):
+        make_toy_dataset('ade20k', str(out), num=3, num_val=2, size=(32, 32))
+    assert len(list((out / 'images' / 'training').iterdir())) == 8
+    (tmp_path / 'f').write_text('x')
+    with pytest.raises(ValueError, match='is a file'):
+        make_toy_dataset('ade20k', str(tmp_path / 'f'))
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert make_toy_dataset('ade20k', str(empty), num=1, num_val=1, size=(32, 32))['train'] == 1
 
 
 def test_label_values_are_the_real_classes():
