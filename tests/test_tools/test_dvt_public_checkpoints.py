@@ -332,7 +332,8 @@ def test_mismatched_or_incomplete_checkpoints_are_errors(tmp_path):
     part = {k: v for k, v in sd.items() if not k.startswith('normal_token.')}
     with pytest.raises(ValueError, match='missing'):
         dvt_official_to_mmdyn({'model_state_dict': part}, 3)
-    with pytest.raises(ValueError, match='no converted exit'):
+    # fewer exits than the file has: the last exit's reuse modules would read another exit
+    with pytest.raises(ValueError, match='has 3 exits .*keeping 2 would not be its model'):
         dvt_official_to_mmdyn({'model_state_dict': sd}, 2)
     # a checkpoint of another architecture: missing / unexpected keys, not a warning
     src = tmp_path / 'noreuse.pth'
@@ -340,6 +341,21 @@ def test_mismatched_or_incomplete_checkpoints_are_errors(tmp_path):
     torch.save({'model_state_dict': no_rel}, src)
     with pytest.raises(ValueError, match='missing keys'):
         tiny_model('t2t', init=src)
+
+
+def test_fewer_exits_than_the_file_is_one_line(tool, tmp_path, capsys, monkeypatch):
+    """``t2t2mmdyn.py --dvt-exits 2`` on a 3-exit public file: exit status 2 and one line (not
+    a traceback, not a model whose last exit reads features it was not trained on)."""
+    shapes = public_shapes('t2t', 16, 2, 2, 2, (2, 3, 4), 10, token_dims=8)
+    src = tmp_path / 'dvt3.pth.tar'
+    torch.save(dict(model_state_dict=random_checkpoint(shapes, 't2t')), src)
+    monkeypatch.delenv('MMDYN_DEBUG', raising=False)
+    with pytest.raises(SystemExit) as e:
+        tool.main([str(src), str(tmp_path / 'out.pth'), '--dvt-exits', '2'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1
+    assert err.startswith('t2t2mmdyn.py: error: the DVT checkpoint has 3 exits')
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_released_thresholds(tool, tmp_path):

@@ -13,7 +13,8 @@ SRC, detected from the keys:
   :func:`mmdyn.models.classifiers.dvt.dvt_official_to_mmdyn` (every tensor used but the T2T
   exits' fixed sinusoidal position tables; anything unrecognised is an error). DST holds
   ``exits.k.*`` keys for the matching ``mmdyn.DVTClassifier`` config (``--dvt-exits``, if given,
-  must be 2 or 3: 2 keeps the first and the last exit). ``--thresholds-out`` writes the
+  must be the checkpoint's number of exits, 3 for the released files: a model without the
+  middle exit would not be the authors'). ``--thresholds-out`` writes the
   checkpoint's confidence thresholds of budget level ``--budget-level P`` (1..59, its
   ``dynamic_threshold[P - 1]``) as the JSON the DVT configs read (``model.thresholds_file``),
   see :func:`mmdyn.models.classifiers.dvt.official_thresholds`;
@@ -72,7 +73,7 @@ def main(argv=None):
     parser.add_argument('dst', help='output checkpoint')
     parser.add_argument('--dvt-exits', type=int, default=0,
                         help='T2T-ViT source: write a K-exit DVT state dict instead of a static '
-                        'classifier; public DVT source: keep K exits (2 or 3; default all)')
+                        'classifier; public DVT source: its number of exits (default: all)')
     parser.add_argument('--ema', action='store_true', help='use state_dict_ema if present')
     parser.add_argument('--thresholds-out', help='public DVT source: write the thresholds of '
                         '--budget-level to this JSON (a DVT config\'s thresholds_file)')

@@ -567,8 +567,10 @@ def dvt_official_to_mmdyn(ckpt, num_exits: Optional[int] = None) -> Dict[str, to
     ``norm``, ``head``, per block ``feature_resuse_mlp`` (LN + Mlp, exits 2 and 3) and per exit
     ``relation_reuse_conv`` (two 1x1 convs, exits 2 and 3).
 
-    ``num_exits``: the exits present by default; 2 takes ``less_less_token`` and
-    ``normal_token``. Every source tensor is used except the T2T exits' fixed sinusoidal
+    ``num_exits``: the exits present (default); a 2-exit checkpoint holds ``less_less_token``
+    and ``normal_token``. Fewer exits than the checkpoint has are refused: its last exit's
+    reuse modules were trained on the features of the exit before it, so dropping that exit
+    would not give the authors' model (none was released with 2 exits). Every source tensor is used except the T2T exits' fixed sinusoidal
     ``pos_embed`` (mmdyn's is the same table, a buffer); anything else left over is an error.
     A checkpoint already in mmdyn's layout is returned unchanged (tensors only).
     """
@@ -579,14 +581,19 @@ def dvt_official_to_mmdyn(ckpt, num_exits: Optional[int] = None) -> Dict[str, to
     if num_exits is None:
         num_exits = len(present)
     if num_exits not in (2, 3):
-        raise ValueError(f'the public checkpoints have 2 or 3 exits, not {num_exits}')
+        raise UserValueError(f'the public checkpoints have 2 or 3 exits, not {num_exits}')
+    if num_exits < len(present):
+        raise UserValueError(
+            f'the DVT checkpoint has {len(present)} exits ({", ".join(present)}); keeping '
+            f'{num_exits} would not be its model (an exit\'s reuse modules were trained on the '
+            'exit before it): convert all of them')
     names = OFFICIAL_EXIT_NAMES if num_exits == 3 else \
         (OFFICIAL_EXIT_NAMES[0], OFFICIAL_EXIT_NAMES[2])
     missing = [n for n in names if n not in present]
     left = sorted(k for k in sd if k.split('.', 1)[0] not in names)
     if missing or left:
-        raise ValueError(f'DVT checkpoint: {num_exits} exits need the modules {names}; missing '
-                         f'{missing}, keys of no converted exit: {left[:8]}')
+        raise UserValueError(f'DVT checkpoint: {num_exits} exits need the modules {names}; '
+                             f'missing {missing}, keys of no converted exit: {left[:8]}')
     out = {}
     for k, name in enumerate(names):
         sub = {key[len(name) + 1:]: v for key, v in sd.items() if key.startswith(name + '.')}
