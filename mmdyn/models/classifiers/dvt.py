@@ -570,8 +570,9 @@ def dvt_official_to_mmdyn(ckpt, num_exits: Optional[int] = None) -> Dict[str, to
     ``num_exits``: the exits present (default); a 2-exit checkpoint holds ``less_less_token``
     and ``normal_token``. Fewer exits than the checkpoint has are refused: its last exit's
     reuse modules were trained on the features of the exit before it, so dropping that exit
-    would not give the authors' model (none was released with 2 exits). Every source tensor is used except the T2T exits' fixed sinusoidal
-    ``pos_embed`` (mmdyn's is the same table, a buffer); anything else left over is an error.
+    would not give the authors' model (none was released with 2 exits). Every source tensor
+    is used except the T2T exits' fixed sinusoidal ``pos_embed`` (mmdyn's is the same table,
+    a buffer); anything else left over is an error.
     A checkpoint already in mmdyn's layout is returned unchanged (tensors only).
     """
     sd = _dvt_state_dict(ckpt)
