@@ -750,6 +750,14 @@ class _DGEHostMixin(DynamicModuleMixin):
     def budget(self) -> float:
         return self.budget_loss.target
 
+    def _freeze_gates(self, layers) -> None:
+        """The gates of frozen layers are frozen with them: eval mode (the deterministic eval
+        rule, no Gumbel noise) and no gradient."""
+        for enc in layers:
+            enc.eval()
+            for p in enc.parameters():
+                p.requires_grad = False
+
     def dge_layers(self) -> List[DynamicGrainedEncoder]:
         if not self.dge_enabled:
             return []
@@ -1063,10 +1071,17 @@ class DGEPVT(_DGEHostMixin, PVT):
             self.dge = ModuleList([
                 ModuleList(layers[i] if i in dge_stages else []) for i in range(self.num_stages)
             ])
+            self._freeze_stages()  # the gates of frozen stages too
         self.set_decision_override(decision_override)
 
     def init_weights(self):
         self._init_host_and_gates(pvt_to_mmdyn)
+
+    def _freeze_stages(self):
+        super()._freeze_stages()
+        if getattr(self, 'dge', None) is not None:
+            self._freeze_gates(m for i in range(min(self.frozen_stages + 1, self.num_stages))
+                               for m in self.dge[i])
 
     def static_flops(self, img_shape: Sequence[int] = (224, 224)) -> int:
         """MACs of the static PVT host (every token a query, no gate)."""
@@ -1141,10 +1156,16 @@ class DGEViT(_DGEHostMixin, ViT):
                                 budget_head_flops)
         if layers is not None:
             self.dge = ModuleList(layers[0])
+            self._freeze()  # the gates of frozen blocks too
         self.set_decision_override(decision_override)
 
     def init_weights(self):
         self._init_host_and_gates(vit_to_mmdyn)
+
+    def _freeze(self):
+        super()._freeze()
+        if getattr(self, 'dge', None) is not None and self.frozen_stages > 0:
+            self._freeze_gates(self.dge[:self.frozen_stages])
 
     _authors_attention = 'deit'
 

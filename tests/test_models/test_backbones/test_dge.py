@@ -858,3 +858,38 @@ def test_realised_flops_match_ops_that_ran():
     assert set(grains.tolist()) == {1, 2, 4}  # every granularity ran somewhere
     assert 0 < float(m.last_stats['kept_ratio']) < 1
     assert fc.get_total_flops() == 2 * m.last_flops.item()
+
+
+@pytest.mark.parametrize('build, frozen', [
+    (lambda: DGEPVT(arch=dict(TINY_PVT), frozen_stages=1, drop_path_rate=0.),
+     ('stage0.block0', 'stage1.block0', 'stage1.block1')),
+    (lambda: DGEViT(arch=dict(TINY_VIT), img_size=64, frozen_stages=2, drop_path_rate=0.),
+     ('block0', 'block1')),
+])
+def test_frozen_stages_freeze_their_gates(build, frozen):
+    """The gates of frozen stages are frozen with them (OpenMMLab's ``frozen_stages``: eval
+    mode, no gradient): in training their decisions are the eval rule's (no Gumbel noise), the
+    same in every training forward; the other gates still sample and train."""
+    model = randomize_gates(build())
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        model.eval()
+        model(x)
+        eval_maps = dict(model.last_maps)
+        model.train()
+        for seed in range(3):
+            torch.manual_seed(seed)
+            model(x)
+            for key in frozen:
+                assert torch.equal(model.last_maps[key], eval_maps[key]), (seed, key)
+    layers = model.dge_layers()
+    frozen_layers = [m for m in layers if not m.training]
+    assert len(frozen_layers) == len(frozen)
+    assert all(not p.requires_grad for m in frozen_layers for p in m.parameters())
+    assert all(p.requires_grad for m in layers if m.training for p in m.parameters())
+    torch.manual_seed(0)
+    out = model(x)
+    sum(o.float().sum() for o in out).backward()
+    assert all(p.grad is None for m in frozen_layers for p in m.parameters())
+    assert all(m.gate.proj.weight.grad is not None for m in layers if m.training)
