@@ -295,6 +295,28 @@ def backbone_static_flops(backbone: nn.Module, img_shape: Sequence[int]
     return int(total), breakdown
 
 
+def _is_record(name: str) -> bool:
+    """Whether a dynamic module's attribute is a record of its last forward."""
+    return name.startswith(('last_', '_last_')) or name in ('expected_cost', 'aux_losses')
+
+
+@contextlib.contextmanager
+def kept_records(backbone: nn.Module):
+    """Run a forward for a count (static figures) without touching what the dynamic modules
+    recorded of the last real forward: every ``last_*`` / ``_last_*`` attribute, the expected
+    cost and the losses are as they were after the block."""
+    saved = [(m, {k: v for k, v in vars(m).items() if _is_record(k)})
+             for m in find_dynamic_modules(backbone)]
+    try:
+        yield
+    finally:
+        for m, rec in saved:
+            for k in [k for k in vars(m) if _is_record(k) and k not in rec]:
+                delattr(m, k)
+            for k, v in rec.items():
+                m.__dict__[k] = v
+
+
 def _meta_forward(backbone: nn.Module, shape: Tuple[int, ...]) -> Optional[Any]:
     """Output shapes of the backbone from a forward on the meta device (nothing computed):
     the parameters are swapped for meta ones for the call. ``None`` when the backbone cannot run
@@ -303,22 +325,11 @@ def _meta_forward(backbone: nn.Module, shape: Tuple[int, ...]) -> Optional[Any]:
     state = {n: torch.empty_like(t, device='meta')
              for n, t in list(backbone.named_parameters()) + list(backbone.named_buffers())}
     x = torch.zeros(shape, device='meta')
-    # a dynamic module records its (meta) figures while running: keep its real records
-    keys = ('last_flops', 'last_stats', 'expected_cost', 'last_maps')
-    saved = [(m, {k: getattr(m, k) for k in keys if hasattr(m, k)})
-             for m in find_dynamic_modules(backbone)]
     try:
-        with _quiet(), torch.no_grad(), full_compute(backbone):
+        with _quiet(), torch.no_grad(), full_compute(backbone), kept_records(backbone):
             out = functional_call(backbone, state, (x, ), strict=False)
     except Exception:  # noqa: BLE001 - any failure means: run it for real instead
         return None
-    finally:
-        for m, rec in saved:
-            for k in keys:
-                if k in rec:
-                    setattr(m, k, rec[k])
-                elif hasattr(m, k):
-                    delattr(m, k)
     flat, spec = tree_flatten(out)
     if not all(isinstance(t, torch.Tensor) and t.device.type == 'meta' for t in flat):
         return None
@@ -389,7 +400,7 @@ def _traced_backbone_flops(backbone: nn.Module, img_shape, device, dyn_mods,
     not count to ``unsupported``."""
     x = torch.zeros((1, _in_channels(backbone)) + img_shape, device=device)
     ctx = full_compute(backbone) if dyn_mods else contextlib.nullcontext()
-    with ctx:
+    with ctx, kept_records(backbone):
         total, by_mod, uns = traced_flops(backbone, (x, ))
     unsupported.update(uns)
     b_static = total
@@ -441,7 +452,7 @@ def _rest_of_model(model: nn.Module, backbone: nn.Module, feats, inputs, data_sa
             stand_in = torch.empty(shape, device='meta')
         else:
             x = torch.zeros(shape, device=device)
-            with torch.no_grad(), full_compute(backbone):
+            with torch.no_grad(), full_compute(backbone), kept_records(backbone):
                 feats = backbone(x)
             stand_in = x
         try:

@@ -358,6 +358,29 @@ def test_fewer_exits_than_the_file_is_one_line(tool, tmp_path, capsys, monkeypat
     assert not (tmp_path / 'out.pth').exists()
 
 
+@pytest.mark.parametrize('args, msg', [
+    (['--dvt-exits', '1'], '--dvt-exits must be >= 2'),
+    (['--dvt-exits', '-1'], '--dvt-exits must be >= 2'),
+    (['--thresholds-out', 'th.json'], '--thresholds-out needs --budget-level'),
+    (['--budget-level', '5'], '--budget-level is read only with --thresholds-out'),
+    (['--thresholds-out', 'th.json', '--budget-level', '60'], 'budget level must be in 1..59'),
+])
+def test_bad_arguments_write_nothing(tool, tmp_path, capsys, monkeypatch, args, msg):
+    """Each bad option of t2t2mmdyn.py: exit status 2 and one line, before any file is
+    written (an empty or 1-exit checkpoint, or a checkpoint without its thresholds)."""
+    shapes = public_shapes('t2t', 16, 2, 2, 2, (2, 3, 4), 10, token_dims=8)
+    src = tmp_path / 'dvt3.pth.tar'
+    torch.save(dict(model_state_dict=random_checkpoint(shapes, 't2t'),
+                    dynamic_threshold=torch.zeros(59, 3)), src)
+    monkeypatch.delenv('MMDYN_DEBUG', raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        tool.main([str(src), 'out.pth', *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and msg in err.splitlines()[-1], err
+    assert not (tmp_path / 'out.pth').exists() and not (tmp_path / 'th.json').exists()
+
+
 def test_released_thresholds(tool, tmp_path):
     """dynamic_threshold[level - 1] of a public file -> our thresholds: T > 1 (the public
     "none found", 1e8) is 1.0 (nobody stops), T = 1.0 the largest float below 1 (admits a

@@ -481,3 +481,26 @@ def test_init_task_heads_initialises_the_heads_only():
     for k, v in kept.items():
         assert torch.equal(model.state_dict()[k], v), k
     assert not [r for r in records if 'torch.Size' in r.getMessage()]
+
+
+@pytest.mark.parametrize('config', ['fpn_dge-pvt-tiny_toy-ade20k.py',
+                                    'fpn_dit-tiny_toy-ade20k.py'])
+def test_static_count_keeps_the_records_of_the_last_forward(config):
+    """Static figures at another size (the backbone run on meta tensors) leave every record of
+    the last real forward as it was: its block table, FLOPs, stats and maps."""
+    from mmdyn.analysis.complexity import build_model_from_cfg, generated_batch, load_config
+    model = build_model_from_cfg(load_config(osp.join(REPO, 'configs', '_tiny_', config)))
+    bb = model.backbone
+    x, samples = generated_batch(model, (64, 64), 2)
+    with torch.no_grad():
+        model(x, samples, mode='tensor')
+    table = bb.block_table()
+    records = {k: v for k, v in vars(bb).items() if k.startswith(('last_', '_last_'))}
+    model_complexity(model, img_shape=(96, 128))
+    same = lambda a, b: a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))  # noqa
+    after = bb.block_table()
+    assert len(after) == len(table)
+    assert all(r.keys() == q.keys() and all(same(r[k], q[k]) for k in r)
+               for r, q in zip(after, table))
+    for k, v in records.items():
+        assert getattr(bb, k) is v, k

@@ -34,8 +34,9 @@ def randomize(model, seed=0, std=0.2):
     return model
 
 
-def _to_official_v2(sd):
-    """mmdyn PVTv2 keys -> whai362 keys (test-side inverse, written independently)."""
+def _to_official(sd, head=True):
+    """mmdyn PVT v1 / v2 keys -> whai362 keys (test-side inverse, written independently); a
+    v1 ``pos_embed4`` gets the unused position 0 of whai362's detection / segmentation PVT."""
     out = {}
     for k, v in sd.items():
         parts = k.split('.')
@@ -45,18 +46,21 @@ def _to_official_v2(sd):
                 parts[4]] = v
         elif parts[2] == 'norm':
             out[f'norm{s}.{parts[3]}'] = v
+        elif parts[2] == 'pos_embed':
+            out[f'pos_embed{s}'] = torch.cat([torch.randn(1, 1, 32), v], 1) if s == 4 else v
         else:
             rest = '.'.join(parts[4:]).replace('ffn.dwconv.', 'mlp.dwconv.dwconv.').replace(
                 'ffn.', 'mlp.')
             out[f'block{s}.{parts[3]}.{rest}'] = v
-    out['head.weight'] = torch.randn(10, 32)
-    out['head.bias'] = torch.randn(10)
+    if head:
+        out['head.weight'] = torch.randn(10, 32)
+        out['head.bias'] = torch.randn(10)
     return out
 
 
 def test_pvt2mmdyn_cli_on_official_checkpoint(run_tool, tmp_path):
     src_model = randomize(PVTv2(arch=dict(PVT_TINY)))
-    official = _to_official_v2(src_model.state_dict())
+    official = _to_official(src_model.state_dict())
     assert detect_pvt_layout(official) == 'official'
     src, dst = tmp_path / 'pvt_v2_official.pth', tmp_path / 'out' / 'pvt_v2_mmdyn.pth'
     torch.save(official, src)
@@ -205,3 +209,47 @@ def test_vit2mmdyn_classifier_from_mmpretrain_classifier(tmp_path, capsys):
         tool('vit2mmdyn').main([src, dst, '--classifier'])
     assert e.value.code == 2
     assert 'head.layers.pre_logits' in capsys.readouterr().err
+
+
+def test_pvt2mmdyn_on_official_pvt_v1_detection_checkpoint(tmp_path):
+    """whai362's detection / segmentation PVT v1 keeps an unused position 0 in ``pos_embed4``
+    (``num_patches + 1`` positions, no cls token; its forward reads ``[:, 1:]``): converted to
+    the last stage's grid, the outputs of the source model."""
+    src_model = randomize(PVT(arch=dict(PVT_TINY), pretrain_img_size=64))
+    det = _to_official(src_model.state_dict(), head=False)
+    assert det['pos_embed4'].shape[1] == 5
+    src, dst = str(tmp_path / 'pvt_small_det.pth'), str(tmp_path / 'pvt_mmdyn.pth')
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in det.items()}}, src)
+    tool('pvt2mmdyn').main([src, dst])
+    model = PVT(arch=dict(PVT_TINY), pretrain_img_size=64).eval()
+    model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(src_model(x), model(x)):
+            assert torch.equal(a, b)
+
+
+def test_vit2mmdyn_on_mmseg_pre_norm_and_mmpretrain_distilled_deit(tmp_path):
+    """mmseg's pre-norm (``ln_pre``) is the host's ``pre_norm`` (the same outputs);
+    mmpretrain's distilled DeiT loses its distillation token and position, as timm's does."""
+    from mmpretrain.models.backbones import DistilledVisionTransformer
+    from mmseg.models.backbones import VisionTransformer
+    ref = randomize(VisionTransformer(img_size=32, patch_size=8, embed_dims=16, num_layers=2,
+                                      num_heads=2, mlp_ratio=2, final_norm=True,
+                                      pre_norm=True, norm_cfg=dict(type='LN', eps=1e-6)))
+    assert 'ln_pre.weight' in ref.state_dict()
+    model = ViT(arch=dict(VIT_TINY), img_size=32, patch_size=8, pre_norm=True,
+                patch_bias=False).eval()
+    model.load_state_dict(vit_to_mmdyn(ref.state_dict()), strict=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ref(x)[0], model(x)[0], atol=1e-5)
+    deit = randomize(DistilledVisionTransformer(
+        arch=dict(embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32),
+        img_size=32, patch_size=8))
+    sd = deit.state_dict()
+    conv = vit_to_mmdyn(sd)
+    assert 'dist_token' not in conv
+    assert torch.equal(conv['pos_embed'], torch.cat([sd['pos_embed'][:, :1],
+                                                     sd['pos_embed'][:, 2:]], 1))
+    ViT(arch=dict(VIT_TINY), img_size=32, patch_size=8).load_state_dict(conv, strict=True)

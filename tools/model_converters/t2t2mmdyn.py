@@ -80,6 +80,13 @@ def main(argv=None):
     parser.add_argument('--budget-level', type=int, default=None,
                         help='budget level 1..59 of the public checkpoint\'s dynamic_threshold')
     args = parser.parse_args(argv)
+    if args.dvt_exits and args.dvt_exits < 2:
+        parser.error(f'--dvt-exits must be >= 2 (a DVT model has 2 exits or more), got '
+                     f'{args.dvt_exits}')
+    if args.thresholds_out and args.budget_level is None:
+        parser.error('--thresholds-out needs --budget-level')
+    if args.budget_level is not None and not args.thresholds_out:
+        parser.error('--budget-level is read only with --thresholds-out')
     from mmdyn.utils.cli import friendly_errors
     with friendly_errors('t2t2mmdyn.py'):  # one line for a bad SRC
         ckpt = load_checkpoint_file(args.src)
@@ -90,12 +97,12 @@ def main(argv=None):
                 parser.error('--thresholds-out needs a public DVT checkpoint')
             layout = detect_t2t_layout(unwrap_state_dict(ckpt, use_ema=args.ema))
         sd = convert(ckpt, args.dvt_exits, args.ema)
+        th = None
+        if args.thresholds_out:  # checked before anything is written
+            num_exits = len({k.split('.')[1] for k in sd if k.startswith('exits.')})
+            th = official_thresholds(ckpt, args.budget_level, num_exits)
         save_converted(sd, args.dst, layout, args.src)
     if args.thresholds_out:
-        if args.budget_level is None:
-            parser.error('--thresholds-out needs --budget-level')
-        num_exits = len({k.split('.')[1] for k in sd if k.startswith('exits.')})
-        th = official_thresholds(ckpt, args.budget_level, num_exits)
         if osp.dirname(args.thresholds_out):
             os.makedirs(osp.dirname(args.thresholds_out), exist_ok=True)
         res = dict(thresholds=th, budget_level=args.budget_level, source=args.src)

@@ -28,6 +28,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmdyn.registry import MODELS
 from mmdyn.utils.arguments import check_arguments
 from mmdyn.utils.checkpoint import unwrap_state_dict
+from mmdyn.utils.errors import UserValueError
 from ..layers.transformer_blocks import ViTBlock, drop_path_rates, layer_cfg_at
 from ..utils.dynamic import image_hw
 
@@ -295,7 +296,7 @@ class T2TViT(BaseModule):
     def static_flops(self, img_shape: Optional[Sequence[int]] = None) -> int:
         """MACs for the one input size the model takes, ``img_size`` (also when ``None``)."""
         if img_shape is not None and image_hw(img_shape) != (self.img_size, self.img_size):
-            raise ValueError(f'T2TViT takes {self.img_size}x{self.img_size} images only, '
+            raise UserValueError(f'T2TViT takes {self.img_size}x{self.img_size} images only, '
                              f'got img_shape={tuple(img_shape)}')
         n = self.grids[2] ** 2 + 1
         return self.tokenizer_flops() + int(sum(blk.flops(n) for blk in self.blocks))

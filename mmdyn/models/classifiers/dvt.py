@@ -614,7 +614,7 @@ def official_thresholds(ckpt, level: int, num_exits: int = 3) -> List[float]:
         raise KeyError('the checkpoint holds no dynamic_threshold (the public DVT files do)')
     table = torch.as_tensor(table, dtype=torch.float64)
     if not 1 <= level <= table.shape[0]:
-        raise ValueError(f'budget level must be in 1..{table.shape[0]}, got {level}')
+        raise UserValueError(f'budget level must be in 1..{table.shape[0]}, got {level}')
     row = table[level - 1].tolist()
     if num_exits == 2:
         row = [row[0], row[-1]]

@@ -216,6 +216,10 @@ _MMDET_PVT_RENAMES = (
 )
 
 
+def _is_square(n: int) -> bool:
+    return n > 0 and round(n ** 0.5) ** 2 == n
+
+
 def _pvt_official(sd: StateDict) -> StateDict:
     out = OrderedDict()
     stages = sorted({int(m.group(1)) for k in sd for m in [re.match(r'patch_embed(\d+)\.', k)]
@@ -246,6 +250,8 @@ def _pvt_official(sd: StateDict) -> StateDict:
             if s == last and has_cls:
                 out['cls_pos_embed'] = v[:, :1]  # the cls position of PVT v1's last stage
                 v = v[:, 1:]
+            elif s == last and _is_square(v.shape[1] - 1) and not _is_square(v.shape[1]):
+                v = v[:, 1:]  # whai362's detection / segmentation PVT v1: an unused position 0
             out[f'stages.{s - 1}.pos_embed'] = v
             continue
         m = re.match(r'block(\d+)\.(\d+)\.(.*)', k)
@@ -363,7 +369,7 @@ def _vit_timm(sd: StateDict) -> StateDict:
             if rest == 'attn.qkv.bias':
                 continue
             if rest.startswith(('ls1.', 'ls2.')):  # DeiT-III / timm LayerScale
-                raise ValueError(f'layer-scale checkpoints are not supported ({k})')
+                raise UserValueError(f'layer-scale checkpoints are not supported ({k})')
             out[pre + rest.replace('mlp.', 'ffn.')] = v
             continue
         if k.startswith('patch_embed.proj.'):
@@ -378,9 +384,12 @@ def _vit_timm(sd: StateDict) -> StateDict:
 
 def _vit_mm(sd: StateDict, layout: str) -> StateDict:
     out = OrderedDict()
+    has_dist = 'dist_token' in sd  # mmpretrain's DistilledVisionTransformer (DeiT)
     for k, v in sd.items():
-        if k.startswith(('head', 'neck')):
+        if k.startswith(('head', 'neck')) or k == 'dist_token':
             continue
+        if k == 'pos_embed' and has_dist:
+            v = torch.cat([v[:, :1], v[:, 2:]], dim=1)  # drop the distillation position
         m = re.match(r'layers\.(\d+)\.(.*)', k)
         if m:
             pre, rest = f'blocks.{m.group(1)}.', m.group(2)
@@ -392,7 +401,7 @@ def _vit_mm(sd: StateDict, layout: str) -> StateDict:
             if rest in ('attn.attn.in_proj_bias', 'attn.qkv.bias'):
                 continue
             if rest.startswith(('attn.gamma', 'ffn.gamma')):
-                raise ValueError(f'layer-scale checkpoints are not supported ({k})')
+                raise UserValueError(f'layer-scale checkpoints are not supported ({k})')
             rest = rest.replace('attn.attn.out_proj.', 'attn.proj.')
             rest = rest.replace('ln1.', 'norm1.').replace('ln2.', 'norm2.')
             rest = rest.replace('ffn.layers.0.0.', 'ffn.fc1.').replace('ffn.layers.1.', 'ffn.fc2.')
@@ -401,8 +410,8 @@ def _vit_mm(sd: StateDict, layout: str) -> StateDict:
         if k.startswith('ln1.'):
             out['norm.' + k[4:]] = v
             continue
-        if k.startswith('ln0.'):
-            out['pre_norm.' + k[4:]] = v
+        if k.startswith(('ln0.', 'ln_pre.')):  # mmseg's pre-norm (``pre_ln``)
+            out['pre_norm.' + k.split('.', 1)[1]] = v
             continue
         out[k] = v
     return out
