@@ -29,6 +29,15 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=256),
     dict(type='PackInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+# vtpack's ImageNet trainer (main.py, configs/standard/*.sh): no gradient clipping (mmpretrain's
+# DeiT-S recipe clips at 5.0), repeated augmentation (each image 3 times per epoch, on by
+# default there) and 5 warm-up epochs (its default; the DGE and DPVT scripts pass 20)
+optim_wrapper = dict(clip_grad=None)
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline),
+                        sampler=dict(type='RepeatAugSampler', num_repeats=3, shuffle=True))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5)]

@@ -20,3 +20,7 @@ custom_hooks = [dict(type='mmdyn.DynamicStatsHook')]
 val_evaluator = [dict(type='Accuracy', topk=(1, 5)), dict(type='mmdyn.ComplexityMetric')]
 test_evaluator = val_evaluator
 find_unused_parameters = True
+# 20 warm-up epochs, as vtpack's DGE and DPVT scripts (--warmup-epochs 20)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=20, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20)]

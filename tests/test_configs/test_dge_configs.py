@@ -207,6 +207,47 @@ def test_deit_stochastic_depth_is_the_authors(name):
     assert load('../baselines/deit-small_4xb256_in1k.py').model.backbone.drop_path_rate == 0.0
 
 
+@pytest.mark.parametrize('name, warmup', [
+    ('deit-s_4xb256_in1k-256px.py', 5), ('pvt-s_4xb256_in1k-256px.py', 5),
+    ('pvt-m_4xb256_in1k-256px.py', 5), ('dpvt-s_4xb256_in1k-256px.py', 20),
+    ('dpvt-m_4xb256_in1k-256px.py', 20), ('dge-deit-s_4xb256_in1k-256px.py', 20),
+    ('dge-pvt-s_4xb256_in1k-256px.py', 20), ('dge-pvt-t_4xb256_in1k-256px.py', 20),
+    ('dge-dpvt-s_4xb256_in1k-256px.py', 20)])
+def test_imagenet_trainer_is_vtpacks(name, warmup):
+    """vtpack's main.py and configs/{dge,standard}/*.sh: no gradient clipping, repeated
+    augmentation (3 repeats), 20 warm-up epochs for the DGE and DPVT scripts and its default 5
+    for the static DeiT / PVT ones, a cosine from there to 1e-5."""
+    cfg = load(name)
+    assert cfg.optim_wrapper.get('clip_grad') is None
+    sampler = cfg.train_dataloader.sampler
+    assert sampler.type == 'RepeatAugSampler' and sampler.num_repeats == 3 and sampler.shuffle
+    warm, cos = cfg.param_scheduler
+    assert warm.type == 'LinearLR' and warm.end == warmup and warm.start_factor == 1e-3
+    assert cos.type == 'CosineAnnealingLR' and cos.begin == warmup and cos.eta_min == 1e-5
+
+
+@pytest.mark.parametrize('name', ['dge-pvt-s_4xb256_in1k-256px.py',
+                                  'dge-dpvt-s_4xb256_in1k-256px.py',
+                                  'dge-deit-s_4xb256_in1k-256px.py'])
+def test_imagenet_weight_decay_is_vtpacks(name):
+    """Weight decay of every parameter as vtpack's optimizer gives it (timm: none on 1-D
+    tensors and on the model's no_weight_decay names: PVT ``cls_token``, DPVT none, DeiT
+    ``cls_token`` and ``pos_embed``): position embeddings decay in the PVT / DPVT families."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = load(name)
+    model = build(cfg)
+    groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    decay = {id(p): g['weight_decay'] for g in groups for p in g['params']}
+    vit = 'deit' in name
+    exempt = ('backbone.cls_token', 'backbone.pos_embed') if vit else ('backbone.cls_token', )
+    seen = 0
+    for n, p in model.named_parameters():
+        want = 0.0 if p.ndim == 1 or n.endswith('.bias') or n in exempt else 0.05
+        assert decay[id(p)] == pytest.approx(want), n
+        seen += 'pos_embed' in n and want > 0
+    assert seen >= (0 if vit else 4)
+
+
 @pytest.mark.parametrize('name', IN1K_RUN)
 def test_imagenet_forward_and_step(name):
     cfg = load(name)
