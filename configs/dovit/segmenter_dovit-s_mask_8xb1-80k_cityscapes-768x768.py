@@ -1,14 +1,14 @@
 # DoViT-S (xi = 0.985) in Segmenter on Cityscapes, 768x768, 80k iterations, 8 GPUs x 1 image
 # (Table 1): ./segmenter_dovit-b_mask_8xb1-80k_cityscapes-768x768.py on the small host,
-# distilled from ./segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768.py.
+# distilled from ./segmenter_vit-s_mask_8xb2-80k_cityscapes-768x768.py.
 _base_ = './segmenter_dovit-b_mask_8xb1-80k_cityscapes-768x768.py'
 xi = 0.985
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_small_p16_384_20220308-410f6037.pth'  # noqa
 model = dict(
     backbone=dict(arch='vit-s', init_cfg=dict(checkpoint=checkpoint)),
     decode_head=dict(in_channels=384, channels=384, embed_dims=384, num_heads=6))
-teacher_cfg = '{{fileDirname}}/segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768.py'
-teacher_ckpt = 'work_dirs/segmenter_vit-s_mask_8xb1-80k_cityscapes-768x768/iter_80000.pth'
+teacher_cfg = '{{fileDirname}}/segmenter_vit-s_mask_8xb2-80k_cityscapes-768x768.py'
+teacher_ckpt = 'work_dirs/segmenter_vit-s_mask_8xb2-80k_cityscapes-768x768/iter_80000.pth'
 # the parent's hooks, with the distillation hook pointed at this config's teacher
 custom_hooks = [
     dict(hook, teacher_cfg=teacher_cfg, teacher_checkpoint=teacher_ckpt)

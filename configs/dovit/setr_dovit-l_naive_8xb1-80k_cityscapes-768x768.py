@@ -8,7 +8,7 @@ model = dict(
         arch=dict(_delete_=True, embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
         out_indices=(9, 14, 19, 23),
         decision_layers=(6, 12, 18),
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_large_p16_384.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint=_base_.mmseg_vit_large)),
     decode_head=dict(in_channels=1024))
 teacher_cfg = '{{fileDirname}}/setr_vit-l_naive_8xb1-80k_cityscapes-768x768.py'
 teacher_ckpt = 'work_dirs/setr_vit-l_naive_8xb1-80k_cityscapes-768x768/iter_80000.pth'

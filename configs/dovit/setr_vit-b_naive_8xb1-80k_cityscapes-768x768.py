@@ -14,7 +14,7 @@ norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(size=crop_size)
 setr_aux_head = dict(
     type='SETRUPHead', in_channels=768, channels=256, num_classes=num_classes,
-    dropout_ratio=0, norm_cfg=norm_cfg, num_convs=2, up_scale=4, kernel_size=1,
+    dropout_ratio=0, norm_cfg=norm_cfg, num_convs=1, up_scale=4, kernel_size=1,
     align_corners=False,
     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
 model = dict(

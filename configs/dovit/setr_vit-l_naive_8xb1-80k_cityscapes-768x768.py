@@ -7,6 +7,6 @@ model = dict(
     backbone=dict(
         arch=dict(_delete_=True, embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4),
         out_indices=(9, 14, 19, 23),
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_large_p16_384.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint=_base_.mmseg_vit_large)),
     decode_head=dict(in_channels=1024),
     auxiliary_head=[dict(setr_aux_head, in_index=i) for i in range(3)])

@@ -5,6 +5,7 @@ import copy
 import functools
 import glob
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ DIR = osp.join(REPO, 'configs', 'dovit')
 
 # DoViT config -> (static baseline, xi, arch, classes, decision layers)
 CS = '8xb1-80k_cityscapes-768x768.py'
+CS2 = '8xb2-80k_cityscapes-768x768.py'  # the static teachers the authors train at 2 per GPU
 L_ARCH = dict(embed_dims=1024, depth=24, num_heads=16, mlp_ratio=4)
 ADE_SETR_XI = (0.96, 0.955, 0.95)  # the authors' ADE20K SETR-S/B configs
 DOVIT = {
@@ -32,15 +34,15 @@ DOVIT = {
     'setr_dodeit-b_naive_8xb2-160k_ade20k-512x512.py':
     ('setr_deit-b_naive_8xb2-160k_ade20k-512x512.py', 0.96, 'deit-b', 150, (2, 5, 8)),
     'setr_dovit-b_naive_' + CS: ('setr_vit-b_naive_' + CS, 0.985, 'vit-b', 19, (2, 5, 8)),
-    'setr_dovit-s_naive_' + CS: ('setr_vit-s_naive_' + CS, 0.985, 'vit-s', 19, (2, 5, 8)),
+    'setr_dovit-s_naive_' + CS: ('setr_vit-s_naive_' + CS2, 0.985, 'vit-s', 19, (2, 5, 8)),
     'setr_dodeit-b_naive_' + CS: ('setr_deit-b_naive_' + CS, 0.985, 'deit-b', 19, (2, 5, 8)),
     'setr_dovit-l_naive_' + CS: ('setr_vit-l_naive_' + CS, 0.985, L_ARCH, 19, (6, 12, 18)),
-    'segmenter_dovit-b_mask_' + CS: ('segmenter_vit-b_mask_' + CS, 0.985, 'vit-b', 19,
+    'segmenter_dovit-b_mask_' + CS: ('segmenter_vit-b_mask_' + CS2, 0.985, 'vit-b', 19,
                                      (2, 5, 8)),
     'setr_dodeit-s_naive_' + CS: ('setr_deit-s_naive_' + CS, 0.985, 'deit-s', 19, (2, 5, 8)),
-    'segmenter_dovit-s_mask_' + CS: ('segmenter_vit-s_mask_' + CS, 0.985, 'vit-s', 19,
+    'segmenter_dovit-s_mask_' + CS: ('segmenter_vit-s_mask_' + CS2, 0.985, 'vit-s', 19,
                                      (2, 5, 8)),
-    'segmenter_dovit-l_mask_' + CS: ('segmenter_vit-l_mask_' + CS, 0.985, L_ARCH, 19,
+    'segmenter_dovit-l_mask_' + CS: ('segmenter_vit-l_mask_' + CS2, 0.985, L_ARCH, 19,
                                      (6, 12, 18)),
 }
 # What the authors' configs (FLHonker/DoViT-code, local_configs/) set, config by config:
@@ -399,7 +401,7 @@ def test_benchmark_config_forces_the_kept_ratio(name):
 def test_segmenter_cityscapes_heads_follow_mmseg(size):
     """The Segmenter ViT-S / ViT-L mask transformers are mmseg's Segmenter ViT-S / ViT-L heads
     (width, heads, layers), and the hosts match mmseg's backbones."""
-    ours = load(f'segmenter_vit-{size}_mask_' + CS).model
+    ours = load(f'segmenter_vit-{size}_mask_' + CS2).model
     import mmseg
     ref = Config.fromfile(osp.join(
         osp.dirname(mmseg.__file__), '.mim', 'configs', 'segmenter',
@@ -464,3 +466,26 @@ def test_ade20k_setr_decoder_is_the_authors_naive_head(name):
     for aux in cfg.model.get('auxiliary_head') or []:
         assert (aux.num_convs, aux.kernel_size, aux.up_scale) == (1, 1, 4)
         assert aux.loss_decode.loss_weight == 0.4
+
+
+@pytest.mark.parametrize('name', sorted(osp.basename(p) for p in glob.glob(osp.join(DIR, '*.py'))))
+def test_name_gives_the_images_per_gpu(name):
+    """``8xbN`` in a name is the training batch per GPU (the authors' static Segmenter ViT-S/B/L
+    and SETR ViT-S Cityscapes teachers train at 2 per GPU, whatever their names say; every
+    DoViT student at the batch of its name)."""
+    m = re.search(r'_(\d+)xb(\d+)-', name)
+    assert m, name
+    assert load(name).train_dataloader.batch_size == int(m.group(2)), name
+
+
+@pytest.mark.parametrize('size', ['s', 'b', 'l'])
+def test_setr_cityscapes_teachers_are_the_authors(size):
+    """The authors' SETR Cityscapes teachers: three one-conv auxiliary heads (mmseg 0.x's
+    ``setr_naive.py``), the host from mmseg's ViT/16-384 checkpoint."""
+    name = f'setr_vit-{size}_naive_' + (CS2 if size == 's' else CS)
+    model = load(name).model
+    assert len(model.auxiliary_head) == 3
+    assert all(h.num_convs == 1 for h in model.auxiliary_head)
+    ckpt = model.backbone.init_cfg.checkpoint
+    assert ckpt.startswith('https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/'
+                           f'segmenter/vit_{dict(s="small", b="base", l="large")[size]}_p16_384')

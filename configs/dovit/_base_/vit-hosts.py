@@ -4,6 +4,10 @@
 # model bases already hold `model` and mmengine refuses a key defined by two bases. A config
 # takes one with `dict(_base_.<name>, img_size=crop_size, ...)`; `_delete_` drops mmseg's ViT
 # settings.
+# mmseg's ViT/16-384 checkpoints (the ones the DoViT authors' SETR and Segmenter configs load)
+mmseg_vit_small = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_small_p16_384_20220308-410f6037.pth'  # noqa
+mmseg_vit_base = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_base_p16_384_20220308-96dfe169.pth'  # noqa
+mmseg_vit_large = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_large_p16_384_20220308-d4efb41d.pth'  # noqa
 setr_vit_b_host = dict(
     _delete_=True,
     type='mmdyn.ViT',
@@ -13,7 +17,7 @@ setr_vit_b_host = dict(
     final_norm=False,
     drop_rate=0.,
     interpolate_mode='bilinear',
-    init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_base_p16_384.pth'))
+    init_cfg=dict(type='Pretrained', checkpoint=mmseg_vit_base))
 # Segmenter's: the last block's output, final norm, stochastic depth 0.1 (arch and checkpoint
 # are the config's)
 segmenter_vit_host = dict(
@@ -27,7 +31,7 @@ segmenter_vit_host = dict(
 # Other SETR hosts: what changes from the ViT-B host (`model = dict(backbone={{_base_.<name>}})`;
 # the ViT-S host also needs 384-wide heads, which its config sets)
 setr_vit_s_host = dict(
-    arch='vit-s', init_cfg=dict(type='Pretrained', checkpoint='pretrain/vit_small_p16_384.pth'))
+    arch='vit-s', init_cfg=dict(type='Pretrained', checkpoint=mmseg_vit_small))
 setr_deit_s_host = dict(
     arch='deit-s',
     init_cfg=dict(
