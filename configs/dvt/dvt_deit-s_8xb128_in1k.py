@@ -67,3 +67,10 @@ custom_hooks = [
     dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL'),
 ]
 find_unused_parameters = True
+
+# The public code's schedule (timm's, main.py): linear warm-up over 20 epochs from lr 1e-6, a
+# cosine to 1e-5 at epoch 300, then 10 cool-down epochs at 1e-5 (its loop runs 310 epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=20, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=20, end=300)]
+train_cfg = dict(max_epochs=310)

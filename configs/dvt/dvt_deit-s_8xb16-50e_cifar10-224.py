@@ -34,7 +34,7 @@ model = dict(
     # the ImageNet DVT weights; the 1000-class heads do not match and are left out (mmengine
     # skips mismatched shapes with a warning)
     init_cfg=dict(type='Pretrained',
-                  checkpoint='work_dirs/dvt_deit-s_8xb128_in1k/epoch_300.pth'))
+                  checkpoint='work_dirs/dvt_deit-s_8xb128_in1k/epoch_310.pth'))
 
 train_pipeline = [
     dict(type='Resize', scale=224, interpolation='bicubic'),

@@ -21,7 +21,7 @@ model = dict(
     # the ImageNet DVT-T2T-ViT-12 (ours, or the public code's release: converted on load); the
     # 1000-class heads are skipped (shape mismatch)
     init_cfg=dict(type='Pretrained',
-                  checkpoint='work_dirs/dvt_t2t-vit-12_8xb128_in1k/epoch_300.pth'))
+                  checkpoint='work_dirs/dvt_t2t-vit-12_8xb128_in1k/epoch_310.pth'))
 
 train_pipeline = [
     dict(type='Resize', scale=224, interpolation='bilinear'),

@@ -5,4 +5,4 @@ _base_ = './dvt_t2t-vit-12_1xb64-60e_cifar100-224.py'
 model = dict(
     arch='t2t-vit-14',
     thresholds_file='work_dirs/dvt_t2t-vit-14_1xb64-60e_cifar100-224/thresholds.json',
-    init_cfg=dict(checkpoint='work_dirs/dvt_t2t-vit-14_8xb64_in1k/epoch_300.pth'))
+    init_cfg=dict(checkpoint='work_dirs/dvt_t2t-vit-14_8xb64_in1k/epoch_310.pth'))

@@ -79,14 +79,10 @@ def test_imagenet_recipe():
     assert m.backbone_cfg.drop_path_rate == 0.1
     assert m.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
     assert [a['type'] for a in m.train_cfg.augments] == ['Mixup', 'CutMix']
-    assert cfg.train_cfg.max_epochs == 300
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert cfg.optim_wrapper.optimizer.lr == 1e-3
     assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
     assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 1024
-    warm, cos = cfg.param_scheduler
-    assert warm.type == 'LinearLR' and warm.end == 20
-    assert cos.type == 'CosineAnnealingLR' and cos.eta_min == 1e-5
     ema = [h for h in cfg.custom_hooks if h['type'] == 'EMAHook']
     assert ema and ema[0]['momentum'] == pytest.approx(1 - 0.99996)
     two = load('dvt-2exit_deit-s_8xb128_in1k.py').model.exits
@@ -121,6 +117,21 @@ def test_cifar_recipe(name):
                                                             interpolation='bicubic')
     assert cfg.val_dataloader.dataset.pipeline[0]['scale'] == 224
     assert cfg.model.init_cfg.type == 'Pretrained'
+
+
+@pytest.mark.parametrize('name', IN1K + T2T + T2T_ABL)
+def test_imagenet_schedule_is_the_public_codes(name):
+    """timm's schedule of the public main.py: warm-up over 20 epochs from lr 1e-6, a cosine
+    to 1e-5 at epoch 300, 10 cool-down epochs at 1e-5 (310 epochs); AMP in the T2T commands."""
+    cfg = load(name)
+    assert cfg.train_cfg.max_epochs == 310
+    warm, cos = cfg.param_scheduler
+    assert warm.type == 'LinearLR' and warm.end == 20
+    assert warm.start_factor * cfg.optim_wrapper.optimizer.lr == pytest.approx(1e-6)
+    assert cos.type == 'CosineAnnealingLR' and (cos.begin, cos.end) == (20, 300)
+    assert cos.eta_min == 1e-5
+    amp = cfg.optim_wrapper.get('type') == 'AmpOptimWrapper'
+    assert amp == ('t2t' in name)
 
 
 def test_t2t_recipes():
@@ -189,7 +200,7 @@ def test_t2t_cifar_recipe(name):
         assert m.num_classes == n and m.arch == f't2t-vit-{depth}' and m.host == 't2t'
         assert m.loss == dict(type='CrossEntropyLoss', loss_weight=1.0)
         assert m.init_cfg.checkpoint == f'work_dirs/dvt_t2t-vit-{depth}_' + \
-            ('8xb128' if depth == 12 else '8xb64') + '_in1k/epoch_300.pth'
+            ('8xb128' if depth == 12 else '8xb64') + '_in1k/epoch_310.pth'
         assert 'feature_modules' in opt.paramwise_cfg.custom_keys
         with torch.device('meta'):
             model = MODELS.build(dict(m, thresholds_file=None, init_cfg=None))

@@ -139,9 +139,52 @@ def test_cli_from_config(tmp_path, toy_imagenet):
                                                      dict(type='PackInputs')]))
     """))
     saved = tmp_path / 'preds.npz'
-    assert tool.main([str(cfg), '--budget', '1e9', '--save-preds', str(saved)]) == 0
+    assert tool.main([str(cfg), '--split', 'val', '--budget', '1e9',
+                      '--save-preds', str(saved)]) == 0
     res = json.loads(out.read_text())
     d = np.load(saved)
     assert d['scores'].shape[:2] == (3, 4)
     np.testing.assert_allclose(d['scores'].sum(-1), 1, rtol=1e-5)
     assert len(res['thresholds']) == 2 and res['num_images'] == 4
+
+
+def test_calibration_images_are_training_images_cropped_and_flipped(tmp_path, toy_imagenet):
+    """The default calibration (the public code's): the training pipeline without its
+    RandAugment and random erasing, a seeded random subset of ``--num-images`` training images
+    (the same images for the same seed), not the reported val split."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'dvt', 'dvt_deit-s_8xb128_in1k.py'))
+    types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+    assert 'RandAugment' in types and 'RandomErasing' in types
+    assert [t['type'] for t in tool.calibration_pipeline(cfg.train_dataloader.dataset.pipeline)
+            ] == ['LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'PackInputs']
+    tiny = tmp_path / 'tiny_dvt.py'
+    tiny.write_text(textwrap.dedent(f"""
+        _base_ = '{osp.join(REPO, 'configs', 'dvt', 'dvt_deit-s_8xb128_in1k.py')}'
+        model = dict(arch=dict(_delete_=True, embed_dims=16, depth=1, num_heads=1,
+                               mlp_ratio=1),
+                     exits=[2, 3, 4], patch_size=8, num_classes=1000)
+        train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                                dataset=dict(data_root='{toy_imagenet}', data_prefix='train',
+                                             ann_file='meta/train.txt', split='',
+                                             pipeline=[dict(type='LoadImageFromFile'),
+                                                       dict(type='RandomResizedCrop', scale=32),
+                                                       dict(type='RandAugment',
+                                                            policies='timm_increasing',
+                                                            num_policies=2, total_level=10,
+                                                            magnitude_level=9),
+                                                       dict(type='PackInputs')]))
+        val_dataloader = dict(dataset=dict(data_root='/nonexistent'))
+    """))
+    labels = {}
+    for seed in (0, 0, 1):
+        preds = tmp_path / f'p{seed}.npz'
+        assert tool.main([str(tiny), '--budget', '1e9', '--num-images', '3', '--seed',
+                          str(seed), '--out', str(tmp_path / 'th.json'),
+                          '--save-preds', str(preds)]) == 0
+        d = np.load(preds)
+        assert d['scores'].shape[:2] == (3, 3)
+        labels.setdefault(seed, []).append(d['labels'].tolist())
+    assert labels[0][0] == labels[0][1]
+    train = [int(line.split()[1]) for line in open(osp.join(toy_imagenet, 'meta', 'train.txt'))]
+    assert all(label in train for label in labels[0][0] + labels[1][0])

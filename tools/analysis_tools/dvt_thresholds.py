@@ -16,8 +16,13 @@ the result is never worse than that baseline on the same data.
 Inputs, either
   * ``--preds file.npz`` with ``scores`` ``[K, N, C]`` (softmax per exit) and ``labels`` ``[N]``
     (or ``conf`` and ``correct`` ``[K, N]``) and ``exit_gflops`` ``[K]`` (each exit alone), or
-  * ``CONFIG [--checkpoint CKPT]``: runs the model with every exit on the config's validation
-    (or ``--split test``) data and collects the same (``--save-preds`` keeps them).
+  * ``CONFIG [--checkpoint CKPT]``: runs the model with every exit on calibration images and
+    collects the same (``--save-preds`` keeps them). By default (``--split calib``) as the
+    public code calibrates: a random subset (``--num-images``, default 50000, seeded) of the
+    config's *training* images with the training pipeline's crop and flip only (its RandAugment,
+    random erasing, colour jitter... dropped; batch Mixup / CutMix never run outside training),
+    so the thresholds are not tuned on the split the accuracy is reported on;
+    ``--split val|test|train`` reads that split's loader as the config defines it.
 
 Examples::
 
@@ -222,10 +227,38 @@ def load_preds(path: str) -> Dict:
     return dict(conf=conf, correct=correct, exit_gflops=np.asarray(d['exit_gflops'], float))
 
 
-def collect_from_config(config: str, checkpoint: Optional[str] = None, split: str = 'val',
-                        cfg_options: Optional[dict] = None, max_batches: Optional[int] = None
-                        ) -> Dict:
-    """Run the config's model with every exit on its ``split`` data; per-exit softmax outputs."""
+#: training-pipeline transforms the calibration images do without (the public code calibrates
+#: on training images with random-resized crops and flips only)
+CALIBRATION_DROPS = ('RandAugment', 'AutoAugment', 'RandomErasing', 'ColorJitter', 'Lighting',
+                     'GaussianBlur', 'RandomGrayscale', 'Solarize', 'Posterize', 'Cutout')
+
+
+def calibration_pipeline(train_pipeline: Sequence[dict]) -> List[dict]:
+    """The training pipeline without its photometric / erasing augmentations
+    (:data:`CALIBRATION_DROPS`): loading, crops, flips, resizes and packing stay."""
+    return [dict(t) for t in train_pipeline
+            if str(t.get('type', '')).split('.')[-1] not in CALIBRATION_DROPS]
+
+
+def _calibration_loader(cfg, seed: int) -> dict:
+    """The config's training loader on :func:`calibration_pipeline`, shuffled with ``seed``
+    (its first images are a random subset), no repeated augmentation."""
+    import copy
+    loader = copy.deepcopy(cfg.get('train_dataloader'))
+    if loader is None:
+        raise ValueError('the config has no train_dataloader to calibrate on (give --split val)')
+    loader.dataset.pipeline = calibration_pipeline(loader.dataset.get('pipeline', []))
+    loader.sampler = dict(type='DefaultSampler', shuffle=True, seed=seed)
+    loader.pop('batch_sampler', None)
+    return loader
+
+
+def collect_from_config(config: str, checkpoint: Optional[str] = None, split: str = 'calib',
+                        cfg_options: Optional[dict] = None, max_batches: Optional[int] = None,
+                        num_images: Optional[int] = None, seed: int = 0) -> Dict:
+    """Run the config's model with every exit on ``split`` images (``'calib'``: see the
+    module doc; at most ``num_images``, default 50000 for ``'calib'``); per-exit softmax
+    outputs."""
     import torch
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner, load_checkpoint
@@ -242,15 +275,23 @@ def collect_from_config(config: str, checkpoint: Optional[str] = None, split: st
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     model.eval()
-    loader = Runner.build_dataloader(cfg.get(f'{split}_dataloader'))
+    if split == 'calib':
+        loader = Runner.build_dataloader(_calibration_loader(cfg, seed), seed=seed)
+        num_images = 50000 if num_images is None else num_images
+    else:
+        loader = Runner.build_dataloader(cfg.get(f'{split}_dataloader'))
     scores, labels = [], []
     with torch.no_grad(), full_compute(model):
         for i, data in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
+            if num_images is not None and len(labels) >= num_images:
+                break
             for s in model.test_step(data):
                 scores.append(s.exit_scores.numpy())
                 labels.append(int(s.gt_label[0]))
+    if num_images is not None:
+        scores, labels = scores[:num_images], labels[:num_images]
     scores = np.stack(scores, axis=1)  # [K, N, C]
     labels = np.asarray(labels)
     return dict(conf=scores.max(-1), correct=scores.argmax(-1) == labels[None],
@@ -394,9 +435,15 @@ def plot_curves(rows: List[Dict], cum_flops, exit_acc, path: str) -> None:
 # ---------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='DVT thresholds for a FLOPs budget')
-    p.add_argument('config', nargs='?', help='DVT config (to run the model on held-out data)')
+    p.add_argument('config', nargs='?', help='DVT config (to run the model on calibration '
+                   'images)')
     p.add_argument('--checkpoint', help='checkpoint of the config\'s model')
-    p.add_argument('--split', default='val', choices=['val', 'test', 'train'])
+    p.add_argument('--split', default='calib', choices=['calib', 'val', 'test', 'train'],
+                   help='calib (default): a random subset of the training images, crop and '
+                   'flip only, as the public code; or a loader of the config')
+    p.add_argument('--num-images', type=int, default=None,
+                   help='at most this many images (default: 50000 with --split calib, all '
+                   'otherwise)')
     p.add_argument('--max-batches', type=int, default=None)
     p.add_argument('--preds', help='npz with per-exit predictions instead of a config')
     p.add_argument('--save-preds', help='write the collected per-exit predictions (npz)')
@@ -411,7 +458,8 @@ def parse_args(argv=None):
     p.add_argument('--shape', type=int, default=None, help='with --exit-shares: input side')
     p.add_argument('--device', default='cpu', help='with --exit-shares: cpu or cuda')
     p.add_argument('--seed', type=int, default=0,
-                   help='with --exit-shares and no --checkpoint: seed of the random weights')
+                   help='the calibration subset (--split calib); with --exit-shares and no '
+                   '--checkpoint: the random weights')
     p.add_argument('--save-checkpoint',
                    help='with --exit-shares: write the weights used (the random ones without '
                    '--checkpoint), for benchmark.py --checkpoint')
@@ -421,6 +469,8 @@ def parse_args(argv=None):
     p.add_argument('--cfg-options', nargs='+', default=None,
                    help='key=value overrides of the config (python literals)')
     args = p.parse_args(argv)
+    if args.num_images is not None and args.num_images < 1:
+        p.error(f'--num-images must be >= 1, got {args.num_images}')
     from mmdyn.utils.cli import check_output_path
     for option, path, exts in (('--out', args.out, ('.json', )),
                                ('--plot', args.plot, ('.png', '.jpg', '.pdf', '.svg')),
@@ -499,7 +549,8 @@ def _main(args) -> int:
         default_out = None
     else:
         data = collect_from_config(args.config, args.checkpoint, args.split,
-                                   _parse_options(args.cfg_options), args.max_batches)
+                                   _parse_options(args.cfg_options), args.max_batches,
+                                   args.num_images, args.seed)
         default_out = data.get('thresholds_file')
         if args.save_preds:
             np.savez(args.save_preds, scores=data['scores'], labels=data['labels'],
