@@ -364,6 +364,7 @@ def test_fewer_exits_than_the_file_is_one_line(tool, tmp_path, capsys, monkeypat
     (['--thresholds-out', 'th.json'], '--thresholds-out needs --budget-level'),
     (['--budget-level', '5'], '--budget-level is read only with --thresholds-out'),
     (['--thresholds-out', 'th.json', '--budget-level', '60'], 'budget level must be in 1..59'),
+    (['--ema'], '--ema: a public DVT checkpoint holds one set of weights'),
 ])
 def test_bad_arguments_write_nothing(tool, tmp_path, capsys, monkeypatch, args, msg):
     """Each bad option of t2t2mmdyn.py: exit status 2 and one line, before any file is

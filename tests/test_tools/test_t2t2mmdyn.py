@@ -265,6 +265,29 @@ def test_init_cfg_and_tool_static_classifier(tool, tmp_path):
         torch.testing.assert_close(clf(x, mode='tensor'), ref, atol=1e-5, rtol=1e-4)
 
 
+
+def test_ema_weights_or_a_clear_refusal(tool, tmp_path, capsys, monkeypatch):
+    """``--ema`` converts a timm checkpoint's ``state_dict_ema`` (not its ``state_dict``); on a
+    checkpoint without one it is one error line and no file (was: the plain weights, silently)."""
+    shapes = official_shapes(16, 2, 2, token_dims=8, num_classes=10, n_pos=17)
+    plain, ema = official_checkpoint(shapes, seed=3), official_checkpoint(shapes, seed=4)
+    src = tmp_path / 'timm.pth.tar'
+    torch.save({'state_dict': plain, 'state_dict_ema': ema}, src)
+    for flag, ref in (([], plain), (['--ema'], ema)):
+        dst = tmp_path / f'out{len(flag)}.pth'
+        assert tool.main([str(src), str(dst), *flag]) == 0
+        out = torch.load(dst, map_location='cpu', weights_only=False)['state_dict']
+        torch.testing.assert_close(out['head.layers.head.weight'], ref['head.weight'])
+        torch.testing.assert_close(out['backbone.cls_token'], ref['cls_token'])
+    src = tmp_path / 'no_ema.pth.tar'
+    torch.save({'state_dict': plain}, src)
+    monkeypatch.delenv('MMDYN_DEBUG', raising=False)
+    with pytest.raises(SystemExit) as e:
+        tool.main([str(src), str(tmp_path / 'x.pth'), '--ema'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'has no state_dict_ema' in err.splitlines()[-1], err
+    assert not (tmp_path / 'x.pth').exists()
+
 T2T_TINY_EXITS = [dict(grid=2, soft_split=(14, 8, 3)), dict(grid=4, soft_split=(7, 4, 2))]
 
 

@@ -20,7 +20,8 @@ SRC, detected from the keys:
   see :func:`mmdyn.models.classifiers.dvt.official_thresholds`;
 * a **T2T-ViT**: the public T2T-ViT code's (``tokens_to_token.attention1...``,
   ``blocks.N.attn.qkv``, ``cls_token``, ``pos_embed``, ``head``; Performer or transformer token
-  layers; ``--ema`` takes ``state_dict_ema`` of a timm training checkpoint), mmpretrain's
+  layers; ``--ema`` takes ``state_dict_ema`` of a timm training checkpoint, and is refused for a
+  checkpoint without one), mmpretrain's
   ``T2T_ViT`` (``tokens_to_token.attention1.ln1...``, ``encoder.N...``, with or without its
   classifier's ``backbone.`` / ``head.layers.head.`` keys) or mmdyn's ``T2TViT``. DST holds:
 
@@ -74,7 +75,9 @@ def main(argv=None):
     parser.add_argument('--dvt-exits', type=int, default=0,
                         help='T2T-ViT source: write a K-exit DVT state dict instead of a static '
                         'classifier; public DVT source: its number of exits (default: all)')
-    parser.add_argument('--ema', action='store_true', help='use state_dict_ema if present')
+    parser.add_argument('--ema', action='store_true',
+                        help='T2T-ViT source: convert its state_dict_ema (timm\'s EMA weights); '
+                        'an error when SRC has none')
     parser.add_argument('--thresholds-out', help='public DVT source: write the thresholds of '
                         '--budget-level to this JSON (a DVT config\'s thresholds_file)')
     parser.add_argument('--budget-level', type=int, default=None,
@@ -90,11 +93,18 @@ def main(argv=None):
     from mmdyn.utils.cli import friendly_errors
     with friendly_errors('t2t2mmdyn.py'):  # one line for a bad SRC
         ckpt = load_checkpoint_file(args.src)
+        has_ema = isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict_ema'), dict)
         if is_official_dvt(ckpt):
+            if args.ema:
+                parser.error('--ema: a public DVT checkpoint holds one set of weights '
+                             '(model_state_dict), no EMA')
             layout = 'dvt-official'
         else:
             if args.thresholds_out:
                 parser.error('--thresholds-out needs a public DVT checkpoint')
+            if args.ema and not has_ema:
+                parser.error(f'--ema: {args.src} has no state_dict_ema (keys: '
+                             f'{sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt)})')
             layout = detect_t2t_layout(unwrap_state_dict(ckpt, use_ema=args.ema))
         sd = convert(ckpt, args.dvt_exits, args.ema)
         th = None
