@@ -98,6 +98,9 @@ def test_compare_two_rows(tmp_path, capsys):
                        '0', '--mode', 'predict']) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert sum('predict' in ln for ln in lines) == 2
+    # the FLOPs of a predict row are the tensor-mode forward's, and the table says so
+    assert 'tensor-mode forward of the timed batch' in lines[-1]
+    assert [r['flops_of'] for r in out['rows']] == ['backbone', 'backbone']
 
 
 def test_flops_next_to_times(tmp_path, capsys, repo_root):

@@ -30,7 +30,9 @@ standard deviation over the ``R`` timed calls, in ms), mean and min, and the thr
 Next to the times, each row gives the FLOPs of what the timed call computed, per image (1 FLOP =
 1 multiply-add; the backbone only with ``--backbone-only``): the static count and, for dynamic
 models, the realised count of the timed batch (from the dynamic modules' records of one more,
-untimed call). With ``--compare`` the FLOPs ratio of the second row to the first, the ideal
+untimed call). With ``--mode predict`` the count is of the tensor-mode forward of the same batch
+(the ``flops_of`` field says so): post-processing (NMS, final RoI and mask heads, rescaling) is
+timed but not counted. With ``--compare`` the FLOPs ratio of the second row to the first, the ideal
 speed-up it implies (its inverse) and the efficiency ``speedup / ideal`` are printed as well:
 an efficiency of 1 means the time fell exactly as the FLOPs did.
 
@@ -150,6 +152,7 @@ def benchmark_config(config, args, checkpoint=None, options=None):
                compile=args.compile, compile_s=compile_s)
     row.update(latency_stats(times, args.batch))
     row.update(flops)
+    row['flops_of'] = 'backbone' if what == 'backbone' else 'tensor'
     return row
 
 
@@ -212,8 +215,13 @@ def format_text(out: dict) -> str:
         lines.append(f'GFLOPs per image of the second / the first: {out["flops_ratio"]:.3f} '
                      f'(ideal speedup {out["ideal_speedup"]:.3f}x); efficiency speedup / ideal: '
                      f'{out["efficiency"]:.3f}')
-    lines.append('GFLOPs: per image, of what the timed call computed (realised for dynamic '
-                 'models; 1 FLOP = 1 multiply-add)')
+    if any(r['timed'] == 'predict' for r in out['rows']):
+        lines.append('GFLOPs: per image, of the tensor-mode forward of the timed batch '
+                     '(post-processing timed, not counted; realised for dynamic models; '
+                     '1 FLOP = 1 multiply-add)')
+    else:
+        lines.append('GFLOPs: per image, of what the timed call computed (realised for '
+                     'dynamic models; 1 FLOP = 1 multiply-add)')
     return '\n'.join(lines)
 
 
