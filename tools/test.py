@@ -1,7 +1,11 @@
 """Test (evaluate) a checkpoint with an mmdet, mmseg, mmpretrain or mmdyn config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR]
-        [--cfg-options KEY=VALUE ...] [--allow-key-mismatch] [--launcher none|pytorch|slurm|mpi]
+        [--show-dynamic DIR] [--cfg-options KEY=VALUE ...] [--allow-key-mismatch] [--launcher none|pytorch|slurm|mpi]
+
+``--show-dynamic DIR`` draws every test image's token decisions (one panel per decision point
+of the dynamic backbone) into ``DIR/<image name>.png`` (:class:`mmdyn.engine.hooks.DecisionMapHook`;
+whole-image inference only: sliding windows keep the maps of the last window).
 
 A checkpoint whose weights do not fit the config's model (missing or unexpected keys, other
 shapes: a checkpoint of another config) is an error unless ``--allow-key-mismatch`` is given.
@@ -25,6 +29,8 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     p.add_argument('--out', help='dump the predictions to this pickle file')
     p.add_argument('--show-dir', help='draw every prediction into this directory')
+    p.add_argument('--show-dynamic', metavar='DIR',
+                   help='draw every test image\'s token decisions into this directory')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, KEY=VALUE')
     p.add_argument('--allow-key-mismatch', action='store_true',
@@ -88,6 +94,15 @@ def main(argv=None):
         if ckpt and not args.allow_key_mismatch:
             check_weights_match(model, ckpt, args.checkpoint,
                                 ' (another config? --allow-key-mismatch tests it anyway)')
+        if args.show_dynamic:
+            from mmdyn.models.utils.dynamic import find_dynamic_modules
+            if not find_dynamic_modules(model):
+                from mmdyn.utils.cli import ToolError
+                raise ToolError('--show-dynamic: the model has no dynamic module (a static '
+                                'config?), so there are no decisions to draw')
+            hooks = list(cfg.get('custom_hooks', None) or [])
+            cfg.custom_hooks = hooks + [dict(type='mmdyn.DecisionMapHook',
+                                             out_dir=osp.abspath(args.show_dynamic))]
         del model, ckpt
         # the parts the Runner builds late (data, evaluators, hooks): one line, before it starts
         check_runner_parts(cfg, splits=('test', ))

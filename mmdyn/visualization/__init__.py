@@ -1,3 +1,3 @@
-from .dynamic_visualizer import DynamicVisualizer, map_to_image
+from .dynamic_visualizer import DynamicVisualizer, collect_decision_maps, map_to_image
 
-__all__ = ['DynamicVisualizer', 'map_to_image']
+__all__ = ['DynamicVisualizer', 'collect_decision_maps', 'map_to_image']

@@ -72,6 +72,21 @@ def map_to_image(token_map, input_shape: Tuple[int, int],
     return m.round().long().numpy()
 
 
+def collect_decision_maps(model, styles: bool = False) -> Dict[str, torch.Tensor]:
+    """``<module name>/<key>`` -> ``Tensor[B, h, w]``: the ``last_maps`` of every dynamic module
+    of ``model`` (its last call). With ``styles`` the values are ``(map, stride, binary)``, the
+    module's ``decision_map_style`` (where the cells sit on the input, and the kind of map)."""
+    from mmdyn.models.utils.dynamic import find_dynamic_modules
+    dyn = {id(m) for m in find_dynamic_modules(model)}
+    out = {}
+    for name, m in model.named_modules():
+        if id(m) in dyn:
+            style = getattr(m, 'decision_map_style', lambda key: (None, None))
+            for k, v in (getattr(m, 'last_maps', None) or {}).items():
+                out[f'{name}/{k}' if name else k] = (v, *style(k)) if styles else v
+    return out
+
+
 @VISUALIZERS.register_module()
 class DynamicVisualizer(Visualizer):
     """Visualizer of token decisions (``last_maps`` of dynamic modules).

@@ -60,17 +60,28 @@ def trained(tmp_path_factory, repo_root, toy_ade20k, run_tool):
 
 
 @multiprocess
-def test_train_then_test(tmp_path, trained, run_tool):
+def test_train_then_test(tmp_path, trained, run_tool, load_tool, toy_ade20k):
     cfg, wd, r = trained
     ckpt = wd / 'iter_4.pth'
     assert ckpt.is_file()
     assert 'mIoU' in r.stdout + r.stderr  # validated with the real metric
     assert 'loss_budget' in r.stdout + r.stderr  # the dynamic backbone's budget loss trains
-    out, vis = tmp_path / 'preds.pkl', tmp_path / 'vis'
-    r = run_tool('test.py', cfg, ckpt, '--work-dir', wd, '--out', out, '--show-dir', vis)
+    out, vis, dyn = tmp_path / 'preds.pkl', tmp_path / 'vis', tmp_path / 'dyn'
+    r = run_tool('test.py', cfg, ckpt, '--work-dir', wd, '--out', out, '--show-dir', vis,
+                 '--show-dynamic', dyn)
     assert r.returncode == 0, r.stderr[-3000:]
     # every test image drawn, into that directory (the hook's own interval is 50)
     assert len(glob.glob(str(vis / '**' / '*.png'), recursive=True)) == 2
+    # every test image's decisions drawn, pixel for pixel as visualize_dynamic.py draws them
+    import mmcv
+    val_images = sorted(glob.glob(osp.join(toy_ade20k, 'images', 'validation', '*')))
+    drawn = sorted(glob.glob(str(dyn / '*.png')))
+    assert [osp.splitext(osp.basename(p))[0] for p in drawn] == \
+        [osp.splitext(osp.basename(p))[0] for p in val_images]
+    ref = load_tool('tools/analysis_tools/visualize_dynamic.py').main(
+        [cfg, str(ckpt), *val_images, '--out', str(tmp_path / 'ref'), '--device', 'cpu'])
+    for a, b in zip(drawn, sorted(ref)):
+        assert (mmcv.imread(a) == mmcv.imread(b)).all(), a
     assert 'mIoU' in r.stdout + r.stderr
     import re
     gflops = re.search(r'complexity/gflops: ([0-9.]+)', r.stdout + r.stderr)
@@ -217,6 +228,14 @@ def test_error_bad_tool_options(tmp_path, repo_root, toy_ade20k, tool_main, caps
                               '--allow-key-mismatch', '--cfg-options',
                               'default_hooks.visualization=None'),
                     'test.py: error: --show-dir needs a "visualization" entry')
+    static = tiny_config(tmp_path, repo_root, toy_ade20k, name='static.py', extra=(
+        "model = dict(backbone=dict(_delete_=True, type='mmdyn.PVT', arch=dict(embed_dims=[16, "
+        "32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 4], mlp_ratios=[4, 4, 4, 4], "
+        "sr_ratios=[8, 4, 2, 1])))\ncustom_hooks = []\n"))
+    _one_line_error(tool_main(capsys, 'test.py', static, ckpt, '--show-dynamic', tmp_path / 'd',
+                              '--allow-key-mismatch'),
+                    'test.py: error: --show-dynamic: the model has no dynamic module')
+    assert not (tmp_path / 'd').exists()
     _one_line_error(tool_main(capsys, 'train.py', cfg, '--auto-scale-lr', '--cfg-options',
                               'auto_scale_lr=None', '--work-dir', tmp_path / 'w'),
                     'train.py: error: --auto-scale-lr needs auto_scale_lr.base_batch_size')

@@ -111,18 +111,9 @@ def build_model(cfg, checkpoint: Optional[str], device: str):
 
 
 def dynamic_maps(model, styles: bool = False) -> Dict[str, torch.Tensor]:
-    """``<module name>/<key>`` -> ``Tensor[B, h, w]`` of every dynamic module's last maps;
-    with ``styles`` the values are ``(map, stride, binary)`` (the module's
-    ``decision_map_style``: where the cells sit on the input and the kind of map)."""
-    from mmdyn.models.utils.dynamic import find_dynamic_modules
-    dyn = {id(m) for m in find_dynamic_modules(model)}
-    out = {}
-    for name, m in model.named_modules():
-        if id(m) in dyn:
-            style = getattr(m, 'decision_map_style', lambda key: (None, None))
-            for k, v in (getattr(m, 'last_maps', None) or {}).items():
-                out[f'{name}/{k}' if name else k] = (v, *style(k)) if styles else v
-    return out
+    """:func:`mmdyn.visualization.collect_decision_maps` (kept here for the tool's users)."""
+    from mmdyn.visualization import collect_decision_maps
+    return collect_decision_maps(model, styles)
 
 
 def prepare(path: str, pipeline, img_scale=None, channel_order='bgr'):
