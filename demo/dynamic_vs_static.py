@@ -50,6 +50,8 @@ def parse_args(argv=None):
         p.error(f'--budgets must lie in (0, 1], got {args.budgets}')
     if args.threads < 1:
         p.error('--threads must be at least 1')
+    from mmdyn.utils.cli import check_output_path
+    check_output_path(p.prog, '--work-dir', args.work_dir, 'dir')
     return args
 
 

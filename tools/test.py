@@ -22,6 +22,10 @@ from mmengine.config import DictAction  # noqa: E402
 PROG = 'test.py'
 
 
+#: what ``--out`` writes with, per codebase (scope): the predictions only
+DUMPS = dict(mmdet='mmdet.DumpDetResults', mmseg='mmdyn.DumpPredictions')
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Test (and evaluate) a model')
     p.add_argument('config', help='test config file path')
@@ -39,6 +43,14 @@ def parse_args(argv=None):
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
+    from mmdyn.utils.cli import arg_error, check_output_path
+    if args.out:  # before the test runs, not after it
+        if not args.out.endswith(('.pkl', '.pickle')):
+            arg_error(PROG, '--out must be a .pkl or .pickle file')
+        check_output_path(PROG, '--out', args.out, 'file')
+    for option, value in (('--show-dir', args.show_dir), ('--show-dynamic', args.show_dynamic)):
+        if value:
+            check_output_path(PROG, option, value, 'dir')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -82,12 +94,16 @@ def main(argv=None):
     with friendly_errors(PROG):
         cfg = load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher
+        from mmdyn.utils.dist import check_launcher_env
+        check_launcher_env(args.launcher)
         if args.work_dir is not None:
             cfg.work_dir = args.work_dir
         elif cfg.get('work_dir', None) is None:
             cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
         ckpt = check_checkpoint(args.checkpoint)
-        cfg.load_from = args.checkpoint
+        from mmdyn.utils.checkpoint import loadable_checkpoint
+        # weights under 'model' / 'model_state_dict' / 'module' would load nothing
+        cfg.load_from = loadable_checkpoint(args.checkpoint, ckpt) if ckpt else args.checkpoint
         check_data_roots(cfg, ('test', ))
         # a bad value or argument of the model: one line, before the Runner logs the config
         model = build_model(cfg)
@@ -109,10 +125,10 @@ def main(argv=None):
         if args.show_dir:
             enable_drawing(cfg, args.show_dir)
         if args.out:
-            if not args.out.endswith(('.pkl', '.pickle')):
-                from mmdyn.utils.cli import ToolError
-                raise ToolError('--out must be a .pkl or .pickle file')
-            dump = dict(type='DumpResults', out_file_path=args.out)
+            # the codebase's dump: mmdet's encodes the masks and leaves out the ground truth,
+            # mmseg's samples go without their per-class logits and ground truth
+            dump = dict(type=DUMPS.get(cfg.get('default_scope'), 'DumpResults'),
+                        out_file_path=args.out)
             ev = cfg.test_evaluator
             cfg.test_evaluator = (list(ev) if isinstance(ev, (list, tuple)) else [ev]) + [dump]
 

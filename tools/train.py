@@ -58,6 +58,8 @@ def main(argv=None):
     with friendly_errors(PROG):
         cfg = load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher
+        from mmdyn.utils.dist import check_launcher_env
+        check_launcher_env(args.launcher)
         if args.work_dir is not None:
             cfg.work_dir = args.work_dir
         elif cfg.get('work_dir', None) is None:
@@ -90,7 +92,11 @@ def main(argv=None):
             cfg.resume = True
             cfg.load_from = resume_from = args.resume
         elif cfg.get('load_from'):
-            check_checkpoint(cfg.load_from)
+            ckpt = check_checkpoint(cfg.load_from)
+            if ckpt:  # weights under 'model' / 'model_state_dict' / 'module' would load nothing
+                from mmdyn.utils.checkpoint import loadable_checkpoint
+                cfg.load_from = loadable_checkpoint(cfg.load_from, ckpt)
+            del ckpt
 
         check_data_roots(cfg, ('train', 'val'))
         # a bad value or argument of the model: one line, before the Runner logs the config
@@ -103,6 +109,13 @@ def main(argv=None):
             if ckpt:
                 check_weights_match(model, ckpt, resume_from,
                                     '; was it written by another config?')
+            meta = ckpt.get('meta') if ckpt else None
+            if ckpt and not (isinstance(meta, dict) and 'epoch' in meta and 'iter' in meta
+                             and 'optimizer' in ckpt):
+                raise ToolError(f'checkpoint {resume_from} holds no training state to resume '
+                                '(meta.epoch, meta.iter, optimizer): weights only? To start '
+                                f'from its weights: --cfg-options load_from={resume_from}')
+            if ckpt:
                 check_optimizer_match(model, cfg, ckpt, resume_from)
             del ckpt
         del model

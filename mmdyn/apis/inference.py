@@ -86,9 +86,11 @@ def init_model(config: Union[str, Config], checkpoint: Optional[str] = None,
     cfg = _load(config, cfg_options)
     codebase = codebase_of(cfg)
     if checkpoint is not None:
-        from mmdyn.utils.checkpoint import _REMOTE, read_checkpoint
+        from mmdyn.utils.checkpoint import _REMOTE, loadable_checkpoint, read_checkpoint
         if not str(checkpoint).startswith(_REMOTE):
-            read_checkpoint(checkpoint)  # one line for a missing / unreadable file
+            # one line for a missing / unreadable file; weights kept under another key than
+            # 'state_dict' (or without 'meta', which mmseg's init_model reads) are rewrapped
+            checkpoint = loadable_checkpoint(checkpoint, read_checkpoint(checkpoint))
     with DefaultScope.overwrite_default_scope(codebase):
         if codebase == 'mmseg':
             from mmseg.apis import init_model as build

@@ -161,6 +161,51 @@ def unwrap_state_dict(ckpt, prefix: Optional[str] = None,
     return sd
 
 
+def weights_key(ckpt) -> Optional[str]:
+    """The key of ``ckpt`` its weights are under (the first of :data:`STATE_DICT_KEYS` that
+    maps to a dict), or None for a bare state dict."""
+    for key in STATE_DICT_KEYS:
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            return key
+    return None
+
+
+def loadable_checkpoint(path: str, ckpt: Optional[dict] = None) -> str:
+    """A checkpoint path that mmengine's ``load_checkpoint`` and the codebases' ``init_model``
+    read as ``ckpt``'s weights (``ckpt``: the file read with :func:`read_checkpoint`; read here
+    when not given).
+
+    mmengine loads ``ckpt['state_dict']`` when there is one and else the whole dict, so weights
+    kept under ``model`` (DeiT / timm), ``model_state_dict`` or ``module`` load nothing (only a
+    warning about unexpected keys); ``mmseg.apis.init_model`` needs a ``meta`` dict. ``path``
+    itself when the file holds ``state_dict`` and ``meta`` dicts (or is remote); else a
+    temporary file (removed when the process exits) with the weights as ``state_dict`` (a
+    ``module.`` prefix on every key removed) and the file's ``meta`` or an empty one."""
+    import atexit
+    import os
+    import tempfile
+    if str(path).startswith(_REMOTE):
+        return path
+    if ckpt is None:
+        ckpt = read_checkpoint(path)
+    key = weights_key(ckpt)
+    if key == 'state_dict' and isinstance(ckpt.get('meta'), dict):
+        return path
+    try:
+        sd = unwrap_state_dict(ckpt)
+    except TypeError:
+        return path  # no weights at all: the caller's checks name the problem
+    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    fd, tmp = tempfile.mkstemp(prefix='mmdyn_ckpt_', suffix='.pth')
+    os.close(fd)
+    atexit.register(lambda: os.path.exists(tmp) and os.remove(tmp))
+    torch.save({'state_dict': sd, 'meta': meta}, tmp)
+    from mmengine.logging import print_log
+    print_log(f'{path}: weights read from ' + (f"its '{key}' entry" if key else 'a bare state '
+              'dict') + ' (mmengine reads only \'state_dict\')', logger='current', level=20)
+    return tmp
+
+
 def state_dict_mismatch(model, state_dict: dict):
     """``(missing, unexpected, other_shape)`` key lists between a model and a state dict."""
     own = model.state_dict()

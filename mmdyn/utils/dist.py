@@ -68,6 +68,27 @@ def reduce_log_vars(log_vars: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor
     return out
 
 
+#: the environment each launcher's processes get from their starter (torchrun, srun, mpirun)
+LAUNCHER_ENV = dict(pytorch=('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                    slurm=('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+                    mpi=('OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_RANK',
+                         'OMPI_COMM_WORLD_SIZE'))
+LAUNCHER_STARTER = dict(pytorch='torchrun (tools/dist_train.sh, tools/dist_test.sh)',
+                        slurm='srun (tools/slurm_train.sh, tools/slurm_test.sh)', mpi='mpirun')
+
+
+def check_launcher_env(launcher: str, environ=None) -> None:
+    """One line (:class:`~mmdyn.utils.cli.ToolError`) when ``--launcher`` names a starter
+    that did not start this process (its variables are missing), instead of a ``KeyError``
+    deep in the process-group setup."""
+    env = os.environ if environ is None else environ
+    missing = [k for k in LAUNCHER_ENV.get(launcher, ()) if k not in env]
+    if missing:
+        from .cli import ToolError
+        raise ToolError(f'--launcher {launcher}: {", ".join(missing)} not set; start the '
+                        f'tool through {LAUNCHER_STARTER[launcher]}, or use --launcher none')
+
+
 def setup_cpu_distributed(cfg, launcher: str) -> bool:
     """Prepare ``cfg`` for a distributed run; return True if it is a CPU-only one.
 

@@ -129,6 +129,9 @@ def check_dataloaders(cfg, scope, splits) -> None:
         nw = loader.get('num_workers', 0)
         if isinstance(nw, bool) or not isinstance(nw, int) or nw < 0:
             raise ToolError(f'{name}.num_workers must be an integer >= 0, got {nw!r}')
+        if nw == 0 and loader.get('persistent_workers', False):
+            raise ToolError(f'{name}: persistent_workers=True needs num_workers > 0 (with '
+                            f'{name}.num_workers=0 add {name}.persistent_workers=False)')
         check_spec(DATA_SAMPLERS, scope, loader.get('sampler'), f'{name}.sampler',
                    skip=('type', 'dataset', 'seed'))
         _check_dataset(loader.get('dataset'), scope, f'{name}.dataset')

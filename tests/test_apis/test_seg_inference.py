@@ -98,3 +98,20 @@ def test_mmseg_inferencer(trained, photos):
     rec = dynamic_records(sample)
     assert rec['flops'] == pytest.approx(float(inferencer.model.backbone.last_flops.sum()))
     assert 0 < rec['stats']['kept_ratio'] <= 1
+
+
+@pytest.mark.parametrize('container', ['bare', 'model'])
+def test_mmdyn_init_model_reads_any_container(tmp_path, train_tiny, toy_ade20k, container):
+    """``mmdyn.apis.init_model`` on an mmseg config with a bare state dict (was: a KeyError
+    'meta' from mmseg's init_model) or weights under ``model`` (was: nothing loaded): the
+    checkpoint's weights, every one."""
+    from mmdyn.apis import init_model
+    cfg, ckpt = train_tiny(SEG[0], toy_ade20k)
+    sd = torch.load(ckpt, map_location='cpu')['state_dict']
+    path = tmp_path / 'w.pth'
+    torch.save(sd if container == 'bare' else {'model': sd}, path)
+    model = init_model(cfg, str(path), device='cpu')
+    own = model.state_dict()
+    assert set(sd) <= set(own)
+    for k, v in sd.items():
+        assert torch.equal(own[k], v), k

@@ -59,6 +59,18 @@ def test_bad_budget_is_one_line(capsys):
     assert '--budgets must lie in (0, 1]' in capsys.readouterr().err
 
 
+def test_work_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    """(was: a FileExistsError traceback after the data was generated)"""
+    demo = _load()
+    f = tmp_path / 'wd'
+    f.write_text('')
+    with pytest.raises(SystemExit) as e:
+        demo.main(['--work-dir', str(f)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count('\n') == 0
+    assert err.endswith(f'error: --work-dir {f} is a file, not a directory')
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     n = torch.get_num_threads()

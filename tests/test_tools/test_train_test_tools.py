@@ -91,6 +91,31 @@ def test_train_then_test(tmp_path, trained, run_tool, load_tool, toy_ade20k):
     with open(out, 'rb') as f:
         preds = pickle.load(f)
     assert len(preds) == 2 and 'pred_sem_seg' in preds[0]
+    # the predictions, not the per-class logits (150 x H x W floats an image) nor the labels
+    assert 'seg_logits' not in preds[0] and 'gt_sem_seg' not in preds[0]
+
+
+@multiprocess
+@pytest.mark.parametrize('container', ['model', 'bare'])
+def test_weights_under_any_key_are_the_ones_tested(tmp_path, trained, tool_log, container):
+    """A checkpoint keeping its weights under ``model`` (DeiT / timm) or as a bare state dict
+    is tested with those weights: the same predictions as the mmengine checkpoint (was, for
+    ``model``: mmengine's loader found no ``state_dict``, loaded nothing and the test ran on
+    random weights, with only an "unexpected key" warning)."""
+    import pickle
+    cfg, wd, _ = trained
+    ckpt = torch.load(wd / 'iter_4.pth', map_location='cpu')
+    path = tmp_path / f'{container}.pth'
+    torch.save({'model': ckpt['state_dict'], 'epoch': 4} if container == 'model'
+               else ckpt['state_dict'], path)
+    preds = {}
+    for name, c in (('ref', wd / 'iter_4.pth'), (container, path)):
+        log = tool_log('test.py', tmp_path / name, cfg, c, '--out', tmp_path / f'{name}.pkl')
+        assert 'unexpected key' not in log and 'missing keys' not in log, log[-2000:]
+        with open(tmp_path / f'{name}.pkl', 'rb') as f:
+            preds[name] = pickle.load(f)
+    for a, b in zip(preds['ref'], preds[container]):
+        assert torch.equal(a['pred_sem_seg']['data'], b['pred_sem_seg']['data'])
 
 
 def test_resume_continues_epoch_iteration_optimizer_and_scheduler(tmp_path, repo_root,
@@ -228,6 +253,19 @@ def test_error_bad_tool_options(tmp_path, repo_root, toy_ade20k, tool_main, caps
                               '--allow-key-mismatch', '--cfg-options',
                               'default_hooks.visualization=None'),
                     'test.py: error: --show-dir needs a "visualization" entry')
+    (tmp_path / 'dir.pkl').mkdir()
+    _one_line_error(tool_main(capsys, 'test.py', cfg, ckpt, '--out', tmp_path / 'dir.pkl'),
+                    'test.py: error: --out', 'is a directory, not a file')
+    from mmdyn.utils.cli import build_model, load_config
+    weights = tmp_path / 'weights.pth'  # the model's own weights, nothing to resume from
+    torch.save({'state_dict': build_model(load_config(cfg)).state_dict()}, weights)
+    _one_line_error(tool_main(capsys, 'train.py', cfg, '--resume', weights, '--work-dir',
+                              tmp_path / 'w'),
+                    'holds no training state to resume', f'load_from={weights}')
+    _one_line_error(tool_main(capsys, 'train.py', cfg, '--work-dir', tmp_path / 'w',
+                              '--cfg-options', 'train_dataloader.num_workers=0',
+                              'train_dataloader.persistent_workers=True'),
+                    'persistent_workers=True needs num_workers > 0')
     static = tiny_config(tmp_path, repo_root, toy_ade20k, name='static.py', extra=(
         "model = dict(backbone=dict(_delete_=True, type='mmdyn.PVT', arch=dict(embed_dims=[16, "
         "32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 4], mlp_ratios=[4, 4, 4, 4], "
@@ -239,6 +277,22 @@ def test_error_bad_tool_options(tmp_path, repo_root, toy_ade20k, tool_main, caps
     _one_line_error(tool_main(capsys, 'train.py', cfg, '--auto-scale-lr', '--cfg-options',
                               'auto_scale_lr=None', '--work-dir', tmp_path / 'w'),
                     'train.py: error: --auto-scale-lr needs auto_scale_lr.base_batch_size')
+
+
+@pytest.mark.parametrize('launcher, var', [('pytorch', 'RANK'), ('slurm', 'SLURM_PROCID'),
+                                           ('mpi', 'OMPI_COMM_WORLD_LOCAL_RANK')])
+def test_error_launcher_without_its_starter(tmp_path, repo_root, toy_ade20k, tool_main, capsys,
+                                            monkeypatch, launcher, var):
+    """``--launcher`` outside torchrun / srun / mpirun: one line naming the missing
+    variables (was: a KeyError traceback from the process-group setup)."""
+    from mmdyn.utils.dist import LAUNCHER_ENV
+    for k in LAUNCHER_ENV[launcher]:
+        monkeypatch.delenv(k, raising=False)
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    for script, args in (('train.py', ()), ('test.py', (tmp_path / 'none.pth', ))):
+        _one_line_error(tool_main(capsys, script, cfg, *args, '--launcher', launcher,
+                                  '--work-dir', tmp_path / 'w'),
+                        f'--launcher {launcher}: {var}', 'not set')
 
 
 def test_error_missing_config(repo_root, tool_main, capsys, monkeypatch):
@@ -294,6 +348,12 @@ def test_slurm_scripts_call_the_tools_with_the_slurm_launcher(tmp_path, repo_roo
     line = [ln for ln in r.stdout.splitlines() if ln.startswith('SRUN')][0]
     assert '-p part' in line and '--job-name=job' in line and '--ntasks=4' in line
     assert 'tools/train.py configs/x.py --work-dir=wd --launcher=slurm --amp' in line
+    # options right after CONFIG are train.py's (mmseg's usage), not a work dir named '--resume'
+    r = run_cmd(['bash', osp.join(repo_root, 'tools', 'slurm_train.sh'), 'part', 'job',
+                 'configs/x.py', '--resume', '--cfg-options', 'a=1 b'], env=env)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith('SRUN')][0]
+    assert line.endswith('tools/train.py configs/x.py --work-dir=work_dirs/x --launcher=slurm '
+                         '--resume --cfg-options a=1 b')
     r = run_cmd(['bash', osp.join(repo_root, 'tools', 'slurm_test.sh'), 'part', 'job',
                  'configs/x.py', 'c.pth'], env=env)
     assert 'tools/test.py configs/x.py c.pth --launcher=slurm' in r.stdout

@@ -74,3 +74,34 @@ def test_unwrap_model_every_wrapper():
     NotAWrapper.__name__ = 'FakeDataParallel'
     fake = NotAWrapper()
     assert unwrap_model(fake) is fake
+
+
+@pytest.mark.parametrize('wrap, rewrapped', [
+    (lambda sd: {'state_dict': sd, 'meta': {'epoch': 3}}, False),  # mmengine: read as it is
+    (lambda sd: sd, True),                                          # bare: no meta for mmseg
+    (lambda sd: {'state_dict': sd}, True),
+    (lambda sd: {'model_state_dict': sd, 'optimizer': {}}, True),
+    (lambda sd: {'model': sd, 'epoch': 1}, True),                   # DeiT / timm
+    (lambda sd: {'module': {'module.' + k: v for k, v in sd.items()}}, True),
+])
+def test_loadable_checkpoint_loads_the_weights(tmp_path, wrap, rewrapped):
+    """mmengine's ``load_checkpoint`` finds no weights under ``model`` & co. (and mmseg's
+    ``init_model`` needs ``meta``): the path given to it loads every weight of any container."""
+    from mmengine.runner import load_checkpoint
+
+    from mmdyn.utils.checkpoint import loadable_checkpoint, read_checkpoint
+    src = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    path = str(tmp_path / 'ckpt.pth')
+    torch.save(wrap(src.state_dict()), path)
+    out = loadable_checkpoint(path, read_checkpoint(path))
+    assert (out != path) == rewrapped
+    dst = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    ckpt = load_checkpoint(dst, out, map_location='cpu')
+    assert isinstance(ckpt.get('meta'), dict)
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    # before: the 'model' container loaded nothing into the model
+    if 'model' in wrap({}):
+        fresh = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+        load_checkpoint(fresh, path, map_location='cpu')
+        assert not torch.equal(fresh[0].weight, src[0].weight)

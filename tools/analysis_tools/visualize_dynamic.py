@@ -106,6 +106,8 @@ def build_model(cfg, checkpoint: Optional[str], device: str):
         ckpt = check_checkpoint(checkpoint)
         if ckpt:  # a checkpoint of another model would load nothing: one line instead
             check_weights_match(model, ckpt, checkpoint)
+            from mmdyn.utils.checkpoint import loadable_checkpoint
+            checkpoint = loadable_checkpoint(checkpoint, ckpt)
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 

@@ -1,3 +1,4 @@
 from .complexity_metric import ComplexityMetric
+from .dump_predictions import DumpPredictions
 
-__all__ = ['ComplexityMetric']
+__all__ = ['ComplexityMetric', 'DumpPredictions']
