@@ -419,4 +419,12 @@ def test_train_and_test_mmdet_and_mmpretrain_configs(kind, tmp_path, repo_root, 
     cfg.write_text(text)
     wd = tmp_path / 'wd'
     assert metric in tool_log('train.py', wd, cfg)
-    assert metric in tool_log('test.py', wd, cfg, wd / 'epoch_1.pth')
+    assert metric in tool_log('test.py', wd, cfg, wd / 'epoch_1.pth', '--out', tmp_path / 'p.pkl')
+    import pickle
+    with open(tmp_path / 'p.pkl', 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 2 if kind == 'mmdet' else len(preds) > 0
+    if kind == 'mmdet':  # mmdet's own dump: the predictions without the ground truth
+        assert all('pred_instances' in p and 'gt_instances' not in p for p in preds)
+    else:
+        assert all('pred_score' in p for p in preds)
