@@ -1,11 +1,17 @@
 """Test (evaluate) a checkpoint with an mmdet, mmseg, mmpretrain or mmdyn config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR]
-        [--show-dynamic DIR] [--cfg-options KEY=VALUE ...] [--allow-key-mismatch] [--launcher none|pytorch|slurm|mpi]
+        [--show-dynamic DIR] [--show] [--wait-time S] [--tta] [--cfg-options KEY=VALUE ...] [--allow-key-mismatch] [--launcher none|pytorch|slurm|mpi]
 
 ``--show-dynamic DIR`` draws every test image's token decisions (one panel per decision point
 of the dynamic backbone) into ``DIR/<image name>.png`` (:class:`mmdyn.engine.hooks.DecisionMapHook`;
 whole-image inference only: sliding windows keep the maps of the last window).
+
+``--tta`` tests with the config's test-time augmentation, as the codebases' own test tools do:
+``tta_model`` wraps the model and ``tta_pipeline`` replaces the test pipeline (mmpretrain
+configs without them: averaged scores over the image and its horizontal flip). The realised
+FLOPs of an image are then the sum over its views. ``--show`` shows each drawn prediction in a
+window (``--wait-time`` seconds).
 
 A checkpoint whose weights do not fit the config's model (missing or unexpected keys, other
 shapes: a checkpoint of another config) is an error unless ``--allow-key-mismatch`` is given.
@@ -35,6 +41,11 @@ def parse_args(argv=None):
     p.add_argument('--show-dir', help='draw every prediction into this directory')
     p.add_argument('--show-dynamic', metavar='DIR',
                    help='draw every test image\'s token decisions into this directory')
+    p.add_argument('--show', action='store_true', help='show each prediction in a window')
+    p.add_argument('--wait-time', type=float, default=2, help='seconds each shown prediction '
+                   'stays (with --show)')
+    p.add_argument('--tta', action='store_true', help='test-time augmentation: the config\'s '
+                   'tta_model and tta_pipeline')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, KEY=VALUE')
     p.add_argument('--allow-key-mismatch', action='store_true',
@@ -61,10 +72,10 @@ DRAWING_HOOKS = dict(mmdet='DetVisualizationHook', mmseg='SegVisualizationHook',
                      mmpretrain='VisualizationHook')
 
 
-def enable_drawing(cfg, show_dir):
+def enable_drawing(cfg, show_dir=None, show=False, wait_time=2.0):
     """Turn on the codebase's visualization hook: every test image's prediction drawn into
     ``show_dir`` (the hooks' default intervals draw one image in 50 or 5000, and mmdet's puts a
-    relative directory under the work dir's time stamp)."""
+    relative directory under the work dir's time stamp) and / or shown in a window."""
     from mmdyn.utils.cli import ToolError
     scope = cfg.get('default_scope')
     hooks = cfg.get('default_hooks') or {}
@@ -75,15 +86,50 @@ def enable_drawing(cfg, show_dir):
         cfg.default_hooks['visualization'] = dict(type=DRAWING_HOOKS[scope])
         hook = cfg.default_hooks['visualization']  # the config's copy
     if hook is None:
-        raise ToolError('--show-dir needs a "visualization" entry in default_hooks')
-    show_dir = osp.abspath(show_dir)
+        option = '--show-dir' if show_dir else '--show'
+        raise ToolError(f'{option} needs a "visualization" entry in default_hooks')
+    if show:
+        hook.update(show=True, wait_time=wait_time)
     if scope == 'mmdet':
-        hook.update(draw=True, test_out_dir=show_dir, interval=1)
+        hook.update(draw=True, interval=1)
+        if show_dir:
+            hook.update(test_out_dir=osp.abspath(show_dir))
     elif scope == 'mmpretrain':
-        hook.update(enable=True, out_dir=show_dir, interval=1)
+        hook.update(enable=True, interval=1)
+        if show_dir:
+            hook.update(out_dir=osp.abspath(show_dir))
     else:  # mmseg and others draw into the visualizer's save_dir
         hook.update(draw=True, interval=1)
-        cfg.visualizer['save_dir'] = show_dir
+        if show_dir:
+            cfg.visualizer['save_dir'] = osp.abspath(show_dir)
+
+
+def enable_tta(cfg):
+    """Test with the config's test-time augmentation, as mmdet's, mmseg's and mmpretrain's
+    ``tools/test.py --tta`` do: ``tta_model`` wraps the model, ``tta_pipeline`` is the test
+    pipeline. mmpretrain configs without them average the scores of the image and its flip."""
+    import copy
+
+    from mmengine.config import ConfigDict
+
+    from mmdyn.utils.cli import ToolError
+    scope = cfg.get('default_scope')
+    if scope == 'mmpretrain':
+        cfg.setdefault('tta_model', dict(type='mmpretrain.AverageClsScoreTTA'))
+        if 'tta_pipeline' not in cfg:
+            pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
+            pack = pipeline[-1]
+            pipeline[-1] = dict(type='TestTimeAug', transforms=[
+                [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)], [pack]])
+            cfg.tta_pipeline = pipeline
+    missing = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k, None) is None]
+    if missing:
+        raise ToolError(f'--tta needs {" and ".join(missing)} in the config')
+    dataset = cfg.test_dataloader.dataset
+    while 'pipeline' not in dataset and isinstance(dataset.get('dataset'), dict):
+        dataset = dataset.dataset  # a wrapped data set
+    dataset.pipeline = cfg.tta_pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
 
 
 def main(argv=None):
@@ -122,8 +168,10 @@ def main(argv=None):
         del model, ckpt
         # the parts the Runner builds late (data, evaluators, hooks): one line, before it starts
         check_runner_parts(cfg, splits=('test', ))
-        if args.show_dir:
-            enable_drawing(cfg, args.show_dir)
+        if args.show_dir or args.show:
+            enable_drawing(cfg, args.show_dir, args.show, args.wait_time)
+        if args.tta:
+            enable_tta(cfg)
         if args.out:
             # the codebase's dump: mmdet's encodes the masks and leaves out the ground truth,
             # mmseg's samples go without their per-class logits and ground truth

@@ -96,6 +96,27 @@ def test_train_then_test(tmp_path, trained, run_tool, load_tool, toy_ade20k):
 
 
 @multiprocess
+def test_tta_tests_every_view(tmp_path, trained, tool_log):
+    """``--tta``: the config's SegTTAModel over its tta_pipeline (6 scales x 2 flips of the
+    64 x 64 test images), with the checkpoint's weights in the wrapped model; an image's
+    records are the sums over its 12 views: its static FLOPs equal the backbone's static
+    FLOPs summed over the view sizes (32, 48, ..., 112 square, twice)."""
+    import re
+
+    from mmdyn.utils.cli import build_model, load_config
+    cfg, wd, _ = trained
+    log = tool_log('test.py', tmp_path / 'tta', cfg, wd / 'iter_4.pth', '--tta')
+    assert 'unexpected key' not in log and 'missing keys' not in log, log[-2000:]
+    assert 'mIoU' in log
+    static = float(re.findall(r'complexity/static_gflops: ([0-9.]+)', log)[-1])
+    realised = float(re.findall(r'complexity/gflops: ([0-9.]+)', log)[-1])
+    bb = build_model(load_config(cfg)).backbone
+    views = 2 * sum(float(bb.static_flops((s, s))) for s in (32, 48, 64, 80, 96, 112)) / 1e9
+    assert static == pytest.approx(views, abs=1e-4)
+    assert 0 < realised <= static + 1e-4
+
+
+@multiprocess
 @pytest.mark.parametrize('container', ['model', 'bare'])
 def test_weights_under_any_key_are_the_ones_tested(tmp_path, trained, tool_log, container):
     """A checkpoint keeping its weights under ``model`` (DeiT / timm) or as a bare state dict
@@ -428,3 +449,30 @@ def test_train_and_test_mmdet_and_mmpretrain_configs(kind, tmp_path, repo_root, 
         assert all('pred_instances' in p and 'gt_instances' not in p for p in preds)
     else:
         assert all('pred_score' in p for p in preds)
+
+
+def test_show_and_tta_config_changes(tmp_path, repo_root, tool_mains):
+    """``--show`` / ``--wait-time`` reach the codebase's visualization hook; ``--tta`` on an
+    mmpretrain config without TTA settings averages the image and its flip (mmpretrain's own
+    test tool's default), and is one line on a config of another codebase without them."""
+    from mmengine.config import Config
+
+    from mmdyn.utils.cli import ToolError
+    test_tool = types.SimpleNamespace(**tool_mains['test.py'].__globals__)
+    seg = Config.fromfile(osp.join(repo_root, QUICKSTART))
+    test_tool.enable_drawing(seg, None, True, 0.5)
+    hook = seg.default_hooks.visualization
+    assert hook.draw and hook.show and hook.wait_time == 0.5 and hook.interval == 1
+    assert seg.visualizer.get('save_dir') is None  # nothing written without --show-dir
+    cls = Config.fromfile(osp.join(repo_root, 'configs/baselines/deit-small_4xb256_in1k.py'))
+    plain = cls.model.copy()
+    pack = cls.test_dataloader.dataset.pipeline[-1]
+    test_tool.enable_tta(cls)
+    assert cls.model.type == 'mmpretrain.AverageClsScoreTTA' and cls.model.module == plain
+    tta = cls.test_dataloader.dataset.pipeline[-1]
+    assert tta.type == 'TestTimeAug' and tta.transforms[1] == [pack]
+    assert sorted(t.prob for t in tta.transforms[0]) == [0.0, 1.0]
+    seg = Config.fromfile(osp.join(repo_root, QUICKSTART))
+    seg.tta_model = None
+    with pytest.raises(ToolError, match='--tta needs tta_model in the config'):
+        test_tool.enable_tta(seg)
