@@ -103,6 +103,30 @@ def test_compare_two_rows(tmp_path, capsys):
     assert [r['flops_of'] for r in out['rows']] == ['backbone', 'backbone']
 
 
+
+def test_compare_alternates_the_two_models(tmp_path, monkeypatch):
+    """``--compare`` times the two models in alternating rounds (A B, B A, A B), after the
+    warm-up calls of each, not one model's calls and then the other's."""
+    import mmdyn.analysis.benchmarking as benchmarking
+    small = tiny_seg_config(tmp_path, 'small.py', [1, 1, 1, 1])
+    big = tiny_seg_config(tmp_path, 'big.py', [2, 2, 2, 2])
+    order = []
+    real = benchmarking.alternating_times
+
+    def spy(fns, *a, **k):
+        def tagged(i, fn):
+            def call():
+                order.append('AB'[i])
+                return fn()
+            return call
+        return real([tagged(i, f) for i, f in enumerate(fns)], *a, **k)
+
+    monkeypatch.setattr(benchmarking, 'alternating_times', spy)
+    out = bench.run(bench.parse_args([small, '--compare', big, '--shape', '32', '--repeats', '3',
+                                      '--warmup', '1', '--backbone-only']))
+    assert ''.join(order) == 'AB' + 'AB' + 'BA' + 'AB'
+    assert [r['repeats'] for r in out['rows']] == [3, 3]
+
 def test_flops_next_to_times(tmp_path, capsys, repo_root):
     """Each row carries the FLOPs of what it timed; the comparison gives the FLOPs ratio and the
     efficiency speedup x ratio. The same dynamic config (tiny DGE-PVT) with every region forced

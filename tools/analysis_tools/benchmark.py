@@ -23,7 +23,9 @@ timed call is the backbone (``--backbone-only``), the tensor-mode forward (``--m
 default: backbone, neck and heads; RPN proposals for two-stage detectors, no post-processing)
 or the whole prediction (``--mode predict``: post-processing and rescaling included), under
 ``torch.no_grad()``, with ``torch.cuda.synchronize()`` around it on CUDA. ``W`` untimed warm-up
-calls come first. Reported: median latency per batch and its spread (inter-quartile range and
+calls of each model come first; with ``--compare`` both models are built first and timed in
+alternating rounds (one call of each per round, the order reversed every other round), so that
+a slow spell of the machine falls on both alike. Reported: median latency per batch and its spread (inter-quartile range and
 standard deviation over the ``R`` timed calls, in ms), mean and min, and the throughput
 ``B / median`` in images per second.
 
@@ -105,55 +107,88 @@ def parse_args(argv=None):
     return args
 
 
-def benchmark_config(config, args, checkpoint=None, options=None):
-    import torch
+class _Prepared:
+    """One config ready to time: its model, the timed call and the row's fixed fields."""
 
-    from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
-                                           generated_batch, load_config)
-    from mmdyn.models.utils.dynamic import decisions_overridden, takes_decision_override
-    cfg = load_config(config, dict(args.cfg_options or {}, **(options or {})) or None)
-    model = build_model_from_cfg(cfg, device=args.device, checkpoint=checkpoint)
-    shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)
-    inputs, samples = generated_batch(model, shape, args.batch)
-    backbone = getattr(model, 'backbone', model)
-    # a codebase model without a separate backbone (DVT's cascade classifier) is timed whole
-    bare = backbone is model and not hasattr(model, 'data_preprocessor')
-    if args.backbone_only or bare:
-        def call():
-            return backbone(inputs)
-        what = 'backbone'
-    elif args.mode == 'predict':
-        def call():
-            return model(inputs, samples, mode='predict')
-        what = 'predict'
-    else:
-        def call():
-            return model(inputs, samples, mode='tensor')
-        what = 'tensor'
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
-    spec = dict(args.override or {})
-    forced = bool(spec) and takes_decision_override(model)
-    compile_s = None
-    with decisions_overridden(model, spec):
-        with torch.no_grad():
-            if args.compile:
-                call = torch.compile(call, dynamic=True, backend=args.compile)
-                sync()
-                t0 = time.perf_counter()
-                call()  # traces and compiles (not timed)
-                sync()
-                compile_s = time.perf_counter() - t0
-            times = time_calls(call, args.repeats, args.warmup, sync)
-        flops = call_flops(model, inputs, samples, what == 'backbone')
-    row = dict(config=config, model=type(model).__name__, backbone=type(backbone).__name__,
-               timed=what, device=args.device, batch=args.batch, shape=list(shape),
-               input_shape=[int(s) for s in inputs.shape[-2:]], repeats=args.repeats,
-               warmup=args.warmup, decision_override=spec if forced else None,
-               compile=args.compile, compile_s=compile_s)
-    row.update(latency_stats(times, args.batch))
-    row.update(flops)
-    row['flops_of'] = 'backbone' if what == 'backbone' else 'tensor'
-    return row
+    def __init__(self, config, args, checkpoint, options, stack):
+        import torch
+
+        from mmdyn.analysis.complexity import (build_model_from_cfg, default_img_shape,
+                                               generated_batch, load_config)
+        from mmdyn.models.utils.dynamic import decisions_overridden, takes_decision_override
+        cfg = load_config(config, dict(args.cfg_options or {}, **(options or {})) or None)
+        model = build_model_from_cfg(cfg, device=args.device, checkpoint=checkpoint)
+        shape = tuple(args.shape) if args.shape else default_img_shape(cfg, model)
+        inputs, samples = generated_batch(model, shape, args.batch)
+        backbone = getattr(model, 'backbone', model)
+        # a codebase model without a separate backbone (DVT's cascade classifier) is timed whole
+        bare = backbone is model and not hasattr(model, 'data_preprocessor')
+        if args.backbone_only or bare:
+            def call():
+                return backbone(inputs)
+            what = 'backbone'
+        elif args.mode == 'predict':
+            def call():
+                return model(inputs, samples, mode='predict')
+            what = 'predict'
+        else:
+            def call():
+                return model(inputs, samples, mode='tensor')
+            what = 'tensor'
+        spec = dict(args.override or {})
+        forced = bool(spec) and takes_decision_override(model)
+        # the override holds from here until every timed call and the FLOPs count are done
+        stack.enter_context(decisions_overridden(model, spec))
+        stack.enter_context(torch.no_grad())
+        self.compile_s = None
+        if args.compile:
+            call = torch.compile(call, dynamic=True, backend=args.compile)
+            _sync(args)
+            t0 = time.perf_counter()
+            call()  # traces and compiles (not timed)
+            _sync(args)
+            self.compile_s = time.perf_counter() - t0
+        self.model, self.inputs, self.samples, self.call, self.what = (
+            model, inputs, samples, call, what)
+        self.row = dict(config=config, model=type(model).__name__,
+                        backbone=type(backbone).__name__, timed=what, device=args.device,
+                        batch=args.batch, shape=list(shape),
+                        input_shape=[int(s) for s in inputs.shape[-2:]], repeats=args.repeats,
+                        warmup=args.warmup, decision_override=spec if forced else None,
+                        compile=args.compile, compile_s=self.compile_s)
+
+    def finish(self, times, args) -> dict:
+        row = dict(self.row)
+        row.update(latency_stats(times, args.batch))
+        row.update(call_flops(self.model, self.inputs, self.samples, self.what == 'backbone'))
+        row['flops_of'] = 'backbone' if self.what == 'backbone' else 'tensor'
+        return row
+
+
+def _sync(args):
+    if args.device == 'cuda':
+        import torch
+        torch.cuda.synchronize()
+
+
+def benchmark_configs(specs, args):
+    """Rows of the configs ``specs`` (``(config, checkpoint, options)`` each): every model is
+    built first, then timed in alternating rounds (``args.repeats`` rounds of one call each,
+    the order reversed every other round, after ``args.warmup`` untimed calls of each), so
+    that a slow spell of the machine falls on every model alike."""
+    import contextlib
+
+    from mmdyn.analysis.benchmarking import alternating_times
+    with contextlib.ExitStack() as stack:
+        prepared = [_Prepared(c, args, ckpt, opts, stack) for c, ckpt, opts in specs]
+        times = alternating_times([p.call for p in prepared], args.repeats, 1, args.warmup,
+                                  sync=lambda: _sync(args))
+        return [p.finish(t, args) for p, t in zip(prepared, times)]
+
+
+def benchmark_config(config, args, checkpoint=None, options=None):
+    """The row of one config (:func:`benchmark_configs`)."""
+    return benchmark_configs([(config, checkpoint, options)], args)[0]
 
 
 def run(args) -> dict:
@@ -166,13 +201,13 @@ def run(args) -> dict:
     allocator = None
     if args.device == 'cpu':  # the suite's state unless asked (named in the output either way)
         allocator = (None if args.system_malloc else pin_glibc_malloc()) or allocator_note()
-    rows = [benchmark_config(args.config, args, args.checkpoint, args.config_options)]
-    if args.compare:
-        rows.append(benchmark_config(args.compare, args, args.compare_checkpoint,
-                                     args.compare_options))
-    elif args.compare_options:
+    if args.compare_options and not args.compare:
         from mmdyn.analysis.complexity import ConfigError
         raise ConfigError('--compare-options needs --compare')
+    specs = [(args.config, args.checkpoint, args.config_options)]
+    if args.compare:
+        specs.append((args.compare, args.compare_checkpoint, args.compare_options))
+    rows = benchmark_configs(specs, args)
     if args.override and not any(r['decision_override'] for r in rows):
         from mmdyn.analysis.complexity import ConfigError
         raise ConfigError('--override: no model here takes a decision override')
