@@ -1,7 +1,8 @@
 """Train a model from an mmdet, mmseg, mmpretrain or mmdyn config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--auto-scale-lr] [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+        [--auto-scale-lr] [--no-validate] [--no-pin-memory] [--no-persistent-workers]
+        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
 
 The config's ``default_scope`` decides which codebase's registries build it. With the pytorch
 launcher (``tools/dist_train.sh``) and no GPU, processes talk over gloo on the CPU.
@@ -28,6 +29,12 @@ def parse_args(argv=None):
     p.add_argument('--amp', action='store_true', help='automatic mixed precision training')
     p.add_argument('--auto-scale-lr', action='store_true',
                    help='scale the learning rate with the total batch size')
+    p.add_argument('--no-validate', action='store_true',
+                   help='train without validating (no val loop, data or evaluator)')
+    p.add_argument('--no-pin-memory', action='store_true',
+                   help='pin_memory=False for every data loader')
+    p.add_argument('--no-persistent-workers', action='store_true',
+                   help='persistent_workers=False for every data loader')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, KEY=VALUE')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -98,7 +105,16 @@ def main(argv=None):
                 cfg.load_from = loadable_checkpoint(cfg.load_from, ckpt)
             del ckpt
 
-        check_data_roots(cfg, ('train', 'val'))
+        if args.no_validate:  # as mmpretrain's train.py
+            cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        for split in ('train', 'val', 'test'):
+            loader = cfg.get(f'{split}_dataloader', None)
+            if isinstance(loader, dict):
+                if args.no_pin_memory:
+                    loader['pin_memory'] = False
+                if args.no_persistent_workers:
+                    loader['persistent_workers'] = False
+        check_data_roots(cfg, ('train', ) if args.no_validate else ('train', 'val'))
         # a bad value or argument of the model: one line, before the Runner logs the config
         model = build_model(cfg)
         check_schedule_hooks(cfg, model)

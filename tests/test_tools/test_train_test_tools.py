@@ -139,6 +139,20 @@ def test_weights_under_any_key_are_the_ones_tested(tmp_path, trained, tool_log, 
         assert torch.equal(a['pred_sem_seg']['data'], b['pred_sem_seg']['data'])
 
 
+
+def test_no_validate_and_loader_flags(tmp_path, repo_root, toy_ade20k, tool_log):
+    """mmpretrain's train.py flags: ``--no-validate`` trains without the val loop (no mIoU in
+    the log, the checkpoint written); ``--no-persistent-workers`` lets a config with
+    persistent workers run with ``num_workers=0`` (else a one-line error, see
+    test_error_bad_tool_options)."""
+    cfg = tiny_config(tmp_path, repo_root, toy_ade20k)
+    wd = tmp_path / 'novalid'
+    log = tool_log('train.py', wd, cfg, '--no-validate', '--no-persistent-workers',
+                   '--no-pin-memory', '--cfg-options', 'train_dataloader.persistent_workers=True',
+                   'train_dataloader.num_workers=0')
+    assert 'Iter(train) [4/4]' in log and 'mIoU:' not in log and 'Iter(val)' not in log
+    assert (wd / 'iter_4.pth').is_file()
+
 def test_resume_continues_epoch_iteration_optimizer_and_scheduler(tmp_path, repo_root,
                                                                    toy_ade20k, tool_log):
     cfg = tiny_config(tmp_path, repo_root, toy_ade20k, extra=EPOCH_EXTRA)
