@@ -233,9 +233,53 @@ def test_stale_cache_entries_kept_only_when_not_measuring():
     with pytest.raises(ValueError, match='save=False'):
         cc.ensure([c], ['info'], dict(cache), verbose=False, save=True, keep_stale=True)
     fresh = cc.entry({k: dict(v) for k, v in cache.items()}, c, sha)
-    assert fresh == dict(sha=sha)
+    assert fresh == dict(sha=sha, model_sha=cc.model_hash(osp.join(REPO, c)))
     assert cc.stale([c], {c: dict(sha=sha)}) == []
 
+
+
+def test_figures_follow_the_model_not_the_files(tmp_path, monkeypatch):
+    """A config whose files changed but whose resolved model and test pipeline did not (a
+    schedule edit) keeps its measured figures under its new files hash and has its info read
+    again; a change of the model or of the test pipeline empties the entry for measuring."""
+    cc = _load_script().cc
+    monkeypatch.setattr(cc, 'REPO', str(tmp_path))
+    cfgs = tmp_path / 'configs'
+    cfgs.mkdir()
+    (cfgs / 'base.py').write_text(
+        "default_scope = 'mmpretrain'\n"
+        "model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', "
+        "arch='s', drop_path_rate=0.1))\n"
+        "test_dataloader = dict(dataset=dict(type='ImageNet', pipeline=[dict(type='Resize', "
+        "scale=224)]))\n"
+        "train_cfg = dict(max_epochs=300)\n")
+    child = cfgs / 'child.py'
+    c = 'configs/child.py'
+
+    def write(extra):
+        child.write_text("_base_ = './base.py'\n" + extra)
+        return cc.config_hash(str(child))
+
+    sha0 = write('')
+    measured = cc.entry({}, c, sha0)
+    assert measured == dict(sha=sha0, model_sha=cc.model_hash(str(child)))
+    measured.update(params=7, flops=8.0, info=dict(v=cc.INFO_VERSION, epochs=300))
+    sha1 = write('train_cfg = dict(max_epochs=100)\n')
+    assert sha1 != sha0
+    cache = {c: dict(measured)}
+    assert cc.stale([c], cache) == []
+    e = cc.entry(cache, c, sha1)
+    assert e['sha'] == sha1 and e['params'] == 7 and e['flops'] == 8.0 and 'info' not in e
+    assert cc.ensure([c], ['info'], cache, verbose=False, save=False)[c]['info']['epochs'] == 100
+    for extra in ('model = dict(backbone=dict(drop_path_rate=0.0))\n',
+                  "test_dataloader = dict(dataset=dict(pipeline=[dict(type='Resize', "
+                  "scale=256)]))\n"):
+        sha2 = write(extra)
+        cache = {c: dict(measured)}
+        assert cc.stale([c], cache) == [c], extra
+        e = cc.entry(cache, c, sha2)
+        assert e == dict(sha=sha2, model_sha=cc.model_hash(str(child))), extra
+        assert e['model_sha'] != measured['model_sha']
 
 def test_no_measure_run_writes_the_committed_files(tmp_path, monkeypatch):
     """``make_metafiles.py --no-measure`` end to end, its outputs sent to ``tmp_path``: from the

@@ -1,9 +1,13 @@
 """Measured params / FLOPs of mmdyn's configs, cached in ``model_complexity.json`` next to this
 file (used by ``make_metafiles.py``).
 
-Each entry is keyed by the config's path relative to the repository root and remembers the
-sha256 of the config file and of every repository file it inherits from (``_base_``); an entry
-whose hash no longer matches is measured again. Three figures, each measured on demand:
+Each entry is keyed by the config's path relative to the repository root and remembers two
+hashes: ``sha``, of the config file and every repository file it inherits from (``_base_``),
+and ``model_sha``, of what the figures depend on: the resolved ``model`` dict and the test
+pipeline (the input size). When the files changed but the model and the test pipeline did not
+(a schedule, an optimiser, a training augmentation), the figures stand and only the config's
+``info`` is read again; otherwise the entry is measured again. Three figures, each measured on
+demand:
 
 * ``params``: parameters of the whole model (built with random weights; on the ``meta`` device
   when the modules allow it, else on the CPU);
@@ -17,6 +21,7 @@ The cache is written after every measured config, so an interrupted run keeps it
 """
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import io
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import Optional
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CACHE = osp.join(REPO, 'tools', 'misc', 'model_complexity.json')
@@ -97,6 +103,53 @@ def config_hash(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _plain(obj):
+    """``obj`` with dicts, lists and tuples made plain, for a stable JSON text (classes and
+    functions given by their qualified names)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, type) or callable(obj):
+        return f'{getattr(obj, "__module__", "")}.{getattr(obj, "__qualname__", repr(obj))}'
+    return repr(obj)
+
+
+MODEL_HASH_VERSION = 1  # bump when model_hash changes: every entry is measured again
+
+
+@functools.lru_cache(maxsize=None)
+def _model_hash(path: str, files_sha: str) -> str:
+    from mmdyn.analysis.complexity import load_config
+    cfg = load_config(path)
+    dl = cfg.get('test_dataloader', None) or cfg.get('val_dataloader', None) or {}
+    ds = dl.get('dataset', {}) if isinstance(dl, dict) else {}
+    while isinstance(ds, dict) and 'pipeline' not in ds and isinstance(ds.get('dataset'), dict):
+        ds = ds['dataset']  # wrapped data sets
+    pipeline = ds.get('pipeline', None) if isinstance(ds, dict) else None
+    text = json.dumps(_plain(dict(v=MODEL_HASH_VERSION, model=cfg.get('model', None),
+                                  test_pipeline=pipeline)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_hash(path: str) -> str:
+    """The hash of what a config's figures depend on: its resolved ``model`` dict (data
+    preprocessor and test-time settings included) and its test pipeline (the input size)."""
+    return _model_hash(osp.abspath(path), config_hash(path))
+
+
+def still_valid(e: Optional[dict], path: str, sha: str) -> bool:
+    """Whether a cache entry's figures describe the config at ``path`` (files hash ``sha``):
+    the same files, or other files that resolve to the same model and test pipeline."""
+    if e is None:
+        return False
+    if e.get('sha') == sha:
+        return True
+    return e.get('model_sha') is not None and e['model_sha'] == model_hash(path)
+
+
 def load_cache() -> dict:
     if not osp.isfile(CACHE):
         return {}
@@ -132,15 +185,24 @@ def save_cache(cache: dict, keys=None) -> None:
 
 
 def entry(cache: dict, cfg_rel: str, sha: str, keep_stale: bool = False) -> dict:
-    """The cache entry of a config, emptied when its files changed. With ``keep_stale`` such
-    an entry keeps its measured figures and its old ``sha`` (so that the next measuring run
-    still measures it again) but not its ``info``, which is read from the config as it is."""
+    """The cache entry of a config. When its files changed but its model and test pipeline
+    did not (:func:`still_valid`), the entry takes the new ``sha`` and keeps its figures, and
+    its ``info`` is read again; when the model changed, it is emptied for measuring again.
+    With ``keep_stale`` such an entry keeps its measured figures and its old hashes (so that
+    the next measuring run still measures it again) but not its ``info``, which is read from
+    the config as it is."""
+    path = osp.join(REPO, cfg_rel)
     e = cache.get(cfg_rel)
-    if e is not None and e.get('sha') != sha and keep_stale:
+    if e is not None and e.get('sha') != sha and still_valid(e, path, sha):
+        e['sha'] = sha
+        e.pop('info', None)
+    elif e is not None and e.get('sha') != sha and keep_stale:
         e.pop('info', None)
     elif e is None or e.get('sha') != sha:
         e = dict(sha=sha)
         cache[cfg_rel] = e
+    if 'model_sha' not in e and e.get('sha') == sha and osp.isfile(path):
+        e['model_sha'] = model_hash(path)
     return e
 
 
@@ -328,7 +390,7 @@ def stale(configs: list, cache: dict) -> list:
     """The configs whose cache entry was measured from files that have changed since."""
     speed_up_config_loading()
     return [c for c in configs if c in cache and osp.isfile(osp.join(REPO, c))
-            and cache[c].get('sha') != config_hash(osp.join(REPO, c))]
+            and not still_valid(cache[c], osp.join(REPO, c), config_hash(osp.join(REPO, c)))]
 
 
 def ensure(configs: list, kinds=('params', ), cache: dict = None, verbose=True,

@@ -17,8 +17,9 @@ Figures and where they come from:
 * ``Parameters`` (whole model) and ``FLOPs`` (static, whole model, one image of the task's usual
   test size, **1 FLOP = 1 multiply-add**, as ``tools/analysis_tools/get_flops.py``) are measured
   with random weights through ``mmdyn.analysis.complexity`` and cached in
-  ``tools/misc/model_complexity.json`` (keyed by config path and a hash of the config and its
-  repository ``_base_`` files: re-running measures only new or changed configs);
+  ``tools/misc/model_complexity.json`` (keyed by config path, with a hash of the config and its
+  repository ``_base_`` files and one of its resolved model and test pipeline: re-running
+  measures only new configs and those whose model or test pipeline changed);
 * ``Realised FLOPs``: for one representative dynamic config per method and codebase
   (``REPRESENTATIVES``), ``get_flops`` on a few generated images with random (untrained) gates;
 * the paper's figures (``Results`` metrics, ``Paper FLOPs``, ``Paper Parameters``) come from
