@@ -369,6 +369,17 @@ def test_skip_stats_tool(toy_ade20k, tmp_path):
     for row in stats['skip_ratio']:
         assert all(v != v or 0 <= v <= 1 for v in row)
     assert (out / 'dit_skip_stats.png').stat().st_size > 1000
+    # --max-images inside a batch of 2: exactly that many images (was: the whole batch)
+    assert tool.main([str(cfg), '--out', str(out), '--device', 'cpu', '--max-images', '1']) == 0
+    assert json.load(open(out / 'dit_skip_stats.json'))['images'] == 1
+    # the train split: random crops of different sizes in one batch (was: an AssertionError
+    # of the data preprocessor)
+    with open(cfg, 'a') as f:
+        f.write(f"train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,\n"
+                f"    dataset=dict(data_root='{toy_ade20k}'))\n")
+    assert tool.main([str(cfg), '--out', str(out), '--device', 'cpu', '--split', 'train',
+                      '--max-images', '3']) == 0
+    assert json.load(open(out / 'dit_skip_stats.json'))['images'] == 3
 
 
 @pytest.mark.parametrize('name', DIT_ALL + PVT_CLS)  # PVT_DENSE: test_dit_baselines.py

@@ -348,3 +348,50 @@ def test_unwritable_outputs_found_late_are_one_line(capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err == 'tool.py: error: cannot write /w/out.png: Permission ' \
         'denied\n'
+
+
+def test_analysis_tools_refuse_other_weights_and_odd_values(tools, capsys, tmp_path, ckpts,
+                                                            toy_ade20k, toy_imagenet):
+    """dit_skip_stats.py and dvt_thresholds.py (config mode) on a checkpoint of another model:
+    one line (was: a "missing keys" warning, then statistics / thresholds of random weights
+    and exit 0); a non-DiT config, odd counts, a bad --preds file, a budget below the first
+    exit, --cfg-options without '=': one line each (were tracebacks)."""
+    opts = ['--cfg-options', *data_opts(toy_ade20k)]
+    # a DiT config, a checkpoint of the DGE config
+    line = fails(capsys, tools['skip'].main, [OTHER, ckpts['seg'], '--out', str(tmp_path / 'o'),
+                                              *opts])
+    assert line.startswith(f'dit_skip_stats.py: error: checkpoint {ckpts["seg"]} does not fit')
+    assert not (tmp_path / 'o').exists()
+    line = fails(capsys, tools['skip'].main, [SEG, '--out', str(tmp_path / 'o'), *opts])
+    assert line == ('dit_skip_stats.py: error: the model has no mmdyn.DiT module (is '
+                    f'{SEG} a DiT config?)')
+    dvt = osp.join(TINY, 'dvt-tiny_toy-imagenet.py')
+    from mmengine.logging import MMLogger
+    MMLogger._instance_dict.clear()  # loggers of earlier tests write to their closed capture
+    line = fails(capsys, tools['thr'].main, [
+        dvt, '--checkpoint', ckpts['seg'], '--budget', '1', '--split', 'val', '--out',
+        str(tmp_path / 'd.json'), '--cfg-options', f"val_dataloader.dataset.data_root='{toy_imagenet}'"])
+    assert line.startswith(f'dvt_thresholds.py: error: checkpoint {ckpts["seg"]} does not fit')
+    assert not (tmp_path / 'd.json').exists()
+    preds = tmp_path / 'p.npz'
+    np.savez(preds, conf=np.array([[0.9, 0.2], [0.95, 0.9]]),
+             correct=np.array([[1, 0], [1, 1]]), exit_gflops=np.array([1.0, 2.0]))
+    bad = tmp_path / 'bad.npz'
+    np.savez(bad, conf=np.zeros((2, 3)), correct=np.zeros((2, 3)), exit_gflops=np.ones(3))
+    for argv, msg in (
+            (['--preds', str(preds), '--budget', '0.5', '--out', str(tmp_path / 'x.json')],
+             "budget 0.5 is below the first exit's cost 1 GFLOPs"),
+            (['--preds', str(preds), '--budget', '1'], 'no --out given'),
+            (['--preds', str(tmp_path / 'none.npz'), '--budget', '1'], 'does not exist'),
+            (['--preds', str(bad), '--budget', '1'], 'exit_gflops do not match'),
+            (['--preds', str(preds), '--budget', '1', '--num-budgets', '0'],
+             '--num-budgets must be >= 1, got 0'),
+            ([dvt, '--budget', '1', '--max-batches', '0'], '--max-batches must be >= 1, got 0'),
+            ([dvt, '--exit-shares', '0.5', '--generated', '0'], '--generated must be >= 1'),
+            ([dvt, '--budget', '1', '--cfg-options', 'model.foo'],
+             "--cfg-options takes KEY=VALUE, got 'model.foo'")):
+        line = fails(capsys, tools['thr'].main, argv)
+        assert line.startswith('dvt_thresholds.py: error: ') and msg in line, (argv, line)
+    # the good file solves (the check is not in the way)
+    assert tools['thr'].main(['--preds', str(preds), '--budget', '1.5', '--out',
+                              str(tmp_path / 'ok.json')]) == 0

@@ -123,30 +123,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmengine.runner import Runner, load_checkpoint
     from mmengine.registry import MODELS
 
-    from mmdyn.utils.cli import check_checkpoint, check_device, friendly_errors, load_config
+    from mmdyn.utils.cli import (ToolError, check_checkpoint, check_data_roots, check_device,
+                                 check_weights_match, friendly_errors, load_config)
     with friendly_errors('dit_skip_stats.py'):
         cfg = load_config(args.config, args.cfg_options)
-        if args.checkpoint:
-            check_checkpoint(args.checkpoint)
+        ckpt = check_checkpoint(args.checkpoint) if args.checkpoint else None
         check_device(args.device)
-    if cfg.get('custom_imports'):
-        import importlib
-        for mod in cfg.custom_imports['imports']:
-            importlib.import_module(mod)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    if args.checkpoint is None:
-        # no checkpoint: do not fetch pretrained weights either
-        cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model)
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
+        if cfg.get('custom_imports'):
+            import importlib
+            for mod in cfg.custom_imports['imports']:
+                importlib.import_module(mod)
+        init_default_scope(cfg.get('default_scope', 'mmengine'))
+        if args.checkpoint is None and isinstance(cfg.model.get('backbone'), dict):
+            # no checkpoint: do not fetch pretrained weights either
+            cfg.model.backbone.init_cfg = None
+        model = MODELS.build(cfg.model)
+        try:
+            dit = find_dit(model)
+        except ValueError as e:
+            raise ToolError(f'{e} (is {args.config} a DiT config?)') from None
+        if ckpt:  # a checkpoint of another model would load nothing: one line instead
+            check_weights_match(model, ckpt, args.checkpoint)
+            from mmdyn.utils.checkpoint import loadable_checkpoint
+            load_checkpoint(model, loadable_checkpoint(args.checkpoint, ckpt),
+                            map_location='cpu')
+        del ckpt
+        check_data_roots(cfg, (args.split, ))
+        loader_cfg = cfg[f'{args.split}_dataloader']
+        if args.split == 'train':  # random crops of different sizes: one image a batch
+            loader_cfg['batch_size'] = 1
+        loader = Runner.build_dataloader(loader_cfg)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     model = model.to(device).eval()
-    dit = find_dit(model)
-    loader = Runner.build_dataloader(cfg[f'{args.split}_dataloader'])
     acc = SkipAccumulator(4, dit.num_stages)
     with torch.no_grad():
         for batch in loader:
+            if args.max_images is not None:  # no more images than asked for
+                left = args.max_images - acc.images
+                batch = {k: v[:left] if isinstance(v, (list, tuple)) else v
+                         for k, v in batch.items()}
             data = model.data_preprocessor(batch, False)
             dit(data['inputs'])
             acc.add(dit)

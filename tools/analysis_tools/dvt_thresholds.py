@@ -168,7 +168,9 @@ def solve_thresholds(conf, correct, cum_flops, budget: float, num_candidates: in
     cum_flops = np.asarray(cum_flops, dtype=np.float64)
     k_num = conf.shape[0]
     if cum_flops[0] > budget + 1e-12:
-        raise ValueError(f'budget {budget} is below the first exit\'s cost {cum_flops[0]}')
+        from mmdyn.utils.errors import UserValueError
+        raise UserValueError(f'budget {budget} is below the first exit\'s cost '
+                             f'{cum_flops[0]:.4g} GFLOPs')
     qs = np.linspace(0, 1, num_candidates)
     cands = [np.unique(np.concatenate([np.minimum(np.quantile(conf[k], qs), MAX_EXIT_THRESHOLD),
                                        [0.0, MAX_EXIT_THRESHOLD, 1.0]]))
@@ -217,14 +219,32 @@ def solve_thresholds(conf, correct, cum_flops, budget: float, num_candidates: in
 
 # ---------------------------------------------------------------------------- data
 def load_preds(path: str) -> Dict:
-    d = np.load(path)
-    if 'scores' in d:
+    """The per-exit predictions of an npz (``--save-preds``): ``scores`` ``[K, N, C]`` and
+    ``labels``, or ``conf`` / ``correct`` ``[K, N]``; and ``exit_gflops`` ``[K]``."""
+    from mmdyn.utils.errors import UserValueError
+    if not os.path.isfile(path):
+        raise UserValueError(f'--preds {path} does not exist')
+    try:
+        d = np.load(path)
+        keys = set(d.files)
+    except Exception as e:  # noqa: BLE001
+        raise UserValueError(f'--preds {path} is not an npz file ({type(e).__name__})') from None
+    if 'scores' in keys and 'labels' in keys:
         scores = d['scores']
         conf = scores.max(-1)
         correct = scores.argmax(-1) == d['labels'][None]
-    else:
+    elif {'conf', 'correct'} <= keys:
         conf, correct = d['conf'], d['correct'].astype(bool)
-    return dict(conf=conf, correct=correct, exit_gflops=np.asarray(d['exit_gflops'], float))
+    else:
+        raise UserValueError(f'--preds {path} holds {sorted(keys)}: needs scores and labels, or '
+                             'conf and correct (see --save-preds)')
+    if 'exit_gflops' not in keys:
+        raise UserValueError(f'--preds {path} has no exit_gflops')
+    exit_gflops = np.asarray(d['exit_gflops'], float).reshape(-1)
+    if conf.ndim != 2 or correct.shape != conf.shape or len(exit_gflops) != conf.shape[0]:
+        raise UserValueError(f'--preds {path}: predictions of shape {tuple(conf.shape)} (exits x '
+                             f'images) and {len(exit_gflops)} exit_gflops do not match')
+    return dict(conf=conf, correct=correct, exit_gflops=exit_gflops)
 
 
 #: training-pipeline transforms the calibration images do without (the public code calibrates
@@ -246,7 +266,9 @@ def _calibration_loader(cfg, seed: int) -> dict:
     import copy
     loader = copy.deepcopy(cfg.get('train_dataloader'))
     if loader is None:
-        raise ValueError('the config has no train_dataloader to calibrate on (give --split val)')
+        from mmdyn.utils.errors import UserValueError
+        raise UserValueError('the config has no train_dataloader to calibrate on (give '
+                             '--split val)')
     loader.dataset.pipeline = calibration_pipeline(loader.dataset.get('pipeline', []))
     loader.sampler = dict(type='DefaultSampler', shuffle=True, seed=seed)
     loader.pop('batch_sampler', None)
@@ -266,14 +288,16 @@ def collect_from_config(config: str, checkpoint: Optional[str] = None, split: st
     import mmdyn  # noqa: F401
     from mmdyn.models.utils.dynamic import full_compute
     from mmdyn.registry import MODELS
-    from mmdyn.utils.cli import check_checkpoint, load_config
+    from mmdyn.utils.checkpoint import loadable_checkpoint
+    from mmdyn.utils.cli import check_checkpoint, check_weights_match, load_config
     cfg = load_config(config, cfg_options)
-    if checkpoint:
-        check_checkpoint(checkpoint)
+    ckpt = check_checkpoint(checkpoint) if checkpoint else None
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
-    if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+    if ckpt:  # a checkpoint of another model would load nothing: one line instead
+        check_weights_match(model, ckpt, checkpoint)
+        load_checkpoint(model, loadable_checkpoint(checkpoint, ckpt), map_location='cpu')
+    del ckpt
     model.eval()
     if split == 'calib':
         loader = Runner.build_dataloader(_calibration_loader(cfg, seed), seed=seed)
@@ -307,13 +331,16 @@ def thresholds_for_shares(conf: np.ndarray, shares: Sequence[float]) -> List[flo
     one among the images still running, so float noise of the order of that gap does not move
     an image across it. Raises ``ValueError`` for shares that do not fit or ties that cannot be
     split."""
+    from mmdyn.utils.errors import UserValueError
     conf = np.asarray(conf, dtype=np.float32)
     k_num, n = conf.shape
     if len(shares) != k_num - 1:
-        raise ValueError(f'{k_num} exits take {k_num - 1} exit shares, got {len(shares)}')
+        raise UserValueError(f'{k_num} exits take {k_num - 1} exit shares, got '
+                             f'{len(shares)}')
     counts = [int(round(float(s) * n)) for s in shares]
     if any(s < 0 for s in shares) or sum(counts) > n:
-        raise ValueError(f'exit shares must be >= 0 and sum to at most 1, got {list(shares)}')
+        raise UserValueError(f'exit shares must be >= 0 and sum to at most 1, got '
+                             f'{list(shares)}')
     left = np.ones(n, dtype=bool)
     out = []
     for k, m in enumerate(counts):
@@ -325,8 +352,8 @@ def thresholds_for_shares(conf: np.ndarray, shares: Sequence[float]) -> List[flo
         else:
             hi, lo = c[m - 1], c[m]
             if not hi > lo:
-                raise ValueError(f'exit {k}: images {m} and {m + 1} by confidence tie at '
-                                 f'{float(hi)!r}; cannot make exactly {m} stop')
+                raise UserValueError(f'exit {k}: images {m} and {m + 1} by confidence tie at '
+                                     f'{float(hi)!r}; cannot make exactly {m} stop')
             t = np.float32((np.float64(hi) + np.float64(lo)) / 2)
             if not lo < t <= hi:
                 t = hi
@@ -433,6 +460,15 @@ def plot_curves(rows: List[Dict], cum_flops, exit_acc, path: str) -> None:
 
 
 # ---------------------------------------------------------------------------- CLI
+PROG = 'dvt_thresholds.py'
+
+
+def arg_error(prog, msg):
+    """``prog: error: msg`` on stderr, exit status 2 (:func:`mmdyn.utils.cli.arg_error`)."""
+    from mmdyn.utils.cli import arg_error as one_line
+    one_line(prog, msg)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='DVT thresholds for a FLOPs budget')
     p.add_argument('config', nargs='?', help='DVT config (to run the model on calibration '
@@ -469,8 +505,10 @@ def parse_args(argv=None):
     p.add_argument('--cfg-options', nargs='+', default=None,
                    help='key=value overrides of the config (python literals)')
     args = p.parse_args(argv)
-    if args.num_images is not None and args.num_images < 1:
-        p.error(f'--num-images must be >= 1, got {args.num_images}')
+    for option, value in (('--num-images', args.num_images), ('--max-batches', args.max_batches),
+                          ('--generated', args.generated), ('--num-budgets', args.num_budgets)):
+        if value is not None and value < 1:
+            arg_error(PROG, f'{option} must be >= 1, got {value}')
     from mmdyn.utils.cli import check_output_path
     for option, path, exts in (('--out', args.out, ('.json', )),
                                ('--plot', args.plot, ('.png', '.jpg', '.pdf', '.svg')),
@@ -486,6 +524,9 @@ def _parse_options(opts):
     import ast
     out = {}
     for o in opts:
+        if '=' not in o:
+            from mmdyn.utils.errors import UserValueError
+            raise UserValueError(f'--cfg-options takes KEY=VALUE, got {o!r}')
         k, v = o.split('=', 1)
         try:
             out[k] = ast.literal_eval(v)
@@ -497,8 +538,7 @@ def _parse_options(opts):
 def main_exit_shares(args) -> int:
     import torch
     if args.config is None:
-        print('--exit-shares needs a config', file=sys.stderr)
-        return 2
+        arg_error(PROG, '--exit-shares needs a config')
     shape = (args.shape, args.shape) if args.shape else None
     res = calibrate_generated(args.config, args.exit_shares, args.generated, shape,
                               args.checkpoint, _parse_options(args.cfg_options), args.device,
@@ -506,8 +546,7 @@ def main_exit_shares(args) -> int:
     model = res.pop('model')
     out = args.out or res.get('thresholds_file')
     if not out:
-        print('no --out given and the config has no model.thresholds_file', file=sys.stderr)
-        return 2
+        arg_error(PROG, 'no --out given and the config has no model.thresholds_file')
     k_num = len(res['cumulative_gflops'])
     want = [int(round(s * res['num_images'])) for s in args.exit_shares]
     got = [int(round(s * res['num_images'])) for s in res['exit_shares'][:k_num - 1]]
@@ -539,11 +578,9 @@ def _main(args) -> int:
     if args.exit_shares is not None:
         return main_exit_shares(args)
     if args.budget is None:
-        print('give --budget (or --exit-shares)', file=sys.stderr)
-        return 2
+        arg_error(PROG, 'give --budget (or --exit-shares)')
     if (args.preds is None) == (args.config is None):
-        print('give either a config or --preds', file=sys.stderr)
-        return 2
+        arg_error(PROG, 'give either a config or --preds')
     if args.preds:
         data = load_preds(args.preds)
         default_out = None
@@ -557,8 +594,7 @@ def _main(args) -> int:
                      exit_gflops=data['exit_gflops'])
     out = args.out or default_out
     if not out:
-        print('no --out given and the config has no model.thresholds_file', file=sys.stderr)
-        return 2
+        arg_error(PROG, 'no --out given and the config has no model.thresholds_file')
     conf, correct = data['conf'], data['correct']
     cum = np.cumsum(data['exit_gflops'])
     res = solve_thresholds(conf, correct, cum, args.budget)
