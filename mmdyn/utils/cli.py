@@ -329,6 +329,19 @@ def check_device(device: Optional[str]) -> None:
             raise ToolError(f'--device {device}: there are {torch.cuda.device_count()} GPUs')
 
 
+@contextlib.contextmanager
+def conversion_errors(src: str):
+    """In a model converter: a ``ValueError`` / ``KeyError`` raised while converting ``src``
+    (a checkpoint of another layout, a key that does not convert, shapes that do not fit) is
+    the one line ``SRC: why`` (:class:`ToolError`; ``MMDYN_DEBUG=1`` shows the traceback)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, KeyError) as e:
+        raise ToolError(f'{src}: {_text(e)}') from e
+
+
 def check_output_path(prog: str, option: str, path: str, kind: str = 'file',
                       exts: Optional[Sequence[str]] = None) -> None:
     """Before any work: ``path`` of ``option`` can be written as a ``kind`` (``'file'`` or

@@ -6,6 +6,7 @@ import importlib.util
 import os.path as osp
 
 import pytest
+import torch
 
 from mmdyn.utils.arguments import accepted_arguments, check_arguments, closest
 
@@ -234,3 +235,43 @@ def test_converters_missing_or_odd_source(capsys, tmp_path, name):
     line = fails(capsys, tool.main, [str(odd), str(tmp_path / 'out.pth')])
     assert line.startswith(f'{name}.py: error: not a readable checkpoint: {odd} (')
     assert not (tmp_path / 'out.pth').exists()
+    # a readable checkpoint of another layout (a timm ViT): one line, nothing written (was: a
+    # ValueError traceback)
+    timm = tmp_path / 'timm.pth'
+    torch.save({'model': {'cls_token': torch.zeros(1, 1, 8), 'blocks.0.norm1.weight':
+                          torch.ones(8)}}, timm)
+    line = fails(capsys, tool.main, [str(timm), str(tmp_path / 'out.pth')])
+    want = ('not a vtpack DGE checkpoint' if name == 'dge2mmdyn' else
+            'no "backbone.auxiliary_head.<k>." keys')
+    assert line.startswith(f'{name}.py: error: {timm}: ') and want in line, line
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_dovit_converter_checks_before_writing(capsys, tmp_path):
+    """``dovit2mmdyn.py --config``: a conversion that does not fit the config's model is one
+    line and writes nothing (was: the file written first, then a KeyError traceback); a DST
+    that is a directory is one line."""
+    from mmdyn.utils.cli import build_model, load_config
+    ref = importlib.util.spec_from_file_location('_siblings_dovit_layout', osp.join(
+        REPO, 'tests', 'test_models', 'test_segmentors', 'test_dovit_segmentor.py'))
+    layouts = importlib.util.module_from_spec(ref)
+    ref.loader.exec_module(layouts)  # the authors' key layout, written in that test
+    _official_layout = layouts._official_layout
+    spec = importlib.util.spec_from_file_location(
+        '_siblings_dovit_check', osp.join(REPO, 'tools', 'model_converters', 'dovit2mmdyn.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = osp.join(REPO, 'configs', '_tiny_', 'setr_dovit-tiny_toy-ade20k.py')
+    good = _official_layout(build_model(load_config(cfg)))
+    src, dst = tmp_path / 'src.pth', tmp_path / 'dst.pth'
+    torch.save({k: v for k, v in good.items() if 'conv_seg' not in k or 'decode' not in k},
+               src)
+    line = fails(capsys, tool.main, [str(src), str(dst), '--config', cfg])
+    assert line.startswith(f'dovit2mmdyn.py: error: {src} converted does not fit the model: '
+                           'missing keys') and 'decode_head.conv_seg' in line
+    assert not dst.exists()
+    torch.save(good, src)
+    tool.main([str(src), str(dst), '--config', cfg])
+    assert dst.is_file()
+    line = fails(capsys, tool.main, [str(src), str(tmp_path)])
+    assert line == f'dovit2mmdyn.py: error: {tmp_path} is a directory, not a file to write'

@@ -105,9 +105,10 @@ def main(argv=None):
     parser.add_argument('--classifier', action='store_true',
                         help='write a whole mmpretrain ImageClassifier (backbone and head)')
     args = parser.parse_args(argv)
-    from mmdyn.utils.cli import friendly_errors
+    from mmdyn.utils.cli import conversion_errors, friendly_errors
     with friendly_errors('dge2mmdyn.py'):  # one line for a bad SRC
-        sd, host, note = convert(load_checkpoint_file(args.src), args.classifier)
+        with conversion_errors(args.src):
+            sd, host, note = convert(load_checkpoint_file(args.src), args.classifier)
         print(note)
         save_converted(sd, args.dst, f'vtpack-dge-{host}', args.src)
 

@@ -18,24 +18,26 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 def main(argv=None):
     from mmdyn.models.segmentors.dovit_segmentor import (dovit_official_to_mmdyn,
-                                                         load_segmentor_checkpoint)
+                                                         load_segmentor_state_dict)
     from mmdyn.models.utils.ckpt_convert import load_checkpoint_file, save_converted
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='source checkpoint')
     parser.add_argument('dst', help='output checkpoint')
     parser.add_argument('--config', help='check the result against this config (strict)')
     args = parser.parse_args(argv)
-    from mmdyn.utils.cli import build_model, friendly_errors, load_config
+    from mmdyn.utils.cli import build_model, conversion_errors, friendly_errors, load_config
     with friendly_errors('dovit2mmdyn.py'):  # one line for a bad SRC or --config
         cfg = load_config(args.config) if args.config else None
-        sd = dovit_official_to_mmdyn(load_checkpoint_file(args.src))
+        with conversion_errors(args.src):
+            sd = dovit_official_to_mmdyn(load_checkpoint_file(args.src))
+        if cfg is not None:  # checked before anything is written
+            cfg.model.backbone.init_cfg = None
+            model = build_model(cfg)
+            load_segmentor_state_dict(model, {'state_dict': sd}, strict=True,
+                                      name=f'{args.src} converted')
         save_converted(sd, args.dst, 'DoViT-code', args.src)
-        if cfg is None:
-            return
-        cfg.model.backbone.init_cfg = None
-        model = build_model(cfg)
-        load_segmentor_checkpoint(model, args.dst, strict=True)
-        print(f'{args.dst}: every key of {osp.basename(args.config)} loaded, none left over')
+        if cfg is not None:
+            print(f'{args.dst}: every key of {osp.basename(args.config)} loaded, none left over')
 
 
 if __name__ == '__main__':

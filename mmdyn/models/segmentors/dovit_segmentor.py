@@ -83,7 +83,13 @@ def load_segmentor_checkpoint(model, filename: str, strict: bool = False) -> Tup
     auxiliary heads are then the expected missing keys) or a DoViT one of the authors' code
     (:func:`dovit_official_to_mmdyn`, detected by its ``auxiliary_head`` keys). Returns
     ``(missing_keys, unexpected_keys)``; ``strict=True`` raises if either is not empty."""
-    ckpt = load_checkpoint_file(filename)
+    return load_segmentor_state_dict(model, load_checkpoint_file(filename), strict, filename)
+
+
+def load_segmentor_state_dict(model, ckpt, strict: bool = False,
+                              name: str = 'the state dict') -> Tuple[list, list]:
+    """:func:`load_segmentor_checkpoint` of a checkpoint already in memory (``ckpt``: a state
+    dict or a checkpoint dict holding one)."""
     if any('backbone.auxiliary_head.' in k for k in unwrap_state_dict(ckpt)):
         sd = dovit_official_to_mmdyn(ckpt)
     else:
@@ -97,8 +103,9 @@ def load_segmentor_checkpoint(model, filename: str, strict: bool = False) -> Tup
                          [('backbone.' + k, v) for k, v in bb.items()])
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if strict and (missing or unexpected):
-        raise KeyError(f'load_segmentor_checkpoint({filename}): missing keys {list(missing)}, '
-                       f'unexpected keys {list(unexpected)}')
+        from mmdyn.utils.errors import UserValueError
+        raise UserValueError(f'{name} does not fit the model: missing keys {list(missing)}, '
+                             f'unexpected keys {list(unexpected)}')
     return list(missing), list(unexpected)
 
 

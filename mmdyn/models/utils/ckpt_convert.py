@@ -67,6 +67,9 @@ def save_converted(state_dict: StateDict, dst: str, layout: str, src: str = '?')
     (the converters in ``tools/model_converters``; parent folders are created) and say so."""
     import os
     import os.path as osp
+    if osp.isdir(dst):
+        from mmdyn.utils.errors import UserValueError
+        raise UserValueError(f'{dst} is a directory, not a file to write')
     if osp.dirname(dst):
         os.makedirs(osp.dirname(dst), exist_ok=True)
     torch.save({'state_dict': state_dict, 'meta': {'converted_from': layout}}, dst)

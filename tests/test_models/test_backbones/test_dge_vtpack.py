@@ -469,7 +469,7 @@ def test_export_model_layout_and_init_cfg_loading(tmp_path):
 
 
 @pytest.mark.parametrize('broken', ['missing_gate', 'unknown_dge', 'unexpected', 'splits'])
-def test_incomplete_dge_checkpoints_are_errors(tmp_path, broken):
+def test_incomplete_dge_checkpoints_are_errors(tmp_path, capsys, monkeypatch, broken):
     from mmdyn.models.backbones.dge import DGEPVT
     sd = vtpack_pvt_sd(dge=True)
     if broken == 'missing_gate':
@@ -480,8 +480,15 @@ def test_incomplete_dge_checkpoints_are_errors(tmp_path, broken):
         sd['block1.0.attn.extra.weight'] = torch.ones(2)
     else:
         sd['block3.0.dge.splits'] = torch.tensor([2, 1])
-    with pytest.raises(ValueError):
+    monkeypatch.delenv('MMDYN_DEBUG', raising=False)
+    with pytest.raises(SystemExit) as e:  # the converter: one line, nothing written
         _convert_file(tmp_path, sd, 'dge2mmdyn')
+    why = dict(missing_gate='does not convert whole', unknown_dge='unexpected vtpack DGE key',
+               unexpected='does not convert whole', splits='different dge.splits per layer')
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count('\n') == 0 and why[broken] in err, err
+    assert err.startswith(f'dge2mmdyn.py: error: {tmp_path / "src.pth"}: ')
+    assert not (tmp_path / 'dst.pth').exists()
     path = str(tmp_path / 'src.pth')
     model = DGEPVT(arch=dict(PVT_ARCH), pretrain_img_size=IMG, cls_token=True,
                    init_cfg=dict(type='Pretrained', checkpoint=path))

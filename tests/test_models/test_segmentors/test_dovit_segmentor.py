@@ -418,5 +418,5 @@ def test_official_conversion_refuses_other_layouts(tmp_path):
     path = tmp_path / 'bad.pth'
     torch.save(bad, path)
     from mmdyn.models.segmentors.dovit_segmentor import load_segmentor_checkpoint
-    with pytest.raises(KeyError, match='unexpected'):
+    with pytest.raises(ValueError, match='does not fit the model: .*unexpected'):
         load_segmentor_checkpoint(m, str(path), strict=True)
