@@ -67,6 +67,8 @@ def test_targets_and_no_static_reach_the_protocol(tool, monkeypatch, tmp_path):
     (['fake', '--seeds', '0'], 'learning_check: error: --seeds must be at least 1'),
     (['fake', '--scene', 'detail'], "learning_check: error: fake has no 'detail' scenes"),
     (['fake', '--shallow'], 'learning_check: error: fake has no fewer-blocks host'),
+    (['msvit', '--shallow', '--scene', 'shapes'], 'learning_check: error: msvit runs the '
+     'fewer-blocks host on the detail scenes only (--scene detail)'),
     # the real protocols' ranges, checked before any training
     (['dge', '--targets', '0.2', '1.5'],
      'learning_check: error: --targets 1.5: dge takes the budget gamma, in [0, 1]'),

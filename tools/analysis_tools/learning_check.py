@@ -9,8 +9,9 @@ accuracy-per-FLOP claim applies, for every method that has them: dge, dit, dovit
 has its own classification scenes) (CPU, one thread per run), prints one row per seed
 and budget (decisions on shapes vs background, the dynamic model's metric and realised GFLOPs,
 the static host's at the matched input size) and how many seeds each claim holds for, and
-writes ``learning_<method>.json`` and ``learning_<method>.png`` (metric against GFLOPs: the
-static points, the dynamic points per budget) to ``--work-dir``. The protocols are in
+writes ``learning_<method>_detail.json`` and ``learning_<method>_detail.png`` (``--scene
+shapes`` and dvt: ``learning_<method>.json`` / ``.png``; metric against GFLOPs: the static
+points, the dynamic points per budget) to ``--work-dir``. The protocols are in
 ``mmdyn/analysis/learning/``; the numbers are in each method's README.
 """
 import argparse
@@ -111,6 +112,8 @@ def main(argv=None):
     if args.shallow:
         if not hasattr(proto, 'train_shallow'):
             fail(f'{args.method} has no fewer-blocks host')
+        if args.method == 'msvit' and args.scene != 'detail':
+            fail('msvit runs the fewer-blocks host on the detail scenes only (--scene detail)')
         kw['shallow'] = True
     data = proto.make_data(**({} if args.scene == 'shapes' else dict(scene=args.scene)))
     points = []
