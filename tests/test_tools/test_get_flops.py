@@ -316,6 +316,14 @@ def test_dynamic_dataset_images(tmp_path, toy_ade20k, capsys):
     assert out['images'] == 'dataset' and out['num_images'] == 2
     assert 'generated' not in capsys.readouterr().err
     assert out['flops_dynamic_mean'] is not None and out['flops_dynamic_mean'] > 0
+    # the ratio is against the static cost of those images, at their own size: said in the
+    # text whenever that differs from the static figure printed above it (at --shape's size)
+    assert out['flops_static_on_images_mean'] != pytest.approx(out['flops'])
+    assert out['flops_dynamic_ratio'] == pytest.approx(
+        out['flops_dynamic_mean'] / out['flops_static_on_images_mean'], rel=0.05)
+    text = get_flops_tool.format_text(out)
+    assert (f'of static on those images: {out["flops_static_on_images_mean"]:.2f} GFLOPs'
+            in text)
 
 
 def test_cfg_options(tmp_path):

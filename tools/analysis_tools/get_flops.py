@@ -250,7 +250,12 @@ def format_text(out: dict) -> str:
             f'{"FLOPs (dynamic)":<{w}}mean {out["flops_dynamic_mean"]:.2f}, '
             f'min {out["flops_dynamic_min"]:.2f}, max {out["flops_dynamic_max"]:.2f} GFLOPs '
             f'over {out["num_images"]} {out["images"]} images '
-            f'({100 * out["flops_dynamic_ratio"]:.1f}% of static)')
+            f'({100 * out["flops_dynamic_ratio"]:.1f}% of static'
+            + ('' if out.get('flops_static_on_images_mean') is None or abs(
+                out['flops_static_on_images_mean'] - out['flops']) <= 1e-6 * max(
+                out['flops'], 1e-12) else
+               f' on those images: {out["flops_static_on_images_mean"]:.2f} GFLOPs, '
+               f'at their own sizes') + ')')
         if out.get('stats_mean'):
             st = ', '.join(f'{k} {v:.4g}' for k, v in out['stats_mean'].items())
             lines.append(f'{"per image":<{w}}{st} (means over the images)')
