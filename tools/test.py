@@ -149,7 +149,8 @@ def main(argv=None):
         ckpt = check_checkpoint(args.checkpoint)
         from mmdyn.utils.checkpoint import loadable_checkpoint
         # weights under 'model' / 'model_state_dict' / 'module' would load nothing
-        cfg.load_from = loadable_checkpoint(args.checkpoint, ckpt) if ckpt else args.checkpoint
+        cfg.load_from = loadable_checkpoint(args.checkpoint, ckpt, cfg.work_dir) if ckpt \
+            else args.checkpoint
         check_data_roots(cfg, ('test', ))
         # a bad value or argument of the model: one line, before the Runner logs the config
         model = build_model(cfg)

@@ -102,7 +102,7 @@ def main(argv=None):
             ckpt = check_checkpoint(cfg.load_from)
             if ckpt:  # weights under 'model' / 'model_state_dict' / 'module' would load nothing
                 from mmdyn.utils.checkpoint import loadable_checkpoint
-                cfg.load_from = loadable_checkpoint(cfg.load_from, ckpt)
+                cfg.load_from = loadable_checkpoint(cfg.load_from, ckpt, cfg.work_dir)
             del ckpt
 
         if args.no_validate:  # as mmpretrain's train.py

@@ -170,7 +170,8 @@ def weights_key(ckpt) -> Optional[str]:
     return None
 
 
-def loadable_checkpoint(path: str, ckpt: Optional[dict] = None) -> str:
+def loadable_checkpoint(path: str, ckpt: Optional[dict] = None,
+                        out_dir: Optional[str] = None) -> str:
     """A checkpoint path that mmengine's ``load_checkpoint`` and the codebases' ``init_model``
     read as ``ckpt``'s weights (``ckpt``: the file read with :func:`read_checkpoint`; read here
     when not given).
@@ -178,9 +179,12 @@ def loadable_checkpoint(path: str, ckpt: Optional[dict] = None) -> str:
     mmengine loads ``ckpt['state_dict']`` when there is one and else the whole dict, so weights
     kept under ``model`` (DeiT / timm), ``model_state_dict`` or ``module`` load nothing (only a
     warning about unexpected keys); ``mmseg.apis.init_model`` needs a ``meta`` dict. ``path``
-    itself when the file holds ``state_dict`` and ``meta`` dicts (or is remote); else a
-    temporary file (removed when the process exits) with the weights as ``state_dict`` (a
-    ``module.`` prefix on every key removed) and the file's ``meta`` or an empty one."""
+    itself when the file holds ``state_dict`` and ``meta`` dicts (or is remote); else a file
+    with the weights as ``state_dict`` (a ``module.`` prefix on every key removed) and the
+    file's ``meta`` or an empty one: ``out_dir/<name>_mmengine.pth``, kept (a run's work dir,
+    so that the config it saves names a file that stays; written atomically, as every process
+    of a distributed run writes it), or without ``out_dir`` a temporary file removed when the
+    process exits."""
     import atexit
     import os
     import tempfile
@@ -196,13 +200,24 @@ def loadable_checkpoint(path: str, ckpt: Optional[dict] = None) -> str:
     except TypeError:
         return path  # no weights at all: the caller's checks name the problem
     meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
-    fd, tmp = tempfile.mkstemp(prefix='mmdyn_ckpt_', suffix='.pth')
-    os.close(fd)
-    atexit.register(lambda: os.path.exists(tmp) and os.remove(tmp))
-    torch.save({'state_dict': sd, 'meta': meta}, tmp)
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        stem = os.path.splitext(os.path.basename(str(path)))[0]
+        final = os.path.join(out_dir, f'{stem}_mmengine.pth')
+        fd, tmp = tempfile.mkstemp(prefix=f'.{stem}_', suffix='.pth', dir=out_dir)
+        os.close(fd)
+        torch.save({'state_dict': sd, 'meta': meta}, tmp)
+        os.replace(tmp, final)  # atomic: a process reading it never sees half a file
+        tmp = final
+    else:
+        fd, tmp = tempfile.mkstemp(prefix='mmdyn_ckpt_', suffix='.pth')
+        os.close(fd)
+        atexit.register(lambda: os.path.exists(tmp) and os.remove(tmp))
+        torch.save({'state_dict': sd, 'meta': meta}, tmp)
     from mmengine.logging import print_log
     print_log(f'{path}: weights read from ' + (f"its '{key}' entry" if key else 'a bare state '
-              'dict') + ' (mmengine reads only \'state_dict\')', logger='current', level=20)
+              'dict') + f' (mmengine reads only \'state_dict\'): loading them from {tmp}',
+              logger='current', level=20)
     return tmp
 
 

@@ -87,6 +87,11 @@ def collect_decision_maps(model, styles: bool = False) -> Dict[str, torch.Tensor
     return out
 
 
+def _on_every_rank(method):
+    """``method`` without mmengine's ``master_only`` wrapper (the function it wraps)."""
+    return getattr(method, '__wrapped__', method)
+
+
 @VISUALIZERS.register_module()
 class DynamicVisualizer(Visualizer):
     """Visualizer of token decisions (``last_maps`` of dynamic modules).
@@ -99,6 +104,15 @@ class DynamicVisualizer(Visualizer):
         draw_titles (bool): write each decision point's name on its panel. Defaults to True.
         Other arguments go to :class:`mmengine.visualization.Visualizer`.
     """
+
+    # Drawing is local to each process: mmengine's Visualizer draws on the main process only
+    # (its drawing methods return None elsewhere), but in a distributed test every rank draws
+    # the decision maps of its own images (:class:`mmdyn.engine.hooks.DecisionMapHook`).
+    # Showing and the visual backends stay on the main process.
+    set_image = _on_every_rank(Visualizer.set_image)
+    get_image = _on_every_rank(Visualizer.get_image)
+    draw_binary_masks = _on_every_rank(Visualizer.draw_binary_masks)
+    draw_texts = _on_every_rank(Visualizer.draw_texts)
 
     def __init__(self, name: str = 'dynamic_visualizer', image: Optional[np.ndarray] = None,
                  vis_backends=None, save_dir: Optional[str] = None,

@@ -273,7 +273,8 @@ def test_figures_follow_the_model_not_the_files(tmp_path, monkeypatch):
     assert cc.ensure([c], ['info'], cache, verbose=False, save=False)[c]['info']['epochs'] == 100
     for extra in ('model = dict(backbone=dict(drop_path_rate=0.0))\n',
                   "test_dataloader = dict(dataset=dict(pipeline=[dict(type='Resize', "
-                  "scale=256)]))\n"):
+                  "scale=256)]))\n",
+                  'crop_size = (128, 128)\n'):  # mmseg's measuring size
         sha2 = write(extra)
         cache = {c: dict(measured)}
         assert cc.stale([c], cache) == [c], extra

@@ -93,3 +93,17 @@ def test_bad_arguments_and_static_models(tmp_path):
     hook = DecisionMapHook(out_dir=str(tmp_path))
     with pytest.raises(RuntimeError, match='no dynamic module'):
         hook.before_test(types.SimpleNamespace(model=torch.nn.Linear(2, 2)))
+
+
+def test_every_rank_draws_its_images(tmp_path, seg_model, monkeypatch):
+    """In a distributed test every rank draws its own images (was: mmengine's Visualizer draws
+    on the main process only, so ranks > 0 crashed on a None image and took the test down)."""
+    import mmengine.dist.utils as dist_utils
+    main = DecisionMapHook(out_dir=str(tmp_path / 'rank0'))
+    run_batches(main, seg_model, [batch(1)])
+    monkeypatch.setattr(dist_utils, 'is_main_process', lambda *a, **k: False)
+    other = DecisionMapHook(out_dir=str(tmp_path / 'rank1'))
+    run_batches(other, seg_model, [batch(1)])
+    import mmcv
+    assert len(other.written) == 1
+    assert (mmcv.imread(other.written[0]) == mmcv.imread(main.written[0])).all()

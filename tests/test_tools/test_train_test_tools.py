@@ -137,6 +137,8 @@ def test_weights_under_any_key_are_the_ones_tested(tmp_path, trained, tool_log, 
             preds[name] = pickle.load(f)
     for a, b in zip(preds['ref'], preds[container]):
         assert torch.equal(a['pred_sem_seg']['data'], b['pred_sem_seg']['data'])
+    # the rewrapped weights stay in the run's work dir (the saved config names them)
+    assert (tmp_path / container / f'{container}_mmengine.pth').is_file()
 
 
 

@@ -105,3 +105,17 @@ def test_loadable_checkpoint_loads_the_weights(tmp_path, wrap, rewrapped):
         fresh = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
         load_checkpoint(fresh, path, map_location='cpu')
         assert not torch.equal(fresh[0].weight, src[0].weight)
+
+
+def test_loadable_checkpoint_into_a_work_dir(tmp_path):
+    """With ``out_dir`` (a run's work dir) the rewrapped file is kept there under the source's
+    name, so the config the run saves names a file that stays."""
+    from mmdyn.utils.checkpoint import loadable_checkpoint, read_checkpoint
+    m = nn.Linear(2, 3)
+    path = str(tmp_path / 'deit.pth')
+    torch.save({'model': m.state_dict()}, path)
+    out = loadable_checkpoint(path, read_checkpoint(path), str(tmp_path / 'wd'))
+    assert out == str(tmp_path / 'wd' / 'deit_mmengine.pth')
+    ck = torch.load(out)
+    assert torch.equal(ck['state_dict']['weight'], m.weight) and ck['meta'] == {}
+    assert sorted(p.name for p in (tmp_path / 'wd').iterdir()) == ['deit_mmengine.pth']

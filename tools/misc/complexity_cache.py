@@ -3,9 +3,9 @@ file (used by ``make_metafiles.py``).
 
 Each entry is keyed by the config's path relative to the repository root and remembers two
 hashes: ``sha``, of the config file and every repository file it inherits from (``_base_``),
-and ``model_sha``, of what the figures depend on: the resolved ``model`` dict and the test
-pipeline (the input size). When the files changed but the model and the test pipeline did not
-(a schedule, an optimiser, a training augmentation), the figures stand and only the config's
+and ``model_sha``, of what the figures depend on: the resolved ``model`` dict, the test
+pipeline and ``crop_size`` (the input size). When the files changed but those did not (a
+schedule, an optimiser, a training augmentation), the figures stand and only the config's
 ``info`` is read again; otherwise the entry is measured again. Three figures, each measured on
 demand:
 
@@ -117,7 +117,7 @@ def _plain(obj):
     return repr(obj)
 
 
-MODEL_HASH_VERSION = 1  # bump when model_hash changes: every entry is measured again
+MODEL_HASH_VERSION = 2  # bump when model_hash changes (entries of changed files: measured again)
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,14 +129,17 @@ def _model_hash(path: str, files_sha: str) -> str:
     while isinstance(ds, dict) and 'pipeline' not in ds and isinstance(ds.get('dataset'), dict):
         ds = ds['dataset']  # wrapped data sets
     pipeline = ds.get('pipeline', None) if isinstance(ds, dict) else None
+    # crop_size: the measuring size of mmseg configs (analysis.complexity.default_img_shape)
     text = json.dumps(_plain(dict(v=MODEL_HASH_VERSION, model=cfg.get('model', None),
-                                  test_pipeline=pipeline)), sort_keys=True)
+                                  test_pipeline=pipeline, crop_size=cfg.get('crop_size', None))),
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def model_hash(path: str) -> str:
     """The hash of what a config's figures depend on: its resolved ``model`` dict (data
-    preprocessor and test-time settings included) and its test pipeline (the input size)."""
+    preprocessor and test-time settings included), its test pipeline and its ``crop_size``
+    (the input size they are measured at)."""
     return _model_hash(osp.abspath(path), config_hash(path))
 
 
