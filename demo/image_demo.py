@@ -116,8 +116,7 @@ def draw_decisions(model, cfg, img_path: str, input_shape, height: int, opacity:
     import mmcv
     from mmengine.dataset import Compose
 
-    from mmdyn.visualization import DynamicVisualizer
-    from mmdyn.visualization.dynamic_visualizer import map_to_image
+    from mmdyn.visualization import DynamicVisualizer, image_maps
     tool = _visualize_dynamic_tool()
     maps = tool.dynamic_maps(model, styles=True)
     if not maps:
@@ -132,13 +131,12 @@ def draw_decisions(model, cfg, img_path: str, input_shape, height: int, opacity:
     panel_h = max(1, height // math.ceil(len(maps) / ncols))
     size = (max(1, int(round(w * panel_h / h))), panel_h)  # (W, H) of one panel
     image = mmcv.imresize(net_image, size, interpolation='bilinear')
-    panels = {}
-    for k, (v, stride, _) in maps.items():
-        m = map_to_image(v[0], input_shape, (h, w), stride).astype(np.int32)
-        panels[k] = mmcv.imresize(m, size, interpolation='nearest')
+    placed, binary = image_maps(maps, 0, input_shape, (h, w))
+    panels = {k: mmcv.imresize(m.astype(np.int32), size, interpolation='nearest')
+              for k, m in placed.items()}
     vis = DynamicVisualizer(name=f'image_demo_dyn_{os.getpid()}_{id(model)}', alpha=opacity,
                             ncols=ncols)
-    grid = vis.draw_decision_maps(image, panels, {k: b for k, (_, _, b) in maps.items()})
+    grid = vis.draw_decision_maps(image, panels, binary)
     out = np.zeros((height, grid.shape[1], 3), dtype=np.uint8)
     out[:grid.shape[0]] = grid
     return out

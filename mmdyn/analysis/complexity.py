@@ -639,14 +639,9 @@ def build_model_from_cfg(cfg, device: str = 'cpu', checkpoint: Optional[str] = N
     if checkpoint is None:
         init_task_heads(model)
     else:
-        from mmengine.runner import load_checkpoint
-
-        from mmdyn.utils.checkpoint import _REMOTE, read_checkpoint
-        from mmdyn.utils.cli import check_weights_match
-        if not str(checkpoint).startswith(_REMOTE):
-            # `not a readable checkpoint: FILE (why)`; weights of another model: one line too
-            check_weights_match(model, read_checkpoint(checkpoint), checkpoint)
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        # `not a readable checkpoint: FILE (why)`; weights of another model: one line too
+        from mmdyn.utils.cli import load_checked_weights
+        load_checked_weights(model, checkpoint)
     return model.to(device).eval()
 
 

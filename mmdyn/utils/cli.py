@@ -228,6 +228,24 @@ def check_weights_match(model, ckpt: dict, path: str, hint: str = '') -> None:
                         f'{describe_mismatch(*problems)}{hint}')
 
 
+def load_checked_weights(model, path: str, ckpt: Optional[dict] = None,
+                         hint: str = '') -> None:
+    """Load the checkpoint at ``path`` into ``model`` in this process (``ckpt``: the file
+    already read with :func:`check_checkpoint`): its weights must fit the model
+    (:func:`check_weights_match`, one line otherwise) and are read from whatever container holds
+    them (``state_dict``, ``model``, ``model_state_dict``, ``module``, a bare state dict;
+    :func:`~mmdyn.utils.checkpoint.unwrap_state_dict`), where mmengine's ``load_checkpoint``
+    reads only ``state_dict``. Remote paths go through mmengine's loader."""
+    from .checkpoint import _REMOTE, read_checkpoint, unwrap_state_dict
+    if str(path).startswith(_REMOTE):
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, path, map_location='cpu')
+        return
+    ckpt = read_checkpoint(path) if not ckpt else ckpt
+    check_weights_match(model, ckpt, path, hint)
+    model.load_state_dict(unwrap_state_dict(ckpt), strict=True)
+
+
 _REGISTRY_MISS = re.compile(r"(\S+) is not in the (\S+) registry")
 
 

@@ -1,3 +1,4 @@
-from .dynamic_visualizer import DynamicVisualizer, collect_decision_maps, map_to_image
+from .dynamic_visualizer import (DynamicVisualizer, collect_decision_maps, image_maps,
+                                 map_to_image)
 
-__all__ = ['DynamicVisualizer', 'collect_decision_maps', 'map_to_image']
+__all__ = ['DynamicVisualizer', 'collect_decision_maps', 'image_maps', 'map_to_image']

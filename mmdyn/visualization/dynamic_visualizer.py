@@ -87,6 +87,18 @@ def collect_decision_maps(model, styles: bool = False) -> Dict[str, torch.Tensor
     return out
 
 
+def image_maps(recorded: Dict, index: int, input_shape: Tuple[int, int],
+               img_shape: Tuple[int, int]) -> Tuple[Dict[str, np.ndarray], Dict[str, bool]]:
+    """``(maps, binary)`` of image ``index`` of a batch for
+    :meth:`DynamicVisualizer.add_datasample`: each ``(map, stride, binary)`` of ``recorded``
+    (:func:`collect_decision_maps` with ``styles``) placed on the network input
+    ``input_shape`` and cropped to the image ``img_shape`` (:func:`map_to_image`), and each
+    map's kind."""
+    maps = {k: map_to_image(v[index], input_shape, img_shape, stride)
+            for k, (v, stride, _) in recorded.items()}
+    return maps, {k: b for k, (_, _, b) in recorded.items()}
+
+
 def _on_every_rank(method):
     """``method`` without mmengine's ``master_only`` wrapper (the function it wraps)."""
     return getattr(method, '__wrapped__', method)

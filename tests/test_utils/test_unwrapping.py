@@ -119,3 +119,22 @@ def test_loadable_checkpoint_into_a_work_dir(tmp_path):
     ck = torch.load(out)
     assert torch.equal(ck['state_dict']['weight'], m.weight) and ck['meta'] == {}
     assert sorted(p.name for p in (tmp_path / 'wd').iterdir()) == ['deit_mmengine.pth']
+
+
+@pytest.mark.parametrize('container', ['state_dict', 'model', 'model_state_dict', 'module',
+                                       'bare'])
+def test_load_checked_weights_any_container(tmp_path, container):
+    """The in-process loader of get_flops / benchmark / visualize_dynamic / dit_skip_stats /
+    dvt_thresholds: the weights of any container, every one (mmengine's loader found none
+    under ``model`` & co.); another model's weights are one line."""
+    from mmdyn.utils.cli import ToolError, load_checked_weights
+    src = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    sd = src.state_dict()
+    path = str(tmp_path / 'w.pth')
+    torch.save(sd if container == 'bare' else {container: sd}, path)
+    dst = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    load_checked_weights(dst, path)
+    for k, v in sd.items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    with pytest.raises(ToolError, match='does not fit the model'):
+        load_checked_weights(nn.Linear(3, 4), path)

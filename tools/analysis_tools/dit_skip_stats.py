@@ -120,11 +120,11 @@ def plot(res: dict, path: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
+    from mmengine.runner import Runner
     from mmengine.registry import MODELS
 
     from mmdyn.utils.cli import (ToolError, check_checkpoint, check_data_roots, check_device,
-                                 check_weights_match, friendly_errors, load_config)
+                                 friendly_errors, load_checked_weights, load_config)
     with friendly_errors('dit_skip_stats.py'):
         cfg = load_config(args.config, args.cfg_options)
         ckpt = check_checkpoint(args.checkpoint) if args.checkpoint else None
@@ -142,11 +142,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             dit = find_dit(model)
         except ValueError as e:
             raise ToolError(f'{e} (is {args.config} a DiT config?)') from None
-        if ckpt:  # a checkpoint of another model would load nothing: one line instead
-            check_weights_match(model, ckpt, args.checkpoint)
-            from mmdyn.utils.checkpoint import loadable_checkpoint
-            load_checkpoint(model, loadable_checkpoint(args.checkpoint, ckpt),
-                            map_location='cpu')
+        if args.checkpoint:  # another model's weights: one line
+            load_checked_weights(model, args.checkpoint, ckpt)
         del ckpt
         check_data_roots(cfg, (args.split, ))
         loader_cfg = cfg[f'{args.split}_dataloader']

@@ -283,20 +283,18 @@ def collect_from_config(config: str, checkpoint: Optional[str] = None, split: st
     outputs."""
     import torch
     from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
+    from mmengine.runner import Runner
 
     import mmdyn  # noqa: F401
     from mmdyn.models.utils.dynamic import full_compute
     from mmdyn.registry import MODELS
-    from mmdyn.utils.checkpoint import loadable_checkpoint
-    from mmdyn.utils.cli import check_checkpoint, check_weights_match, load_config
+    from mmdyn.utils.cli import check_checkpoint, load_checked_weights, load_config
     cfg = load_config(config, cfg_options)
     ckpt = check_checkpoint(checkpoint) if checkpoint else None
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
-    if ckpt:  # a checkpoint of another model would load nothing: one line instead
-        check_weights_match(model, ckpt, checkpoint)
-        load_checkpoint(model, loadable_checkpoint(checkpoint, ckpt), map_location='cpu')
+    if checkpoint:  # another model's weights: one line
+        load_checked_weights(model, checkpoint, ckpt)
     del ckpt
     model.eval()
     if split == 'calib':

@@ -91,7 +91,6 @@ def test_pipeline_cfg(cfg) -> Optional[List[dict]]:
 
 def build_model(cfg, checkpoint: Optional[str], device: str):
     from mmengine.registry import MODELS
-    from mmengine.runner import load_checkpoint
     model_cfg = cfg.model
     test_cfg = model_cfg.get('test_cfg', None)
     if isinstance(test_cfg, dict) and test_cfg.get('mode') == 'slide':
@@ -102,13 +101,8 @@ def build_model(cfg, checkpoint: Optional[str], device: str):
         model_cfg.pretrained = None
     model = MODELS.build(model_cfg)
     if checkpoint:
-        from mmdyn.utils.cli import check_checkpoint, check_weights_match
-        ckpt = check_checkpoint(checkpoint)
-        if ckpt:  # a checkpoint of another model would load nothing: one line instead
-            check_weights_match(model, ckpt, checkpoint)
-            from mmdyn.utils.checkpoint import loadable_checkpoint
-            checkpoint = loadable_checkpoint(checkpoint, ckpt)
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        from mmdyn.utils.cli import load_checked_weights
+        load_checked_weights(model, checkpoint)  # another model's weights: one line
     return model.to(device).eval()
 
 
@@ -149,7 +143,7 @@ def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, vi
               img_scale=None, channel_order='bgr') -> List[str]:
     """Run ``model`` on each image and save its decision maps; returns the PNG paths."""
     from mmdyn.visualization import DynamicVisualizer
-    from mmdyn.visualization.dynamic_visualizer import map_to_image
+    from mmdyn.visualization import image_maps
     visualizer = visualizer or DynamicVisualizer(name=f'visualize_dynamic_{id(model)}')
     os.makedirs(out_dir, exist_ok=True)
     written, used = [], set()
@@ -164,8 +158,7 @@ def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, vi
                 model(*data, mode='predict')
         input_shape = tuple(data['inputs'].shape[-2:])
         recorded = dynamic_maps(model, styles=True)
-        maps = {k: map_to_image(v[0], input_shape, image.shape[:2], stride)
-                for k, (v, stride, _) in recorded.items()}
+        maps, binary = image_maps(recorded, 0, input_shape, image.shape[:2])
         if not maps:
             from mmdyn.utils.cli import ToolError
             raise ToolError('the model recorded no decision maps (it has no dynamic module, '
@@ -177,7 +170,7 @@ def visualize(model, image_paths: Sequence[str], out_dir: str, pipeline=None, vi
         used.add(name)
         out_file = osp.join(out_dir, f'{name}.png')
         visualizer.add_datasample(name, image, maps=maps, out_file=out_file,
-                                  binary={k: b for k, (_, _, b) in recorded.items()})
+                                  binary=binary)
         written.append(out_file)
     return written
 

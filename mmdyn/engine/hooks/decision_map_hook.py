@@ -128,8 +128,7 @@ class DecisionMapHook(Hook):
 
     def _draw(self, runner, data_batch, outputs) -> None:
         from mmdyn.models.utils.dynamic import unwrap_model
-        from mmdyn.visualization import collect_decision_maps
-        from mmdyn.visualization.dynamic_visualizer import map_to_image
+        from mmdyn.visualization import collect_decision_maps, image_maps
         if self._calls and max(self._calls.values()) > 1:
             self._warn_once(f'a dynamic module ran {max(self._calls.values())} times in one '
                             'forward (sliding windows or test-time augmentation): its maps '
@@ -152,12 +151,10 @@ class DecisionMapHook(Hook):
             input_shape = meta.get('batch_input_shape') or meta.get('pad_shape') or \
                 image.shape[:2]
             input_shape = tuple(int(s) for s in tuple(input_shape)[:2])
-            maps = {k: map_to_image(v[i], input_shape, image.shape[:2], stride)
-                    for k, (v, stride, _) in recorded.items()}
+            maps, binary = image_maps(recorded, i, input_shape, image.shape[:2])
             out_file = osp.join(self.out_dir, self._name(meta, len(self.written)) + '.png')
-            self._visualizer.add_datasample(
-                osp.basename(out_file), image, maps=maps, out_file=out_file,
-                binary={k: b for k, (_, _, b) in recorded.items()})
+            self._visualizer.add_datasample(osp.basename(out_file), image, maps=maps,
+                                            out_file=out_file, binary=binary)
             self.written.append(out_file)
 
     def _image(self, img) -> np.ndarray:
